@@ -1,0 +1,22 @@
+//! Compiles `proto/*.proto` with protox (a pure-Rust protobuf compiler), so no
+//! `protoc` is needed on any machine, and generates prost messages with every
+//! `bytes` field as `bytes::Bytes` (zero-copy decoding of large tensors) and
+//! every map as a `BTreeMap` (deterministic order). The tonic stubs are
+//! generated only with the `grpc` feature.
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let files = ["proto/ms_service.proto", "proto/grpc_predict_v2.proto"];
+    for file in files {
+        println!("cargo:rerun-if-changed={file}");
+    }
+    let fds = protox::compile(files, ["proto"])?;
+    let grpc = std::env::var_os("CARGO_FEATURE_GRPC").is_some();
+    tonic_prost_build::configure()
+        .build_client(grpc)
+        .build_server(grpc)
+        .build_transport(false)
+        .bytes(".")
+        .btree_map(".")
+        .compile_fds(fds)?;
+    Ok(())
+}

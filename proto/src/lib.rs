@@ -1,0 +1,43 @@
+//! The wire layer of the serving toolkit.
+//!
+//! One protocol-neutral [`Tensor`] and, for each wire form of the two protocol
+//! families, a codec between that form and tensors. Every decoder is total: it
+//! returns an error for any input, never panics, and never allocates from an
+//! untrusted length before checking it against the size of the input.
+//!
+//! | module | wire form |
+//! |---|---|
+//! | [`mindspore::grpc`] | MindSpore Serving `PredictRequest` / `PredictReply` (protobuf) |
+//! | [`mindspore::rest`] | MindSpore Serving REST JSON (`instances`, b64 objects) and its URLs |
+//! | [`oip::grpc`] | Open Inference Protocol `ModelInferRequest` / `ModelInferResponse` |
+//! | [`oip::rest`] | Open Inference Protocol REST JSON and the binary tensor extension |
+//! | [`size`] | encoded sizes of requests, computed before they are built or sent |
+//! | [`frame`] | the gRPC length-prefixed frame header and its size limit |
+//! | [`pb`] | the generated protobuf messages (and tonic stubs with feature `grpc`) |
+//!
+//! ```
+//! use serving_proto::{mindspore, Tensor, NamedTensors};
+//!
+//! let mut instance = NamedTensors::new();
+//! instance.insert("x1".into(), Tensor::from_slice(&[2, 2], &[1.0f32, 2.0, 3.0, 4.0])?);
+//! let body = mindspore::rest::encode_request(&[instance.clone()])?;
+//! let decoded = mindspore::rest::decode_request(body.as_bytes(), usize::MAX)?;
+//! assert_eq!(decoded, vec![instance]);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+pub mod dtype;
+pub mod frame;
+pub mod mindspore;
+pub mod oip;
+pub mod pb;
+pub mod size;
+pub mod tensor;
+
+mod json;
+
+pub use dtype::{DataType, UnsupportedType};
+pub use tensor::{Element, Tensor, TensorData, TensorError};
+
+/// The tensors of one instance (MindSpore) or one request (OIP), by name.
+pub type NamedTensors = std::collections::BTreeMap<String, Tensor>;

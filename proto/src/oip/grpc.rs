@@ -1,0 +1,238 @@
+//! Open Inference Protocol gRPC messages to and from tensors.
+//!
+//! Raw contents (`raw_input_contents`, `raw_output_contents`) are moved into
+//! tensors without copying; typed contents are converted element by element.
+
+use bytes::Bytes;
+
+use super::contents::{decode_raw, decode_typed, encode_raw, encode_typed, has_typed, needs_raw};
+use super::{
+    InferRequest, InferResponse, NamedTensor, OipError, Parameter, Parameters, RequestedOutput,
+    datatype_name, resolve_datatype,
+};
+use crate::pb::inference::{self as pb, InferParameter, InferTensorContents, infer_parameter};
+
+/// How tensor data travels in a message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Contents {
+    /// Raw little-endian bytes in `raw_*_contents`: no per-element work.
+    #[default]
+    Raw,
+    /// Typed `InferTensorContents` fields. A message with an FP16 or BF16
+    /// tensor is sent raw regardless, as the protocol requires.
+    Typed,
+}
+
+fn param_from_pb(p: InferParameter) -> Option<Parameter> {
+    Some(match p.parameter_choice? {
+        infer_parameter::ParameterChoice::BoolParam(v) => Parameter::Bool(v),
+        infer_parameter::ParameterChoice::Int64Param(v) => Parameter::Int64(v),
+        infer_parameter::ParameterChoice::StringParam(v) => Parameter::String(v),
+        infer_parameter::ParameterChoice::DoubleParam(v) => Parameter::Double(v),
+        infer_parameter::ParameterChoice::Uint64Param(v) => Parameter::Uint64(v),
+    })
+}
+
+fn param_to_pb(p: &Parameter) -> InferParameter {
+    InferParameter {
+        parameter_choice: Some(match p {
+            Parameter::Bool(v) => infer_parameter::ParameterChoice::BoolParam(*v),
+            Parameter::Int64(v) => infer_parameter::ParameterChoice::Int64Param(*v),
+            Parameter::String(v) => infer_parameter::ParameterChoice::StringParam(v.clone()),
+            Parameter::Double(v) => infer_parameter::ParameterChoice::DoubleParam(*v),
+            Parameter::Uint64(v) => infer_parameter::ParameterChoice::Uint64Param(*v),
+        }),
+    }
+}
+
+/// Parameters from the wire; an empty `InferParameter` (no choice) is dropped.
+pub fn params_from_pb(map: std::collections::BTreeMap<String, InferParameter>) -> Parameters {
+    map.into_iter()
+        .filter_map(|(k, v)| Some((k, param_from_pb(v)?)))
+        .collect()
+}
+
+/// Parameters to the wire.
+pub fn params_to_pb(map: &Parameters) -> std::collections::BTreeMap<String, InferParameter> {
+    map.iter()
+        .map(|(k, v)| (k.clone(), param_to_pb(v)))
+        .collect()
+}
+
+/// The wire parts of one tensor, shared by inputs and outputs.
+struct WireTensor {
+    name: String,
+    datatype: String,
+    shape: Vec<i64>,
+    parameters: std::collections::BTreeMap<String, InferParameter>,
+    contents: Option<InferTensorContents>,
+}
+
+fn decode_tensors(tensors: Vec<WireTensor>, raw: Vec<Bytes>) -> Result<Vec<NamedTensor>, OipError> {
+    if !raw.is_empty() {
+        if tensors.iter().any(|t| has_typed(&t.contents)) {
+            return Err(OipError::MixedContents);
+        }
+        if raw.len() != tensors.len() {
+            return Err(OipError::RawCount {
+                tensors: tensors.len(),
+                raw: raw.len(),
+            });
+        }
+    }
+    let mut raw = raw.into_iter();
+    tensors
+        .into_iter()
+        .map(|t| {
+            let dtype = resolve_datatype(&t.name, &t.datatype)?;
+            let tensor = match raw.next() {
+                Some(bytes) => decode_raw(&t.name, dtype, t.shape, bytes)?,
+                None => decode_typed(&t.name, dtype, t.shape, t.contents.unwrap_or_default())?,
+            };
+            Ok(NamedTensor {
+                name: t.name,
+                tensor,
+                parameters: params_from_pb(t.parameters),
+            })
+        })
+        .collect()
+}
+
+/// The wire parts of tensors: (name, datatype, shape, parameters, contents)
+/// and the raw list, in the chosen form.
+fn encode_tensors(
+    tensors: &[NamedTensor],
+    contents: Contents,
+) -> Result<(Vec<WireTensor>, Vec<Bytes>), OipError> {
+    let raw = contents == Contents::Raw || tensors.iter().any(|t| needs_raw(t.tensor.dtype()));
+    let mut wire = Vec::with_capacity(tensors.len());
+    let mut raws = Vec::new();
+    for t in tensors {
+        let datatype = datatype_name(&t.name, t.tensor.dtype())?;
+        let typed = if raw {
+            raws.push(encode_raw(&t.tensor));
+            None
+        } else {
+            Some(encode_typed(&t.tensor))
+        };
+        wire.push(WireTensor {
+            name: t.name.clone(),
+            datatype: datatype.to_owned(),
+            shape: t.tensor.shape().to_vec(),
+            parameters: params_to_pb(&t.parameters),
+            contents: typed,
+        });
+    }
+    Ok((wire, raws))
+}
+
+/// Decodes a `ModelInferRequest` (what a server receives).
+pub fn decode_request(req: pb::ModelInferRequest) -> Result<InferRequest, OipError> {
+    let wire = req
+        .inputs
+        .into_iter()
+        .map(|t| WireTensor {
+            name: t.name,
+            datatype: t.datatype,
+            shape: t.shape,
+            parameters: t.parameters,
+            contents: t.contents,
+        })
+        .collect();
+    Ok(InferRequest {
+        model_name: req.model_name,
+        model_version: req.model_version,
+        id: req.id,
+        parameters: params_from_pb(req.parameters),
+        inputs: decode_tensors(wire, req.raw_input_contents)?,
+        outputs: req
+            .outputs
+            .into_iter()
+            .map(|o| RequestedOutput {
+                name: o.name,
+                parameters: params_from_pb(o.parameters),
+            })
+            .collect(),
+    })
+}
+
+/// Encodes a `ModelInferRequest` (what a client sends).
+pub fn encode_request(
+    req: &InferRequest,
+    contents: Contents,
+) -> Result<pb::ModelInferRequest, OipError> {
+    let (wire, raw) = encode_tensors(&req.inputs, contents)?;
+    Ok(pb::ModelInferRequest {
+        model_name: req.model_name.clone(),
+        model_version: req.model_version.clone(),
+        id: req.id.clone(),
+        parameters: params_to_pb(&req.parameters),
+        inputs: wire
+            .into_iter()
+            .map(|t| pb::model_infer_request::InferInputTensor {
+                name: t.name,
+                datatype: t.datatype,
+                shape: t.shape,
+                parameters: t.parameters,
+                contents: t.contents,
+            })
+            .collect(),
+        outputs: req
+            .outputs
+            .iter()
+            .map(|o| pb::model_infer_request::InferRequestedOutputTensor {
+                name: o.name.clone(),
+                parameters: params_to_pb(&o.parameters),
+            })
+            .collect(),
+        raw_input_contents: raw,
+    })
+}
+
+/// Decodes a `ModelInferResponse` (what a client receives).
+pub fn decode_response(resp: pb::ModelInferResponse) -> Result<InferResponse, OipError> {
+    let wire = resp
+        .outputs
+        .into_iter()
+        .map(|t| WireTensor {
+            name: t.name,
+            datatype: t.datatype,
+            shape: t.shape,
+            parameters: t.parameters,
+            contents: t.contents,
+        })
+        .collect();
+    Ok(InferResponse {
+        model_name: resp.model_name,
+        model_version: resp.model_version,
+        id: resp.id,
+        parameters: params_from_pb(resp.parameters),
+        outputs: decode_tensors(wire, resp.raw_output_contents)?,
+    })
+}
+
+/// Encodes a `ModelInferResponse` (what a server sends). Raw contents share
+/// the tensors' bytes.
+pub fn encode_response(
+    resp: &InferResponse,
+    contents: Contents,
+) -> Result<pb::ModelInferResponse, OipError> {
+    let (wire, raw) = encode_tensors(&resp.outputs, contents)?;
+    Ok(pb::ModelInferResponse {
+        model_name: resp.model_name.clone(),
+        model_version: resp.model_version.clone(),
+        id: resp.id.clone(),
+        parameters: params_to_pb(&resp.parameters),
+        outputs: wire
+            .into_iter()
+            .map(|t| pb::model_infer_response::InferOutputTensor {
+                name: t.name,
+                datatype: t.datatype,
+                shape: t.shape,
+                parameters: t.parameters,
+                contents: t.contents,
+            })
+            .collect(),
+        raw_output_contents: raw,
+    })
+}

@@ -1,0 +1,291 @@
+//! The Open Inference Protocol (KServe v2): gRPC `GRPCInferenceService` and
+//! the REST API with the binary tensor extension.
+//!
+//! Both transports decode into one [`InferRequest`] and encode from one
+//! [`InferResponse`]; the servers and the client never see wire types.
+
+pub mod grpc;
+pub mod rest;
+
+mod contents;
+
+use std::collections::BTreeMap;
+
+use crate::tensor::ShapeDisplay;
+use crate::{DataType, Tensor, UnsupportedType};
+
+/// An inference parameter value.
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub enum Parameter {
+    /// `bool_param`.
+    Bool(bool),
+    /// `int64_param`.
+    Int64(i64),
+    /// `string_param`.
+    String(String),
+    /// `double_param` (OIP and Triton addition).
+    Double(f64),
+    /// `uint64_param` (OIP and Triton addition).
+    Uint64(u64),
+}
+
+impl Parameter {
+    /// The value as a non-negative integer, if it is one.
+    pub fn as_u64(&self) -> Option<u64> {
+        match *self {
+            Parameter::Int64(v) => u64::try_from(v).ok(),
+            Parameter::Uint64(v) => Some(v),
+            _ => None,
+        }
+    }
+
+    /// The value as a bool, if it is one.
+    pub fn as_bool(&self) -> Option<bool> {
+        match *self {
+            Parameter::Bool(b) => Some(b),
+            _ => None,
+        }
+    }
+}
+
+/// Parameters by name.
+pub type Parameters = BTreeMap<String, Parameter>;
+
+/// A named tensor with its parameters: an input of a request or an output of
+/// a response.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NamedTensor {
+    /// The tensor name.
+    pub name: String,
+    /// The tensor.
+    pub tensor: Tensor,
+    /// Its parameters (framing parameters such as `binary_data_size` removed).
+    pub parameters: Parameters,
+}
+
+impl NamedTensor {
+    /// A named tensor without parameters.
+    pub fn new(name: impl Into<String>, tensor: Tensor) -> NamedTensor {
+        NamedTensor {
+            name: name.into(),
+            tensor,
+            parameters: Parameters::new(),
+        }
+    }
+}
+
+/// An output the client asks for.
+#[derive(Clone, Debug, PartialEq, Default)]
+pub struct RequestedOutput {
+    /// Output name.
+    pub name: String,
+    /// Its parameters (for example `binary_data`).
+    pub parameters: Parameters,
+}
+
+/// An inference request, transport-neutral.
+#[derive(Clone, Debug, PartialEq, Default)]
+pub struct InferRequest {
+    /// Model name (from the message on gRPC, from the URL on REST).
+    pub model_name: String,
+    /// Model version; empty means the server's choice.
+    pub model_version: String,
+    /// Request id, echoed in the response.
+    pub id: String,
+    /// Request parameters.
+    pub parameters: Parameters,
+    /// The inputs, in order.
+    pub inputs: Vec<NamedTensor>,
+    /// The outputs asked for; empty means all.
+    pub outputs: Vec<RequestedOutput>,
+}
+
+/// An inference response, transport-neutral.
+#[derive(Clone, Debug, PartialEq, Default)]
+pub struct InferResponse {
+    /// Model name.
+    pub model_name: String,
+    /// The version that answered.
+    pub model_version: String,
+    /// The request's id.
+    pub id: String,
+    /// Response parameters.
+    pub parameters: Parameters,
+    /// The outputs, in order.
+    pub outputs: Vec<NamedTensor>,
+}
+
+/// A request or response that is not valid Open Inference Protocol. Every
+/// variant is a client error: INVALID_ARGUMENT on gRPC, 400 on REST.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum OipError {
+    /// A datatype string outside the protocol's table.
+    #[error(
+        "tensor '{name}': unknown datatype '{datatype}'; expected one of BOOL, INT8, INT16, INT32, INT64, UINT8, UINT16, UINT32, UINT64, FP16, BF16, FP32, FP64, BYTES"
+    )]
+    UnknownDatatype {
+        /// Tensor name.
+        name: String,
+        /// The datatype given.
+        datatype: String,
+    },
+    /// A tensor type the protocol cannot carry.
+    #[error("tensor '{name}': {source}")]
+    Unsupported {
+        /// Tensor name.
+        name: String,
+        /// The refusal.
+        source: UnsupportedType,
+    },
+    /// A negative dimension, or a shape whose size overflows.
+    #[error("tensor '{name}': invalid shape {}: dimensions must be non-negative and the size must fit in memory", ShapeDisplay(.shape))]
+    Shape {
+        /// Tensor name.
+        name: String,
+        /// The shape.
+        shape: Vec<i64>,
+    },
+    /// Raw and typed contents in one message.
+    #[error(
+        "raw contents and typed contents are mixed: when raw_input_contents is used, no input may carry contents"
+    )]
+    MixedContents,
+    /// Raw contents whose count differs from the tensor count.
+    #[error("expected {tensors} raw contents (one per tensor) but got {raw}")]
+    RawCount {
+        /// Tensors in the message.
+        tensors: usize,
+        /// Raw contents in the message.
+        raw: usize,
+    },
+    /// Data of the wrong byte size for shape and datatype.
+    #[error("tensor '{name}': {datatype} data of shape {} must be {expected} bytes but is {actual}", ShapeDisplay(.shape))]
+    DataSize {
+        /// Tensor name.
+        name: String,
+        /// The type.
+        datatype: DataType,
+        /// The shape.
+        shape: Vec<i64>,
+        /// Element count times item size.
+        expected: u64,
+        /// Bytes given.
+        actual: u64,
+    },
+    /// A number of typed elements that differs from the shape's.
+    #[error("tensor '{name}': shape {} holds {expected} elements but {actual} were given", ShapeDisplay(.shape))]
+    ElementCount {
+        /// Tensor name.
+        name: String,
+        /// The shape.
+        shape: Vec<i64>,
+        /// Element count of the shape.
+        expected: u64,
+        /// Elements given.
+        actual: u64,
+    },
+    /// Typed contents in a field that does not match the datatype.
+    #[error("tensor '{name}': {datatype} data must be in {expected}")]
+    WrongContents {
+        /// Tensor name.
+        name: String,
+        /// The type.
+        datatype: DataType,
+        /// Where it must be.
+        expected: &'static str,
+    },
+    /// A value outside the range of its datatype.
+    #[error("tensor '{name}': value {value} is out of range for {datatype}")]
+    ValueRange {
+        /// Tensor name.
+        name: String,
+        /// The type.
+        datatype: DataType,
+        /// The value as text.
+        value: String,
+    },
+    /// A value of the wrong JSON kind for its datatype.
+    #[error("tensor '{name}': element {index} ({value}) is not a valid {datatype} value")]
+    ValueKind {
+        /// Tensor name.
+        name: String,
+        /// The type.
+        datatype: DataType,
+        /// Flat element index.
+        index: usize,
+        /// The value as JSON text (truncated).
+        value: String,
+    },
+    /// A BYTES element whose 4-byte length prefix runs past its tensor.
+    #[error(
+        "tensor '{name}': BYTES element {index} at offset {offset} declares {declared} bytes but only {available} remain in the tensor"
+    )]
+    BytesElement {
+        /// Tensor name.
+        name: String,
+        /// Element index.
+        index: usize,
+        /// Offset of its length prefix.
+        offset: usize,
+        /// The declared length.
+        declared: u64,
+        /// Bytes left.
+        available: usize,
+    },
+    /// A malformed REST body; holds what is wrong.
+    #[error("{0}")]
+    Json(String),
+    /// A bad `Inference-Header-Content-Length`.
+    #[error("Inference-Header-Content-Length {value} is invalid: {reason}")]
+    HeaderLength {
+        /// The header value.
+        value: String,
+        /// Why it is invalid.
+        reason: String,
+    },
+    /// A binary tensor running past the body.
+    #[error(
+        "tensor '{name}': binary_data_size {declared} exceeds the {available} bytes left in the body"
+    )]
+    BinaryOverrun {
+        /// Tensor name.
+        name: String,
+        /// Its binary_data_size.
+        declared: u64,
+        /// Bytes left.
+        available: usize,
+    },
+    /// Binary data left after the last binary tensor.
+    #[error(
+        "{0} bytes of binary data follow the last binary tensor; binary_data_size values must add up to the body after the JSON header"
+    )]
+    TrailingBinary(usize),
+}
+
+pub(crate) fn resolve_datatype(name: &str, datatype: &str) -> Result<DataType, OipError> {
+    DataType::from_oip_name(datatype).ok_or_else(|| OipError::UnknownDatatype {
+        name: name.to_owned(),
+        datatype: datatype.to_owned(),
+    })
+}
+
+pub(crate) fn checked_count(name: &str, dtype: DataType, shape: &[i64]) -> Result<usize, OipError> {
+    let bad = || OipError::Shape {
+        name: name.to_owned(),
+        shape: shape.to_vec(),
+    };
+    let count = crate::tensor::element_count(shape).ok_or_else(bad)?;
+    count
+        .checked_mul(dtype.item_size().unwrap_or(1))
+        .ok_or_else(bad)?;
+    Ok(count)
+}
+
+pub(crate) fn datatype_name(name: &str, dtype: DataType) -> Result<&'static str, OipError> {
+    dtype.oip_name().map_err(|source| OipError::Unsupported {
+        name: name.to_owned(),
+        source,
+    })
+}

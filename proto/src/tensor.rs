@@ -1,0 +1,416 @@
+//! [`Tensor`]: one protocol-neutral tensor, validated on construction.
+
+use std::fmt;
+
+use bytes::Bytes;
+
+use crate::DataType;
+
+/// The payload of a [`Tensor`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TensorData {
+    /// Numeric elements: row-major, little-endian, no padding.
+    Raw(Bytes),
+    /// One byte string per element, for `String` and `Bytes` tensors.
+    Elements(Vec<Bytes>),
+}
+
+/// A tensor: data type, shape and data, always consistent with each other.
+///
+/// Numeric data is held as [`Bytes`], so a tensor decoded from a protobuf
+/// message shares the message's buffer instead of copying it.
+///
+/// ```
+/// use serving_proto::{DataType, Tensor};
+///
+/// let t = Tensor::from_slice(&[2, 2], &[1.0f32, 2.0, 3.0, 4.0])?;
+/// assert_eq!(t.dtype(), DataType::Fp32);
+/// assert_eq!(t.element_count(), 4);
+/// assert_eq!(t.to_vec::<f32>()?, vec![1.0, 2.0, 3.0, 4.0]);
+/// # Ok::<(), serving_proto::TensorError>(())
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Tensor {
+    dtype: DataType,
+    shape: Vec<i64>,
+    data: TensorData,
+}
+
+/// Why a tensor could not be built: its parts disagree.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum TensorError {
+    /// A dimension is negative.
+    #[error("shape {} has a negative dimension", ShapeDisplay(.shape))]
+    NegativeDim {
+        /// The offending shape.
+        shape: Vec<i64>,
+    },
+    /// The element count or byte size of the shape does not fit in memory.
+    #[error("shape {} of {dtype} overflows the addressable size", ShapeDisplay(.shape))]
+    Overflow {
+        /// The type.
+        dtype: DataType,
+        /// The offending shape.
+        shape: Vec<i64>,
+    },
+    /// Raw data of the wrong length.
+    #[error(
+        "{dtype} tensor of shape {} needs {expected} bytes of data but has {actual}",
+        ShapeDisplay(.shape)
+    )]
+    DataSize {
+        /// The type.
+        dtype: DataType,
+        /// The shape.
+        shape: Vec<i64>,
+        /// Element count times item size.
+        expected: usize,
+        /// Bytes given.
+        actual: usize,
+    },
+    /// A variable-length tensor with the wrong number of elements.
+    #[error(
+        "{dtype} tensor of shape {} needs {expected} elements but has {actual}",
+        ShapeDisplay(.shape)
+    )]
+    ElementCount {
+        /// The type.
+        dtype: DataType,
+        /// The shape.
+        shape: Vec<i64>,
+        /// The element count of the shape.
+        expected: usize,
+        /// Elements given.
+        actual: usize,
+    },
+    /// Raw bytes given for a variable-length type, or elements for a numeric one.
+    #[error("{dtype} tensors hold {expected}, not {given}")]
+    DataKind {
+        /// The type.
+        dtype: DataType,
+        /// What the type needs.
+        expected: &'static str,
+        /// What was given.
+        given: &'static str,
+    },
+    /// The tensor's type is not the one asked for.
+    #[error("tensor is {actual}, not {requested}")]
+    TypeMismatch {
+        /// The type asked for.
+        requested: DataType,
+        /// The tensor's type.
+        actual: DataType,
+    },
+}
+
+/// The number of elements of `shape` (1 for a scalar `[]`), checked for
+/// negative dimensions and overflow.
+pub fn element_count(shape: &[i64]) -> Option<usize> {
+    shape.iter().try_fold(1usize, |acc, &d| {
+        let d = usize::try_from(d).ok()?;
+        acc.checked_mul(d)
+    })
+}
+
+/// The byte size of a numeric tensor of `dtype` and `shape`; `None` for a
+/// variable-length type, a negative dimension or overflow.
+pub fn byte_size(dtype: DataType, shape: &[i64]) -> Option<usize> {
+    element_count(shape)?.checked_mul(dtype.item_size()?)
+}
+
+/// Formats a shape as `[2, 2]`.
+#[derive(Clone, Copy)]
+pub struct ShapeDisplay<'a>(pub &'a [i64]);
+
+impl fmt::Display for ShapeDisplay<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[")?;
+        for (i, d) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(", ")?;
+            }
+            write!(f, "{d}")?;
+        }
+        f.write_str("]")
+    }
+}
+
+impl Tensor {
+    /// Builds a tensor, checking that shape, type and data agree.
+    pub fn new(dtype: DataType, shape: Vec<i64>, data: TensorData) -> Result<Tensor, TensorError> {
+        if shape.iter().any(|&d| d < 0) {
+            return Err(TensorError::NegativeDim { shape });
+        }
+        let Some(count) = element_count(&shape) else {
+            return Err(TensorError::Overflow { dtype, shape });
+        };
+        match (&data, dtype.item_size()) {
+            (TensorData::Raw(raw), Some(item)) => {
+                let Some(expected) = count.checked_mul(item) else {
+                    return Err(TensorError::Overflow { dtype, shape });
+                };
+                if raw.len() != expected {
+                    return Err(TensorError::DataSize {
+                        dtype,
+                        shape,
+                        expected,
+                        actual: raw.len(),
+                    });
+                }
+            }
+            (TensorData::Elements(elements), None) => {
+                if elements.len() != count {
+                    return Err(TensorError::ElementCount {
+                        dtype,
+                        shape,
+                        expected: count,
+                        actual: elements.len(),
+                    });
+                }
+            }
+            (TensorData::Raw(_), None) => {
+                return Err(TensorError::DataKind {
+                    dtype,
+                    expected: "one byte string per element",
+                    given: "raw bytes",
+                });
+            }
+            (TensorData::Elements(_), Some(_)) => {
+                return Err(TensorError::DataKind {
+                    dtype,
+                    expected: "raw little-endian bytes",
+                    given: "a list of byte strings",
+                });
+            }
+        }
+        Ok(Tensor { dtype, shape, data })
+    }
+
+    /// A numeric tensor over raw little-endian bytes (not copied).
+    pub fn from_raw(dtype: DataType, shape: Vec<i64>, raw: Bytes) -> Result<Tensor, TensorError> {
+        Tensor::new(dtype, shape, TensorData::Raw(raw))
+    }
+
+    /// A `String` or `Bytes` tensor, one byte string per element.
+    pub fn from_elements(
+        dtype: DataType,
+        shape: Vec<i64>,
+        elements: Vec<Bytes>,
+    ) -> Result<Tensor, TensorError> {
+        Tensor::new(dtype, shape, TensorData::Elements(elements))
+    }
+
+    /// A numeric tensor from a slice of values in row-major order.
+    pub fn from_slice<T: Element>(shape: &[i64], values: &[T]) -> Result<Tensor, TensorError> {
+        let mut raw = Vec::with_capacity(std::mem::size_of_val(values));
+        for v in values {
+            v.write_le(&mut raw);
+        }
+        Tensor::from_raw(T::DTYPE, shape.to_vec(), Bytes::from(raw))
+    }
+
+    /// A scalar (shape `[]`) numeric tensor.
+    pub fn scalar<T: Element>(value: T) -> Tensor {
+        let mut raw = Vec::with_capacity(T::DTYPE.item_size().unwrap_or(0));
+        value.write_le(&mut raw);
+        Tensor {
+            dtype: T::DTYPE,
+            shape: Vec::new(),
+            data: TensorData::Raw(Bytes::from(raw)),
+        }
+    }
+
+    /// A `String` tensor from UTF-8 texts in row-major order.
+    pub fn from_strings<S: AsRef<str>>(shape: &[i64], texts: &[S]) -> Result<Tensor, TensorError> {
+        let elements = texts
+            .iter()
+            .map(|s| Bytes::copy_from_slice(s.as_ref().as_bytes()))
+            .collect();
+        Tensor::from_elements(DataType::String, shape.to_vec(), elements)
+    }
+
+    /// A `Bytes` tensor from byte strings in row-major order.
+    pub fn from_byte_strings<B: AsRef<[u8]>>(
+        shape: &[i64],
+        items: &[B],
+    ) -> Result<Tensor, TensorError> {
+        let elements = items
+            .iter()
+            .map(|b| Bytes::copy_from_slice(b.as_ref()))
+            .collect();
+        Tensor::from_elements(DataType::Bytes, shape.to_vec(), elements)
+    }
+
+    /// The element type.
+    pub fn dtype(&self) -> DataType {
+        self.dtype
+    }
+
+    /// The dimensions; `[]` is a scalar.
+    pub fn shape(&self) -> &[i64] {
+        &self.shape
+    }
+
+    /// The payload.
+    pub fn data(&self) -> &TensorData {
+        &self.data
+    }
+
+    /// The raw bytes of a numeric tensor; `None` for `String`/`Bytes`.
+    pub fn raw(&self) -> Option<&Bytes> {
+        match &self.data {
+            TensorData::Raw(raw) => Some(raw),
+            TensorData::Elements(_) => None,
+        }
+    }
+
+    /// The elements of a `String`/`Bytes` tensor; `None` for numeric ones.
+    pub fn elements(&self) -> Option<&[Bytes]> {
+        match &self.data {
+            TensorData::Elements(e) => Some(e),
+            TensorData::Raw(_) => None,
+        }
+    }
+
+    /// The number of elements (1 for a scalar).
+    pub fn element_count(&self) -> usize {
+        match &self.data {
+            TensorData::Elements(e) => e.len(),
+            TensorData::Raw(raw) => raw.len() / self.dtype.item_size().unwrap_or(1),
+        }
+    }
+
+    /// Bytes of payload: the raw length, or the sum of the element lengths.
+    pub fn payload_len(&self) -> usize {
+        match &self.data {
+            TensorData::Raw(raw) => raw.len(),
+            TensorData::Elements(e) => e.iter().map(Bytes::len).sum(),
+        }
+    }
+
+    /// Splits the tensor into its parts.
+    pub fn into_parts(self) -> (DataType, Vec<i64>, TensorData) {
+        (self.dtype, self.shape, self.data)
+    }
+
+    /// The same data under another shape with the same element count.
+    pub fn reshape(self, shape: Vec<i64>) -> Result<Tensor, TensorError> {
+        Tensor::new(self.dtype, shape, self.data)
+    }
+
+    /// Copies the values out as `T`, which must be the tensor's type.
+    pub fn to_vec<T: Element>(&self) -> Result<Vec<T>, TensorError> {
+        match (&self.data, self.dtype == T::DTYPE) {
+            (TensorData::Raw(raw), true) => {
+                let item = T::DTYPE.item_size().unwrap_or(1);
+                Ok(raw.chunks_exact(item).map(T::read_le).collect())
+            }
+            _ => Err(TensorError::TypeMismatch {
+                requested: T::DTYPE,
+                actual: self.dtype,
+            }),
+        }
+    }
+}
+
+/// A Rust type that is the element type of a numeric [`Tensor`].
+///
+/// Implemented for `bool`, the fixed-width integers, `f32`, `f64`,
+/// [`half::f16`] and [`half::bf16`].
+pub trait Element: Copy + sealed::Sealed {
+    /// The tensor type of this element.
+    const DTYPE: DataType;
+    /// Appends the little-endian bytes of `self`.
+    fn write_le(self, out: &mut Vec<u8>);
+    /// Reads one value from exactly `item_size` little-endian bytes.
+    fn read_le(bytes: &[u8]) -> Self;
+}
+
+mod sealed {
+    pub trait Sealed {}
+}
+
+macro_rules! numeric_element {
+    ($($t:ty => $dtype:ident),* $(,)?) => {$(
+        impl sealed::Sealed for $t {}
+        impl Element for $t {
+            const DTYPE: DataType = DataType::$dtype;
+            fn write_le(self, out: &mut Vec<u8>) {
+                out.extend_from_slice(&self.to_le_bytes());
+            }
+            fn read_le(bytes: &[u8]) -> Self {
+                let mut buf = [0u8; std::mem::size_of::<$t>()];
+                buf.copy_from_slice(bytes);
+                <$t>::from_le_bytes(buf)
+            }
+        }
+    )*};
+}
+
+numeric_element! {
+    i8 => Int8, i16 => Int16, i32 => Int32, i64 => Int64,
+    u8 => Uint8, u16 => Uint16, u32 => Uint32, u64 => Uint64,
+    half::f16 => Fp16, half::bf16 => Bf16, f32 => Fp32, f64 => Fp64,
+}
+
+impl sealed::Sealed for bool {}
+impl Element for bool {
+    const DTYPE: DataType = DataType::Bool;
+    fn write_le(self, out: &mut Vec<u8>) {
+        out.push(u8::from(self));
+    }
+    fn read_le(bytes: &[u8]) -> Self {
+        bytes[0] != 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parts_must_agree() {
+        let e = Tensor::from_raw(DataType::Fp32, vec![2, 2], Bytes::from_static(&[0; 12]));
+        assert_eq!(
+            e.unwrap_err().to_string(),
+            "FP32 tensor of shape [2, 2] needs 16 bytes of data but has 12"
+        );
+        let e = Tensor::from_raw(DataType::Fp32, vec![2, -1], Bytes::new());
+        assert_eq!(
+            e.unwrap_err().to_string(),
+            "shape [2, -1] has a negative dimension"
+        );
+        let e = Tensor::from_raw(DataType::Fp64, vec![i64::MAX, 4], Bytes::new());
+        assert!(matches!(e, Err(TensorError::Overflow { .. })));
+        let e = Tensor::from_raw(DataType::Bytes, vec![1], Bytes::new());
+        assert!(matches!(e, Err(TensorError::DataKind { .. })));
+        let e = Tensor::from_strings(&[3], &["a", "b"]);
+        assert_eq!(
+            e.unwrap_err().to_string(),
+            "STRING tensor of shape [3] needs 3 elements but has 2"
+        );
+    }
+
+    #[test]
+    fn scalars_and_empty_tensors() {
+        let s = Tensor::scalar(7i64);
+        assert_eq!(s.shape(), &[] as &[i64]);
+        assert_eq!(s.element_count(), 1);
+        let empty = Tensor::from_slice::<f32>(&[3, 0], &[]).unwrap();
+        assert_eq!(empty.element_count(), 0);
+        assert_eq!(element_count(&[]), Some(1));
+        assert_eq!(element_count(&[4, 0, 9]), Some(0));
+    }
+
+    #[test]
+    fn to_vec_checks_the_type() {
+        let t = Tensor::from_slice(&[2], &[true, false]).unwrap();
+        assert_eq!(t.to_vec::<bool>().unwrap(), vec![true, false]);
+        assert!(matches!(
+            t.to_vec::<u8>(),
+            Err(TensorError::TypeMismatch { .. })
+        ));
+    }
+}
