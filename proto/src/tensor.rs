@@ -8,7 +8,6 @@ use crate::DataType;
 
 /// The payload of a [`Tensor`].
 #[derive(Clone, Debug, PartialEq, Eq)]
-#[non_exhaustive]
 pub enum TensorData {
     /// Numeric elements: row-major, little-endian, no padding.
     Raw(Bytes),
