@@ -18,12 +18,12 @@ pub(crate) fn decode_raw(
 ) -> Result<Tensor, OipError> {
     let count = checked_count(name, dtype, &shape)?;
     let Some(item) = dtype.item_size() else {
-        let elements = split_bytes_elements(name, &raw, count)?;
-        return Tensor::from_elements(dtype, shape, elements).map_err(|_| OipError::ElementCount {
-            name: name.to_owned(),
-            shape: vec![],
-            expected: count as u64,
-            actual: 0,
+        let elements = split_bytes_elements(name, &raw, count, &shape)?;
+        return Tensor::from_elements(dtype, shape.clone(), elements).map_err(|_| {
+            OipError::Shape {
+                name: name.to_owned(),
+                shape,
+            }
         });
     };
     let expected = (count * item) as u64;
@@ -44,7 +44,12 @@ pub(crate) fn decode_raw(
 
 /// Splits 4-byte little-endian length-prefixed elements; exactly `count` of
 /// them must fill `raw`.
-fn split_bytes_elements(name: &str, raw: &Bytes, count: usize) -> Result<Vec<Bytes>, OipError> {
+fn split_bytes_elements(
+    name: &str,
+    raw: &Bytes,
+    count: usize,
+    shape: &[i64],
+) -> Result<Vec<Bytes>, OipError> {
     // Each element takes at least 4 bytes: never reserve more than the input holds.
     let mut elements = Vec::with_capacity(count.min(raw.len() / 4));
     let mut offset = 0usize;
@@ -82,7 +87,7 @@ fn split_bytes_elements(name: &str, raw: &Bytes, count: usize) -> Result<Vec<Byt
     if elements.len() != count {
         return Err(OipError::ElementCount {
             name: name.to_owned(),
-            shape: vec![],
+            shape: shape.to_vec(),
             expected: count as u64,
             actual: elements.len() as u64,
         });

@@ -68,6 +68,40 @@ struct WireTensor {
     contents: Option<InferTensorContents>,
 }
 
+/// The input and output tensor messages have the same fields; both convert
+/// to and from [`WireTensor`].
+macro_rules! wire_tensor_conversions {
+    ($($t:ty),*) => {$(
+        impl From<$t> for WireTensor {
+            fn from(t: $t) -> Self {
+                WireTensor {
+                    name: t.name,
+                    datatype: t.datatype,
+                    shape: t.shape,
+                    parameters: t.parameters,
+                    contents: t.contents,
+                }
+            }
+        }
+        impl From<WireTensor> for $t {
+            fn from(t: WireTensor) -> Self {
+                Self {
+                    name: t.name,
+                    datatype: t.datatype,
+                    shape: t.shape,
+                    parameters: t.parameters,
+                    contents: t.contents,
+                }
+            }
+        }
+    )*};
+}
+
+wire_tensor_conversions!(
+    pb::model_infer_request::InferInputTensor,
+    pb::model_infer_response::InferOutputTensor
+);
+
 fn decode_tensors(tensors: Vec<WireTensor>, raw: Vec<Bytes>) -> Result<Vec<NamedTensor>, OipError> {
     if !raw.is_empty() {
         if tensors.iter().any(|t| has_typed(&t.contents)) {
@@ -128,17 +162,7 @@ fn encode_tensors(
 
 /// Decodes a `ModelInferRequest` (what a server receives).
 pub fn decode_request(req: pb::ModelInferRequest) -> Result<InferRequest, OipError> {
-    let wire = req
-        .inputs
-        .into_iter()
-        .map(|t| WireTensor {
-            name: t.name,
-            datatype: t.datatype,
-            shape: t.shape,
-            parameters: t.parameters,
-            contents: t.contents,
-        })
-        .collect();
+    let wire = req.inputs.into_iter().map(WireTensor::from).collect();
     Ok(InferRequest {
         model_name: req.model_name,
         model_version: req.model_version,
@@ -167,16 +191,7 @@ pub fn encode_request(
         model_version: req.model_version.clone(),
         id: req.id.clone(),
         parameters: params_to_pb(&req.parameters),
-        inputs: wire
-            .into_iter()
-            .map(|t| pb::model_infer_request::InferInputTensor {
-                name: t.name,
-                datatype: t.datatype,
-                shape: t.shape,
-                parameters: t.parameters,
-                contents: t.contents,
-            })
-            .collect(),
+        inputs: wire.into_iter().map(Into::into).collect(),
         outputs: req
             .outputs
             .iter()
@@ -191,17 +206,7 @@ pub fn encode_request(
 
 /// Decodes a `ModelInferResponse` (what a client receives).
 pub fn decode_response(resp: pb::ModelInferResponse) -> Result<InferResponse, OipError> {
-    let wire = resp
-        .outputs
-        .into_iter()
-        .map(|t| WireTensor {
-            name: t.name,
-            datatype: t.datatype,
-            shape: t.shape,
-            parameters: t.parameters,
-            contents: t.contents,
-        })
-        .collect();
+    let wire = resp.outputs.into_iter().map(WireTensor::from).collect();
     Ok(InferResponse {
         model_name: resp.model_name,
         model_version: resp.model_version,
@@ -223,16 +228,7 @@ pub fn encode_response(
         model_version: resp.model_version.clone(),
         id: resp.id.clone(),
         parameters: params_to_pb(&resp.parameters),
-        outputs: wire
-            .into_iter()
-            .map(|t| pb::model_infer_response::InferOutputTensor {
-                name: t.name,
-                datatype: t.datatype,
-                shape: t.shape,
-                parameters: t.parameters,
-                contents: t.contents,
-            })
-            .collect(),
+        outputs: wire.into_iter().map(Into::into).collect(),
         raw_output_contents: raw,
     })
 }
