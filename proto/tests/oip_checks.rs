@@ -207,8 +207,9 @@ fn rest_json_forms() {
     assert_eq!(r.parameters["n"], Parameter::Int64(-1));
     assert_eq!(r.parameters["big"], Parameter::Uint64(u64::MAX));
     assert_eq!(r.parameters["f"], Parameter::Double(0.5));
-    assert!(!oip_rest::wants_binary(&r, "y"));
-    assert!(oip_rest::wants_binary(&r, "z"));
+    let binary = oip_rest::BinaryOutputs::of(&r);
+    assert!(!binary.wants("y"));
+    assert!(binary.wants("z"));
     let resp = InferResponse {
         model_name: "add".into(),
         model_version: "1".into(),

@@ -1,6 +1,27 @@
-//! `reference-server`: an inference server over ONNX Runtime serving the
-//! MindSpore Serving protocol and the Open Inference Protocol.
+//! `reference-server`: an inference server over ONNX Runtime that serves the
+//! MindSpore Serving protocol and the Open Inference Protocol (KServe v2) on
+//! one gRPC port and one REST port.
 //!
-//! The serving code arrives with the reference-server issue.
+//! | module | job |
+//! |---|---|
+//! | [`runtime`] | finding or provisioning ONNX Runtime, devices, sessions, tensors in and out |
+//! | [`onnx`] | writing ONNX models in memory (the demo, test models) |
+//! | [`repository`] | model repositories on disk and `servable.toml` |
+//! | [`demo`] | the built-in `add` servable |
+//! | [`engine`] | loaded servable versions and running their methods |
+//! | [`service`] | each protocol's semantics, independent of transport |
+//! | [`grpc`] | the gRPC front end: `MSService`, `GRPCInferenceService`, health |
+//! | [`rest`] | the REST front end: MindSpore routes and OIP `/v2` |
+//! | [`server`] | configuration, start-up, readiness and shutdown |
 
-pub use serving_proto as wire;
+pub mod demo;
+pub mod engine;
+pub mod error;
+pub mod grpc;
+pub mod onnx;
+pub mod repository;
+pub mod rest;
+pub mod runtime;
+pub mod serve;
+pub mod server;
+pub mod service;

@@ -1,9 +1,133 @@
-//! `reference-server` command line.
+//! `reference-server`: serves the built-in demo, or a model repository, over
+//! the MindSpore Serving protocol and the Open Inference Protocol.
 
-fn main() {
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use reference_server::runtime::device::{self, Device};
+use reference_server::runtime::{library, tensor_io};
+use reference_server::server::{self, Config};
+
+/// An inference server over ONNX Runtime for the MindSpore Serving protocol
+/// and the Open Inference Protocol (KServe v2), on one gRPC and one REST port.
+#[derive(Debug, Parser)]
+#[command(name = "reference-server", disable_version_flag = true)]
+struct Args {
+    /// gRPC address (MSService, GRPCInferenceService, grpc.health.v1.Health).
+    #[arg(long, default_value = "127.0.0.1:5500", env = "SERVING_GRPC_ADDRESS")]
+    grpc_address: SocketAddr,
+    /// REST address (/model/... and /v2/...).
+    #[arg(long, default_value = "127.0.0.1:1500", env = "SERVING_REST_ADDRESS")]
+    rest_address: SocketAddr,
+    /// Model repository: <DIR>/<servable>/servable.toml and version directories.
+    /// Without it, the built-in demo servable `add` is served.
+    #[arg(long, value_name = "DIR")]
+    model_repository: Option<PathBuf>,
+    /// A device for the demo and for servables that name none; repeat for one
+    /// replica each: cpu, cuda:N, cann:N.
+    #[arg(long = "device", value_name = "DEVICE", default_value = "cpu")]
+    devices: Vec<Device>,
+    /// Run a replica on the CPU, with a warning, when its device cannot be used.
+    #[arg(long)]
+    allow_cpu_fallback: bool,
+    /// The ONNX Runtime library (libonnxruntime.so); else ORT_DYLIB_PATH, one
+    /// next to the executable, an installed onnxruntime Python package, or the
+    /// pinned wheel provisioned into SERVING_CACHE_DIR.
+    #[arg(long, value_name = "PATH")]
+    ort_lib: Option<PathBuf>,
+    /// Largest gRPC message and REST body, in MiB (1 to 512).
+    #[arg(long, default_value_t = server::DEFAULT_MAX_MSG_MB)]
+    max_msg_mb_size: u32,
+    /// Print the version and the ONNX Runtime this server would use, then exit.
+    #[arg(long, short = 'V')]
+    version: bool,
+}
+
+fn print_version(args: &Args) {
+    println!("reference-server {}", env!("CARGO_PKG_VERSION"));
+    let family = device::family_of(&args.devices).map_or(library::Family::Cpu, |f| f);
+    let resolver = library::Resolver::from_env(args.ort_lib.clone(), family);
+    match resolver.locate() {
+        Ok(Some(found)) => {
+            let version =
+                tensor_io::library_version(&found.path).unwrap_or_else(|| "unknown".into());
+            println!(
+                "ONNX Runtime {version} at {} ({})",
+                found.path.display(),
+                found.origin
+            );
+        }
+        _ => println!("ONNX Runtime: {}", resolver.describe()),
+    }
+}
+
+async fn terminate() {
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => return std::future::pending().await,
+            };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args = Args::parse();
+    if args.version {
+        print_version(&args);
+        return ExitCode::SUCCESS;
+    }
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,ort=warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let config = Config {
+        grpc_address: args.grpc_address,
+        rest_address: args.rest_address,
+        model_repository: args.model_repository,
+        devices: args.devices,
+        allow_cpu_fallback: args.allow_cpu_fallback,
+        ort_lib: args.ort_lib,
+        max_msg_mb_size: args.max_msg_mb_size,
+    };
+    let running = match server::start(config).await {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("reference-server: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    // Readiness lines: MindSpore Serving's banners, which harnesses grep for,
+    // then one line with both addresses.
     println!(
-        "reference-server {}: the wire layer is built; the ONNX Runtime server that this \
-         command will start is the next piece of work (see docs/roadmap.md).",
-        env!("CARGO_PKG_VERSION")
+        "Serving: Serving gRPC server start success, listening on {}",
+        running.grpc_address
     );
+    println!(
+        "Serving: Serving RESTful server start success, listening on {}",
+        running.rest_address
+    );
+    println!(
+        "reference-server ready: gRPC {} REST {}",
+        running.grpc_address, running.rest_address
+    );
+    terminate().await;
+    tracing::info!("stopping: finishing open requests");
+    running.shutdown().await;
+    ExitCode::SUCCESS
 }

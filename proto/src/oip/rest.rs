@@ -479,20 +479,46 @@ pub fn encode_request(req: &InferRequest, binary: bool) -> Result<HttpBody, OipE
     Ok(finish(top, parts))
 }
 
-/// Whether the request asks for output `name` as binary data: its own
+/// Which outputs a request wants as binary data: each output's own
 /// `binary_data` parameter if given, else the request's `binary_data_output`.
-pub fn wants_binary(req: &InferRequest, name: &str) -> bool {
-    req.outputs
-        .iter()
-        .find(|o| o.name == name)
-        .and_then(|o| o.parameters.get(BINARY_DATA))
-        .and_then(Parameter::as_bool)
-        .or_else(|| {
-            req.parameters
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct BinaryOutputs {
+    all: bool,
+    per_output: Vec<(String, bool)>,
+}
+
+impl BinaryOutputs {
+    /// The choice a request makes.
+    pub fn of(req: &InferRequest) -> BinaryOutputs {
+        BinaryOutputs {
+            all: req
+                .parameters
                 .get(BINARY_DATA_OUTPUT)
                 .and_then(Parameter::as_bool)
-        })
-        .unwrap_or(false)
+                .unwrap_or(false),
+            per_output: req
+                .outputs
+                .iter()
+                .filter_map(|o| Some((o.name.clone(), o.parameters.get(BINARY_DATA)?.as_bool()?)))
+                .collect(),
+        }
+    }
+
+    /// Every output binary (a raw binary request's answer).
+    pub fn all() -> BinaryOutputs {
+        BinaryOutputs {
+            all: true,
+            per_output: Vec::new(),
+        }
+    }
+
+    /// Whether output `name` travels as binary data.
+    pub fn wants(&self, name: &str) -> bool {
+        self.per_output
+            .iter()
+            .find(|(n, _)| n == name)
+            .map_or(self.all, |(_, b)| *b)
+    }
 }
 
 /// Encodes a response body (what a server sends); outputs for which

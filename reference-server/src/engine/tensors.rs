@@ -1,0 +1,66 @@
+//! Running a method on whole tensors (the Open Inference Protocol): each
+//! input must have the model's data type and shape, dynamic dimensions
+//! aside; batching is the caller's.
+
+use serving_proto::{NamedTensors, Tensor};
+
+use super::ServableVersion;
+use crate::error::ServeError;
+use crate::repository::config::MethodConfig;
+use crate::runtime::tensor_io;
+use serving_proto::tensor::ShapeDisplay;
+
+/// Runs `method` on named input tensors and returns its outputs. Blocking.
+pub fn infer(
+    sv: &ServableVersion,
+    method: &MethodConfig,
+    mut values: NamedTensors,
+    model: &str,
+) -> Result<NamedTensors, ServeError> {
+    if let Some(missing) = method.inputs.iter().find(|i| !values.contains_key(*i)) {
+        return Err(ServeError::InvalidArgument(format!(
+            "model '{model}' expects input '{missing}', which the request does not have (inputs: {})",
+            method.inputs.join(", ")
+        )));
+    }
+    if let Some(extra) = values.keys().find(|k| !method.inputs.contains(k)) {
+        return Err(ServeError::InvalidArgument(format!(
+            "unexpected input '{extra}' for model '{model}' (inputs: {})",
+            method.inputs.join(", ")
+        )));
+    }
+    for stage in &method.stage {
+        let index = sv.model_index(&stage.model);
+        let info = &sv.models[index];
+        let mut inputs: Vec<&Tensor> = Vec::with_capacity(stage.inputs.len());
+        for (name, spec) in stage.inputs.iter().zip(&info.inputs) {
+            let t = &values[name];
+            let shape_ok = t.shape().len() == spec.shape.len()
+                && t.shape()
+                    .iter()
+                    .zip(&spec.shape)
+                    .all(|(&d, &s)| s < 0 || d == s);
+            if !tensor_io::accepts(spec.element, t.dtype()) || !shape_ok {
+                return Err(ServeError::InvalidArgument(format!(
+                    "input '{name}' of model '{model}' must be {} of shape {} (-1 = any), got {} of shape {}",
+                    spec.dtype,
+                    ShapeDisplay(&spec.shape),
+                    t.dtype(),
+                    ShapeDisplay(t.shape())
+                )));
+            }
+            inputs.push(t);
+        }
+        let outputs = sv
+            .run_model(index, &inputs)
+            .map_err(|e| ServeError::Internal(format!("model '{model}' failed to run: {e}")))?;
+        for (name, t) in stage.outputs.iter().zip(outputs) {
+            values.insert(name.clone(), t);
+        }
+    }
+    Ok(method
+        .outputs
+        .iter()
+        .filter_map(|o| Some((o.clone(), values.get(o)?.clone())))
+        .collect())
+}

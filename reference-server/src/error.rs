@@ -1,0 +1,61 @@
+//! One error type for the front ends, with its gRPC status and HTTP status
+//! from the DESIGN.md table.
+
+use http::StatusCode;
+
+/// A request the server refuses or cannot complete.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServeError {
+    /// Malformed request, bad tensor, wrong dtype or size.
+    #[error("{0}")]
+    InvalidArgument(String),
+    /// Unknown servable, model, version or method.
+    #[error("{0}")]
+    NotFound(String),
+    /// A message over the size limit.
+    #[error("{0}")]
+    ResourceExhausted(String),
+    /// Queue full, no replica alive, not ready.
+    #[error("{0}")]
+    Unavailable(String),
+    /// The deadline passed.
+    #[error("{0}")]
+    DeadlineExceeded(String),
+    /// An internal failure.
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl ServeError {
+    /// The gRPC status.
+    pub fn to_status(&self) -> tonic::Status {
+        let m = self.to_string();
+        match self {
+            ServeError::InvalidArgument(_) => tonic::Status::invalid_argument(m),
+            ServeError::NotFound(_) => tonic::Status::not_found(m),
+            ServeError::ResourceExhausted(_) => tonic::Status::resource_exhausted(m),
+            ServeError::Unavailable(_) => tonic::Status::unavailable(m),
+            ServeError::DeadlineExceeded(_) => tonic::Status::deadline_exceeded(m),
+            ServeError::Internal(_) => tonic::Status::internal(m),
+        }
+    }
+
+    /// The HTTP status.
+    pub fn http_status(&self) -> StatusCode {
+        match self {
+            ServeError::InvalidArgument(_) => StatusCode::BAD_REQUEST,
+            ServeError::NotFound(_) => StatusCode::NOT_FOUND,
+            ServeError::ResourceExhausted(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ServeError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ServeError::DeadlineExceeded(_) => StatusCode::GATEWAY_TIMEOUT,
+            ServeError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+impl From<serving_proto::oip::OipError> for ServeError {
+    fn from(e: serving_proto::oip::OipError) -> ServeError {
+        ServeError::InvalidArgument(e.to_string())
+    }
+}

@@ -1,0 +1,75 @@
+//! `mindspore.serving.proto.MSService/Predict`: always status OK, errors
+//! in-band in `PredictReply.error_msg` (spec §2.1, §2.5); only transport
+//! limits give a non-OK status.
+
+use std::sync::Arc;
+
+use prost::Message;
+use serving_proto::mindspore::{Outcome, ServableError, StatusCode};
+use serving_proto::pb::mindspore::{self as pb, ms_service_server::MsService};
+use serving_proto::{frame, mindspore};
+use tonic::{Request, Response, Status};
+
+use crate::service::{State, mindspore as service};
+
+/// The `MSService` implementation.
+#[derive(Clone, Debug)]
+pub struct MindSporeGrpc {
+    state: Arc<State>,
+}
+
+impl MindSporeGrpc {
+    /// A service over the shared state.
+    pub fn new(state: Arc<State>) -> MindSporeGrpc {
+        MindSporeGrpc { state }
+    }
+}
+
+/// A reply over the limit is refused with gRPC's own text.
+pub fn check_reply_size(message: &impl Message, limit: usize) -> Result<(), Status> {
+    frame::check_size(
+        frame::Direction::Sent,
+        message.encoded_len() as u64,
+        limit as u64,
+    )
+    .map_err(|e| Status::resource_exhausted(e.to_string()))
+}
+
+#[tonic::async_trait]
+impl MsService for MindSporeGrpc {
+    async fn predict(
+        &self,
+        request: Request<pb::PredictRequest>,
+    ) -> Result<Response<pb::PredictReply>, Status> {
+        let req = request.into_inner();
+        let spec = req.servable_spec.clone();
+        let outcome = if !self.state.is_ready() {
+            let s = spec.clone().unwrap_or_default();
+            Outcome::Failed(ServableError::new(
+                StatusCode::ServableUnavailable,
+                format!(
+                    "Request servable({}) method({}) , servable is not available",
+                    s.name, s.method_name
+                ),
+            ))
+        } else {
+            match mindspore::grpc::decode_request(req) {
+                Ok(r) => {
+                    service::predict(&self.state, &r.servable, &r.method, r.version, r.instances)
+                        .await
+                }
+                Err(e) => Outcome::Failed(e),
+            }
+        };
+        let reply = match mindspore::grpc::encode_reply(spec.clone(), &outcome) {
+            Ok(reply) => reply,
+            Err(e) => mindspore::grpc::encode_reply(
+                spec,
+                &Outcome::Failed(ServableError::new(StatusCode::SystemError, e.to_string())),
+            )
+            .map_err(|e| Status::internal(e.to_string()))?,
+        };
+        check_reply_size(&reply, self.state.max_msg_bytes)?;
+        Ok(Response::new(reply))
+    }
+}

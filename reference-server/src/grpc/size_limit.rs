@@ -1,0 +1,124 @@
+//! Refuses an oversized gRPC request from its 5-byte frame header, before the
+//! message body is buffered: RESOURCE_EXHAUSTED with gRPC's own text,
+//! `Received message larger than max (<size> vs. <limit>)`.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::{Buf, Bytes, BytesMut};
+use http::{Request, Response};
+use http_body::{Body, Frame};
+use http_body_util::BodyExt;
+use serving_proto::frame::{self, FrameError};
+
+/// A tower layer checking the first frame header of every request.
+#[derive(Clone, Debug)]
+pub struct MaxRequestSize<S> {
+    inner: S,
+    limit: u64,
+}
+
+impl<S> MaxRequestSize<S> {
+    /// Wraps `inner`, refusing requests whose message exceeds `limit` bytes.
+    pub fn new(inner: S, limit: u64) -> MaxRequestSize<S> {
+        MaxRequestSize { inner, limit }
+    }
+}
+
+/// The request body with the bytes read for the header check put back.
+pub struct Prefixed<B> {
+    prefix: Option<Bytes>,
+    inner: B,
+}
+
+impl<B> Body for Prefixed<B>
+where
+    B: Body<Data = Bytes> + Unpin,
+{
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        if let Some(prefix) = self.prefix.take()
+            && !prefix.is_empty()
+        {
+            return Poll::Ready(Some(Ok(Frame::data(prefix))));
+        }
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.prefix.as_ref().is_none_or(Bytes::is_empty) && self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        let mut hint = self.inner.size_hint();
+        let extra = self.prefix.as_ref().map_or(0, |p| p.len() as u64);
+        hint.set_lower(hint.lower() + extra);
+        if let Some(upper) = hint.upper() {
+            hint.set_upper(upper + extra);
+        }
+        hint
+    }
+}
+
+type BoxFuture<T> = Pin<Box<dyn std::future::Future<Output = T> + Send>>;
+
+impl<S, B, RB> tower::Service<Request<B>> for MaxRequestSize<S>
+where
+    S: tower::Service<Request<Prefixed<B>>, Response = Response<RB>> + Clone + Send + 'static,
+    S::Future: Send,
+    B: Body<Data = Bytes> + Unpin + Send + 'static,
+    B::Error: Send,
+    RB: Default + Send,
+{
+    type Response = Response<RB>;
+    type Error = S::Error;
+    type Future = BoxFuture<Result<Response<RB>, S::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        let limit = self.limit;
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        Box::pin(async move {
+            let (parts, mut body) = req.into_parts();
+            let mut prefix = BytesMut::new();
+            let mut trailers = None;
+            // Read just enough data frames to see the 5-byte header.
+            while prefix.len() < frame::HEADER_LEN {
+                match body.frame().await {
+                    Some(Ok(f)) => match f.into_data() {
+                        Ok(mut data) => {
+                            prefix.extend_from_slice(&data.copy_to_bytes(data.remaining()))
+                        }
+                        Err(f) => {
+                            trailers = f.into_trailers().ok();
+                            break;
+                        }
+                    },
+                    // A broken or finished body: let the service report it.
+                    Some(Err(_)) | None => break,
+                }
+            }
+            if prefix.len() >= frame::HEADER_LEN
+                && let Err(FrameError::TooLarge(e)) = frame::check_header(&prefix, limit)
+            {
+                tracing::warn!(size = e.size, limit = e.limit, path = %parts.uri.path(), "gRPC request refused from its frame header");
+                return Ok(tonic::Status::resource_exhausted(e.to_string()).into_http());
+            }
+            let _ = trailers;
+            let body = Prefixed {
+                prefix: Some(prefix.freeze()),
+                inner: body,
+            };
+            inner.call(Request::from_parts(parts, body)).await
+        })
+    }
+}

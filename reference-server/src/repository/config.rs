@@ -1,0 +1,239 @@
+//! `servable.toml`: what a servable's methods compute and where it runs.
+//!
+//! ```toml
+//! # Models, by name, each an .onnx file inside every version directory.
+//! [[model]]
+//! name = "add"
+//! file = "add.onnx"
+//! with_batch_dim = false      # MindSpore semantics: true = dim 0 is the batch
+//!
+//! # Methods: named inputs, a chain of model stages, named outputs.
+//! [[method]]
+//! name = "add_common"
+//! inputs = ["x1", "x2"]
+//! outputs = ["y"]
+//!
+//! [[method.stage]]
+//! model = "add"
+//! inputs = ["x1", "x2"]       # fed to the model's inputs, in order
+//! outputs = ["y"]             # names for the model's outputs, in order
+//!
+//! [deployment]
+//! devices = ["cpu", "cpu"]    # one replica each; empty = the --device flags
+//! intra_op_threads = 1
+//! ```
+
+use std::collections::BTreeSet;
+
+use serde::Deserialize;
+
+use crate::runtime::device::Device;
+
+/// The parsed `servable.toml`.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ServableConfig {
+    /// The models, by name.
+    #[serde(default)]
+    pub model: Vec<ModelConfig>,
+    /// The methods.
+    pub method: Vec<MethodConfig>,
+    /// Where the replicas run.
+    #[serde(default)]
+    pub deployment: DeploymentConfig,
+}
+
+/// One model of a servable.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ModelConfig {
+    /// The name stages refer to.
+    pub name: String,
+    /// The `.onnx` file, relative to each version directory.
+    pub file: String,
+    /// Whether dim 0 of every input and output is the batch (MindSpore's
+    /// `with_batch_dim`): instances are then checked by byte size per
+    /// instance and batched together.
+    #[serde(default)]
+    pub with_batch_dim: bool,
+}
+
+/// One method of a servable.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct MethodConfig {
+    /// Method name.
+    pub name: String,
+    /// Input names.
+    pub inputs: Vec<String>,
+    /// Output names: method inputs or stage outputs.
+    pub outputs: Vec<String>,
+    /// The model stages, run in order.
+    #[serde(default)]
+    pub stage: Vec<StageConfig>,
+}
+
+/// One model call inside a method.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct StageConfig {
+    /// The model.
+    pub model: String,
+    /// Values fed to the model's inputs, in order: method inputs or outputs
+    /// of earlier stages.
+    pub inputs: Vec<String>,
+    /// Names given to the model's outputs, in order.
+    pub outputs: Vec<String>,
+}
+
+/// Where a servable's replicas run.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct DeploymentConfig {
+    /// One replica per entry (`cpu`, `cuda:0`, `cann:1`, ...); empty means
+    /// the server's `--device` flags.
+    #[serde(default)]
+    pub devices: Vec<String>,
+    /// ONNX Runtime intra-op threads per replica; absent = the cores split
+    /// evenly between the replicas.
+    pub intra_op_threads: Option<usize>,
+}
+
+impl ServableConfig {
+    /// Parses and checks the names and references of a configuration.
+    pub fn parse(text: &str) -> Result<ServableConfig, String> {
+        let config: ServableConfig = toml::from_str(text).map_err(|e| e.to_string())?;
+        config.check()?;
+        Ok(config)
+    }
+
+    /// The devices of the deployment, parsed.
+    pub fn devices(&self) -> Result<Vec<Device>, String> {
+        self.deployment
+            .devices
+            .iter()
+            .map(|d| d.parse::<Device>().map_err(|e| e.to_string()))
+            .collect()
+    }
+
+    fn check(&self) -> Result<(), String> {
+        let mut models = BTreeSet::new();
+        for m in &self.model {
+            if !models.insert(m.name.as_str()) {
+                return Err(format!("model '{}' is declared twice", m.name));
+            }
+            if m.file.is_empty() || m.file.contains("..") || m.file.starts_with('/') {
+                return Err(format!(
+                    "model '{}': file '{}' must be a path inside the version directory",
+                    m.name, m.file
+                ));
+            }
+        }
+        if self.method.is_empty() {
+            return Err("there is no [[method]]".into());
+        }
+        let mut methods = BTreeSet::new();
+        for method in &self.method {
+            let name = &method.name;
+            if name.is_empty() || !methods.insert(name.as_str()) {
+                return Err(format!("method '{name}' is empty or declared twice"));
+            }
+            let mut values = BTreeSet::new();
+            for input in &method.inputs {
+                if !values.insert(input.as_str()) {
+                    return Err(format!("method '{name}': input '{input}' is listed twice"));
+                }
+            }
+            for (i, stage) in method.stage.iter().enumerate() {
+                let n = i + 1;
+                if !models.contains(stage.model.as_str()) {
+                    return Err(format!(
+                        "method '{name}' stage {n}: model '{}' is not declared in [[model]]",
+                        stage.model
+                    ));
+                }
+                for input in &stage.inputs {
+                    if !values.contains(input.as_str()) {
+                        return Err(format!(
+                            "method '{name}' stage {n}: input '{input}' is neither a method input nor an output of an earlier stage"
+                        ));
+                    }
+                }
+                for output in &stage.outputs {
+                    if !values.insert(output.as_str()) {
+                        return Err(format!(
+                            "method '{name}' stage {n}: output '{output}' reuses a name already defined"
+                        ));
+                    }
+                }
+            }
+            if method.outputs.is_empty() {
+                return Err(format!("method '{name}' has no outputs"));
+            }
+            for output in &method.outputs {
+                if !values.contains(output.as_str()) {
+                    return Err(format!(
+                        "method '{name}': output '{output}' is neither a method input nor a stage output"
+                    ));
+                }
+            }
+        }
+        self.devices().map(|_| ())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+[[model]]
+name = "add"
+file = "add.onnx"
+
+[[method]]
+name = "add_common"
+inputs = ["x1", "x2"]
+outputs = ["y"]
+
+[[method.stage]]
+model = "add"
+inputs = ["x1", "x2"]
+outputs = ["y"]
+
+[deployment]
+devices = ["cpu", "cpu"]
+"#;
+
+    #[test]
+    fn parses_the_documented_example() {
+        let c = ServableConfig::parse(GOOD).unwrap();
+        assert_eq!(c.method[0].stage[0].model, "add");
+        assert_eq!(c.devices().unwrap(), vec![Device::Cpu, Device::Cpu]);
+    }
+
+    #[test]
+    fn bad_references_are_named() {
+        let e = ServableConfig::parse(&GOOD.replace(
+            "inputs = [\"x1\", \"x2\"]\noutputs = [\"y\"]\n\n[deployment]",
+            "inputs = [\"x1\", \"x3\"]\noutputs = [\"y\"]\n\n[deployment]",
+        ))
+        .unwrap_err();
+        assert_eq!(
+            e,
+            "method 'add_common' stage 1: input 'x3' is neither a method input nor an output of an earlier stage"
+        );
+        let e =
+            ServableConfig::parse(&GOOD.replace("model = \"add\"", "model = \"sub\"")).unwrap_err();
+        assert!(e.contains("model 'sub' is not declared"), "{e}");
+        let e = ServableConfig::parse(&GOOD.replace("\"cpu\", \"cpu\"", "\"tpu:0\"")).unwrap_err();
+        assert!(e.contains("invalid device 'tpu:0'"), "{e}");
+        let e = ServableConfig::parse(
+            &GOOD
+                .replace("with_batch_dim", "x")
+                .replace("file = ", "fil = "),
+        )
+        .unwrap_err();
+        assert!(e.contains("unknown field"), "{e}");
+    }
+}

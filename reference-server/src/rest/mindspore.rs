@@ -1,0 +1,108 @@
+//! `POST /model/{servable}[/version/{N}]:{method}`: MindSpore's request
+//! grammar, conversions and error texts (spec §3), with HTTP statuses from
+//! the error table where MindSpore answers 200 to everything.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::State as Extract;
+use axum::response::{IntoResponse, Response};
+use http::{HeaderMap, Method, StatusCode, Uri, header};
+use serving_proto::mindspore::rest::{self as codec, RestError};
+use serving_proto::mindspore::{Outcome, ServableError, StatusCode as MsCode, url};
+
+use super::{ReadError, read_body};
+use crate::service::{State, mindspore as service};
+
+fn json(status: StatusCode, body: String) -> Response {
+    (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+fn error(status: StatusCode, text: &str) -> Response {
+    json(status, codec::encode_error(text))
+}
+
+/// The HTTP status of a whole-request MindSpore error (DESIGN.md table).
+pub fn status_of(e: &ServableError) -> StatusCode {
+    match MsCode::from_code(e.code) {
+        Some(MsCode::InvalidInputs)
+            if e.message.ends_with("servable is not available")
+                || e.message.ends_with("method is not available") =>
+        {
+            StatusCode::NOT_FOUND
+        }
+        Some(MsCode::InvalidInputs) => StatusCode::BAD_REQUEST,
+        Some(MsCode::SystemError) => StatusCode::INTERNAL_SERVER_ERROR,
+        Some(MsCode::Failed | MsCode::WorkerUnavailable | MsCode::ServableUnavailable) => {
+            StatusCode::SERVICE_UNAVAILABLE
+        }
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+/// Handles every request that is not an OIP `/v2` route.
+pub async fn predict(
+    Extract(state): Extract<Arc<State>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    // MindSpore's order: method, body size, JSON, URL.
+    if method != Method::POST {
+        return error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            &RestError::OnlyPost.to_string(),
+        );
+    }
+    let limit = state.max_msg_bytes;
+    let bytes = match read_body(&headers, body, limit).await {
+        Ok(b) => b,
+        Err(ReadError::TooBig(t)) => {
+            let e = RestError::TooBig {
+                limit,
+                size: t.size as usize,
+            };
+            return error(StatusCode::PAYLOAD_TOO_LARGE, &e.to_string());
+        }
+        Err(ReadError::Transport(e)) => return error(StatusCode::BAD_REQUEST, &e),
+    };
+    let instances = match codec::decode_request(&bytes, limit) {
+        Ok(i) => i,
+        Err(e) => return error(StatusCode::BAD_REQUEST, &e.to_string()),
+    };
+    let target = match url::parse(uri.path_and_query().map_or(uri.path(), |p| p.as_str())) {
+        Ok(t) => t,
+        Err(e) => return error(StatusCode::BAD_REQUEST, &RestError::from(e).to_string()),
+    };
+    if !state.is_ready() {
+        let e = ServableError::new(
+            MsCode::ServableUnavailable,
+            format!(
+                "Request servable({}) method({}) , servable is not available",
+                target.servable, target.method
+            ),
+        );
+        return error(StatusCode::SERVICE_UNAVAILABLE, &e.message);
+    }
+    let outcome = service::predict(
+        &state,
+        &target.servable,
+        &target.method,
+        target.version,
+        instances,
+    )
+    .await;
+    let status = match &outcome {
+        Outcome::Failed(e) => status_of(e),
+        Outcome::Instances(_) => StatusCode::OK,
+    };
+    match codec::encode_response(&outcome) {
+        Ok(body) if body.len() > limit => error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            &format!("Sent message larger than max ({} vs. {limit})", body.len()),
+        ),
+        Ok(body) => json(status, body),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+    }
+}

@@ -1,0 +1,81 @@
+//! The REST front end: MindSpore Serving's `POST /model/...` routes and the
+//! Open Inference Protocol's `/v2` routes on one port.
+
+pub mod mindspore;
+pub mod oip;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Body;
+use axum::routing::{get, post};
+use bytes::Bytes;
+use http::HeaderMap;
+use http_body_util::{BodyExt, Limited};
+
+use crate::service::State;
+
+/// The REST router.
+pub fn router(state: Arc<State>) -> Router {
+    Router::new()
+        .route("/v2", get(oip::server_metadata))
+        .route("/v2/health/live", get(oip::live))
+        .route("/v2/health/ready", get(oip::ready))
+        .route("/v2/models/{model}", get(oip::model_metadata))
+        .route("/v2/models/{model}/ready", get(oip::model_ready))
+        .route("/v2/models/{model}/infer", post(oip::infer))
+        .route(
+            "/v2/models/{model}/versions/{version}",
+            get(oip::model_metadata_version),
+        )
+        .route(
+            "/v2/models/{model}/versions/{version}/ready",
+            get(oip::model_ready_version),
+        )
+        .route(
+            "/v2/models/{model}/versions/{version}/infer",
+            post(oip::infer_version),
+        )
+        .fallback(mindspore::predict)
+        .with_state(state)
+}
+
+/// A body over the limit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TooBig {
+    /// Bytes announced or read so far.
+    pub size: u64,
+    /// The limit.
+    pub limit: usize,
+}
+
+/// Reads a body of at most `limit` bytes. A `Content-Length` over the limit
+/// is refused before a byte of the body is read.
+pub async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes, ReadError> {
+    let announced = headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if let Some(size) = announced
+        && size > limit as u64
+    {
+        return Err(ReadError::TooBig(TooBig { size, limit }));
+    }
+    match Limited::new(body, limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(ReadError::TooBig(TooBig {
+            size: limit as u64 + 1,
+            limit,
+        })),
+        Err(e) => Err(ReadError::Transport(e.to_string())),
+    }
+}
+
+/// Why a body could not be read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ReadError {
+    /// Over the limit.
+    TooBig(TooBig),
+    /// The connection failed.
+    Transport(String),
+}

@@ -1,0 +1,269 @@
+//! The Open Inference Protocol's REST routes, with the binary tensor
+//! extension. Errors are `{"error": "..."}` with the DESIGN.md statuses.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::{Path, State as Extract};
+use axum::response::{IntoResponse, Response};
+use http::{HeaderMap, HeaderValue, StatusCode, header};
+use serde_json::json;
+use serving_proto::oip::rest::{self as codec, HEADER_LENGTH};
+
+use super::{ReadError, read_body};
+use crate::error::ServeError;
+use crate::service::{State, oip};
+
+fn error(e: &ServeError) -> Response {
+    (
+        e.http_status(),
+        [(header::CONTENT_TYPE, "application/json")],
+        codec::encode_error(&e.to_string()),
+    )
+        .into_response()
+}
+
+/// `GET /v2`.
+pub async fn server_metadata() -> Response {
+    Json(json!({
+        "name": oip::SERVER_NAME,
+        "version": env!("CARGO_PKG_VERSION"),
+        "extensions": oip::EXTENSIONS,
+    }))
+    .into_response()
+}
+
+/// `GET /v2/health/live`.
+pub async fn live() -> Response {
+    Json(json!({ "live": true })).into_response()
+}
+
+/// `GET /v2/health/ready`: 200 when ready, 503 while starting or draining.
+pub async fn ready(Extract(state): Extract<Arc<State>>) -> Response {
+    let ready = state.is_ready();
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(json!({ "ready": ready }))).into_response()
+}
+
+fn metadata(state: &State, model: &str, version: &str) -> Response {
+    match oip::model_metadata(state, model, version) {
+        Ok(m) => {
+            let tensors = |ts: Vec<oip::TensorMetadata>| {
+                ts.into_iter()
+                    .map(|t| json!({ "name": t.name, "datatype": t.datatype, "shape": t.shape }))
+                    .collect::<Vec<_>>()
+            };
+            Json(json!({
+                "name": m.name,
+                "versions": m.versions,
+                "platform": m.platform,
+                "inputs": tensors(m.inputs),
+                "outputs": tensors(m.outputs),
+            }))
+            .into_response()
+        }
+        Err(e) => error(&e),
+    }
+}
+
+/// `GET /v2/models/{model}`.
+pub async fn model_metadata(
+    Extract(state): Extract<Arc<State>>,
+    Path(model): Path<String>,
+) -> Response {
+    metadata(&state, &model, "")
+}
+
+/// `GET /v2/models/{model}/versions/{version}`.
+pub async fn model_metadata_version(
+    Extract(state): Extract<Arc<State>>,
+    Path((model, version)): Path<(String, String)>,
+) -> Response {
+    metadata(&state, &model, &version)
+}
+
+fn readiness(state: &State, model: &str, version: &str) -> Response {
+    match oip::model_ready(state, model, version) {
+        Ok(true) => Json(json!({ "name": model, "ready": true })).into_response(),
+        Ok(false) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({ "name": model, "ready": false })),
+        )
+            .into_response(),
+        Err(e) => error(&e),
+    }
+}
+
+/// `GET /v2/models/{model}/ready`.
+pub async fn model_ready(
+    Extract(state): Extract<Arc<State>>,
+    Path(model): Path<String>,
+) -> Response {
+    readiness(&state, &model, "")
+}
+
+/// `GET /v2/models/{model}/versions/{version}/ready`.
+pub async fn model_ready_version(
+    Extract(state): Extract<Arc<State>>,
+    Path((model, version)): Path<(String, String)>,
+) -> Response {
+    readiness(&state, &model, &version)
+}
+
+/// `POST /v2/models/{model}/infer`.
+pub async fn infer(
+    Extract(state): Extract<Arc<State>>,
+    Path(model): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    run(&state, model, String::new(), &headers, body).await
+}
+
+/// `POST /v2/models/{model}/versions/{version}/infer`.
+pub async fn infer_version(
+    Extract(state): Extract<Arc<State>>,
+    Path((model, version)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    run(&state, model, version, &headers, body).await
+}
+
+async fn run(
+    state: &State,
+    model: String,
+    version: String,
+    headers: &HeaderMap,
+    body: Body,
+) -> Response {
+    match infer_inner(state, model, version, headers, body).await {
+        Ok(r) => r,
+        Err(e) => error(&e),
+    }
+}
+
+async fn infer_inner(
+    state: &State,
+    model: String,
+    version: String,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Response, ServeError> {
+    let limit = state.max_msg_bytes;
+    let bytes = read_body(headers, body, limit).await.map_err(|e| match e {
+        ReadError::TooBig(_) => {
+            ServeError::ResourceExhausted(format!("http message is bigger than {limit}"))
+        }
+        ReadError::Transport(t) => ServeError::InvalidArgument(t),
+    })?;
+    let header_len = match headers.get(HEADER_LENGTH) {
+        None => None,
+        Some(v) => {
+            let text = v.to_str().map_err(|_| {
+                ServeError::InvalidArgument(format!("{HEADER_LENGTH} is not a decimal integer"))
+            })?;
+            Some(codec::parse_header_length(text, bytes.len())?)
+        }
+    };
+    let mut req = if header_len == Some(0) {
+        raw_binary(state, &model, &version, bytes)?
+    } else {
+        codec::decode_request(bytes, header_len)?
+    };
+    req.model_name = model;
+    req.model_version = version;
+    let binary = if header_len == Some(0) {
+        codec::BinaryOutputs::all()
+    } else {
+        codec::BinaryOutputs::of(&req)
+    };
+    let resp = oip::infer(state, req).await?;
+    let body = codec::encode_response(&resp, |name| binary.wants(name))?;
+    if body.len() > limit {
+        return Err(ServeError::ResourceExhausted(format!(
+            "Sent message larger than max ({} vs. {limit})",
+            body.len()
+        )));
+    }
+    let len = body.len();
+    let mut response = Response::new(Body::from_stream(futures_util::stream::iter(
+        body.parts.into_iter().map(Ok::<_, Infallible>),
+    )));
+    let h = response.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(if body.header_len.is_some() {
+            "application/octet-stream"
+        } else {
+            "application/json"
+        }),
+    );
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    if let Some(n) = body.header_len {
+        h.insert(HEADER_LENGTH, HeaderValue::from(n));
+    }
+    Ok(response)
+}
+
+/// `Inference-Header-Content-Length: 0`: the body is the data of the
+/// model's single input.
+fn raw_binary(
+    state: &State,
+    model: &str,
+    version: &str,
+    bytes: bytes::Bytes,
+) -> Result<serving_proto::oip::InferRequest, ServeError> {
+    let meta = oip::model_metadata(state, model, version)?;
+    let [input] = meta.inputs.as_slice() else {
+        return Err(ServeError::InvalidArgument(format!(
+            "a raw binary request needs a model with one input; '{model}' has {}",
+            meta.inputs.len()
+        )));
+    };
+    let dtype = serving_proto::DataType::from_oip_name(&input.datatype).ok_or_else(|| {
+        ServeError::InvalidArgument(format!("input '{}' has no OIP datatype", input.name))
+    })?;
+    let mut shape = input.shape.clone();
+    let variable: Vec<usize> = shape
+        .iter()
+        .enumerate()
+        .filter(|(_, d)| **d < 0)
+        .map(|(i, _)| i)
+        .collect();
+    match (variable.as_slice(), dtype.item_size()) {
+        ([], _) => {}
+        ([i], Some(item)) => {
+            let fixed: i64 = shape.iter().filter(|d| **d >= 0).product();
+            let per = fixed.max(1) as usize * item;
+            if !bytes.len().is_multiple_of(per) {
+                return Err(ServeError::InvalidArgument(format!(
+                    "raw binary body of {} bytes is not a whole number of {} rows",
+                    bytes.len(),
+                    input.datatype
+                )));
+            }
+            shape[*i] = (bytes.len() / per) as i64;
+        }
+        ([i], None) => shape[*i] = 1,
+        _ => {
+            return Err(ServeError::InvalidArgument(format!(
+                "a raw binary request needs at most one variable dimension; input '{}' has {}",
+                input.name,
+                variable.len()
+            )));
+        }
+    }
+    Ok(codec::decode_raw_binary_request(
+        bytes,
+        &input.name,
+        dtype,
+        shape,
+    )?)
+}

@@ -1,0 +1,227 @@
+//! Configuration, start-up, readiness and shutdown.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tonic_health::ServingStatus;
+
+use crate::engine::LoadOptions;
+use crate::engine::registry::Registry;
+use crate::repository::{self, RepositoryError};
+use crate::runtime::device::{self, Device, MixedFamilies};
+use crate::runtime::{Runtime, RuntimeError};
+use crate::service::State;
+use crate::{demo, grpc, rest, serve};
+
+/// Everything a server needs to start.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// The gRPC address (default `127.0.0.1:5500`).
+    pub grpc_address: SocketAddr,
+    /// The REST address (default `127.0.0.1:1500`).
+    pub rest_address: SocketAddr,
+    /// A model repository; `None` serves the built-in demo.
+    pub model_repository: Option<PathBuf>,
+    /// Devices for the demo and for servables that name none.
+    pub devices: Vec<Device>,
+    /// Run a replica on the CPU when its device cannot be used.
+    pub allow_cpu_fallback: bool,
+    /// An explicit ONNX Runtime library.
+    pub ort_lib: Option<PathBuf>,
+    /// The message limit in MiB, 1 to 512.
+    pub max_msg_mb_size: u32,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            grpc_address: ([127, 0, 0, 1], 5500).into(),
+            rest_address: ([127, 0, 0, 1], 1500).into(),
+            model_repository: None,
+            devices: vec![Device::Cpu],
+            allow_cpu_fallback: false,
+            ort_lib: None,
+            max_msg_mb_size: DEFAULT_MAX_MSG_MB,
+        }
+    }
+}
+
+/// MindSpore's default message limit, MiB.
+pub const DEFAULT_MAX_MSG_MB: u32 = 100;
+
+/// Why the server did not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartError {
+    /// `max_msg_mb_size` outside 1..=512 (MindSpore's text).
+    #[error("Parameter 'max_msg_mb_size' should be in range [1,512]")]
+    MaxMsgSize(u32),
+    /// Devices of two accelerator families.
+    #[error(transparent)]
+    Devices(#[from] MixedFamilies),
+    /// ONNX Runtime or a device is unusable.
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
+    /// The repository is invalid.
+    #[error("invalid model repository: {0}")]
+    Repository(#[from] RepositoryError),
+    /// A port could not be bound.
+    #[error("cannot listen on {address} ({what}): {source}")]
+    Bind {
+        /// gRPC or REST.
+        what: &'static str,
+        /// The address.
+        address: SocketAddr,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// A start-up task failed.
+    #[error("start-up failed: {0}")]
+    Task(String),
+}
+
+/// A started server.
+#[derive(Debug)]
+pub struct Running {
+    /// The bound gRPC address.
+    pub grpc_address: SocketAddr,
+    /// The bound REST address.
+    pub rest_address: SocketAddr,
+    /// The shared state.
+    pub state: Arc<State>,
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+    health: tonic_health::server::HealthReporter,
+}
+
+fn blocking_err(e: tokio::task::JoinError) -> StartError {
+    StartError::Task(e.to_string())
+}
+
+/// Loads ONNX Runtime and the servables, binds both ports and starts
+/// serving. Returns once the server is ready.
+pub async fn start(config: Config) -> Result<Running, StartError> {
+    if !(1..=512).contains(&config.max_msg_mb_size) {
+        return Err(StartError::MaxMsgSize(config.max_msg_mb_size));
+    }
+    let max_msg_bytes = config.max_msg_mb_size as usize * 1024 * 1024;
+    let scanned = match &config.model_repository {
+        Some(dir) => Some(repository::scan(dir)?),
+        None => None,
+    };
+    let mut all_devices = config.devices.clone();
+    for s in scanned.iter().flatten() {
+        all_devices.extend(s.config.devices().unwrap_or_default());
+    }
+    let family = device::family_of(&all_devices)?;
+    let ort_lib = config.ort_lib.clone();
+    let runtime = tokio::task::spawn_blocking(move || Runtime::global(ort_lib, family))
+        .await
+        .map_err(blocking_err)??;
+    let options = LoadOptions {
+        default_devices: config.devices.clone(),
+        cpu_fallback: config.allow_cpu_fallback,
+    };
+    let registry = tokio::task::spawn_blocking(move || -> Result<Registry, StartError> {
+        let registry = Registry::default();
+        match scanned {
+            None => registry.insert(demo::load(&runtime, &options)?),
+            Some(servables) => {
+                for s in &servables {
+                    for &v in &s.versions {
+                        registry.insert(repository::load_version(&runtime, s, v, &options)?);
+                    }
+                }
+            }
+        }
+        Ok(registry)
+    })
+    .await
+    .map_err(blocking_err)??;
+    let state = Arc::new(State::new(registry, max_msg_bytes));
+    let bind = |what, address| async move {
+        TcpListener::bind(address)
+            .await
+            .map_err(|source| StartError::Bind {
+                what,
+                address,
+                source,
+            })
+    };
+    let grpc_listener = bind("gRPC", config.grpc_address).await?;
+    let rest_listener = bind("REST", config.rest_address).await?;
+    let grpc_address = grpc_listener
+        .local_addr()
+        .map_err(|source| StartError::Bind {
+            what: "gRPC",
+            address: config.grpc_address,
+            source,
+        })?;
+    let rest_address = rest_listener
+        .local_addr()
+        .map_err(|source| StartError::Bind {
+            what: "REST",
+            address: config.rest_address,
+            source,
+        })?;
+    let (stop, stopped) = watch::channel(false);
+    let signal = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let (grpc_service, health) = grpc::routes(state.clone());
+    let rest_service = rest::router(state.clone());
+    let tasks = vec![
+        tokio::spawn(serve::serve(
+            grpc_listener,
+            grpc_service,
+            signal(stopped.clone()),
+        )),
+        tokio::spawn(serve::serve(
+            rest_listener,
+            rest_service.into_service(),
+            signal(stopped),
+        )),
+    ];
+    set_health(&health, ServingStatus::Serving).await;
+    state.set_ready(true);
+    tracing::info!(%grpc_address, %rest_address, "serving");
+    Ok(Running {
+        grpc_address,
+        rest_address,
+        state,
+        stop,
+        tasks,
+        health,
+    })
+}
+
+/// The services whose health `grpc.health.v1.Health` reports; "" is the
+/// server as a whole.
+pub const HEALTH_SERVICES: [&str; 3] = [
+    "",
+    "mindspore.serving.proto.MSService",
+    "inference.GRPCInferenceService",
+];
+
+async fn set_health(reporter: &tonic_health::server::HealthReporter, status: ServingStatus) {
+    for service in HEALTH_SERVICES {
+        reporter.set_service_status(service, status).await;
+    }
+}
+
+impl Running {
+    /// Stops accepting, reports not ready, lets open connections finish,
+    /// and returns when both ports are closed.
+    pub async fn shutdown(self) {
+        self.state.set_ready(false);
+        set_health(&self.health, ServingStatus::NotServing).await;
+        let _ = self.stop.send(true);
+        for t in self.tasks {
+            let _ = t.await;
+        }
+    }
+}

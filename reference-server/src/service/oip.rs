@@ -1,0 +1,225 @@
+//! The Open Inference Protocol: model resolution, inference, metadata and
+//! readiness.
+//!
+//! A servable is visible as model `{servable}` (its first method) and as
+//! model `{servable}.{method}` for every method.
+
+use std::sync::Arc;
+
+use serving_proto::oip::{InferRequest, InferResponse, NamedTensor};
+use serving_proto::{DataType, NamedTensors, Tensor};
+
+use super::State;
+use crate::engine::registry::Lookup;
+use crate::engine::{ServableVersion, TensorSpec, tensors};
+use crate::error::ServeError;
+
+/// Name of this server in server metadata.
+pub const SERVER_NAME: &str = "serving-reference-server";
+/// Protocol extensions supported.
+pub const EXTENSIONS: &[&str] = &["binary_tensor_data"];
+/// The platform reported in model metadata.
+pub const PLATFORM: &str = "onnxruntime_onnx";
+
+/// A resolved model: a servable version and one of its methods.
+#[derive(Clone, Debug)]
+pub struct Model {
+    /// The servable version.
+    pub servable: Arc<ServableVersion>,
+    /// The method's name.
+    pub method: String,
+}
+
+fn parse_version(model: &str, version: &str) -> Result<u64, ServeError> {
+    if version.is_empty() {
+        return Ok(0);
+    }
+    match version.parse::<u64>() {
+        Ok(v) if v > 0 => Ok(v),
+        _ => Err(ServeError::InvalidArgument(format!(
+            "model '{model}': version '{version}' is not a positive integer"
+        ))),
+    }
+}
+
+/// Finds model `name` at `version` (empty = newest).
+pub fn resolve(state: &State, name: &str, version: &str) -> Result<Model, ServeError> {
+    let v = parse_version(name, version)?;
+    let (servable, method) = match state.registry.get(name, v) {
+        Err(Lookup::NoServable) => match name.split_once('.') {
+            Some((s, m)) => (s, Some(m)),
+            None => (name, None),
+        },
+        _ => (name, None),
+    };
+    let sv = state.registry.get(servable, v).map_err(|e| match e {
+        Lookup::NoServable => ServeError::NotFound(format!("model '{name}' is not found")),
+        Lookup::NoVersion => {
+            ServeError::NotFound(format!("model '{name}' has no version {version}"))
+        }
+    })?;
+    let method = match method {
+        Some(m) if sv.method(m).is_some() => m.to_owned(),
+        Some(_) => return Err(ServeError::NotFound(format!("model '{name}' is not found"))),
+        None => sv.config.method[0].name.clone(),
+    };
+    Ok(Model {
+        servable: sv,
+        method,
+    })
+}
+
+/// Runs an inference request.
+pub async fn infer(state: &State, req: InferRequest) -> Result<InferResponse, ServeError> {
+    if !state.is_ready() {
+        return Err(ServeError::Unavailable("the server is not ready".into()));
+    }
+    let model = resolve(state, &req.model_name, &req.model_version)?;
+    let mut inputs = NamedTensors::new();
+    for input in req.inputs {
+        if inputs.insert(input.name.clone(), input.tensor).is_some() {
+            return Err(ServeError::InvalidArgument(format!(
+                "input '{}' is given more than once",
+                input.name
+            )));
+        }
+    }
+    let name = req.model_name.clone();
+    let sv = Arc::clone(&model.servable);
+    let method = model.method.clone();
+    let outputs = tokio::task::spawn_blocking(move || {
+        let m = sv
+            .method(&method)
+            .ok_or_else(|| ServeError::NotFound(format!("model '{name}' is not found")))?;
+        tensors::infer(&sv, m, inputs, &name)
+    })
+    .await
+    .map_err(|e| ServeError::Internal(format!("inference task failed: {e}")))??;
+    let mut named: Vec<NamedTensor> = Vec::with_capacity(outputs.len());
+    if req.outputs.is_empty() {
+        named.extend(
+            outputs
+                .into_iter()
+                .map(|(n, t)| NamedTensor::new(n, as_oip(t))),
+        );
+    } else {
+        for wanted in &req.outputs {
+            let t = outputs.get(&wanted.name).ok_or_else(|| {
+                ServeError::InvalidArgument(format!(
+                    "model '{}' has no output '{}' (outputs: {})",
+                    req.model_name,
+                    wanted.name,
+                    outputs.keys().cloned().collect::<Vec<_>>().join(", ")
+                ))
+            })?;
+            named.push(NamedTensor::new(wanted.name.clone(), as_oip(t.clone())));
+        }
+    }
+    Ok(InferResponse {
+        model_name: req.model_name,
+        model_version: model.servable.version.to_string(),
+        id: req.id,
+        parameters: Default::default(),
+        outputs: named,
+    })
+}
+
+/// OIP has no STRING: text outputs travel as BYTES.
+fn as_oip(t: Tensor) -> Tensor {
+    if t.dtype() != DataType::String {
+        return t;
+    }
+    let (_, shape, data) = t.into_parts();
+    match data {
+        serving_proto::TensorData::Elements(e) => {
+            Tensor::from_elements(DataType::Bytes, shape, e).expect("same element count")
+        }
+        serving_proto::TensorData::Raw(_) => unreachable!("string tensors hold elements"),
+    }
+}
+
+/// One tensor of model metadata.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TensorMetadata {
+    /// Name.
+    pub name: String,
+    /// OIP datatype.
+    pub datatype: String,
+    /// Shape, -1 where variable.
+    pub shape: Vec<i64>,
+}
+
+/// Model metadata.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ModelMetadata {
+    /// The model name asked for.
+    pub name: String,
+    /// Every loaded version.
+    pub versions: Vec<String>,
+    /// Platform.
+    pub platform: String,
+    /// Inputs.
+    pub inputs: Vec<TensorMetadata>,
+    /// Outputs.
+    pub outputs: Vec<TensorMetadata>,
+}
+
+fn meta(name: &str, spec: &TensorSpec) -> TensorMetadata {
+    let datatype = match spec.dtype {
+        DataType::String => "BYTES",
+        d => d.oip_name().unwrap_or("BYTES"),
+    };
+    TensorMetadata {
+        name: name.to_owned(),
+        datatype: datatype.to_owned(),
+        shape: spec.shape.clone(),
+    }
+}
+
+/// The metadata of a model.
+pub fn model_metadata(
+    state: &State,
+    name: &str,
+    version: &str,
+) -> Result<ModelMetadata, ServeError> {
+    let model = resolve(state, name, version)?;
+    let sv = &model.servable;
+    let method = sv.method(&model.method).expect("resolved method exists");
+    let find = |value: &str, want_input: bool| -> Option<TensorMetadata> {
+        for stage in &method.stage {
+            let info = &sv.models[sv.model_index(&stage.model)];
+            let (names, specs) = if want_input {
+                (&stage.inputs, &info.inputs)
+            } else {
+                (&stage.outputs, &info.outputs)
+            };
+            if let Some(i) = names.iter().position(|n| n == value) {
+                return Some(meta(value, &specs[i]));
+            }
+        }
+        None
+    };
+    let versions = state
+        .registry
+        .list()
+        .into_iter()
+        .find(|(n, _)| *n == sv.name)
+        .map(|(_, v)| v.iter().map(u64::to_string).collect())
+        .unwrap_or_default();
+    Ok(ModelMetadata {
+        name: name.to_owned(),
+        versions,
+        platform: PLATFORM.to_owned(),
+        inputs: method.inputs.iter().filter_map(|i| find(i, true)).collect(),
+        outputs: method
+            .outputs
+            .iter()
+            .filter_map(|o| find(o, false).or_else(|| find(o, true)))
+            .collect(),
+    })
+}
+
+/// Whether a model is ready.
+pub fn model_ready(state: &State, name: &str, version: &str) -> Result<bool, ServeError> {
+    resolve(state, name, version).map(|_| state.is_ready())
+}
