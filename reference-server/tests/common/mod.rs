@@ -1,0 +1,153 @@
+//! Test harness: real servers on 127.0.0.1:0 with real ONNX Runtime
+//! (provisioned like the server does), test repositories written by our own
+//! ONNX writer, and clients for both protocols on both transports.
+#![allow(dead_code)]
+
+use std::path::Path;
+
+use reference_server::onnx::{Dim, ModelBuilder};
+use reference_server::server::{self, Config, Running};
+use serving_proto::DataType;
+use serving_proto::pb::inference::grpc_inference_service_client::GrpcInferenceServiceClient;
+use serving_proto::pb::mindspore::ms_service_client::MsServiceClient;
+use tonic::transport::Channel;
+
+pub fn config() -> Config {
+    Config {
+        grpc_address: ([127, 0, 0, 1], 0).into(),
+        rest_address: ([127, 0, 0, 1], 0).into(),
+        ..Config::default()
+    }
+}
+
+pub async fn start(config: Config) -> Running {
+    server::start(config).await.expect("server starts")
+}
+
+pub async fn demo() -> Running {
+    start(config()).await
+}
+
+pub async fn channel(s: &Running) -> Channel {
+    Channel::from_shared(format!("http://{}", s.grpc_address))
+        .unwrap()
+        .connect()
+        .await
+        .expect("gRPC connects")
+}
+
+pub async fn ms(s: &Running) -> MsServiceClient<Channel> {
+    MsServiceClient::new(channel(s).await).max_decoding_message_size(usize::MAX)
+}
+
+pub async fn oip(s: &Running) -> GrpcInferenceServiceClient<Channel> {
+    GrpcInferenceServiceClient::new(channel(s).await).max_decoding_message_size(usize::MAX)
+}
+
+pub fn rest(s: &Running, path: &str) -> String {
+    format!("http://{}{path}", s.rest_address)
+}
+
+pub fn http() -> reqwest::Client {
+    reqwest::Client::new()
+}
+
+const SQUARE: [Dim; 2] = [Dim::Fixed(2), Dim::Fixed(2)];
+
+fn binary_op(op: &str) -> Vec<u8> {
+    ModelBuilder::new(op)
+        .input("x1", DataType::Fp32, &SQUARE)
+        .input("x2", DataType::Fp32, &SQUARE)
+        .output("y", DataType::Fp32, &SQUARE)
+        .node(op, &["x1", "x2"], &["y"], vec![])
+        .build()
+}
+
+fn write(dir: &Path, rel: &str, bytes: &[u8]) {
+    let path = dir.join(rel);
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, bytes).unwrap();
+}
+
+const ONE_MODEL: &str = r#"
+[[model]]
+name = "m"
+file = "m.onnx"
+with_batch_dim = BATCH
+
+[[method]]
+name = "METHOD"
+inputs = [INPUTS]
+outputs = ["y"]
+
+[[method.stage]]
+model = "m"
+inputs = [INPUTS]
+outputs = ["y"]
+"#;
+
+fn servable_toml(method: &str, inputs: &[&str], batch: bool) -> String {
+    let inputs = inputs.iter().map(|i| format!("\"{i}\"")).collect::<Vec<_>>().join(", ");
+    ONE_MODEL
+        .replace("METHOD", method)
+        .replace("INPUTS", &inputs)
+        .replace("BATCH", if batch { "true" } else { "false" })
+}
+
+/// A repository for the tests:
+/// - `math`: method `calc`, version 1 `y = x1 + x2`, version 2 `y = x1 - x2` (float32 [2, 2]);
+/// - `size`: method `size`, `y = Shape(x)` for uint8 `x` of any length (a tiny reply);
+/// - `double`: method `double`, `y = Tile(x, [2])` for uint8 `x` (a reply twice the request);
+/// - `fail`: method `reshape`, `y = Reshape(x, [3])` for float32 `x` of any length (fails at run time unless 3 elements);
+/// - `batch`: method `add`, `with_batch_dim`, float32 [2, 2] `y = x1 + x2`, one row per instance.
+pub fn repository() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    write(d, "math/servable.toml", servable_toml("calc", &["x1", "x2"], false).as_bytes());
+    write(d, "math/1/m.onnx", &binary_op("Add"));
+    write(d, "math/2/m.onnx", &binary_op("Sub"));
+    let any = [Dim::Dynamic("n")];
+    write(d, "size/servable.toml", servable_toml("size", &["x"], false).as_bytes());
+    write(
+        d,
+        "size/1/m.onnx",
+        &ModelBuilder::new("size")
+            .input("x", DataType::Uint8, &any)
+            .output("y", DataType::Int64, &[Dim::Fixed(1)])
+            .node("Shape", &["x"], &["y"], vec![])
+            .build(),
+    );
+    write(d, "double/servable.toml", servable_toml("double", &["x"], false).as_bytes());
+    write(
+        d,
+        "double/1/m.onnx",
+        &ModelBuilder::new("double")
+            .input("x", DataType::Uint8, &any)
+            .output("y", DataType::Uint8, &[Dim::Dynamic("m")])
+            .constant_i64("repeats", &[1], &[2])
+            .node("Tile", &["x", "repeats"], &["y"], vec![])
+            .build(),
+    );
+    write(d, "fail/servable.toml", servable_toml("reshape", &["x"], false).as_bytes());
+    write(
+        d,
+        "fail/1/m.onnx",
+        &ModelBuilder::new("fail")
+            .input("x", DataType::Fp32, &any)
+            .output("y", DataType::Fp32, &[Dim::Fixed(3)])
+            .constant_i64("shape", &[1], &[3])
+            .node("Reshape", &["x", "shape"], &["y"], vec![])
+            .build(),
+    );
+    write(d, "batch/servable.toml", servable_toml("add", &["x1", "x2"], true).as_bytes());
+    write(d, "batch/1/m.onnx", &binary_op("Add"));
+    dir
+}
+
+pub async fn with_repository(dir: &Path) -> Running {
+    start(Config {
+        model_repository: Some(dir.to_owned()),
+        ..config()
+    })
+    .await
+}
