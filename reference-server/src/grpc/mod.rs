@@ -1,6 +1,8 @@
 //! The gRPC front end: `MSService`, `GRPCInferenceService` and
-//! `grpc.health.v1.Health` on one port, behind the frame-header size check.
+//! `grpc.health.v1.Health` on one port, behind the frame-header size check
+//! and the `grpc-timeout` deadline.
 
+pub mod deadline;
 pub mod mindspore;
 pub mod oip;
 pub mod size_limit;
@@ -12,11 +14,14 @@ use serving_proto::pb::mindspore::ms_service_server::MsServiceServer;
 use tonic::service::Routes;
 
 use crate::service::State;
+use deadline::Deadline;
 use size_limit::MaxRequestSize;
 
 /// The gRPC service stack and the health reporter that drives its health
 /// service.
-pub fn routes(state: Arc<State>) -> (MaxRequestSize<Routes>, tonic_health::server::HealthReporter) {
+pub fn routes(
+    state: Arc<State>,
+) -> (MaxRequestSize<Deadline<Routes>>, tonic_health::server::HealthReporter) {
     let limit = state.max_msg_bytes;
     let (reporter, health) = tonic_health::server::health_reporter();
     let ms = MsServiceServer::new(mindspore::MindSporeGrpc::new(state.clone()))
@@ -29,5 +34,5 @@ pub fn routes(state: Arc<State>) -> (MaxRequestSize<Routes>, tonic_health::serve
         .add_service(oip)
         .add_service(health)
         .prepare();
-    (MaxRequestSize::new(routes, limit as u64), reporter)
+    (MaxRequestSize::new(Deadline::new(routes), limit as u64), reporter)
 }

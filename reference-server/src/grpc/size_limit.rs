@@ -5,7 +5,7 @@
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::Bytes;
 use http::{Request, Response};
 use http_body::{Body, Frame};
 use http_body_util::BodyExt;
@@ -25,9 +25,10 @@ impl<S> MaxRequestSize<S> {
     }
 }
 
-/// The request body with the bytes read for the header check put back.
+/// The request body with the chunks read for the header check put back in
+/// front, unchanged (no copy).
 pub struct Prefixed<B> {
-    prefix: Option<Bytes>,
+    read: std::collections::VecDeque<Bytes>,
     inner: B,
 }
 
@@ -42,21 +43,19 @@ where
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
-        if let Some(prefix) = self.prefix.take()
-            && !prefix.is_empty()
-        {
-            return Poll::Ready(Some(Ok(Frame::data(prefix))));
+        if let Some(chunk) = self.read.pop_front() {
+            return Poll::Ready(Some(Ok(Frame::data(chunk))));
         }
         Pin::new(&mut self.inner).poll_frame(cx)
     }
 
     fn is_end_stream(&self) -> bool {
-        self.prefix.as_ref().is_none_or(Bytes::is_empty) && self.inner.is_end_stream()
+        self.read.is_empty() && self.inner.is_end_stream()
     }
 
     fn size_hint(&self) -> http_body::SizeHint {
         let mut hint = self.inner.size_hint();
-        let extra = self.prefix.as_ref().map_or(0, |p| p.len() as u64);
+        let extra: u64 = self.read.iter().map(|c| c.len() as u64).sum();
         hint.set_lower(hint.lower() + extra);
         if let Some(upper) = hint.upper() {
             hint.set_upper(upper + extra);
@@ -89,35 +88,24 @@ where
         let mut inner = std::mem::replace(&mut self.inner, clone);
         Box::pin(async move {
             let (parts, mut body) = req.into_parts();
-            let mut prefix = BytesMut::new();
-            let mut trailers = None;
-            // Read just enough data frames to see the 5-byte header.
-            while prefix.len() < frame::HEADER_LEN {
-                match body.frame().await {
-                    Some(Ok(f)) => match f.into_data() {
-                        Ok(mut data) => {
-                            prefix.extend_from_slice(&data.copy_to_bytes(data.remaining()))
-                        }
-                        Err(f) => {
-                            trailers = f.into_trailers().ok();
-                            break;
-                        }
-                    },
-                    // A broken or finished body: let the service report it.
-                    Some(Err(_)) | None => break,
-                }
+            let mut read = std::collections::VecDeque::new();
+            let mut header = Vec::with_capacity(frame::HEADER_LEN);
+            // Read just enough data frames to see the 5-byte header; a
+            // broken or finished body is left to the service to report.
+            while header.len() < frame::HEADER_LEN {
+                let Some(Ok(f)) = body.frame().await else { break };
+                let Ok(data) = f.into_data() else { break };
+                let take = (frame::HEADER_LEN - header.len()).min(data.len());
+                header.extend_from_slice(&data[..take]);
+                read.push_back(data);
             }
-            if prefix.len() >= frame::HEADER_LEN
-                && let Err(FrameError::TooLarge(e)) = frame::check_header(&prefix, limit)
+            if header.len() == frame::HEADER_LEN
+                && let Err(FrameError::TooLarge(e)) = frame::check_header(&header, limit)
             {
                 tracing::warn!(size = e.size, limit = e.limit, path = %parts.uri.path(), "gRPC request refused from its frame header");
                 return Ok(tonic::Status::resource_exhausted(e.to_string()).into_http());
             }
-            let _ = trailers;
-            let body = Prefixed {
-                prefix: Some(prefix.freeze()),
-                inner: body,
-            };
+            let body = Prefixed { read, inner: body };
             inner.call(Request::from_parts(parts, body)).await
         })
     }
