@@ -47,11 +47,13 @@ pub enum RuntimeError {
     Environment(String),
     /// A device cannot be used.
     #[error(
-        "device {device} cannot be used: {reason}. Check the device's driver and runtime libraries, or pass --allow-cpu-fallback to run this replica on the CPU"
+        "device {device} cannot be used with ONNX Runtime {library}: {reason}. Check the device's driver and runtime libraries, or pass --allow-cpu-fallback to run this replica on the CPU"
     )]
     Device {
         /// The device.
         device: Device,
+        /// The library in use.
+        library: String,
         /// ONNX Runtime's cause.
         reason: String,
     },
@@ -165,9 +167,13 @@ impl Runtime {
                 Ok(with_ep) => b = with_ep,
                 Err(e) => {
                     let err: ort::Error = e.into();
-                    let reason = err.to_string();
+                    let reason = err.to_string().trim_end().trim_end_matches('.').to_owned();
                     if !cpu_fallback {
-                        return Err(RuntimeError::Device { device, reason });
+                        return Err(RuntimeError::Device {
+                            device,
+                            library: format!("{} ({})", self.library.path.display(), self.library.origin),
+                            reason,
+                        });
                     }
                     tracing::warn!(%device, %reason, model, "device unusable; --allow-cpu-fallback: running this replica on the CPU");
                     b = builder()?;
