@@ -46,8 +46,15 @@ async fn mindspore_add_common_and_add_cast() {
     );
     let req = mindspore::grpc::encode_request("add", "add_cast", 1, &[ints]).unwrap();
     let reply = client.predict(req).await.unwrap().into_inner();
-    let y = mindspore::grpc::decode_reply(reply, 1).unwrap().instance(0).unwrap().unwrap();
-    assert_eq!(y["y"].to_vec::<f32>().unwrap(), vec![11.0, 22.0, 33.0, 44.0]);
+    let y = mindspore::grpc::decode_reply(reply, 1)
+        .unwrap()
+        .instance(0)
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        y["y"].to_vec::<f32>().unwrap(),
+        vec![11.0, 22.0, 33.0, 44.0]
+    );
     server.shutdown().await;
 }
 
@@ -69,12 +76,29 @@ async fn oip_infer_typed_and_raw() {
     let server = common::demo().await;
     let mut client = common::oip(&server).await;
     for contents in [Contents::Typed, Contents::Raw] {
-        let reply = client.model_infer(add_request(contents)).await.unwrap().into_inner();
-        assert_eq!(reply.raw_output_contents.is_empty(), contents == Contents::Typed);
+        let reply = client
+            .model_infer(add_request(contents))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(
+            reply.raw_output_contents.is_empty(),
+            contents == Contents::Typed
+        );
         let resp = oip::grpc::decode_response(reply).unwrap();
-        assert_eq!((resp.model_name.as_str(), resp.model_version.as_str(), resp.id.as_str()), ("add", "1", "req-7"));
+        assert_eq!(
+            (
+                resp.model_name.as_str(),
+                resp.model_version.as_str(),
+                resp.id.as_str()
+            ),
+            ("add", "1", "req-7")
+        );
         assert_eq!(resp.outputs[0].name, "y");
-        assert_eq!(resp.outputs[0].tensor.to_vec::<f32>().unwrap(), vec![1.5, 2.5, 3.5, 4.5]);
+        assert_eq!(
+            resp.outputs[0].tensor.to_vec::<f32>().unwrap(),
+            vec![1.5, 2.5, 3.5, 4.5]
+        );
     }
     // The second method is model "add.add_cast".
     let req = InferRequest {
@@ -85,9 +109,15 @@ async fn oip_infer_typed_and_raw() {
         ],
         ..Default::default()
     };
-    let reply = client.model_infer(oip::grpc::encode_request(&req, Contents::Raw).unwrap()).await.unwrap();
+    let reply = client
+        .model_infer(oip::grpc::encode_request(&req, Contents::Raw).unwrap())
+        .await
+        .unwrap();
     let resp = oip::grpc::decode_response(reply.into_inner()).unwrap();
-    assert_eq!(resp.outputs[0].tensor.to_vec::<f32>().unwrap(), vec![2.0, 3.0, 4.0, 5.0]);
+    assert_eq!(
+        resp.outputs[0].tensor.to_vec::<f32>().unwrap(),
+        vec![2.0, 3.0, 4.0, 5.0]
+    );
     server.shutdown().await;
 }
 
@@ -95,21 +125,61 @@ async fn oip_infer_typed_and_raw() {
 async fn oip_health_and_metadata() {
     let server = common::demo().await;
     let mut c = common::oip(&server).await;
-    assert!(c.server_live(pb::ServerLiveRequest {}).await.unwrap().into_inner().live);
-    assert!(c.server_ready(pb::ServerReadyRequest {}).await.unwrap().into_inner().ready);
-    let ready = |name: &str, version: &str| pb::ModelReadyRequest { name: name.into(), version: version.into() };
-    assert!(c.model_ready(ready("add", "")).await.unwrap().into_inner().ready);
-    assert!(c.model_ready(ready("add", "1")).await.unwrap().into_inner().ready);
-    assert_eq!(c.model_ready(ready("nope", "")).await.unwrap_err().code(), tonic::Code::NotFound);
-    let meta = c.server_metadata(pb::ServerMetadataRequest {}).await.unwrap().into_inner();
-    assert_eq!(meta.name, "serving-reference-server");
-    assert!(meta.extensions.contains(&"binary_tensor_data".to_string()));
-    let m = c
-        .model_metadata(pb::ModelMetadataRequest { name: "add".into(), version: String::new() })
+    assert!(
+        c.server_live(pb::ServerLiveRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+            .live
+    );
+    assert!(
+        c.server_ready(pb::ServerReadyRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+            .ready
+    );
+    let ready = |name: &str, version: &str| pb::ModelReadyRequest {
+        name: name.into(),
+        version: version.into(),
+    };
+    assert!(
+        c.model_ready(ready("add", ""))
+            .await
+            .unwrap()
+            .into_inner()
+            .ready
+    );
+    assert!(
+        c.model_ready(ready("add", "1"))
+            .await
+            .unwrap()
+            .into_inner()
+            .ready
+    );
+    assert_eq!(
+        c.model_ready(ready("nope", "")).await.unwrap_err().code(),
+        tonic::Code::NotFound
+    );
+    let meta = c
+        .server_metadata(pb::ServerMetadataRequest {})
         .await
         .unwrap()
         .into_inner();
-    assert_eq!((m.name.as_str(), m.platform.as_str()), ("add", "onnxruntime_onnx"));
+    assert_eq!(meta.name, "serving-reference-server");
+    assert!(meta.extensions.contains(&"binary_tensor_data".to_string()));
+    let m = c
+        .model_metadata(pb::ModelMetadataRequest {
+            name: "add".into(),
+            version: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (m.name.as_str(), m.platform.as_str()),
+        ("add", "onnxruntime_onnx")
+    );
     assert_eq!(m.versions, vec!["1"]);
     let io: Vec<(String, String, Vec<i64>)> = m
         .inputs
@@ -130,16 +200,28 @@ async fn oip_health_and_metadata() {
 
 #[tokio::test]
 async fn grpc_health_service() {
-    use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient};
+    use tonic_health::pb::{
+        HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+    };
     let server = common::demo().await;
     let mut health = HealthClient::new(common::channel(&server).await);
-    for service in ["", "mindspore.serving.proto.MSService", "inference.GRPCInferenceService"] {
+    for service in [
+        "",
+        "mindspore.serving.proto.MSService",
+        "inference.GRPCInferenceService",
+    ] {
         let r = health
-            .check(HealthCheckRequest { service: service.into() })
+            .check(HealthCheckRequest {
+                service: service.into(),
+            })
             .await
             .unwrap()
             .into_inner();
-        assert_eq!(r.status, ServingStatus::Serving as i32, "service '{service}'");
+        assert_eq!(
+            r.status,
+            ServingStatus::Serving as i32,
+            "service '{service}'"
+        );
     }
     server.shutdown().await;
 }

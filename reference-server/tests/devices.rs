@@ -21,8 +21,16 @@ async fn unusable_accelerators_are_refused_unless_fallback_is_allowed() {
         .expect_err("an unusable device must not start");
         assert!(matches!(err, StartError::Runtime(_)), "{err}");
         let text = err.to_string();
-        assert!(text.contains(&format!("device {device} cannot be used with ONNX Runtime ")), "{text}");
-        assert!(text.contains("execution provider is not enabled in this build"), "{text}");
+        assert!(
+            text.contains(&format!(
+                "device {device} cannot be used with ONNX Runtime "
+            )),
+            "{text}"
+        );
+        assert!(
+            text.contains("execution provider is not enabled in this build"),
+            "{text}"
+        );
         assert!(text.contains("--allow-cpu-fallback"), "{text}");
         println!("{device}: {text}");
 
@@ -42,7 +50,10 @@ async fn unusable_accelerators_are_refused_unless_fallback_is_allowed() {
             .json()
             .await
             .unwrap();
-        assert_eq!(v, serde_json::json!({"instances": [{"y": [[2.0, 2.0], [2.0, 2.0]]}]}));
+        assert_eq!(
+            v,
+            serde_json::json!({"instances": [{"y": [[2.0, 2.0], [2.0, 2.0]]}]})
+        );
         running.shutdown().await;
     }
 }
@@ -56,6 +67,9 @@ async fn max_msg_mb_size_outside_the_range_is_refused() {
         })
         .await
         .unwrap_err();
-        assert_eq!(err.to_string(), "Parameter 'max_msg_mb_size' should be in range [1,512]");
+        assert_eq!(
+            err.to_string(),
+            "Parameter 'max_msg_mb_size' should be in range [1,512]"
+        );
     }
 }

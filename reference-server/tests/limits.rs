@@ -31,7 +31,10 @@ fn oip_request_of(target: usize) -> oip_pb::ModelInferRequest {
             let req = InferRequest {
                 model_name: "size".into(),
                 id: "p".repeat(pad),
-                inputs: vec![NamedTensor::new("x", Tensor::from_slice(&[n as i64], &vec![7u8; n]).unwrap())],
+                inputs: vec![NamedTensor::new(
+                    "x",
+                    Tensor::from_slice(&[n as i64], &vec![7u8; n]).unwrap(),
+                )],
                 ..Default::default()
             };
             let msg = oip::grpc::encode_request(&req, Contents::Raw).unwrap();
@@ -53,7 +56,10 @@ fn ms_request_of(target: usize) -> ms_pb::PredictRequest {
             let instance: NamedTensors = [
                 ("x1".to_string(), square.clone()),
                 ("x2".to_string(), square.clone()),
-                ("p".repeat(pad), Tensor::from_slice(&[n as i64], &vec![0u8; n]).unwrap()),
+                (
+                    "p".repeat(pad),
+                    Tensor::from_slice(&[n as i64], &vec![0u8; n]).unwrap(),
+                ),
             ]
             .into();
             let msg = mindspore::grpc::encode_request("add", "add_common", 0, &[instance]).unwrap();
@@ -73,13 +79,19 @@ async fn grpc_requests_at_the_limit() {
     let server = small_server(repo.path()).await;
     let mut c = common::oip(&server).await;
     for size in [LIMIT - 1, LIMIT] {
-        let r = c.model_infer(oip_request_of(size)).await.expect("at or under the limit is served");
+        let r = c
+            .model_infer(oip_request_of(size))
+            .await
+            .expect("at or under the limit is served");
         let resp = oip::grpc::decode_response(r.into_inner()).unwrap();
         assert!(resp.outputs[0].tensor.to_vec::<i64>().unwrap()[0] > 0);
     }
     let e = c.model_infer(oip_request_of(LIMIT + 1)).await.unwrap_err();
     assert_eq!(e.code(), tonic::Code::ResourceExhausted);
-    assert_eq!(e.message(), "Received message larger than max (1048577 vs. 1048576)");
+    assert_eq!(
+        e.message(),
+        "Received message larger than max (1048577 vs. 1048576)"
+    );
     // The same connection still serves.
     assert!(c.model_infer(oip_request_of(1000)).await.is_ok());
     server.shutdown().await;
@@ -87,16 +99,31 @@ async fn grpc_requests_at_the_limit() {
 
 #[tokio::test]
 async fn mindspore_grpc_requests_at_the_limit() {
-    let server = common::start(reference_server::server::Config { max_msg_mb_size: 1, ..common::config() }).await;
+    let server = common::start(reference_server::server::Config {
+        max_msg_mb_size: 1,
+        ..common::config()
+    })
+    .await;
     let mut c = common::ms(&server).await;
     for size in [LIMIT - 1, LIMIT] {
-        let reply = c.predict(ms_request_of(size)).await.expect("served").into_inner();
-        let out = mindspore::grpc::decode_reply(reply, 1).unwrap().instance(0).unwrap().unwrap();
+        let reply = c
+            .predict(ms_request_of(size))
+            .await
+            .expect("served")
+            .into_inner();
+        let out = mindspore::grpc::decode_reply(reply, 1)
+            .unwrap()
+            .instance(0)
+            .unwrap()
+            .unwrap();
         assert_eq!(out["y"].to_vec::<f32>().unwrap(), vec![2.0; 4]);
     }
     let e = c.predict(ms_request_of(LIMIT + 1)).await.unwrap_err();
     assert_eq!(e.code(), tonic::Code::ResourceExhausted);
-    assert_eq!(e.message(), "Received message larger than max (1048577 vs. 1048576)");
+    assert_eq!(
+        e.message(),
+        "Received message larger than max (1048577 vs. 1048576)"
+    );
     assert!(c.predict(ms_request_of(5000)).await.is_ok());
     server.shutdown().await;
 }
@@ -109,12 +136,23 @@ async fn replies_over_the_limit() {
     let n = 600_000usize;
     let req = InferRequest {
         model_name: "double".into(),
-        inputs: vec![NamedTensor::new("x", Tensor::from_slice(&[n as i64], &vec![1u8; n]).unwrap())],
+        inputs: vec![NamedTensor::new(
+            "x",
+            Tensor::from_slice(&[n as i64], &vec![1u8; n]).unwrap(),
+        )],
         ..Default::default()
     };
-    let e = c.model_infer(oip::grpc::encode_request(&req, Contents::Raw).unwrap()).await.unwrap_err();
+    let e = c
+        .model_infer(oip::grpc::encode_request(&req, Contents::Raw).unwrap())
+        .await
+        .unwrap_err();
     assert_eq!(e.code(), tonic::Code::ResourceExhausted);
-    assert!(e.message().starts_with("Sent message larger than max (12000"), "{}", e.message());
+    assert!(
+        e.message()
+            .starts_with("Sent message larger than max (12000"),
+        "{}",
+        e.message()
+    );
     assert!(e.message().ends_with(" vs. 1048576)"));
     let body = oip::rest::encode_request(&req, true).unwrap();
     let r = common::http()
@@ -125,7 +163,12 @@ async fn replies_over_the_limit() {
         .await
         .unwrap();
     assert_eq!(r.status(), 413);
-    assert!(r.json::<Value>().await.unwrap()["error"].as_str().unwrap().starts_with("Sent message larger than max ("));
+    assert!(
+        r.json::<Value>().await.unwrap()["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("Sent message larger than max (")
+    );
     server.shutdown().await;
 }
 
@@ -140,25 +183,58 @@ async fn rest_bodies_at_the_limit() {
     let repo = common::repository();
     let server = small_server(repo.path()).await;
     let http = common::http();
-    let ms_body = json!({"instances": {"x1": [[1.0, 2.0], [3.0, 4.0]], "x2": [[1.0, 2.0], [3.0, 4.0]]}}).to_string();
-    let oip_body = json!({"inputs": [{"name": "x", "shape": [3], "datatype": "UINT8", "data": [1, 2, 3]}]}).to_string();
+    let ms_body =
+        json!({"instances": {"x1": [[1.0, 2.0], [3.0, 4.0]], "x2": [[1.0, 2.0], [3.0, 4.0]]}})
+            .to_string();
+    let oip_body =
+        json!({"inputs": [{"name": "x", "shape": [3], "datatype": "UINT8", "data": [1, 2, 3]}]})
+            .to_string();
     for size in [LIMIT - 1, LIMIT, LIMIT + 1] {
         // MindSpore routes: the demo-like servable `math` of the repository.
-        let r = http.post(common::rest(&server, "/model/math:calc")).body(padded(ms_body.clone(), size)).send().await.unwrap();
+        let r = http
+            .post(common::rest(&server, "/model/math:calc"))
+            .body(padded(ms_body.clone(), size))
+            .send()
+            .await
+            .unwrap();
         let status = r.status().as_u16();
         let v: Value = r.json().await.unwrap();
         if size <= LIMIT {
-            assert_eq!((status, v), (200, json!({"instances": [{"y": [[0.0, 0.0], [0.0, 0.0]]}]})), "{size}");
+            assert_eq!(
+                (status, v),
+                (200, json!({"instances": [{"y": [[0.0, 0.0], [0.0, 0.0]]}]})),
+                "{size}"
+            );
         } else {
-            assert_eq!((status, v), (413, json!({"error_msg": "http message is bigger than 1048576"})), "{size}");
+            assert_eq!(
+                (status, v),
+                (
+                    413,
+                    json!({"error_msg": "http message is bigger than 1048576"})
+                ),
+                "{size}"
+            );
         }
-        let r = http.post(common::rest(&server, "/v2/models/size/infer")).body(padded(oip_body.clone(), size)).send().await.unwrap();
+        let r = http
+            .post(common::rest(&server, "/v2/models/size/infer"))
+            .body(padded(oip_body.clone(), size))
+            .send()
+            .await
+            .unwrap();
         let status = r.status().as_u16();
         let v: Value = r.json().await.unwrap();
         if size <= LIMIT {
-            assert_eq!((status, v["outputs"][0]["data"].clone()), (200, json!([3])), "{size}");
+            assert_eq!(
+                (status, v["outputs"][0]["data"].clone()),
+                (200, json!([3])),
+                "{size}"
+            );
         } else {
-            assert_eq!((status, v), (413, json!({"error": "http message is bigger than 1048576"})), "{size}");
+            assert_eq!(
+                (status, v),
+                (413, json!({"error": "http message is bigger than 1048576"})),
+                "{size}"
+            );
         }
     }
     server.shutdown().await;

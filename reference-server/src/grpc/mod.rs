@@ -21,7 +21,10 @@ use size_limit::MaxRequestSize;
 /// service.
 pub fn routes(
     state: Arc<State>,
-) -> (MaxRequestSize<Deadline<Routes>>, tonic_health::server::HealthReporter) {
+) -> (
+    MaxRequestSize<Deadline<Routes>>,
+    tonic_health::server::HealthReporter,
+) {
     let limit = state.max_msg_bytes;
     let (reporter, health) = tonic_health::server::health_reporter();
     let ms = MsServiceServer::new(mindspore::MindSporeGrpc::new(state.clone()))
@@ -34,5 +37,8 @@ pub fn routes(
         .add_service(oip)
         .add_service(health)
         .prepare();
-    (MaxRequestSize::new(Deadline::new(routes), limit as u64), reporter)
+    (
+        MaxRequestSize::new(Deadline::new(routes), limit as u64),
+        reporter,
+    )
 }

@@ -92,6 +92,8 @@ impl GrpcInferenceService for OipGrpc {
         request: Request<pb::ModelInferRequest>,
     ) -> Result<Response<pb::ModelInferResponse>, Status> {
         let msg = request.into_inner();
+        // An unknown model is NOT_FOUND whatever the tensors hold.
+        oip::resolve(&self.state, &msg.model_name, &msg.model_version).map_err(status)?;
         // Answer in the form the client used: raw if it sent raw contents.
         let contents = if msg.raw_input_contents.is_empty() && !msg.inputs.is_empty() {
             Contents::Typed

@@ -93,7 +93,9 @@ where
             // Read just enough data frames to see the 5-byte header; a
             // broken or finished body is left to the service to report.
             while header.len() < frame::HEADER_LEN {
-                let Some(Ok(f)) = body.frame().await else { break };
+                let Some(Ok(f)) = body.frame().await else {
+                    break;
+                };
                 let Ok(data) = f.into_data() else { break };
                 let take = (frame::HEADER_LEN - header.len()).min(data.len());
                 header.extend_from_slice(&data[..take]);

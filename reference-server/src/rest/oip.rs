@@ -156,6 +156,8 @@ async fn infer_inner(
     headers: &HeaderMap,
     body: Body,
 ) -> Result<Response, ServeError> {
+    // An unknown model is 404 whatever the body holds.
+    oip::resolve(state, &model, &version)?;
     let limit = state.max_msg_bytes;
     let bytes = read_body(headers, body, limit).await.map_err(|e| match e {
         ReadError::TooBig(_) => {

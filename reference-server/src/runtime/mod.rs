@@ -171,7 +171,11 @@ impl Runtime {
                     if !cpu_fallback {
                         return Err(RuntimeError::Device {
                             device,
-                            library: format!("{} ({})", self.library.path.display(), self.library.origin),
+                            library: format!(
+                                "{} ({})",
+                                self.library.path.display(),
+                                self.library.origin
+                            ),
                             reason,
                         });
                     }

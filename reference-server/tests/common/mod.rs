@@ -87,7 +87,11 @@ outputs = ["y"]
 "#;
 
 fn servable_toml(method: &str, inputs: &[&str], batch: bool) -> String {
-    let inputs = inputs.iter().map(|i| format!("\"{i}\"")).collect::<Vec<_>>().join(", ");
+    let inputs = inputs
+        .iter()
+        .map(|i| format!("\"{i}\""))
+        .collect::<Vec<_>>()
+        .join(", ");
     ONE_MODEL
         .replace("METHOD", method)
         .replace("INPUTS", &inputs)
@@ -103,11 +107,19 @@ fn servable_toml(method: &str, inputs: &[&str], batch: bool) -> String {
 pub fn repository() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    write(d, "math/servable.toml", servable_toml("calc", &["x1", "x2"], false).as_bytes());
+    write(
+        d,
+        "math/servable.toml",
+        servable_toml("calc", &["x1", "x2"], false).as_bytes(),
+    );
     write(d, "math/1/m.onnx", &binary_op("Add"));
     write(d, "math/2/m.onnx", &binary_op("Sub"));
     let any = [Dim::Dynamic("n")];
-    write(d, "size/servable.toml", servable_toml("size", &["x"], false).as_bytes());
+    write(
+        d,
+        "size/servable.toml",
+        servable_toml("size", &["x"], false).as_bytes(),
+    );
     write(
         d,
         "size/1/m.onnx",
@@ -117,7 +129,11 @@ pub fn repository() -> tempfile::TempDir {
             .node("Shape", &["x"], &["y"], vec![])
             .build(),
     );
-    write(d, "double/servable.toml", servable_toml("double", &["x"], false).as_bytes());
+    write(
+        d,
+        "double/servable.toml",
+        servable_toml("double", &["x"], false).as_bytes(),
+    );
     write(
         d,
         "double/1/m.onnx",
@@ -128,7 +144,11 @@ pub fn repository() -> tempfile::TempDir {
             .node("Tile", &["x", "repeats"], &["y"], vec![])
             .build(),
     );
-    write(d, "fail/servable.toml", servable_toml("reshape", &["x"], false).as_bytes());
+    write(
+        d,
+        "fail/servable.toml",
+        servable_toml("reshape", &["x"], false).as_bytes(),
+    );
     write(
         d,
         "fail/1/m.onnx",
@@ -139,7 +159,11 @@ pub fn repository() -> tempfile::TempDir {
             .node("Reshape", &["x", "shape"], &["y"], vec![])
             .build(),
     );
-    write(d, "batch/servable.toml", servable_toml("add", &["x1", "x2"], true).as_bytes());
+    write(
+        d,
+        "batch/servable.toml",
+        servable_toml("add", &["x1", "x2"], true).as_bytes(),
+    );
     write(d, "batch/1/m.onnx", &binary_op("Add"));
     dir
 }
