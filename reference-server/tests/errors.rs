@@ -481,8 +481,8 @@ async fn unavailable_while_not_ready() {
 
 #[tokio::test]
 async fn grpc_deadline_exceeded() {
+    use prost::Message;
     let server = common::demo().await;
-    let mut c = common::oip(&server).await;
     let req = oip_req(
         "add",
         vec![
@@ -490,14 +490,75 @@ async fn grpc_deadline_exceeded() {
             NamedTensor::new("x2", f32s(&[2, 2], &[1.0; 4])),
         ],
     );
-    let mut expired = tonic::Request::new(oip::grpc::encode_request(&req, Contents::Raw).unwrap());
-    expired
-        .metadata_mut()
-        .insert("grpc-timeout", "0n".parse().unwrap());
-    let e = c.model_infer(expired).await.unwrap_err();
-    assert_eq!(e.code(), tonic::Code::DeadlineExceeded);
+    let message = oip::grpc::encode_request(&req, Contents::Raw)
+        .unwrap()
+        .encode_to_vec();
+    let path = "/inference.GRPCInferenceService/ModelInfer";
+    // An expired deadline never runs (a bare HTTP/2 client, so that no
+    // client-side timer answers first).
+    let (code, text) = common::raw_grpc(&server, path, &message, &[("grpc-timeout", "0n")]).await;
+    assert_eq!(code, tonic::Code::DeadlineExceeded as i32, "{text}");
+    assert!(text.contains("grpc-timeout"), "{text}");
+    let (code, _) = common::raw_grpc(&server, path, &message, &[("grpc-timeout", "30S")]).await;
+    assert_eq!(code, 0);
+    // A tonic client's own deadline works end to end.
+    let mut c = common::oip(&server).await;
     let mut generous = tonic::Request::new(oip::grpc::encode_request(&req, Contents::Raw).unwrap());
     generous.set_timeout(Duration::from_secs(30));
     assert!(c.model_infer(generous).await.is_ok());
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn malformed_oip_tensors_are_invalid_arguments() {
+    use serving_proto::pb::inference::{ModelInferRequest, model_infer_request::InferInputTensor};
+    let server = common::demo().await;
+    let mut c = common::oip(&server).await;
+    let input = |datatype: &str, shape: Vec<i64>| InferInputTensor {
+        name: "x1".into(),
+        datatype: datatype.into(),
+        shape,
+        ..Default::default()
+    };
+    let cases = [
+        (
+            input("FP32", vec![-1, 2]),
+            vec![Bytes::new()],
+            "invalid shape [-1, 2]",
+        ),
+        (
+            input("FP32", vec![i64::MAX, 4]),
+            vec![Bytes::new()],
+            "invalid shape",
+        ),
+        (
+            input("FP99", vec![2, 2]),
+            vec![Bytes::from_static(&[0; 16])],
+            "unknown datatype 'FP99'",
+        ),
+        (
+            input("FP32", vec![2, 2]),
+            vec![Bytes::from_static(&[0; 15])],
+            "must be 16 bytes but is 15",
+        ),
+    ];
+    for (tensor, raw, text) in cases {
+        let req = ModelInferRequest {
+            model_name: "add".into(),
+            inputs: vec![tensor],
+            raw_input_contents: raw,
+            ..Default::default()
+        };
+        let e = c.model_infer(req).await.unwrap_err();
+        assert_eq!(e.code(), tonic::Code::InvalidArgument, "{}", e.message());
+        assert!(e.message().contains(text), "{}", e.message());
+    }
+    assert!(
+        c.server_live(serving_proto::pb::inference::ServerLiveRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+            .live
+    );
     server.shutdown().await;
 }

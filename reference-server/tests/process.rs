@@ -112,3 +112,131 @@ fn an_ascend_device_without_cann_fails_with_the_cause() {
         "{stderr}"
     );
 }
+
+#[test]
+fn a_missing_or_foreign_library_is_an_error_not_a_panic() {
+    let out = binary()
+        .args(["--ort-lib", "/nonexistent/libonnxruntime.so"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(
+            "ONNX Runtime library /nonexistent/libonnxruntime.so (from --ort-lib) does not exist"
+        ),
+        "{stderr}"
+    );
+    let foreign = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(foreign.path(), b"not a shared library").unwrap();
+    let out = binary()
+        .arg("--ort-lib")
+        .arg(foreign.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("cannot load ONNX Runtime from"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+/// Fetches and extracts an ONNX Runtime older than the API level allows.
+fn old_onnxruntime() -> std::path::PathBuf {
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("onnxruntime-1.20.1");
+    let lib = dir.join("onnxruntime/capi/libonnxruntime.so.1.20.1");
+    if lib.is_file() {
+        return lib;
+    }
+    let wheels = dir.join("wheel");
+    let ok = Command::new("python3")
+        .args([
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--only-binary=:all:",
+            "--disable-pip-version-check",
+            "--quiet",
+            "--dest",
+        ])
+        .arg(&wheels)
+        .arg("onnxruntime==1.20.1")
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "pip download onnxruntime==1.20.1 failed");
+    let script = "import sys, zipfile, glob\nw = glob.glob(sys.argv[1] + '/*.whl')[0]\nz = zipfile.ZipFile(w)\n[z.extract(n, sys.argv[2]) for n in z.namelist() if n.startswith('onnxruntime/capi/lib')]";
+    let ok = Command::new("python3")
+        .args(["-c", script])
+        .arg(&wheels)
+        .arg(&dir)
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok && lib.is_file(), "extracting the 1.20.1 wheel failed");
+    lib
+}
+
+#[test]
+fn an_onnx_runtime_older_than_the_api_level_is_refused_naming_both_versions() {
+    let lib = old_onnxruntime();
+    let out = binary().arg("--ort-lib").arg(&lib).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("ONNX Runtime 1.20.1 at "), "{stderr}");
+    assert!(stderr.contains("needs version 1.24 or newer"), "{stderr}");
+}
+
+#[test]
+fn concurrent_first_starts_share_one_provisioning() {
+    let cache = tempfile::tempdir().unwrap();
+    let spawn = || {
+        binary()
+            .env("SERVING_CACHE_DIR", cache.path())
+            .env_remove("ORT_DYLIB_PATH")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let mut children = [spawn(), spawn()];
+    for child in &mut children {
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let ready = lines.find(|l| {
+            l.as_ref()
+                .is_ok_and(|l| l.starts_with("reference-server ready"))
+        });
+        assert!(ready.is_some(), "both servers start");
+    }
+    for child in &mut children {
+        Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(child.wait().unwrap().success());
+    }
+    let mut stderr = String::new();
+    for child in &mut children {
+        std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    }
+    // Exactly one process downloaded (unless a Python onnxruntime package
+    // is installed, which both then use).
+    let downloads = stderr
+        .matches("provisioning ONNX Runtime: downloading")
+        .count();
+    let from_python = stderr.contains("installed Python package");
+    assert!(
+        downloads == 1 || (downloads == 0 && from_python),
+        "{stderr}"
+    );
+    let dirs: Vec<_> = std::fs::read_dir(cache.path().join("onnxruntime"))
+        .unwrap()
+        .filter_map(Result::ok)
+        .map(|e| e.file_name())
+        .collect();
+    assert!(
+        dirs.iter()
+            .all(|d| !d.to_string_lossy().starts_with(".work-")),
+        "no half-done work left: {dirs:?}"
+    );
+}

@@ -175,3 +175,50 @@ pub async fn with_repository(dir: &Path) -> Running {
     })
     .await
 }
+
+/// One unary gRPC call over a bare HTTP/2 connection, with `headers` sent
+/// as given (no client-side deadline or size handling): returns the gRPC
+/// status code and message.
+pub async fn raw_grpc(
+    s: &Running,
+    path: &str,
+    message: &[u8],
+    headers: &[(&str, &str)],
+) -> (i32, String) {
+    use http_body_util::{BodyExt, Full};
+    let tcp = tokio::net::TcpStream::connect(s.grpc_address)
+        .await
+        .unwrap();
+    let (mut send, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tcp),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    let mut body = vec![0u8];
+    body.extend_from_slice(&(message.len() as u32).to_be_bytes());
+    body.extend_from_slice(message);
+    let mut req = http::Request::post(format!("http://{}{path}", s.grpc_address))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers");
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let resp = send
+        .send_request(req.body(Full::new(bytes::Bytes::from(body))).unwrap())
+        .await
+        .unwrap();
+    let (parts, body) = resp.into_parts();
+    let collected = body.collect().await.unwrap();
+    let trailers = collected.trailers().cloned().unwrap_or_default();
+    let get = |name: &str| {
+        trailers
+            .get(name)
+            .or_else(|| parts.headers.get(name))
+            .map(|v| v.to_str().unwrap().to_owned())
+    };
+    let code = get("grpc-status").map_or(-1, |c| c.parse().unwrap());
+    let message = get("grpc-message").unwrap_or_default();
+    (code, message)
+}
