@@ -3,6 +3,8 @@
 //! method `add_cast` (int32 inputs cast to float32, then added). The models
 //! are written in memory by [`crate::onnx`].
 
+use std::sync::Arc;
+
 use serving_proto::DataType;
 
 use crate::engine::{LoadOptions, ServableVersion};
@@ -73,13 +75,16 @@ pub fn config() -> ServableConfig {
 }
 
 /// Loads the demo servable, version 1.
-pub fn load(runtime: &Runtime, options: &LoadOptions) -> Result<ServableVersion, RuntimeError> {
+pub fn load(
+    runtime: &Arc<Runtime>,
+    options: &LoadOptions,
+) -> Result<ServableVersion, RuntimeError> {
     ServableVersion::load(
         runtime,
         SERVABLE,
         1,
         config(),
-        &[add_model(), add_cast_model()],
+        vec![add_model(), add_cast_model()],
         options,
     )
 }

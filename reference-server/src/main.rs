@@ -40,6 +40,13 @@ struct Args {
     /// Largest gRPC message and REST body, in MiB (1 to 512).
     #[arg(long, default_value_t = server::DEFAULT_MAX_MSG_MB)]
     max_msg_mb_size: u32,
+    /// The most requests queued or running per servable version; beyond it
+    /// requests are refused at once (MindSpore's set_max_enqueued_requests).
+    #[arg(long, default_value_t = reference_server::engine::DEFAULT_QUEUE_LIMIT)]
+    max_enqueued_requests: usize,
+    /// Let tests make replicas fail on purpose. Never use in production.
+    #[arg(long, hide = true)]
+    enable_fault_injection: bool,
     /// Print the version and the ONNX Runtime this server would use, then exit.
     #[arg(long, short = 'V')]
     version: bool,
@@ -105,6 +112,8 @@ async fn main() -> ExitCode {
         allow_cpu_fallback: args.allow_cpu_fallback,
         ort_lib: args.ort_lib,
         max_msg_mb_size: args.max_msg_mb_size,
+        max_enqueued_requests: args.max_enqueued_requests,
+        fault_injection: args.enable_fault_injection,
     };
     let running = match server::start(config).await {
         Ok(r) => r,

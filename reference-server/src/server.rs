@@ -34,6 +34,10 @@ pub struct Config {
     pub ort_lib: Option<PathBuf>,
     /// The message limit in MiB, 1 to 512.
     pub max_msg_mb_size: u32,
+    /// The most requests queued or running per servable version.
+    pub max_enqueued_requests: usize,
+    /// Whether tests may make replicas fail on purpose (never in production).
+    pub fault_injection: bool,
 }
 
 impl Default for Config {
@@ -46,6 +50,8 @@ impl Default for Config {
             allow_cpu_fallback: false,
             ort_lib: None,
             max_msg_mb_size: DEFAULT_MAX_MSG_MB,
+            max_enqueued_requests: crate::engine::DEFAULT_QUEUE_LIMIT,
+            fault_injection: false,
         }
     }
 }
@@ -125,6 +131,8 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let options = LoadOptions {
         default_devices: config.devices.clone(),
         cpu_fallback: config.allow_cpu_fallback,
+        queue_limit: config.max_enqueued_requests,
+        fault_injection: config.fault_injection,
     };
     let registry = tokio::task::spawn_blocking(move || -> Result<Registry, StartError> {
         let registry = Registry::default();

@@ -80,6 +80,12 @@ impl ServableError {
         }
     }
 
+    /// The same error with another status code.
+    pub fn with_code(mut self, code: StatusCode) -> ServableError {
+        self.code = code.code();
+        self
+    }
+
     /// `Request servable({name}) method({method}) , servable is not available`,
     /// with MindSpore's exact spacing for an explicit version (code 2).
     pub fn servable_not_available(servable: &str, method: &str, version: u64) -> ServableError {

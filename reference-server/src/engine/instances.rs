@@ -8,7 +8,8 @@ use bytes::Bytes;
 use serving_proto::mindspore::{InstanceResult, ServableError, StatusCode};
 use serving_proto::{NamedTensors, Tensor, TensorData};
 
-use super::{ModelInfo, ServableVersion};
+use super::ModelInfo;
+use super::replica::Runner;
 use crate::repository::config::{MethodConfig, StageConfig};
 use crate::runtime::tensor_io;
 
@@ -18,7 +19,8 @@ const DYNAMIC_BATCH: usize = 64;
 /// Runs `method` on `instances`. A request-level error (a missing input) is
 /// `Err`; otherwise one result per instance, in order. Blocking.
 pub fn predict(
-    sv: &ServableVersion,
+    runner: &mut Runner<'_>,
+    servable: &str,
     method: &MethodConfig,
     instances: Vec<NamedTensors>,
 ) -> Result<Vec<InstanceResult>, ServableError> {
@@ -26,7 +28,7 @@ pub fn predict(
         if let Some(missing) = method.inputs.iter().find(|i| !instance.contains_key(*i)) {
             return Err(ServableError::missing_input(
                 missing,
-                &sv.name,
+                servable,
                 &method.name,
             ));
         }
@@ -40,7 +42,7 @@ pub fn predict(
         })
         .collect();
     for stage in &method.stage {
-        run_stage(sv, stage, &mut values);
+        run_stage(runner, stage, &mut values);
     }
     Ok(values
         .into_iter()
@@ -121,9 +123,9 @@ fn prepare(
     Ok(out)
 }
 
-fn run_stage(sv: &ServableVersion, stage: &StageConfig, values: &mut [InstanceResult]) {
-    let index = sv.model_index(&stage.model);
-    let info = &sv.models[index];
+fn run_stage(runner: &mut Runner<'_>, stage: &StageConfig, values: &mut [InstanceResult]) {
+    let index = runner.model_index(&stage.model);
+    let info = &runner.models[index];
     let mut ready: Vec<(usize, Vec<Tensor>)> = Vec::new();
     for (k, value) in values.iter_mut().enumerate() {
         let Ok(map) = value else { continue };
@@ -145,7 +147,12 @@ fn run_stage(sv: &ServableVersion, stage: &StageConfig, values: &mut [InstanceRe
     if !info.config.with_batch_dim {
         for (k, inputs) in ready {
             let refs: Vec<&Tensor> = inputs.iter().collect();
-            store(k, sv.run_model(index, &refs).map_err(|e| runtime_error(&e)));
+            store(
+                k,
+                runner
+                    .run_model(index, &refs)
+                    .map_err(|e| runtime_error(&e)),
+            );
         }
         return;
     }
@@ -164,7 +171,7 @@ fn run_stage(sv: &ServableVersion, stage: &StageConfig, values: &mut [InstanceRe
     for group in groups {
         let real = group.len();
         let padded = info.fixed_batch().unwrap_or(real);
-        let results = run_batch(sv, index, &group, padded);
+        let results = run_batch(runner, index, &group, padded);
         for (j, (k, _)) in group.into_iter().enumerate() {
             store(
                 k,
@@ -181,7 +188,7 @@ fn run_stage(sv: &ServableVersion, stage: &StageConfig, values: &mut [InstanceRe
 /// Runs one batch of `group` padded to `padded` instances with copies of the
 /// first; returns each real instance's outputs without the batch dimension.
 fn run_batch(
-    sv: &ServableVersion,
+    runner: &mut Runner<'_>,
     index: usize,
     group: &[(usize, Vec<Tensor>)],
     padded: usize,
@@ -195,7 +202,9 @@ fn run_batch(
         batched.push(stack(&parts).map_err(|e| runtime_error(&e))?);
     }
     let refs: Vec<&Tensor> = batched.iter().collect();
-    let outputs = sv.run_model(index, &refs).map_err(|e| runtime_error(&e))?;
+    let outputs = runner
+        .run_model(index, &refs)
+        .map_err(|e| runtime_error(&e))?;
     let mut per_instance: Vec<Vec<Tensor>> = vec![Vec::with_capacity(outputs.len()); group.len()];
     for output in outputs {
         let parts = unstack(&output, padded).map_err(|e| runtime_error(&e))?;

@@ -1,20 +1,23 @@
 //! Loaded servables: one [`ServableVersion`] per servable and version, with
-//! its models' metadata and one replica (a session per model) per device.
+//! its models' metadata and a scheduler feeding one replica per device.
 
 pub mod instances;
 pub mod registry;
+pub mod replica;
+pub mod scheduler;
 pub mod tensors;
 
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
 
-use ort::session::Session;
-use ort::value::{TensorElementType, ValueType};
-use serving_proto::{DataType, Tensor};
+use ort::value::TensorElementType;
+use serving_proto::DataType;
 
 use crate::repository::config::{MethodConfig, ModelConfig, ServableConfig};
 use crate::runtime::device::Device;
-use crate::runtime::{Runtime, RuntimeError, tensor_io};
+use crate::runtime::{Runtime, RuntimeError};
+use replica::{Replica, ReplicaSpec};
+use scheduler::{BatchPolicy, Scheduler, StartSpec};
 
 /// One input or output of a model.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -58,15 +61,8 @@ impl ModelInfo {
     }
 }
 
-/// One replica: a session per model, on one device.
-#[derive(Debug)]
-pub struct Replica {
-    /// Where it runs.
-    pub device: Device,
-    sessions: Vec<Mutex<Session>>,
-}
-
-/// A servable version ready to serve.
+/// A servable version ready to serve: its models' metadata and the
+/// scheduler that runs work on its replicas.
 #[derive(Debug)]
 pub struct ServableVersion {
     /// Servable name.
@@ -77,8 +73,8 @@ pub struct ServableVersion {
     pub config: ServableConfig,
     /// Models, in configuration order.
     pub models: Vec<ModelInfo>,
-    replicas: Vec<Replica>,
-    next: AtomicUsize,
+    devices: Vec<Device>,
+    scheduler: Scheduler,
 }
 
 /// How to load a servable version.
@@ -88,32 +84,40 @@ pub struct LoadOptions {
     pub default_devices: Vec<Device>,
     /// Run a replica on the CPU when its device cannot be used.
     pub cpu_fallback: bool,
+    /// The most requests queued or running per servable version.
+    pub queue_limit: usize,
+    /// Whether tests may make replicas fail on purpose.
+    pub fault_injection: bool,
 }
 
-fn spec(name: &str, ty: &ValueType) -> Result<TensorSpec, String> {
-    match ty {
-        ValueType::Tensor { ty, shape, .. } => Ok(TensorSpec {
-            name: name.to_owned(),
-            element: *ty,
-            dtype: tensor_io::data_type(*ty).ok_or_else(|| {
-                format!("'{name}' has element type {ty}, which neither protocol carries")
-            })?,
-            shape: shape.to_vec(),
-        }),
-        other => Err(format!("'{name}' is not a tensor ({other})")),
+impl Default for LoadOptions {
+    fn default() -> LoadOptions {
+        LoadOptions {
+            default_devices: vec![Device::Cpu],
+            cpu_fallback: false,
+            queue_limit: DEFAULT_QUEUE_LIMIT,
+            fault_injection: false,
+        }
     }
 }
 
+/// MindSpore's default limit of enqueued requests.
+pub const DEFAULT_QUEUE_LIMIT: usize = 10_000;
+
+/// The largest batch formed for a model whose batch dimension is dynamic
+/// (and the default `max_batch_size` of such a servable).
+pub const DYNAMIC_BATCH: usize = 64;
+
 impl ServableVersion {
-    /// Loads every model of `config` on every device, checking that the
-    /// stages fit the models. `models` holds each model's bytes in
-    /// configuration order.
+    /// Loads every model of `config` on every device, checks that the stages
+    /// fit the models, and starts one worker per replica. `models` holds each
+    /// model's bytes in configuration order.
     pub fn load(
-        runtime: &Runtime,
+        runtime: &Arc<Runtime>,
         name: &str,
         version: u64,
         config: ServableConfig,
-        models: &[Vec<u8>],
+        models: Vec<Vec<u8>>,
         options: &LoadOptions,
     ) -> Result<ServableVersion, RuntimeError> {
         let mut devices = config.devices().map_err(|reason| RuntimeError::Model {
@@ -131,53 +135,49 @@ impl ServableVersion {
             .deployment
             .intra_op_threads
             .unwrap_or_else(|| (cores / devices.len()).max(1));
+        let model_bytes: Vec<Arc<Vec<u8>>> = models.into_iter().map(Arc::new).collect();
+        let spec = ReplicaSpec {
+            servable: name,
+            version,
+            config: &config,
+            models: &model_bytes,
+            threads,
+            cpu_fallback: options.cpu_fallback,
+        };
         let mut replicas = Vec::with_capacity(devices.len());
-        let mut infos: Vec<ModelInfo> = Vec::with_capacity(config.model.len());
+        let mut infos = Vec::new();
         for &device in &devices {
-            let mut sessions = Vec::with_capacity(config.model.len());
-            for (model, bytes) in config.model.iter().zip(models) {
-                let label = format!("{name}/{version}/{}", model.file);
-                let session =
-                    runtime.session(&label, bytes, device, threads, options.cpu_fallback)?;
-                if infos.len() < config.model.len() {
-                    let err = |reason: String| RuntimeError::Model {
-                        model: label.clone(),
-                        reason,
-                    };
-                    let inputs = session
-                        .inputs()
-                        .iter()
-                        .map(|o| spec(o.name(), o.dtype()))
-                        .collect::<Result<Vec<_>, _>>()
-                        .map_err(err)?;
-                    let outputs = session
-                        .outputs()
-                        .iter()
-                        .map(|o| spec(o.name(), o.dtype()))
-                        .collect::<Result<Vec<_>, _>>()
-                        .map_err(err)?;
-                    infos.push(ModelInfo {
-                        config: model.clone(),
-                        inputs,
-                        outputs,
-                    });
-                }
-                sessions.push(Mutex::new(session));
-            }
+            let (replica, models) = Replica::load(runtime, spec, device)?;
             tracing::info!(servable = name, version, %device, threads, "replica loaded");
-            replicas.push(Replica { device, sessions });
+            infos = models;
+            replicas.push(replica);
         }
         check_stages(name, &config, &infos).map_err(|reason| RuntimeError::Model {
             model: format!("{name}/{version}"),
             reason,
         })?;
+        let policy = batch_policy(&config, &infos);
+        let scheduler = Scheduler::start(StartSpec {
+            runtime: runtime.clone(),
+            name: name.to_owned(),
+            version,
+            config: config.clone(),
+            model_bytes,
+            models: infos.clone(),
+            replicas,
+            threads,
+            cpu_fallback: options.cpu_fallback,
+            policy,
+            queue_limit: config.deployment.queue_limit.unwrap_or(options.queue_limit),
+            fault_injection: options.fault_injection,
+        });
         Ok(ServableVersion {
             name: name.to_owned(),
             version,
             config,
             models: infos,
-            replicas,
-            next: AtomicUsize::new(0),
+            devices,
+            scheduler,
         })
     }
 
@@ -195,38 +195,28 @@ impl ServableVersion {
     }
 
     /// The devices of the replicas.
-    pub fn devices(&self) -> Vec<Device> {
-        self.replicas.iter().map(|r| r.device).collect()
+    pub fn devices(&self) -> &[Device] {
+        &self.devices
     }
 
-    /// The replica for the next run (round robin).
-    fn replica(&self) -> &Replica {
-        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.replicas.len().max(1);
-        &self.replicas[i]
+    /// The scheduler (queue, replicas, counters, fault hooks).
+    pub fn scheduler(&self) -> &Scheduler {
+        &self.scheduler
     }
+}
 
-    /// Runs model `index` on one replica with inputs in model order; returns
-    /// the outputs in model order. Blocking.
-    pub fn run_model(&self, index: usize, inputs: &[&Tensor]) -> Result<Vec<Tensor>, String> {
-        let info = &self.models[index];
-        let replica = self.replica();
-        let values = info
-            .inputs
-            .iter()
-            .zip(inputs)
-            .map(|(spec, t)| Ok((spec.name.clone(), tensor_io::input_value(spec.element, t)?)))
-            .collect::<Result<Vec<_>, String>>()?;
-        let mut session = replica.sessions[index]
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        let outputs = session.run(values).map_err(|e| e.to_string())?;
-        info.outputs
-            .iter()
-            .map(|spec| match outputs.get(&spec.name) {
-                Some(v) => tensor_io::output_tensor(v),
-                None => Err(format!("the model produced no output '{}'", spec.name)),
-            })
-            .collect()
+/// `max_batch_size`: the configuration's, else the fixed batch of the first
+/// batched model, else 64 for a dynamic batch, else 1 (instances of models
+/// without a batch dimension run one per run, spread over the replicas).
+fn batch_policy(config: &ServableConfig, models: &[ModelInfo]) -> BatchPolicy {
+    let batched = models.iter().find(|m| m.config.with_batch_dim);
+    let default = match batched {
+        Some(m) => m.fixed_batch().unwrap_or(DYNAMIC_BATCH),
+        None => 1,
+    };
+    BatchPolicy {
+        max_batch_size: config.deployment.max_batch_size.unwrap_or(default).max(1),
+        batch_timeout: Duration::from_micros(config.deployment.batch_timeout_us.unwrap_or(0)),
     }
 }
 

@@ -4,7 +4,7 @@
 
 use serving_proto::{NamedTensors, Tensor};
 
-use super::ServableVersion;
+use super::replica::Runner;
 use crate::error::ServeError;
 use crate::repository::config::MethodConfig;
 use crate::runtime::tensor_io;
@@ -12,7 +12,7 @@ use serving_proto::tensor::ShapeDisplay;
 
 /// Runs `method` on named input tensors and returns its outputs. Blocking.
 pub fn infer(
-    sv: &ServableVersion,
+    runner: &mut Runner<'_>,
     method: &MethodConfig,
     mut values: NamedTensors,
     model: &str,
@@ -30,8 +30,8 @@ pub fn infer(
         )));
     }
     for stage in &method.stage {
-        let index = sv.model_index(&stage.model);
-        let info = &sv.models[index];
+        let index = runner.model_index(&stage.model);
+        let info = &runner.models[index];
         let mut inputs: Vec<&Tensor> = Vec::with_capacity(stage.inputs.len());
         for (name, spec) in stage.inputs.iter().zip(&info.inputs) {
             let t = &values[name];
@@ -51,7 +51,7 @@ pub fn infer(
             }
             inputs.push(t);
         }
-        let outputs = sv
+        let outputs = runner
             .run_model(index, &inputs)
             .map_err(|e| ServeError::Internal(format!("model '{model}' failed to run: {e}")))?;
         for (name, t) in stage.outputs.iter().zip(outputs) {

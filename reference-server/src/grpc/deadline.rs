@@ -27,6 +27,12 @@ pub fn parse_timeout(value: &str) -> Option<Duration> {
     })
 }
 
+/// The deadline a request's `grpc-timeout` sets, from now.
+pub fn deadline_of(metadata: &tonic::metadata::MetadataMap) -> Option<std::time::Instant> {
+    let timeout = parse_timeout(metadata.get("grpc-timeout")?.to_str().ok()?)?;
+    std::time::Instant::now().checked_add(timeout)
+}
+
 /// A tower layer applying each request's `grpc-timeout`.
 #[derive(Clone, Debug)]
 pub struct Deadline<S> {

@@ -41,6 +41,7 @@ impl MsService for MindSporeGrpc {
         &self,
         request: Request<pb::PredictRequest>,
     ) -> Result<Response<pb::PredictReply>, Status> {
+        let deadline = super::deadline::deadline_of(request.metadata());
         let req = request.into_inner();
         let spec = req.servable_spec.clone();
         let outcome = if !self.state.is_ready() {
@@ -55,8 +56,15 @@ impl MsService for MindSporeGrpc {
         } else {
             match mindspore::grpc::decode_request(req) {
                 Ok(r) => {
-                    service::predict(&self.state, &r.servable, &r.method, r.version, r.instances)
-                        .await
+                    service::predict(
+                        &self.state,
+                        &r.servable,
+                        &r.method,
+                        r.version,
+                        r.instances,
+                        deadline,
+                    )
+                    .await
                 }
                 Err(e) => Outcome::Failed(e),
             }

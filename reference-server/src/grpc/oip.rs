@@ -91,6 +91,7 @@ impl GrpcInferenceService for OipGrpc {
         &self,
         request: Request<pb::ModelInferRequest>,
     ) -> Result<Response<pb::ModelInferResponse>, Status> {
+        let deadline = super::deadline::deadline_of(request.metadata());
         let msg = request.into_inner();
         // An unknown model is NOT_FOUND whatever the tensors hold.
         oip::resolve(&self.state, &msg.model_name, &msg.model_version).map_err(status)?;
@@ -101,7 +102,9 @@ impl GrpcInferenceService for OipGrpc {
             Contents::Raw
         };
         let req = codec::decode_request(msg).map_err(|e| status(e.into()))?;
-        let resp = oip::infer(&self.state, req).await.map_err(status)?;
+        let resp = oip::infer(&self.state, req, deadline)
+            .await
+            .map_err(status)?;
         let reply = codec::encode_response(&resp, contents).map_err(|e| status(e.into()))?;
         check_reply_size(&reply, self.state.max_msg_bytes)?;
         Ok(Response::new(reply))

@@ -21,6 +21,9 @@
 //! [deployment]
 //! devices = ["cpu", "cpu"]    # one replica each; empty = the --device flags
 //! intra_op_threads = 1
+//! max_batch_size = 8          # instances per run, across requests
+//! batch_timeout_us = 500      # wait for a batch to fill
+//! queue_limit = 10000         # requests queued or running
 //! ```
 
 use std::collections::BTreeSet;
@@ -97,6 +100,15 @@ pub struct DeploymentConfig {
     /// ONNX Runtime intra-op threads per replica; absent = the cores split
     /// evenly between the replicas.
     pub intra_op_threads: Option<usize>,
+    /// The most instances one run takes (default: the model's fixed batch,
+    /// 64 for a dynamic batch, 1 without a batch dimension).
+    pub max_batch_size: Option<usize>,
+    /// How long a free replica waits for more instances to fill a batch, in
+    /// microseconds (default 0: run what is queued).
+    pub batch_timeout_us: Option<u64>,
+    /// The most requests queued or running (default: the server's
+    /// `--max-enqueued-requests`, 10000).
+    pub queue_limit: Option<usize>,
 }
 
 impl ServableConfig {

@@ -13,6 +13,7 @@ pub mod config;
 
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use config::ServableConfig;
 
@@ -123,7 +124,7 @@ pub fn scan(repo: &Path) -> Result<Vec<ServableDir>, RepositoryError> {
 
 /// Loads one version of a scanned servable.
 pub fn load_version(
-    runtime: &Runtime,
+    runtime: &Arc<Runtime>,
     servable: &ServableDir,
     version: u64,
     options: &LoadOptions,
@@ -140,7 +141,7 @@ pub fn load_version(
         &servable.name,
         version,
         servable.config.clone(),
-        &models,
+        models,
         options,
     )
     .map_err(|e| fail(&vdir, e.to_string()))

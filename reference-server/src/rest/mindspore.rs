@@ -33,6 +33,9 @@ pub fn status_of(e: &ServableError) -> StatusCode {
         }
         Some(MsCode::InvalidInputs) => StatusCode::BAD_REQUEST,
         Some(MsCode::SystemError) => StatusCode::INTERNAL_SERVER_ERROR,
+        Some(MsCode::Failed) if e.message.starts_with("Deadline Exceeded") => {
+            StatusCode::GATEWAY_TIMEOUT
+        }
         Some(MsCode::Failed | MsCode::WorkerUnavailable | MsCode::ServableUnavailable) => {
             StatusCode::SERVICE_UNAVAILABLE
         }
@@ -48,6 +51,7 @@ pub async fn predict(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
+    let deadline = super::deadline_of(&headers);
     // MindSpore's order: method, body size, JSON, URL.
     if method != Method::POST {
         return error(
@@ -85,14 +89,20 @@ pub async fn predict(
         );
         return error(StatusCode::SERVICE_UNAVAILABLE, &e.message);
     }
-    let outcome = service::predict(
+    let work = service::predict(
         &state,
         &target.servable,
         &target.method,
         target.version,
         instances,
-    )
-    .await;
+        deadline,
+    );
+    let Some(outcome) = super::until(deadline, work).await else {
+        return error(
+            StatusCode::GATEWAY_TIMEOUT,
+            "Deadline Exceeded: the request's Request-Timeout-Ms passed before it completed",
+        );
+    };
     let status = match &outcome {
         Outcome::Failed(e) => status_of(e),
         Outcome::Instances(_) => StatusCode::OK,

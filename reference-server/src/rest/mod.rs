@@ -40,6 +40,32 @@ pub fn router(state: Arc<State>) -> Router {
         .with_state(state)
 }
 
+/// The REST request header giving a deadline in milliseconds from arrival.
+pub const TIMEOUT_HEADER: &str = "Request-Timeout-Ms";
+
+/// The deadline a request's `Request-Timeout-Ms` header sets.
+pub fn deadline_of(headers: &HeaderMap) -> Option<std::time::Instant> {
+    let ms: u64 = headers
+        .get(TIMEOUT_HEADER)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    std::time::Instant::now().checked_add(std::time::Duration::from_millis(ms))
+}
+
+/// Runs `work` until `deadline`; `None` when it passed first.
+pub async fn until<F: std::future::Future>(
+    deadline: Option<std::time::Instant>,
+    work: F,
+) -> Option<F::Output> {
+    match deadline {
+        None => Some(work.await),
+        Some(d) => tokio::time::timeout_at(d.into(), work).await.ok(),
+    }
+}
+
 /// A body over the limit.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TooBig {

@@ -186,7 +186,15 @@ async fn infer_inner(
     } else {
         codec::BinaryOutputs::of(&req)
     };
-    let resp = oip::infer(state, req).await?;
+    let deadline = super::deadline_of(headers);
+    let resp = super::until(deadline, oip::infer(state, req, deadline))
+        .await
+        .ok_or_else(|| {
+            ServeError::DeadlineExceeded(
+                "Deadline Exceeded: the request's Request-Timeout-Ms passed before it completed"
+                    .into(),
+            )
+        })??;
     let body = codec::encode_response(&resp, |name| binary.wants(name))?;
     if body.len() > limit {
         return Err(ServeError::ResourceExhausted(format!(

@@ -1,14 +1,14 @@
 //! `Predict`: look up the servable, version and method, run the instances,
 //! and answer with MindSpore's in-band errors and texts (spec §2.5, §2.7).
 
-use std::sync::Arc;
+use std::time::Instant;
 
 use serving_proto::NamedTensors;
 use serving_proto::mindspore::{Outcome, ServableError, StatusCode};
 
 use super::State;
-use crate::engine::instances;
 use crate::engine::registry::Lookup;
+use crate::engine::scheduler::Refusal;
 
 /// Runs a MindSpore prediction; every failure is in the outcome.
 pub async fn predict(
@@ -17,6 +17,7 @@ pub async fn predict(
     method: &str,
     version: u64,
     instances: Vec<NamedTensors>,
+    deadline: Option<Instant>,
 ) -> Outcome {
     if instances.is_empty() {
         return Outcome::Failed(ServableError::new(
@@ -37,21 +38,16 @@ pub async fn predict(
     if sv.method(method).is_none() {
         return Outcome::Failed(ServableError::method_not_available(servable, method));
     }
-    let method = method.to_owned();
-    let sv2 = Arc::clone(&sv);
-    let run = tokio::task::spawn_blocking(move || {
-        let Some(m) = sv2.method(&method) else {
-            return Err(ServableError::method_not_available(&sv2.name, &method));
-        };
-        instances::predict(&sv2, m, instances)
-    })
-    .await;
-    match run {
-        Ok(Ok(results)) => Outcome::from_results(results),
-        Ok(Err(e)) => Outcome::Failed(e),
-        Err(join) => Outcome::Failed(ServableError::new(
-            StatusCode::SystemError,
-            format!("Serving Error: exception occurred: {join}"),
+    match sv.scheduler().predict(method, instances, deadline).await {
+        Ok(results) => Outcome::from_results(results),
+        Err(Refusal::NotAvailable) => Outcome::Failed(
+            ServableError::servable_not_available(servable, method, version)
+                .with_code(StatusCode::ServableUnavailable),
+        ),
+        Err(Refusal::QueueFull(limit)) => Outcome::Failed(ServableError::queue_full(limit)),
+        Err(Refusal::Deadline) => Outcome::Failed(ServableError::new(
+            StatusCode::Failed,
+            "Deadline Exceeded: the request's deadline passed before it ran",
         )),
     }
 }

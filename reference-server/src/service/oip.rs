@@ -5,13 +5,15 @@
 //! model `{servable}.{method}` for every method.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use serving_proto::oip::{InferRequest, InferResponse, NamedTensor};
 use serving_proto::{DataType, NamedTensors, Tensor};
 
 use super::State;
 use crate::engine::registry::Lookup;
-use crate::engine::{ServableVersion, TensorSpec, tensors};
+use crate::engine::scheduler::Refusal;
+use crate::engine::{ServableVersion, TensorSpec};
 use crate::error::ServeError;
 
 /// Name of this server in server metadata.
@@ -70,7 +72,11 @@ pub fn resolve(state: &State, name: &str, version: &str) -> Result<Model, ServeE
 }
 
 /// Runs an inference request.
-pub async fn infer(state: &State, req: InferRequest) -> Result<InferResponse, ServeError> {
+pub async fn infer(
+    state: &State,
+    req: InferRequest,
+    deadline: Option<Instant>,
+) -> Result<InferResponse, ServeError> {
     if !state.is_ready() {
         return Err(ServeError::Unavailable("the server is not ready".into()));
     }
@@ -84,17 +90,31 @@ pub async fn infer(state: &State, req: InferRequest) -> Result<InferResponse, Se
             )));
         }
     }
-    let name = req.model_name.clone();
-    let sv = Arc::clone(&model.servable);
-    let method = model.method.clone();
-    let outputs = tokio::task::spawn_blocking(move || {
-        let m = sv
-            .method(&method)
-            .ok_or_else(|| ServeError::NotFound(format!("model '{name}' is not found")))?;
-        tensors::infer(&sv, m, inputs, &name)
-    })
-    .await
-    .map_err(|e| ServeError::Internal(format!("inference task failed: {e}")))??;
+    let outputs = match model
+        .servable
+        .scheduler()
+        .infer(&model.method, &req.model_name, inputs, deadline)
+        .await
+    {
+        Ok(result) => result?,
+        Err(Refusal::NotAvailable) => {
+            return Err(ServeError::Unavailable(format!(
+                "no replica of model '{}' is alive",
+                req.model_name
+            )));
+        }
+        Err(Refusal::QueueFull(limit)) => {
+            return Err(ServeError::Unavailable(format!(
+                "model '{}' has {limit} requests queued, its limit; retry later",
+                req.model_name
+            )));
+        }
+        Err(Refusal::Deadline) => {
+            return Err(ServeError::DeadlineExceeded(
+                "Deadline Exceeded: the request's deadline passed before it ran".into(),
+            ));
+        }
+    };
     let mut named: Vec<NamedTensor> = Vec::with_capacity(outputs.len());
     if req.outputs.is_empty() {
         named.extend(

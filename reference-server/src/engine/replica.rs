@@ -1,0 +1,130 @@
+//! A replica: one session per model of a servable version, on one device,
+//! owned by the worker thread that runs it.
+
+use ort::session::Session;
+use ort::value::ValueType;
+use serving_proto::Tensor;
+
+use super::{ModelInfo, TensorSpec};
+use crate::repository::config::ServableConfig;
+use crate::runtime::device::Device;
+use crate::runtime::{Runtime, RuntimeError, tensor_io};
+
+/// Sessions on one device.
+#[derive(Debug)]
+pub struct Replica {
+    /// Where it runs.
+    pub device: Device,
+    sessions: Vec<Session>,
+}
+
+/// What loading a replica needs.
+#[derive(Clone, Copy, Debug)]
+pub struct ReplicaSpec<'a> {
+    /// Servable name (for messages).
+    pub servable: &'a str,
+    /// Version (for messages).
+    pub version: u64,
+    /// The configuration.
+    pub config: &'a ServableConfig,
+    /// Each model's bytes, in configuration order.
+    pub models: &'a [std::sync::Arc<Vec<u8>>],
+    /// ONNX Runtime intra-op threads.
+    pub threads: usize,
+    /// Run on the CPU when the device cannot be used.
+    pub cpu_fallback: bool,
+}
+
+fn spec(name: &str, ty: &ValueType) -> Result<TensorSpec, String> {
+    match ty {
+        ValueType::Tensor { ty, shape, .. } => Ok(TensorSpec {
+            name: name.to_owned(),
+            element: *ty,
+            dtype: tensor_io::data_type(*ty).ok_or_else(|| {
+                format!("'{name}' has element type {ty}, which neither protocol carries")
+            })?,
+            shape: shape.to_vec(),
+        }),
+        other => Err(format!("'{name}' is not a tensor ({other})")),
+    }
+}
+
+impl Replica {
+    /// Loads every model on `device`; returns the replica and the models'
+    /// metadata.
+    pub fn load(
+        runtime: &Runtime,
+        s: ReplicaSpec<'_>,
+        device: Device,
+    ) -> Result<(Replica, Vec<ModelInfo>), RuntimeError> {
+        let mut sessions = Vec::with_capacity(s.config.model.len());
+        let mut infos = Vec::with_capacity(s.config.model.len());
+        for (model, bytes) in s.config.model.iter().zip(s.models) {
+            let label = format!("{}/{}/{}", s.servable, s.version, model.file);
+            let session = runtime.session(&label, bytes, device, s.threads, s.cpu_fallback)?;
+            let err = |reason: String| RuntimeError::Model {
+                model: label.clone(),
+                reason,
+            };
+            let inputs = session
+                .inputs()
+                .iter()
+                .map(|o| spec(o.name(), o.dtype()))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(err)?;
+            let outputs = session
+                .outputs()
+                .iter()
+                .map(|o| spec(o.name(), o.dtype()))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(err)?;
+            infos.push(ModelInfo {
+                config: model.clone(),
+                inputs,
+                outputs,
+            });
+            sessions.push(session);
+        }
+        Ok((Replica { device, sessions }, infos))
+    }
+}
+
+/// Runs models of one servable version on one replica.
+#[derive(Debug)]
+pub struct Runner<'a> {
+    /// The models' metadata.
+    pub models: &'a [ModelInfo],
+    /// The replica.
+    pub replica: &'a mut Replica,
+}
+
+impl Runner<'_> {
+    /// The index of model `name`.
+    pub fn model_index(&self, name: &str) -> usize {
+        self.models
+            .iter()
+            .position(|m| m.config.name == name)
+            .unwrap_or(0)
+    }
+
+    /// Runs model `index` with inputs in model order; returns the outputs in
+    /// model order.
+    pub fn run_model(&mut self, index: usize, inputs: &[&Tensor]) -> Result<Vec<Tensor>, String> {
+        let info = &self.models[index];
+        let values = info
+            .inputs
+            .iter()
+            .zip(inputs)
+            .map(|(spec, t)| Ok((spec.name.clone(), tensor_io::input_value(spec.element, t)?)))
+            .collect::<Result<Vec<_>, String>>()?;
+        let session = &mut self.replica.sessions[index];
+        let outputs = session.run(values).map_err(|e| e.to_string())?;
+        info.outputs
+            .iter()
+            .map(|spec| match outputs.get(&spec.name) {
+                Some(v) => tensor_io::output_tensor(v),
+                None => Err(format!("the model produced no output '{}'", spec.name)),
+            })
+            .collect()
+    }
+}
