@@ -54,7 +54,7 @@ pub fn http() -> reqwest::Client {
 
 const SQUARE: [Dim; 2] = [Dim::Fixed(2), Dim::Fixed(2)];
 
-fn binary_op(op: &str) -> Vec<u8> {
+pub fn binary_op(op: &str) -> Vec<u8> {
     ModelBuilder::new(op)
         .input("x1", DataType::Fp32, &SQUARE)
         .input("x2", DataType::Fp32, &SQUARE)
@@ -63,7 +63,7 @@ fn binary_op(op: &str) -> Vec<u8> {
         .build()
 }
 
-fn write(dir: &Path, rel: &str, bytes: &[u8]) {
+pub fn write(dir: &Path, rel: &str, bytes: &[u8]) {
     let path = dir.join(rel);
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
     std::fs::write(path, bytes).unwrap();
