@@ -44,6 +44,10 @@ struct Args {
     /// requests are refused at once (MindSpore's set_max_enqueued_requests).
     #[arg(long, default_value_t = reference_server::engine::DEFAULT_QUEUE_LIMIT)]
     max_enqueued_requests: usize,
+    /// Seconds between polls of the model repository for new and removed
+    /// version directories (hot reload); 0 turns it off.
+    #[arg(long, default_value_t = 5.0, value_name = "SECONDS")]
+    repository_poll_interval: f64,
     /// Let tests make replicas fail on purpose. Never use in production.
     #[arg(long, hide = true)]
     enable_fault_injection: bool,
@@ -114,6 +118,8 @@ async fn main() -> ExitCode {
         max_msg_mb_size: args.max_msg_mb_size,
         max_enqueued_requests: args.max_enqueued_requests,
         fault_injection: args.enable_fault_injection,
+        poll_interval: (args.repository_poll_interval > 0.0)
+            .then(|| std::time::Duration::from_secs_f64(args.repository_poll_interval)),
     };
     let running = match server::start(config).await {
         Ok(r) => r,

@@ -11,6 +11,7 @@ use tonic_health::ServingStatus;
 
 use crate::engine::LoadOptions;
 use crate::engine::registry::Registry;
+use crate::repository::watch::Watcher;
 use crate::repository::{self, RepositoryError};
 use crate::runtime::device::{self, Device, MixedFamilies};
 use crate::runtime::{Runtime, RuntimeError};
@@ -38,6 +39,9 @@ pub struct Config {
     pub max_enqueued_requests: usize,
     /// Whether tests may make replicas fail on purpose (never in production).
     pub fault_injection: bool,
+    /// How often the repository is polled for new and removed versions;
+    /// `None` turns hot reload off.
+    pub poll_interval: Option<std::time::Duration>,
 }
 
 impl Default for Config {
@@ -52,6 +56,7 @@ impl Default for Config {
             max_msg_mb_size: DEFAULT_MAX_MSG_MB,
             max_enqueued_requests: crate::engine::DEFAULT_QUEUE_LIMIT,
             fault_injection: false,
+            poll_interval: Some(std::time::Duration::from_secs(5)),
         }
     }
 }
@@ -134,6 +139,8 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         queue_limit: config.max_enqueued_requests,
         fault_injection: config.fault_injection,
     };
+    let watch_runtime = runtime.clone();
+    let watch_options = options.clone();
     let registry = tokio::task::spawn_blocking(move || -> Result<Registry, StartError> {
         let registry = Registry::default();
         match scanned {
@@ -150,7 +157,15 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     })
     .await
     .map_err(blocking_err)??;
-    let state = Arc::new(State::new(registry, max_msg_bytes));
+    let mut state = State::new(registry, max_msg_bytes);
+    if let Some(repo) = &config.model_repository {
+        state.watcher = Some(std::sync::Mutex::new(Watcher::new(
+            repo.clone(),
+            watch_runtime,
+            watch_options,
+        )));
+    }
+    let state = Arc::new(state);
     let bind = |what, address| async move {
         TcpListener::bind(address)
             .await
@@ -182,7 +197,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     };
     let (grpc_service, health) = grpc::routes(state.clone());
     let rest_service = rest::router(state.clone());
-    let tasks = vec![
+    let mut tasks = vec![
         tokio::spawn(serve::serve(
             grpc_listener,
             grpc_service,
@@ -191,9 +206,16 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         tokio::spawn(serve::serve(
             rest_listener,
             rest_service.into_service(),
-            signal(stopped),
+            signal(stopped.clone()),
         )),
     ];
+    if let (Some(every), true) = (config.poll_interval, state.watcher.is_some()) {
+        tasks.push(tokio::spawn(poll_repository(
+            state.clone(),
+            every,
+            signal(stopped),
+        )));
+    }
     set_health(&health, ServingStatus::Serving).await;
     state.set_ready(true);
     tracing::info!(%grpc_address, %rest_address, "serving");
@@ -205,6 +227,35 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         tasks,
         health,
     })
+}
+
+/// Polls the repository every `every` until `stop`.
+async fn poll_repository(
+    state: Arc<State>,
+    every: std::time::Duration,
+    stop: impl std::future::Future<Output = ()>,
+) {
+    tokio::pin!(stop);
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = &mut stop => return,
+        }
+        let state = state.clone();
+        let polled = tokio::task::spawn_blocking(move || {
+            if let Some(w) = &state.watcher {
+                let mut w = w.lock().unwrap_or_else(|e| e.into_inner());
+                w.poll(&state.registry);
+            }
+        })
+        .await;
+        if let Err(e) = polled {
+            tracing::error!(error = %e, "repository poll failed");
+        }
+    }
 }
 
 /// The services whose health `grpc.health.v1.Health` reports; "" is the

@@ -41,6 +41,31 @@ impl Registry {
         found.cloned().ok_or(Lookup::NoVersion)
     }
 
+    /// Removes a servable version; requests already holding it finish on it.
+    pub fn remove(&self, name: &str, version: u64) -> Option<Arc<ServableVersion>> {
+        let mut map = self.servables.write().unwrap_or_else(|e| e.into_inner());
+        let versions = map.get_mut(name)?;
+        let removed = versions.remove(&version);
+        if versions.is_empty() {
+            map.remove(name);
+        }
+        removed
+    }
+
+    /// The loaded versions of a servable, ascending.
+    pub fn versions(&self, name: &str) -> Vec<u64> {
+        let map = self.servables.read().unwrap_or_else(|e| e.into_inner());
+        map.get(name)
+            .map(|v| v.keys().copied().collect())
+            .unwrap_or_default()
+    }
+
+    /// Every loaded servable version.
+    pub fn all(&self) -> Vec<Arc<ServableVersion>> {
+        let map = self.servables.read().unwrap_or_else(|e| e.into_inner());
+        map.values().flat_map(|v| v.values().cloned()).collect()
+    }
+
     /// Every servable name with its versions, ascending.
     pub fn list(&self) -> Vec<(String, Vec<u64>)> {
         let map = self.servables.read().unwrap_or_else(|e| e.into_inner());

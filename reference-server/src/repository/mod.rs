@@ -10,6 +10,7 @@
 //! ```
 
 pub mod config;
+pub mod watch;
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -80,17 +81,6 @@ pub fn scan_servable(dir: &Path) -> Result<ServableDir, RepositoryError> {
             "no version directory (1/, 2/, ...) holds the models",
         ));
     }
-    for &v in &versions {
-        for model in &config.model {
-            let file = dir.join(v.to_string()).join(&model.file);
-            if !file.is_file() {
-                return Err(fail(
-                    &file,
-                    format!("model '{}' is missing from version {v}", model.name),
-                ));
-            }
-        }
-    }
     Ok(ServableDir {
         name,
         dir: dir.to_owned(),
@@ -130,6 +120,15 @@ pub fn load_version(
     options: &LoadOptions,
 ) -> Result<ServableVersion, RepositoryError> {
     let vdir = servable.dir.join(version.to_string());
+    for model in &servable.config.model {
+        let file = vdir.join(&model.file);
+        if !file.is_file() {
+            return Err(fail(
+                &file,
+                format!("model '{}' is missing from version {version}", model.name),
+            ));
+        }
+    }
     let mut models = Vec::with_capacity(servable.config.model.len());
     for model in &servable.config.model {
         let file = vdir.join(&model.file);

@@ -36,6 +36,15 @@ pub fn router(state: Arc<State>) -> Router {
             "/v2/models/{model}/versions/{version}/infer",
             post(oip::infer_version),
         )
+        .route("/v2/repository/index", post(oip::repository_index))
+        .route(
+            "/v2/repository/models/{model}/load",
+            post(oip::repository_load),
+        )
+        .route(
+            "/v2/repository/models/{model}/unload",
+            post(oip::repository_unload),
+        )
         .fallback(mindspore::predict)
         .with_state(state)
 }

@@ -277,3 +277,66 @@ fn raw_binary(
         shape,
     )?)
 }
+
+/// `POST /v2/repository/index`: every loaded model version.
+pub async fn repository_index(Extract(state): Extract<Arc<State>>) -> Response {
+    let index: Vec<serde_json::Value> = state
+        .registry
+        .list()
+        .into_iter()
+        .flat_map(|(name, versions)| {
+            versions
+                .into_iter()
+                .map(move |v| json!({ "name": name, "version": v.to_string(), "state": "READY" }))
+        })
+        .collect();
+    Json(index).into_response()
+}
+
+async fn with_watcher<T: Send + 'static>(
+    state: Arc<State>,
+    f: impl FnOnce(&State, &mut crate::repository::watch::Watcher) -> T + Send + 'static,
+) -> Result<T, ServeError> {
+    tokio::task::spawn_blocking(move || {
+        let Some(w) = &state.watcher else {
+            return Err(ServeError::InvalidArgument(
+                "the server was started without --model-repository; there is no repository to load from".into(),
+            ));
+        };
+        let mut w = w.lock().unwrap_or_else(|e| e.into_inner());
+        Ok(f(&state, &mut w))
+    })
+    .await
+    .map_err(|e| ServeError::Internal(e.to_string()))?
+}
+
+/// `POST /v2/repository/models/{model}/load`: (re)loads a servable's versions now.
+pub async fn repository_load(
+    Extract(state): Extract<Arc<State>>,
+    Path(model): Path<String>,
+) -> Response {
+    let name = model.clone();
+    match with_watcher(state, move |s, w| w.load(&s.registry, &name)).await {
+        Ok(Ok(_)) => Json(json!({})).into_response(),
+        Ok(Err(reason)) => error(&ServeError::InvalidArgument(format!(
+            "failed to load '{model}': {reason}"
+        ))),
+        Err(e) => error(&e),
+    }
+}
+
+/// `POST /v2/repository/models/{model}/unload`: unloads every version until
+/// loaded again; running requests finish.
+pub async fn repository_unload(
+    Extract(state): Extract<Arc<State>>,
+    Path(model): Path<String>,
+) -> Response {
+    let name = model.clone();
+    match with_watcher(state, move |s, w| w.unload(&s.registry, &name)).await {
+        Ok(v) if v.is_empty() => error(&ServeError::NotFound(format!(
+            "model '{model}' is not found"
+        ))),
+        Ok(_) => Json(json!({})).into_response(),
+        Err(e) => error(&e),
+    }
+}
