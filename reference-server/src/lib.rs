@@ -12,8 +12,11 @@
 //! | [`service`] | each protocol's semantics, independent of transport |
 //! | [`grpc`] | the gRPC front end: `MSService`, `GRPCInferenceService`, health |
 //! | [`rest`] | the REST front end: MindSpore routes and OIP `/v2` |
+//! | [`tls`], [`auth`] | TLS and mutual TLS on both ports; bearer-token authentication |
+//! | [`serve`] | the accept loop shared by both ports, with graceful drain |
 //! | [`server`] | configuration, start-up, readiness and shutdown |
 
+pub mod auth;
 pub mod demo;
 pub mod engine;
 pub mod error;
@@ -25,3 +28,4 @@ pub mod runtime;
 pub mod serve;
 pub mod server;
 pub mod service;
+pub mod tls;

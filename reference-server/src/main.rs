@@ -48,6 +48,26 @@ struct Args {
     /// version directories (hot reload); 0 turns it off.
     #[arg(long, default_value_t = 5.0, value_name = "SECONDS")]
     repository_poll_interval: f64,
+    /// PEM certificate chain: serve TLS on both ports (with --tls-key).
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// PEM CA bundle: require client certificates signed by it (mutual TLS).
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_client_ca: Option<PathBuf>,
+    /// Require `authorization: Bearer <TOKEN>` on every request except health checks.
+    #[arg(
+        long,
+        env = "SERVING_AUTH_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
+    auth_token: Option<String>,
+    /// Seconds a shutdown (SIGTERM, Ctrl-C) waits for open requests.
+    #[arg(long, default_value_t = 30.0, value_name = "SECONDS")]
+    drain_timeout: f64,
     /// Let tests make replicas fail on purpose. Never use in production.
     #[arg(long, hide = true)]
     enable_fault_injection: bool,
@@ -120,6 +140,16 @@ async fn main() -> ExitCode {
         fault_injection: args.enable_fault_injection,
         poll_interval: (args.repository_poll_interval > 0.0)
             .then(|| std::time::Duration::from_secs_f64(args.repository_poll_interval)),
+        tls: match (args.tls_cert, args.tls_key) {
+            (Some(certificate), Some(private_key)) => Some(reference_server::tls::TlsFiles {
+                certificate,
+                private_key,
+                client_ca: args.tls_client_ca,
+            }),
+            _ => None,
+        },
+        auth_token: args.auth_token,
+        drain_timeout: std::time::Duration::from_secs_f64(args.drain_timeout.max(0.0)),
     };
     let running = match server::start(config).await {
         Ok(r) => r,

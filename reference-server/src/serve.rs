@@ -1,9 +1,12 @@
 //! The accept loop shared by the gRPC and REST ports: HTTP/1.1 and HTTP/2
 //! (prior knowledge, as gRPC clients speak it) on one listener, with a
-//! graceful shutdown that lets accepted connections finish.
+//! graceful shutdown that lets accepted connections finish, optionally over
+//! TLS.
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Request, Response};
@@ -17,10 +20,16 @@ use tokio::net::TcpListener;
 /// HTTP/2 flow-control windows large enough for big tensors on loopback.
 const WINDOW: u32 = 8 << 20;
 
-/// Serves `service` on `listener` until `shutdown` resolves, then waits for
-/// the open connections to finish.
-pub async fn serve<S, B>(listener: TcpListener, service: S, shutdown: impl Future<Output = ()>)
-where
+/// Serves `service` on `listener` until `shutdown` resolves, then waits up
+/// to `grace` for the open connections to finish. With `tls`, connections
+/// are TLS; a failed handshake closes that connection only.
+pub async fn serve<S, B>(
+    listener: TcpListener,
+    service: S,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    shutdown: impl Future<Output = ()>,
+    grace: Duration,
+) where
     S: tower::Service<Request<Incoming>, Response = Response<B>, Error = Infallible>
         + Clone
         + Send
@@ -50,19 +59,60 @@ where
             () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
-        let conn = builder
-            .serve_connection(
-                TokioIo::new(stream),
-                TowerToHyperService::new(service.clone()),
-            )
-            .into_owned();
-        let conn = graceful.watch(conn);
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(%peer, error = %e, "connection ended with an error");
+        let service = TowerToHyperService::new(service.clone());
+        match &tls {
+            None => {
+                let conn = graceful.watch(
+                    builder
+                        .serve_connection(TokioIo::new(stream), service)
+                        .into_owned(),
+                );
+                tokio::spawn(async move {
+                    if let Err(e) = conn.await {
+                        tracing::debug!(%peer, error = %e, "connection ended with an error");
+                    }
+                });
             }
-        });
+            Some(config) => {
+                let acceptor = tokio_rustls::TlsAcceptor::from(config.clone());
+                let builder = builder.clone();
+                let watcher = graceful.watcher();
+                tokio::spawn(async move {
+                    let stream =
+                        match tokio::time::timeout(HANDSHAKE, acceptor.accept(stream)).await {
+                            Ok(Ok(s)) => s,
+                            Ok(Err(e)) => {
+                                tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                                return;
+                            }
+                            Err(_) => {
+                                tracing::debug!(%peer, "TLS handshake timed out");
+                                return;
+                            }
+                        };
+                    let conn = watcher.watch(
+                        builder
+                            .serve_connection(TokioIo::new(stream), service)
+                            .into_owned(),
+                    );
+                    if let Err(e) = conn.await {
+                        tracing::debug!(%peer, error = %e, "connection ended with an error");
+                    }
+                });
+            }
+        }
     }
     drop(listener);
-    graceful.shutdown().await;
+    if tokio::time::timeout(grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            ?grace,
+            "open connections did not finish within the grace period; closing them"
+        );
+    }
 }
+
+/// The longest a TLS handshake may take.
+const HANDSHAKE: Duration = Duration::from_secs(10);

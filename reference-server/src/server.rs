@@ -16,6 +16,7 @@ use crate::repository::{self, RepositoryError};
 use crate::runtime::device::{self, Device, MixedFamilies};
 use crate::runtime::{Runtime, RuntimeError};
 use crate::service::State;
+use crate::tls::{self, TlsError, TlsFiles};
 use crate::{demo, grpc, rest, serve};
 
 /// Everything a server needs to start.
@@ -42,6 +43,12 @@ pub struct Config {
     /// How often the repository is polled for new and removed versions;
     /// `None` turns hot reload off.
     pub poll_interval: Option<std::time::Duration>,
+    /// TLS on both ports.
+    pub tls: Option<TlsFiles>,
+    /// A bearer token every request must carry (health checks excepted).
+    pub auth_token: Option<String>,
+    /// How long a shutdown waits for open requests to finish.
+    pub drain_timeout: std::time::Duration,
 }
 
 impl Default for Config {
@@ -57,6 +64,9 @@ impl Default for Config {
             max_enqueued_requests: crate::engine::DEFAULT_QUEUE_LIMIT,
             fault_injection: false,
             poll_interval: Some(std::time::Duration::from_secs(5)),
+            tls: None,
+            auth_token: None,
+            drain_timeout: std::time::Duration::from_secs(30),
         }
     }
 }
@@ -90,6 +100,9 @@ pub enum StartError {
         /// The cause.
         source: std::io::Error,
     },
+    /// A certificate problem.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
     /// A start-up task failed.
     #[error("start-up failed: {0}")]
     Task(String),
@@ -120,6 +133,13 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         return Err(StartError::MaxMsgSize(config.max_msg_mb_size));
     }
     let max_msg_bytes = config.max_msg_mb_size as usize * 1024 * 1024;
+    let (grpc_tls, rest_tls) = match &config.tls {
+        Some(files) => (
+            Some(tls::server_config(files, &[b"h2"])?),
+            Some(tls::server_config(files, &[b"h2", b"http/1.1"])?),
+        ),
+        None => (None, None),
+    };
     let scanned = match &config.model_repository {
         Some(dir) => Some(repository::scan(dir)?),
         None => None,
@@ -195,18 +215,24 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let signal = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
-    let (grpc_service, health) = grpc::routes(state.clone());
-    let rest_service = rest::router(state.clone());
+    let token: Option<Arc<str>> = config.auth_token.as_deref().map(Arc::from);
+    let (grpc_service, health) = grpc::routes(state.clone(), token.clone());
+    let rest_service = rest::router(state.clone(), token);
+    let grace = config.drain_timeout;
     let mut tasks = vec![
         tokio::spawn(serve::serve(
             grpc_listener,
             grpc_service,
+            grpc_tls,
             signal(stopped.clone()),
+            grace,
         )),
         tokio::spawn(serve::serve(
             rest_listener,
             rest_service.into_service(),
+            rest_tls,
             signal(stopped.clone()),
+            grace,
         )),
     ];
     if let (Some(every), true) = (config.poll_interval, state.watcher.is_some()) {

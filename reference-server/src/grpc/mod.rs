@@ -13,6 +13,7 @@ use serving_proto::pb::inference::grpc_inference_service_server::GrpcInferenceSe
 use serving_proto::pb::mindspore::ms_service_server::MsServiceServer;
 use tonic::service::Routes;
 
+use crate::auth::GrpcAuth;
 use crate::service::State;
 use deadline::Deadline;
 use size_limit::MaxRequestSize;
@@ -21,8 +22,9 @@ use size_limit::MaxRequestSize;
 /// service.
 pub fn routes(
     state: Arc<State>,
+    token: Option<Arc<str>>,
 ) -> (
-    MaxRequestSize<Deadline<Routes>>,
+    GrpcAuth<MaxRequestSize<Deadline<Routes>>>,
     tonic_health::server::HealthReporter,
 ) {
     let limit = state.max_msg_bytes;
@@ -38,7 +40,10 @@ pub fn routes(
         .add_service(health)
         .prepare();
     (
-        MaxRequestSize::new(Deadline::new(routes), limit as u64),
+        GrpcAuth::new(
+            MaxRequestSize::new(Deadline::new(routes), limit as u64),
+            token,
+        ),
         reporter,
     )
 }

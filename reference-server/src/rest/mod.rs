@@ -16,7 +16,7 @@ use http_body_util::{BodyExt, Limited};
 use crate::service::State;
 
 /// The REST router.
-pub fn router(state: Arc<State>) -> Router {
+pub fn router(state: Arc<State>, token: Option<Arc<str>>) -> Router {
     Router::new()
         .route("/v2", get(oip::server_metadata))
         .route("/v2/health/live", get(oip::live))
@@ -47,6 +47,10 @@ pub fn router(state: Arc<State>) -> Router {
         )
         .fallback(mindspore::predict)
         .with_state(state)
+        .layer(axum::middleware::from_fn_with_state(
+            token,
+            crate::auth::rest,
+        ))
 }
 
 /// The REST request header giving a deadline in milliseconds from arrival.
