@@ -14,6 +14,7 @@
 //! | [`rest`] | the REST front end: MindSpore routes and OIP `/v2` |
 //! | [`tls`], [`auth`] | TLS and mutual TLS on both ports; bearer-token authentication |
 //! | [`serve`] | the accept loop shared by both ports, with graceful drain |
+//! | [`metrics`] | Prometheus metrics |
 //! | [`server`] | configuration, start-up, readiness and shutdown |
 
 pub mod auth;
@@ -21,6 +22,7 @@ pub mod demo;
 pub mod engine;
 pub mod error;
 pub mod grpc;
+pub mod metrics;
 pub mod onnx;
 pub mod repository;
 pub mod rest;

@@ -130,18 +130,46 @@ async fn replicas_share_concurrent_work_without_cross_talk() {
         stats.iter().all(|&(runs, items, _)| runs > 0 && items > 0),
         "every replica did work: {stats:?}"
     );
-    let batches = server
-        .state
-        .registry
-        .get("rows", 0)
-        .unwrap()
-        .scheduler()
-        .drain_batch_sizes();
+    let sv = server.state.registry.get("rows", 0).unwrap();
+    let batches = sv.scheduler().batch_sizes();
     assert!(
-        batches.iter().any(|&b| b > 1),
-        "instances of different requests were batched: {batches:?}"
+        batches.count_above(1.0) > 0,
+        "instances of different requests were batched"
     );
-    assert!(batches.iter().all(|&b| b <= 4));
+    assert_eq!(batches.count_above(4.0), 0, "no batch over max_batch_size");
+    // The metrics endpoint tells the same story.
+    let text = common::http()
+        .get(common::rest(&server, "/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let line = |prefix: &str| {
+        text.lines()
+            .find(|l| l.starts_with(prefix))
+            .unwrap_or_else(|| panic!("no {prefix} in\n{text}"))
+            .to_owned()
+    };
+    let ok =
+        r#"serving_requests_total{protocol="mindspore",transport="grpc",model="rows",code="OK"}"#;
+    assert_eq!(line(ok), format!("{ok} 480"));
+    assert!(
+        line(r#"serving_request_duration_seconds_count{protocol="mindspore",transport="grpc"}"#)
+            .ends_with(" 480")
+    );
+    assert!(line(r#"serving_queue_depth{servable="rows",version="1"}"#).ends_with(" 0"));
+    assert!(
+        line(r#"serving_batch_size_count{servable="rows",version="1"}"#)
+            .ends_with(&format!(" {}", batches.count()))
+    );
+    for replica in 0..3 {
+        let prefix = format!(
+            r#"serving_replica_alive{{servable="rows",version="1",replica="{replica}",device="cpu"}}"#
+        );
+        assert_eq!(line(&prefix), format!("{prefix} 1"));
+    }
     server.shutdown().await;
 }
 

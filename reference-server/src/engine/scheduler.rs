@@ -22,6 +22,7 @@ use tokio::sync::oneshot;
 use super::replica::{Replica, ReplicaSpec, Runner};
 use super::{ModelInfo, instances, tensors};
 use crate::error::ServeError;
+use crate::metrics::{BATCH_BOUNDS, Histogram};
 use crate::repository::config::ServableConfig;
 use crate::runtime::Runtime;
 
@@ -132,7 +133,7 @@ struct Shared {
     limit: usize,
     faults: Faults,
     stats: Vec<ReplicaStats>,
-    batch_sizes: Mutex<Vec<u64>>,
+    batch_sizes: Histogram,
 }
 
 /// What workers need to run and to restart replicas.
@@ -223,7 +224,7 @@ impl Scheduler {
                     ..Default::default()
                 })
                 .collect(),
-            batch_sizes: Mutex::new(Vec::new()),
+            batch_sizes: Histogram::new(BATCH_BOUNDS),
         });
         let policy = spec.policy;
         let ctx = Arc::new(Context {
@@ -266,9 +267,9 @@ impl Scheduler {
         &self.shared.stats
     }
 
-    /// The batch sizes run since the last call (for metrics).
-    pub fn drain_batch_sizes(&self) -> Vec<u64> {
-        std::mem::take(&mut *lock(&self.shared.batch_sizes))
+    /// The sizes of the batches run.
+    pub fn batch_sizes(&self) -> &Histogram {
+        &self.shared.batch_sizes
     }
 
     /// The fault-injection hooks.
@@ -571,7 +572,7 @@ fn deliver(batch: Batch, outcome: Outcome, shared: &Shared, stats: &ReplicaStats
     match (batch, outcome) {
         (Batch::Instances(items), Outcome::Instances(results)) => {
             stats.items.fetch_add(items.len() as u64, Ordering::Relaxed);
-            lock(&shared.batch_sizes).push(items.len() as u64);
+            shared.batch_sizes.observe(items.len() as f64);
             match results {
                 Ok(results) => {
                     for (w, r) in items.into_iter().zip(results) {

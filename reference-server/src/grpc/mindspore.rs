@@ -10,6 +10,7 @@ use serving_proto::pb::mindspore::{self as pb, ms_service_server::MsService};
 use serving_proto::{frame, mindspore};
 use tonic::{Request, Response, Status};
 
+use crate::metrics::{Front, class_of_http};
 use crate::service::{State, mindspore as service};
 
 /// The `MSService` implementation.
@@ -41,9 +42,11 @@ impl MsService for MindSporeGrpc {
         &self,
         request: Request<pb::PredictRequest>,
     ) -> Result<Response<pb::PredictReply>, Status> {
+        let started = std::time::Instant::now();
         let deadline = super::deadline::deadline_of(request.metadata());
         let req = request.into_inner();
         let spec = req.servable_spec.clone();
+        let model = spec.as_ref().map(|s| s.name.clone()).unwrap_or_default();
         let outcome = if !self.state.is_ready() {
             let s = spec.clone().unwrap_or_default();
             Outcome::Failed(ServableError::new(
@@ -77,7 +80,16 @@ impl MsService for MindSporeGrpc {
             )
             .map_err(|e| Status::internal(e.to_string()))?,
         };
-        check_reply_size(&reply, self.state.max_msg_bytes)?;
+        let sized = check_reply_size(&reply, self.state.max_msg_bytes);
+        let class = match (&sized, &outcome) {
+            (Err(_), _) => "RESOURCE_EXHAUSTED",
+            (Ok(()), Outcome::Failed(e)) => class_of_http(service::http_status(e).as_u16()),
+            (Ok(()), Outcome::Instances(_)) => "OK",
+        };
+        self.state
+            .metrics
+            .record(Front::MindSporeGrpc, &model, class, started.elapsed());
+        sized?;
         Ok(Response::new(reply))
     }
 }

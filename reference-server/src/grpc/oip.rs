@@ -10,6 +10,7 @@ use tonic::{Request, Response, Status};
 
 use super::mindspore::check_reply_size;
 use crate::error::ServeError;
+use crate::metrics::{Front, class_of_grpc};
 use crate::service::{State, oip};
 
 /// The `GRPCInferenceService` implementation.
@@ -22,6 +23,32 @@ impl OipGrpc {
     /// A service over the shared state.
     pub fn new(state: Arc<State>) -> OipGrpc {
         OipGrpc { state }
+    }
+}
+
+impl OipGrpc {
+    /// `ModelInfer` without the metrics.
+    async fn infer(
+        &self,
+        request: Request<pb::ModelInferRequest>,
+    ) -> Result<Response<pb::ModelInferResponse>, Status> {
+        let deadline = super::deadline::deadline_of(request.metadata());
+        let msg = request.into_inner();
+        // An unknown model is NOT_FOUND whatever the tensors hold.
+        oip::resolve(&self.state, &msg.model_name, &msg.model_version).map_err(status)?;
+        // Answer in the form the client used: raw if it sent raw contents.
+        let contents = if msg.raw_input_contents.is_empty() && !msg.inputs.is_empty() {
+            Contents::Typed
+        } else {
+            Contents::Raw
+        };
+        let req = codec::decode_request(msg).map_err(|e| status(e.into()))?;
+        let resp = oip::infer(&self.state, req, deadline)
+            .await
+            .map_err(status)?;
+        let reply = codec::encode_response(&resp, contents).map_err(|e| status(e.into()))?;
+        check_reply_size(&reply, self.state.max_msg_bytes)?;
+        Ok(Response::new(reply))
     }
 }
 
@@ -91,22 +118,16 @@ impl GrpcInferenceService for OipGrpc {
         &self,
         request: Request<pb::ModelInferRequest>,
     ) -> Result<Response<pb::ModelInferResponse>, Status> {
-        let deadline = super::deadline::deadline_of(request.metadata());
-        let msg = request.into_inner();
-        // An unknown model is NOT_FOUND whatever the tensors hold.
-        oip::resolve(&self.state, &msg.model_name, &msg.model_version).map_err(status)?;
-        // Answer in the form the client used: raw if it sent raw contents.
-        let contents = if msg.raw_input_contents.is_empty() && !msg.inputs.is_empty() {
-            Contents::Typed
-        } else {
-            Contents::Raw
+        let started = std::time::Instant::now();
+        let model = request.get_ref().model_name.clone();
+        let result = self.infer(request).await;
+        let class = match &result {
+            Ok(_) => "OK",
+            Err(s) => class_of_grpc(s.code()),
         };
-        let req = codec::decode_request(msg).map_err(|e| status(e.into()))?;
-        let resp = oip::infer(&self.state, req, deadline)
-            .await
-            .map_err(status)?;
-        let reply = codec::encode_response(&resp, contents).map_err(|e| status(e.into()))?;
-        check_reply_size(&reply, self.state.max_msg_bytes)?;
-        Ok(Response::new(reply))
+        self.state
+            .metrics
+            .record(Front::OipGrpc, &model, class, started.elapsed());
+        result
     }
 }

@@ -22,29 +22,31 @@ fn error(status: StatusCode, text: &str) -> Response {
     json(status, codec::encode_error(text))
 }
 
-/// The HTTP status of a whole-request MindSpore error (DESIGN.md table).
-pub fn status_of(e: &ServableError) -> StatusCode {
-    match MsCode::from_code(e.code) {
-        Some(MsCode::InvalidInputs)
-            if e.message.ends_with("servable is not available")
-                || e.message.ends_with("method is not available") =>
-        {
-            StatusCode::NOT_FOUND
-        }
-        Some(MsCode::InvalidInputs) => StatusCode::BAD_REQUEST,
-        Some(MsCode::SystemError) => StatusCode::INTERNAL_SERVER_ERROR,
-        Some(MsCode::Failed) if e.message.starts_with("Deadline Exceeded") => {
-            StatusCode::GATEWAY_TIMEOUT
-        }
-        Some(MsCode::Failed | MsCode::WorkerUnavailable | MsCode::ServableUnavailable) => {
-            StatusCode::SERVICE_UNAVAILABLE
-        }
-        _ => StatusCode::INTERNAL_SERVER_ERROR,
-    }
+/// Handles every request that is not an OIP `/v2` route, and records it.
+pub async fn predict(
+    state: Extract<Arc<State>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let started = std::time::Instant::now();
+    let metrics_state = state.0.clone();
+    let model = url::parse(uri.path())
+        .map(|u| u.servable)
+        .unwrap_or_default();
+    let response = answer(state, method, uri, headers, body).await;
+    let class = crate::metrics::class_of_http(response.status().as_u16());
+    metrics_state.metrics.record(
+        crate::metrics::Front::MindSporeRest,
+        &model,
+        class,
+        started.elapsed(),
+    );
+    response
 }
 
-/// Handles every request that is not an OIP `/v2` route.
-pub async fn predict(
+async fn answer(
     Extract(state): Extract<Arc<State>>,
     method: Method,
     uri: Uri,
@@ -104,7 +106,7 @@ pub async fn predict(
         );
     };
     let status = match &outcome {
-        Outcome::Failed(e) => status_of(e),
+        Outcome::Failed(e) => service::http_status(e),
         Outcome::Instances(_) => StatusCode::OK,
     };
     match codec::encode_response(&outcome) {

@@ -36,6 +36,7 @@ pub fn router(state: Arc<State>, token: Option<Arc<str>>) -> Router {
             "/v2/models/{model}/versions/{version}/infer",
             post(oip::infer_version),
         )
+        .route("/metrics", get(oip::metrics))
         .route("/v2/repository/index", post(oip::repository_index))
         .route(
             "/v2/repository/models/{model}/load",

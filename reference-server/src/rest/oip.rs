@@ -143,10 +143,29 @@ async fn run(
     headers: &HeaderMap,
     body: Body,
 ) -> Response {
-    match infer_inner(state, model, version, headers, body).await {
+    let started = std::time::Instant::now();
+    let name = model.clone();
+    let response = match infer_inner(state, model, version, headers, body).await {
         Ok(r) => r,
         Err(e) => error(&e),
-    }
+    };
+    let class = crate::metrics::class_of_http(response.status().as_u16());
+    state.metrics.record(
+        crate::metrics::Front::OipRest,
+        &name,
+        class,
+        started.elapsed(),
+    );
+    response
+}
+
+/// `GET /metrics`: Prometheus text.
+pub async fn metrics(Extract(state): Extract<Arc<State>>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.metrics.render(&state.registry),
+    )
+        .into_response()
 }
 
 async fn infer_inner(

@@ -51,3 +51,24 @@ pub async fn predict(
         )),
     }
 }
+
+/// The HTTP status of a whole-request MindSpore error (DESIGN.md table).
+pub fn http_status(e: &ServableError) -> http::StatusCode {
+    match StatusCode::from_code(e.code) {
+        Some(StatusCode::InvalidInputs)
+            if e.message.ends_with("servable is not available")
+                || e.message.ends_with("method is not available") =>
+        {
+            http::StatusCode::NOT_FOUND
+        }
+        Some(StatusCode::InvalidInputs) => http::StatusCode::BAD_REQUEST,
+        Some(StatusCode::SystemError) => http::StatusCode::INTERNAL_SERVER_ERROR,
+        Some(StatusCode::Failed) if e.message.starts_with("Deadline Exceeded") => {
+            http::StatusCode::GATEWAY_TIMEOUT
+        }
+        Some(
+            StatusCode::Failed | StatusCode::WorkerUnavailable | StatusCode::ServableUnavailable,
+        ) => http::StatusCode::SERVICE_UNAVAILABLE,
+        _ => http::StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}

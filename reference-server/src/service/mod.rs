@@ -15,6 +15,8 @@ pub struct State {
     pub registry: Registry,
     /// The message size limit in bytes (`max_msg_mb_size` MiB).
     pub max_msg_bytes: usize,
+    /// Request metrics.
+    pub metrics: crate::metrics::Metrics,
     /// The repository watcher, when serving a repository.
     pub watcher: Option<std::sync::Mutex<crate::repository::watch::Watcher>>,
     ready: AtomicBool,
@@ -26,6 +28,7 @@ impl State {
         State {
             registry,
             max_msg_bytes,
+            metrics: Default::default(),
             watcher: None,
             ready: AtomicBool::new(false),
         }
