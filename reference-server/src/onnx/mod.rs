@@ -124,6 +124,18 @@ impl ModelBuilder {
         self
     }
 
+    /// Adds a constant float32 tensor (an initializer) named `name`.
+    pub fn constant_f32(mut self, name: &str, dims: &[i64], values: &[f32]) -> ModelBuilder {
+        self.graph.initializer.push(pb::TensorProto {
+            dims: dims.to_vec(),
+            data_type: element_type(DataType::Fp32),
+            string_data: Vec::new(),
+            name: name.to_owned(),
+            raw_data: values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        });
+        self
+    }
+
     /// Adds a node of the default domain.
     pub fn node(
         mut self,
