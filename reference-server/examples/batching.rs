@@ -23,7 +23,9 @@ const MEASURE: Duration = Duration::from_secs(4);
 fn repository(batching: bool) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     let rows = [Dim::Dynamic("batch"), Dim::Fixed(WIDTH as i64)];
-    let weights: Vec<f32> = (0..WIDTH * WIDTH).map(|i| ((i % 17) as f32 - 8.0) / 64.0).collect();
+    let weights: Vec<f32> = (0..WIDTH * WIDTH)
+        .map(|i| ((i % 17) as f32 - 8.0) / 64.0)
+        .collect();
     let model = ModelBuilder::new("matmul")
         .input("x", DataType::Fp32, &rows)
         .output("y", DataType::Fp32, &rows)
@@ -52,14 +54,21 @@ async fn client_loop(server: &Running, until: Instant, measure_from: Instant) ->
         .unwrap();
     let mut client = MsServiceClient::new(channel);
     let x: Vec<f32> = (0..WIDTH).map(|i| i as f32 / WIDTH as f32).collect();
-    let instance: NamedTensors = [("x".to_string(), Tensor::from_slice(&[WIDTH as i64], &x).unwrap())].into();
+    let instance: NamedTensors = [(
+        "x".to_string(),
+        Tensor::from_slice(&[WIDTH as i64], &x).unwrap(),
+    )]
+    .into();
     let req = mindspore::grpc::encode_request("mm", "predict", 0, &[instance]).unwrap();
     let mut latencies = Vec::new();
     while Instant::now() < until {
         let start = Instant::now();
         let reply = client.predict(req.clone()).await.unwrap().into_inner();
         let outcome = mindspore::grpc::decode_reply(reply, 1).unwrap();
-        assert!(matches!(outcome, Outcome::Instances(ref r) if r[0].is_ok()), "{outcome:?}");
+        assert!(
+            matches!(outcome, Outcome::Instances(ref r) if r[0].is_ok()),
+            "{outcome:?}"
+        );
         if start >= measure_from {
             latencies.push(start.elapsed());
         }
@@ -84,7 +93,9 @@ async fn run(batching: bool, clients: usize) {
     let mut tasks = Vec::new();
     for _ in 0..clients {
         let server = server.clone();
-        tasks.push(tokio::spawn(async move { client_loop(&server, until, measure_from).await }));
+        tasks.push(tokio::spawn(async move {
+            client_loop(&server, until, measure_from).await
+        }));
     }
     let mut all = Vec::new();
     for t in tasks {
@@ -95,7 +106,12 @@ async fn run(batching: bool, clients: usize) {
     let sv = server.state.registry.get("mm", 0).unwrap();
     let batches = sv.scheduler().batch_sizes();
     let runs = batches.count();
-    let instances: u64 = sv.scheduler().stats().iter().map(|s| s.items.load(std::sync::atomic::Ordering::Relaxed)).sum();
+    let instances: u64 = sv
+        .scheduler()
+        .stats()
+        .iter()
+        .map(|s| s.items.load(std::sync::atomic::Ordering::Relaxed))
+        .sum();
     println!(
         "batching {:<3}  clients {clients:>2}  throughput {:>8.0} req/s  p50 {:>8.1} us  p99 {:>8.1} us  mean batch {:>5.1}",
         if batching { "on" } else { "off" },
