@@ -182,6 +182,7 @@ async fn a_failing_replica_loses_no_request() {
     // One replica at a time fails while the other carries on; each comes back
     // before the next failure.
     let killer = async {
+        let mut probe = common::ms(&server).await;
         for i in 0..2 {
             tokio::time::sleep(Duration::from_millis(20)).await;
             assert!(sv.scheduler().faults().kill(i));
@@ -193,7 +194,16 @@ async fn a_failing_replica_loses_no_request() {
                     start.elapsed() < Duration::from_secs(20),
                     "replica {i} fails and restarts"
                 );
-                tokio::time::sleep(Duration::from_millis(10)).await;
+                // Traffic of its own, so that the marked replica runs again
+                // even after the load has finished; it must succeed too.
+                let req = mindspore::grpc::encode_request("rows", "add", 0, &[row(7.0)]).unwrap();
+                let reply = probe.predict(req).await.unwrap().into_inner();
+                let out = mindspore::grpc::decode_reply(reply, 1)
+                    .unwrap()
+                    .instance(0)
+                    .unwrap();
+                assert_eq!(out.unwrap()["y"].to_vec::<f32>().unwrap(), expected(7.0));
+                tokio::time::sleep(Duration::from_millis(5)).await;
             }
         }
     };
