@@ -1,8 +1,76 @@
-//! `serving-client`: the Rust SDK for model servers speaking the MindSpore
-//! Serving protocol or the Open Inference Protocol, over gRPC and REST.
+//! `serving-client`: a client for model servers, in two protocol families
+//! and over two transports.
 //!
-//! The transports arrive with the client issue; today the crate re-exports
-//! the wire layer it is built on, so the tensor and codec types are already
-//! the ones the client will take and return.
+//! - **Protocols**: MindSpore Serving ([`Client::predict`]) and the Open
+//!   Inference Protocol, a.k.a. KServe v2, which Triton, KServe, MLServer,
+//!   OpenVINO Model Server and TorchServe speak ([`Client::infer`]).
+//! - **Transports**: the endpoint URL's scheme picks gRPC (`grpc://`,
+//!   `grpcs://`, `unix:`) or REST (`http://`, `https://`; large OIP tensors
+//!   travel with the binary tensor extension).
+//! - **Sizes**: requests over the send cap (512 MiB, configurable lower) fail
+//!   before a byte is sent, with [`Error::MessageTooLarge`] carrying both
+//!   numbers; a server's size refusal is the same variant with the server's
+//!   numbers; a busy server is [`Error::Unavailable`], which
+//!   [`Error::is_retryable`].
+//! - **Several endpoints**: requests spread over them, a failing endpoint is
+//!   set aside for a while, and retryable failures are retried on another
+//!   within the call's deadline.
+//!
+//! The one-line case:
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), serving_client::Error> {
+//! use serving_client::{Client, NamedTensors, Protocol, Tensor};
+//!
+//! let client = Client::new("grpc://127.0.0.1:5500", Protocol::MindSpore)?;
+//! let x = Tensor::from_slice(&[2, 2], &[1f32, 2.0, 3.0, 4.0]).unwrap();
+//! let instance: NamedTensors = [("x1".to_string(), x.clone()), ("x2".to_string(), x)].into();
+//! let results = client.predict("add", "add_common", &[instance]).await?;
+//! let y = results[0].as_ref().unwrap()["y"].to_vec::<f32>().unwrap();
+//! assert_eq!(y, vec![2.0, 4.0, 6.0, 8.0]);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! And the rare ones:
+//!
+//! ```no_run
+//! # fn demo(ca: Vec<u8>, cert: Vec<u8>, key: Vec<u8>) -> Result<(), serving_client::Error> {
+//! use std::time::Duration;
+//! use serving_client::{Balance, Client, Protocol};
+//!
+//! let client = Client::builder()
+//!     .endpoints(["grpcs://10.0.0.1:8001", "grpcs://10.0.0.2:8001", "https://10.0.0.3:8000"])
+//!     .protocol(Protocol::OpenInference)
+//!     .ca_certificate_pem(ca)
+//!     .identity_pem(cert, key)
+//!     .server_name("models.internal")
+//!     .timeout(Duration::from_secs(2))
+//!     .max_send_size(64 << 20)
+//!     .balance(Balance::LeastLoaded)
+//!     .retries(2)
+//!     .build()?;
+//! # Ok(())
+//! # }
+//! ```
 
-pub use serving_proto::{DataType, NamedTensors, Tensor, TensorData, TensorError};
+mod client;
+mod endpoint;
+mod error;
+mod tls;
+mod transport;
+
+#[cfg(feature = "ndarray")]
+pub mod array;
+#[cfg(feature = "blocking")]
+pub mod blocking;
+
+pub use client::{
+    Balance, Client, ClientBuilder, InferBuilder, MAX_MESSAGE_SIZE, Predictions, Protocol,
+};
+pub use error::{Error, SizeSide};
+pub use transport::{ModelMetadata, ServerMetadata, TensorMetadata};
+
+pub use serving_proto::mindspore::ServableError;
+pub use serving_proto::oip::{InferRequest, InferResponse, NamedTensor, Parameter};
+pub use serving_proto::{DataType, Element, NamedTensors, Tensor, TensorData, TensorError};

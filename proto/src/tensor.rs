@@ -299,6 +299,40 @@ impl Tensor {
         Tensor::new(self.dtype, shape, self.data)
     }
 
+    /// The values of a numeric tensor converted to `f64`, whatever its type
+    /// (exact for every type but 64-bit integers beyond 2^53). Useful where
+    /// the wire carries no type, as in MindSpore REST replies.
+    pub fn to_f64_vec(&self) -> Result<Vec<f64>, TensorError> {
+        let TensorData::Raw(raw) = &self.data else {
+            return Err(TensorError::TypeMismatch {
+                requested: DataType::Fp64,
+                actual: self.dtype,
+            });
+        };
+        let item = self.dtype.item_size().unwrap_or(1);
+        Ok(raw
+            .chunks_exact(item)
+            .map(|b| {
+                let mut a = [0u8; 8];
+                a[..item].copy_from_slice(b);
+                match self.dtype {
+                    DataType::Bool | DataType::Uint8 => f64::from(b[0]),
+                    DataType::Int8 => f64::from(b[0] as i8),
+                    DataType::Int16 => f64::from(i16::from_le_bytes([a[0], a[1]])),
+                    DataType::Uint16 => f64::from(u16::from_le_bytes([a[0], a[1]])),
+                    DataType::Int32 => f64::from(i32::from_le_bytes([a[0], a[1], a[2], a[3]])),
+                    DataType::Uint32 => f64::from(u32::from_le_bytes([a[0], a[1], a[2], a[3]])),
+                    DataType::Int64 => i64::from_le_bytes(a) as f64,
+                    DataType::Uint64 => u64::from_le_bytes(a) as f64,
+                    DataType::Fp16 => half::f16::from_le_bytes([a[0], a[1]]).to_f64(),
+                    DataType::Bf16 => half::bf16::from_le_bytes([a[0], a[1]]).to_f64(),
+                    DataType::Fp32 => f64::from(f32::from_le_bytes([a[0], a[1], a[2], a[3]])),
+                    DataType::Fp64 | DataType::String | DataType::Bytes => f64::from_le_bytes(a),
+                }
+            })
+            .collect())
+    }
+
     /// Copies the values out as `T`, which must be the tensor's type.
     pub fn to_vec<T: Element>(&self) -> Result<Vec<T>, TensorError> {
         match (&self.data, self.dtype == T::DTYPE) {

@@ -1,0 +1,31 @@
+//! Conversions between tensors and `ndarray` arrays (feature `ndarray`).
+//!
+//! ```
+//! use ndarray::array;
+//! use serving_client::array::{from_array, to_array};
+//!
+//! let a = array![[1.0f32, 2.0], [3.0, 4.0]].into_dyn();
+//! let t = from_array(&a);
+//! assert_eq!(t.shape(), &[2, 2]);
+//! assert_eq!(to_array::<f32>(&t)?, a);
+//! # Ok::<(), serving_client::TensorError>(())
+//! ```
+
+use ndarray::{ArrayBase, ArrayD, Data, Dimension, IxDyn};
+
+use crate::{Element, Tensor, TensorError};
+
+/// A tensor with the array's shape and values (row-major).
+pub fn from_array<T: Element, S: Data<Elem = T>, D: Dimension>(array: &ArrayBase<S, D>) -> Tensor {
+    let shape: Vec<i64> = array.shape().iter().map(|&d| d as i64).collect();
+    let values: Vec<T> = array.iter().copied().collect();
+    Tensor::from_slice(&shape, &values).expect("an array's shape matches its element count")
+}
+
+/// The tensor as an array of `T`, which must be its type.
+pub fn to_array<T: Element>(tensor: &Tensor) -> Result<ArrayD<T>, TensorError> {
+    let values = tensor.to_vec::<T>()?;
+    let shape: Vec<usize> = tensor.shape().iter().map(|&d| d as usize).collect();
+    Ok(ArrayD::from_shape_vec(IxDyn(&shape), values)
+        .expect("a tensor's shape matches its element count"))
+}

@@ -1,0 +1,646 @@
+//! [`Client`] and [`ClientBuilder`]: endpoints, protocol, TLS, timeouts,
+//! size caps, balancing and retries.
+
+use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serving_proto::mindspore::InstanceResult;
+use serving_proto::oip::grpc::Contents;
+use serving_proto::oip::{InferRequest, InferResponse, NamedTensor, Parameter, RequestedOutput};
+use serving_proto::{NamedTensors, Tensor};
+use tracing::Instrument;
+
+use crate::endpoint::{self, Target};
+use crate::error::Error;
+use crate::tls::TlsOptions;
+use crate::transport::grpc::Grpc;
+use crate::transport::rest::Rest;
+use crate::transport::{CallCtx, ModelMetadata, ServerMetadata};
+
+/// The largest message the client sends or receives by default, and the
+/// most it can be configured to: 512 MiB, as MindSpore's Python client.
+pub const MAX_MESSAGE_SIZE: u64 = 512 << 20;
+
+/// The protocol family a client speaks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Protocol {
+    /// MindSpore Serving: `Predict` over gRPC, `/model/...` over REST.
+    MindSpore,
+    /// The Open Inference Protocol (KServe v2): Triton, KServe, MLServer, ...
+    OpenInference,
+}
+
+/// How requests spread over several endpoints.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Balance {
+    /// In turn.
+    #[default]
+    RoundRobin,
+    /// To the endpoint with the fewest calls in flight from this client.
+    LeastLoaded,
+}
+
+enum Transport {
+    Grpc(Grpc),
+    Rest(Rest),
+}
+
+struct Endpoint {
+    url: String,
+    transport: Transport,
+    in_flight: AtomicUsize,
+    set_aside_until: Mutex<Option<Instant>>,
+}
+
+impl Endpoint {
+    fn available(&self, now: Instant) -> bool {
+        self.set_aside_until
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_none_or(|until| until <= now)
+    }
+}
+
+struct Inner {
+    endpoints: Vec<Endpoint>,
+    protocol: Protocol,
+    next: AtomicUsize,
+    balance: Balance,
+    retries: usize,
+    set_aside: Duration,
+    timeout: Option<Duration>,
+    max_send: u64,
+    max_receive: u64,
+}
+
+/// A client of one or more model servers.
+///
+/// Cheap to clone: clones share connections. Connections are opened on first
+/// use.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), serving_client::Error> {
+/// use serving_client::{Client, Protocol, Tensor};
+///
+/// let client = Client::new("grpc://127.0.0.1:5500", Protocol::OpenInference)?;
+/// let response = client
+///     .infer("add")
+///     .input("x1", Tensor::from_slice(&[2, 2], &[1f32, 2.0, 3.0, 4.0]).unwrap())
+///     .input("x2", Tensor::from_slice(&[2, 2], &[1f32; 4]).unwrap())
+///     .send()
+///     .await?;
+/// println!("{:?}", response.outputs[0].tensor.to_vec::<f32>());
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field(
+                "endpoints",
+                &self
+                    .inner
+                    .endpoints
+                    .iter()
+                    .map(|e| &e.url)
+                    .collect::<Vec<_>>(),
+            )
+            .field("protocol", &self.inner.protocol)
+            .finish()
+    }
+}
+
+/// Builds a [`Client`].
+#[derive(Clone, Debug)]
+pub struct ClientBuilder {
+    endpoints: Vec<String>,
+    protocol: Protocol,
+    tls: TlsOptions,
+    connect_timeout: Duration,
+    timeout: Option<Duration>,
+    max_send: u64,
+    max_receive: u64,
+    balance: Balance,
+    retries: usize,
+    set_aside: Duration,
+    contents: Contents,
+    binary_threshold: usize,
+}
+
+impl Default for ClientBuilder {
+    fn default() -> ClientBuilder {
+        ClientBuilder {
+            endpoints: Vec::new(),
+            protocol: Protocol::OpenInference,
+            tls: TlsOptions::default(),
+            connect_timeout: Duration::from_secs(10),
+            timeout: None,
+            max_send: MAX_MESSAGE_SIZE,
+            max_receive: MAX_MESSAGE_SIZE,
+            balance: Balance::RoundRobin,
+            retries: 2,
+            set_aside: Duration::from_secs(5),
+            contents: Contents::Raw,
+            binary_threshold: 1024,
+        }
+    }
+}
+
+impl ClientBuilder {
+    /// Adds an endpoint: `grpc://`, `grpcs://`, `http://`, `https://` or `unix:`.
+    pub fn endpoint(mut self, url: impl Into<String>) -> ClientBuilder {
+        self.endpoints.push(url.into());
+        self
+    }
+
+    /// Adds several endpoints; requests spread over them.
+    pub fn endpoints<I: IntoIterator<Item = S>, S: Into<String>>(
+        mut self,
+        urls: I,
+    ) -> ClientBuilder {
+        self.endpoints.extend(urls.into_iter().map(Into::into));
+        self
+    }
+
+    /// The protocol family (default: Open Inference).
+    pub fn protocol(mut self, protocol: Protocol) -> ClientBuilder {
+        self.protocol = protocol;
+        self
+    }
+
+    /// Trusts this PEM CA bundle for `grpcs://` and `https://` endpoints
+    /// (instead of the platform's roots).
+    pub fn ca_certificate_pem(mut self, pem: impl Into<Vec<u8>>) -> ClientBuilder {
+        self.tls.ca_pem = Some(pem.into());
+        self
+    }
+
+    /// Presents this PEM certificate chain and key (mutual TLS).
+    pub fn identity_pem(
+        mut self,
+        certificate: impl Into<Vec<u8>>,
+        key: impl Into<Vec<u8>>,
+    ) -> ClientBuilder {
+        self.tls.identity = Some((certificate.into(), key.into()));
+        self
+    }
+
+    /// Verifies the server's certificate against this name instead of the
+    /// endpoint's host.
+    pub fn server_name(mut self, name: impl Into<String>) -> ClientBuilder {
+        self.tls.server_name = Some(name.into());
+        self
+    }
+
+    /// How long opening a connection may take (default 10 s).
+    pub fn connect_timeout(mut self, timeout: Duration) -> ClientBuilder {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// The deadline of each call, retries included; sent to the server as
+    /// `grpc-timeout` or `Request-Timeout-Ms` (default: none).
+    pub fn timeout(mut self, timeout: Duration) -> ClientBuilder {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    /// The largest request sent, in bytes: at most (and by default) 512 MiB.
+    /// Larger requests fail before a byte is sent.
+    pub fn max_send_size(mut self, bytes: u64) -> ClientBuilder {
+        self.max_send = bytes;
+        self
+    }
+
+    /// The largest reply accepted, in bytes: at most (and by default) 512 MiB.
+    pub fn max_receive_size(mut self, bytes: u64) -> ClientBuilder {
+        self.max_receive = bytes;
+        self
+    }
+
+    /// How requests spread over endpoints (default: round robin).
+    pub fn balance(mut self, balance: Balance) -> ClientBuilder {
+        self.balance = balance;
+        self
+    }
+
+    /// How many times a retryable failure (unreachable or busy server) is
+    /// retried on another endpoint, within the call's deadline (default 2).
+    pub fn retries(mut self, retries: usize) -> ClientBuilder {
+        self.retries = retries;
+        self
+    }
+
+    /// How long a failed endpoint is set aside before it is tried again
+    /// (default 5 s).
+    pub fn set_aside_for(mut self, duration: Duration) -> ClientBuilder {
+        self.set_aside = duration;
+        self
+    }
+
+    /// OIP over gRPC: send tensors as typed contents instead of raw bytes.
+    pub fn typed_contents(mut self, typed: bool) -> ClientBuilder {
+        self.contents = if typed {
+            Contents::Typed
+        } else {
+            Contents::Raw
+        };
+        self
+    }
+
+    /// OIP over REST: requests with an input of at least this many bytes use
+    /// the binary tensor extension, in both directions (default 1024).
+    pub fn binary_threshold(mut self, bytes: usize) -> ClientBuilder {
+        self.binary_threshold = bytes;
+        self
+    }
+
+    /// Builds the client. No connection is opened yet.
+    pub fn build(self) -> Result<Client, Error> {
+        if self.endpoints.is_empty() {
+            return Err(Error::Config(
+                "no endpoint: add one with .endpoint(url)".into(),
+            ));
+        }
+        for (what, value) in [
+            ("max_send_size", self.max_send),
+            ("max_receive_size", self.max_receive),
+        ] {
+            if value > MAX_MESSAGE_SIZE || value == 0 {
+                return Err(Error::Config(format!(
+                    "{what} {value} is outside 1..={MAX_MESSAGE_SIZE} bytes (512 MiB)"
+                )));
+            }
+        }
+        let mut rest_client = None;
+        let mut endpoints = Vec::with_capacity(self.endpoints.len());
+        for url in &self.endpoints {
+            let transport = match endpoint::parse(url)? {
+                Target::Grpc {
+                    authority,
+                    host,
+                    tls,
+                } => {
+                    let scheme = if tls { "https" } else { "http" };
+                    let mut ep =
+                        tonic::transport::Endpoint::from_shared(format!("{scheme}://{authority}"))
+                            .map_err(|e| Error::Config(format!("endpoint '{url}': {e}")))?
+                            .connect_timeout(self.connect_timeout)
+                            .tcp_nodelay(true)
+                            .http2_adaptive_window(true)
+                            .initial_stream_window_size(8 << 20)
+                            .initial_connection_window_size(8 << 20);
+                    if tls {
+                        ep = ep
+                            .tls_config(self.tls.tonic(&host))
+                            .map_err(|e| Error::Config(format!("endpoint '{url}': {e}")))?;
+                    }
+                    Transport::Grpc(Grpc {
+                        channel: ep.connect_lazy(),
+                        label: url.clone(),
+                        contents: self.contents,
+                    })
+                }
+                Target::Unix { path } => {
+                    let ep = tonic::transport::Endpoint::from_static("http://localhost")
+                        .connect_timeout(self.connect_timeout);
+                    let channel =
+                        ep.connect_with_connector_lazy(tower::service_fn(move |_: http::Uri| {
+                            let path = path.clone();
+                            async move {
+                                let stream = tokio::net::UnixStream::connect(path).await?;
+                                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(stream))
+                            }
+                        }));
+                    Transport::Grpc(Grpc {
+                        channel,
+                        label: url.clone(),
+                        contents: self.contents,
+                    })
+                }
+                Target::Rest { authority, tls } => {
+                    if rest_client.is_none() {
+                        let builder = reqwest::Client::builder()
+                            .connect_timeout(self.connect_timeout)
+                            .tcp_nodelay(true)
+                            .tls_backend_preconfigured(self.tls.rustls()?);
+                        rest_client =
+                            Some(builder.build().map_err(|e| Error::Config(e.to_string()))?);
+                    }
+                    let scheme = if tls { "https" } else { "http" };
+                    Transport::Rest(Rest {
+                        http: rest_client.clone().expect("built above"),
+                        base: format!("{scheme}://{authority}"),
+                        label: url.clone(),
+                        binary_threshold: self.binary_threshold,
+                    })
+                }
+            };
+            endpoints.push(Endpoint {
+                url: url.clone(),
+                transport,
+                in_flight: AtomicUsize::new(0),
+                set_aside_until: Mutex::new(None),
+            });
+        }
+        Ok(Client {
+            inner: Arc::new(Inner {
+                endpoints,
+                protocol: self.protocol,
+                next: AtomicUsize::new(0),
+                balance: self.balance,
+                retries: self.retries,
+                set_aside: self.set_aside,
+                timeout: self.timeout,
+                max_send: self.max_send,
+                max_receive: self.max_receive,
+            }),
+        })
+    }
+}
+
+/// A call's instance results: one per instance sent, in order, each the
+/// outputs or that instance's in-band error.
+pub type Predictions = Vec<InstanceResult>;
+
+impl Client {
+    /// A builder.
+    pub fn builder() -> ClientBuilder {
+        ClientBuilder::default()
+    }
+
+    /// A client of one endpoint with default settings.
+    pub fn new(url: &str, protocol: Protocol) -> Result<Client, Error> {
+        Client::builder().endpoint(url).protocol(protocol).build()
+    }
+
+    /// The protocol family.
+    pub fn protocol(&self) -> Protocol {
+        self.inner.protocol
+    }
+
+    fn require(&self, protocol: Protocol) -> Result<(), Error> {
+        if self.inner.protocol == protocol {
+            Ok(())
+        } else {
+            Err(Error::Config(format!(
+                "this client speaks {:?}; build one with .protocol(Protocol::{protocol:?}) for this call",
+                self.inner.protocol
+            )))
+        }
+    }
+
+    fn pick(&self) -> Result<&Endpoint, Error> {
+        let now = Instant::now();
+        let eps = &self.inner.endpoints;
+        let available: Vec<&Endpoint> = eps.iter().filter(|e| e.available(now)).collect();
+        if available.is_empty() {
+            return Err(Error::NoEndpoint(eps.len()));
+        }
+        Ok(match self.inner.balance {
+            Balance::RoundRobin => {
+                available[self.inner.next.fetch_add(1, Ordering::Relaxed) % available.len()]
+            }
+            Balance::LeastLoaded => {
+                let start = self.inner.next.fetch_add(1, Ordering::Relaxed);
+                let n = available.len();
+                (0..n)
+                    .map(|i| available[(start + i) % n])
+                    .min_by_key(|e| e.in_flight.load(Ordering::Relaxed))
+                    .expect("not empty")
+            }
+        })
+    }
+
+    /// Runs `op` on an endpoint, retrying retryable failures on others
+    /// within the deadline and setting failed endpoints aside.
+    async fn call<'a, T, F, Fut>(&'a self, name: &'static str, op: F) -> Result<T, Error>
+    where
+        F: Fn(&'a Endpoint, CallCtx) -> Fut,
+        Fut: Future<Output = Result<T, Error>> + 'a,
+    {
+        let deadline = self.inner.timeout.map(|t| Instant::now() + t);
+        let mut attempt = 0;
+        loop {
+            let endpoint = self.pick()?;
+            let timeout = match deadline {
+                Some(d) => {
+                    let left = d.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        return Err(Error::DeadlineExceeded {
+                            endpoint: endpoint.url.clone(),
+                            timeout: self.inner.timeout,
+                            message: "the deadline passed before the call could be sent".into(),
+                        });
+                    }
+                    Some(left)
+                }
+                None => None,
+            };
+            let ctx = CallCtx {
+                timeout,
+                max_send: self.inner.max_send,
+                max_receive: self.inner.max_receive,
+            };
+            let span = tracing::debug_span!("serving_client", call = name, endpoint = %endpoint.url, attempt);
+            endpoint.in_flight.fetch_add(1, Ordering::Relaxed);
+            let result = op(endpoint, ctx).instrument(span).await;
+            endpoint.in_flight.fetch_sub(1, Ordering::Relaxed);
+            match result {
+                Err(e) if e.is_retryable() && attempt < self.inner.retries => {
+                    tracing::debug!(endpoint = %endpoint.url, error = %e, "retryable failure; setting the endpoint aside");
+                    *endpoint
+                        .set_aside_until
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner()) =
+                        Some(Instant::now() + self.inner.set_aside);
+                    attempt += 1;
+                    if self
+                        .inner
+                        .endpoints
+                        .iter()
+                        .all(|e| !e.available(Instant::now()))
+                    {
+                        return Err(e);
+                    }
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// MindSpore: runs `method` of the newest version of `servable` on
+    /// `instances`. A whole-request error is `Err(Error::Servable)`; per
+    /// instance errors are in the results.
+    pub async fn predict(
+        &self,
+        servable: &str,
+        method: &str,
+        instances: &[NamedTensors],
+    ) -> Result<Predictions, Error> {
+        self.predict_version(servable, method, 0, instances).await
+    }
+
+    /// MindSpore: as [`Client::predict`], for an explicit version (0 = newest).
+    pub async fn predict_version(
+        &self,
+        servable: &str,
+        method: &str,
+        version: u64,
+        instances: &[NamedTensors],
+    ) -> Result<Predictions, Error> {
+        self.require(Protocol::MindSpore)?;
+        self.call("predict", move |ep, ctx| async move {
+            match &ep.transport {
+                Transport::Grpc(g) => g.predict(ctx, servable, method, version, instances).await,
+                Transport::Rest(r) => r.predict(ctx, servable, method, version, instances).await,
+            }
+        })
+        .await
+    }
+
+    /// Open Inference: an inference call on `model`, built step by step.
+    pub fn infer(&self, model: &str) -> InferBuilder<'_> {
+        InferBuilder {
+            client: self,
+            request: InferRequest {
+                model_name: model.to_owned(),
+                ..Default::default()
+            },
+        }
+    }
+
+    /// Open Inference: sends a complete request.
+    pub async fn infer_request(&self, request: &InferRequest) -> Result<InferResponse, Error> {
+        self.require(Protocol::OpenInference)?;
+        self.call("infer", move |ep, ctx| async move {
+            match &ep.transport {
+                Transport::Grpc(g) => g.infer(ctx, request).await,
+                Transport::Rest(r) => r.infer(ctx, request).await,
+            }
+        })
+        .await
+    }
+
+    /// Open Inference: whether the server is live.
+    pub async fn server_live(&self) -> Result<bool, Error> {
+        self.call("server_live", |ep, ctx| async move {
+            match &ep.transport {
+                Transport::Grpc(g) => g.server_live(ctx).await,
+                Transport::Rest(r) => r.server_live(ctx).await,
+            }
+        })
+        .await
+    }
+
+    /// Open Inference: whether the server is ready.
+    pub async fn server_ready(&self) -> Result<bool, Error> {
+        self.call("server_ready", |ep, ctx| async move {
+            match &ep.transport {
+                Transport::Grpc(g) => g.server_ready(ctx).await,
+                Transport::Rest(r) => r.server_ready(ctx).await,
+            }
+        })
+        .await
+    }
+
+    /// Open Inference: whether a model (optionally a version) is ready.
+    pub async fn model_ready(&self, model: &str, version: Option<&str>) -> Result<bool, Error> {
+        let version = version.unwrap_or_default();
+        self.call("model_ready", |ep, ctx| async move {
+            match &ep.transport {
+                Transport::Grpc(g) => g.model_ready(ctx, model, version).await,
+                Transport::Rest(r) => r.model_ready(ctx, model, version).await,
+            }
+        })
+        .await
+    }
+
+    /// Open Inference: server metadata.
+    pub async fn server_metadata(&self) -> Result<ServerMetadata, Error> {
+        self.call("server_metadata", |ep, ctx| async move {
+            match &ep.transport {
+                Transport::Grpc(g) => g.server_metadata(ctx).await,
+                Transport::Rest(r) => r.server_metadata(ctx).await,
+            }
+        })
+        .await
+    }
+
+    /// Open Inference: model metadata.
+    pub async fn model_metadata(
+        &self,
+        model: &str,
+        version: Option<&str>,
+    ) -> Result<ModelMetadata, Error> {
+        let version = version.unwrap_or_default();
+        self.call("model_metadata", |ep, ctx| async move {
+            match &ep.transport {
+                Transport::Grpc(g) => g.model_metadata(ctx, model, version).await,
+                Transport::Rest(r) => r.model_metadata(ctx, model, version).await,
+            }
+        })
+        .await
+    }
+}
+
+/// Builds an Open Inference request.
+#[derive(Debug)]
+pub struct InferBuilder<'a> {
+    client: &'a Client,
+    request: InferRequest,
+}
+
+impl InferBuilder<'_> {
+    /// The model version (default: the server's choice, usually the newest).
+    pub fn version(mut self, version: impl Into<String>) -> Self {
+        self.request.model_version = version.into();
+        self
+    }
+
+    /// The request id, echoed in the response.
+    pub fn id(mut self, id: impl Into<String>) -> Self {
+        self.request.id = id.into();
+        self
+    }
+
+    /// A named input.
+    pub fn input(mut self, name: impl Into<String>, tensor: Tensor) -> Self {
+        self.request.inputs.push(NamedTensor::new(name, tensor));
+        self
+    }
+
+    /// An output to return (default: all).
+    pub fn output(mut self, name: impl Into<String>) -> Self {
+        self.request.outputs.push(RequestedOutput {
+            name: name.into(),
+            parameters: Default::default(),
+        });
+        self
+    }
+
+    /// A request parameter.
+    pub fn parameter(mut self, name: impl Into<String>, value: Parameter) -> Self {
+        self.request.parameters.insert(name.into(), value);
+        self
+    }
+
+    /// The request built so far.
+    pub fn request(&self) -> &InferRequest {
+        &self.request
+    }
+
+    /// Sends it.
+    pub async fn send(self) -> Result<InferResponse, Error> {
+        self.client.infer_request(&self.request).await
+    }
+}

@@ -1,0 +1,259 @@
+//! gRPC: `MSService` and `GRPCInferenceService` over a tonic channel.
+
+use prost::Message;
+use serving_proto::mindspore::{self, InstanceResult, Outcome};
+use serving_proto::oip::grpc::Contents;
+use serving_proto::oip::{self, InferRequest, InferResponse};
+use serving_proto::pb::inference::{
+    self as pb, grpc_inference_service_client::GrpcInferenceServiceClient,
+};
+use serving_proto::pb::mindspore::ms_service_client::MsServiceClient;
+use serving_proto::{NamedTensors, frame};
+use tonic::transport::Channel;
+
+use super::{CallCtx, ModelMetadata, ServerMetadata, TensorMetadata};
+use crate::error::{Error, SizeSide};
+
+/// One gRPC endpoint.
+#[derive(Clone, Debug)]
+pub(crate) struct Grpc {
+    pub channel: Channel,
+    pub label: String,
+    pub contents: Contents,
+}
+
+/// Maps a gRPC status to the client's error.
+pub(crate) fn status_error(s: tonic::Status, endpoint: &str, ctx: &CallCtx) -> Error {
+    let message = s.message().to_owned();
+    match s.code() {
+        tonic::Code::ResourceExhausted => match frame::parse_too_large(&message) {
+            Some((size, limit)) => Error::MessageTooLarge {
+                size: Some(size),
+                limit: Some(limit),
+                side: SizeSide::Server,
+            },
+            None if message.contains("enqueued requests") => Error::Unavailable {
+                endpoint: endpoint.into(),
+                message,
+            },
+            None => Error::MessageTooLarge {
+                size: None,
+                limit: None,
+                side: SizeSide::Server,
+            },
+        },
+        tonic::Code::OutOfRange if message.contains("message length too large") => {
+            let numbers: Vec<u64> = message
+                .split(|c: char| !c.is_ascii_digit())
+                .filter_map(|n| n.parse().ok())
+                .collect();
+            Error::MessageTooLarge {
+                size: numbers.first().copied(),
+                limit: Some(ctx.max_receive),
+                side: SizeSide::Client,
+            }
+        }
+        tonic::Code::Unavailable => {
+            if message.contains("error trying to connect")
+                || message.contains("transport error")
+                || message.contains("tcp connect")
+            {
+                Error::Transport {
+                    endpoint: endpoint.into(),
+                    message,
+                }
+            } else {
+                Error::Unavailable {
+                    endpoint: endpoint.into(),
+                    message,
+                }
+            }
+        }
+        tonic::Code::DeadlineExceeded => Error::DeadlineExceeded {
+            endpoint: endpoint.into(),
+            timeout: ctx.timeout,
+            message,
+        },
+        tonic::Code::Cancelled if ctx.timeout.is_some() && message.contains("Timeout") => {
+            Error::DeadlineExceeded {
+                endpoint: endpoint.into(),
+                timeout: ctx.timeout,
+                message,
+            }
+        }
+        // This client cancels nothing itself: a cancelled call lost its connection.
+        tonic::Code::Cancelled => Error::Transport {
+            endpoint: endpoint.into(),
+            message,
+        },
+        tonic::Code::NotFound => Error::NotFound { message },
+        tonic::Code::InvalidArgument => Error::InvalidArgument { message },
+        tonic::Code::Unauthenticated => Error::Unauthenticated { message },
+        tonic::Code::Unknown
+            if message.contains("transport error") || message.contains("connection") =>
+        {
+            Error::Transport {
+                endpoint: endpoint.into(),
+                message,
+            }
+        }
+        _ => Error::Server {
+            endpoint: endpoint.into(),
+            message: format!("{:?}: {message}", s.code()),
+        },
+    }
+}
+
+fn check_send(size: usize, ctx: &CallCtx) -> Result<(), Error> {
+    frame::check_size(frame::Direction::Sent, size as u64, ctx.max_send).map_err(|e| {
+        Error::MessageTooLarge {
+            size: Some(e.size),
+            limit: Some(e.limit),
+            side: SizeSide::Client,
+        }
+    })
+}
+
+fn request<T>(message: T, ctx: &CallCtx) -> tonic::Request<T> {
+    let mut r = tonic::Request::new(message);
+    if let Some(t) = ctx.timeout {
+        r.set_timeout(t);
+    }
+    r
+}
+
+impl Grpc {
+    fn ms(&self, ctx: &CallCtx) -> MsServiceClient<Channel> {
+        MsServiceClient::new(self.channel.clone())
+            .max_decoding_message_size(ctx.max_receive as usize)
+            .max_encoding_message_size(usize::MAX)
+    }
+
+    fn oip(&self, ctx: &CallCtx) -> GrpcInferenceServiceClient<Channel> {
+        GrpcInferenceServiceClient::new(self.channel.clone())
+            .max_decoding_message_size(ctx.max_receive as usize)
+            .max_encoding_message_size(usize::MAX)
+    }
+
+    pub async fn predict(
+        &self,
+        ctx: CallCtx,
+        servable: &str,
+        method: &str,
+        version: u64,
+        instances: &[NamedTensors],
+    ) -> Result<Vec<InstanceResult>, Error> {
+        let msg = mindspore::grpc::encode_request(servable, method, version, instances)
+            .map_err(|e| Error::Request(e.to_string()))?;
+        check_send(msg.encoded_len(), &ctx)?;
+        let reply = self
+            .ms(&ctx)
+            .predict(request(msg, &ctx))
+            .await
+            .map_err(|s| status_error(s, &self.label, &ctx))?
+            .into_inner();
+        match mindspore::grpc::decode_reply(reply, instances.len()) {
+            Ok(Outcome::Instances(results)) => Ok(results),
+            Ok(Outcome::Failed(e)) => Err(Error::Servable(e)),
+            Err(e) => Err(Error::Protocol {
+                endpoint: self.label.clone(),
+                message: e.to_string(),
+            }),
+        }
+    }
+
+    pub async fn infer(&self, ctx: CallCtx, req: &InferRequest) -> Result<InferResponse, Error> {
+        let msg = oip::grpc::encode_request(req, self.contents)
+            .map_err(|e| Error::Request(e.to_string()))?;
+        check_send(msg.encoded_len(), &ctx)?;
+        let reply = self
+            .oip(&ctx)
+            .model_infer(request(msg, &ctx))
+            .await
+            .map_err(|s| status_error(s, &self.label, &ctx))?
+            .into_inner();
+        oip::grpc::decode_response(reply).map_err(|e| Error::Protocol {
+            endpoint: self.label.clone(),
+            message: e.to_string(),
+        })
+    }
+
+    pub async fn server_live(&self, ctx: CallCtx) -> Result<bool, Error> {
+        let r = self
+            .oip(&ctx)
+            .server_live(request(pb::ServerLiveRequest {}, &ctx))
+            .await;
+        Ok(r.map_err(|s| status_error(s, &self.label, &ctx))?
+            .into_inner()
+            .live)
+    }
+
+    pub async fn server_ready(&self, ctx: CallCtx) -> Result<bool, Error> {
+        let r = self
+            .oip(&ctx)
+            .server_ready(request(pb::ServerReadyRequest {}, &ctx))
+            .await;
+        Ok(r.map_err(|s| status_error(s, &self.label, &ctx))?
+            .into_inner()
+            .ready)
+    }
+
+    pub async fn model_ready(
+        &self,
+        ctx: CallCtx,
+        name: &str,
+        version: &str,
+    ) -> Result<bool, Error> {
+        let msg = pb::ModelReadyRequest {
+            name: name.into(),
+            version: version.into(),
+        };
+        let r = self.oip(&ctx).model_ready(request(msg, &ctx)).await;
+        Ok(r.map_err(|s| status_error(s, &self.label, &ctx))?
+            .into_inner()
+            .ready)
+    }
+
+    pub async fn server_metadata(&self, ctx: CallCtx) -> Result<ServerMetadata, Error> {
+        let r = self
+            .oip(&ctx)
+            .server_metadata(request(pb::ServerMetadataRequest {}, &ctx))
+            .await;
+        let m = r
+            .map_err(|s| status_error(s, &self.label, &ctx))?
+            .into_inner();
+        Ok(ServerMetadata {
+            name: m.name,
+            version: m.version,
+            extensions: m.extensions,
+        })
+    }
+
+    pub async fn model_metadata(
+        &self,
+        ctx: CallCtx,
+        name: &str,
+        version: &str,
+    ) -> Result<ModelMetadata, Error> {
+        let msg = pb::ModelMetadataRequest {
+            name: name.into(),
+            version: version.into(),
+        };
+        let r = self.oip(&ctx).model_metadata(request(msg, &ctx)).await;
+        let m = r
+            .map_err(|s| status_error(s, &self.label, &ctx))?
+            .into_inner();
+        let tensor = |t: pb::model_metadata_response::TensorMetadata| TensorMetadata {
+            name: t.name,
+            datatype: t.datatype,
+            shape: t.shape,
+        };
+        Ok(ModelMetadata {
+            name: m.name,
+            versions: m.versions,
+            platform: m.platform,
+            inputs: m.inputs.into_iter().map(tensor).collect(),
+            outputs: m.outputs.into_iter().map(tensor).collect(),
+        })
+    }
+}

@@ -1,0 +1,469 @@
+//! REST: MindSpore Serving's `POST /model/...` and the Open Inference
+//! Protocol's `/v2` routes, with the binary tensor extension.
+
+use bytes::{Bytes, BytesMut};
+use serde_json::Value;
+use serving_proto::mindspore::{self, InstanceResult, Outcome, StatusCode};
+use serving_proto::oip::rest::{self as oip_rest, BINARY_DATA_OUTPUT, HEADER_LENGTH};
+use serving_proto::oip::{InferRequest, InferResponse, Parameter};
+use serving_proto::{NamedTensors, TensorData, frame};
+
+use super::{CallCtx, ModelMetadata, ServerMetadata, TensorMetadata};
+use crate::error::{Error, SizeSide};
+
+/// The header the reference server reads a deadline from.
+const TIMEOUT_HEADER: &str = "Request-Timeout-Ms";
+
+/// One REST endpoint.
+#[derive(Clone, Debug)]
+pub(crate) struct Rest {
+    pub http: reqwest::Client,
+    pub base: String,
+    pub label: String,
+    /// Inputs of at least this many payload bytes make the request binary.
+    pub binary_threshold: usize,
+}
+
+struct Reply {
+    status: u16,
+    header_len: Option<String>,
+    body: Bytes,
+}
+
+/// Refuses a JSON body that is certainly over the cap and too big to build
+/// just to measure; its size is then reported as the lower bound.
+fn check_lower_bound(bound: u64, ctx: &CallCtx) -> Result<(), Error> {
+    if bound > BUILD_LIMIT {
+        check_send(bound, ctx)?;
+    }
+    Ok(())
+}
+
+fn check_send(size: u64, ctx: &CallCtx) -> Result<(), Error> {
+    frame::check_size(frame::Direction::Sent, size, ctx.max_send).map_err(|e| {
+        Error::MessageTooLarge {
+            size: Some(e.size),
+            limit: Some(e.limit),
+            side: SizeSide::Client,
+        }
+    })
+}
+
+/// Bodies at least this large are refused from their lower bound without
+/// being built (building them would cost as much memory again).
+const BUILD_LIMIT: u64 = 64 << 20;
+
+/// The smallest a JSON body of these tensors can be: one byte per element
+/// at least, and the raw size of variable-length elements.
+fn json_lower_bound<'a>(tensors: impl Iterator<Item = &'a serving_proto::Tensor>) -> u64 {
+    tensors
+        .map(|t| match t.data() {
+            TensorData::Raw(_) => t.element_count() as u64,
+            TensorData::Elements(e) => e.iter().map(|b| b.len() as u64).sum(),
+        })
+        .sum()
+}
+
+impl Rest {
+    fn error(&self, reply: &Reply, ctx: &CallCtx, sent: u64) -> Error {
+        let text = serde_json::from_slice::<Value>(&reply.body)
+            .ok()
+            .and_then(|v| {
+                v.get("error")
+                    .or_else(|| v.get("error_msg"))
+                    .and_then(Value::as_str)
+                    .map(str::to_owned)
+            })
+            .unwrap_or_else(|| {
+                String::from_utf8_lossy(&reply.body)
+                    .chars()
+                    .take(300)
+                    .collect()
+            });
+        let endpoint = self.label.clone();
+        match reply.status {
+            413 => {
+                let (size, limit) = match frame::parse_too_large(&text) {
+                    Some((s, l)) => (Some(s), Some(l)),
+                    None => (
+                        Some(sent),
+                        text.rsplit(' ').next().and_then(|n| n.parse().ok()),
+                    ),
+                };
+                Error::MessageTooLarge {
+                    size,
+                    limit,
+                    side: SizeSide::Server,
+                }
+            }
+            400 | 405 => Error::InvalidArgument { message: text },
+            401 | 403 => Error::Unauthenticated { message: text },
+            404 => Error::NotFound { message: text },
+            429 | 503 => Error::Unavailable {
+                endpoint,
+                message: text,
+            },
+            504 => Error::DeadlineExceeded {
+                endpoint,
+                timeout: ctx.timeout,
+                message: text,
+            },
+            _ => Error::Server {
+                endpoint,
+                message: format!("HTTP {}: {text}", reply.status),
+            },
+        }
+    }
+
+    fn transport(&self, e: reqwest::Error, ctx: &CallCtx) -> Error {
+        if e.is_timeout() {
+            return Error::DeadlineExceeded {
+                endpoint: self.label.clone(),
+                timeout: ctx.timeout,
+                message: e.to_string(),
+            };
+        }
+        let mut message = e.to_string();
+        let mut source = std::error::Error::source(&e);
+        while let Some(s) = source {
+            message.push_str(": ");
+            message.push_str(&s.to_string());
+            source = s.source();
+        }
+        Error::Transport {
+            endpoint: self.label.clone(),
+            message,
+        }
+    }
+
+    async fn send(&self, ctx: &CallCtx, req: reqwest::RequestBuilder) -> Result<Reply, Error> {
+        let mut req = req;
+        if let Some(t) = ctx.timeout {
+            req = req
+                .timeout(t)
+                .header(TIMEOUT_HEADER, t.as_millis().max(1).to_string());
+        }
+        let mut resp = req.send().await.map_err(|e| self.transport(e, ctx))?;
+        if let Some(len) = resp.content_length()
+            && len > ctx.max_receive
+        {
+            return Err(Error::MessageTooLarge {
+                size: Some(len),
+                limit: Some(ctx.max_receive),
+                side: SizeSide::Client,
+            });
+        }
+        let status = resp.status().as_u16();
+        let header_len = resp
+            .headers()
+            .get(HEADER_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let mut body = BytesMut::new();
+        while let Some(chunk) = resp.chunk().await.map_err(|e| self.transport(e, ctx))? {
+            if (body.len() + chunk.len()) as u64 > ctx.max_receive {
+                return Err(Error::MessageTooLarge {
+                    size: Some((body.len() + chunk.len()) as u64),
+                    limit: Some(ctx.max_receive),
+                    side: SizeSide::Client,
+                });
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(Reply {
+            status,
+            header_len,
+            body: body.freeze(),
+        })
+    }
+
+    pub async fn predict(
+        &self,
+        ctx: CallCtx,
+        servable: &str,
+        method: &str,
+        version: u64,
+        instances: &[NamedTensors],
+    ) -> Result<Vec<InstanceResult>, Error> {
+        check_lower_bound(
+            json_lower_bound(instances.iter().flat_map(|i| i.values())),
+            &ctx,
+        )?;
+        let body = mindspore::rest::encode_request(instances)
+            .map_err(|e| Error::Request(e.to_string()))?;
+        let sent = body.len() as u64;
+        check_send(sent, &ctx)?;
+        let path = if version == 0 {
+            format!("{}/model/{servable}:{method}", self.base)
+        } else {
+            format!("{}/model/{servable}/version/{version}:{method}", self.base)
+        };
+        let reply = self
+            .send(
+                &ctx,
+                self.http
+                    .post(path)
+                    .header("content-type", "application/json")
+                    .body(body),
+            )
+            .await?;
+        // MindSpore answers 200 to everything, errors included; servers that
+        // also set an HTTP status (ours does) still carry the in-band text.
+        // A size refusal is the typed size error either way.
+        if reply.status == 413 {
+            return Err(self.error(&reply, &ctx, sent));
+        }
+        match mindspore::rest::decode_response(&reply.body, instances.len()) {
+            Ok(Outcome::Failed(e)) => Err(Error::Servable(match reply.status {
+                // JSON carries no code: the status restores the class.
+                400 | 404 => e.with_code(StatusCode::InvalidInputs),
+                500 => e.with_code(StatusCode::SystemError),
+                503 if e.message.ends_with("servable is not available") => {
+                    e.with_code(StatusCode::ServableUnavailable)
+                }
+                _ => e,
+            })),
+            _ if reply.status != 200 => Err(self.error(&reply, &ctx, sent)),
+            Ok(Outcome::Instances(results)) => Ok(results),
+            Err(e) => Err(Error::Protocol {
+                endpoint: self.label.clone(),
+                message: e.to_string(),
+            }),
+        }
+    }
+
+    pub async fn infer(&self, ctx: CallCtx, req: &InferRequest) -> Result<InferResponse, Error> {
+        let binary = req
+            .inputs
+            .iter()
+            .any(|i| i.tensor.payload_len() >= self.binary_threshold);
+        let mut owned;
+        let req = if binary && !req.parameters.contains_key(BINARY_DATA_OUTPUT) {
+            owned = req.clone();
+            owned
+                .parameters
+                .insert(BINARY_DATA_OUTPUT.into(), Parameter::Bool(true));
+            &owned
+        } else {
+            req
+        };
+        if !binary {
+            check_lower_bound(json_lower_bound(req.inputs.iter().map(|i| &i.tensor)), &ctx)?;
+        }
+        let body =
+            oip_rest::encode_request(req, binary).map_err(|e| Error::Request(e.to_string()))?;
+        let sent = body.len() as u64;
+        check_send(sent, &ctx)?;
+        let path = if req.model_version.is_empty() {
+            format!("{}/v2/models/{}/infer", self.base, req.model_name)
+        } else {
+            format!(
+                "{}/v2/models/{}/versions/{}/infer",
+                self.base, req.model_name, req.model_version
+            )
+        };
+        let mut http = self
+            .http
+            .post(path)
+            .header("content-type", body.content_type());
+        if let Some(n) = body.header_len {
+            http = http.header(HEADER_LENGTH, n);
+        }
+        let stream = futures_body(body.parts);
+        let reply = self.send(&ctx, http.body(stream)).await?;
+        if reply.status != 200 {
+            return Err(self.error(&reply, &ctx, sent));
+        }
+        let header_len =
+            match &reply.header_len {
+                None => None,
+                Some(v) => Some(oip_rest::parse_header_length(v, reply.body.len()).map_err(
+                    |e| Error::Protocol {
+                        endpoint: self.label.clone(),
+                        message: e.to_string(),
+                    },
+                )?),
+            };
+        let mut resp =
+            oip_rest::decode_response(reply.body, header_len).map_err(|e| Error::Protocol {
+                endpoint: self.label.clone(),
+                message: e.to_string(),
+            })?;
+        if resp.model_name.is_empty() {
+            resp.model_name = req.model_name.clone();
+        }
+        Ok(resp)
+    }
+
+    async fn get(&self, ctx: &CallCtx, path: &str) -> Result<Reply, Error> {
+        self.send(ctx, self.http.get(format!("{}{path}", self.base)))
+            .await
+    }
+
+    async fn health(&self, ctx: CallCtx, path: &str) -> Result<bool, Error> {
+        let reply = self.get(&ctx, path).await?;
+        match reply.status {
+            200 => Ok(true),
+            400..=499 | 503 if reply.status != 401 && reply.status != 404 => Ok(false),
+            _ => Err(self.error(&reply, &ctx, 0)),
+        }
+    }
+
+    pub async fn server_live(&self, ctx: CallCtx) -> Result<bool, Error> {
+        self.health(ctx, "/v2/health/live").await
+    }
+
+    pub async fn server_ready(&self, ctx: CallCtx) -> Result<bool, Error> {
+        self.health(ctx, "/v2/health/ready").await
+    }
+
+    fn model_path(name: &str, version: &str) -> String {
+        if version.is_empty() {
+            format!("/v2/models/{name}")
+        } else {
+            format!("/v2/models/{name}/versions/{version}")
+        }
+    }
+
+    pub async fn model_ready(
+        &self,
+        ctx: CallCtx,
+        name: &str,
+        version: &str,
+    ) -> Result<bool, Error> {
+        self.health(ctx, &format!("{}/ready", Self::model_path(name, version)))
+            .await
+    }
+
+    fn json(&self, reply: Reply, ctx: &CallCtx) -> Result<Value, Error> {
+        if reply.status != 200 {
+            return Err(self.error(&reply, ctx, 0));
+        }
+        serde_json::from_slice(&reply.body).map_err(|e| Error::Protocol {
+            endpoint: self.label.clone(),
+            message: e.to_string(),
+        })
+    }
+
+    pub async fn server_metadata(&self, ctx: CallCtx) -> Result<ServerMetadata, Error> {
+        let v = self.json(self.get(&ctx, "/v2").await?, &ctx)?;
+        let s = |k: &str| {
+            v.get(k)
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned()
+        };
+        Ok(ServerMetadata {
+            name: s("name"),
+            version: s("version"),
+            extensions: strings(v.get("extensions")),
+        })
+    }
+
+    pub async fn model_metadata(
+        &self,
+        ctx: CallCtx,
+        name: &str,
+        version: &str,
+    ) -> Result<ModelMetadata, Error> {
+        let v = self.json(
+            self.get(&ctx, &Self::model_path(name, version)).await?,
+            &ctx,
+        )?;
+        let tensors = |key: &str| -> Vec<TensorMetadata> {
+            v.get(key)
+                .and_then(Value::as_array)
+                .map(|a| {
+                    a.iter()
+                        .map(|t| TensorMetadata {
+                            name: t
+                                .get("name")
+                                .and_then(Value::as_str)
+                                .unwrap_or_default()
+                                .to_owned(),
+                            datatype: t
+                                .get("datatype")
+                                .and_then(Value::as_str)
+                                .unwrap_or_default()
+                                .to_owned(),
+                            shape: t
+                                .get("shape")
+                                .and_then(Value::as_array)
+                                .map(|s| s.iter().filter_map(Value::as_i64).collect())
+                                .unwrap_or_default(),
+                        })
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        Ok(ModelMetadata {
+            name: v
+                .get("name")
+                .and_then(Value::as_str)
+                .unwrap_or(name)
+                .to_owned(),
+            versions: strings(v.get("versions")),
+            platform: v
+                .get("platform")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned(),
+            inputs: tensors("inputs"),
+            outputs: tensors("outputs"),
+        })
+    }
+}
+
+fn strings(v: Option<&Value>) -> Vec<String> {
+    v.and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(Value::as_str)
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// A body that sends the parts in order without joining them (the binary
+/// parts are the tensors' own buffers).
+fn futures_body(parts: Vec<Bytes>) -> reqwest::Body {
+    if let [one] = parts.as_slice() {
+        return reqwest::Body::from(one.clone());
+    }
+    let len: u64 = parts.iter().map(|p| p.len() as u64).sum();
+    let stream = PartsBody {
+        parts: parts.into(),
+        len,
+    };
+    reqwest::Body::wrap(stream)
+}
+
+struct PartsBody {
+    parts: std::collections::VecDeque<Bytes>,
+    len: u64,
+}
+
+impl http_body::Body for PartsBody {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        let next = self.parts.pop_front();
+        if let Some(p) = &next {
+            self.len -= p.len() as u64;
+        }
+        std::task::Poll::Ready(next.map(|p| Ok(http_body::Frame::data(p))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.parts.is_empty()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        http_body::SizeHint::with_exact(self.len)
+    }
+}

@@ -1,0 +1,545 @@
+//! The client against real reference servers: both protocols on both
+//! transports, sizes, errors, several endpoints, deadlines and TLS.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use reference_server::server::{self, Config, Running};
+use serving_client::{Balance, Client, Error, NamedTensors, Protocol, SizeSide, Tensor};
+
+fn config() -> Config {
+    Config {
+        grpc_address: ([127, 0, 0, 1], 0).into(),
+        rest_address: ([127, 0, 0, 1], 0).into(),
+        poll_interval: None,
+        ..Config::default()
+    }
+}
+
+async fn demo() -> Running {
+    server::start(config()).await.expect("server starts")
+}
+
+fn grpc(s: &Running) -> String {
+    format!("grpc://{}", s.grpc_address)
+}
+
+fn http(s: &Running) -> String {
+    format!("http://{}", s.rest_address)
+}
+
+fn square(v: f32) -> Tensor {
+    Tensor::from_slice(&[2, 2], &[v; 4]).unwrap()
+}
+
+fn instance(a: f32, b: f32) -> NamedTensors {
+    [("x1".to_string(), square(a)), ("x2".to_string(), square(b))].into()
+}
+
+#[tokio::test]
+async fn mindspore_on_grpc_and_rest() {
+    let server = demo().await;
+    for url in [grpc(&server), http(&server)] {
+        let client = Client::new(&url, Protocol::MindSpore).unwrap();
+        let results = client
+            .predict(
+                "add",
+                "add_common",
+                &[instance(1.0, 2.0), instance(3.0, 4.0)],
+            )
+            .await
+            .unwrap();
+        // JSON carries no types: REST floats come back as FP64.
+        assert_eq!(
+            results[0].as_ref().unwrap()["y"].to_f64_vec().unwrap(),
+            vec![3.0; 4],
+            "{url}"
+        );
+        assert_eq!(
+            results[1].as_ref().unwrap()["y"].to_f64_vec().unwrap(),
+            vec![7.0; 4],
+            "{url}"
+        );
+        // A per-instance failure stays in its place.
+        let bad: NamedTensors = [
+            ("x1".to_string(), square(1.0)),
+            (
+                "x2".to_string(),
+                Tensor::from_slice(&[3], &[1f32; 3]).unwrap(),
+            ),
+        ]
+        .into();
+        let results = client
+            .predict_version("add", "add_common", 1, &[instance(1.0, 1.0), bad])
+            .await
+            .unwrap();
+        assert!(results[0].is_ok());
+        assert_eq!(
+            results[1].as_ref().unwrap_err().message,
+            "Given model input 1 size 12 not match the size 16 defined in model"
+        );
+        // A whole-request failure is an in-band servable error with its text.
+        let e = client
+            .predict("nope", "add_common", &[instance(1.0, 1.0)])
+            .await
+            .unwrap_err();
+        let Error::Servable(s) = &e else {
+            panic!("{url}: {e:?}")
+        };
+        assert_eq!(
+            s.message,
+            "Request servable(nope) method(add_common) , servable is not available"
+        );
+        assert!(!e.is_retryable());
+        // The other protocol's call is refused locally.
+        assert!(matches!(
+            client.infer("add").send().await,
+            Err(Error::Config(_))
+        ));
+    }
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn open_inference_on_grpc_and_rest_json_and_binary() {
+    let server = demo().await;
+    for url in [grpc(&server), http(&server)] {
+        let client = Client::new(&url, Protocol::OpenInference).unwrap();
+        assert!(client.server_live().await.unwrap());
+        assert!(client.server_ready().await.unwrap());
+        assert!(client.model_ready("add", None).await.unwrap());
+        assert!(client.model_ready("add", Some("1")).await.unwrap());
+        let meta = client.model_metadata("add", None).await.unwrap();
+        assert_eq!(
+            (meta.inputs.len(), meta.outputs[0].datatype.as_str()),
+            (2, "FP32")
+        );
+        assert_eq!(
+            client.server_metadata().await.unwrap().name,
+            "serving-reference-server"
+        );
+        let resp = client
+            .infer("add")
+            .id("7")
+            .input("x1", square(1.5))
+            .input("x2", square(2.0))
+            .output("y")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!((resp.id.as_str(), resp.model_version.as_str()), ("7", "1"));
+        assert_eq!(
+            resp.outputs[0].tensor.to_vec::<f32>().unwrap(),
+            vec![3.5; 4],
+            "{url}"
+        );
+        let e = client
+            .infer("nope")
+            .input("x", square(1.0))
+            .send()
+            .await
+            .unwrap_err();
+        assert!(matches!(e, Error::NotFound { .. }), "{url}: {e:?}");
+        let e = client
+            .infer("add")
+            .input("x1", square(1.0))
+            .send()
+            .await
+            .unwrap_err();
+        assert!(matches!(e, Error::InvalidArgument { .. }), "{url}: {e:?}");
+    }
+    // REST: a tensor over the binary threshold travels binary both ways.
+    let client = Client::builder()
+        .endpoint(http(&server))
+        .binary_threshold(8)
+        .build()
+        .unwrap();
+    let resp = client
+        .infer("add")
+        .input("x1", square(1.0))
+        .input("x2", square(1.0))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        resp.outputs[0].tensor.to_vec::<f32>().unwrap(),
+        vec![2.0; 4]
+    );
+    // gRPC with typed contents.
+    let client = Client::builder()
+        .endpoint(grpc(&server))
+        .typed_contents(true)
+        .build()
+        .unwrap();
+    let resp = client
+        .infer("add")
+        .input("x1", square(1.0))
+        .input("x2", square(1.0))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        resp.outputs[0].tensor.to_vec::<f32>().unwrap(),
+        vec![2.0; 4]
+    );
+    server.shutdown().await;
+}
+
+/// A TCP port that accepts and counts connections, and answers nothing.
+async fn counting_port() -> (String, Arc<AtomicUsize>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let count = Arc::new(AtomicUsize::new(0));
+    let c = count.clone();
+    tokio::spawn(async move {
+        while let Ok((s, _)) = listener.accept().await {
+            c.fetch_add(1, Ordering::SeqCst);
+            drop(s);
+        }
+    });
+    (addr.to_string(), count)
+}
+
+#[tokio::test]
+async fn the_send_cap_is_checked_before_a_byte_is_sent() {
+    let (addr, connections) = counting_port().await;
+    let big = Tensor::from_slice(&[4096], &vec![0u8; 4096]).unwrap();
+    for (url, protocol) in [
+        (format!("grpc://{addr}"), Protocol::MindSpore),
+        (format!("http://{addr}"), Protocol::MindSpore),
+        (format!("grpc://{addr}"), Protocol::OpenInference),
+        (format!("http://{addr}"), Protocol::OpenInference),
+    ] {
+        let client = Client::builder()
+            .endpoint(&url)
+            .protocol(protocol)
+            .max_send_size(1024)
+            .build()
+            .unwrap();
+        let e = match protocol {
+            Protocol::MindSpore => client
+                .predict("s", "m", &[[("x".to_string(), big.clone())].into()])
+                .await
+                .unwrap_err(),
+            _ => client
+                .infer("m")
+                .input("x", big.clone())
+                .send()
+                .await
+                .unwrap_err(),
+        };
+        let Error::MessageTooLarge {
+            size: Some(size),
+            limit: Some(1024),
+            side: SizeSide::Client,
+        } = e
+        else {
+            panic!("{url} {protocol:?}: {e:?}")
+        };
+        assert!(size > 4096);
+        assert!(
+            e.to_string()
+                .starts_with(&format!("Sent message larger than max ({size} vs. 1024)"))
+        );
+    }
+    assert_eq!(connections.load(Ordering::SeqCst), 0, "nothing was sent");
+    // The cap cannot be raised past 512 MiB.
+    assert!(matches!(
+        Client::builder()
+            .endpoint("grpc://h:1")
+            .max_send_size(513 << 20)
+            .build(),
+        Err(Error::Config(_))
+    ));
+}
+
+#[tokio::test]
+async fn requests_over_4_gib_fail_cleanly() {
+    // Zeroed pages are not touched: this costs no memory.
+    let size = (4u64 << 30) + 16;
+    let huge = Tensor::from_raw(
+        serving_client::DataType::Uint8,
+        vec![size as i64],
+        bytes::Bytes::from(vec![0u8; size as usize]),
+    )
+    .unwrap();
+    let (addr, connections) = counting_port().await;
+    for url in [format!("grpc://{addr}"), format!("http://{addr}")] {
+        let client = Client::new(&url, Protocol::OpenInference).unwrap();
+        let e = client
+            .infer("m")
+            .input("x", huge.clone())
+            .send()
+            .await
+            .unwrap_err();
+        let Error::MessageTooLarge {
+            size: Some(s),
+            limit: Some(limit),
+            side: SizeSide::Client,
+        } = e
+        else {
+            panic!("{e:?}")
+        };
+        assert!(
+            s > size && limit == serving_client::MAX_MESSAGE_SIZE,
+            "{s} {limit}"
+        );
+    }
+    let client = Client::new(&format!("grpc://{addr}"), Protocol::MindSpore).unwrap();
+    let e = client
+        .predict("s", "m", &[[("x".to_string(), huge)].into()])
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            Error::MessageTooLarge {
+                side: SizeSide::Client,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    assert_eq!(connections.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test]
+async fn a_servers_size_refusal_is_typed_with_its_numbers() {
+    let server = server::start(Config {
+        max_msg_mb_size: 1,
+        ..config()
+    })
+    .await
+    .unwrap();
+    let big = Tensor::from_slice(&[2 << 20], &vec![1u8; 2 << 20]).unwrap();
+    for url in [grpc(&server), http(&server)] {
+        let client = Client::new(&url, Protocol::OpenInference).unwrap();
+        let e = client
+            .infer("add")
+            .input("x1", big.clone())
+            .send()
+            .await
+            .unwrap_err();
+        let Error::MessageTooLarge {
+            size: Some(size),
+            limit: Some(limit),
+            side: SizeSide::Server,
+        } = e
+        else {
+            panic!("{url}: {e:?}")
+        };
+        assert_eq!(limit, 1 << 20, "{url}");
+        assert!(size > 2 << 20, "{url}: {size}");
+        assert!(!e.is_retryable());
+        let client = Client::new(&url, Protocol::MindSpore).unwrap();
+        let e = client
+            .predict(
+                "add",
+                "add_common",
+                &[[("x1".to_string(), big.clone())].into()],
+            )
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(
+                e,
+                Error::MessageTooLarge {
+                    limit: Some(1048576),
+                    side: SizeSide::Server,
+                    ..
+                }
+            ),
+            "{url}: {e:?}"
+        );
+    }
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_busy_server_is_a_retryable_error() {
+    let server = demo().await;
+    server.state.set_ready(false);
+    for url in [grpc(&server), http(&server)] {
+        let client = Client::builder().endpoint(&url).retries(0).build().unwrap();
+        let e = client
+            .infer("add")
+            .input("x1", square(1.0))
+            .input("x2", square(1.0))
+            .send()
+            .await
+            .unwrap_err();
+        assert!(matches!(e, Error::Unavailable { .. }), "{url}: {e:?}");
+        assert!(e.is_retryable());
+    }
+    let client = Client::new(&grpc(&server), Protocol::MindSpore).unwrap();
+    let e = client
+        .predict("add", "add_common", &[instance(1.0, 1.0)])
+        .await
+        .unwrap_err();
+    assert_eq!(e.servable_code(), Some(5));
+    assert!(e.is_retryable());
+    server.state.set_ready(true);
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn several_endpoints_survive_a_dead_one_and_a_stopped_server() {
+    let a = demo().await;
+    let b = demo().await;
+    let (dead, _) = counting_port().await;
+    let client = Client::builder()
+        .endpoints([format!("grpc://{dead}"), grpc(&a), http(&b)])
+        .protocol(Protocol::MindSpore)
+        .balance(Balance::LeastLoaded)
+        .connect_timeout(Duration::from_secs(2))
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    for i in 0..20 {
+        let r = client
+            .predict("add", "add_common", &[instance(i as f32, 1.0)])
+            .await
+            .unwrap();
+        assert_eq!(
+            r[0].as_ref().unwrap()["y"].to_f64_vec().unwrap(),
+            vec![f64::from(i) + 1.0; 4]
+        );
+    }
+    // One server goes away: every request still succeeds on the other.
+    a.shutdown().await;
+    for i in 0..20 {
+        let r = client
+            .predict("add", "add_common", &[instance(i as f32, 2.0)])
+            .await
+            .unwrap();
+        assert_eq!(
+            r[0].as_ref().unwrap()["y"].to_f64_vec().unwrap(),
+            vec![f64::from(i) + 2.0; 4]
+        );
+    }
+    b.shutdown().await;
+}
+
+#[tokio::test]
+async fn deadlines_reach_the_server_and_end_the_call() {
+    // One replica holding batches open for 500 ms.
+    let dir = tempfile::tempdir().unwrap();
+    let toml = "[[model]]\nname = \"m\"\nfile = \"m.onnx\"\n\n[[method]]\nname = \"add_common\"\ninputs = [\"x1\", \"x2\"]\noutputs = [\"y\"]\n\n[[method.stage]]\nmodel = \"m\"\ninputs = [\"x1\", \"x2\"]\noutputs = [\"y\"]\n\n[deployment]\nmax_batch_size = 8\nbatch_timeout_us = 500000\n";
+    std::fs::create_dir_all(dir.path().join("slow/1")).unwrap();
+    std::fs::write(dir.path().join("slow/servable.toml"), toml).unwrap();
+    std::fs::write(
+        dir.path().join("slow/1/m.onnx"),
+        reference_server::demo::add_model(),
+    )
+    .unwrap();
+    let server = server::start(Config {
+        model_repository: Some(dir.path().to_owned()),
+        ..config()
+    })
+    .await
+    .unwrap();
+    for url in [grpc(&server), http(&server)] {
+        let client = Client::builder()
+            .endpoint(&url)
+            .protocol(Protocol::MindSpore)
+            .timeout(Duration::from_millis(100))
+            .build()
+            .unwrap();
+        let e = client
+            .predict("slow", "add_common", &[instance(1.0, 1.0)])
+            .await
+            .unwrap_err();
+        assert!(matches!(e, Error::DeadlineExceeded { .. }), "{url}: {e:?}");
+    }
+    server.shutdown().await;
+}
+
+fn pki(dir: &std::path::Path) {
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = rcgen::Issuer::new(ca_params, ca_key);
+    std::fs::write(dir.join("ca.crt"), ca.pem()).unwrap();
+    for (stem, names) in [
+        ("server", vec!["models.internal".to_string()]),
+        ("client", vec!["client".to_string()]),
+    ] {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(names)
+            .unwrap()
+            .signed_by(&key, &issuer)
+            .unwrap();
+        std::fs::write(dir.join(format!("{stem}.crt")), cert.pem()).unwrap();
+        std::fs::write(dir.join(format!("{stem}.key")), key.serialize_pem()).unwrap();
+    }
+}
+
+#[tokio::test]
+async fn tls_with_a_custom_ca_a_client_identity_and_a_server_name_override() {
+    let dir = tempfile::tempdir().unwrap();
+    pki(dir.path());
+    let server = server::start(Config {
+        tls: Some(reference_server::tls::TlsFiles {
+            certificate: dir.path().join("server.crt"),
+            private_key: dir.path().join("server.key"),
+            client_ca: Some(dir.path().join("ca.crt")),
+        }),
+        ..config()
+    })
+    .await
+    .unwrap();
+    let read = |f: &str| std::fs::read(dir.path().join(f)).unwrap();
+    for url in [
+        format!("grpcs://127.0.0.1:{}", server.grpc_address.port()),
+        format!("https://127.0.0.1:{}", server.rest_address.port()),
+    ] {
+        let client = Client::builder()
+            .endpoint(&url)
+            .protocol(Protocol::MindSpore)
+            .ca_certificate_pem(read("ca.crt"))
+            .identity_pem(read("client.crt"), read("client.key"))
+            .server_name("models.internal")
+            .build()
+            .unwrap();
+        let r = client
+            .predict("add", "add_common", &[instance(1.0, 1.0)])
+            .await
+            .unwrap();
+        assert!(r[0].is_ok(), "{url}");
+        // Without the identity, mutual TLS refuses the client.
+        let anonymous = Client::builder()
+            .endpoint(&url)
+            .protocol(Protocol::MindSpore)
+            .ca_certificate_pem(read("ca.crt"))
+            .server_name("models.internal")
+            .retries(0)
+            .build()
+            .unwrap();
+        assert!(
+            anonymous
+                .predict("add", "add_common", &[instance(1.0, 1.0)])
+                .await
+                .is_err(),
+            "{url}"
+        );
+        // Without the override, the certificate's name does not match.
+        let wrong_name = Client::builder()
+            .endpoint(&url)
+            .protocol(Protocol::MindSpore)
+            .ca_certificate_pem(read("ca.crt"))
+            .identity_pem(read("client.crt"), read("client.key"))
+            .retries(0)
+            .build()
+            .unwrap();
+        assert!(
+            wrong_name
+                .predict("add", "add_common", &[instance(1.0, 1.0)])
+                .await
+                .is_err(),
+            "{url}"
+        );
+    }
+    server.shutdown().await;
+}
