@@ -50,8 +50,19 @@ impl Client {
         })
     }
 
-    /// See [`crate::Client::predict_version`].
+    /// See [`crate::Client::predict`].
     pub fn predict(
+        &self,
+        servable: &str,
+        method: &str,
+        instances: &[NamedTensors],
+    ) -> Result<Predictions, Error> {
+        self.runtime
+            .block_on(self.inner.predict(servable, method, instances))
+    }
+
+    /// See [`crate::Client::predict_version`].
+    pub fn predict_version(
         &self,
         servable: &str,
         method: &str,

@@ -75,6 +75,7 @@ struct Inner {
     timeout: Option<Duration>,
     max_send: u64,
     max_receive: u64,
+    headers: Arc<http::HeaderMap>,
 }
 
 /// A client of one or more model servers.
@@ -134,6 +135,7 @@ pub struct ClientBuilder {
     set_aside: Duration,
     contents: Contents,
     binary_threshold: usize,
+    headers: Vec<(String, String)>,
 }
 
 impl Default for ClientBuilder {
@@ -151,6 +153,7 @@ impl Default for ClientBuilder {
             set_aside: Duration::from_secs(5),
             contents: Contents::Raw,
             binary_threshold: 1024,
+            headers: Vec::new(),
         }
     }
 }
@@ -264,12 +267,41 @@ impl ClientBuilder {
         self
     }
 
+    /// Sends `Authorization: Bearer <token>` with every call (gRPC metadata
+    /// or HTTP header).
+    pub fn bearer_token(self, token: impl AsRef<str>) -> ClientBuilder {
+        let value = format!("Bearer {}", token.as_ref());
+        self.header("authorization", value)
+    }
+
+    /// Sends this header (gRPC metadata) with every call; checked by
+    /// [`ClientBuilder::build`].
+    pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> ClientBuilder {
+        self.headers.push((name.into(), value.into()));
+        self
+    }
+
     /// Builds the client. No connection is opened yet.
     pub fn build(self) -> Result<Client, Error> {
+        // reqwest is built here with rustls and no bundled provider; a
+        // process without a default provider gets ring, so other reqwest
+        // clients of the program keep working too.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         if self.endpoints.is_empty() {
             return Err(Error::Config(
                 "no endpoint: add one with .endpoint(url)".into(),
             ));
+        }
+        let mut headers = http::HeaderMap::new();
+        for (name, value) in &self.headers {
+            let name = http::HeaderName::try_from(name.to_ascii_lowercase())
+                .map_err(|e| Error::Config(format!("header name '{name}': {e}")))?;
+            let mut value = http::HeaderValue::try_from(value.as_str())
+                .map_err(|e| Error::Config(format!("header '{name}': {e}")))?;
+            if name == http::header::AUTHORIZATION {
+                value.set_sensitive(true);
+            }
+            headers.append(name, value);
         }
         for (what, value) in [
             ("max_send_size", self.max_send),
@@ -363,6 +395,7 @@ impl ClientBuilder {
                 timeout: self.timeout,
                 max_send: self.max_send,
                 max_receive: self.max_receive,
+                headers: Arc::new(headers),
             }),
         })
     }
@@ -399,26 +432,45 @@ impl Client {
         }
     }
 
-    fn pick(&self) -> Result<&Endpoint, Error> {
+    /// Picks an endpoint not yet tried by this call and not set aside; when
+    /// every endpoint is set aside, the one set aside longest ago is probed
+    /// (a client never refuses to try).
+    fn pick(&self, tried: &[usize]) -> (usize, &Endpoint) {
         let now = Instant::now();
         let eps = &self.inner.endpoints;
-        let available: Vec<&Endpoint> = eps.iter().filter(|e| e.available(now)).collect();
+        let fresh: Vec<usize> = (0..eps.len()).filter(|i| !tried.contains(i)).collect();
+        let pool = if fresh.is_empty() {
+            (0..eps.len()).collect()
+        } else {
+            fresh
+        };
+        let available: Vec<usize> = pool
+            .iter()
+            .copied()
+            .filter(|&i| eps[i].available(now))
+            .collect();
         if available.is_empty() {
-            return Err(Error::NoEndpoint(eps.len()));
+            let i = pool
+                .into_iter()
+                .min_by_key(|&i| {
+                    *eps[i]
+                        .set_aside_until
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                })
+                .expect("at least one endpoint");
+            return (i, &eps[i]);
         }
-        Ok(match self.inner.balance {
-            Balance::RoundRobin => {
-                available[self.inner.next.fetch_add(1, Ordering::Relaxed) % available.len()]
-            }
-            Balance::LeastLoaded => {
-                let start = self.inner.next.fetch_add(1, Ordering::Relaxed);
-                let n = available.len();
-                (0..n)
-                    .map(|i| available[(start + i) % n])
-                    .min_by_key(|e| e.in_flight.load(Ordering::Relaxed))
-                    .expect("not empty")
-            }
-        })
+        let start = self.inner.next.fetch_add(1, Ordering::Relaxed);
+        let n = available.len();
+        let i = match self.inner.balance {
+            Balance::RoundRobin => available[start % n],
+            Balance::LeastLoaded => (0..n)
+                .map(|k| available[(start + k) % n])
+                .min_by_key(|&i| eps[i].in_flight.load(Ordering::Relaxed))
+                .expect("not empty"),
+        };
+        (i, &eps[i])
     }
 
     /// Runs `op` on an endpoint, retrying retryable failures on others
@@ -429,9 +481,10 @@ impl Client {
         Fut: Future<Output = Result<T, Error>> + 'a,
     {
         let deadline = self.inner.timeout.map(|t| Instant::now() + t);
-        let mut attempt = 0;
+        let mut tried = Vec::new();
         loop {
-            let endpoint = self.pick()?;
+            let attempt = tried.len();
+            let (index, endpoint) = self.pick(&tried);
             let timeout = match deadline {
                 Some(d) => {
                     let left = d.saturating_duration_since(Instant::now());
@@ -447,6 +500,7 @@ impl Client {
                 None => None,
             };
             let ctx = CallCtx {
+                headers: self.inner.headers.clone(),
                 timeout,
                 max_send: self.inner.max_send,
                 max_receive: self.inner.max_receive,
@@ -455,25 +509,37 @@ impl Client {
             endpoint.in_flight.fetch_add(1, Ordering::Relaxed);
             let result = op(endpoint, ctx).instrument(span).await;
             endpoint.in_flight.fetch_sub(1, Ordering::Relaxed);
+            let set_aside = |until: Option<Instant>| {
+                *endpoint
+                    .set_aside_until
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner()) = until;
+            };
             match result {
-                Err(e) if e.is_retryable() && attempt < self.inner.retries => {
-                    tracing::debug!(endpoint = %endpoint.url, error = %e, "retryable failure; setting the endpoint aside");
-                    *endpoint
-                        .set_aside_until
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner()) =
-                        Some(Instant::now() + self.inner.set_aside);
-                    attempt += 1;
-                    if self
-                        .inner
-                        .endpoints
-                        .iter()
-                        .all(|e| !e.available(Instant::now()))
-                    {
+                Err(e) if e.is_retryable() => {
+                    tracing::debug!(endpoint = %endpoint.url, error = %e, attempt, "retryable failure; setting the endpoint aside");
+                    set_aside(Some(Instant::now() + self.inner.set_aside));
+                    if attempt >= self.inner.retries {
                         return Err(e);
                     }
+                    tried.push(index);
+                    // Once every endpoint has been tried, wait a little
+                    // before going round again.
+                    if tried.len() >= self.inner.endpoints.len() {
+                        let pause = Duration::from_millis(25 << attempt.min(5));
+                        if deadline.is_some_and(|d| Instant::now() + pause >= d) {
+                            return Err(e);
+                        }
+                        tokio::time::sleep(pause).await;
+                    }
                 }
-                other => return other,
+                Ok(value) => {
+                    if !endpoint.available(Instant::now()) {
+                        set_aside(None);
+                    }
+                    return Ok(value);
+                }
+                Err(e) => return Err(e),
             }
         }
     }

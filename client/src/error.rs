@@ -103,9 +103,6 @@ pub enum Error {
     /// The client was configured wrongly.
     #[error("invalid client configuration: {0}")]
     Config(String),
-    /// Every endpoint is set aside after failures.
-    #[error("no endpoint available: all {0} endpoints failed recently")]
-    NoEndpoint(usize),
 }
 
 impl Error {
@@ -113,7 +110,7 @@ impl Error {
     /// or unreachable server, not a bad request.
     pub fn is_retryable(&self) -> bool {
         match self {
-            Error::Unavailable { .. } | Error::Transport { .. } | Error::NoEndpoint(_) => true,
+            Error::Unavailable { .. } | Error::Transport { .. } => true,
             // MindSpore's in-band "busy" answers: no replica alive (code 5)
             // and a full queue.
             Error::Servable(e) => {

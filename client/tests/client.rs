@@ -543,3 +543,467 @@ async fn tls_with_a_custom_ca_a_client_identity_and_a_server_name_override() {
     }
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn the_send_cap_admits_cap_minus_one_and_refuses_cap_plus_one() {
+    use prost::Message;
+    use serving_proto::oip::{InferRequest, NamedTensor};
+    let server = demo().await;
+    let ms_instances = [instance(1.0, 2.0)];
+    let oip_request = InferRequest {
+        model_name: "add".into(),
+        inputs: vec![
+            NamedTensor::new("x1", square(1.0)),
+            NamedTensor::new("x2", square(2.0)),
+        ],
+        ..Default::default()
+    };
+    // The exact encoded size of each request, as the client computes it.
+    let sizes = [
+        (
+            grpc(&server),
+            Protocol::MindSpore,
+            serving_proto::mindspore::grpc::encode_request("add", "add_common", 0, &ms_instances)
+                .unwrap()
+                .encoded_len() as u64,
+        ),
+        (
+            http(&server),
+            Protocol::MindSpore,
+            serving_proto::mindspore::rest::encode_request(&ms_instances)
+                .unwrap()
+                .len() as u64,
+        ),
+        (
+            grpc(&server),
+            Protocol::OpenInference,
+            serving_proto::oip::grpc::encode_request(
+                &oip_request,
+                serving_proto::oip::grpc::Contents::Raw,
+            )
+            .unwrap()
+            .encoded_len() as u64,
+        ),
+        (
+            http(&server),
+            Protocol::OpenInference,
+            serving_proto::oip::rest::encode_request(&oip_request, false)
+                .unwrap()
+                .len() as u64,
+        ),
+    ];
+    for (url, protocol, size) in sizes {
+        for cap in [size + 1, size - 1] {
+            let client = Client::builder()
+                .endpoint(&url)
+                .protocol(protocol)
+                .max_send_size(cap)
+                .build()
+                .unwrap();
+            let result = match protocol {
+                Protocol::MindSpore => client
+                    .predict("add", "add_common", &ms_instances)
+                    .await
+                    .map(|_| ()),
+                _ => client.infer_request(&oip_request).await.map(|_| ()),
+            };
+            if cap > size {
+                result.unwrap_or_else(|e| {
+                    panic!("{url} {protocol:?}: {size} bytes under a cap of {cap}: {e}")
+                });
+            } else {
+                let e = result.unwrap_err();
+                assert!(
+                    matches!(e, Error::MessageTooLarge { size: Some(s), limit: Some(l), side: SizeSide::Client } if s == size && l == cap),
+                    "{url} {protocol:?}: {e:?}"
+                );
+                assert_eq!(
+                    e.to_string().split(';').next().unwrap(),
+                    format!("Sent message larger than max ({size} vs. {cap})")
+                );
+            }
+        }
+    }
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn grpc_over_a_unix_socket() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("serving.sock");
+    let server = server::start(Config {
+        grpc_unix: Some(socket.clone()),
+        ..config()
+    })
+    .await
+    .unwrap();
+    let url = format!("unix:{}", socket.display());
+    let ms = Client::new(&url, Protocol::MindSpore).unwrap();
+    let r = ms
+        .predict("add", "add_common", &[instance(1.0, 2.0)])
+        .await
+        .unwrap();
+    assert_eq!(
+        r[0].as_ref().unwrap()["y"].to_vec::<f32>().unwrap(),
+        vec![3.0; 4]
+    );
+    let oip = Client::new(&url, Protocol::OpenInference).unwrap();
+    assert!(oip.server_ready().await.unwrap());
+    let resp = oip
+        .infer("add")
+        .input("x1", square(2.0))
+        .input("x2", square(2.0))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        resp.outputs[0].tensor.to_vec::<f32>().unwrap(),
+        vec![4.0; 4]
+    );
+    server.shutdown().await;
+    assert!(!socket.exists(), "the socket file is removed at shutdown");
+}
+
+#[tokio::test]
+async fn bearer_tokens_and_unauthenticated_calls() {
+    let server = server::start(Config {
+        auth_token: Some("s3cret".into()),
+        ..config()
+    })
+    .await
+    .unwrap();
+    for url in [grpc(&server), http(&server)] {
+        let anonymous = Client::new(&url, Protocol::OpenInference).unwrap();
+        let e = anonymous
+            .infer("add")
+            .input("x1", square(1.0))
+            .input("x2", square(1.0))
+            .send()
+            .await
+            .unwrap_err();
+        assert!(matches!(e, Error::Unauthenticated { .. }), "{url}: {e:?}");
+        assert!(!e.is_retryable());
+        let wrong = Client::builder()
+            .endpoint(&url)
+            .bearer_token("guess")
+            .build()
+            .unwrap();
+        assert!(
+            matches!(
+                wrong.model_ready("add", None).await,
+                Err(Error::Unauthenticated { .. })
+            ),
+            "{url}"
+        );
+        let ok = Client::builder()
+            .endpoint(&url)
+            .protocol(Protocol::MindSpore)
+            .bearer_token("s3cret")
+            .build()
+            .unwrap();
+        assert!(
+            ok.predict("add", "add_common", &[instance(1.0, 1.0)])
+                .await
+                .unwrap()[0]
+                .is_ok(),
+            "{url}"
+        );
+    }
+    assert!(matches!(
+        Client::builder()
+            .endpoint("grpc://h:1")
+            .header("bad name", "v")
+            .build(),
+        Err(Error::Config(_))
+    ));
+    server.shutdown().await;
+}
+
+/// A one-shot HTTP/1.1 server that answers every request with `response`.
+async fn canned_http(response: &'static str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                // Read the head and the Content-Length body before answering.
+                loop {
+                    let n = s.read(&mut chunk).await.unwrap_or(0);
+                    if n == 0 {
+                        return;
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                    let text = String::from_utf8_lossy(&buf).to_string();
+                    if let Some(head_end) = text.find("\r\n\r\n") {
+                        let length = text[..head_end]
+                            .lines()
+                            .find_map(|l| {
+                                l.to_ascii_lowercase()
+                                    .strip_prefix("content-length:")
+                                    .map(|v| v.trim().parse::<usize>().unwrap_or(0))
+                            })
+                            .unwrap_or(0);
+                        if buf.len() >= head_end + 4 + length {
+                            break;
+                        }
+                    }
+                }
+                let _ = s.write_all(response.as_bytes()).await;
+                let _ = s.shutdown().await;
+            });
+        }
+    });
+    format!("http://{addr}")
+}
+
+#[tokio::test]
+async fn every_other_error_variant() {
+    // Transport: nothing listens.
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    for url in [format!("grpc://{closed}"), format!("http://{closed}")] {
+        let client = Client::builder().endpoint(&url).retries(0).build().unwrap();
+        let e = client.server_live().await.unwrap_err();
+        assert!(matches!(e, Error::Transport { .. }), "{url}: {e:?}");
+        assert!(e.is_retryable());
+    }
+    // Protocol: a reply the protocol does not allow.
+    let garbage = canned_http("HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 12\r\nconnection: close\r\n\r\n{\"outputs\":7").await;
+    let e = Client::new(&garbage, Protocol::OpenInference)
+        .unwrap()
+        .infer("m")
+        .input("x", square(1.0))
+        .send()
+        .await
+        .unwrap_err();
+    assert!(matches!(e, Error::Protocol { .. }), "{e:?}");
+    let e = Client::new(&garbage, Protocol::MindSpore)
+        .unwrap()
+        .predict("s", "m", &[instance(1.0, 1.0)])
+        .await
+        .unwrap_err();
+    assert!(matches!(e, Error::Protocol { .. }), "{e:?}");
+    // Server: an internal failure.
+    let failing = canned_http("HTTP/1.1 500 Internal Server Error\r\ncontent-type: application/json\r\ncontent-length: 16\r\nconnection: close\r\n\r\n{\"error\":\"boom\"}").await;
+    let e = Client::new(&failing, Protocol::OpenInference)
+        .unwrap()
+        .infer("m")
+        .input("x", square(1.0))
+        .send()
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&e, Error::Server { message, .. } if message.contains("boom")),
+        "{e:?}"
+    );
+    assert!(!e.is_retryable());
+    // Request: a value the protocol cannot carry, refused before sending.
+    let strings = Tensor::from_strings(&[2], &["a", "b"]).unwrap();
+    let e = Client::new(&garbage, Protocol::MindSpore)
+        .unwrap()
+        .predict("s", "m", &[[("x".to_string(), strings)].into()])
+        .await
+        .unwrap_err();
+    assert!(matches!(e, Error::Request(_)), "{e:?}");
+    let bf16 = Tensor::from_vec(&[1], vec![half::bf16::from_f32(1.0)]).unwrap();
+    let e = Client::new(&format!("grpc://{closed}"), Protocol::MindSpore)
+        .unwrap()
+        .predict("s", "m", &[[("x".to_string(), bf16)].into()])
+        .await
+        .unwrap_err();
+    assert!(matches!(e, Error::Request(_)), "{e:?}");
+    // Config: bad URLs and caps.
+    assert!(matches!(
+        Client::new("ftp://h:1", Protocol::MindSpore),
+        Err(Error::Config(_))
+    ));
+    assert!(matches!(Client::builder().build(), Err(Error::Config(_))));
+}
+
+#[tokio::test]
+async fn values_of_every_dtype_round_trip_through_the_server() {
+    // The demo's add_cast takes int32; every dtype is checked against the
+    // codecs in serving-proto; here the client's constructors meet a server.
+    let server = demo().await;
+    let client = Client::new(&grpc(&server), Protocol::MindSpore).unwrap();
+    let x: NamedTensors = [
+        (
+            "x1".to_string(),
+            Tensor::from_vec(&[2, 2], vec![1i32, 2, 3, 4]).unwrap(),
+        ),
+        (
+            "x2".to_string(),
+            Tensor::from_slice(&[2, 2], &[10i32, 20, 30, 40]).unwrap(),
+        ),
+    ]
+    .into();
+    let r = client.predict("add", "add_cast", &[x]).await.unwrap();
+    assert_eq!(
+        r[0].as_ref().unwrap()["y"].to_vec::<f32>().unwrap(),
+        vec![11.0, 22.0, 33.0, 44.0]
+    );
+    server.shutdown().await;
+}
+
+#[cfg(feature = "ndarray")]
+#[tokio::test]
+async fn ndarray_in_and_out() {
+    use serving_client::array::{from_array, to_array};
+    let server = demo().await;
+    let client = Client::new(&http(&server), Protocol::OpenInference).unwrap();
+    let a = ndarray::array![[1.0f32, 2.0], [3.0, 4.0]];
+    let resp = client
+        .infer("add")
+        .input("x1", from_array(&a))
+        .input("x2", from_array(&a.t()))
+        .send()
+        .await
+        .unwrap();
+    let y = to_array::<f32>(&resp.outputs[0].tensor).unwrap();
+    assert_eq!(y, ndarray::array![[2.0f32, 5.0], [5.0, 8.0]].into_dyn());
+    server.shutdown().await;
+}
+
+#[cfg(feature = "blocking")]
+#[test]
+fn the_blocking_facade_outside_any_runtime() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let server = runtime.block_on(demo());
+    let client =
+        serving_client::blocking::Client::new(&grpc(&server), Protocol::MindSpore).unwrap();
+    let r = client
+        .predict("add", "add_common", &[instance(1.0, 2.0)])
+        .unwrap();
+    assert_eq!(
+        r[0].as_ref().unwrap()["y"].to_vec::<f32>().unwrap(),
+        vec![3.0; 4]
+    );
+    let oip =
+        serving_client::blocking::Client::from_builder(Client::builder().endpoint(http(&server)))
+            .unwrap();
+    assert!(oip.server_live().unwrap());
+    assert_eq!(oip.model_metadata("add", None).unwrap().name, "add");
+    let request = serving_client::InferRequest {
+        model_name: "add".into(),
+        inputs: vec![
+            serving_client::NamedTensor::new("x1", square(1.0)),
+            serving_client::NamedTensor::new("x2", square(1.0)),
+        ],
+        ..Default::default()
+    };
+    assert_eq!(
+        oip.infer(&request).unwrap().outputs[0]
+            .tensor
+            .to_vec::<f32>()
+            .unwrap(),
+        vec![2.0; 4]
+    );
+    runtime.block_on(server.shutdown());
+}
+
+/// Set in the environment of the server processes the failover test starts.
+const CHILD: &str = "SERVING_CLIENT_TEST_SERVER_PROCESS";
+
+/// Not a test: the body of the server processes that
+/// `killed_server_processes_lose_no_call` starts from this same executable.
+#[test]
+#[ignore = "a helper run as a child process by killed_server_processes_lose_no_call"]
+fn server_process() {
+    if std::env::var_os(CHILD).is_none() {
+        return;
+    }
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let server = runtime.block_on(demo());
+    println!("READY {} {}", server.grpc_address, server.rest_address);
+    runtime.block_on(std::future::pending::<()>());
+}
+
+async fn spawn_server_process() -> (tokio::process::Child, String, String) {
+    use tokio::io::AsyncBufReadExt;
+    let mut child = tokio::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "server_process",
+            "--exact",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(CHILD, "1")
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let ready = tokio::time::timeout(Duration::from_secs(300), async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            // libtest prints "test server_process ... " before it.
+            if let Some(at) = line.find("READY ") {
+                return line[at + 6..].to_owned();
+            }
+        }
+        panic!("the server process ended before it was ready");
+    })
+    .await
+    .expect("the server process starts");
+    // Keep draining its output so it never blocks on a full pipe.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    let (g, r) = ready.split_once(' ').unwrap();
+    (child, format!("grpc://{g}"), format!("http://{r}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn killed_server_processes_lose_no_call() {
+    let (mut a, a_grpc, a_http) = spawn_server_process().await;
+    let (mut b, b_grpc, b_http) = spawn_server_process().await;
+    let client = Client::builder()
+        .endpoints([&a_grpc, &a_http, &b_grpc, &b_http])
+        .protocol(Protocol::MindSpore)
+        .connect_timeout(Duration::from_secs(1))
+        .timeout(Duration::from_secs(30))
+        .set_aside_for(Duration::from_secs(2))
+        .retries(4)
+        .build()
+        .unwrap();
+    let done = Arc::new(AtomicUsize::new(0));
+    let tasks: Vec<_> = (0..8)
+        .map(|task| {
+            let client = client.clone();
+            let done = done.clone();
+            tokio::spawn(async move {
+                for i in 0..80 {
+                    let (x, y) = (task as f32, i as f32);
+                    let r = client.predict("add", "add_common", &[instance(x, y)]).await;
+                    let r = r.unwrap_or_else(|e| panic!("call {task}/{i} failed: {e:?}"));
+                    assert_eq!(
+                        r[0].as_ref().unwrap()["y"].to_f64_vec().unwrap(),
+                        vec![f64::from(x + y); 4]
+                    );
+                    done.fetch_add(1, Ordering::SeqCst);
+                }
+            })
+        })
+        .collect();
+    // Kill one server process in the middle of the run, calls in flight.
+    while done.load(Ordering::SeqCst) < 150 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    a.start_kill().unwrap();
+    let status = a.wait().await.unwrap();
+    let at_kill = done.load(Ordering::SeqCst);
+    for t in tasks {
+        t.await.expect("no call failed");
+    }
+    assert!(!status.success());
+    assert!(
+        at_kill < 8 * 80,
+        "the kill happened mid-run ({at_kill} calls done)"
+    );
+    assert_eq!(done.load(Ordering::SeqCst), 8 * 80);
+    b.start_kill().unwrap();
+    let _ = b.wait().await;
+}

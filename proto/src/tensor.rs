@@ -210,6 +210,27 @@ impl Tensor {
         Tensor::from_raw(T::DTYPE, shape.to_vec(), Bytes::from(raw))
     }
 
+    /// A numeric tensor that takes ownership of `values` (row-major); on
+    /// little-endian machines their memory becomes the tensor's data without
+    /// a copy.
+    pub fn from_vec<T: Element + Send + 'static>(
+        shape: &[i64],
+        values: Vec<T>,
+    ) -> Result<Tensor, TensorError> {
+        #[cfg(target_endian = "little")]
+        {
+            Tensor::from_raw(
+                T::DTYPE,
+                shape.to_vec(),
+                Bytes::from_owner(ElementVec(values)),
+            )
+        }
+        #[cfg(not(target_endian = "little"))]
+        {
+            Tensor::from_slice(shape, &values)
+        }
+    }
+
     /// A scalar (shape `[]`) numeric tensor.
     pub fn scalar<T: Element>(value: T) -> Tensor {
         let mut raw = Vec::with_capacity(T::DTYPE.item_size().unwrap_or(0));
@@ -359,6 +380,20 @@ pub trait Element: Copy + sealed::Sealed {
     fn write_le(self, out: &mut Vec<u8>);
     /// Reads one value from exactly `item_size` little-endian bytes.
     fn read_le(bytes: &[u8]) -> Self;
+    /// The values' memory as bytes (little-endian on little-endian targets).
+    #[doc(hidden)]
+    fn native_bytes(values: &[Self]) -> &[u8];
+}
+
+/// A `Vec` of elements owned by a `Bytes` without copying.
+#[cfg(target_endian = "little")]
+struct ElementVec<T>(Vec<T>);
+
+#[cfg(target_endian = "little")]
+impl<T: Element> AsRef<[u8]> for ElementVec<T> {
+    fn as_ref(&self) -> &[u8] {
+        T::native_bytes(&self.0)
+    }
 }
 
 mod sealed {
@@ -377,6 +412,9 @@ macro_rules! numeric_element {
                 let mut buf = [0u8; std::mem::size_of::<$t>()];
                 buf.copy_from_slice(bytes);
                 <$t>::from_le_bytes(buf)
+            }
+            fn native_bytes(values: &[Self]) -> &[u8] {
+                bytemuck::cast_slice(values)
             }
         }
     )*};
@@ -397,11 +435,36 @@ impl Element for bool {
     fn read_le(bytes: &[u8]) -> Self {
         bytes[0] != 0
     }
+    fn native_bytes(values: &[Self]) -> &[u8] {
+        bytemuck::cast_slice(values)
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn from_vec_keeps_the_vec_memory_and_agrees_with_from_slice() {
+        let values: Vec<f32> = (0..1024).map(|i| i as f32 * 0.5).collect();
+        let address = values.as_ptr() as usize;
+        let expected = Tensor::from_slice(&[32, 32], &values).unwrap();
+        let t = Tensor::from_vec(&[32, 32], values).unwrap();
+        assert_eq!(t, expected);
+        #[cfg(target_endian = "little")]
+        assert_eq!(t.raw().unwrap().as_ptr() as usize, address, "no copy");
+        let b = Tensor::from_vec(&[3], vec![true, false, true]).unwrap();
+        assert_eq!(b.to_vec::<bool>().unwrap(), vec![true, false, true]);
+        let h = Tensor::from_vec(
+            &[2],
+            vec![half::f16::from_f32(1.5), half::f16::from_f32(2.0)],
+        );
+        assert_eq!(
+            h.unwrap().to_vec::<half::f16>().unwrap()[0],
+            half::f16::from_f32(1.5)
+        );
+        assert!(Tensor::from_vec(&[3], vec![1i64; 2]).is_err());
+    }
 
     #[test]
     fn parts_must_agree() {

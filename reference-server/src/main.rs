@@ -21,6 +21,9 @@ struct Args {
     /// REST address (/model/... and /v2/...).
     #[arg(long, default_value = "127.0.0.1:1500", env = "SERVING_REST_ADDRESS")]
     rest_address: SocketAddr,
+    /// Also serve gRPC on this Unix domain socket (clients: `unix:PATH`).
+    #[arg(long, value_name = "PATH")]
+    grpc_unix: Option<PathBuf>,
     /// Model repository: <DIR>/<servable>/servable.toml and version directories.
     /// Without it, the built-in demo servable `add` is served.
     #[arg(long, value_name = "DIR")]
@@ -131,6 +134,7 @@ async fn main() -> ExitCode {
     let config = Config {
         grpc_address: args.grpc_address,
         rest_address: args.rest_address,
+        grpc_unix: args.grpc_unix,
         model_repository: args.model_repository,
         devices: args.devices,
         allow_cpu_fallback: args.allow_cpu_fallback,
@@ -151,6 +155,7 @@ async fn main() -> ExitCode {
         auth_token: args.auth_token,
         drain_timeout: std::time::Duration::from_secs_f64(args.drain_timeout.max(0.0)),
     };
+    let args_unix = config.grpc_unix.clone();
     let running = match server::start(config).await {
         Ok(r) => r,
         Err(e) => {
@@ -168,6 +173,9 @@ async fn main() -> ExitCode {
         "Serving: Serving RESTful server start success, listening on {}",
         running.rest_address
     );
+    if let Some(path) = &args_unix {
+        println!("Serving: gRPC also listening on unix:{}", path.display());
+    }
     println!(
         "reference-server ready: gRPC {} REST {}",
         running.grpc_address, running.rest_address

@@ -15,7 +15,32 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
-use tokio::net::TcpListener;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, UnixListener};
+
+/// A listening socket: TCP, or a Unix domain socket for gRPC on one host.
+pub trait Listener: Send + 'static {
+    /// The accepted stream.
+    type Stream: AsyncRead + AsyncWrite + Unpin + Send + 'static;
+    /// Accepts the next connection and names its peer for logs.
+    fn accept(&self) -> impl Future<Output = std::io::Result<(Self::Stream, String)>> + Send;
+}
+
+impl Listener for TcpListener {
+    type Stream = tokio::net::TcpStream;
+    async fn accept(&self) -> std::io::Result<(Self::Stream, String)> {
+        let (stream, peer) = TcpListener::accept(self).await?;
+        Ok((stream, peer.to_string()))
+    }
+}
+
+impl Listener for UnixListener {
+    type Stream = tokio::net::UnixStream;
+    async fn accept(&self) -> std::io::Result<(Self::Stream, String)> {
+        let (stream, _) = UnixListener::accept(self).await?;
+        Ok((stream, "unix".to_owned()))
+    }
+}
 
 /// HTTP/2 flow-control windows large enough for big tensors on loopback.
 const WINDOW: u32 = 8 << 20;
@@ -23,13 +48,14 @@ const WINDOW: u32 = 8 << 20;
 /// Serves `service` on `listener` until `shutdown` resolves, then waits up
 /// to `grace` for the open connections to finish. With `tls`, connections
 /// are TLS; a failed handshake closes that connection only.
-pub async fn serve<S, B>(
-    listener: TcpListener,
+pub async fn serve<L, S, B>(
+    listener: L,
     service: S,
     tls: Option<Arc<rustls::ServerConfig>>,
     shutdown: impl Future<Output = ()>,
     grace: Duration,
 ) where
+    L: Listener,
     S: tower::Service<Request<Incoming>, Response = Response<B>, Error = Infallible>
         + Clone
         + Send
@@ -58,7 +84,6 @@ pub async fn serve<S, B>(
             },
             () = &mut shutdown => break,
         };
-        let _ = stream.set_nodelay(true);
         let service = TowerToHyperService::new(service.clone());
         match &tls {
             None => {

@@ -26,6 +26,9 @@ pub struct Config {
     pub grpc_address: SocketAddr,
     /// The REST address (default `127.0.0.1:1500`).
     pub rest_address: SocketAddr,
+    /// Also serve gRPC on this Unix domain socket (a stale socket file there
+    /// is replaced).
+    pub grpc_unix: Option<PathBuf>,
     /// A model repository; `None` serves the built-in demo.
     pub model_repository: Option<PathBuf>,
     /// Devices for the demo and for servables that name none.
@@ -56,6 +59,7 @@ impl Default for Config {
         Config {
             grpc_address: ([127, 0, 0, 1], 5500).into(),
             rest_address: ([127, 0, 0, 1], 1500).into(),
+            grpc_unix: None,
             model_repository: None,
             devices: vec![Device::Cpu],
             allow_cpu_fallback: false,
@@ -100,6 +104,14 @@ pub enum StartError {
         /// The cause.
         source: std::io::Error,
     },
+    /// The Unix socket could not be bound.
+    #[error("cannot listen on the Unix socket {}: {source}", .path.display())]
+    BindUnix {
+        /// The socket path.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
     /// A certificate problem.
     #[error(transparent)]
     Tls(#[from] TlsError),
@@ -119,6 +131,7 @@ pub struct Running {
     pub state: Arc<State>,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
+    unix_socket: Option<PathBuf>,
     health: tonic_health::server::HealthReporter,
 }
 
@@ -197,6 +210,10 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     };
     let grpc_listener = bind("gRPC", config.grpc_address).await?;
     let rest_listener = bind("REST", config.rest_address).await?;
+    let unix_listener = match &config.grpc_unix {
+        Some(path) => Some(bind_unix(path)?),
+        None => None,
+    };
     let grpc_address = grpc_listener
         .local_addr()
         .map_err(|source| StartError::Bind {
@@ -219,7 +236,17 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let (grpc_service, health) = grpc::routes(state.clone(), token.clone());
     let rest_service = rest::router(state.clone(), token);
     let grace = config.drain_timeout;
-    let mut tasks = vec![
+    let mut tasks = vec![];
+    if let Some(listener) = unix_listener {
+        tasks.push(tokio::spawn(serve::serve(
+            listener,
+            grpc_service.clone(),
+            grpc_tls.clone(),
+            signal(stopped.clone()),
+            grace,
+        )));
+    }
+    tasks.extend([
         tokio::spawn(serve::serve(
             grpc_listener,
             grpc_service,
@@ -234,7 +261,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
             signal(stopped.clone()),
             grace,
         )),
-    ];
+    ]);
     if let (Some(every), true) = (config.poll_interval, state.watcher.is_some()) {
         tasks.push(tokio::spawn(poll_repository(
             state.clone(),
@@ -251,8 +278,25 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         state,
         stop,
         tasks,
+        unix_socket: config.grpc_unix.clone(),
         health,
     })
+}
+
+/// Binds a Unix socket, replacing a stale socket file (never another kind
+/// of file).
+fn bind_unix(path: &std::path::Path) -> Result<tokio::net::UnixListener, StartError> {
+    use std::os::unix::fs::FileTypeExt;
+    let err = |source| StartError::BindUnix {
+        path: path.to_owned(),
+        source,
+    };
+    if let Ok(meta) = std::fs::symlink_metadata(path)
+        && meta.file_type().is_socket()
+    {
+        std::fs::remove_file(path).map_err(err)?;
+    }
+    tokio::net::UnixListener::bind(path).map_err(err)
 }
 
 /// Polls the repository every `every` until `stop`.
@@ -307,6 +351,9 @@ impl Running {
         let _ = self.stop.send(true);
         for t in self.tasks {
             let _ = t.await;
+        }
+        if let Some(path) = self.unix_socket {
+            let _ = std::fs::remove_file(path);
         }
     }
 }

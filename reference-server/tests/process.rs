@@ -42,6 +42,7 @@ async fn serves_after_the_readiness_line_and_stops_on_sigterm() {
             .starts_with("Serving: Serving RESTful server start success, listening on 127.0.0.1:")
     );
     let rest = ready.split(" REST ").nth(1).unwrap();
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let v: serde_json::Value = reqwest::Client::new()
         .post(format!("http://{rest}/model/add:add_common"))
         .body(r#"{"instances":{"x1":[[1.0,2.0],[3.0,4.0]],"x2":[[1.0,2.0],[3.0,4.0]]}}"#)

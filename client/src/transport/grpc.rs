@@ -116,6 +116,9 @@ fn check_send(size: usize, ctx: &CallCtx) -> Result<(), Error> {
 
 fn request<T>(message: T, ctx: &CallCtx) -> tonic::Request<T> {
     let mut r = tonic::Request::new(message);
+    if !ctx.headers.is_empty() {
+        *r.metadata_mut() = tonic::metadata::MetadataMap::from_headers((*ctx.headers).clone());
+    }
     if let Some(t) = ctx.timeout {
         r.set_timeout(t);
     }

@@ -3,11 +3,14 @@
 pub(crate) mod grpc;
 pub(crate) mod rest;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Per-call settings handed to a transport.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub(crate) struct CallCtx {
+    /// Headers (gRPC metadata) sent with every call: authorization, ...
+    pub headers: Arc<http::HeaderMap>,
     /// Time left for this attempt.
     pub timeout: Option<Duration>,
     /// The send cap in bytes.
@@ -16,39 +19,4 @@ pub(crate) struct CallCtx {
     pub max_receive: u64,
 }
 
-/// Server metadata (Open Inference Protocol).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ServerMetadata {
-    /// Server name.
-    pub name: String,
-    /// Server version.
-    pub version: String,
-    /// Supported extensions.
-    pub extensions: Vec<String>,
-}
-
-/// One tensor of model metadata.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct TensorMetadata {
-    /// Tensor name.
-    pub name: String,
-    /// OIP datatype name (`FP32`, `BYTES`, ...).
-    pub datatype: String,
-    /// Shape; -1 marks a variable dimension.
-    pub shape: Vec<i64>,
-}
-
-/// Model metadata (Open Inference Protocol).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ModelMetadata {
-    /// Model name.
-    pub name: String,
-    /// Available versions.
-    pub versions: Vec<String>,
-    /// Platform (`onnxruntime_onnx`, ...).
-    pub platform: String,
-    /// Inputs.
-    pub inputs: Vec<TensorMetadata>,
-    /// Outputs.
-    pub outputs: Vec<TensorMetadata>,
-}
+pub use serving_proto::oip::metadata::{ModelMetadata, ServerMetadata, TensorMetadata};

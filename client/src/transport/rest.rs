@@ -137,7 +137,7 @@ impl Rest {
     }
 
     async fn send(&self, ctx: &CallCtx, req: reqwest::RequestBuilder) -> Result<Reply, Error> {
-        let mut req = req;
+        let mut req = req.headers((*ctx.headers).clone());
         if let Some(t) = ctx.timeout {
             req = req
                 .timeout(t)

@@ -5,6 +5,7 @@
 //! [`InferResponse`]; the servers and the client never see wire types.
 
 pub mod grpc;
+pub mod metadata;
 pub mod rest;
 
 mod contents;

@@ -158,31 +158,7 @@ fn as_oip(t: Tensor) -> Tensor {
     }
 }
 
-/// One tensor of model metadata.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct TensorMetadata {
-    /// Name.
-    pub name: String,
-    /// OIP datatype.
-    pub datatype: String,
-    /// Shape, -1 where variable.
-    pub shape: Vec<i64>,
-}
-
-/// Model metadata.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ModelMetadata {
-    /// The model name asked for.
-    pub name: String,
-    /// Every loaded version.
-    pub versions: Vec<String>,
-    /// Platform.
-    pub platform: String,
-    /// Inputs.
-    pub inputs: Vec<TensorMetadata>,
-    /// Outputs.
-    pub outputs: Vec<TensorMetadata>,
-}
+pub use serving_proto::oip::metadata::{ModelMetadata, TensorMetadata};
 
 fn meta(name: &str, spec: &TensorSpec) -> TensorMetadata {
     let datatype = match spec.dtype {

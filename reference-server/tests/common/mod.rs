@@ -49,6 +49,9 @@ pub fn rest(s: &Running, path: &str) -> String {
 }
 
 pub fn http() -> reqwest::Client {
+    // serving-client (built in the same workspace) turns on reqwest's
+    // rustls feature without a provider: name the process default.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     reqwest::Client::new()
 }
 
