@@ -40,6 +40,14 @@ pub struct Tensor {
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum TensorError {
+    /// A BOOL element that is neither 0 nor 1 (found by fuzzing).
+    #[error("BOOL element {index} is byte {value:#04x}; BOOL elements are 0 (false) or 1 (true)")]
+    InvalidBool {
+        /// The element's index, row-major.
+        index: usize,
+        /// Its byte.
+        value: u8,
+    },
     /// A dimension is negative.
     #[error("shape {} has a negative dimension", ShapeDisplay(.shape))]
     NegativeDim {
@@ -156,6 +164,17 @@ impl Tensor {
                         shape,
                         expected,
                         actual: raw.len(),
+                    });
+                }
+                // A BOOL byte other than 0 or 1 is no bool: runtimes that
+                // read it as C++ `bool` behave undefined, and re-encoding it
+                // would change it.
+                if dtype == DataType::Bool
+                    && let Some(index) = raw.iter().position(|&b| b > 1)
+                {
+                    return Err(TensorError::InvalidBool {
+                        index,
+                        value: raw[index],
                     });
                 }
             }
@@ -464,6 +483,19 @@ mod tests {
             half::f16::from_f32(1.5)
         );
         assert!(Tensor::from_vec(&[3], vec![1i64; 2]).is_err());
+    }
+
+    #[test]
+    fn bool_bytes_are_zero_or_one() {
+        // Regression (fuzz target oip_grpc_request): raw BOOL byte 0x1a was
+        // accepted and came back as 0x01 from typed contents.
+        let e = Tensor::from_raw(DataType::Bool, vec![1, 2], Bytes::from_static(&[0x1a, 0]))
+            .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "BOOL element 0 is byte 0x1a; BOOL elements are 0 (false) or 1 (true)"
+        );
+        assert!(Tensor::from_raw(DataType::Bool, vec![2], Bytes::from_static(&[1, 0])).is_ok());
     }
 
     #[test]

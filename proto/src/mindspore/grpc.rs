@@ -35,6 +35,10 @@ pub enum TensorCheckError {
         ShapeDisplay(.0)
     )]
     StringShape(Vec<i64>),
+    /// A BOOL element that is neither 0 nor 1 (MindSpore passes it on; we
+    /// refuse it).
+    #[error("Tensor check failed: {0}")]
+    InvalidBool(String),
     /// Shared-memory tensors are internal to MindSpore and never accepted here.
     #[error(
         "Tensor check failed: shared memory data is not supported over the public API, send the bytes in 'data'"
@@ -100,7 +104,12 @@ pub fn input_tensor(mut t: pb::Tensor) -> Result<Tensor, TensorCheckError> {
                 _ => Bytes::new(),
             };
             let len = raw.len();
-            Tensor::from_raw(dtype, shape, raw).map_err(|_| TensorCheckError::DataSize(len))
+            Tensor::from_raw(dtype, shape, raw).map_err(|e| match e {
+                crate::TensorError::InvalidBool { .. } => {
+                    TensorCheckError::InvalidBool(e.to_string())
+                }
+                _ => TensorCheckError::DataSize(len),
+            })
         }
     }
 }
@@ -131,7 +140,12 @@ pub fn output_tensor(mut t: pb::Tensor) -> Result<Tensor, TensorCheckError> {
                 _ => Bytes::new(),
             };
             let len = raw.len();
-            Tensor::from_raw(dtype, dims, raw).map_err(|_| TensorCheckError::DataSize(len))
+            Tensor::from_raw(dtype, dims, raw).map_err(|e| match e {
+                crate::TensorError::InvalidBool { .. } => {
+                    TensorCheckError::InvalidBool(e.to_string())
+                }
+                _ => TensorCheckError::DataSize(len),
+            })
         }
     }
 }

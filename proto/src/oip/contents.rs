@@ -36,10 +36,7 @@ pub(crate) fn decode_raw(
             actual: raw.len() as u64,
         });
     }
-    Tensor::from_raw(dtype, shape.clone(), raw).map_err(|_| OipError::Shape {
-        name: name.to_owned(),
-        shape,
-    })
+    Tensor::from_raw(dtype, shape.clone(), raw).map_err(super::value_error(name, shape))
 }
 
 /// Splits 4-byte little-endian length-prefixed elements; exactly `count` of
@@ -276,10 +273,8 @@ pub(crate) fn decode_typed(
             );
         }
     }
-    Tensor::from_raw(dtype, shape.clone(), Bytes::from(raw)).map_err(|_| OipError::Shape {
-        name: name.to_owned(),
-        shape,
-    })
+    Tensor::from_raw(dtype, shape.clone(), Bytes::from(raw))
+        .map_err(super::value_error(name, shape))
 }
 
 /// Typed contents of a tensor whose type has a typed field (not FP16/BF16).

@@ -141,6 +141,14 @@ pub enum OipError {
         source: UnsupportedType,
     },
     /// A negative dimension, or a shape whose size overflows.
+    #[error("tensor '{name}': {source}")]
+    Value {
+        /// Tensor name.
+        name: String,
+        /// What is wrong with the data.
+        source: crate::TensorError,
+    },
+    /// A negative dimension or an element count that overflows.
     #[error("tensor '{name}': invalid shape {}: dimensions must be non-negative and the size must fit in memory", ShapeDisplay(.shape))]
     Shape {
         /// Tensor name.
@@ -270,6 +278,24 @@ pub(crate) fn resolve_datatype(name: &str, datatype: &str) -> Result<DataType, O
         name: name.to_owned(),
         datatype: datatype.to_owned(),
     })
+}
+
+/// The error of a tensor whose parts were checked but whose data is not a
+/// valid value (a BOOL byte other than 0 or 1); shape errors otherwise.
+pub(crate) fn value_error(
+    name: &str,
+    shape: Vec<i64>,
+) -> impl FnOnce(crate::TensorError) -> OipError + '_ {
+    move |e| match e {
+        crate::TensorError::InvalidBool { .. } => OipError::Value {
+            name: name.to_owned(),
+            source: e,
+        },
+        _ => OipError::Shape {
+            name: name.to_owned(),
+            shape,
+        },
+    }
 }
 
 pub(crate) fn checked_count(name: &str, dtype: DataType, shape: &[i64]) -> Result<usize, OipError> {

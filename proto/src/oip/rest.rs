@@ -241,10 +241,8 @@ fn tensor_from_json_data(
             },
         })?;
     }
-    Tensor::from_raw(dtype, shape.clone(), Bytes::from(raw)).map_err(|_| OipError::Shape {
-        name: name.to_owned(),
-        shape,
-    })
+    Tensor::from_raw(dtype, shape.clone(), Bytes::from(raw))
+        .map_err(super::value_error(name, shape))
 }
 
 /// Decodes the `inputs` or `outputs` list, taking binary tensors from `rest`

@@ -1,0 +1,28 @@
+//! OIP `ModelInferRequest` bytes -> tensors, as the server decodes them.
+//! Properties: tensors consistent; re-encoding (raw and typed contents) and
+//! decoding again gives the same request; allocations bounded.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use prost::Message;
+use serving_fuzz::{assert_bounded, check_tensor, reset};
+use serving_proto::oip::grpc::{self, Contents};
+use serving_proto::pb::inference::ModelInferRequest;
+
+fuzz_target!(|data: &[u8]| {
+    reset();
+    let Ok(message) = ModelInferRequest::decode(data) else {
+        return;
+    };
+    let decoded = grpc::decode_request(message);
+    assert_bounded(data.len(), "ModelInferRequest");
+    let Ok(request) = decoded else { return };
+    for input in &request.inputs {
+        check_tensor(&input.tensor);
+    }
+    for contents in [Contents::Raw, Contents::Typed] {
+        let again = grpc::encode_request(&request, contents).expect("a decoded request re-encodes");
+        let again = grpc::decode_request(again).expect("a re-encoded request decodes");
+        assert_eq!(again, request, "{contents:?}");
+    }
+});
