@@ -52,3 +52,14 @@ fn mindspore_bool_bytes_other_than_zero_or_one_are_refused() {
         "Instances input q check failed, detail: Tensor check failed: BOOL element 1 is byte 0x07; BOOL elements are 0 (false) or 1 (true)"
     );
 }
+
+/// `client_replies`: an error about a JSON string value of a numeric tensor
+/// cut the value at 40 bytes, inside a multi-byte character, and panicked.
+#[test]
+fn oip_value_errors_cut_long_values_on_a_character_boundary() {
+    let body = "{\"outputs\":[{\"data\":[\"d1\\\\\\\\typXiz\\tpXiz\\t\\\\\\\\\\teeufaD0\\uea007\\ufaD0Wea008\\ufeeeam?iz\",\"\"],\"datatype\":\"INT16\",\"name\":\"b\",\"shape\":[2]}]}";
+    let e = oip::rest::decode_response(Bytes::from(body), None).unwrap_err();
+    assert!(e.to_string().contains("tensor 'b'"), "{e}");
+    let request = "{\"inputs\":[{\"data\":[\"ééééééééééééééééééééééééé\"],\"datatype\":\"FP32\",\"name\":\"x\",\"shape\":[1]}]}";
+    assert!(oip::rest::decode_request(Bytes::from(request), None).is_err());
+}

@@ -205,8 +205,14 @@ fn tensor_from_json_data(
         });
     }
     let kind = |index: usize, v: &Value| {
+        // At most 40 bytes of the value, cut on a character boundary (a cut
+        // inside a character panicked: found by fuzzing).
         let mut value = v.to_string();
-        value.truncate(40);
+        let mut cut = value.len().min(40);
+        while !value.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        value.truncate(cut);
         OipError::ValueKind {
             name: name.to_owned(),
             datatype: dtype,

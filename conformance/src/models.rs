@@ -1,0 +1,327 @@
+//! The conformance model set: the models every target must host, and the
+//! repository layouts that the reference server, Triton and MLServer load.
+//!
+//! | model | inputs -> outputs | used by |
+//! |---|---|---|
+//! | `identity_<dtype>` (13 numeric types) | `x0` `[]`, `x1` `[-1]`, `x2` `[-1,-1]`, `x3` `[-1,-1,-1]` -> `y0`..`y3` | round trips, concurrency |
+//! | `identity_bytes` | as above, BYTES (ONNX string) | OIP round trips |
+//! | `identity_string` | `x` `[1]` STRING -> `y` | MindSpore round trips of `str` |
+//! | `add` | `x1`, `x2` FP32 `[2,2]` -> `y` (methods `add_common`, `add_cast` with INT32 inputs) | errors, health, metadata |
+//! | `add_batch` | `x1`, `x2` FP32 `[-1,2]` -> `y`, batch dimension | MindSpore instances |
+//! | `multi_output` | `x` FP32 `[-1]` -> `double`, `negated` | requested outputs |
+//! | `size_probe` | `x` UINT8 `[-1]` -> `n` INT64 `[1]` (its length) | message-size limits |
+//!
+//! Every model is written by our own ONNX writer (`reference_server::onnx`).
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use reference_server::onnx::{Dim, ModelBuilder, cast_to};
+use serving_proto::DataType;
+
+/// A tensor of a model's signature; -1 marks a variable dimension.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TensorSpec {
+    /// Name.
+    pub name: String,
+    /// Type.
+    pub dtype: DataType,
+    /// Shape.
+    pub shape: Vec<i64>,
+}
+
+fn spec(name: &str, dtype: DataType, shape: &[i64]) -> TensorSpec {
+    TensorSpec { name: name.to_owned(), dtype, shape: shape.to_vec() }
+}
+
+/// One model of the set.
+#[derive(Clone, Debug)]
+pub struct Model {
+    /// The model (and servable) name.
+    pub name: String,
+    /// The MindSpore method that runs it.
+    pub method: String,
+    /// Inputs.
+    pub inputs: Vec<TensorSpec>,
+    /// Outputs.
+    pub outputs: Vec<TensorSpec>,
+    /// Dim 0 is a batch dimension (MindSpore `with_batch_dim`).
+    pub with_batch_dim: bool,
+    /// The ONNX model.
+    pub onnx: Vec<u8>,
+}
+
+/// The numeric types every OIP target must round-trip.
+pub const NUMERIC: [DataType; 13] = [
+    DataType::Bool,
+    DataType::Int8,
+    DataType::Int16,
+    DataType::Int32,
+    DataType::Int64,
+    DataType::Uint8,
+    DataType::Uint16,
+    DataType::Uint32,
+    DataType::Uint64,
+    DataType::Fp16,
+    DataType::Bf16,
+    DataType::Fp32,
+    DataType::Fp64,
+];
+
+/// The identity model of a type: `identity_fp32`, `identity_bytes`.
+pub fn identity_name(dtype: DataType) -> String {
+    let oip = dtype.oip_name().unwrap_or("BYTES");
+    format!("identity_{}", oip.to_ascii_lowercase())
+}
+
+fn dims(shape: &[i64], names: &'static [&'static str]) -> Vec<Dim> {
+    shape
+        .iter()
+        .zip(names)
+        .map(|(&d, n)| if d < 0 { Dim::Dynamic(n) } else { Dim::Fixed(d) })
+        .collect()
+}
+
+const DIM_NAMES: [&str; 3] = ["a", "b", "c"];
+
+fn identity4(dtype: DataType) -> Model {
+    let shapes: [&[i64]; 4] = [&[], &[-1], &[-1, -1], &[-1, -1, -1]];
+    let mut b = ModelBuilder::new("identity");
+    let (mut inputs, mut outputs) = (Vec::new(), Vec::new());
+    for (k, shape) in shapes.iter().enumerate() {
+        let (x, y) = (format!("x{k}"), format!("y{k}"));
+        let d = dims(shape, &DIM_NAMES);
+        b = b.input(&x, dtype, &d).output(&y, dtype, &d).node("Identity", &[&x], &[&y], vec![]);
+        inputs.push(spec(&x, dtype, shape));
+        outputs.push(spec(&y, dtype, shape));
+    }
+    Model { name: identity_name(dtype), method: "predict".into(), inputs, outputs, with_batch_dim: false, onnx: b.build() }
+}
+
+/// Every model of the set.
+pub fn model_set() -> Vec<Model> {
+    let mut set: Vec<Model> = NUMERIC.iter().map(|&d| identity4(d)).collect();
+    set.push(identity4(DataType::Bytes));
+    let one = [Dim::Fixed(1)];
+    set.push(Model {
+        name: "identity_string".into(),
+        method: "predict".into(),
+        inputs: vec![spec("x", DataType::String, &[1])],
+        outputs: vec![spec("y", DataType::String, &[1])],
+        with_batch_dim: false,
+        onnx: ModelBuilder::new("identity_string")
+            .input("x", DataType::String, &one)
+            .output("y", DataType::String, &one)
+            .node("Identity", &["x"], &["y"], vec![])
+            .build(),
+    });
+    let square = [2, 2];
+    set.push(Model {
+        name: "add".into(),
+        method: "add_common".into(),
+        inputs: vec![spec("x1", DataType::Fp32, &square), spec("x2", DataType::Fp32, &square)],
+        outputs: vec![spec("y", DataType::Fp32, &square)],
+        with_batch_dim: false,
+        onnx: reference_server::demo::add_model(),
+    });
+    let rows = [Dim::Dynamic("batch"), Dim::Fixed(2)];
+    set.push(Model {
+        name: "add_batch".into(),
+        method: "predict".into(),
+        inputs: vec![spec("x1", DataType::Fp32, &[-1, 2]), spec("x2", DataType::Fp32, &[-1, 2])],
+        outputs: vec![spec("y", DataType::Fp32, &[-1, 2])],
+        with_batch_dim: true,
+        onnx: ModelBuilder::new("add_batch")
+            .input("x1", DataType::Fp32, &rows)
+            .input("x2", DataType::Fp32, &rows)
+            .output("y", DataType::Fp32, &rows)
+            .node("Add", &["x1", "x2"], &["y"], vec![])
+            .build(),
+    });
+    let flat = [Dim::Dynamic("n")];
+    set.push(Model {
+        name: "multi_output".into(),
+        method: "predict".into(),
+        inputs: vec![spec("x", DataType::Fp32, &[-1])],
+        outputs: vec![spec("double", DataType::Fp32, &[-1]), spec("negated", DataType::Fp32, &[-1])],
+        with_batch_dim: false,
+        onnx: ModelBuilder::new("multi_output")
+            .input("x", DataType::Fp32, &flat)
+            .output("double", DataType::Fp32, &flat)
+            .output("negated", DataType::Fp32, &flat)
+            .node("Add", &["x", "x"], &["double"], vec![])
+            .node("Neg", &["x"], &["negated"], vec![])
+            .build(),
+    });
+    set.push(Model {
+        name: "size_probe".into(),
+        method: "predict".into(),
+        inputs: vec![spec("x", DataType::Uint8, &[-1])],
+        outputs: vec![spec("n", DataType::Int64, &[1])],
+        with_batch_dim: false,
+        onnx: ModelBuilder::new("size_probe")
+            .input("x", DataType::Uint8, &flat)
+            .output("n", DataType::Int64, &one)
+            .node("Shape", &["x"], &["n"], vec![])
+            .build(),
+    });
+    set
+}
+
+/// A repository layout.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+#[non_exhaustive]
+pub enum Layout {
+    /// This project's reference server: `servable.toml` and version folders.
+    Reference,
+    /// Triton: `config.pbtxt` and version folders.
+    Triton,
+    /// Seldon MLServer: `model-settings.json` and a Python runtime over
+    /// the `onnxruntime` package.
+    Mlserver,
+}
+
+/// The MLServer runtime every model folder carries.
+pub const MLSERVER_RUNTIME: &str = include_str!("../mlserver/onnx_runtime.py");
+
+/// Options of the reference layout that only a server the suite controls
+/// uses.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ReferenceOptions {
+    /// Replicas of `identity_fp32` (the multi-replica checks); 0 means one.
+    pub identity_replicas: usize,
+}
+
+/// Writes the model set as a repository of `layout` under `out`.
+pub fn write(layout: Layout, out: &Path, options: ReferenceOptions) -> std::io::Result<()> {
+    for model in model_set() {
+        let dir = out.join(&model.name);
+        match layout {
+            Layout::Reference => {
+                std::fs::create_dir_all(dir.join("1"))?;
+                std::fs::write(dir.join("1/model.onnx"), &model.onnx)?;
+                let mut toml = reference_toml(&model);
+                if model.name == "identity_fp32" && options.identity_replicas > 1 {
+                    let devices = vec!["\"cpu\""; options.identity_replicas].join(", ");
+                    toml.push_str(&format!("\n[deployment]\ndevices = [{devices}]\nintra_op_threads = 1\n"));
+                }
+                std::fs::write(dir.join("servable.toml"), toml)?;
+                if model.name == "add" {
+                    std::fs::write(dir.join("1/add_cast.onnx"), reference_server::demo::add_cast_model())?;
+                }
+            }
+            Layout::Triton => {
+                std::fs::create_dir_all(dir.join("1"))?;
+                std::fs::write(dir.join("1/model.onnx"), &model.onnx)?;
+                std::fs::write(dir.join("config.pbtxt"), triton_config(&model))?;
+            }
+            Layout::Mlserver => {
+                std::fs::create_dir_all(&dir)?;
+                std::fs::write(dir.join("model.onnx"), &model.onnx)?;
+                std::fs::write(dir.join("onnx_runtime.py"), MLSERVER_RUNTIME)?;
+                std::fs::write(dir.join("model-settings.json"), mlserver_settings(&model))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn names(specs: &[TensorSpec]) -> String {
+    specs.iter().map(|s| format!("{:?}", s.name)).collect::<Vec<_>>().join(", ")
+}
+
+fn reference_toml(m: &Model) -> String {
+    let mut t = format!(
+        "# Conformance model {name}.\n[[model]]\nname = \"{name}\"\nfile = \"model.onnx\"\nwith_batch_dim = {batch}\n\n[[method]]\nname = \"{method}\"\ninputs = [{i}]\noutputs = [{o}]\n\n[[method.stage]]\nmodel = \"{name}\"\ninputs = [{i}]\noutputs = [{o}]\n",
+        name = m.name,
+        batch = m.with_batch_dim,
+        method = m.method,
+        i = names(&m.inputs),
+        o = names(&m.outputs),
+    );
+    if m.name == "add" {
+        t.push_str("\n[[model]]\nname = \"add_cast\"\nfile = \"add_cast.onnx\"\n\n[[method]]\nname = \"add_cast\"\ninputs = [\"x1\", \"x2\"]\noutputs = [\"y\"]\n\n[[method.stage]]\nmodel = \"add_cast\"\ninputs = [\"x1\", \"x2\"]\noutputs = [\"y\"]\n");
+    }
+    t
+}
+
+fn triton_type(d: DataType) -> &'static str {
+    match d {
+        DataType::Bool => "TYPE_BOOL",
+        DataType::Int8 => "TYPE_INT8",
+        DataType::Int16 => "TYPE_INT16",
+        DataType::Int32 => "TYPE_INT32",
+        DataType::Int64 => "TYPE_INT64",
+        DataType::Uint8 => "TYPE_UINT8",
+        DataType::Uint16 => "TYPE_UINT16",
+        DataType::Uint32 => "TYPE_UINT32",
+        DataType::Uint64 => "TYPE_UINT64",
+        DataType::Fp16 => "TYPE_FP16",
+        DataType::Bf16 => "TYPE_BF16",
+        DataType::Fp32 => "TYPE_FP32",
+        DataType::Fp64 => "TYPE_FP64",
+        _ => "TYPE_STRING",
+    }
+}
+
+fn triton_tensors(out: &mut String, key: &str, specs: &[TensorSpec]) {
+    let _ = writeln!(out, "{key} [");
+    for (i, s) in specs.iter().enumerate() {
+        let comma = if i + 1 < specs.len() { "," } else { "" };
+        // Triton writes a scalar as dims [1] reshaped to [].
+        let (dims, reshape) = if s.shape.is_empty() { ("1".to_string(), " reshape: { shape: [ ] }") } else {
+            (s.shape.iter().map(i64::to_string).collect::<Vec<_>>().join(", "), "")
+        };
+        let _ = writeln!(out, "  {{ name: \"{}\" data_type: {} dims: [ {dims} ]{reshape} }}{comma}", s.name, triton_type(s.dtype));
+    }
+    let _ = writeln!(out, "]");
+}
+
+fn triton_config(m: &Model) -> String {
+    let mut out = format!("name: \"{}\"\nplatform: \"onnxruntime_onnx\"\nmax_batch_size: 0\n", m.name);
+    triton_tensors(&mut out, "input", &m.inputs);
+    triton_tensors(&mut out, "output", &m.outputs);
+    out
+}
+
+fn mlserver_settings(m: &Model) -> String {
+    let tensors = |specs: &[TensorSpec]| -> Vec<serde_json::Value> {
+        specs
+            .iter()
+            .map(|s| serde_json::json!({"name": s.name, "datatype": s.dtype.oip_name().unwrap_or("BYTES"), "shape": s.shape}))
+            .collect()
+    };
+    let settings = serde_json::json!({
+        "name": m.name,
+        "implementation": "onnx_runtime.OnnxModel",
+        "parameters": {"uri": "./model.onnx", "version": "1"},
+        "inputs": tensors(&m.inputs),
+        "outputs": tensors(&m.outputs),
+    });
+    serde_json::to_string_pretty(&settings).expect("JSON values serialize")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_layout_is_written() {
+        for layout in [Layout::Reference, Layout::Triton, Layout::Mlserver] {
+            let dir = tempfile::tempdir().unwrap();
+            write(layout, dir.path(), ReferenceOptions::default()).unwrap();
+            for m in model_set() {
+                let d = dir.path().join(&m.name);
+                let expected = match layout {
+                    Layout::Reference => d.join("servable.toml"),
+                    Layout::Triton => d.join("config.pbtxt"),
+                    _ => d.join("model-settings.json"),
+                };
+                assert!(expected.is_file(), "{}", expected.display());
+            }
+        }
+        let cfg = triton_config(&identity4(DataType::Fp16));
+        assert!(cfg.contains("{ name: \"x0\" data_type: TYPE_FP16 dims: [ 1 ] reshape: { shape: [ ] } },"), "{cfg}");
+        assert!(cfg.contains("{ name: \"y3\" data_type: TYPE_FP16 dims: [ -1, -1, -1 ] }"), "{cfg}");
+    }
+}
