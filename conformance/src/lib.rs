@@ -1,7 +1,110 @@
-//! `conformance`: protocol checks that run against any server speaking the
-//! MindSpore Serving protocol or the Open Inference Protocol.
+//! `conformance`: checks that tell whether a server keeps the MindSpore
+//! Serving protocol or the Open Inference Protocol (KServe v2).
 //!
-//! The checks arrive with the conformance issue; they see a server only
-//! through `serving-client` and the raw wire of `serving-proto`.
+//! Run against the reference server, started in this process:
+//!
+//! ```sh
+//! cargo test -p conformance
+//! cargo run -p conformance -- run
+//! ```
+//!
+//! Or against any server (load the conformance models first: `cargo run -p
+//! conformance -- models --layout triton --out DIR`):
+//!
+//! ```sh
+//! SERVING_TARGET=oip+grpc://127.0.0.1:8001,oip+http://127.0.0.1:8000 \
+//! SERVING_TARGET_MAX_MSG_MB=64 cargo run -p conformance -- run --junit report.xml
+//! ```
+//!
+//! The library runs the same checks from code:
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), String> {
+//! let suite = conformance::Suite::from_env(None, 8).await?;
+//! let report = conformance::run(&suite, None).await;
+//! println!("{}", report.table());
+//! # Ok(())
+//! # }
+//! ```
 
-pub use serving_proto as wire;
+pub mod check;
+pub mod checks;
+pub mod control;
+pub mod models;
+pub mod report;
+pub mod target;
+
+use std::time::Instant;
+
+pub use check::{Check, Outcome, Suite};
+pub use report::{Report, Row};
+pub use target::{Environment, Family, Target, Transport};
+
+impl Suite {
+    /// The suite the environment describes: `SERVING_TARGET` and friends,
+    /// or, when it is unset, the reference server started here.
+    /// `server_exe` serves the repository as a child process for the kill
+    /// checks (the conformance binary); `cases` is the number of random
+    /// cases per round-trip property.
+    pub async fn from_env(
+        server_exe: Option<std::path::PathBuf>,
+        cases: u32,
+    ) -> Result<Suite, String> {
+        let env = Environment::from_env().map_err(|e| e.to_string())?;
+        let ca = match &env.ca {
+            Some(p) => Some(
+                std::fs::read(p).map_err(|e| format!("SERVING_TARGET_CA {}: {e}", p.display()))?,
+            ),
+            None => None,
+        };
+        if !env.targets.is_empty() {
+            return Ok(Suite {
+                targets: env.targets,
+                max_msg_bytes: env.max_msg_mb << 20,
+                ca,
+                control: None,
+                cases,
+            });
+        }
+        let (control, targets) = control::start(server_exe).await?;
+        Ok(Suite {
+            targets,
+            max_msg_bytes: u64::from(control::MAX_MSG_MB) << 20,
+            ca,
+            control: Some(control),
+            cases,
+        })
+    }
+}
+
+/// Runs every check whose name contains `filter` on every target of its
+/// family, printing a line per result to stderr as it goes.
+pub async fn run(suite: &Suite, filter: Option<&str>) -> Report {
+    let mut report = Report::default();
+    for target in &suite.targets {
+        for check in checks::all() {
+            if !check.families.contains(&target.family)
+                || filter.is_some_and(|f| !check.name.contains(f))
+            {
+                continue;
+            }
+            let started = Instant::now();
+            let outcome = (check.run)(suite, target).await;
+            let duration = started.elapsed();
+            eprintln!(
+                "{:<5} {} on {} ({} ms)",
+                outcome.label(),
+                check.name,
+                target,
+                duration.as_millis()
+            );
+            report.rows.push(Row {
+                check: check.name.to_owned(),
+                target: target.to_string(),
+                outcome,
+                duration,
+            });
+        }
+    }
+    report
+}

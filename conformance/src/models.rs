@@ -16,7 +16,7 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
-use reference_server::onnx::{Dim, ModelBuilder, cast_to};
+use reference_server::onnx::{Dim, ModelBuilder};
 use serving_proto::DataType;
 
 /// A tensor of a model's signature; -1 marks a variable dimension.
@@ -31,7 +31,11 @@ pub struct TensorSpec {
 }
 
 fn spec(name: &str, dtype: DataType, shape: &[i64]) -> TensorSpec {
-    TensorSpec { name: name.to_owned(), dtype, shape: shape.to_vec() }
+    TensorSpec {
+        name: name.to_owned(),
+        dtype,
+        shape: shape.to_vec(),
+    }
 }
 
 /// One model of the set.
@@ -70,6 +74,9 @@ pub const NUMERIC: [DataType; 13] = [
 
 /// The identity model of a type: `identity_fp32`, `identity_bytes`.
 pub fn identity_name(dtype: DataType) -> String {
+    if dtype == DataType::String {
+        return "identity_string".into();
+    }
     let oip = dtype.oip_name().unwrap_or("BYTES");
     format!("identity_{}", oip.to_ascii_lowercase())
 }
@@ -78,7 +85,13 @@ fn dims(shape: &[i64], names: &'static [&'static str]) -> Vec<Dim> {
     shape
         .iter()
         .zip(names)
-        .map(|(&d, n)| if d < 0 { Dim::Dynamic(n) } else { Dim::Fixed(d) })
+        .map(|(&d, n)| {
+            if d < 0 {
+                Dim::Dynamic(n)
+            } else {
+                Dim::Fixed(d)
+            }
+        })
         .collect()
 }
 
@@ -91,11 +104,21 @@ fn identity4(dtype: DataType) -> Model {
     for (k, shape) in shapes.iter().enumerate() {
         let (x, y) = (format!("x{k}"), format!("y{k}"));
         let d = dims(shape, &DIM_NAMES);
-        b = b.input(&x, dtype, &d).output(&y, dtype, &d).node("Identity", &[&x], &[&y], vec![]);
+        b = b
+            .input(&x, dtype, &d)
+            .output(&y, dtype, &d)
+            .node("Identity", &[&x], &[&y], vec![]);
         inputs.push(spec(&x, dtype, shape));
         outputs.push(spec(&y, dtype, shape));
     }
-    Model { name: identity_name(dtype), method: "predict".into(), inputs, outputs, with_batch_dim: false, onnx: b.build() }
+    Model {
+        name: identity_name(dtype),
+        method: "predict".into(),
+        inputs,
+        outputs,
+        with_batch_dim: false,
+        onnx: b.build(),
+    }
 }
 
 /// Every model of the set.
@@ -119,7 +142,10 @@ pub fn model_set() -> Vec<Model> {
     set.push(Model {
         name: "add".into(),
         method: "add_common".into(),
-        inputs: vec![spec("x1", DataType::Fp32, &square), spec("x2", DataType::Fp32, &square)],
+        inputs: vec![
+            spec("x1", DataType::Fp32, &square),
+            spec("x2", DataType::Fp32, &square),
+        ],
         outputs: vec![spec("y", DataType::Fp32, &square)],
         with_batch_dim: false,
         onnx: reference_server::demo::add_model(),
@@ -128,7 +154,10 @@ pub fn model_set() -> Vec<Model> {
     set.push(Model {
         name: "add_batch".into(),
         method: "predict".into(),
-        inputs: vec![spec("x1", DataType::Fp32, &[-1, 2]), spec("x2", DataType::Fp32, &[-1, 2])],
+        inputs: vec![
+            spec("x1", DataType::Fp32, &[-1, 2]),
+            spec("x2", DataType::Fp32, &[-1, 2]),
+        ],
         outputs: vec![spec("y", DataType::Fp32, &[-1, 2])],
         with_batch_dim: true,
         onnx: ModelBuilder::new("add_batch")
@@ -143,7 +172,10 @@ pub fn model_set() -> Vec<Model> {
         name: "multi_output".into(),
         method: "predict".into(),
         inputs: vec![spec("x", DataType::Fp32, &[-1])],
-        outputs: vec![spec("double", DataType::Fp32, &[-1]), spec("negated", DataType::Fp32, &[-1])],
+        outputs: vec![
+            spec("double", DataType::Fp32, &[-1]),
+            spec("negated", DataType::Fp32, &[-1]),
+        ],
         with_batch_dim: false,
         onnx: ModelBuilder::new("multi_output")
             .input("x", DataType::Fp32, &flat)
@@ -203,11 +235,16 @@ pub fn write(layout: Layout, out: &Path, options: ReferenceOptions) -> std::io::
                 let mut toml = reference_toml(&model);
                 if model.name == "identity_fp32" && options.identity_replicas > 1 {
                     let devices = vec!["\"cpu\""; options.identity_replicas].join(", ");
-                    toml.push_str(&format!("\n[deployment]\ndevices = [{devices}]\nintra_op_threads = 1\n"));
+                    toml.push_str(&format!(
+                        "\n[deployment]\ndevices = [{devices}]\nintra_op_threads = 1\n"
+                    ));
                 }
                 std::fs::write(dir.join("servable.toml"), toml)?;
                 if model.name == "add" {
-                    std::fs::write(dir.join("1/add_cast.onnx"), reference_server::demo::add_cast_model())?;
+                    std::fs::write(
+                        dir.join("1/add_cast.onnx"),
+                        reference_server::demo::add_cast_model(),
+                    )?;
                 }
             }
             Layout::Triton => {
@@ -227,7 +264,11 @@ pub fn write(layout: Layout, out: &Path, options: ReferenceOptions) -> std::io::
 }
 
 fn names(specs: &[TensorSpec]) -> String {
-    specs.iter().map(|s| format!("{:?}", s.name)).collect::<Vec<_>>().join(", ")
+    specs
+        .iter()
+        .map(|s| format!("{:?}", s.name))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn reference_toml(m: &Model) -> String {
@@ -269,16 +310,33 @@ fn triton_tensors(out: &mut String, key: &str, specs: &[TensorSpec]) {
     for (i, s) in specs.iter().enumerate() {
         let comma = if i + 1 < specs.len() { "," } else { "" };
         // Triton writes a scalar as dims [1] reshaped to [].
-        let (dims, reshape) = if s.shape.is_empty() { ("1".to_string(), " reshape: { shape: [ ] }") } else {
-            (s.shape.iter().map(i64::to_string).collect::<Vec<_>>().join(", "), "")
+        let (dims, reshape) = if s.shape.is_empty() {
+            ("1".to_string(), " reshape: { shape: [ ] }")
+        } else {
+            (
+                s.shape
+                    .iter()
+                    .map(i64::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                "",
+            )
         };
-        let _ = writeln!(out, "  {{ name: \"{}\" data_type: {} dims: [ {dims} ]{reshape} }}{comma}", s.name, triton_type(s.dtype));
+        let _ = writeln!(
+            out,
+            "  {{ name: \"{}\" data_type: {} dims: [ {dims} ]{reshape} }}{comma}",
+            s.name,
+            triton_type(s.dtype)
+        );
     }
     let _ = writeln!(out, "]");
 }
 
 fn triton_config(m: &Model) -> String {
-    let mut out = format!("name: \"{}\"\nplatform: \"onnxruntime_onnx\"\nmax_batch_size: 0\n", m.name);
+    let mut out = format!(
+        "name: \"{}\"\nplatform: \"onnxruntime_onnx\"\nmax_batch_size: 0\n",
+        m.name
+    );
     triton_tensors(&mut out, "input", &m.inputs);
     triton_tensors(&mut out, "output", &m.outputs);
     out
@@ -321,7 +379,15 @@ mod tests {
             }
         }
         let cfg = triton_config(&identity4(DataType::Fp16));
-        assert!(cfg.contains("{ name: \"x0\" data_type: TYPE_FP16 dims: [ 1 ] reshape: { shape: [ ] } },"), "{cfg}");
-        assert!(cfg.contains("{ name: \"y3\" data_type: TYPE_FP16 dims: [ -1, -1, -1 ] }"), "{cfg}");
+        assert!(
+            cfg.contains(
+                "{ name: \"x0\" data_type: TYPE_FP16 dims: [ 1 ] reshape: { shape: [ ] } },"
+            ),
+            "{cfg}"
+        );
+        assert!(
+            cfg.contains("{ name: \"y3\" data_type: TYPE_FP16 dims: [ -1, -1, -1 ] }"),
+            "{cfg}"
+        );
     }
 }

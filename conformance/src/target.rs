@@ -75,7 +75,11 @@ impl Target {
 
     /// The base URL of REST requests made by hand.
     pub fn http_base(&self) -> String {
-        format!("{}://{}", if self.tls { "https" } else { "http" }, self.authority)
+        format!(
+            "{}://{}",
+            if self.tls { "https" } else { "http" },
+            self.authority
+        )
     }
 }
 
@@ -129,7 +133,12 @@ pub fn parse(list: &str) -> Result<Vec<Target>, TargetError> {
             if authority.is_empty() || authority.contains('/') || !authority.contains(':') {
                 return Err(bad());
             }
-            Ok(Target { family, transport, tls, authority: authority.to_owned() })
+            Ok(Target {
+                family,
+                transport,
+                tls,
+                authority: authority.to_owned(),
+            })
         })
         .collect()
 }
@@ -159,11 +168,18 @@ impl Environment {
                 .parse()
                 .ok()
                 .filter(|&n: &u64| n > 0)
-                .ok_or(TargetError::Number { name: "SERVING_TARGET_MAX_MSG_MB", value: v })?,
+                .ok_or(TargetError::Number {
+                    name: "SERVING_TARGET_MAX_MSG_MB",
+                    value: v,
+                })?,
             Err(_) => 100,
         };
         let ca = std::env::var_os("SERVING_TARGET_CA").map(PathBuf::from);
-        Ok(Environment { targets, max_msg_mb, ca })
+        Ok(Environment {
+            targets,
+            max_msg_mb,
+            ca,
+        })
     }
 }
 
@@ -174,10 +190,25 @@ mod tests {
     #[test]
     fn target_lists() {
         let t = parse("oip+grpc://127.0.0.1:8001, ms+https://h:1500").unwrap();
-        assert_eq!(t[0], Target { family: Family::OpenInference, transport: Transport::Grpc, tls: false, authority: "127.0.0.1:8001".into() });
+        assert_eq!(
+            t[0],
+            Target {
+                family: Family::OpenInference,
+                transport: Transport::Grpc,
+                tls: false,
+                authority: "127.0.0.1:8001".into()
+            }
+        );
         assert_eq!(t[1].url(), "https://h:1500");
         assert_eq!(t[1].to_string(), "ms+https://h:1500");
-        for bad in ["grpc://h:1", "x+grpc://h:1", "ms+ftp://h:1", "ms+grpc://", "ms+grpc://h:1/v2", "ms+grpc://h"] {
+        for bad in [
+            "grpc://h:1",
+            "x+grpc://h:1",
+            "ms+ftp://h:1",
+            "ms+grpc://",
+            "ms+grpc://h:1/v2",
+            "ms+grpc://h",
+        ] {
             assert!(parse(bad).is_err(), "{bad}");
         }
     }

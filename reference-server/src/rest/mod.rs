@@ -99,6 +99,12 @@ pub async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<
     if let Some(size) = announced
         && size > limit as u64
     {
+        // Read and drop a body that is not far over the limit, so that the
+        // client, still sending, reliably reads the 413 instead of a reset
+        // connection; a much larger one is refused at once.
+        if size - limit as u64 <= DRAIN_MAX {
+            drain(body, DRAIN_MAX + limit as u64).await;
+        }
         return Err(ReadError::TooBig(TooBig { size, limit }));
     }
     match Limited::new(body, limit).collect().await {
@@ -108,6 +114,23 @@ pub async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<
             limit,
         })),
         Err(e) => Err(ReadError::Transport(e.to_string())),
+    }
+}
+
+/// How far over the limit a refused body is still read (and dropped).
+const DRAIN_MAX: u64 = 64 << 20;
+
+/// Reads and drops up to `max` bytes of `body`, without keeping them.
+async fn drain(mut body: Body, max: u64) {
+    use http_body_util::BodyExt;
+    let mut seen = 0u64;
+    while let Some(Ok(frame)) = body.frame().await {
+        if let Some(data) = frame.data_ref() {
+            seen += data.len() as u64;
+        }
+        if seen > max {
+            break;
+        }
     }
 }
 

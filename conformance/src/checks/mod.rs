@@ -1,0 +1,23 @@
+//! Every check, by area. `docs/conformance.md` lists them with what they
+//! send, what they expect and the spec line they come from.
+
+mod errors;
+mod health;
+mod limits;
+mod replicas;
+mod roundtrip;
+mod values;
+
+pub use errors::{MS_REST_BODIES, MS_REST_URLS};
+
+use crate::check::Check;
+
+/// Every check, in report order.
+pub fn all() -> Vec<Check> {
+    let mut all = roundtrip::checks();
+    all.extend(limits::checks());
+    all.extend(errors::checks());
+    all.extend(health::checks());
+    all.extend(replicas::checks());
+    all
+}

@@ -1,0 +1,33 @@
+//! `cargo test -p conformance`: every check against the reference server
+//! started in this process on ephemeral ports (or against `SERVING_TARGET`
+//! when it is set). Any failure fails the test, with the report printed.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_check_passes() {
+    let exe = std::path::PathBuf::from(env!("CARGO_BIN_EXE_conformance"));
+    let suite = conformance::Suite::from_env(Some(exe), 16)
+        .await
+        .expect("the suite starts");
+    let report = conformance::run(&suite, None).await;
+    println!("{}", report.table());
+    let failures: Vec<String> = report
+        .failures()
+        .map(|r| format!("{} on {}: {}", r.check, r.target, r.outcome.detail()))
+        .collect();
+    assert!(
+        failures.is_empty(),
+        "{} checks failed:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+    let (passed, _, not_applicable) = report.counts();
+    if suite.control.is_some() {
+        // On the reference server only the transport-specific checks are
+        // not applicable: 4 of them.
+        assert_eq!(not_applicable, 4, "{}", report.table());
+        assert!(passed >= 50, "{}", report.table());
+    }
+    if let Some(control) = suite.control {
+        control.running.shutdown().await;
+    }
+}
