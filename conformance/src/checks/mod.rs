@@ -21,3 +21,20 @@ pub fn all() -> Vec<Check> {
     all.extend(replicas::checks());
     all
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn every_check_is_documented_and_named_once() {
+        let doc = include_str!("../../../docs/conformance.md");
+        let mut names = std::collections::BTreeSet::new();
+        for check in super::all() {
+            assert!(names.insert(check.name), "{} twice", check.name);
+            assert!(
+                doc.contains(&format!("| `{}` |", check.name)),
+                "docs/conformance.md does not list {}",
+                check.name
+            );
+        }
+    }
+}
