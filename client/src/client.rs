@@ -328,7 +328,7 @@ impl ClientBuilder {
                             .map_err(|e| Error::Config(format!("endpoint '{url}': {e}")))?
                             .connect_timeout(self.connect_timeout)
                             .tcp_nodelay(true)
-                            .http2_adaptive_window(true)
+                            .http2_adaptive_window(false)
                             .initial_stream_window_size(8 << 20)
                             .initial_connection_window_size(8 << 20);
                     if tls {

@@ -25,12 +25,12 @@ pub struct Control {
     pub server_exe: Option<PathBuf>,
 }
 
-fn config(repository: &Path) -> Config {
+fn config(repository: &Path, max_msg_mb: u32) -> Config {
     Config {
         grpc_address: ([127, 0, 0, 1], 0).into(),
         rest_address: ([127, 0, 0, 1], 0).into(),
         model_repository: Some(repository.to_owned()),
-        max_msg_mb_size: MAX_MSG_MB,
+        max_msg_mb_size: max_msg_mb,
         fault_injection: true,
         poll_interval: None,
         drain_timeout: Duration::from_secs(5),
@@ -41,6 +41,14 @@ fn config(repository: &Path) -> Config {
 /// Writes the conformance repository and starts the reference server on
 /// it; returns the four targets (both families on both transports).
 pub async fn start(server_exe: Option<PathBuf>) -> Result<(Control, Vec<Target>), String> {
+    start_with(server_exe, MAX_MSG_MB).await
+}
+
+/// As [`start`], with another message limit (the benchmarks use 512 MiB).
+pub async fn start_with(
+    server_exe: Option<PathBuf>,
+    max_msg_mb: u32,
+) -> Result<(Control, Vec<Target>), String> {
     let repository =
         tempfile::tempdir().map_err(|e| format!("cannot make a temporary folder: {e}"))?;
     models::write(
@@ -51,7 +59,7 @@ pub async fn start(server_exe: Option<PathBuf>) -> Result<(Control, Vec<Target>)
         },
     )
     .map_err(|e| format!("cannot write the conformance models: {e}"))?;
-    let running = server::start(config(repository.path()))
+    let running = server::start(config(repository.path(), max_msg_mb))
         .await
         .map_err(|e| format!("the reference server did not start: {e}"))?;
     let mut targets = Vec::new();
@@ -81,7 +89,7 @@ pub async fn start(server_exe: Option<PathBuf>) -> Result<(Control, Vec<Target>)
 
 /// The body of `conformance serve`: serves the conformance repository on
 /// ephemeral ports, prints `READY <grpc> <rest>`, and runs until killed.
-pub async fn serve_forever() -> Result<(), String> {
+pub async fn serve_forever(max_msg_mb: u32) -> Result<(), String> {
     let repository = tempfile::tempdir().map_err(|e| e.to_string())?;
     models::write(
         Layout::Reference,
@@ -89,7 +97,7 @@ pub async fn serve_forever() -> Result<(), String> {
         ReferenceOptions::default(),
     )
     .map_err(|e| e.to_string())?;
-    let running = server::start(config(repository.path()))
+    let running = server::start(config(repository.path(), max_msg_mb))
         .await
         .map_err(|e| e.to_string())?;
     println!("READY {} {}", running.grpc_address, running.rest_address);
@@ -100,8 +108,16 @@ pub async fn serve_forever() -> Result<(), String> {
 /// Starts `exe serve` and waits for its addresses: the child, its gRPC URL
 /// and its REST URL. The child is killed when dropped.
 pub async fn spawn(exe: &Path) -> Result<(tokio::process::Child, String, String), String> {
+    spawn_with(exe, MAX_MSG_MB).await
+}
+
+/// As [`spawn`], with another message limit.
+pub async fn spawn_with(
+    exe: &Path,
+    max_msg_mb: u32,
+) -> Result<(tokio::process::Child, String, String), String> {
     let mut child = tokio::process::Command::new(exe)
-        .arg("serve")
+        .args(["serve", "--max-msg-mb", &max_msg_mb.to_string()])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
         .kill_on_drop(true)

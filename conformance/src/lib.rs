@@ -31,6 +31,7 @@ pub mod check;
 pub mod checks;
 pub mod control;
 pub mod models;
+pub mod perf;
 pub mod report;
 pub mod target;
 

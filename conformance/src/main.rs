@@ -46,8 +46,36 @@ enum Command {
     },
     /// Serves the conformance models with the reference server on
     /// ephemeral ports and prints `READY <grpc> <rest>` (used by the kill
-    /// checks).
-    Serve,
+    /// checks and the memory benchmark).
+    Serve {
+        /// The message limit, MiB.
+        #[arg(long, default_value_t = conformance::control::MAX_MSG_MB)]
+        max_msg_mb: u32,
+    },
+    /// Load generator: concurrency levels against SERVING_TARGET (or the
+    /// reference server, started here), or one of the benchmarks of
+    /// docs/benchmarks.md with --bench.
+    Perf {
+        /// Concurrent clients, comma-separated.
+        #[arg(long, value_delimiter = ',', default_value = "1,16,64")]
+        concurrency: Vec<usize>,
+        /// Measured seconds per level.
+        #[arg(long, default_value_t = 5.0)]
+        duration: f64,
+        /// Warm-up seconds per level (not measured).
+        #[arg(long, default_value_t = 1.0)]
+        warmup: f64,
+        /// Stop each level after this many measured requests.
+        #[arg(long)]
+        requests: Option<usize>,
+        /// `add` (the demo model), or `identity:BYTES` (identity_fp32 with an
+        /// FP32 input of BYTES bytes).
+        #[arg(long, default_value = "add")]
+        workload: String,
+        /// A benchmark instead: overhead, throughput, large or memory.
+        #[arg(long)]
+        bench: Option<String>,
+    },
 }
 
 #[tokio::main]
@@ -76,13 +104,33 @@ async fn main() -> ExitCode {
                 }
             }
         }
-        Command::Serve => match conformance::control::serve_forever().await {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("conformance serve: {e}");
-                ExitCode::FAILURE
+        Command::Perf {
+            concurrency,
+            duration,
+            warmup,
+            requests,
+            workload,
+            bench,
+        } => {
+            perf(
+                concurrency,
+                duration,
+                warmup,
+                requests,
+                &workload,
+                bench.as_deref(),
+            )
+            .await
+        }
+        Command::Serve { max_msg_mb } => {
+            match conformance::control::serve_forever(max_msg_mb).await {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("conformance serve: {e}");
+                    ExitCode::FAILURE
+                }
             }
-        },
+        }
         Command::Run {
             filter,
             cases,
@@ -121,6 +169,81 @@ async fn main() -> ExitCode {
             } else {
                 ExitCode::SUCCESS
             }
+        }
+    }
+}
+
+async fn perf(
+    concurrency: Vec<usize>,
+    duration: f64,
+    warmup: f64,
+    requests: Option<usize>,
+    workload: &str,
+    bench: Option<&str>,
+) -> ExitCode {
+    use conformance::perf::{Workload, bench as b, run_load};
+    use std::time::Duration;
+    let window = Duration::from_secs_f64(duration.max(0.1));
+    let result = match bench {
+        Some("overhead") => b::overhead(window).await,
+        Some("throughput") => b::throughput(window).await,
+        Some("large") => b::large().await,
+        Some("memory") => match std::env::current_exe() {
+            Ok(exe) => b::memory(&exe).await,
+            Err(e) => Err(e.to_string()),
+        },
+        Some(other) => Err(format!(
+            "unknown benchmark '{other}': overhead, throughput, large or memory"
+        )),
+        None => {
+            async {
+                let workload = match workload.split_once(':') {
+                    None if workload == "add" => Workload::Add,
+                    Some(("identity", n)) => Workload::Identity(
+                        n.parse()
+                            .map_err(|_| format!("identity:{n}: not a byte count"))?,
+                    ),
+                    _ => {
+                        return Err(format!(
+                            "unknown workload '{workload}': add or identity:BYTES"
+                        ));
+                    }
+                };
+                let suite = conformance::Suite::from_env(None, 0).await?;
+                for target in &suite.targets {
+                    println!("{target} ({workload:?})");
+                    let client = suite
+                        .builder(target)
+                        .timeout(Duration::from_secs(300))
+                        .build()
+                        .map_err(|e| e.to_string())?;
+                    for &c in &concurrency {
+                        let s = run_load(
+                            &client,
+                            target,
+                            workload,
+                            c,
+                            Duration::from_secs_f64(warmup),
+                            window,
+                            requests,
+                        )
+                        .await;
+                        println!("  {}", s.line());
+                    }
+                }
+                if let Some(c) = suite.control {
+                    c.running.shutdown().await;
+                }
+                Ok(())
+            }
+            .await
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("conformance perf: {e}");
+            ExitCode::FAILURE
         }
     }
 }

@@ -30,6 +30,9 @@ impl Listener for TcpListener {
     type Stream = tokio::net::TcpStream;
     async fn accept(&self) -> std::io::Result<(Self::Stream, String)> {
         let (stream, peer) = TcpListener::accept(self).await?;
+        // Without it, Nagle's algorithm and delayed ACKs stall replies by
+        // 40 ms (seen at 1 MiB over gRPC).
+        let _ = stream.set_nodelay(true);
         Ok((stream, peer.to_string()))
     }
 }
@@ -71,7 +74,7 @@ pub async fn serve<L, S, B>(
         .initial_stream_window_size(WINDOW)
         .initial_connection_window_size(WINDOW)
         .max_frame_size(1 << 20)
-        .adaptive_window(true);
+        .adaptive_window(false);
     tokio::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {

@@ -1,0 +1,268 @@
+//! The benchmarks of `docs/benchmarks.md`, each printing its figures:
+//! `cargo run --release -p conformance -- perf --bench <name>`.
+
+use std::time::Duration;
+
+use serving_client::Client;
+
+use super::baselines::{ort_add, quantile};
+use super::echo;
+use super::load::{Stats, Workload, run_load};
+use super::memory;
+use crate::target::{Family, Target, Transport};
+
+fn us(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e6
+}
+
+fn client(target: &Target) -> Client {
+    Client::builder()
+        .endpoint(target.url())
+        .protocol(target.family.protocol())
+        .timeout(Duration::from_secs(300))
+        .retries(0)
+        .build()
+        .expect("a valid endpoint")
+}
+
+fn target(family: Family, transport: Transport, addr: std::net::SocketAddr) -> Target {
+    Target {
+        family,
+        transport,
+        tls: false,
+        authority: addr.to_string(),
+    }
+}
+
+/// Serving overhead: `add` at concurrency 1 on the reference server, next
+/// to a bare echo of the same transport and ONNX Runtime in-process.
+pub async fn overhead(window: Duration) -> Result<(), String> {
+    let (control, targets) = crate::control::start_with(None, 512).await?;
+    let echo_grpc = echo::grpc().await.map_err(|e| e.to_string())?;
+    let echo_rest = echo::rest().await.map_err(|e| e.to_string())?;
+    let ort = ort_add(2000, 20000)?;
+    let (ort50, ort99) = (quantile(&ort, 0.5), quantile(&ort, 0.99));
+    println!(
+        "ONNX Runtime in-process, add: p50 {:.1} µs, p99 {:.1} µs ({} runs)",
+        us(ort50),
+        us(ort99),
+        ort.len()
+    );
+    println!(
+        "{:<28} {:>10} {:>10} {:>12} {:>12} {:>14}",
+        "target", "p50 µs", "p99 µs", "echo p50", "echo p99", "overhead p50"
+    );
+    for t in &targets {
+        let echo_addr = if t.transport == Transport::Grpc {
+            echo_grpc
+        } else {
+            echo_rest
+        };
+        let e = target(t.family, t.transport, echo_addr);
+        let ours = run_load(
+            &client(t),
+            t,
+            Workload::Add,
+            1,
+            Duration::from_secs(1),
+            window,
+            None,
+        )
+        .await;
+        let bare = run_load(
+            &client(&e),
+            &e,
+            Workload::Add,
+            1,
+            Duration::from_secs(1),
+            window,
+            None,
+        )
+        .await;
+        let overhead = us(ours.quantile(0.5)) - us(bare.quantile(0.5)) - us(ort50);
+        println!(
+            "{:<28} {:>10.1} {:>10.1} {:>12.1} {:>12.1} {:>14.1}{}",
+            format!(
+                "{}+{}",
+                t.family.prefix(),
+                if t.transport == Transport::Grpc {
+                    "grpc"
+                } else {
+                    "http"
+                }
+            ),
+            us(ours.quantile(0.5)),
+            us(ours.quantile(0.99)),
+            us(bare.quantile(0.5)),
+            us(bare.quantile(0.99)),
+            overhead,
+            errors(&ours, &bare)
+        );
+    }
+    control.running.shutdown().await;
+    Ok(())
+}
+
+fn errors(a: &Stats, b: &Stats) -> String {
+    if a.errors + b.errors == 0 {
+        String::new()
+    } else {
+        format!(
+            "  ({} / {} errors: {:?} {:?})",
+            a.errors, b.errors, a.first_error, b.first_error
+        )
+    }
+}
+
+/// Throughput of `add` at concurrency 1, 16 and 64 on each transport.
+pub async fn throughput(window: Duration) -> Result<(), String> {
+    let (control, targets) = crate::control::start_with(None, 512).await?;
+    for t in &targets {
+        println!("{t}");
+        let c = client(t);
+        for concurrency in [1, 16, 64] {
+            let s = run_load(
+                &c,
+                t,
+                Workload::Add,
+                concurrency,
+                Duration::from_secs(1),
+                window,
+                None,
+            )
+            .await;
+            println!("  {}", s.line());
+        }
+    }
+    control.running.shutdown().await;
+    Ok(())
+}
+
+/// Large tensors: identity of 1, 64 and 256 MiB FP32 over gRPC and REST
+/// (binary extension), next to bare echoes and raw loopback TCP.
+pub async fn large() -> Result<(), String> {
+    let (control, targets) = crate::control::start_with(None, 512).await?;
+    let echo_grpc = echo::grpc().await.map_err(|e| e.to_string())?;
+    let echo_rest = echo::rest().await.map_err(|e| e.to_string())?;
+    let picks = [
+        (Family::OpenInference, Transport::Grpc),
+        (Family::OpenInference, Transport::Http),
+        (Family::MindSpore, Transport::Grpc),
+    ];
+    for mib in [1usize, 64, 256] {
+        let bytes = mib << 20;
+        let requests = (1024 / mib).clamp(4, 200);
+        let tcp = echo::raw_tcp(bytes, 3).await.map_err(|e| e.to_string())?;
+        println!("{mib} MiB: raw loopback TCP, request then reply, {tcp:.3} GB/s (best of 3)");
+        for (family, transport) in picks {
+            let t = targets
+                .iter()
+                .find(|t| t.family == family && t.transport == transport)
+                .expect("four targets");
+            let e = target(
+                family,
+                transport,
+                if transport == Transport::Grpc {
+                    echo_grpc
+                } else {
+                    echo_rest
+                },
+            );
+            let ours = run_load(
+                &client(t),
+                t,
+                Workload::Identity(bytes),
+                1,
+                Duration::ZERO,
+                Duration::from_secs(120),
+                Some(requests),
+            )
+            .await;
+            let bare = run_load(
+                &client(&e),
+                &e,
+                Workload::Identity(bytes),
+                1,
+                Duration::ZERO,
+                Duration::from_secs(120),
+                Some(requests),
+            )
+            .await;
+            println!(
+                "  {:<9} server {:>7.3} GB/s ({:>5.1}% of TCP) p50 {:>9.1} ms | echo {:>7.3} GB/s ({:>5.1}%){}",
+                format!(
+                    "{}+{}",
+                    family.prefix(),
+                    if transport == Transport::Grpc {
+                        "grpc"
+                    } else {
+                        "http"
+                    }
+                ),
+                ours.gbps(),
+                100.0 * ours.gbps() / tcp,
+                ours.quantile(0.5).as_secs_f64() * 1e3,
+                bare.gbps(),
+                100.0 * bare.gbps() / tcp,
+                errors(&ours, &bare)
+            );
+        }
+    }
+    control.running.shutdown().await;
+    Ok(())
+}
+
+/// Peak resident memory of a server process serving one 256 MiB request.
+pub async fn memory(exe: &std::path::Path) -> Result<(), String> {
+    let (child, grpc, _) = crate::control::spawn_with(exe, 512).await?;
+    let pid = child.id().ok_or("the server process has no pid")?;
+    let t = Target {
+        family: Family::OpenInference,
+        transport: Transport::Grpc,
+        tls: false,
+        authority: grpc.trim_start_matches("grpc://").to_owned(),
+    };
+    let c = client(&t);
+    // Warm up: load paths and allocator pools with a small request.
+    run_load(
+        &c,
+        &t,
+        Workload::Identity(1 << 20),
+        1,
+        Duration::ZERO,
+        Duration::from_secs(30),
+        Some(3),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (idle, _) = memory::rss(pid).ok_or("cannot read /proc")?;
+    let reset = memory::reset_peak(pid);
+    let payload = 256usize << 20;
+    let s = run_load(
+        &c,
+        &t,
+        Workload::Identity(payload),
+        1,
+        Duration::ZERO,
+        Duration::from_secs(120),
+        Some(1),
+    )
+    .await;
+    let (_, peak) = memory::rss(pid).ok_or("cannot read /proc")?;
+    let mib = |b: u64| b as f64 / (1 << 20) as f64;
+    println!(
+        "one 256 MiB request (OIP gRPC, identity, {} error(s)): server RSS idle {:.0} MiB, peak {:.0} MiB{}; peak - idle = {:.2} x payload; peak = {:.2} x payload",
+        s.errors,
+        mib(idle),
+        mib(peak),
+        if reset {
+            ""
+        } else {
+            " (peak since start: clear_refs refused)"
+        },
+        (peak.saturating_sub(idle)) as f64 / payload as f64,
+        peak as f64 / payload as f64
+    );
+    drop(child);
+    Ok(())
+}

@@ -1,0 +1,12 @@
+//! `conformance perf`: a load generator for servers of either family, and
+//! the benchmarks of `docs/benchmarks.md` with their baselines (ONNX
+//! Runtime in-process, bare echo servers of each transport, raw loopback
+//! TCP).
+
+pub mod baselines;
+pub mod bench;
+pub mod echo;
+pub mod load;
+pub mod memory;
+
+pub use load::{Stats, Workload, run_load};
