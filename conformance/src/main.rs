@@ -5,6 +5,12 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+
+/// mimalloc keeps freed large blocks for reuse: large tensors then do not
+/// cost a fresh mapping, page faults and zeroing per request (the profile
+/// in docs/benchmarks.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use conformance::models::{self, Layout, ReferenceOptions};
 
 #[derive(Debug, Parser)]

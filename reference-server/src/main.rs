@@ -12,6 +12,12 @@ use reference_server::server::{self, Config};
 
 /// An inference server over ONNX Runtime for the MindSpore Serving protocol
 /// and the Open Inference Protocol (KServe v2), on one gRPC and one REST port.
+/// mimalloc keeps freed large blocks for reuse: each large tensor then
+/// does not cost a fresh mapping, page faults and zeroing (glibc maps and
+/// unmaps blocks over 32 MiB every time). See docs/benchmarks.md.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Debug, Parser)]
 #[command(name = "reference-server", disable_version_flag = true)]
 struct Args {

@@ -114,10 +114,30 @@ fn errors(a: &Stats, b: &Stats) -> String {
     }
 }
 
-/// Throughput of `add` at concurrency 1, 16 and 64 on each transport.
+/// Throughput of `add` at concurrency 1, 16 and 64 on each transport, and
+/// of the bare echo servers with the same requests.
 pub async fn throughput(window: Duration) -> Result<(), String> {
     let (control, targets) = crate::control::start_with(None, 512).await?;
-    for t in &targets {
+    let echo_grpc = echo::grpc().await.map_err(|e| e.to_string())?;
+    let echo_rest = echo::rest().await.map_err(|e| e.to_string())?;
+    let echoes: Vec<Target> = targets
+        .iter()
+        .map(|t| {
+            target(
+                t.family,
+                t.transport,
+                if t.transport == Transport::Grpc {
+                    echo_grpc
+                } else {
+                    echo_rest
+                },
+            )
+        })
+        .collect();
+    for (i, t) in targets.iter().chain(&echoes).enumerate() {
+        if i == targets.len() {
+            println!("bare echo servers, same requests:");
+        }
         println!("{t}");
         let c = client(t);
         for concurrency in [1, 16, 64] {
@@ -152,8 +172,12 @@ pub async fn large() -> Result<(), String> {
     for mib in [1usize, 64, 256] {
         let bytes = mib << 20;
         let requests = (1024 / mib).clamp(4, 200);
-        let tcp = echo::raw_tcp(bytes, 3).await.map_err(|e| e.to_string())?;
-        println!("{mib} MiB: raw loopback TCP, request then reply, {tcp:.3} GB/s (best of 3)");
+        let tcp = echo::raw_tcp(bytes, requests)
+            .await
+            .map_err(|e| e.to_string())?;
+        println!(
+            "{mib} MiB: raw loopback TCP, request then reply, {tcp:.3} GB/s (best of {requests})"
+        );
         for (family, transport) in picks {
             let t = targets
                 .iter()

@@ -173,10 +173,10 @@ fn rename(body: Bytes, header: Option<usize>) -> (Bytes, Option<usize>) {
     let Ok(mut json) = serde_json::from_slice::<serde_json::Value>(&body[..json_len]) else {
         return (body, header);
     };
-    let inputs = json
-        .get_mut("inputs")
-        .map(serde_json::Value::take)
-        .unwrap_or_default();
+    // MindSpore REST: the instances come back as they are.
+    let Some(inputs) = json.get_mut("inputs").map(serde_json::Value::take) else {
+        return (body, header);
+    };
     let mut outputs = inputs;
     if let Some(list) = outputs.as_array_mut() {
         for o in list {

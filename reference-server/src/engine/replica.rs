@@ -118,11 +118,11 @@ impl Runner<'_> {
             .map(|(spec, t)| Ok((spec.name.clone(), tensor_io::input_value(spec.element, t)?)))
             .collect::<Result<Vec<_>, String>>()?;
         let session = &mut self.replica.sessions[index];
-        let outputs = session.run(values).map_err(|e| e.to_string())?;
+        let mut outputs = session.run(values).map_err(|e| e.to_string())?;
         info.outputs
             .iter()
-            .map(|spec| match outputs.get(&spec.name) {
-                Some(v) => tensor_io::output_tensor(v),
+            .map(|spec| match outputs.remove(&spec.name) {
+                Some(v) => tensor_io::output_tensor(v, inputs),
                 None => Err(format!("the model produced no output '{}'", spec.name)),
             })
             .collect()

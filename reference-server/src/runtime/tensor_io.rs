@@ -160,7 +160,7 @@ pub fn input_value<'a>(e: E, t: &'a Tensor) -> Result<SessionInputValue<'a>, Str
 
 /// Reads a session output into a tensor (one copy out of ONNX Runtime's
 /// buffer). ONNX strings become `String` tensors.
-pub fn output_tensor(v: &DynValue) -> Result<Tensor, String> {
+pub fn output_tensor(v: DynValue, inputs: &[&Tensor]) -> Result<Tensor, String> {
     let (e, shape) = match v.dtype() {
         ValueType::Tensor { ty, shape, .. } => (*ty, shape.to_vec()),
         other => return Err(format!("the model produced a non-tensor output ({other})")),
@@ -175,22 +175,61 @@ pub fn output_tensor(v: &DynValue) -> Result<Tensor, String> {
             .collect();
         return Tensor::from_elements(dtype, shape, elements).map_err(|e| e.to_string());
     }
-    let t = v
-        .view()
-        .downcast::<DynTensorValueType>()
-        .map_err(|e| e.to_string())?;
-    if !t.memory_info().is_cpu_accessible() {
-        return Err("the output is not in host memory".into());
-    }
-    let n = t.size().unwrap_or(0);
-    let p = t.data_ptr().cast::<u8>();
+    let (p, n) = {
+        let t = v
+            .view()
+            .downcast::<DynTensorValueType>()
+            .map_err(|e| e.to_string())?;
+        if !t.memory_info().is_cpu_accessible() {
+            return Err("the output is not in host memory".into());
+        }
+        (t.data_ptr().cast::<u8>(), t.size().unwrap_or(0))
+    };
+    // An output that lies in an input's memory (a runtime that passes a
+    // borrowed input through) must be copied: the input is the request's
+    // and may be gone before the reply is.
+    let start = p as usize;
+    let aliases_input = inputs.iter().filter_map(|t| t.raw()).any(|raw| {
+        let r = raw.as_ptr() as usize;
+        start < r + raw.len() && r < start + n
+    });
     let bytes = if n == 0 || p.is_null() {
         Bytes::new()
-    } else {
-        // SAFETY: ONNX Runtime reports `n` bytes of host-accessible tensor
-        // data at `p` (checked above), valid while `v` is borrowed; they are
-        // copied out before the borrow ends.
+    } else if aliases_input {
+        // SAFETY: `n` bytes of host-accessible data at `p` (checked above),
+        // valid while `v` lives: copied out now.
         Bytes::copy_from_slice(unsafe { std::slice::from_raw_parts(p, n) })
+    } else {
+        // The tensor's bytes become the reply's without a copy: the value
+        // is owned by the `Bytes` and released with its last clone.
+        Bytes::from_owner(OutputBytes {
+            _value: v,
+            ptr: p,
+            len: n,
+        })
     };
     Tensor::from_raw(dtype, shape, bytes).map_err(|e| e.to_string())
+}
+
+/// An ONNX Runtime output value seen as its bytes.
+struct OutputBytes {
+    /// Keeps the data alive (ONNX Runtime tensors hold their allocator).
+    _value: DynValue,
+    ptr: *const u8,
+    len: usize,
+}
+
+// SAFETY: `DynValue` is Send and Sync, and the pointer is only read, as the
+// value's own immutable data, while the value lives.
+unsafe impl Send for OutputBytes {}
+// SAFETY: as above; nothing mutates the data after the run.
+unsafe impl Sync for OutputBytes {}
+
+impl AsRef<[u8]> for OutputBytes {
+    fn as_ref(&self) -> &[u8] {
+        // SAFETY: ONNX Runtime reported `len` bytes of host-accessible
+        // tensor data at `ptr` (checked in `output_tensor`); the value that
+        // owns them lives as long as `self` and is never written again.
+        unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
+    }
 }
