@@ -32,7 +32,7 @@ print(*ports)')
 pid=$!
 trap 'kill $pid 2>/dev/null; wait $pid 2>/dev/null; rm -rf "$repo"' EXIT
 for _ in $(seq 180); do
-  if curl -sf "http://127.0.0.1:$http/v2/health/ready" >/dev/null 2>&1; then break; fi
+  if python3 -c "import urllib.request,sys; urllib.request.urlopen('http://127.0.0.1:$http/v2/health/ready', timeout=2)" >/dev/null 2>&1; then break; fi
   if ! kill -0 $pid 2>/dev/null; then echo "MLServer exited:"; tail -40 "$log"; exit 1; fi
   sleep 1
 done
