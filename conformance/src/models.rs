@@ -55,22 +55,17 @@ pub struct Model {
     pub onnx: Vec<u8>,
 }
 
-/// The numeric types every OIP target must round-trip.
-pub const NUMERIC: [DataType; 13] = [
-    DataType::Bool,
-    DataType::Int8,
-    DataType::Int16,
-    DataType::Int32,
-    DataType::Int64,
-    DataType::Uint8,
-    DataType::Uint16,
-    DataType::Uint32,
-    DataType::Uint64,
-    DataType::Fp16,
-    DataType::Bf16,
-    DataType::Fp32,
-    DataType::Fp64,
-];
+/// The numeric types every OIP target must round-trip: every fixed-size
+/// type, in declaration order.
+pub const NUMERIC: [DataType; 13] = {
+    let mut out = [DataType::Bool; 13];
+    let mut i = 0;
+    while i < 13 {
+        out[i] = DataType::ALL[i];
+        i += 1;
+    }
+    out
+};
 
 /// The identity model of a type: `identity_fp32`, `identity_bytes`.
 pub fn identity_name(dtype: DataType) -> String {

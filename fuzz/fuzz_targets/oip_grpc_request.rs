@@ -21,11 +21,14 @@ fuzz_target!(|data: &[u8]| {
         check_tensor(&input.tensor);
     }
     for contents in [Contents::Raw, Contents::Typed] {
-        let encoded = grpc::encode_request(&request, contents).expect("a decoded request re-encodes");
+        let encoded =
+            grpc::encode_request(&request, contents).expect("a decoded request re-encodes");
         let bytes = encoded.encode_to_vec();
         let again = grpc::decode_request(encoded).expect("a re-encoded request decodes");
         // Compared as encodings: a NaN parameter is not equal to itself.
-        let twice = grpc::encode_request(&again, contents).expect("re-encodes").encode_to_vec();
+        let twice = grpc::encode_request(&again, contents)
+            .expect("re-encodes")
+            .encode_to_vec();
         assert_eq!(twice, bytes, "{contents:?}");
         assert_eq!(again.inputs, request.inputs, "{contents:?}");
     }
