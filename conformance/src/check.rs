@@ -5,9 +5,9 @@ use std::path::PathBuf;
 use std::pin::Pin;
 use std::time::Duration;
 
-use serving_client::{Client, Error, NamedTensors, Protocol, Tensor};
+use serving_client::{Client, Error, NamedTensors, Tensor};
 
-use crate::target::{Family, Target, Transport};
+use crate::target::{Family, Target};
 
 /// The result of one check on one target.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -233,17 +233,4 @@ pub fn variant(e: &Error) -> &'static str {
         Error::Config(_) => "Config",
         _ => "other",
     }
-}
-
-/// The transport's name for reports.
-pub fn transport_name(t: Transport) -> &'static str {
-    match t {
-        Transport::Grpc => "gRPC",
-        Transport::Http => "REST",
-    }
-}
-
-/// The client protocol of a family.
-pub fn protocol(f: Family) -> Protocol {
-    f.protocol()
 }

@@ -116,6 +116,24 @@ fn identity4(dtype: DataType) -> Model {
     }
 }
 
+/// A feed for `identity_<type>` that carries `x1` (rank 1) and zeros of its
+/// type in the other inputs (`x0` `[]`, `x2` `[1,1]`, `x3` `[1,1,1]`): the
+/// way to send one tensor through an identity model, whose answer is `y1`.
+pub fn identity_feed(x1: serving_proto::Tensor) -> Vec<(String, serving_proto::Tensor)> {
+    let dtype = x1.dtype();
+    let zeros = |shape: Vec<i64>| {
+        let n = shape.iter().product::<i64>() as usize * dtype.item_size().unwrap_or(1);
+        serving_proto::Tensor::from_raw(dtype, shape, bytes::Bytes::from(vec![0u8; n]))
+            .expect("zeros of a numeric type")
+    };
+    vec![
+        ("x0".into(), zeros(vec![])),
+        ("x1".into(), x1),
+        ("x2".into(), zeros(vec![1, 1])),
+        ("x3".into(), zeros(vec![1, 1, 1])),
+    ]
+}
+
 /// Every model of the set.
 pub fn model_set() -> Vec<Model> {
     let mut set: Vec<Model> = NUMERIC.iter().map(|&d| identity4(d)).collect();

@@ -104,16 +104,6 @@ pub(crate) fn status_error(s: tonic::Status, endpoint: &str, ctx: &CallCtx) -> E
     }
 }
 
-fn check_send(size: usize, ctx: &CallCtx) -> Result<(), Error> {
-    frame::check_size(frame::Direction::Sent, size as u64, ctx.max_send).map_err(|e| {
-        Error::MessageTooLarge {
-            size: Some(e.size),
-            limit: Some(e.limit),
-            side: SizeSide::Client,
-        }
-    })
-}
-
 fn request<T>(message: T, ctx: &CallCtx) -> tonic::Request<T> {
     let mut r = tonic::Request::new(message);
     if !ctx.headers.is_empty() {
@@ -148,7 +138,7 @@ impl Grpc {
     ) -> Result<Vec<InstanceResult>, Error> {
         let msg = mindspore::grpc::encode_request(servable, method, version, instances)
             .map_err(|e| Error::Request(e.to_string()))?;
-        check_send(msg.encoded_len(), &ctx)?;
+        ctx.check_send(msg.encoded_len() as u64)?;
         let reply = self
             .ms(&ctx)
             .predict(request(msg, &ctx))
@@ -168,7 +158,7 @@ impl Grpc {
     pub async fn infer(&self, ctx: CallCtx, req: &InferRequest) -> Result<InferResponse, Error> {
         let msg = oip::grpc::encode_request(req, self.contents)
             .map_err(|e| Error::Request(e.to_string()))?;
-        check_send(msg.encoded_len(), &ctx)?;
+        ctx.check_send(msg.encoded_len() as u64)?;
         let reply = self
             .oip(&ctx)
             .model_infer(request(msg, &ctx))

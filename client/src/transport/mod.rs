@@ -19,4 +19,17 @@ pub(crate) struct CallCtx {
     pub max_receive: u64,
 }
 
+impl CallCtx {
+    /// Refuses a request of `size` encoded bytes over the send cap, before
+    /// anything is sent.
+    pub fn check_send(&self, size: u64) -> Result<(), crate::Error> {
+        serving_proto::frame::check_size(serving_proto::frame::Direction::Sent, size, self.max_send)
+            .map_err(|e| crate::Error::MessageTooLarge {
+                size: Some(e.size),
+                limit: Some(e.limit),
+                side: crate::SizeSide::Client,
+            })
+    }
+}
+
 pub use serving_proto::oip::metadata::{ModelMetadata, ServerMetadata, TensorMetadata};

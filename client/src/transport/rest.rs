@@ -34,19 +34,9 @@ struct Reply {
 /// just to measure; its size is then reported as the lower bound.
 fn check_lower_bound(bound: u64, ctx: &CallCtx) -> Result<(), Error> {
     if bound > BUILD_LIMIT {
-        check_send(bound, ctx)?;
+        ctx.check_send(bound)?;
     }
     Ok(())
-}
-
-fn check_send(size: u64, ctx: &CallCtx) -> Result<(), Error> {
-    frame::check_size(frame::Direction::Sent, size, ctx.max_send).map_err(|e| {
-        Error::MessageTooLarge {
-            size: Some(e.size),
-            limit: Some(e.limit),
-            side: SizeSide::Client,
-        }
-    })
 }
 
 /// Bodies at least this large are refused from their lower bound without
@@ -159,21 +149,34 @@ impl Rest {
             .get(HEADER_LENGTH)
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
-        let mut body = BytesMut::new();
+        // The chunks are kept as they come and joined once at the end (a
+        // body in one chunk is not copied at all).
+        let mut chunks: Vec<Bytes> = Vec::new();
+        let mut received = 0u64;
         while let Some(chunk) = resp.chunk().await.map_err(|e| self.transport(e, ctx))? {
-            if (body.len() + chunk.len()) as u64 > ctx.max_receive {
+            received += chunk.len() as u64;
+            if received > ctx.max_receive {
                 return Err(Error::MessageTooLarge {
-                    size: Some((body.len() + chunk.len()) as u64),
+                    size: Some(received),
                     limit: Some(ctx.max_receive),
                     side: SizeSide::Client,
                 });
             }
-            body.extend_from_slice(&chunk);
+            chunks.push(chunk);
         }
+        let body = match chunks.len() {
+            0 => Bytes::new(),
+            1 => chunks.swap_remove(0),
+            _ => {
+                let mut joined = BytesMut::with_capacity(received as usize);
+                chunks.iter().for_each(|c| joined.extend_from_slice(c));
+                joined.freeze()
+            }
+        };
         Ok(Reply {
             status,
             header_len,
-            body: body.freeze(),
+            body,
         })
     }
 
@@ -192,7 +195,7 @@ impl Rest {
         let body = mindspore::rest::encode_request(instances)
             .map_err(|e| Error::Request(e.to_string()))?;
         let sent = body.len() as u64;
-        check_send(sent, &ctx)?;
+        ctx.check_send(sent)?;
         let path = if version == 0 {
             format!("{}/model/{servable}:{method}", self.base)
         } else {
@@ -253,7 +256,7 @@ impl Rest {
         let body =
             oip_rest::encode_request(req, binary).map_err(|e| Error::Request(e.to_string()))?;
         let sent = body.len() as u64;
-        check_send(sent, &ctx)?;
+        ctx.check_send(sent)?;
         let path = if req.model_version.is_empty() {
             format!("{}/v2/models/{}/infer", self.base, req.model_name)
         } else {

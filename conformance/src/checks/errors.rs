@@ -2,7 +2,6 @@
 //! and the Open Inference Protocol's class and status; after each, the
 //! server must still be live and correct.
 
-use prost::Message;
 use serving_client::{Error, NamedTensors, Tensor};
 use serving_proto::pb::inference::{
     self as oip_pb, grpc_inference_service_client::GrpcInferenceServiceClient,
@@ -437,7 +436,7 @@ async fn oip_classes(suite: &Suite, target: &Target) -> Outcome {
     let mut seen = Vec::new();
     for case in oip_cases() {
         let result = match target.transport {
-            Transport::Grpc => oip_grpc_case(suite, target, &case).await,
+            Transport::Grpc => grpc_class(suite, target, add_request(&case)).await,
             Transport::Http => oip_rest_case(suite, target, &case).await,
         };
         match result {
@@ -517,7 +516,6 @@ async fn grpc_class(
     req: oip_pb::ModelInferRequest,
 ) -> Result<String, String> {
     let mut client = GrpcInferenceServiceClient::new(suite.channel(target).await?);
-    let _ = req.encoded_len();
     match client.model_infer(req).await {
         Ok(_) => Err("accepted".into()),
         Err(s)
@@ -534,10 +532,6 @@ async fn grpc_class(
             s.message()
         )),
     }
-}
-
-async fn oip_grpc_case(suite: &Suite, target: &Target, case: &OipCase) -> Result<String, String> {
-    grpc_class(suite, target, add_request(case)).await
 }
 
 async fn rest_class(reply: reqwest::Response) -> Result<String, String> {

@@ -4,11 +4,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use serving_client::{Client, NamedTensors, Tensor};
+use serving_client::{Client, NamedTensors};
 use serving_proto::DataType;
 
 use super::values::{Carrier, compare, draw, runner, shape, tensor};
 use crate::check::{BOTH, Check, Outcome, Suite, describe};
+use crate::models::identity_feed;
 use crate::target::{Family, Target, Transport};
 
 pub(crate) fn checks() -> Vec<Check> {
@@ -50,19 +51,7 @@ async fn one_client(
         let x = draw(&mut runner, &tensor(DataType::Fp32, s, carrier));
         let y = match family {
             Family::MindSpore => {
-                let instance: NamedTensors = [
-                    ("x0".to_string(), Tensor::scalar(0f32)),
-                    ("x1".to_string(), x.clone()),
-                    (
-                        "x2".to_string(),
-                        Tensor::from_vec(&[1, 1], vec![0f32]).expect("1"),
-                    ),
-                    (
-                        "x3".to_string(),
-                        Tensor::from_vec(&[1, 1, 1], vec![0f32]).expect("1"),
-                    ),
-                ]
-                .into();
+                let instance: NamedTensors = identity_feed(x.clone()).into_iter().collect();
                 let mut r = client
                     .predict("identity_fp32", "predict", &[instance])
                     .await
@@ -74,13 +63,11 @@ async fn one_client(
                 outputs.get("y1").cloned().ok_or("no y1")?
             }
             Family::OpenInference => {
-                let r = client
-                    .infer("identity_fp32")
-                    .input("x0", Tensor::scalar(0f32))
-                    .input("x1", x.clone())
-                    .input("x2", Tensor::from_vec(&[1, 1], vec![0f32]).expect("1"))
-                    .input("x3", Tensor::from_vec(&[1, 1, 1], vec![0f32]).expect("1"))
-                    .output("y1")
+                let mut call = client.infer("identity_fp32").output("y1");
+                for (name, t) in identity_feed(x.clone()) {
+                    call = call.input(name, t);
+                }
+                let r = call
                     .send()
                     .await
                     .map_err(|e| format!("request {i} ({x:?}): {}", describe(&e)))?;

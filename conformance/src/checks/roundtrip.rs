@@ -6,7 +6,7 @@ use serving_proto::DataType;
 
 use super::values::{Carrier, compare, draw, runner, shape, tensor};
 use crate::check::{BOTH, Check, MS, OIP, Outcome, Suite, describe};
-use crate::models::{NUMERIC, identity_name};
+use crate::models::{NUMERIC, identity_feed, identity_name};
 use crate::target::{Family, Target};
 
 pub(crate) fn checks() -> Vec<Check> {
@@ -324,23 +324,11 @@ async fn special_floats(suite: &Suite, target: &Target) -> Outcome {
     }
     for (dtype, x) in cases {
         let model = identity_name(dtype);
-        let scalar = |v: Tensor| v;
-        let zero = |shape: Vec<i64>| {
-            let n = shape.iter().product::<i64>() as usize * dtype.item_size().unwrap_or(1);
-            Tensor::from_raw(dtype, shape, bytes::Bytes::from(vec![0u8; n])).expect("zeros")
-        };
-        let inputs = [
-            ("x0", scalar(zero(vec![]))),
-            ("x1", x.clone()),
-            ("x2", zero(vec![1, 1])),
-            ("x3", zero(vec![1, 1, 1])),
-        ];
+        let inputs = identity_feed(x.clone());
         let y1 = match target.family {
             Family::MindSpore => {
-                let instance: NamedTensors = inputs
-                    .iter()
-                    .map(|(n, t)| ((*n).to_string(), t.clone()))
-                    .collect();
+                let instance: NamedTensors =
+                    inputs.iter().map(|(n, t)| (n.clone(), t.clone())).collect();
                 match client.predict(&model, "predict", &[instance]).await {
                     Ok(mut r) => match r.pop() {
                         Some(Ok(map)) => map.get("y1").cloned(),
@@ -353,7 +341,7 @@ async fn special_floats(suite: &Suite, target: &Target) -> Outcome {
             Family::OpenInference => {
                 let mut call = client.infer(&model).output("y1");
                 for (n, t) in &inputs {
-                    call = call.input(*n, t.clone());
+                    call = call.input(n.clone(), t.clone());
                 }
                 match call.send().await {
                     Ok(r) => r

@@ -40,21 +40,8 @@ pub enum Prepared {
 
 fn identity_inputs(bytes: usize) -> Vec<(String, Tensor)> {
     let n = bytes / 4;
-    vec![
-        ("x0".into(), Tensor::scalar(0f32)),
-        (
-            "x1".into(),
-            Tensor::from_vec(&[n as i64], (0..n).map(|i| i as f32).collect()).expect("n values"),
-        ),
-        (
-            "x2".into(),
-            Tensor::from_vec(&[1, 1], vec![0f32]).expect("1"),
-        ),
-        (
-            "x3".into(),
-            Tensor::from_vec(&[1, 1, 1], vec![0f32]).expect("1"),
-        ),
-    ]
+    let x1 = Tensor::from_vec(&[n as i64], (0..n).map(|i| i as f32).collect()).expect("n values");
+    crate::models::identity_feed(x1)
 }
 
 /// The request of a workload for a family.
@@ -140,11 +127,7 @@ pub struct Stats {
 impl Stats {
     /// The `q` quantile of latency (0..=1).
     pub fn quantile(&self, q: f64) -> Duration {
-        if self.latencies.is_empty() {
-            return Duration::ZERO;
-        }
-        let i = ((self.latencies.len() - 1) as f64 * q).round() as usize;
-        self.latencies[i]
+        super::baselines::quantile(&self.latencies, q)
     }
 
     /// Requests per second.
