@@ -51,6 +51,16 @@ impl Suite {
         server_exe: Option<std::path::PathBuf>,
         cases: u32,
     ) -> Result<Suite, String> {
+        Suite::from_env_with_limit(server_exe, cases, control::MAX_MSG_MB).await
+    }
+
+    /// As [`Suite::from_env`]; a reference server started here gets a
+    /// message limit of `max_msg_mb` (the load generator uses 512).
+    pub async fn from_env_with_limit(
+        server_exe: Option<std::path::PathBuf>,
+        cases: u32,
+        max_msg_mb: u32,
+    ) -> Result<Suite, String> {
         let env = Environment::from_env().map_err(|e| e.to_string())?;
         let ca = match &env.ca {
             Some(p) => Some(
@@ -67,10 +77,10 @@ impl Suite {
                 cases,
             });
         }
-        let (control, targets) = control::start(server_exe).await?;
+        let (control, targets) = control::start_with(server_exe, max_msg_mb).await?;
         Ok(Suite {
             targets,
-            max_msg_bytes: u64::from(control::MAX_MSG_MB) << 20,
+            max_msg_bytes: u64::from(max_msg_mb) << 20,
             ca,
             control: Some(control),
             cases,

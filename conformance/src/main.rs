@@ -215,7 +215,7 @@ async fn perf(
                         ));
                     }
                 };
-                let suite = conformance::Suite::from_env(None, 0).await?;
+                let suite = conformance::Suite::from_env_with_limit(None, 0, 512).await?;
                 for target in &suite.targets {
                     println!("{target} ({workload:?})");
                     let client = suite
