@@ -13,6 +13,8 @@
 //! | [`oip::rest`] | Open Inference Protocol REST JSON and the binary tensor extension |
 //! | [`size`] | encoded sizes of requests, computed before they are built or sent |
 //! | [`frame`] | the gRPC length-prefixed frame header and its size limit |
+//! | [`chunked`] | `Predict` / `ModelInfer` messages framed as chunks that share the tensors' bytes (no encode copy) |
+//! | `grpc_body` | one unary message as an HTTP body: sent as those chunks, read back into one buffer with the first large tensor aligned (feature `grpc-body`) |
 //! | [`pb`] | the generated protobuf messages (and tonic stubs with feature `grpc`) |
 //!
 //! ```
@@ -26,8 +28,11 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+pub mod chunked;
 pub mod dtype;
 pub mod frame;
+#[cfg(feature = "grpc-body")]
+pub mod grpc_body;
 pub mod mindspore;
 pub mod oip;
 pub mod pb;

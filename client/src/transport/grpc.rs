@@ -1,18 +1,25 @@
 //! gRPC: `MSService` and `GRPCInferenceService` over a tonic channel.
 
 use prost::Message;
+use serving_proto::grpc_body::tensor_path;
 use serving_proto::mindspore::{self, InstanceResult, Outcome};
 use serving_proto::oip::grpc::Contents;
 use serving_proto::oip::{self, InferRequest, InferResponse};
 use serving_proto::pb::inference::{
     self as pb, grpc_inference_service_client::GrpcInferenceServiceClient,
 };
-use serving_proto::pb::mindspore::ms_service_client::MsServiceClient;
-use serving_proto::{NamedTensors, frame};
+use serving_proto::pb::mindspore as pb_ms;
+use serving_proto::{NamedTensors, chunked, frame};
 use tonic::transport::Channel;
 
+use super::unary::{self, CallError};
 use super::{CallCtx, ModelMetadata, ServerMetadata, TensorMetadata};
 use crate::error::{Error, SizeSide};
+
+/// `MSService/Predict`.
+const PREDICT: &str = "/mindspore.serving.proto.MSService/Predict";
+/// `GRPCInferenceService/ModelInfer`.
+const MODEL_INFER: &str = "/inference.GRPCInferenceService/ModelInfer";
 
 /// One gRPC endpoint.
 #[derive(Clone, Debug)]
@@ -116,10 +123,28 @@ fn request<T>(message: T, ctx: &CallCtx) -> tonic::Request<T> {
 }
 
 impl Grpc {
-    fn ms(&self, ctx: &CallCtx) -> MsServiceClient<Channel> {
-        MsServiceClient::new(self.channel.clone())
-            .max_decoding_message_size(ctx.max_receive as usize)
-            .max_encoding_message_size(usize::MAX)
+    /// A tensor-carrying call, framed without tonic's codec.
+    async fn call(
+        &self,
+        path: &'static str,
+        chunks: Vec<bytes::Bytes>,
+        tensor_path: &[u32],
+        ctx: &CallCtx,
+    ) -> Result<bytes::Bytes, Error> {
+        unary::call(&self.channel, path, chunks, tensor_path, ctx)
+            .await
+            .map_err(|e| match e {
+                CallError::Status(s) => status_error(s, &self.label, ctx),
+                CallError::TooLarge(e) => e,
+            })
+    }
+
+    /// A reply that is not the protobuf message it should be.
+    fn decode_error(&self, e: prost::DecodeError) -> Error {
+        Error::Protocol {
+            endpoint: self.label.clone(),
+            message: format!("the reply is not a valid protobuf message: {e}"),
+        }
     }
 
     fn oip(&self, ctx: &CallCtx) -> GrpcInferenceServiceClient<Channel> {
@@ -140,11 +165,14 @@ impl Grpc {
             .map_err(|e| Error::Request(e.to_string()))?;
         ctx.check_send(msg.encoded_len() as u64)?;
         let reply = self
-            .ms(&ctx)
-            .predict(request(msg, &ctx))
-            .await
-            .map_err(|s| status_error(s, &self.label, &ctx))?
-            .into_inner();
+            .call(
+                PREDICT,
+                chunked::predict_request(msg),
+                tensor_path::PREDICT_REPLY,
+                &ctx,
+            )
+            .await?;
+        let reply = pb_ms::PredictReply::decode(reply).map_err(|e| self.decode_error(e))?;
         match mindspore::grpc::decode_reply(reply, instances.len()) {
             Ok(Outcome::Instances(results)) => Ok(results),
             Ok(Outcome::Failed(e)) => Err(Error::Servable(e)),
@@ -160,11 +188,14 @@ impl Grpc {
             .map_err(|e| Error::Request(e.to_string()))?;
         ctx.check_send(msg.encoded_len() as u64)?;
         let reply = self
-            .oip(&ctx)
-            .model_infer(request(msg, &ctx))
-            .await
-            .map_err(|s| status_error(s, &self.label, &ctx))?
-            .into_inner();
+            .call(
+                MODEL_INFER,
+                chunked::model_infer_request(msg),
+                tensor_path::MODEL_INFER_RESPONSE,
+                &ctx,
+            )
+            .await?;
+        let reply = pb::ModelInferResponse::decode(reply).map_err(|e| self.decode_error(e))?;
         oip::grpc::decode_response(reply).map_err(|e| Error::Protocol {
             endpoint: self.label.clone(),
             message: e.to_string(),

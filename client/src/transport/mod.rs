@@ -2,6 +2,7 @@
 
 pub(crate) mod grpc;
 pub(crate) mod rest;
+mod unary;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -6,6 +6,7 @@ pub mod deadline;
 pub mod mindspore;
 pub mod oip;
 pub mod size_limit;
+pub mod zero_copy;
 
 use std::sync::Arc;
 
@@ -17,6 +18,7 @@ use crate::auth::GrpcAuth;
 use crate::service::State;
 use deadline::Deadline;
 use size_limit::MaxRequestSize;
+use zero_copy::ZeroCopy;
 
 /// The gRPC service stack and the health reporter that drives its health
 /// service.
@@ -24,21 +26,28 @@ pub fn routes(
     state: Arc<State>,
     token: Option<Arc<str>>,
 ) -> (
-    GrpcAuth<MaxRequestSize<Deadline<Routes>>>,
+    GrpcAuth<MaxRequestSize<Deadline<ZeroCopy<Routes>>>>,
     tonic_health::server::HealthReporter,
 ) {
     let limit = state.max_msg_bytes;
     let (reporter, health) = tonic_health::server::health_reporter();
-    let ms = MsServiceServer::new(mindspore::MindSporeGrpc::new(state.clone()))
-        .max_decoding_message_size(limit)
-        .max_encoding_message_size(usize::MAX);
-    let oip = GrpcInferenceServiceServer::new(oip::OipGrpc::new(state))
-        .max_decoding_message_size(limit)
-        .max_encoding_message_size(usize::MAX);
-    let routes = Routes::new(ms)
-        .add_service(oip)
-        .add_service(health)
-        .prepare();
+    let ms = mindspore::MindSporeGrpc::new(state.clone());
+    let oip = oip::OipGrpc::new(state);
+    // tonic serves every RPC but the two that carry tensors, which
+    // `ZeroCopy` answers with the same implementations.
+    let routes = Routes::new(
+        MsServiceServer::new(ms.clone())
+            .max_decoding_message_size(limit)
+            .max_encoding_message_size(usize::MAX),
+    )
+    .add_service(
+        GrpcInferenceServiceServer::new(oip.clone())
+            .max_decoding_message_size(limit)
+            .max_encoding_message_size(usize::MAX),
+    )
+    .add_service(health)
+    .prepare();
+    let routes = ZeroCopy::new(routes, ms, oip, limit as u64);
     (
         GrpcAuth::new(
             MaxRequestSize::new(Deadline::new(routes), limit as u64),

@@ -1,0 +1,134 @@
+//! A unary gRPC call over a tonic channel without tonic's codec, for the
+//! two calls that carry tensors (`Predict`, `ModelInfer`).
+//!
+//! tonic's codec copies the whole request, tensors included, into its
+//! encode buffer, and gathers the reply into a buffer it grows as frames
+//! arrive. Here the request goes out as chunks that share the tensors'
+//! bytes ([`serving_proto::chunked`]) and the reply is gathered once into a
+//! buffer sized from its frame header, after the receive cap has been
+//! checked. The channel (connection, TLS, `grpc-timeout` enforcement) is the
+//! same tonic channel the other calls use, and failures come back as the
+//! `tonic::Status` tonic would have produced, so one mapping serves both.
+
+use bytes::Bytes;
+use http::{HeaderValue, Method, Request, Uri, Version};
+use serving_proto::frame::FrameError;
+use serving_proto::grpc_body::{MessageBody, ReadError, read_unary};
+use tonic::transport::Channel;
+use tonic::{Code, Status};
+use tower::{Service, ServiceExt};
+
+use super::CallCtx;
+use crate::error::{Error, SizeSide};
+
+/// Why a call failed: a status (mapped by the caller), or a reply over
+/// the receive cap.
+pub(crate) enum CallError {
+    Status(Status),
+    TooLarge(Error),
+}
+
+impl From<Status> for CallError {
+    fn from(s: Status) -> CallError {
+        CallError::Status(s)
+    }
+}
+
+/// Sends `chunks` (a framed message from [`serving_proto::chunked`]) to
+/// `path` and returns the reply message, its first tensor (found along
+/// `tensor_path`) aligned so callers can view it as a slice in place.
+pub(crate) async fn call(
+    channel: &Channel,
+    path: &'static str,
+    chunks: Vec<Bytes>,
+    tensor_path: &[u32],
+    ctx: &CallCtx,
+) -> Result<Bytes, CallError> {
+    let mut metadata = tonic::Request::new(());
+    if !ctx.headers.is_empty() {
+        *metadata.metadata_mut() =
+            tonic::metadata::MetadataMap::from_headers((*ctx.headers).clone());
+    }
+    if let Some(t) = ctx.timeout {
+        // tonic's own `grpc-timeout` formatting; the channel enforces it.
+        metadata.set_timeout(t);
+    }
+    let mut request = Request::new(tonic::body::Body::new(MessageBody::new(chunks)));
+    *request.method_mut() = Method::POST;
+    *request.uri_mut() = Uri::from_static(path);
+    *request.version_mut() = Version::HTTP_2;
+    *request.headers_mut() = metadata.into_parts().0.into_headers();
+    let headers = request.headers_mut();
+    headers.insert(http::header::TE, HeaderValue::from_static("trailers"));
+    headers.insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/grpc"),
+    );
+
+    let mut channel = channel.clone();
+    let ready = channel
+        .ready()
+        .await
+        .map_err(|e| Status::unknown(format!("Service was not ready: {e}")))?;
+    let response = ready
+        .call(request)
+        .await
+        .map_err(|e| Status::from_error(e.into()))?;
+
+    // A trailers-only reply: the status is in the headers.
+    if let Some(status) = Status::from_header_map(response.headers())
+        && status.code() != Code::Ok
+    {
+        return Err(status.into());
+    }
+    let http_status = response.status();
+    let mut body = response.into_body();
+    let read = read_unary(&mut body, ctx.max_receive, tensor_path)
+        .await
+        .map_err(|e| read_error(e, ctx))?;
+    match read.trailers.as_ref().and_then(Status::from_header_map) {
+        Some(status) if status.code() != Code::Ok => return Err(status.into()),
+        Some(_) => {}
+        None if http_status == http::StatusCode::OK => {}
+        None => {
+            return Err(Status::new(
+                http_code(http_status),
+                format!(
+                    "grpc-status header missing, mapped from HTTP status code {}",
+                    http_status.as_u16()
+                ),
+            )
+            .into());
+        }
+    }
+    read.message
+        .ok_or_else(|| Status::internal("Missing response message.").into())
+}
+
+/// The gRPC code for an HTTP status without a `grpc-status`, per gRPC's
+/// HTTP-to-gRPC mapping.
+fn http_code(s: http::StatusCode) -> Code {
+    match s {
+        http::StatusCode::BAD_REQUEST => Code::Internal,
+        http::StatusCode::UNAUTHORIZED => Code::Unauthenticated,
+        http::StatusCode::FORBIDDEN => Code::PermissionDenied,
+        http::StatusCode::NOT_FOUND => Code::Unimplemented,
+        http::StatusCode::TOO_MANY_REQUESTS
+        | http::StatusCode::BAD_GATEWAY
+        | http::StatusCode::SERVICE_UNAVAILABLE
+        | http::StatusCode::GATEWAY_TIMEOUT => Code::Unavailable,
+        _ => Code::Unknown,
+    }
+}
+
+fn read_error(e: ReadError, ctx: &CallCtx) -> CallError {
+    match e {
+        ReadError::Frame(FrameError::TooLarge(t)) => CallError::TooLarge(Error::MessageTooLarge {
+            size: Some(t.size),
+            limit: Some(ctx.max_receive),
+            side: SizeSide::Client,
+        }),
+        ReadError::Body(e) => Status::from_error(e).into(),
+        other => Status::internal(other.to_string()).into(),
+    }
+}
