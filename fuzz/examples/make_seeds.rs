@@ -131,6 +131,11 @@ fn main() {
             );
         }
         // Replies: all succeeded, one failure for all, mixed.
+        let chunks = serving_proto::chunked::predict_request(grpc.clone());
+        let first = chunks[0].len().min(255) as u8;
+        let mut seed = vec![0xff, 0xff, 3, first, first.saturating_add(7), 0xff];
+        seed.extend(chunks.iter().flat_map(|c| c.iter().copied()));
+        write("grpc_unary", &format!("ms-request-{i}"), &seed);
         let ok: Vec<_> = inst.iter().map(|x| Ok(x.clone())).collect();
         let mut mixed = ok.clone();
         mixed[0] = Err(ServableError::new(
@@ -166,6 +171,12 @@ fn main() {
                 &format!("request-{i}-{contents:?}"),
                 &m.encode_to_vec(),
             );
+            // The framed chunks both sides send, cut after the first chunk.
+            let chunks = serving_proto::chunked::model_infer_request(m);
+            let first = chunks[0].len().min(255) as u8;
+            let mut seed = vec![0xff, 0xff, 1, first, first, first];
+            seed.extend(chunks.iter().flat_map(|c| c.iter().copied()));
+            write("grpc_unary", &format!("request-{i}-{contents:?}"), &seed);
         }
         let json = oip::rest::encode_request(req, false).unwrap();
         write(
