@@ -16,10 +16,13 @@ use ndarray::{ArrayBase, ArrayD, Data, Dimension, IxDyn};
 use crate::{Element, Tensor, TensorError};
 
 /// A tensor with the array's shape and values (row-major).
-pub fn from_array<T: Element, S: Data<Elem = T>, D: Dimension>(array: &ArrayBase<S, D>) -> Tensor {
+pub fn from_array<T: Element + Send + 'static, S: Data<Elem = T>, D: Dimension>(
+    array: &ArrayBase<S, D>,
+) -> Tensor {
     let shape: Vec<i64> = array.shape().iter().map(|&d| d as i64).collect();
+    // One copy, in row-major order; the tensor keeps the vector's memory.
     let values: Vec<T> = array.iter().copied().collect();
-    Tensor::from_slice(&shape, &values).expect("an array's shape matches its element count")
+    Tensor::from_vec(&shape, values).expect("an array's shape matches its element count")
 }
 
 /// The tensor as an array of `T`, which must be its type.

@@ -49,8 +49,18 @@ enum Transport {
     Rest(Rest),
 }
 
+impl Transport {
+    /// The endpoint's URL as the user gave it (the transport's label in
+    /// errors).
+    fn url(&self) -> &str {
+        match self {
+            Transport::Grpc(g) => &g.label,
+            Transport::Rest(r) => &r.label,
+        }
+    }
+}
+
 struct Endpoint {
-    url: String,
     transport: Transport,
     in_flight: AtomicUsize,
     set_aside_until: Mutex<Option<Instant>>,
@@ -112,7 +122,7 @@ impl std::fmt::Debug for Client {
                     .inner
                     .endpoints
                     .iter()
-                    .map(|e| &e.url)
+                    .map(|e| e.transport.url())
                     .collect::<Vec<_>>(),
             )
             .field("protocol", &self.inner.protocol)
@@ -378,7 +388,6 @@ impl ClientBuilder {
                 }
             };
             endpoints.push(Endpoint {
-                url: url.clone(),
                 transport,
                 in_flight: AtomicUsize::new(0),
                 set_aside_until: Mutex::new(None),
@@ -490,7 +499,7 @@ impl Client {
                     let left = d.saturating_duration_since(Instant::now());
                     if left.is_zero() {
                         return Err(Error::DeadlineExceeded {
-                            endpoint: endpoint.url.clone(),
+                            endpoint: endpoint.transport.url().to_owned(),
                             timeout: self.inner.timeout,
                             message: "the deadline passed before the call could be sent".into(),
                         });
@@ -505,7 +514,7 @@ impl Client {
                 max_send: self.inner.max_send,
                 max_receive: self.inner.max_receive,
             };
-            let span = tracing::debug_span!("serving_client", call = name, endpoint = %endpoint.url, attempt);
+            let span = tracing::debug_span!("serving_client", call = name, endpoint = %endpoint.transport.url(), attempt);
             endpoint.in_flight.fetch_add(1, Ordering::Relaxed);
             let result = op(endpoint, ctx).instrument(span).await;
             endpoint.in_flight.fetch_sub(1, Ordering::Relaxed);
@@ -517,7 +526,7 @@ impl Client {
             };
             match result {
                 Err(e) if e.is_retryable() => {
-                    tracing::debug!(endpoint = %endpoint.url, error = %e, attempt, "retryable failure; setting the endpoint aside");
+                    tracing::debug!(endpoint = %endpoint.transport.url(), error = %e, attempt, "retryable failure; setting the endpoint aside");
                     set_aside(Some(Instant::now() + self.inner.set_aside));
                     if attempt >= self.inner.retries {
                         return Err(e);

@@ -131,7 +131,7 @@ fn main() {
             );
         }
         // Replies: all succeeded, one failure for all, mixed.
-        let chunks = serving_proto::chunked::predict_request(grpc.clone());
+        let chunks = serving_proto::chunked::predict_request(grpc.clone(), u64::MAX).unwrap();
         let first = chunks[0].len().min(255) as u8;
         let mut seed = vec![0xff, 0xff, 3, first, first.saturating_add(7), 0xff];
         seed.extend(chunks.iter().flat_map(|c| c.iter().copied()));
@@ -172,7 +172,7 @@ fn main() {
                 &m.encode_to_vec(),
             );
             // The framed chunks both sides send, cut after the first chunk.
-            let chunks = serving_proto::chunked::model_infer_request(m);
+            let chunks = serving_proto::chunked::model_infer_request(m, u64::MAX).unwrap();
             let first = chunks[0].len().min(255) as u8;
             let mut seed = vec![0xff, 0xff, 1, first, first, first];
             seed.extend(chunks.iter().flat_map(|c| c.iter().copied()));

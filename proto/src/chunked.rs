@@ -18,7 +18,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use prost::Message;
 use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint, key_len};
 
-use crate::frame;
+use crate::frame::{self, Direction, TooLarge};
 use crate::pb::inference::{ModelInferRequest, ModelInferResponse};
 use crate::pb::mindspore::{Instance, PredictReply, PredictRequest, Tensor, tensor::TensorData};
 
@@ -105,65 +105,84 @@ fn len_field(tag: u32, len: usize) -> usize {
     key_len(tag) + encoded_len_varint(len as u64) + len
 }
 
-/// `inference.ModelInferRequest`, `raw_input_contents` (field 7) shared.
-pub fn model_infer_request(mut m: ModelInferRequest) -> Vec<Bytes> {
+/// `inference.ModelInferRequest`, `raw_input_contents` (field 7) shared;
+/// refused before anything is built if longer than `limit` bytes.
+pub fn model_infer_request(mut m: ModelInferRequest, limit: u64) -> Result<Vec<Bytes>, TooLarge> {
     let raw = std::mem::take(&mut m.raw_input_contents);
-    with_raw(&m, 7, &raw)
+    with_raw(&m, 7, &raw, limit)
 }
 
-/// `inference.ModelInferResponse`, `raw_output_contents` (field 6) shared.
-pub fn model_infer_response(mut m: ModelInferResponse) -> Vec<Bytes> {
+/// `inference.ModelInferResponse`, `raw_output_contents` (field 6) shared;
+/// refused before anything is built if longer than `limit` bytes.
+pub fn model_infer_response(mut m: ModelInferResponse, limit: u64) -> Result<Vec<Bytes>, TooLarge> {
     let raw = std::mem::take(&mut m.raw_output_contents);
-    with_raw(&m, 6, &raw)
+    with_raw(&m, 6, &raw, limit)
 }
 
 /// `rest` (a message without its raw contents), then `raw` as field `tag`.
-fn with_raw(rest: &impl Message, tag: u32, raw: &[Bytes]) -> Vec<Bytes> {
+fn with_raw(
+    rest: &impl Message,
+    tag: u32,
+    raw: &[Bytes],
+    limit: u64,
+) -> Result<Vec<Bytes>, TooLarge> {
     let len = rest.encoded_len() + raw.iter().map(|r| len_field(tag, r.len())).sum::<usize>();
+    frame::check_size(Direction::Sent, len as u64, limit)?;
     let mut c = Chunks::framed(len, raw.iter().map(shared).sum());
     c.put_message(rest);
     for r in raw {
         c.put_bytes_field(tag, r);
     }
-    c.finish()
+    Ok(c.finish())
 }
 
-/// `mindspore.serving.proto.PredictRequest`, every `Tensor.data` shared.
-pub fn predict_request(mut m: PredictRequest) -> Vec<Bytes> {
+/// `mindspore.serving.proto.PredictRequest`, every `Tensor.data` shared;
+/// refused before anything is built if longer than `limit` bytes.
+pub fn predict_request(mut m: PredictRequest, limit: u64) -> Result<Vec<Bytes>, TooLarge> {
     let instances = std::mem::take(&mut m.instances);
-    with_instances(&m, 2, &instances)
+    with_instances(&m, 2, &instances, limit)
 }
 
-/// `mindspore.serving.proto.PredictReply`, every `Tensor.data` shared.
-pub fn predict_reply(mut m: PredictReply) -> Vec<Bytes> {
+/// `mindspore.serving.proto.PredictReply`, every `Tensor.data` shared;
+/// refused before anything is built if longer than `limit` bytes.
+pub fn predict_reply(mut m: PredictReply, limit: u64) -> Result<Vec<Bytes>, TooLarge> {
     let instances = std::mem::take(&mut m.instances);
-    with_instances(&m, 3, &instances)
+    with_instances(&m, 3, &instances, limit)
 }
 
 /// `rest` (a message without its instances), then `instances` as field `tag`.
-fn with_instances(rest: &impl Message, tag: u32, instances: &[Instance]) -> Vec<Bytes> {
-    let len = rest.encoded_len()
-        + instances
-            .iter()
-            .map(|i| len_field(tag, i.encoded_len()))
-            .sum::<usize>();
+fn with_instances(
+    rest: &impl Message,
+    tag: u32,
+    instances: &[Instance],
+    limit: u64,
+) -> Result<Vec<Bytes>, TooLarge> {
+    let lens: Vec<usize> = instances.iter().map(Message::encoded_len).collect();
+    let len = rest.encoded_len() + lens.iter().map(|&l| len_field(tag, l)).sum::<usize>();
+    frame::check_size(Direction::Sent, len as u64, limit)?;
     let mut c = Chunks::framed(len, shared_in(instances));
     c.put_message(rest);
-    for i in instances {
-        put_instance(&mut c, tag, i);
+    for (i, len) in instances.iter().zip(lens) {
+        c.put_len_field(tag, len);
+        put_instance(&mut c, i);
     }
-    c.finish()
+    Ok(c.finish())
 }
 
-/// An `Instance` as field `tag`: its `items` map written entry by entry
-/// (as prost does: key 1, value 2, each left out when default).
-fn put_instance(c: &mut Chunks, tag: u32, i: &Instance) {
-    c.put_len_field(tag, i.encoded_len());
-    let rest = Instance {
-        items: Default::default(),
-        output_buffers: i.output_buffers.clone(),
-    };
-    c.put_message(&rest);
+/// An `Instance`'s fields: its `items` map written entry by entry (as prost
+/// does: key 1, value 2, each left out when default).
+fn put_instance(c: &mut Chunks, i: &Instance) {
+    if !i.output_buffers.is_empty() {
+        prost::encoding::btree_map::encode(
+            prost::encoding::string::encode,
+            prost::encoding::string::encoded_len,
+            prost::encoding::message::encode,
+            prost::encoding::message::encoded_len,
+            2,
+            &i.output_buffers,
+            &mut c.open,
+        );
+    }
     let default = Tensor::default();
     for (key, value) in &i.items {
         let key_part = if key.is_empty() {
@@ -171,19 +190,16 @@ fn put_instance(c: &mut Chunks, tag: u32, i: &Instance) {
         } else {
             len_field(1, key.len())
         };
-        let value_len = value.encoded_len();
-        let value_part = if *value == default {
-            0
-        } else {
-            len_field(2, value_len)
-        };
+        // prost leaves a default value out of the entry.
+        let value_len = (*value != default).then(|| value.encoded_len());
+        let value_part = value_len.map_or(0, |l| len_field(2, l));
         c.put_len_field(1, key_part + value_part);
         if !key.is_empty() {
             c.put_len_field(1, key.len());
             c.open.put_slice(key.as_bytes());
         }
-        if *value != default {
-            c.put_len_field(2, value_len);
+        if let Some(l) = value_len {
+            c.put_len_field(2, l);
             put_tensor(c, value);
         }
     }
@@ -191,19 +207,19 @@ fn put_instance(c: &mut Chunks, tag: u32, i: &Instance) {
 
 /// A `Tensor`'s fields, `data` (field 3) shared.
 fn put_tensor(c: &mut Chunks, t: &Tensor) {
-    match &t.tensor_data {
-        Some(TensorData::Data(data)) => {
-            let rest = Tensor {
-                shape: t.shape.clone(),
-                dtype: t.dtype,
-                bytes_val: t.bytes_val.clone(),
-                tensor_data: None,
-            };
-            c.put_message(&rest);
-            c.put_bytes_field(3, data);
-        }
-        _ => c.put_message(t),
+    let Some(TensorData::Data(data)) = &t.tensor_data else {
+        c.put_message(t);
+        return;
+    };
+    // The other fields as prost writes them (each left out when default).
+    if let Some(shape) = &t.shape {
+        prost::encoding::message::encode(1, shape, &mut c.open);
     }
+    if t.dtype != 0 {
+        prost::encoding::int32::encode(2, &t.dtype, &mut c.open);
+    }
+    prost::encoding::bytes::encode_repeated(4, &t.bytes_val, &mut c.open);
+    c.put_bytes_field(3, data);
 }
 
 #[cfg(test)]
@@ -247,7 +263,7 @@ mod tests {
             raw_input_contents: vec![large.clone(), small.clone(), Bytes::new()],
             ..Default::default()
         };
-        let chunks = model_infer_request(m.clone());
+        let chunks = model_infer_request(m.clone(), u64::MAX).unwrap();
         assert!(shares(&chunks, &large));
         assert!(!shares(&chunks, &small));
         let bytes = joined(&chunks);
@@ -263,7 +279,7 @@ mod tests {
             raw_output_contents: vec![Bytes::from_static(b"abc"), large.clone()],
             ..Default::default()
         };
-        let chunks = model_infer_response(m.clone());
+        let chunks = model_infer_response(m.clone(), u64::MAX).unwrap();
         assert!(shares(&chunks, &large));
         let bytes = joined(&chunks);
         assert_eq!(bytes.len(), m.encoded_len());
@@ -306,7 +322,7 @@ mod tests {
             servable_spec: spec.clone(),
             instances: instances(&large),
         };
-        let chunks = predict_request(req.clone());
+        let chunks = predict_request(req.clone(), u64::MAX).unwrap();
         assert!(shares(&chunks, &large));
         let bytes = joined(&chunks);
         assert_eq!(bytes.len(), req.encoded_len());
@@ -320,7 +336,7 @@ mod tests {
                 error_msg: Bytes::from_static(b"bad"),
             }],
         };
-        let chunks = predict_reply(reply.clone());
+        let chunks = predict_reply(reply.clone(), u64::MAX).unwrap();
         assert!(shares(&chunks, &large));
         let bytes = joined(&chunks);
         assert_eq!(bytes.len(), reply.encoded_len());
@@ -328,10 +344,32 @@ mod tests {
     }
 
     #[test]
+    fn messages_over_the_limit_are_refused_with_their_length() {
+        let m = ModelInferResponse {
+            raw_output_contents: vec![big(SHARE_AT, 7)],
+            ..Default::default()
+        };
+        let len = m.encoded_len() as u64;
+        let e = model_infer_response(m.clone(), len - 1).unwrap_err();
+        assert_eq!(
+            (e.size, e.limit, e.direction),
+            (len, len - 1, Direction::Sent)
+        );
+        assert!(model_infer_response(m, len).is_ok());
+        let reply = PredictReply {
+            instances: instances(&big(SHARE_AT, 8)),
+            ..Default::default()
+        };
+        let len = reply.encoded_len() as u64;
+        assert_eq!(predict_reply(reply.clone(), len - 1).unwrap_err().size, len);
+        assert!(predict_reply(reply, len).is_ok());
+    }
+
+    #[test]
     fn empty_messages_are_a_bare_frame_header() {
-        let chunks = predict_reply(PredictReply::default());
+        let chunks = predict_reply(PredictReply::default(), 0).unwrap();
         assert_eq!(joined(&chunks), Vec::<u8>::new());
-        let chunks = model_infer_request(ModelInferRequest::default());
+        let chunks = model_infer_request(ModelInferRequest::default(), 0).unwrap();
         assert_eq!(joined(&chunks), Vec::<u8>::new());
     }
 }

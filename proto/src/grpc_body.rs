@@ -19,13 +19,16 @@ use crate::frame::{self, FrameError};
 #[derive(Debug, Default)]
 pub struct MessageBody {
     chunks: VecDeque<Bytes>,
+    /// Bytes of `chunks` not yet yielded.
+    remaining: u64,
     trailers: Option<HeaderMap>,
 }
 
 impl MessageBody {
-    /// A body of `chunks` (a request).
+    /// A body of `chunks` (a request, or any body sent in parts).
     pub fn new(chunks: Vec<Bytes>) -> MessageBody {
         MessageBody {
+            remaining: chunks.iter().map(|c| c.len() as u64).sum(),
             chunks: chunks.into(),
             trailers: None,
         }
@@ -34,8 +37,8 @@ impl MessageBody {
     /// A body of `chunks` ending with `trailers` (a reply).
     pub fn with_trailers(chunks: Vec<Bytes>, trailers: HeaderMap) -> MessageBody {
         MessageBody {
-            chunks: chunks.into(),
             trailers: Some(trailers),
+            ..MessageBody::new(chunks)
         }
     }
 }
@@ -49,6 +52,7 @@ impl Body for MessageBody {
         _: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
         if let Some(chunk) = self.chunks.pop_front() {
+            self.remaining -= chunk.len() as u64;
             return Poll::Ready(Some(Ok(Frame::data(chunk))));
         }
         Poll::Ready(self.trailers.take().map(|t| Ok(Frame::trailers(t))))
@@ -59,7 +63,7 @@ impl Body for MessageBody {
     }
 
     fn size_hint(&self) -> SizeHint {
-        SizeHint::with_exact(self.chunks.iter().map(|c| c.len() as u64).sum())
+        SizeHint::with_exact(self.remaining)
     }
 }
 
@@ -109,6 +113,14 @@ where
     std::future::poll_fn(|cx| Pin::new(&mut *body).poll_frame(cx))
         .await
         .map(|r| r.map_err(|e| ReadError::Body(e.into())))
+}
+
+/// The two unary RPCs that carry tensors, as HTTP/2 paths.
+pub mod method {
+    /// `mindspore.serving.proto.MSService/Predict`.
+    pub const PREDICT: &str = "/mindspore.serving.proto.MSService/Predict";
+    /// `inference.GRPCInferenceService/ModelInfer`.
+    pub const MODEL_INFER: &str = "/inference.GRPCInferenceService/ModelInfer";
 }
 
 /// Where the first tensor's bytes lie in each message, as a path of field
@@ -386,11 +398,11 @@ mod tests {
         };
         let cases = [
             (
-                crate::chunked::model_infer_request(oip),
+                crate::chunked::model_infer_request(oip, u64::MAX).unwrap(),
                 tensor_path::MODEL_INFER_REQUEST,
             ),
             (
-                crate::chunked::predict_request(ms),
+                crate::chunked::predict_request(ms, u64::MAX).unwrap(),
                 tensor_path::PREDICT_REQUEST,
             ),
         ];
@@ -441,7 +453,7 @@ mod tests {
     fn a_message_body_yields_its_chunks_then_trailers() {
         let mut t = HeaderMap::new();
         t.insert("grpc-status", "0".parse().unwrap());
-        let chunks = crate::chunked::model_infer_response(Default::default());
+        let chunks = crate::chunked::model_infer_response(Default::default(), 0).unwrap();
         let mut body = MessageBody::with_trailers(chunks, t);
         assert_eq!(body.size_hint().exact(), Some(5));
         let u = futures_lite(read_unary(&mut body, 0, &[])).unwrap();

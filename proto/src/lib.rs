@@ -44,5 +44,9 @@ mod json;
 pub use dtype::{DataType, UnsupportedType};
 pub use tensor::{Element, Tensor, TensorData, TensorError};
 
+/// The REST request header giving a call's deadline in milliseconds from
+/// arrival, on both protocols' REST routes (gRPC has `grpc-timeout`).
+pub const REST_TIMEOUT_HEADER: &str = "Request-Timeout-Ms";
+
 /// The tensors of one instance (MindSpore) or one request (OIP), by name.
 pub type NamedTensors = std::collections::BTreeMap<String, Tensor>;

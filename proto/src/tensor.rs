@@ -349,28 +349,33 @@ impl Tensor {
                 actual: self.dtype,
             });
         };
-        let item = self.dtype.item_size().unwrap_or(1);
-        Ok(raw
-            .chunks_exact(item)
-            .map(|b| {
-                let mut a = [0u8; 8];
-                a[..item].copy_from_slice(b);
-                match self.dtype {
-                    DataType::Bool | DataType::Uint8 => f64::from(b[0]),
-                    DataType::Int8 => f64::from(b[0] as i8),
-                    DataType::Int16 => f64::from(i16::from_le_bytes([a[0], a[1]])),
-                    DataType::Uint16 => f64::from(u16::from_le_bytes([a[0], a[1]])),
-                    DataType::Int32 => f64::from(i32::from_le_bytes([a[0], a[1], a[2], a[3]])),
-                    DataType::Uint32 => f64::from(u32::from_le_bytes([a[0], a[1], a[2], a[3]])),
-                    DataType::Int64 => i64::from_le_bytes(a) as f64,
-                    DataType::Uint64 => u64::from_le_bytes(a) as f64,
-                    DataType::Fp16 => half::f16::from_le_bytes([a[0], a[1]]).to_f64(),
-                    DataType::Bf16 => half::bf16::from_le_bytes([a[0], a[1]]).to_f64(),
-                    DataType::Fp32 => f64::from(f32::from_le_bytes([a[0], a[1], a[2], a[3]])),
-                    DataType::Fp64 | DataType::String | DataType::Bytes => f64::from_le_bytes(a),
-                }
-            })
-            .collect())
+        fn each<T: Element>(raw: &[u8], f: impl Fn(T) -> f64) -> Vec<f64> {
+            raw.chunks_exact(std::mem::size_of::<T>())
+                .map(|b| f(T::read_le(b)))
+                .collect()
+        }
+        Ok(match self.dtype {
+            DataType::Bool => each(raw, |v: bool| f64::from(u8::from(v))),
+            DataType::Uint8 => each::<u8>(raw, f64::from),
+            DataType::Int8 => each::<i8>(raw, f64::from),
+            DataType::Int16 => each::<i16>(raw, f64::from),
+            DataType::Uint16 => each::<u16>(raw, f64::from),
+            DataType::Int32 => each::<i32>(raw, f64::from),
+            DataType::Uint32 => each::<u32>(raw, f64::from),
+            DataType::Int64 => each(raw, |v: i64| v as f64),
+            DataType::Uint64 => each(raw, |v: u64| v as f64),
+            DataType::Fp16 => each(raw, half::f16::to_f64),
+            DataType::Bf16 => each(raw, half::bf16::to_f64),
+            DataType::Fp32 => each::<f32>(raw, f64::from),
+            DataType::Fp64 => each(raw, |v: f64| v),
+            // A tensor never holds raw data of these types.
+            DataType::String | DataType::Bytes => {
+                return Err(TensorError::TypeMismatch {
+                    requested: DataType::Fp64,
+                    actual: self.dtype,
+                });
+            }
+        })
     }
 
     /// Copies the values out as `T`, which must be the tensor's type.
@@ -462,6 +467,44 @@ impl Element for bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_numeric_type_converts_to_f64() {
+        let f = |t: Tensor| t.to_f64_vec().unwrap();
+        assert_eq!(
+            f(Tensor::from_slice(&[2], &[true, false]).unwrap()),
+            [1.0, 0.0]
+        );
+        assert_eq!(
+            f(Tensor::from_slice(&[2], &[-3i8, 4]).unwrap()),
+            [-3.0, 4.0]
+        );
+        assert_eq!(f(Tensor::from_slice(&[1], &[250u8]).unwrap()), [250.0]);
+        assert_eq!(f(Tensor::from_slice(&[1], &[-300i16]).unwrap()), [-300.0]);
+        assert_eq!(f(Tensor::from_slice(&[1], &[60000u16]).unwrap()), [60000.0]);
+        assert_eq!(f(Tensor::from_slice(&[1], &[-7i32]).unwrap()), [-7.0]);
+        assert_eq!(f(Tensor::from_slice(&[1], &[7u32]).unwrap()), [7.0]);
+        assert_eq!(
+            f(Tensor::from_slice(&[1], &[-1i64 << 40]).unwrap()),
+            [-(2f64.powi(40))]
+        );
+        assert_eq!(
+            f(Tensor::from_slice(&[1], &[1u64 << 40]).unwrap()),
+            [2f64.powi(40)]
+        );
+        let h = half::f16::from_f32(1.5);
+        assert_eq!(f(Tensor::from_slice(&[1], &[h]).unwrap()), [1.5]);
+        let b = half::bf16::from_f32(-2.0);
+        assert_eq!(f(Tensor::from_slice(&[1], &[b]).unwrap()), [-2.0]);
+        assert_eq!(f(Tensor::from_slice(&[1], &[0.25f32]).unwrap()), [0.25]);
+        assert_eq!(f(Tensor::from_slice(&[1], &[0.1f64]).unwrap()), [0.1]);
+        assert!(
+            Tensor::from_strings(&[1], &["a"])
+                .unwrap()
+                .to_f64_vec()
+                .is_err()
+        );
+    }
 
     #[test]
     fn from_vec_keeps_the_vec_memory_and_agrees_with_from_slice() {

@@ -1,6 +1,6 @@
 //! gRPC: `MSService` and `GRPCInferenceService` over a tonic channel.
 
-use prost::Message;
+use serving_proto::grpc_body::method::{MODEL_INFER, PREDICT};
 use serving_proto::grpc_body::tensor_path;
 use serving_proto::mindspore::{self, InstanceResult, Outcome};
 use serving_proto::oip::grpc::Contents;
@@ -12,14 +12,9 @@ use serving_proto::pb::mindspore as pb_ms;
 use serving_proto::{NamedTensors, chunked, frame};
 use tonic::transport::Channel;
 
-use super::unary::{self, CallError};
-use super::{CallCtx, ModelMetadata, ServerMetadata, TensorMetadata};
+use super::unary;
+use super::{CallCtx, ModelMetadata, ServerMetadata, sent_too_large};
 use crate::error::{Error, SizeSide};
-
-/// `MSService/Predict`.
-const PREDICT: &str = "/mindspore.serving.proto.MSService/Predict";
-/// `GRPCInferenceService/ModelInfer`.
-const MODEL_INFER: &str = "/inference.GRPCInferenceService/ModelInfer";
 
 /// One gRPC endpoint.
 #[derive(Clone, Debug)]
@@ -111,42 +106,7 @@ pub(crate) fn status_error(s: tonic::Status, endpoint: &str, ctx: &CallCtx) -> E
     }
 }
 
-fn request<T>(message: T, ctx: &CallCtx) -> tonic::Request<T> {
-    let mut r = tonic::Request::new(message);
-    if !ctx.headers.is_empty() {
-        *r.metadata_mut() = tonic::metadata::MetadataMap::from_headers((*ctx.headers).clone());
-    }
-    if let Some(t) = ctx.timeout {
-        r.set_timeout(t);
-    }
-    r
-}
-
 impl Grpc {
-    /// A tensor-carrying call, framed without tonic's codec.
-    async fn call(
-        &self,
-        path: &'static str,
-        chunks: Vec<bytes::Bytes>,
-        tensor_path: &[u32],
-        ctx: &CallCtx,
-    ) -> Result<bytes::Bytes, Error> {
-        unary::call(&self.channel, path, chunks, tensor_path, ctx)
-            .await
-            .map_err(|e| match e {
-                CallError::Status(s) => status_error(s, &self.label, ctx),
-                CallError::TooLarge(e) => e,
-            })
-    }
-
-    /// A reply that is not the protobuf message it should be.
-    fn decode_error(&self, e: prost::DecodeError) -> Error {
-        Error::Protocol {
-            endpoint: self.label.clone(),
-            message: format!("the reply is not a valid protobuf message: {e}"),
-        }
-    }
-
     fn oip(&self, ctx: &CallCtx) -> GrpcInferenceServiceClient<Channel> {
         GrpcInferenceServiceClient::new(self.channel.clone())
             .max_decoding_message_size(ctx.max_receive as usize)
@@ -163,16 +123,16 @@ impl Grpc {
     ) -> Result<Vec<InstanceResult>, Error> {
         let msg = mindspore::grpc::encode_request(servable, method, version, instances)
             .map_err(|e| Error::Request(e.to_string()))?;
-        ctx.check_send(msg.encoded_len() as u64)?;
-        let reply = self
-            .call(
-                PREDICT,
-                chunked::predict_request(msg),
-                tensor_path::PREDICT_REPLY,
-                &ctx,
-            )
-            .await?;
-        let reply = pb_ms::PredictReply::decode(reply).map_err(|e| self.decode_error(e))?;
+        let chunks = chunked::predict_request(msg, ctx.max_send).map_err(sent_too_large)?;
+        let reply: pb_ms::PredictReply = unary::call(
+            &self.channel,
+            &self.label,
+            PREDICT,
+            chunks,
+            tensor_path::PREDICT_REPLY,
+            &ctx,
+        )
+        .await?;
         match mindspore::grpc::decode_reply(reply, instances.len()) {
             Ok(Outcome::Instances(results)) => Ok(results),
             Ok(Outcome::Failed(e)) => Err(Error::Servable(e)),
@@ -186,16 +146,16 @@ impl Grpc {
     pub async fn infer(&self, ctx: CallCtx, req: &InferRequest) -> Result<InferResponse, Error> {
         let msg = oip::grpc::encode_request(req, self.contents)
             .map_err(|e| Error::Request(e.to_string()))?;
-        ctx.check_send(msg.encoded_len() as u64)?;
-        let reply = self
-            .call(
-                MODEL_INFER,
-                chunked::model_infer_request(msg),
-                tensor_path::MODEL_INFER_RESPONSE,
-                &ctx,
-            )
-            .await?;
-        let reply = pb::ModelInferResponse::decode(reply).map_err(|e| self.decode_error(e))?;
+        let chunks = chunked::model_infer_request(msg, ctx.max_send).map_err(sent_too_large)?;
+        let reply: pb::ModelInferResponse = unary::call(
+            &self.channel,
+            &self.label,
+            MODEL_INFER,
+            chunks,
+            tensor_path::MODEL_INFER_RESPONSE,
+            &ctx,
+        )
+        .await?;
         oip::grpc::decode_response(reply).map_err(|e| Error::Protocol {
             endpoint: self.label.clone(),
             message: e.to_string(),
@@ -205,7 +165,7 @@ impl Grpc {
     pub async fn server_live(&self, ctx: CallCtx) -> Result<bool, Error> {
         let r = self
             .oip(&ctx)
-            .server_live(request(pb::ServerLiveRequest {}, &ctx))
+            .server_live(ctx.grpc_request(pb::ServerLiveRequest {}))
             .await;
         Ok(r.map_err(|s| status_error(s, &self.label, &ctx))?
             .into_inner()
@@ -215,7 +175,7 @@ impl Grpc {
     pub async fn server_ready(&self, ctx: CallCtx) -> Result<bool, Error> {
         let r = self
             .oip(&ctx)
-            .server_ready(request(pb::ServerReadyRequest {}, &ctx))
+            .server_ready(ctx.grpc_request(pb::ServerReadyRequest {}))
             .await;
         Ok(r.map_err(|s| status_error(s, &self.label, &ctx))?
             .into_inner()
@@ -232,7 +192,7 @@ impl Grpc {
             name: name.into(),
             version: version.into(),
         };
-        let r = self.oip(&ctx).model_ready(request(msg, &ctx)).await;
+        let r = self.oip(&ctx).model_ready(ctx.grpc_request(msg)).await;
         Ok(r.map_err(|s| status_error(s, &self.label, &ctx))?
             .into_inner()
             .ready)
@@ -241,16 +201,11 @@ impl Grpc {
     pub async fn server_metadata(&self, ctx: CallCtx) -> Result<ServerMetadata, Error> {
         let r = self
             .oip(&ctx)
-            .server_metadata(request(pb::ServerMetadataRequest {}, &ctx))
+            .server_metadata(ctx.grpc_request(pb::ServerMetadataRequest {}))
             .await;
-        let m = r
-            .map_err(|s| status_error(s, &self.label, &ctx))?
-            .into_inner();
-        Ok(ServerMetadata {
-            name: m.name,
-            version: m.version,
-            extensions: m.extensions,
-        })
+        Ok(r.map_err(|s| status_error(s, &self.label, &ctx))?
+            .into_inner()
+            .into())
     }
 
     pub async fn model_metadata(
@@ -263,21 +218,9 @@ impl Grpc {
             name: name.into(),
             version: version.into(),
         };
-        let r = self.oip(&ctx).model_metadata(request(msg, &ctx)).await;
-        let m = r
-            .map_err(|s| status_error(s, &self.label, &ctx))?
-            .into_inner();
-        let tensor = |t: pb::model_metadata_response::TensorMetadata| TensorMetadata {
-            name: t.name,
-            datatype: t.datatype,
-            shape: t.shape,
-        };
-        Ok(ModelMetadata {
-            name: m.name,
-            versions: m.versions,
-            platform: m.platform,
-            inputs: m.inputs.into_iter().map(tensor).collect(),
-            outputs: m.outputs.into_iter().map(tensor).collect(),
-        })
+        let r = self.oip(&ctx).model_metadata(ctx.grpc_request(msg)).await;
+        Ok(r.map_err(|s| status_error(s, &self.label, &ctx))?
+            .into_inner()
+            .into())
     }
 }

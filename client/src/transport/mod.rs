@@ -25,11 +25,28 @@ impl CallCtx {
     /// anything is sent.
     pub fn check_send(&self, size: u64) -> Result<(), crate::Error> {
         serving_proto::frame::check_size(serving_proto::frame::Direction::Sent, size, self.max_send)
-            .map_err(|e| crate::Error::MessageTooLarge {
-                size: Some(e.size),
-                limit: Some(e.limit),
-                side: crate::SizeSide::Client,
-            })
+            .map_err(sent_too_large)
+    }
+
+    /// A tonic request carrying this call's headers and `grpc-timeout`.
+    pub fn grpc_request<T>(&self, message: T) -> tonic::Request<T> {
+        let mut r = tonic::Request::new(message);
+        if !self.headers.is_empty() {
+            *r.metadata_mut() = tonic::metadata::MetadataMap::from_headers((*self.headers).clone());
+        }
+        if let Some(t) = self.timeout {
+            r.set_timeout(t);
+        }
+        r
+    }
+}
+
+/// A request refused by the send cap.
+pub(crate) fn sent_too_large(e: serving_proto::frame::TooLarge) -> crate::Error {
+    crate::Error::MessageTooLarge {
+        size: Some(e.size),
+        limit: Some(e.limit),
+        side: crate::SizeSide::Client,
     }
 }
 

@@ -11,9 +11,6 @@ use serving_proto::{NamedTensors, TensorData, frame};
 use super::{CallCtx, ModelMetadata, ServerMetadata, TensorMetadata};
 use crate::error::{Error, SizeSide};
 
-/// The header the reference server reads a deadline from.
-const TIMEOUT_HEADER: &str = "Request-Timeout-Ms";
-
 /// One REST endpoint.
 #[derive(Clone, Debug)]
 pub(crate) struct Rest {
@@ -129,9 +126,10 @@ impl Rest {
     async fn send(&self, ctx: &CallCtx, req: reqwest::RequestBuilder) -> Result<Reply, Error> {
         let mut req = req.headers((*ctx.headers).clone());
         if let Some(t) = ctx.timeout {
-            req = req
-                .timeout(t)
-                .header(TIMEOUT_HEADER, t.as_millis().max(1).to_string());
+            req = req.timeout(t).header(
+                serving_proto::REST_TIMEOUT_HEADER,
+                t.as_millis().max(1).to_string(),
+            );
         }
         let mut resp = req.send().await.map_err(|e| self.transport(e, ctx))?;
         if let Some(len) = resp.content_length()
@@ -257,14 +255,11 @@ impl Rest {
             oip_rest::encode_request(req, binary).map_err(|e| Error::Request(e.to_string()))?;
         let sent = body.len() as u64;
         ctx.check_send(sent)?;
-        let path = if req.model_version.is_empty() {
-            format!("{}/v2/models/{}/infer", self.base, req.model_name)
-        } else {
-            format!(
-                "{}/v2/models/{}/versions/{}/infer",
-                self.base, req.model_name, req.model_version
-            )
-        };
+        let path = format!(
+            "{}{}/infer",
+            self.base,
+            Self::model_path(&req.model_name, &req.model_version)
+        );
         let mut http = self
             .http
             .post(path)
@@ -434,39 +429,5 @@ fn futures_body(parts: Vec<Bytes>) -> reqwest::Body {
     if let [one] = parts.as_slice() {
         return reqwest::Body::from(one.clone());
     }
-    let len: u64 = parts.iter().map(|p| p.len() as u64).sum();
-    let stream = PartsBody {
-        parts: parts.into(),
-        len,
-    };
-    reqwest::Body::wrap(stream)
-}
-
-struct PartsBody {
-    parts: std::collections::VecDeque<Bytes>,
-    len: u64,
-}
-
-impl http_body::Body for PartsBody {
-    type Data = Bytes;
-    type Error = std::convert::Infallible;
-
-    fn poll_frame(
-        mut self: std::pin::Pin<&mut Self>,
-        _: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
-        let next = self.parts.pop_front();
-        if let Some(p) = &next {
-            self.len -= p.len() as u64;
-        }
-        std::task::Poll::Ready(next.map(|p| Ok(http_body::Frame::data(p))))
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.parts.is_empty()
-    }
-
-    fn size_hint(&self) -> http_body::SizeHint {
-        http_body::SizeHint::with_exact(self.len)
-    }
+    reqwest::Body::wrap(serving_proto::grpc_body::MessageBody::new(parts))
 }

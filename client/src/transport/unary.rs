@@ -12,6 +12,7 @@
 
 use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Uri, Version};
+use prost::Message;
 use serving_proto::frame::FrameError;
 use serving_proto::grpc_body::{MessageBody, ReadError, read_unary};
 use tonic::transport::Channel;
@@ -19,45 +20,30 @@ use tonic::{Code, Status};
 use tower::{Service, ServiceExt};
 
 use super::CallCtx;
+use super::grpc::status_error;
 use crate::error::{Error, SizeSide};
 
-/// Why a call failed: a status (mapped by the caller), or a reply over
-/// the receive cap.
-pub(crate) enum CallError {
-    Status(Status),
-    TooLarge(Error),
-}
-
-impl From<Status> for CallError {
-    fn from(s: Status) -> CallError {
-        CallError::Status(s)
-    }
-}
-
 /// Sends `chunks` (a framed message from [`serving_proto::chunked`]) to
-/// `path` and returns the reply message, its first tensor (found along
-/// `tensor_path`) aligned so callers can view it as a slice in place.
-pub(crate) async fn call(
+/// `path` on the endpoint `label` and decodes the reply, its first tensor
+/// (found along `tensor_path`) aligned so callers can view it as a slice in
+/// place.
+pub(crate) async fn call<M: Message + Default>(
     channel: &Channel,
+    label: &str,
     path: &'static str,
     chunks: Vec<Bytes>,
     tensor_path: &[u32],
     ctx: &CallCtx,
-) -> Result<Bytes, CallError> {
-    let mut metadata = tonic::Request::new(());
-    if !ctx.headers.is_empty() {
-        *metadata.metadata_mut() =
-            tonic::metadata::MetadataMap::from_headers((*ctx.headers).clone());
-    }
-    if let Some(t) = ctx.timeout {
-        // tonic's own `grpc-timeout` formatting; the channel enforces it.
-        metadata.set_timeout(t);
-    }
+) -> Result<M, Error> {
+    let failed = |s: Status| status_error(s, label, ctx);
+    // tonic's own metadata handling and `grpc-timeout` formatting; the
+    // channel enforces the timeout.
+    let (metadata, _, _) = ctx.grpc_request(()).into_parts();
     let mut request = Request::new(tonic::body::Body::new(MessageBody::new(chunks)));
     *request.method_mut() = Method::POST;
     *request.uri_mut() = Uri::from_static(path);
     *request.version_mut() = Version::HTTP_2;
-    *request.headers_mut() = metadata.into_parts().0.into_headers();
+    *request.headers_mut() = metadata.into_headers();
     let headers = request.headers_mut();
     headers.insert(http::header::TE, HeaderValue::from_static("trailers"));
     headers.insert(
@@ -69,40 +55,52 @@ pub(crate) async fn call(
     let ready = channel
         .ready()
         .await
-        .map_err(|e| Status::unknown(format!("Service was not ready: {e}")))?;
+        .map_err(|e| failed(Status::unknown(format!("Service was not ready: {e}"))))?;
     let response = ready
         .call(request)
         .await
-        .map_err(|e| Status::from_error(e.into()))?;
+        .map_err(|e| failed(Status::from_error(e.into())))?;
 
     // A trailers-only reply: the status is in the headers.
     if let Some(status) = Status::from_header_map(response.headers())
         && status.code() != Code::Ok
     {
-        return Err(status.into());
+        return Err(failed(status));
     }
     let http_status = response.status();
     let mut body = response.into_body();
     let read = read_unary(&mut body, ctx.max_receive, tensor_path)
         .await
-        .map_err(|e| read_error(e, ctx))?;
+        .map_err(|e| match e {
+            ReadError::Frame(FrameError::TooLarge(t)) => Error::MessageTooLarge {
+                size: Some(t.size),
+                limit: Some(ctx.max_receive),
+                side: SizeSide::Client,
+            },
+            ReadError::Body(e) => failed(Status::from_error(e)),
+            other => failed(Status::internal(other.to_string())),
+        })?;
     match read.trailers.as_ref().and_then(Status::from_header_map) {
-        Some(status) if status.code() != Code::Ok => return Err(status.into()),
+        Some(status) if status.code() != Code::Ok => return Err(failed(status)),
         Some(_) => {}
         None if http_status == http::StatusCode::OK => {}
         None => {
-            return Err(Status::new(
+            return Err(failed(Status::new(
                 http_code(http_status),
                 format!(
                     "grpc-status header missing, mapped from HTTP status code {}",
                     http_status.as_u16()
                 ),
-            )
-            .into());
+            )));
         }
     }
-    read.message
-        .ok_or_else(|| Status::internal("Missing response message.").into())
+    let reply = read
+        .message
+        .ok_or_else(|| failed(Status::internal("Missing response message.")))?;
+    M::decode(reply).map_err(|e| Error::Protocol {
+        endpoint: label.to_owned(),
+        message: format!("the reply is not a valid protobuf message: {e}"),
+    })
 }
 
 /// The gRPC code for an HTTP status without a `grpc-status`, per gRPC's
@@ -118,17 +116,5 @@ fn http_code(s: http::StatusCode) -> Code {
         | http::StatusCode::SERVICE_UNAVAILABLE
         | http::StatusCode::GATEWAY_TIMEOUT => Code::Unavailable,
         _ => Code::Unknown,
-    }
-}
-
-fn read_error(e: ReadError, ctx: &CallCtx) -> CallError {
-    match e {
-        ReadError::Frame(FrameError::TooLarge(t)) => CallError::TooLarge(Error::MessageTooLarge {
-            size: Some(t.size),
-            limit: Some(ctx.max_receive),
-            side: SizeSide::Client,
-        }),
-        ReadError::Body(e) => Status::from_error(e).into(),
-        other => Status::internal(other.to_string()).into(),
     }
 }

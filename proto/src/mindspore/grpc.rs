@@ -98,20 +98,26 @@ pub fn input_tensor(mut t: pb::Tensor) -> Result<Tensor, TensorCheckError> {
             Tensor::from_elements(dtype, shape, t.bytes_val)
                 .map_err(|_| TensorCheckError::StringCount)
         }
-        data => {
-            let raw = match data {
-                Some(pb::tensor::TensorData::Data(raw)) => raw,
-                _ => Bytes::new(),
-            };
-            let len = raw.len();
-            Tensor::from_raw(dtype, shape, raw).map_err(|e| match e {
-                crate::TensorError::InvalidBool { .. } => {
-                    TensorCheckError::InvalidBool(e.to_string())
-                }
-                _ => TensorCheckError::DataSize(len),
-            })
-        }
+        data => raw_tensor(dtype, shape, data),
     }
+}
+
+/// A numeric tensor from `data` (absent data is empty), with the check
+/// errors both directions report.
+fn raw_tensor(
+    dtype: DataType,
+    shape: Vec<i64>,
+    data: Option<pb::tensor::TensorData>,
+) -> Result<Tensor, TensorCheckError> {
+    let raw = match data {
+        Some(pb::tensor::TensorData::Data(raw)) => raw,
+        _ => Bytes::new(),
+    };
+    let len = raw.len();
+    Tensor::from_raw(dtype, shape, raw).map_err(|e| match e {
+        crate::TensorError::InvalidBool { .. } => TensorCheckError::InvalidBool(e.to_string()),
+        _ => TensorCheckError::DataSize(len),
+    })
 }
 
 /// Decodes a reply (output) tensor. Outputs may have any shape; a
@@ -134,19 +140,7 @@ pub fn output_tensor(mut t: pb::Tensor) -> Result<Tensor, TensorCheckError> {
                 }
             })
         }
-        data => {
-            let raw = match data {
-                Some(pb::tensor::TensorData::Data(raw)) => raw,
-                _ => Bytes::new(),
-            };
-            let len = raw.len();
-            Tensor::from_raw(dtype, dims, raw).map_err(|e| match e {
-                crate::TensorError::InvalidBool { .. } => {
-                    TensorCheckError::InvalidBool(e.to_string())
-                }
-                _ => TensorCheckError::DataSize(len),
-            })
-        }
+        data => raw_tensor(dtype, dims, data),
     }
 }
 

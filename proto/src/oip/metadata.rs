@@ -1,5 +1,8 @@
 //! Server and model metadata, the replies of the metadata endpoints in
-//! both transports (spec §2 `ServerMetadata`, `ModelMetadata`).
+//! both transports (spec §2 `ServerMetadata`, `ModelMetadata`), and their
+//! conversions from and to the gRPC messages.
+
+use crate::pb::inference::{self as pb, model_metadata_response::TensorMetadata as PbTensor};
 
 /// Server metadata.
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
@@ -36,4 +39,58 @@ pub struct ModelMetadata {
     pub inputs: Vec<TensorMetadata>,
     /// Outputs.
     pub outputs: Vec<TensorMetadata>,
+}
+
+impl From<pb::ServerMetadataResponse> for ServerMetadata {
+    fn from(m: pb::ServerMetadataResponse) -> ServerMetadata {
+        ServerMetadata {
+            name: m.name,
+            version: m.version,
+            extensions: m.extensions,
+        }
+    }
+}
+
+impl From<PbTensor> for TensorMetadata {
+    fn from(t: PbTensor) -> TensorMetadata {
+        TensorMetadata {
+            name: t.name,
+            datatype: t.datatype,
+            shape: t.shape,
+        }
+    }
+}
+
+impl From<TensorMetadata> for PbTensor {
+    fn from(t: TensorMetadata) -> PbTensor {
+        PbTensor {
+            name: t.name,
+            datatype: t.datatype,
+            shape: t.shape,
+        }
+    }
+}
+
+impl From<pb::ModelMetadataResponse> for ModelMetadata {
+    fn from(m: pb::ModelMetadataResponse) -> ModelMetadata {
+        ModelMetadata {
+            name: m.name,
+            versions: m.versions,
+            platform: m.platform,
+            inputs: m.inputs.into_iter().map(Into::into).collect(),
+            outputs: m.outputs.into_iter().map(Into::into).collect(),
+        }
+    }
+}
+
+impl From<ModelMetadata> for pb::ModelMetadataResponse {
+    fn from(m: ModelMetadata) -> pb::ModelMetadataResponse {
+        pb::ModelMetadataResponse {
+            name: m.name,
+            versions: m.versions,
+            platform: m.platform,
+            inputs: m.inputs.into_iter().map(Into::into).collect(),
+            outputs: m.outputs.into_iter().map(Into::into).collect(),
+        }
+    }
 }

@@ -140,7 +140,8 @@ pub enum OipError {
         /// The refusal.
         source: UnsupportedType,
     },
-    /// A negative dimension, or a shape whose size overflows.
+    /// Data the tensor refuses (BOOL bytes other than 0 and 1, a length
+    /// that does not match the shape).
     #[error("tensor '{name}': {source}")]
     Value {
         /// Tensor name.

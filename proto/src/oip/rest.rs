@@ -208,11 +208,7 @@ fn tensor_from_json_data(
         // At most 40 bytes of the value, cut on a character boundary (a cut
         // inside a character panicked: found by fuzzing).
         let mut value = v.to_string();
-        let mut cut = value.len().min(40);
-        while !value.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        value.truncate(cut);
+        value.truncate(value.floor_char_boundary(40));
         OipError::ValueKind {
             name: name.to_owned(),
             datatype: dtype,

@@ -100,18 +100,7 @@ impl GrpcInferenceService for OipGrpc {
     ) -> Result<Response<pb::ModelMetadataResponse>, Status> {
         let r = request.into_inner();
         let m = oip::model_metadata(&self.state, &r.name, &r.version).map_err(status)?;
-        let tensor = |t: oip::TensorMetadata| pb::model_metadata_response::TensorMetadata {
-            name: t.name,
-            datatype: t.datatype,
-            shape: t.shape,
-        };
-        Ok(Response::new(pb::ModelMetadataResponse {
-            name: m.name,
-            versions: m.versions,
-            platform: m.platform,
-            inputs: m.inputs.into_iter().map(tensor).collect(),
-            outputs: m.outputs.into_iter().map(tensor).collect(),
-        }))
+        Ok(Response::new(m.into()))
     }
 
     async fn model_infer(

@@ -20,7 +20,8 @@ use http::{HeaderMap, HeaderValue, Request, Response};
 use http_body::Body;
 use prost::Message;
 use serving_proto::chunked;
-use serving_proto::frame::FrameError;
+use serving_proto::frame::{FrameError, TooLarge};
+use serving_proto::grpc_body::method::{MODEL_INFER, PREDICT};
 use serving_proto::grpc_body::{MessageBody, ReadError, read_unary, tensor_path};
 use serving_proto::pb::inference::grpc_inference_service_server::GrpcInferenceService;
 use serving_proto::pb::mindspore::ms_service_server::MsService;
@@ -29,11 +30,6 @@ use tonic::metadata::MetadataMap;
 
 use super::mindspore::MindSporeGrpc;
 use super::oip::OipGrpc;
-
-/// `MSService/Predict`.
-pub const PREDICT: &str = "/mindspore.serving.proto.MSService/Predict";
-/// `GRPCInferenceService/ModelInfer`.
-pub const MODEL_INFER: &str = "/inference.GRPCInferenceService/ModelInfer";
 
 /// A tower service answering [`PREDICT`] and [`MODEL_INFER`] itself and
 /// passing every other request to `inner`.
@@ -117,14 +113,15 @@ where
 
 /// Reads the request message (its first tensor aligned where `tensor_path`
 /// finds it, so ONNX Runtime reads it in place), runs `handle` on it and
-/// writes its reply
-/// with `encode`, answering any failure as tonic would (same codes, same
-/// texts where tonic has one).
+/// writes its reply with `encode`, answering any failure as tonic would
+/// (same codes, same texts where tonic has one). The services check their
+/// replies against the limit themselves (and count a refusal in the
+/// metrics); `encode` checks again, so no path sends an oversized reply.
 async fn unary<B, M, R, F, Fut>(
     req: Request<B>,
     limit: u64,
     tensor_path: &[u32],
-    encode: fn(R) -> Vec<Bytes>,
+    encode: fn(R, u64) -> Result<Vec<Bytes>, TooLarge>,
     handle: F,
 ) -> Response<tonic::body::Body>
 where
@@ -166,9 +163,13 @@ where
     match handle(request).await {
         Ok(reply) => {
             let (metadata, message, extensions) = reply.into_parts();
+            let chunks = match encode(message, limit) {
+                Ok(chunks) => chunks,
+                Err(e) => return Status::resource_exhausted(e.to_string()).into_http(),
+            };
             let mut trailers = HeaderMap::new();
             trailers.insert("grpc-status", HeaderValue::from_static("0"));
-            let body = MessageBody::with_trailers(encode(message), trailers);
+            let body = MessageBody::with_trailers(chunks, trailers);
             let mut response = Response::new(tonic::body::Body::new(body));
             *response.headers_mut() = metadata.into_headers();
             response.headers_mut().insert(

@@ -55,7 +55,7 @@ pub fn router(state: Arc<State>, token: Option<Arc<str>>) -> Router {
 }
 
 /// The REST request header giving a deadline in milliseconds from arrival.
-pub const TIMEOUT_HEADER: &str = "Request-Timeout-Ms";
+pub use serving_proto::REST_TIMEOUT_HEADER as TIMEOUT_HEADER;
 
 /// The deadline a request's `Request-Timeout-Ms` header sets.
 pub fn deadline_of(headers: &HeaderMap) -> Option<std::time::Instant> {
