@@ -161,7 +161,6 @@ async fn main() -> ExitCode {
         auth_token: args.auth_token,
         drain_timeout: std::time::Duration::from_secs_f64(args.drain_timeout.max(0.0)),
     };
-    let args_unix = config.grpc_unix.clone();
     let running = match server::start(config).await {
         Ok(r) => r,
         Err(e) => {
@@ -179,7 +178,7 @@ async fn main() -> ExitCode {
         "Serving: Serving RESTful server start success, listening on {}",
         running.rest_address
     );
-    if let Some(path) = &args_unix {
+    if let Some(path) = &running.unix_socket {
         println!("Serving: gRPC also listening on unix:{}", path.display());
     }
     println!(

@@ -131,7 +131,9 @@ pub struct Running {
     pub state: Arc<State>,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
-    unix_socket: Option<PathBuf>,
+    /// The Unix socket gRPC also listens on (`--grpc-unix`), removed at
+    /// shutdown.
+    pub unix_socket: Option<PathBuf>,
     health: tonic_health::server::HealthReporter,
 }
 

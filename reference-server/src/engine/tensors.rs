@@ -51,11 +51,7 @@ pub fn infer(
             }
             // ONNX string tensors hold UTF-8 text: other bytes are the
             // request's fault, not the model's.
-            if let Some(elements) = t.elements()
-                && let Some(bad) = elements
-                    .iter()
-                    .position(|e| std::str::from_utf8(e).is_err())
-            {
+            if let Some(bad) = tensor_io::first_non_utf8(t) {
                 return Err(ServeError::InvalidArgument(format!(
                     "input '{name}' of model '{model}': element {bad} is not UTF-8 text, which this model's string input (an ONNX string tensor) requires"
                 )));

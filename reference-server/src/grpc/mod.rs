@@ -11,7 +11,6 @@ pub mod zero_copy;
 use std::sync::Arc;
 
 use serving_proto::pb::inference::grpc_inference_service_server::GrpcInferenceServiceServer;
-use serving_proto::pb::mindspore::ms_service_server::MsServiceServer;
 use tonic::service::Routes;
 
 use crate::auth::GrpcAuth;
@@ -34,13 +33,10 @@ pub fn routes(
     let ms = mindspore::MindSporeGrpc::new(state.clone());
     let oip = oip::OipGrpc::new(state);
     // tonic serves every RPC but the two that carry tensors, which
-    // `ZeroCopy` answers with the same implementations.
+    // `ZeroCopy` answers with the same implementations (so `MSService`,
+    // whose only RPC is `Predict`, needs no tonic route; its other paths
+    // get tonic's UNIMPLEMENTED like any unknown service).
     let routes = Routes::new(
-        MsServiceServer::new(ms.clone())
-            .max_decoding_message_size(limit)
-            .max_encoding_message_size(usize::MAX),
-    )
-    .add_service(
         GrpcInferenceServiceServer::new(oip.clone())
             .max_decoding_message_size(limit)
             .max_encoding_message_size(usize::MAX),

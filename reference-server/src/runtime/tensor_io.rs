@@ -110,6 +110,15 @@ fn copied(e: E, shape: &[i64], raw: &[u8]) -> Result<DynTensor, String> {
     Ok(t)
 }
 
+/// The index of the first element of a STRING/BYTES tensor that is not
+/// UTF-8 text, which ONNX string tensors require; `None` if all are (or
+/// the tensor is numeric).
+pub fn first_non_utf8(t: &Tensor) -> Option<usize> {
+    t.elements()?
+        .iter()
+        .position(|e| std::str::from_utf8(e).is_err())
+}
+
 /// An input value for ONNX element type `e` over the tensor's bytes:
 /// borrowed without a copy when aligned, copied otherwise. BOOL bytes are
 /// normalised to 0/1.
@@ -158,8 +167,9 @@ pub fn input_value<'a>(e: E, t: &'a Tensor) -> Result<SessionInputValue<'a>, Str
     }
 }
 
-/// Reads a session output into a tensor (one copy out of ONNX Runtime's
-/// buffer). ONNX strings become `String` tensors.
+/// Reads a session output into a tensor: the output value becomes the
+/// tensor's bytes without a copy (copied only if it aliases one of
+/// `inputs`). ONNX strings become `String` tensors.
 pub fn output_tensor(v: DynValue, inputs: &[&Tensor]) -> Result<Tensor, String> {
     let (e, shape) = match v.dtype() {
         ValueType::Tensor { ty, shape, .. } => (*ty, shape.to_vec()),
