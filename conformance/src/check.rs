@@ -5,8 +5,9 @@ use std::path::PathBuf;
 use std::pin::Pin;
 use std::time::Duration;
 
-use serving_client::{Client, Error, NamedTensors, Tensor};
+use serving_client::{Client, Error, Tensor};
 
+use crate::call::{self, Failed};
 use crate::target::{Family, Target};
 
 /// The result of one check on one target.
@@ -161,41 +162,20 @@ impl Suite {
         let client = self.client(target)?;
         let x1 = Tensor::from_vec(&[2, 2], vec![1f32, 2.0, 3.0, 4.0]).expect("4 values");
         let x2 = Tensor::from_vec(&[2, 2], vec![0.5f32; 4]).expect("4 values");
-        let y = match target.family {
-            Family::MindSpore => {
-                let instance: NamedTensors =
-                    [("x1".to_string(), x1), ("x2".to_string(), x2)].into();
-                let r = client
-                    .predict("add", "add_common", &[instance])
-                    .await
-                    .map_err(|e| format!("afterwards, add failed: {e}"))?;
-                let outputs = r
-                    .into_iter()
-                    .next()
-                    .ok_or("afterwards, add returned no result")?
-                    .map_err(|e| format!("afterwards, add failed: {}", e.message))?;
-                outputs
-                    .get("y")
-                    .ok_or("afterwards, add returned no y")?
-                    .to_f64_vec()
-                    .map_err(|e| e.to_string())?
-            }
-            Family::OpenInference => {
-                let r = client
-                    .infer("add")
-                    .input("x1", x1)
-                    .input("x2", x2)
-                    .send()
-                    .await
-                    .map_err(|e| format!("afterwards, add failed: {e}"))?;
-                let y = r
-                    .outputs
-                    .iter()
-                    .find(|o| o.name == "y")
-                    .ok_or("afterwards, add returned no y")?;
-                y.tensor.to_f64_vec().map_err(|e| e.to_string())?
-            }
-        };
+        let inputs = [("x1".to_string(), x1), ("x2".to_string(), x2)];
+        let outputs =
+            match call::run(&client, target.family, "add", "add_common", &inputs, None).await {
+                Ok(outputs) => outputs,
+                Err(Failed::Call(e)) => return Err(format!("afterwards, add failed: {e}")),
+                Err(Failed::Instance(e)) => {
+                    return Err(format!("afterwards, add failed: {}", e.message));
+                }
+                Err(Failed::NoResult) => return Err("afterwards, add returned no result".into()),
+            };
+        let y = call::output(outputs, "y")
+            .ok_or("afterwards, add returned no y")?
+            .to_f64_vec()
+            .map_err(|e| e.to_string())?;
         if y != [1.5, 2.5, 3.5, 4.5] {
             return Err(format!(
                 "afterwards, add returned {y:?}, not [1.5, 2.5, 3.5, 4.5]"

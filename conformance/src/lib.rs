@@ -27,6 +27,7 @@
 //! # }
 //! ```
 
+pub mod call;
 pub mod check;
 pub mod checks;
 pub mod control;

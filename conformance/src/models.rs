@@ -55,6 +55,37 @@ pub struct Model {
     pub onnx: Vec<u8>,
 }
 
+impl Model {
+    /// A model (MindSpore method `predict`, no batch dimension) whose ONNX
+    /// graph declares exactly `inputs` and `outputs` (variable dimensions
+    /// named by position) and runs `nodes`: (operator, inputs, outputs).
+    fn graph(
+        name: &str,
+        inputs: Vec<TensorSpec>,
+        outputs: Vec<TensorSpec>,
+        nodes: &[(&str, &[&str], &[&str])],
+    ) -> Model {
+        let mut b = ModelBuilder::new(name);
+        for t in &inputs {
+            b = b.input(&t.name, t.dtype, &dims(&t.shape, &DIM_NAMES));
+        }
+        for t in &outputs {
+            b = b.output(&t.name, t.dtype, &dims(&t.shape, &DIM_NAMES));
+        }
+        for (op, ins, outs) in nodes {
+            b = b.node(op, ins, outs, vec![]);
+        }
+        Model {
+            name: name.into(),
+            method: "predict".into(),
+            inputs,
+            outputs,
+            with_batch_dim: false,
+            onnx: b.build(),
+        }
+    }
+}
+
 /// The numeric types every OIP target must round-trip: every fixed-size
 /// type, in declaration order.
 pub const NUMERIC: [DataType; 13] = {
@@ -138,19 +169,12 @@ pub fn identity_feed(x1: serving_proto::Tensor) -> Vec<(String, serving_proto::T
 pub fn model_set() -> Vec<Model> {
     let mut set: Vec<Model> = NUMERIC.iter().map(|&d| identity4(d)).collect();
     set.push(identity4(DataType::Bytes));
-    let one = [Dim::Fixed(1)];
-    set.push(Model {
-        name: "identity_string".into(),
-        method: "predict".into(),
-        inputs: vec![spec("x", DataType::String, &[1])],
-        outputs: vec![spec("y", DataType::String, &[1])],
-        with_batch_dim: false,
-        onnx: ModelBuilder::new("identity_string")
-            .input("x", DataType::String, &one)
-            .output("y", DataType::String, &one)
-            .node("Identity", &["x"], &["y"], vec![])
-            .build(),
-    });
+    set.push(Model::graph(
+        "identity_string",
+        vec![spec("x", DataType::String, &[1])],
+        vec![spec("y", DataType::String, &[1])],
+        &[("Identity", &["x"], &["y"])],
+    ));
     let square = [2, 2];
     set.push(Model {
         name: "add".into(),
@@ -163,53 +187,36 @@ pub fn model_set() -> Vec<Model> {
         with_batch_dim: false,
         onnx: reference_server::demo::add_model(),
     });
-    let rows = [Dim::Dynamic("batch"), Dim::Fixed(2)];
     set.push(Model {
-        name: "add_batch".into(),
-        method: "predict".into(),
-        inputs: vec![
-            spec("x1", DataType::Fp32, &[-1, 2]),
-            spec("x2", DataType::Fp32, &[-1, 2]),
-        ],
-        outputs: vec![spec("y", DataType::Fp32, &[-1, 2])],
         with_batch_dim: true,
-        onnx: ModelBuilder::new("add_batch")
-            .input("x1", DataType::Fp32, &rows)
-            .input("x2", DataType::Fp32, &rows)
-            .output("y", DataType::Fp32, &rows)
-            .node("Add", &["x1", "x2"], &["y"], vec![])
-            .build(),
+        ..Model::graph(
+            "add_batch",
+            vec![
+                spec("x1", DataType::Fp32, &[-1, 2]),
+                spec("x2", DataType::Fp32, &[-1, 2]),
+            ],
+            vec![spec("y", DataType::Fp32, &[-1, 2])],
+            &[("Add", &["x1", "x2"], &["y"])],
+        )
     });
-    let flat = [Dim::Dynamic("n")];
-    set.push(Model {
-        name: "multi_output".into(),
-        method: "predict".into(),
-        inputs: vec![spec("x", DataType::Fp32, &[-1])],
-        outputs: vec![
+    set.push(Model::graph(
+        "multi_output",
+        vec![spec("x", DataType::Fp32, &[-1])],
+        vec![
             spec("double", DataType::Fp32, &[-1]),
             spec("negated", DataType::Fp32, &[-1]),
         ],
-        with_batch_dim: false,
-        onnx: ModelBuilder::new("multi_output")
-            .input("x", DataType::Fp32, &flat)
-            .output("double", DataType::Fp32, &flat)
-            .output("negated", DataType::Fp32, &flat)
-            .node("Add", &["x", "x"], &["double"], vec![])
-            .node("Neg", &["x"], &["negated"], vec![])
-            .build(),
-    });
-    set.push(Model {
-        name: "size_probe".into(),
-        method: "predict".into(),
-        inputs: vec![spec("x", DataType::Uint8, &[-1])],
-        outputs: vec![spec("n", DataType::Int64, &[1])],
-        with_batch_dim: false,
-        onnx: ModelBuilder::new("size_probe")
-            .input("x", DataType::Uint8, &flat)
-            .output("n", DataType::Int64, &one)
-            .node("Shape", &["x"], &["n"], vec![])
-            .build(),
-    });
+        &[
+            ("Add", &["x", "x"], &["double"]),
+            ("Neg", &["x"], &["negated"]),
+        ],
+    ));
+    set.push(Model::graph(
+        "size_probe",
+        vec![spec("x", DataType::Uint8, &[-1])],
+        vec![spec("n", DataType::Int64, &[1])],
+        &[("Shape", &["x"], &["n"])],
+    ));
     set
 }
 

@@ -46,20 +46,15 @@ impl Report {
 
     /// A plain-text table.
     pub fn table(&self) -> String {
-        let w_check = self
-            .rows
-            .iter()
-            .map(|r| r.check.len())
-            .max()
-            .unwrap_or(5)
-            .max(5);
-        let w_target = self
-            .rows
-            .iter()
-            .map(|r| r.target.len())
-            .max()
-            .unwrap_or(6)
-            .max(6);
+        // Each column as wide as its longest cell, at least its heading.
+        let width = |heading: &str, cell: fn(&Row) -> &str| {
+            self.rows
+                .iter()
+                .map(|r| cell(r).len())
+                .fold(heading.len(), usize::max)
+        };
+        let w_check = width("check", |r| &r.check);
+        let w_target = width("target", |r| &r.target);
         let mut out = String::new();
         let _ = writeln!(
             out,

@@ -60,10 +60,8 @@ macro_rules! ms_request_error {
 }
 
 async fn after(suite: &Suite, target: &Target, outcome: Result<String, String>) -> Outcome {
-    match (outcome, suite.still_correct(target).await) {
-        (Ok(d), Ok(())) => Outcome::Pass(d),
-        (Err(e), _) | (Ok(_), Err(e)) => Outcome::Fail(e),
-    }
+    let still = suite.still_correct(target).await;
+    outcome.and_then(|d| still.map(|()| d)).into()
 }
 
 /// MindSpore REST bodies and the exact `error_msg` each gets (spec §3.3-3.5).
@@ -366,69 +364,53 @@ struct OipCase {
 }
 
 fn oip_cases() -> Vec<OipCase> {
-    let sq = |v: f32| vec![v; 4];
+    let input =
+        |name, datatype, shape: &[i64], values: Vec<f32>| (name, datatype, shape.to_vec(), values);
+    let x1 = input("x1", "FP32", &[2, 2], vec![1.0; 4]);
+    let x2 = input("x2", "FP32", &[2, 2], vec![1.0; 4]);
+    let case = |name, model, version, inputs| OipCase {
+        name,
+        model,
+        version,
+        inputs,
+    };
     vec![
-        OipCase {
-            name: "unknown model",
-            model: "no_such_model",
-            version: "",
-            inputs: vec![
-                ("x1", "FP32", vec![2, 2], sq(1.0)),
-                ("x2", "FP32", vec![2, 2], sq(1.0)),
+        case(
+            "unknown model",
+            "no_such_model",
+            "",
+            vec![x1.clone(), x2.clone()],
+        ),
+        case("unknown version", "add", "99", vec![x1.clone(), x2.clone()]),
+        case("missing input", "add", "", vec![x1.clone()]),
+        case(
+            "unknown input",
+            "add",
+            "",
+            vec![
+                x1.clone(),
+                x2.clone(),
+                input("x9", "FP32", &[2, 2], vec![1.0; 4]),
             ],
-        },
-        OipCase {
-            name: "unknown version",
-            model: "add",
-            version: "99",
-            inputs: vec![
-                ("x1", "FP32", vec![2, 2], sq(1.0)),
-                ("x2", "FP32", vec![2, 2], sq(1.0)),
-            ],
-        },
-        OipCase {
-            name: "missing input",
-            model: "add",
-            version: "",
-            inputs: vec![("x1", "FP32", vec![2, 2], sq(1.0))],
-        },
-        OipCase {
-            name: "unknown input",
-            model: "add",
-            version: "",
-            inputs: vec![
-                ("x1", "FP32", vec![2, 2], sq(1.0)),
-                ("x2", "FP32", vec![2, 2], sq(1.0)),
-                ("x9", "FP32", vec![2, 2], sq(1.0)),
-            ],
-        },
-        OipCase {
-            name: "wrong datatype",
-            model: "add",
-            version: "",
-            inputs: vec![
-                ("x1", "INT32", vec![2, 2], sq(1.0)),
-                ("x2", "FP32", vec![2, 2], sq(1.0)),
-            ],
-        },
-        OipCase {
-            name: "wrong shape",
-            model: "add",
-            version: "",
-            inputs: vec![
-                ("x1", "FP32", vec![4, 1], sq(1.0)),
-                ("x2", "FP32", vec![2, 2], sq(1.0)),
-            ],
-        },
-        OipCase {
-            name: "wrong data size",
-            model: "add",
-            version: "",
-            inputs: vec![
-                ("x1", "FP32", vec![2, 2], vec![1.0; 3]),
-                ("x2", "FP32", vec![2, 2], sq(1.0)),
-            ],
-        },
+        ),
+        case(
+            "wrong datatype",
+            "add",
+            "",
+            vec![input("x1", "INT32", &[2, 2], vec![1.0; 4]), x2.clone()],
+        ),
+        case(
+            "wrong shape",
+            "add",
+            "",
+            vec![input("x1", "FP32", &[4, 1], vec![1.0; 4]), x2.clone()],
+        ),
+        case(
+            "wrong data size",
+            "add",
+            "",
+            vec![input("x1", "FP32", &[2, 2], vec![1.0; 3]), x2],
+        ),
     ]
 }
 

@@ -115,23 +115,25 @@ fn fit(size: u64, len: impl Fn(u64) -> u64) -> u64 {
     lo
 }
 
-fn probe(n: u64) -> NamedTensors {
-    let t = Tensor::from_raw(
-        DataType::Uint8,
-        vec![n as i64],
-        bytes::Bytes::from(vec![0u8; n as usize]),
-    )
-    .expect("n bytes");
+/// `n` zero bytes of `zeros` (shared: the bisections build a request per
+/// step, and the payload can be hundreds of MiB).
+fn payload(zeros: &bytes::Bytes, n: u64) -> bytes::Bytes {
+    zeros.slice(..n as usize)
+}
+
+fn probe(zeros: &bytes::Bytes, n: u64) -> NamedTensors {
+    let t = Tensor::from_raw(DataType::Uint8, vec![n as i64], payload(zeros, n)).expect("n bytes");
     [("x".to_string(), t)].into()
 }
 
 async fn ms_grpc(suite: &Suite, target: &Target, size: u64) -> Result<(Answer, u64), String> {
+    let zeros = bytes::Bytes::from(vec![0u8; size as usize]);
     let encode = |n: u64, version: u64| {
         serving_proto::mindspore::grpc::encode_request(
             "size_probe",
             "predict",
             version,
-            &[probe(n)],
+            &[probe(&zeros, n)],
         )
         .expect("uint8 encodes")
     };
@@ -182,15 +184,20 @@ fn ms_body(n: u64) -> String {
     )
 }
 
-async fn ms_rest(suite: &Suite, target: &Target, size: u64) -> Result<(Answer, u64), String> {
-    let ms_len =
-        |n: u64| (n.div_ceil(3) * 4) + ms_body(0).len() as u64 + n.to_string().len() as u64 - 1;
-    let n = fit(size, ms_len);
-    let mut body = ms_body(n);
+/// A JSON body padded with trailing white space to exactly `size` bytes.
+fn padded(mut body: String, size: u64) -> Result<String, String> {
     body.push_str(&" ".repeat((size as usize).saturating_sub(body.len())));
     if body.len() as u64 != size {
         return Err(format!("cannot build a body of exactly {size} bytes"));
     }
+    Ok(body)
+}
+
+async fn ms_rest(suite: &Suite, target: &Target, size: u64) -> Result<(Answer, u64), String> {
+    let ms_len =
+        |n: u64| (n.div_ceil(3) * 4) + ms_body(0).len() as u64 + n.to_string().len() as u64 - 1;
+    let n = fit(size, ms_len);
+    let body = padded(ms_body(n), size)?;
     let url = format!("{}/model/size_probe:predict", target.http_base());
     let reply = suite
         .http()?
@@ -219,7 +226,7 @@ async fn ms_rest(suite: &Suite, target: &Target, size: u64) -> Result<(Answer, u
     })
 }
 
-fn oip_request(n: u64, id: &str) -> oip_pb::ModelInferRequest {
+fn oip_request(zeros: &bytes::Bytes, n: u64, id: &str) -> oip_pb::ModelInferRequest {
     oip_pb::ModelInferRequest {
         model_name: "size_probe".into(),
         id: id.to_owned(),
@@ -229,20 +236,23 @@ fn oip_request(n: u64, id: &str) -> oip_pb::ModelInferRequest {
             shape: vec![n as i64],
             ..Default::default()
         }],
-        raw_input_contents: vec![bytes::Bytes::from(vec![0u8; n as usize])],
+        raw_input_contents: vec![payload(zeros, n)],
         ..Default::default()
     }
 }
 
 async fn oip_grpc(suite: &Suite, target: &Target, size: u64) -> Result<(Answer, u64), String> {
-    let n = fit(size, |n| oip_request(n, "").encoded_len() as u64);
-    let mut request = oip_request(n, "");
+    let zeros = bytes::Bytes::from(vec![0u8; size as usize]);
+    let n = fit(size, |n| oip_request(&zeros, n, "").encoded_len() as u64);
+    let mut request = oip_request(&zeros, n, "");
     // Pad to the exact size with the id (a string field: 2 bytes + its length).
     let short = size - request.encoded_len() as u64;
     if short > 0 {
-        let n = fit(size - 3, |n| oip_request(n, "").encoded_len() as u64);
-        let pad = size - oip_request(n, "").encoded_len() as u64 - 2;
-        request = oip_request(n, &"p".repeat(pad as usize));
+        let n = fit(size - 3, |n| {
+            oip_request(&zeros, n, "").encoded_len() as u64
+        });
+        let pad = size - oip_request(&zeros, n, "").encoded_len() as u64 - 2;
+        request = oip_request(&zeros, n, &"p".repeat(pad as usize));
     }
     if request.encoded_len() as u64 != size {
         return Err(format!(
@@ -286,11 +296,7 @@ async fn oip_rest(suite: &Suite, target: &Target, size: u64) -> Result<(Answer, 
             + if n == 0 { 0 } else { 2 * n - 1 }
     };
     let n = fit(size, len);
-    let mut body = oip_body(n);
-    body.push_str(&" ".repeat((size as usize).saturating_sub(body.len())));
-    if body.len() as u64 != size {
-        return Err(format!("cannot build a body of exactly {size} bytes"));
-    }
+    let body = padded(oip_body(n), size)?;
     let url = format!("{}/v2/models/size_probe/infer", target.http_base());
     let reply = suite
         .http()?

@@ -4,10 +4,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use serving_client::{Client, NamedTensors};
+use serving_client::Client;
 use serving_proto::DataType;
 
 use super::values::{Carrier, compare, draw, runner, shape, tensor};
+use crate::call::{self, Failed};
 use crate::check::{BOTH, Check, Outcome, Suite, describe};
 use crate::models::identity_feed;
 use crate::target::{Family, Target, Transport};
@@ -49,34 +50,26 @@ async fn one_client(
     for i in 0..requests {
         let s = draw(&mut runner, &shape(1, carrier));
         let x = draw(&mut runner, &tensor(DataType::Fp32, s, carrier));
-        let y = match family {
-            Family::MindSpore => {
-                let instance: NamedTensors = identity_feed(x.clone()).into_iter().collect();
-                let mut r = client
-                    .predict("identity_fp32", "predict", &[instance])
-                    .await
-                    .map_err(|e| format!("request {i}: {}", describe(&e)))?;
-                let outputs = r
-                    .pop()
-                    .ok_or("no result")?
-                    .map_err(|e| format!("request {i}: {}", e.message))?;
-                outputs.get("y1").cloned().ok_or("no y1")?
+        let inputs = identity_feed(x.clone());
+        let y = match call::run(
+            &client,
+            family,
+            "identity_fp32",
+            "predict",
+            &inputs,
+            Some("y1"),
+        )
+        .await
+        {
+            Ok(outputs) => call::output(outputs, "y1").ok_or("no y1")?,
+            Err(Failed::Call(e)) => {
+                return Err(match family {
+                    Family::MindSpore => format!("request {i}: {}", describe(&e)),
+                    Family::OpenInference => format!("request {i} ({x:?}): {}", describe(&e)),
+                });
             }
-            Family::OpenInference => {
-                let mut call = client.infer("identity_fp32").output("y1");
-                for (name, t) in identity_feed(x.clone()) {
-                    call = call.input(name, t);
-                }
-                let r = call
-                    .send()
-                    .await
-                    .map_err(|e| format!("request {i} ({x:?}): {}", describe(&e)))?;
-                r.outputs
-                    .into_iter()
-                    .find(|o| o.name == "y1")
-                    .ok_or("no y1")?
-                    .tensor
-            }
+            Err(Failed::NoResult) => return Err("no result".into()),
+            Err(Failed::Instance(e)) => return Err(format!("request {i}: {}", e.message)),
         };
         compare(&x, &y, carrier).map_err(|e| format!("request {i}: {e}"))?;
         done.fetch_add(1, Ordering::SeqCst);

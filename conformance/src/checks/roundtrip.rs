@@ -5,6 +5,7 @@ use serving_client::{NamedTensors, Parameter, Tensor};
 use serving_proto::DataType;
 
 use super::values::{Carrier, compare, draw, runner, shape, tensor};
+use crate::call::{self, Failed};
 use crate::check::{BOTH, Check, MS, OIP, Outcome, Suite, describe};
 use crate::models::{NUMERIC, identity_feed, identity_name};
 use crate::target::{Family, Target};
@@ -101,42 +102,21 @@ async fn identity_type(
                 .collect()
         };
         let shapes: Vec<_> = inputs.iter().map(|(_, t)| t.shape().to_vec()).collect();
-        let outputs: Vec<(String, Tensor)> = match target.family {
-            Family::MindSpore => {
-                let instance: NamedTensors = inputs.iter().cloned().collect();
-                match client.predict(&model, "predict", &[instance]).await {
-                    Ok(mut r) => match r.pop() {
-                        Some(Ok(map)) => map.into_iter().collect(),
-                        Some(Err(e)) => {
-                            return Err(format!(
-                                "{model} case {case}, shapes {shapes:?}: instance error {}: {}",
-                                e.code, e.message
-                            ));
-                        }
-                        None => return Err(format!("{model}: no result")),
-                    },
-                    Err(e) => {
-                        return Err(format!(
-                            "{model} case {case}, shapes {shapes:?}: {}",
-                            describe(&e)
-                        ));
-                    }
-                }
+        let outputs = match call::run(client, target.family, &model, "predict", &inputs, None).await
+        {
+            Ok(outputs) => outputs,
+            Err(Failed::Instance(e)) => {
+                return Err(format!(
+                    "{model} case {case}, shapes {shapes:?}: instance error {}: {}",
+                    e.code, e.message
+                ));
             }
-            Family::OpenInference => {
-                let mut call = client.infer(&model);
-                for (name, t) in &inputs {
-                    call = call.input(name.clone(), t.clone());
-                }
-                match call.send().await {
-                    Ok(r) => r.outputs.into_iter().map(|o| (o.name, o.tensor)).collect(),
-                    Err(e) => {
-                        return Err(format!(
-                            "{model} case {case}, shapes {shapes:?}: {}",
-                            describe(&e)
-                        ));
-                    }
-                }
+            Err(Failed::NoResult) => return Err(format!("{model}: no result")),
+            Err(Failed::Call(e)) => {
+                return Err(format!(
+                    "{model} case {case}, shapes {shapes:?}: {}",
+                    describe(&e)
+                ));
             }
         };
         for (name, input) in &inputs {
@@ -325,33 +305,20 @@ async fn special_floats(suite: &Suite, target: &Target) -> Outcome {
     for (dtype, x) in cases {
         let model = identity_name(dtype);
         let inputs = identity_feed(x.clone());
-        let y1 = match target.family {
-            Family::MindSpore => {
-                let instance: NamedTensors =
-                    inputs.iter().map(|(n, t)| (n.clone(), t.clone())).collect();
-                match client.predict(&model, "predict", &[instance]).await {
-                    Ok(mut r) => match r.pop() {
-                        Some(Ok(map)) => map.get("y1").cloned(),
-                        Some(Err(e)) => return Outcome::Fail(format!("{model}: {}", e.message)),
-                        None => None,
-                    },
-                    Err(e) => return Outcome::Fail(format!("{model}: {}", describe(&e))),
-                }
-            }
-            Family::OpenInference => {
-                let mut call = client.infer(&model).output("y1");
-                for (n, t) in &inputs {
-                    call = call.input(n.clone(), t.clone());
-                }
-                match call.send().await {
-                    Ok(r) => r
-                        .outputs
-                        .into_iter()
-                        .find(|o| o.name == "y1")
-                        .map(|o| o.tensor),
-                    Err(e) => return Outcome::Fail(format!("{model}: {}", describe(&e))),
-                }
-            }
+        let y1 = match call::run(
+            &client,
+            target.family,
+            &model,
+            "predict",
+            &inputs,
+            Some("y1"),
+        )
+        .await
+        {
+            Ok(outputs) => call::output(outputs, "y1"),
+            Err(Failed::Instance(e)) => return Outcome::Fail(format!("{model}: {}", e.message)),
+            Err(Failed::NoResult) => None,
+            Err(Failed::Call(e)) => return Outcome::Fail(format!("{model}: {}", describe(&e))),
         };
         match y1 {
             Some(y) if y == x => {}

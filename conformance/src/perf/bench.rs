@@ -25,21 +25,49 @@ fn client(target: &Target) -> Client {
         .expect("a valid endpoint")
 }
 
-fn target(family: Family, transport: Transport, addr: std::net::SocketAddr) -> Target {
-    Target {
-        family,
-        transport,
-        tls: false,
-        authority: addr.to_string(),
+/// The bare echo servers of both transports, started for one benchmark.
+struct Echoes {
+    grpc: std::net::SocketAddr,
+    rest: std::net::SocketAddr,
+}
+
+impl Echoes {
+    async fn start() -> Result<Echoes, String> {
+        Ok(Echoes {
+            grpc: echo::grpc().await.map_err(|e| e.to_string())?,
+            rest: echo::rest().await.map_err(|e| e.to_string())?,
+        })
     }
+
+    /// The echo server standing in for `t`: same family and transport.
+    fn beside(&self, t: &Target) -> Target {
+        let addr = match t.transport {
+            Transport::Grpc => self.grpc,
+            Transport::Http => self.rest,
+        };
+        Target {
+            family: t.family,
+            transport: t.transport,
+            tls: false,
+            authority: addr.to_string(),
+        }
+    }
+}
+
+/// `ms+grpc`, `oip+http`, ...: a target's family and transport.
+fn label(t: &Target) -> String {
+    let transport = match t.transport {
+        Transport::Grpc => "grpc",
+        Transport::Http => "http",
+    };
+    format!("{}+{transport}", t.family.prefix())
 }
 
 /// Serving overhead: `add` at concurrency 1 on the reference server, next
 /// to a bare echo of the same transport and ONNX Runtime in-process.
 pub async fn overhead(window: Duration) -> Result<(), String> {
     let (control, targets) = crate::control::start_with(None, 512).await?;
-    let echo_grpc = echo::grpc().await.map_err(|e| e.to_string())?;
-    let echo_rest = echo::rest().await.map_err(|e| e.to_string())?;
+    let echoes = Echoes::start().await?;
     let ort = ort_add(2000, 20000)?;
     let (ort50, ort99) = (quantile(&ort, 0.5), quantile(&ort, 0.99));
     println!(
@@ -53,12 +81,7 @@ pub async fn overhead(window: Duration) -> Result<(), String> {
         "target", "p50 µs", "p99 µs", "echo p50", "echo p99", "overhead p50"
     );
     for t in &targets {
-        let echo_addr = if t.transport == Transport::Grpc {
-            echo_grpc
-        } else {
-            echo_rest
-        };
-        let e = target(t.family, t.transport, echo_addr);
+        let e = echoes.beside(t);
         let ours = run_load(
             &client(t),
             t,
@@ -82,15 +105,7 @@ pub async fn overhead(window: Duration) -> Result<(), String> {
         let overhead = us(ours.quantile(0.5)) - us(bare.quantile(0.5)) - us(ort50);
         println!(
             "{:<28} {:>10.1} {:>10.1} {:>12.1} {:>12.1} {:>14.1}{}",
-            format!(
-                "{}+{}",
-                t.family.prefix(),
-                if t.transport == Transport::Grpc {
-                    "grpc"
-                } else {
-                    "http"
-                }
-            ),
+            label(t),
             us(ours.quantile(0.5)),
             us(ours.quantile(0.99)),
             us(bare.quantile(0.5)),
@@ -118,22 +133,8 @@ fn errors(a: &Stats, b: &Stats) -> String {
 /// of the bare echo servers with the same requests.
 pub async fn throughput(window: Duration) -> Result<(), String> {
     let (control, targets) = crate::control::start_with(None, 512).await?;
-    let echo_grpc = echo::grpc().await.map_err(|e| e.to_string())?;
-    let echo_rest = echo::rest().await.map_err(|e| e.to_string())?;
-    let echoes: Vec<Target> = targets
-        .iter()
-        .map(|t| {
-            target(
-                t.family,
-                t.transport,
-                if t.transport == Transport::Grpc {
-                    echo_grpc
-                } else {
-                    echo_rest
-                },
-            )
-        })
-        .collect();
+    let started = Echoes::start().await?;
+    let echoes: Vec<Target> = targets.iter().map(|t| started.beside(t)).collect();
     for (i, t) in targets.iter().chain(&echoes).enumerate() {
         if i == targets.len() {
             println!("bare echo servers, same requests:");
@@ -162,8 +163,7 @@ pub async fn throughput(window: Duration) -> Result<(), String> {
 /// (binary extension), next to bare echoes and raw loopback TCP.
 pub async fn large() -> Result<(), String> {
     let (control, targets) = crate::control::start_with(None, 512).await?;
-    let echo_grpc = echo::grpc().await.map_err(|e| e.to_string())?;
-    let echo_rest = echo::rest().await.map_err(|e| e.to_string())?;
+    let echoes = Echoes::start().await?;
     let picks = [
         (Family::OpenInference, Transport::Grpc),
         (Family::OpenInference, Transport::Http),
@@ -183,15 +183,7 @@ pub async fn large() -> Result<(), String> {
                 .iter()
                 .find(|t| t.family == family && t.transport == transport)
                 .expect("four targets");
-            let e = target(
-                family,
-                transport,
-                if transport == Transport::Grpc {
-                    echo_grpc
-                } else {
-                    echo_rest
-                },
-            );
+            let e = echoes.beside(t);
             let ours = run_load(
                 &client(t),
                 t,
@@ -214,15 +206,7 @@ pub async fn large() -> Result<(), String> {
             .await;
             println!(
                 "  {:<9} server {:>7.3} GB/s ({:>5.1}% of TCP) p50 {:>9.1} ms | echo {:>7.3} GB/s ({:>5.1}%){}",
-                format!(
-                    "{}+{}",
-                    family.prefix(),
-                    if transport == Transport::Grpc {
-                        "grpc"
-                    } else {
-                        "http"
-                    }
-                ),
+                label(t),
                 ours.gbps(),
                 100.0 * ours.gbps() / tcp,
                 ours.quantile(0.5).as_secs_f64() * 1e3,

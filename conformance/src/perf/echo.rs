@@ -1,7 +1,9 @@
 //! Bare echo servers, the floor of each transport: they answer every
 //! request with its own tensors, with no model, queue or checks. gRPC: both
-//! services through tonic (as the reference server); REST: hyper, the body
-//! returned with `inputs` renamed `outputs`.
+//! services through plain tonic, codec included (the reference server frames
+//! `Predict` and `ModelInfer` itself, without the codec's copies, so it can
+//! beat this floor on large tensors); REST: hyper, the body returned with
+//! `inputs` renamed `outputs`.
 
 use std::net::SocketAddr;
 
@@ -144,7 +146,7 @@ pub async fn rest() -> std::io::Result<SocketAddr> {
                         .await
                         .map(|b| b.to_bytes())
                         .unwrap_or_default();
-                    let (body, header) = rename(body, header);
+                    let (parts, header) = rename(body, header);
                     let mut resp = hyper::Response::builder()
                         .status(200)
                         .header("content-type", "application/json");
@@ -152,7 +154,7 @@ pub async fn rest() -> std::io::Result<SocketAddr> {
                         resp = resp.header("inference-header-content-length", h);
                     }
                     Ok::<_, std::convert::Infallible>(
-                        resp.body(http_body_util::Full::new(body))
+                        resp.body(serving_proto::grpc_body::MessageBody::new(parts))
                             .expect("a valid response"),
                     )
                 });
@@ -168,14 +170,14 @@ pub async fn rest() -> std::io::Result<SocketAddr> {
 /// The reply of the REST echo: the request's JSON header parsed (a small
 /// document), its inputs returned as outputs named `y…`, and the binary
 /// parts, if any, sent back as they came (shared, not copied).
-fn rename(body: Bytes, header: Option<usize>) -> (Bytes, Option<usize>) {
+fn rename(body: Bytes, header: Option<usize>) -> (Vec<Bytes>, Option<usize>) {
     let json_len = header.unwrap_or(body.len()).min(body.len());
     let Ok(mut json) = serde_json::from_slice::<serde_json::Value>(&body[..json_len]) else {
-        return (body, header);
+        return (vec![body], header);
     };
     // MindSpore REST: the instances come back as they are.
     let Some(inputs) = json.get_mut("inputs").map(serde_json::Value::take) else {
-        return (body, header);
+        return (vec![body], header);
     };
     let mut outputs = inputs;
     if let Some(list) = outputs.as_array_mut() {
@@ -192,13 +194,10 @@ fn rename(body: Bytes, header: Option<usize>) -> (Bytes, Option<usize>) {
     let reply = serde_json::json!({"model_name": json.get("model_name").cloned().unwrap_or_default(), "outputs": outputs});
     let head = Bytes::from(reply.to_string());
     if header.is_none() {
-        return (head, None);
+        return (vec![head], None);
     }
     let n = head.len();
-    let mut out = bytes::BytesMut::with_capacity(n + body.len() - json_len);
-    out.extend_from_slice(&head);
-    out.extend_from_slice(&body[json_len..]);
-    (out.freeze(), Some(n))
+    (vec![head, body.slice(json_len..)], Some(n))
 }
 
 /// Raw loopback TCP, request and response like an inference: the client
