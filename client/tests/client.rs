@@ -201,6 +201,28 @@ async fn counting_port() -> (String, Arc<AtomicUsize>) {
     (addr.to_string(), count)
 }
 
+/// The error of an Open Inference call of `model` with `x` as its one input.
+async fn infer_err(client: &Client, model: &str, input: &str, x: &Tensor) -> Error {
+    client
+        .infer(model)
+        .input(input, x.clone())
+        .send()
+        .await
+        .unwrap_err()
+}
+
+/// A size refusal's size, limit and side, if `e` is one with both numbers.
+fn size_refusal(e: &Error) -> Option<(u64, u64, SizeSide)> {
+    match *e {
+        Error::MessageTooLarge {
+            size: Some(size),
+            limit: Some(limit),
+            side,
+        } => Some((size, limit, side)),
+        _ => None,
+    }
+}
+
 #[tokio::test]
 async fn the_send_cap_is_checked_before_a_byte_is_sent() {
     let (addr, connections) = counting_port().await;
@@ -222,19 +244,9 @@ async fn the_send_cap_is_checked_before_a_byte_is_sent() {
                 .predict("s", "m", &[[("x".to_string(), big.clone())].into()])
                 .await
                 .unwrap_err(),
-            _ => client
-                .infer("m")
-                .input("x", big.clone())
-                .send()
-                .await
-                .unwrap_err(),
+            _ => infer_err(&client, "m", "x", &big).await,
         };
-        let Error::MessageTooLarge {
-            size: Some(size),
-            limit: Some(1024),
-            side: SizeSide::Client,
-        } = e
-        else {
+        let Some((size, 1024, SizeSide::Client)) = size_refusal(&e) else {
             panic!("{url} {protocol:?}: {e:?}")
         };
         assert!(size > 4096);
@@ -267,18 +279,8 @@ async fn requests_over_4_gib_fail_cleanly() {
     let (addr, connections) = counting_port().await;
     for url in [format!("grpc://{addr}"), format!("http://{addr}")] {
         let client = Client::new(&url, Protocol::OpenInference).unwrap();
-        let e = client
-            .infer("m")
-            .input("x", huge.clone())
-            .send()
-            .await
-            .unwrap_err();
-        let Error::MessageTooLarge {
-            size: Some(s),
-            limit: Some(limit),
-            side: SizeSide::Client,
-        } = e
-        else {
+        let e = infer_err(&client, "m", "x", &huge).await;
+        let Some((s, limit, SizeSide::Client)) = size_refusal(&e) else {
             panic!("{e:?}")
         };
         assert!(
@@ -315,18 +317,8 @@ async fn a_servers_size_refusal_is_typed_with_its_numbers() {
     let big = Tensor::from_slice(&[2 << 20], &vec![1u8; 2 << 20]).unwrap();
     for url in [grpc(&server), http(&server)] {
         let client = Client::new(&url, Protocol::OpenInference).unwrap();
-        let e = client
-            .infer("add")
-            .input("x1", big.clone())
-            .send()
-            .await
-            .unwrap_err();
-        let Error::MessageTooLarge {
-            size: Some(size),
-            limit: Some(limit),
-            side: SizeSide::Server,
-        } = e
-        else {
+        let e = infer_err(&client, "add", "x1", &big).await;
+        let Some((size, limit, SizeSide::Server)) = size_refusal(&e) else {
             panic!("{url}: {e:?}")
         };
         assert_eq!(limit, 1 << 20, "{url}");
