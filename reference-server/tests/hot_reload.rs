@@ -21,6 +21,16 @@ async fn serve(dir: &std::path::Path) -> Running {
     .await
 }
 
+/// A server whose repository is polled only when a test calls [`poll`].
+async fn polled_by_hand(dir: &std::path::Path) -> Running {
+    common::start(Config {
+        model_repository: Some(dir.to_owned()),
+        poll_interval: None,
+        ..common::config()
+    })
+    .await
+}
+
 /// Adds a version atomically: written under a hidden name, then renamed.
 fn add_version(repo: &std::path::Path, servable: &str, version: u64, model: &[u8]) {
     let hidden = repo.join(servable).join(format!(".{version}"));
@@ -164,12 +174,7 @@ async fn broken_versions_and_servables_are_ignored_and_new_servables_load() {
 #[tokio::test]
 async fn repository_endpoints_unload_and_load() {
     let repo = common::repository();
-    let server = common::start(Config {
-        model_repository: Some(repo.path().to_owned()),
-        poll_interval: None,
-        ..common::config()
-    })
-    .await;
+    let server = polled_by_hand(repo.path()).await;
     let http = common::http();
     let post = |path: &str| http.post(common::rest(&server, path)).send();
     let index: Value = post("/v2/repository/index")
@@ -217,5 +222,135 @@ async fn repository_endpoints_unload_and_load() {
             .status(),
         404
     );
+    server.shutdown().await;
+}
+
+/// Polls the repository once by hand (the server polls nothing itself).
+fn poll(server: &Running) -> reference_server::repository::watch::Changes {
+    let watcher = server.state.watcher.as_ref().unwrap();
+    watcher.lock().unwrap().poll(&server.state.registry)
+}
+
+#[tokio::test]
+async fn a_version_copied_in_place_is_served_within_two_polls_of_its_last_write() {
+    use std::io::Write;
+    let repo = common::repository();
+    let server = polled_by_hand(repo.path()).await;
+    let model = common::binary_op("Mul");
+    let (head, tail) = model.split_at(model.len() / 2);
+    // `cp` into place: the directory, then the file in two writes, with
+    // polls in between that see it half-written.
+    let v3 = repo.path().join("math/3");
+    std::fs::create_dir(&v3).unwrap();
+    let mut file = std::fs::File::create(v3.join("m.onnx")).unwrap();
+    file.write_all(head).unwrap();
+    file.flush().unwrap();
+    for _ in 0..4 {
+        let changes = poll(&server);
+        assert!(changes.loaded.is_empty(), "{changes:?}");
+    }
+    assert_eq!(server.state.registry.versions("math"), vec![1, 2]);
+    // The running version was never touched.
+    assert_eq!(newest_answer(&server).await, 4.0);
+    file.write_all(tail).unwrap();
+    file.flush().unwrap();
+    drop(file);
+    // The first poll after the last write sees a change, the second agrees.
+    assert!(poll(&server).loaded.is_empty());
+    assert_eq!(poll(&server).loaded, vec!["math/3".to_string()]);
+    assert_eq!(newest_answer(&server).await, 12.0);
+
+    // `rsync --inplace` order: the file first created empty, written in
+    // three steps, the polls catching every step; also a second file.
+    let v4 = repo.path().join("math/4");
+    std::fs::create_dir(&v4).unwrap();
+    std::fs::write(v4.join("m.onnx"), b"").unwrap();
+    poll(&server);
+    poll(&server);
+    let add = common::binary_op("Add");
+    let thirds = [
+        &add[..add.len() / 3],
+        &add[add.len() / 3..2 * add.len() / 3],
+        &add[2 * add.len() / 3..],
+    ];
+    for (i, part) in thirds.iter().enumerate() {
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(v4.join("m.onnx"))
+            .unwrap();
+        f.write_all(part).unwrap();
+        drop(f);
+        if i < 2 {
+            poll(&server);
+            poll(&server);
+            assert_eq!(server.state.registry.versions("math"), vec![1, 2, 3]);
+        }
+    }
+    std::fs::write(v4.join("README"), b"notes").unwrap();
+    assert!(poll(&server).loaded.is_empty());
+    assert_eq!(poll(&server).loaded, vec!["math/4".to_string()]);
+    assert_eq!(newest_answer(&server).await, 8.0);
+    // Rewriting a loaded version's file in place does not reload it.
+    std::fs::write(v4.join("m.onnx"), b"garbage").unwrap();
+    for _ in 0..3 {
+        let changes = poll(&server);
+        assert!(
+            changes.loaded.is_empty() && changes.unloaded.is_empty() && changes.failed.is_empty(),
+            "{changes:?}"
+        );
+    }
+    assert_eq!(newest_answer(&server).await, 8.0);
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_broken_version_is_retried_when_anything_in_it_or_the_config_changes() {
+    let repo = common::repository();
+    let server = polled_by_hand(repo.path()).await;
+    let v3 = repo.path().join("math/3");
+    std::fs::create_dir(&v3).unwrap();
+    std::fs::write(v3.join("wrong-name.onnx"), common::binary_op("Mul")).unwrap();
+    poll(&server);
+    let changes = poll(&server);
+    assert_eq!(changes.failed.len(), 1, "{changes:?}");
+    assert!(
+        changes.failed[0].contains("model 'm' is missing from version 3"),
+        "{changes:?}"
+    );
+    // Unchanged: not retried, not reported again.
+    assert_eq!(poll(&server), Default::default());
+    // A configuration naming the file it has is a change too.
+    let toml_path = repo.path().join("math/servable.toml");
+    let toml = std::fs::read_to_string(&toml_path).unwrap();
+    std::fs::write(
+        &toml_path,
+        toml.replace("file = \"m.onnx\"", "file = \"wrong-name.onnx\""),
+    )
+    .unwrap();
+    poll(&server);
+    assert_eq!(poll(&server).loaded, vec!["math/3".to_string()]);
+    std::fs::write(&toml_path, toml).unwrap();
+    // So is a file renamed inside a version.
+    let v4 = repo.path().join("math/4");
+    std::fs::create_dir(&v4).unwrap();
+    std::fs::write(v4.join("other.onnx"), common::binary_op("Mul")).unwrap();
+    poll(&server);
+    assert_eq!(poll(&server).failed.len(), 1);
+    assert_eq!(poll(&server), Default::default());
+    std::fs::rename(v4.join("other.onnx"), v4.join("m.onnx")).unwrap();
+    poll(&server);
+    assert_eq!(poll(&server).loaded, vec!["math/4".to_string()]);
+    // The repository API rejects names that leave the repository.
+    for name in ["a%2Fb", ".hidden", "a%5Cb", "a%00"] {
+        let r = common::http()
+            .post(common::rest(
+                &server,
+                &format!("/v2/repository/models/{name}/load"),
+            ))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400, "{name}");
+    }
     server.shutdown().await;
 }

@@ -2,20 +2,90 @@
 //! directory is loaded in the background and becomes the newest once ready;
 //! a version directory that disappears is unloaded, and requests already
 //! running on it finish there; a broken new version is reported and ignored
-//! (and retried when its directory changes), never taking down what runs.
+//! until something in it changes, never taking down what runs.
 //!
-//! Add versions atomically: write `models/add/.2/...`, then rename it to
-//! `models/add/2`.
+//! Versions copied in place (`cp`, `kubectl cp`, `rsync --inplace`) are
+//! written in steps, so a poll can see half a model file. Each version
+//! directory not yet loaded is tracked by a [`Fingerprint`]: the path, size
+//! and modification time of everything in it (and of `servable.toml`). A
+//! version is loaded only when two polls in a row see the same fingerprint,
+//! and one that failed is retried once its fingerprint changes, so a
+//! version is served within two polls of its last write, in whatever order
+//! its files were written. Loaded versions are never reloaded by a poll.
+//!
+//! Writing a version under a hidden name and renaming it into place
+//! (`models/add/.2/...` to `models/add/2`) still works, and is the fastest.
 
-use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use super::{RepositoryError, ServableDir, load_version, scan_servable};
+use super::{ServableDir, load_version, scan_servable};
 use crate::engine::LoadOptions;
 use crate::engine::registry::Registry;
 use crate::runtime::Runtime;
+
+/// What a directory holds, as far as a poll can tell without reading the
+/// files: every entry's relative path, size and modification time.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Fingerprint(Vec<(PathBuf, u64, Option<SystemTime>)>);
+
+/// The most entries a fingerprint lists (a version directory holds a few
+/// files; a larger tree is cut off there, and still compared).
+const MAX_ENTRIES: usize = 4096;
+/// How deep a fingerprint looks into a version directory.
+const MAX_DEPTH: usize = 8;
+
+impl Fingerprint {
+    /// The fingerprint of `dir` (and of `extra` files beside it).
+    pub fn of(dir: &Path, extra: &[&Path]) -> Fingerprint {
+        let mut entries = Vec::new();
+        for file in extra {
+            push_entry(&mut entries, file, file);
+        }
+        walk(dir, dir, 0, &mut entries);
+        entries.sort();
+        Fingerprint(entries)
+    }
+}
+
+fn push_entry(entries: &mut Vec<(PathBuf, u64, Option<SystemTime>)>, path: &Path, name: &Path) {
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        entries.push((name.to_owned(), meta.len(), meta.modified().ok()));
+    }
+}
+
+fn walk(
+    root: &Path,
+    dir: &Path,
+    depth: usize,
+    entries: &mut Vec<(PathBuf, u64, Option<SystemTime>)>,
+) {
+    let Ok(read) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in read.filter_map(Result::ok) {
+        if entries.len() >= MAX_ENTRIES {
+            return;
+        }
+        let path = entry.path();
+        let name = path.strip_prefix(root).unwrap_or(&path).to_owned();
+        push_entry(entries, &path, &name);
+        if depth < MAX_DEPTH && entry.file_type().is_ok_and(|t| t.is_dir()) {
+            walk(root, &path, depth + 1, entries);
+        }
+    }
+}
+
+/// What one poll knows of a version (or servable directory) not loaded.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Seen {
+    /// Seen with this fingerprint at the last poll, not yet loaded.
+    Settling(Fingerprint),
+    /// Failed to load with this fingerprint.
+    Failed(Fingerprint),
+}
 
 /// What one poll changed.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -34,14 +104,20 @@ pub struct Watcher {
     repo: PathBuf,
     runtime: Arc<Runtime>,
     options: LoadOptions,
-    /// Versions that failed, with their directory's modification time then.
-    broken: BTreeMap<(String, u64), Option<SystemTime>>,
+    /// Versions not loaded, by servable and version (0: the servable
+    /// directory itself, when its `servable.toml` is unusable).
+    seen: BTreeMap<(String, u64), Seen>,
     /// Servables unloaded on request: not reloaded until asked to load.
-    held: std::collections::BTreeSet<String>,
+    held: BTreeSet<String>,
 }
 
-fn mtime(path: &std::path::Path) -> Option<SystemTime> {
-    std::fs::metadata(path).and_then(|m| m.modified()).ok()
+/// Whether `name` can be a directory of the repository: one path segment,
+/// not hidden, no separators.
+pub fn is_servable_name(name: &str) -> bool {
+    !name.is_empty()
+        && !name.starts_with('.')
+        && !name.contains(['/', '\\', '\0'])
+        && Path::new(name).components().count() == 1
 }
 
 impl Watcher {
@@ -51,8 +127,8 @@ impl Watcher {
             repo,
             runtime,
             options,
-            broken: BTreeMap::new(),
-            held: Default::default(),
+            seen: BTreeMap::new(),
+            held: BTreeSet::new(),
         }
     }
 
@@ -67,19 +143,31 @@ impl Watcher {
         versions
     }
 
-    /// Loads `name` from the repository now (all its versions), also after
-    /// an unload. Returns the changes, or why the servable is unusable.
+    /// Loads `name` from the repository now (all its versions, without
+    /// waiting for two polls to agree), also after an unload. Returns the
+    /// changes, or why the servable is unusable.
     pub fn load(&mut self, registry: &Registry, name: &str) -> Result<Changes, String> {
+        if !is_servable_name(name) {
+            return Err(format!(
+                "'{}' is not a model directory name: one path segment, not hidden",
+                serving_proto::text::quote(name)
+            ));
+        }
         self.held.remove(name);
-        self.broken.retain(|(n, _), _| n != name);
-        let changes = self.poll(registry);
+        self.seen.retain(|(n, _), _| n != name);
+        let changes = self.scan(registry, Some(name));
         if registry.versions(name).is_empty() {
             let reason = changes
                 .failed
                 .iter()
                 .find(|f| f.starts_with(name))
                 .cloned()
-                .unwrap_or_else(|| format!("no servable directory '{name}' in the repository"));
+                .unwrap_or_else(|| {
+                    format!(
+                        "no servable directory '{}' in the repository",
+                        serving_proto::text::quote(name)
+                    )
+                });
             return Err(reason);
         }
         Ok(changes)
@@ -88,23 +176,32 @@ impl Watcher {
     /// Compares the repository with `registry` and applies the difference.
     /// Blocking (loads models).
     pub fn poll(&mut self, registry: &Registry) -> Changes {
+        self.scan(registry, None)
+    }
+
+    /// One poll; versions of `now` load without waiting for a second look.
+    fn scan(&mut self, registry: &Registry, now: Option<&str>) -> Changes {
         let mut changes = Changes::default();
-        let mut on_disk: BTreeMap<String, Result<ServableDir, RepositoryError>> = BTreeMap::new();
+        let mut on_disk: BTreeMap<String, PathBuf> = BTreeMap::new();
         if let Ok(entries) = std::fs::read_dir(&self.repo) {
             for entry in entries.filter_map(Result::ok) {
                 let path = entry.path();
                 let name = entry.file_name().to_string_lossy().into_owned();
                 if path.is_dir() && !name.starts_with('.') && !self.held.contains(&name) {
-                    on_disk.insert(name, scan_servable(&path));
+                    on_disk.insert(name, path);
                 }
             }
         }
+        let scanned: BTreeMap<String, Result<ServableDir, super::RepositoryError>> = on_disk
+            .iter()
+            .map(|(name, path)| (name.clone(), scan_servable(path)))
+            .collect();
         // Unload versions whose directory is gone.
         for (name, loaded) in registry.list() {
             if self.held.contains(&name) {
                 continue;
             }
-            let present: Vec<u64> = match on_disk.get(&name) {
+            let present: Vec<u64> = match scanned.get(&name) {
                 Some(Ok(dir)) => dir.versions.clone(),
                 // An unreadable configuration keeps what runs.
                 Some(Err(_)) => loaded.clone(),
@@ -116,40 +213,59 @@ impl Watcher {
                 changes.unloaded.push(format!("{name}/{v}"));
             }
         }
-        // Load new versions.
-        for (name, dir) in on_disk {
+        // Forget what is gone from the disk.
+        self.seen.retain(|(n, v), _| {
+            scanned.get(n).is_some_and(|dir| match dir {
+                Ok(dir) => *v == 0 || dir.versions.contains(v),
+                Err(_) => true,
+            })
+        });
+        // Load new versions once they have settled.
+        for (name, dir) in scanned {
+            let path = &on_disk[&name];
+            let toml = path.join("servable.toml");
             let dir = match dir {
-                Ok(dir) => dir,
+                Ok(dir) => {
+                    self.seen.remove(&(name.clone(), 0));
+                    dir
+                }
                 Err(e) => {
+                    let print = Fingerprint::of(path, &[]);
                     let key = (name.clone(), 0);
-                    let stamp = mtime(&e.path);
-                    if self.broken.get(&key) != Some(&stamp) {
-                        tracing::error!(servable = %name, error = %e, "servable directory is invalid; ignored until it changes");
+                    if self.seen.get(&key) != Some(&Seen::Failed(print.clone())) {
+                        tracing::error!(servable = %name, error = %e, "servable directory is invalid; ignored until something in it changes");
                         changes.failed.push(format!("{name}: {e}"));
-                        self.broken.insert(key, stamp);
+                        self.seen.insert(key, Seen::Failed(print));
                     }
                     continue;
                 }
             };
-            self.broken.remove(&(name.clone(), 0));
             let loaded = registry.versions(&name);
             for &v in dir.versions.iter().filter(|v| !loaded.contains(v)) {
                 let key = (name.clone(), v);
-                let stamp = mtime(&dir.dir.join(v.to_string()));
-                if self.broken.get(&key) == Some(&stamp) {
-                    continue;
+                let print = Fingerprint::of(&dir.dir.join(v.to_string()), &[&toml]);
+                let settled = now == Some(name.as_str())
+                    || self.seen.get(&key) == Some(&Seen::Settling(print.clone()));
+                match self.seen.get(&key) {
+                    Some(Seen::Failed(p)) if *p == print => continue,
+                    _ if !settled => {
+                        tracing::debug!(servable = %name, version = v, "new version seen; loading it once the next poll sees it unchanged");
+                        self.seen.insert(key, Seen::Settling(print));
+                        continue;
+                    }
+                    _ => {}
                 }
                 match load_version(&self.runtime, &dir, v, &self.options) {
                     Ok(sv) => {
                         registry.insert(sv);
-                        self.broken.remove(&key);
+                        self.seen.remove(&key);
                         tracing::info!(servable = %name, version = v, "new version loaded and serving");
                         changes.loaded.push(format!("{name}/{v}"));
                     }
                     Err(e) => {
-                        tracing::error!(servable = %name, version = v, error = %e, "new version failed to load; ignored until its directory changes");
+                        tracing::error!(servable = %name, version = v, error = %e, "new version failed to load; ignored until something in it changes");
                         changes.failed.push(format!("{name}/{v}: {e}"));
-                        self.broken.insert(key, stamp);
+                        self.seen.insert(key, Seen::Failed(print));
                     }
                 }
             }
