@@ -78,7 +78,7 @@ enum Command {
         /// FP32 input of BYTES bytes).
         #[arg(long, default_value = "add")]
         workload: String,
-        /// A benchmark instead: overhead, throughput, large or memory.
+        /// A benchmark instead: overhead, throughput, large, memory or stalled.
         #[arg(long)]
         bench: Option<String>,
     },
@@ -198,8 +198,12 @@ async fn perf(
             Ok(exe) => b::memory(&exe).await,
             Err(e) => Err(e.to_string()),
         },
+        Some("stalled") => match std::env::current_exe() {
+            Ok(exe) => conformance::perf::stalled::stalled(&exe, 800, 4).await,
+            Err(e) => Err(e.to_string()),
+        },
         Some(other) => Err(format!(
-            "unknown benchmark '{other}': overhead, throughput, large or memory"
+            "unknown benchmark '{other}': overhead, throughput, large, memory or stalled"
         )),
         None => {
             async {

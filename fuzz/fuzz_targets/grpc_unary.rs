@@ -6,8 +6,10 @@
 //! Properties: a message is returned only if the body holds exactly one
 //! frame with a valid header within the limit, and it is the frame's bytes;
 //! when the walker finds a tensor in the first chunk, that tensor starts
-//! aligned in the returned message; nothing allocates more than the limit
-//! (plus the alignment slack) or the bound for the input.
+//! aligned in the returned message; memory follows the bytes received (at
+//! most 8x them), never the length a header claims;
+//! a budget too small is refused as busy, and every byte taken from it is
+//! given back.
 #![no_main]
 
 use std::task::{Context, Poll};
@@ -15,8 +17,9 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
 use serving_proto::frame;
+use serving_proto::gather::SWITCH;
 use serving_proto::grpc_body::{
-    self, ALIGN, MessageBody, ReadError, payload_offset, read_unary, tensor_path,
+    self, ALIGN, Budget, MessageBody, ReadError, payload_offset, read_unary, tensor_path,
 };
 
 const PATHS: [&[u32]; 5] = [
@@ -48,15 +51,18 @@ fuzz_target!(|data: &[u8]| {
         }
     }
     let first = chunks.first().cloned().unwrap_or_default();
+    // 64 bytes to 16 KiB: a message that needs more is refused as busy.
+    let budget = Budget::new((u64::from(*which) + 1) << 6);
 
     serving_fuzz::reset();
     let mut reader = MessageBody::new(chunks);
-    let mut read = std::pin::pin!(read_unary(&mut reader, limit, path));
+    let mut read = std::pin::pin!(read_unary(&mut reader, limit, path, &budget));
     let mut cx = Context::from_waker(std::task::Waker::noop());
     let Poll::Ready(result) = read.as_mut().poll(&mut cx) else {
         panic!("a ready body made the read wait");
     };
-    serving_fuzz::assert_bounded(rest.len().max(limit as usize + ALIGN), "read_unary");
+    serving_fuzz::assert_bounded(SWITCH * rest.len() + ALIGN, "read_unary");
+    assert_eq!(budget.held(), 0, "the budget is given back");
 
     let header = frame::check_header(rest, limit);
     match result {
@@ -82,6 +88,7 @@ fuzz_target!(|data: &[u8]| {
             let h = header.expect("extra data after a valid frame");
             assert!(rest.len() > frame::HEADER_LEN + h.len as usize);
         }
+        Err(ReadError::Busy(e)) => assert!(e.held + e.wanted > e.limit),
         Err(other) => panic!("unexpected error {other}"),
     }
 

@@ -1,19 +1,22 @@
 //! One unary gRPC message as an HTTP/2 body: sent as the chunks
 //! [`crate::chunked`] wrote (tensor bytes not copied), and read back into
-//! one buffer sized from the frame header once it has been checked against
-//! the limit (no regrowth, no copy at all when the message arrived in one
-//! piece).
+//! one buffer (no copy at all when the message arrived in one piece). The
+//! frame header's length is checked against the limit, but memory is never
+//! reserved from it: the buffer grows with the bytes that arrive, under a
+//! server-wide [`Budget`] (see [`crate::gather`]).
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::Bytes;
 use http::HeaderMap;
 use http_body::{Body, Frame, SizeHint};
 
 use crate::frame::{self, FrameError};
+use crate::gather::Gather;
+pub use crate::gather::{ALIGN, Budget, Exhausted};
 
 /// A body of chunks, then optionally trailers (a server's `grpc-status`).
 #[derive(Debug, Default)]
@@ -93,6 +96,9 @@ pub enum ReadError {
     /// Data after the one message of a unary call.
     #[error("a unary call carried more than one message")]
     Extra,
+    /// The server's memory for requests still arriving is spent.
+    #[error(transparent)]
+    Busy(#[from] Exhausted),
 }
 
 /// What a unary body held.
@@ -136,11 +142,6 @@ pub mod tensor_path {
     /// `PredictReply.instances` / `Instance.items` / map value / `Tensor.data`.
     pub const PREDICT_REPLY: &[u32] = &[3, 1, 2, 3];
 }
-
-/// Alignment given to the first tensor's bytes in a gathered message: what
-/// any element type and SIMD loads need, so ONNX Runtime (or a caller's
-/// `&[f32]` view) can use them in place instead of copying.
-pub const ALIGN: usize = 64;
 
 /// The offset, in a message starting with `prefix`, of the payload of the
 /// first length-delimited field along `path` (field numbers, outermost
@@ -186,15 +187,17 @@ pub fn payload_offset(prefix: &[u8], path: &[u32]) -> Option<usize> {
 }
 
 /// Reads a whole unary body: at most one message of at most `limit` bytes
-/// (refused from its header, before anything is buffered), then the
-/// trailers. When the message arrives in several chunks it is gathered
-/// into one buffer placed so that the first tensor along `tensor_path`
-/// (see [`tensor_path`]; empty for none) starts [`ALIGN`]-aligned, if the
-/// first chunk shows where that tensor starts.
+/// (refused from its header), then the trailers. When the message arrives
+/// in several chunks it is gathered into one buffer that grows with the
+/// bytes received, its capacity taken from `budget`, and placed so that the
+/// first tensor along `tensor_path` (see [`tensor_path`]; empty for none)
+/// starts [`ALIGN`]-aligned, if the first chunk shows where that tensor
+/// starts.
 pub async fn read_unary<B>(
     body: &mut B,
     limit: u64,
     tensor_path: &[u32],
+    budget: &Budget,
 ) -> Result<Unary, ReadError>
 where
     B: Body<Data = Bytes> + Unpin,
@@ -203,9 +206,8 @@ where
     let mut out = Unary::default();
     let mut header = [0u8; frame::HEADER_LEN];
     let mut have = 0;
-    // The message being gathered and its expected length, once the header
-    // is in.
-    let mut gathering: Option<(BytesMut, usize)> = None;
+    // The message being gathered, once the header is in.
+    let mut gathering: Option<Gather<'_>> = None;
     while let Some(f) = next(body).await {
         let f = f?;
         let mut data = match f.into_data() {
@@ -242,32 +244,24 @@ where
                 }
                 continue;
             }
-            // Checked against the limit above, so this allocation is bounded.
-            let mut buf = BytesMut::with_capacity(len + ALIGN - 1);
-            if let Some(offset) = payload_offset(&data, tensor_path) {
-                let misaligned = (buf.as_ptr() as usize + offset) % ALIGN;
-                let pad = (ALIGN - misaligned) % ALIGN;
-                buf.resize(pad, 0);
-                buf.advance(pad);
-            }
-            gathering = Some((buf, len));
+            gathering = Some(Gather::new(budget, len, payload_offset(&data, tensor_path)));
         }
-        let Some((buf, len)) = &mut gathering else {
+        let Some(g) = &mut gathering else {
             continue;
         };
-        let take = (*len - buf.len()).min(data.len());
-        buf.extend_from_slice(&data[..take]);
-        if buf.len() == *len {
-            if take < data.len() {
+        let all = data.len();
+        let took = g.push(data)?;
+        if g.is_complete() {
+            if took < all {
                 return Err(ReadError::Extra);
             }
-            out.message = gathering.take().map(|(buf, _)| buf.freeze());
+            out.message = gathering.take().map(Gather::finish);
         }
     }
-    if let Some((buf, len)) = gathering {
+    if let Some(g) = gathering {
         return Err(ReadError::Truncated {
-            got: buf.len(),
-            expected: len,
+            got: g.received(),
+            expected: g.expected(),
         });
     }
     if have > 0 && have < frame::HEADER_LEN {
@@ -296,7 +290,7 @@ mod tests {
 
     fn read(chunks: &[&[u8]], trailers: bool, limit: u64) -> Result<Unary, ReadError> {
         let mut body = frames(chunks, trailers);
-        futures_lite(read_unary(&mut body, limit, &[]))
+        futures_lite(read_unary(&mut body, limit, &[], &Budget::unlimited()))
     }
 
     /// Runs a future that never waits (the test bodies are always ready).
@@ -329,7 +323,7 @@ mod tests {
     fn a_message_in_one_chunk_is_not_copied() {
         let wire = Bytes::from_static(&[0, 0, 0, 0, 3, 7, 8, 9]);
         let mut body = MessageBody::new(vec![wire.clone()]);
-        let u = futures_lite(read_unary(&mut body, 10, &[])).unwrap();
+        let u = futures_lite(read_unary(&mut body, 10, &[], &Budget::unlimited())).unwrap();
         assert_eq!(u.message.unwrap().as_ptr(), wire[5..].as_ptr());
     }
 
@@ -409,7 +403,8 @@ mod tests {
         for (chunks, path) in cases {
             let offset = payload_offset(&chunks[0][frame::HEADER_LEN..], path).unwrap();
             let mut body = MessageBody::new(chunks);
-            let u = futures_lite(read_unary(&mut body, u64::MAX, path)).unwrap();
+            let u =
+                futures_lite(read_unary(&mut body, u64::MAX, path, &Budget::unlimited())).unwrap();
             let message = u.message.unwrap();
             assert_eq!(&message[offset..offset + tensor.len()], &tensor[..]);
             assert_eq!((message.as_ptr() as usize + offset) % ALIGN, 0);
@@ -456,7 +451,7 @@ mod tests {
         let chunks = crate::chunked::model_infer_response(Default::default(), 0).unwrap();
         let mut body = MessageBody::with_trailers(chunks, t);
         assert_eq!(body.size_hint().exact(), Some(5));
-        let u = futures_lite(read_unary(&mut body, 0, &[])).unwrap();
+        let u = futures_lite(read_unary(&mut body, 0, &[], &Budget::unlimited())).unwrap();
         assert_eq!(u.message.as_deref(), Some(&[][..]));
         assert!(u.trailers.is_some());
         assert!(body.is_end_stream());

@@ -13,8 +13,10 @@
 //! | [`oip::rest`] | Open Inference Protocol REST JSON and the binary tensor extension |
 //! | [`size`] | encoded sizes of requests, computed before they are built or sent |
 //! | [`frame`] | the gRPC length-prefixed frame header and its size limit |
+//! | [`gather`] | a request arriving in pieces gathered into one buffer, memory in proportion to the bytes received, under a server-wide [`gather::Budget`] |
 //! | [`chunked`] | `Predict` / `ModelInfer` messages framed as chunks that share the tensors' bytes (no encode copy) |
 //! | `grpc_body` | one unary message as an HTTP body: sent as those chunks, read back into one buffer with the first large tensor aligned (feature `grpc-body`) |
+//! | [`text`] | bounded quotes of request values in error texts |
 //! | [`pb`] | the generated protobuf messages (and tonic stubs with feature `grpc`) |
 //!
 //! ```
@@ -31,6 +33,7 @@
 pub mod chunked;
 pub mod dtype;
 pub mod frame;
+pub mod gather;
 #[cfg(feature = "grpc-body")]
 pub mod grpc_body;
 pub mod mindspore;
@@ -38,6 +41,7 @@ pub mod oip;
 pub mod pb;
 pub mod size;
 pub mod tensor;
+pub mod text;
 
 mod json;
 

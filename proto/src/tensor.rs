@@ -131,14 +131,21 @@ pub fn byte_size(dtype: DataType, shape: &[i64]) -> Option<usize> {
 #[derive(Clone, Copy)]
 pub struct ShapeDisplay<'a>(pub &'a [i64]);
 
+/// The most dimensions [`ShapeDisplay`] writes: a shape comes from the
+/// request, and an error text must not grow with it.
+pub const SHAPE_DISPLAY_MAX: usize = 16;
+
 impl fmt::Display for ShapeDisplay<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("[")?;
-        for (i, d) in self.0.iter().enumerate() {
+        for (i, d) in self.0.iter().take(SHAPE_DISPLAY_MAX).enumerate() {
             if i > 0 {
                 f.write_str(", ")?;
             }
             write!(f, "{d}")?;
+        }
+        if self.0.len() > SHAPE_DISPLAY_MAX {
+            write!(f, ", ...({} more)", self.0.len() - SHAPE_DISPLAY_MAX)?;
         }
         f.write_str("]")
     }

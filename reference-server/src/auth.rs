@@ -1,15 +1,18 @@
 //! Bearer-token authentication on both ports (`--auth-token`): a request
 //! without `authorization: Bearer <token>` gets UNAUTHENTICATED on gRPC and
-//! 401 on REST. Health checks stay open for probes.
+//! 401 on REST, whatever its path, before any routing. Only the documented
+//! health checks stay open for probes, matched exactly: the two RPCs of
+//! `grpc.health.v1.Health` and `GET /v2/health/live` and `/v2/health/ready`.
+//! A prefix rule (everything under `/v2/health/`) let `..`, `%2e%2e` and
+//! trailing segments through to a servable.
 
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use axum::body::Body;
 use axum::extract::{Request, State as Extract};
 use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use http::{HeaderMap, StatusCode, header};
 
 /// The text of every refusal.
@@ -27,6 +30,15 @@ pub fn authorized(headers: &HeaderMap, token: &str) -> bool {
     let (a, b) = (given.as_bytes(), token.as_bytes());
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
+
+/// The gRPC paths reachable without the token.
+pub const OPEN_GRPC: [&str; 2] = [
+    "/grpc.health.v1.Health/Check",
+    "/grpc.health.v1.Health/Watch",
+];
+
+/// The REST paths reachable without the token.
+pub const OPEN_REST: [&str; 2] = ["/v2/health/live", "/v2/health/ready"];
 
 /// A tower layer refusing gRPC calls without the token (health excepted).
 #[derive(Clone, Debug)]
@@ -61,7 +73,7 @@ where
 
     fn call(&mut self, req: http::Request<B>) -> Self::Future {
         if let Some(token) = &self.token
-            && !req.uri().path().starts_with("/grpc.health.v1.Health/")
+            && !OPEN_GRPC.contains(&req.uri().path())
             && !authorized(req.headers(), token)
         {
             return Box::pin(async { Ok(tonic::Status::unauthenticated(REFUSAL).into_http()) });
@@ -73,23 +85,14 @@ where
 /// The REST middleware: 401 with the protocol's error body.
 pub async fn rest(Extract(token): Extract<Option<Arc<str>>>, req: Request, next: Next) -> Response {
     let path = req.uri().path();
-    let open = path.starts_with("/v2/health/");
     match &token {
-        Some(token) if !open && !authorized(req.headers(), token) => {
-            let body = if path.starts_with("/v2") {
-                serving_proto::oip::rest::encode_error(REFUSAL)
-            } else {
-                serving_proto::mindspore::rest::encode_error(REFUSAL)
-            };
-            (
-                StatusCode::UNAUTHORIZED,
-                [
-                    (header::CONTENT_TYPE, "application/json"),
-                    (header::WWW_AUTHENTICATE, "Bearer"),
-                ],
-                Body::from(body),
-            )
-                .into_response()
+        Some(token) if !OPEN_REST.contains(&path) && !authorized(req.headers(), token) => {
+            let mut refusal = crate::rest::error_response(path, StatusCode::UNAUTHORIZED, REFUSAL);
+            refusal.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                http::HeaderValue::from_static("Bearer"),
+            );
+            refusal
         }
         _ => next.run(req).await,
     }

@@ -30,7 +30,7 @@ pub enum ServeError {
 impl ServeError {
     /// The gRPC status.
     pub fn to_status(&self) -> tonic::Status {
-        let m = self.to_string();
+        let m = serving_proto::text::bounded(&self.to_string()).into_owned();
         match self {
             ServeError::InvalidArgument(_) => tonic::Status::invalid_argument(m),
             ServeError::NotFound(_) => tonic::Status::not_found(m),

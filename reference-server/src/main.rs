@@ -49,6 +49,12 @@ struct Args {
     /// Largest gRPC message and REST body, in MiB (1 to 512).
     #[arg(long, default_value_t = server::DEFAULT_MAX_MSG_MB)]
     max_msg_mb_size: u32,
+    /// The most memory, over all connections, held by requests still
+    /// arriving (gRPC messages and REST bodies), MiB; at least
+    /// --max-msg-mb-size. Beyond it, data that needs more is refused with
+    /// UNAVAILABLE / 503.
+    #[arg(long, default_value_t = server::DEFAULT_MAX_INCOMING_MB, value_name = "MIB")]
+    max_incoming_mb: u32,
     /// The most requests queued or running per servable version; beyond it
     /// requests are refused at once (MindSpore's set_max_enqueued_requests).
     #[arg(long, default_value_t = reference_server::engine::DEFAULT_QUEUE_LIMIT)]
@@ -146,6 +152,7 @@ async fn main() -> ExitCode {
         allow_cpu_fallback: args.allow_cpu_fallback,
         ort_lib: args.ort_lib,
         max_msg_mb_size: args.max_msg_mb_size,
+        max_incoming_mb: args.max_incoming_mb,
         max_enqueued_requests: args.max_enqueued_requests,
         fault_injection: args.enable_fault_injection,
         poll_interval: (args.repository_poll_interval > 0.0)

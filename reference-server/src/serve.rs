@@ -11,7 +11,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{Request, Response};
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
@@ -48,6 +48,23 @@ impl Listener for UnixListener {
 /// HTTP/2 flow-control windows large enough for big tensors on loopback.
 const WINDOW: u32 = 8 << 20;
 
+/// How long an HTTP/1.1 client may take to send a request's headers
+/// (slow-header clients are cut off).
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// The most header lines of an HTTP/1.1 request.
+const MAX_HEADERS: usize = 100;
+/// Concurrent HTTP/2 streams per connection.
+const MAX_STREAMS: u32 = 256;
+/// The largest HTTP/2 header list (decoded) a request may carry.
+const MAX_HEADER_LIST: u32 = 64 << 10;
+/// Streams a client may open and reset before the server accepted them
+/// ("rapid reset", CVE-2023-44487) before the connection is closed.
+const MAX_PENDING_RESETS: usize = 20;
+/// HTTP/2 keep-alive pings on idle connections, and how long to wait for
+/// the answer before closing a dead one.
+const KEEP_ALIVE: Duration = Duration::from_secs(60);
+const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(20);
+
 /// Serves `service` on `listener` until `shutdown` resolves, then waits up
 /// to `grace` for the open connections to finish. With `tls`, connections
 /// are TLS; a failed handshake closes that connection only.
@@ -70,11 +87,22 @@ pub async fn serve<L, S, B>(
     let graceful = GracefulShutdown::new();
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .max_headers(MAX_HEADERS);
+    builder
         .http2()
+        .timer(TokioTimer::new())
         .initial_stream_window_size(WINDOW)
         .initial_connection_window_size(WINDOW)
         .max_frame_size(1 << 20)
-        .adaptive_window(false);
+        .adaptive_window(false)
+        .max_concurrent_streams(MAX_STREAMS)
+        .max_header_list_size(MAX_HEADER_LIST)
+        .max_pending_accept_reset_streams(MAX_PENDING_RESETS)
+        .keep_alive_interval(KEEP_ALIVE)
+        .keep_alive_timeout(KEEP_ALIVE_TIMEOUT);
     tokio::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {

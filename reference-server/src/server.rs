@@ -39,6 +39,10 @@ pub struct Config {
     pub ort_lib: Option<PathBuf>,
     /// The message limit in MiB, 1 to 512.
     pub max_msg_mb_size: u32,
+    /// The most memory, in MiB, held by requests still arriving (gRPC
+    /// messages and REST bodies) over all connections; at least
+    /// `max_msg_mb_size`.
+    pub max_incoming_mb: u32,
     /// The most requests queued or running per servable version.
     pub max_enqueued_requests: usize,
     /// Whether tests may make replicas fail on purpose (never in production).
@@ -65,6 +69,7 @@ impl Default for Config {
             allow_cpu_fallback: false,
             ort_lib: None,
             max_msg_mb_size: DEFAULT_MAX_MSG_MB,
+            max_incoming_mb: DEFAULT_MAX_INCOMING_MB,
             max_enqueued_requests: crate::engine::DEFAULT_QUEUE_LIMIT,
             fault_injection: false,
             poll_interval: Some(std::time::Duration::from_secs(5)),
@@ -78,6 +83,9 @@ impl Default for Config {
 /// MindSpore's default message limit, MiB.
 pub const DEFAULT_MAX_MSG_MB: u32 = 100;
 
+/// The default memory for requests still arriving, MiB.
+pub const DEFAULT_MAX_INCOMING_MB: u32 = 1024;
+
 /// Why the server did not start.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -85,6 +93,17 @@ pub enum StartError {
     /// `max_msg_mb_size` outside 1..=512 (MindSpore's text).
     #[error("Parameter 'max_msg_mb_size' should be in range [1,512]")]
     MaxMsgSize(u32),
+    /// `max_incoming_mb` below `max_msg_mb_size`: no request of the largest
+    /// allowed size could ever be received.
+    #[error(
+        "--max-incoming-mb {incoming} is below --max-msg-mb-size {message}: a request of the largest allowed size could never be received"
+    )]
+    MaxIncoming {
+        /// `max_incoming_mb`.
+        incoming: u32,
+        /// `max_msg_mb_size`.
+        message: u32,
+    },
     /// Devices of two accelerator families.
     #[error(transparent)]
     Devices(#[from] MixedFamilies),
@@ -147,6 +166,12 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     if !(1..=512).contains(&config.max_msg_mb_size) {
         return Err(StartError::MaxMsgSize(config.max_msg_mb_size));
     }
+    if config.max_incoming_mb < config.max_msg_mb_size {
+        return Err(StartError::MaxIncoming {
+            incoming: config.max_incoming_mb,
+            message: config.max_msg_mb_size,
+        });
+    }
     let max_msg_bytes = config.max_msg_mb_size as usize * 1024 * 1024;
     let (grpc_tls, rest_tls) = match &config.tls {
         Some(files) => (
@@ -192,7 +217,11 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     })
     .await
     .map_err(blocking_err)??;
-    let mut state = State::new(registry, max_msg_bytes);
+    let mut state = State::new(
+        registry,
+        max_msg_bytes,
+        u64::from(config.max_incoming_mb) << 20,
+    );
     if let Some(repo) = &config.model_repository {
         state.watcher = Some(std::sync::Mutex::new(Watcher::new(
             repo.clone(),

@@ -199,7 +199,7 @@ async fn mindspore_rest_errors_and_statuses() {
             "Request servable(add) method(add_common2) , method is not available",
         ),
         (
-            "/x/:add_common",
+            "/model:add_common",
             good.clone(),
             400,
             "please check url, the keyword:[model] must contain.",

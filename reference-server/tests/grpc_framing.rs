@@ -41,7 +41,14 @@ async fn raw(
         return Err(s);
     }
     let mut body = response.into_body();
-    let read = read_unary(&mut body, u64::MAX, &[]).await.unwrap();
+    let read = read_unary(
+        &mut body,
+        u64::MAX,
+        &[],
+        &serving_proto::grpc_body::Budget::unlimited(),
+    )
+    .await
+    .unwrap();
     let status = Status::from_header_map(read.trailers.as_ref().unwrap()).unwrap();
     if status.code() != Code::Ok {
         return Err(status);

@@ -14,12 +14,17 @@ use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Uri, Version};
 use prost::Message;
 use serving_proto::frame::FrameError;
-use serving_proto::grpc_body::{MessageBody, ReadError, read_unary};
+use serving_proto::grpc_body::{Budget, MessageBody, ReadError, read_unary};
 use tonic::transport::Channel;
 use tonic::{Code, Status};
 use tower::{Service, ServiceExt};
 
 use super::CallCtx;
+
+/// Replies are bounded by the receive cap alone: a client holds only its
+/// own calls.
+static UNLIMITED: Budget = Budget::unlimited();
+
 use super::grpc::status_error;
 use crate::error::{Error, SizeSide};
 
@@ -69,7 +74,7 @@ pub(crate) async fn call<M: Message + Default>(
     }
     let http_status = response.status();
     let mut body = response.into_body();
-    let read = read_unary(&mut body, ctx.max_receive, tensor_path)
+    let read = read_unary(&mut body, ctx.max_receive, tensor_path, &UNLIMITED)
         .await
         .map_err(|e| match e {
             ReadError::Frame(FrameError::TooLarge(t)) => Error::MessageTooLarge {

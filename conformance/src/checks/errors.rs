@@ -116,7 +116,7 @@ pub const MS_REST_URLS: &[(&str, &str)] = &[
         "please check url, the keyword:[service method] must contain.",
     ),
     (
-        "/x/:add_common",
+        "/model:add_common",
         "please check url, the keyword:[model] must contain.",
     ),
     (

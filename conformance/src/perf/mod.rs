@@ -8,5 +8,6 @@ pub mod bench;
 pub mod echo;
 pub mod load;
 pub mod memory;
+pub mod stalled;
 
 pub use load::{Stats, Workload, run_load};

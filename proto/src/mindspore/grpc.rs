@@ -3,6 +3,7 @@
 //! Decoding moves each `data` field (a [`Bytes`]) into the tensor: a tensor
 //! decoded from a message shares the message's buffer.
 
+use crate::text::quote;
 use std::collections::BTreeMap;
 
 use bytes::Bytes;
@@ -21,7 +22,7 @@ pub enum TensorCheckError {
     #[error("Tensor check failed: input  shape {} invalid", ShapeDisplay(.0))]
     Shape(Vec<i64>),
     /// `MS_UNKNOWN` or a value outside the enum.
-    #[error("Tensor check failed: input data type {0} invalid")]
+    #[error("Tensor check failed: input data type {} invalid", quote(.0))]
     DataType(String),
     /// `data` is not element count x item size bytes long.
     #[error("Tensor check failed: input data size {0} invalid")]
@@ -189,22 +190,26 @@ pub fn decode_request(req: pb::PredictRequest) -> Result<PredictRequest, Servabl
     if req.instances.is_empty() {
         return Err(invalid(format!(
             "Instances count of request cannot be 0, servable: {}, method: {}",
-            spec.name, spec.method_name
+            quote(&spec.name),
+            quote(&spec.method_name)
         )));
     }
     let mut instances = Vec::with_capacity(req.instances.len());
     for instance in req.instances {
         if let Some(name) = instance.output_buffers.keys().next() {
             return Err(invalid(format!(
-                "The output buffer {name} uses shared memory, which is not supported over the public API, servable {}, method {}",
-                spec.name, spec.method_name
+                "The output buffer {} uses shared memory, which is not supported over the public API, servable {}, method {}",
+                quote(name),
+                quote(&spec.name),
+                quote(&spec.method_name)
             )));
         }
         let mut tensors = NamedTensors::new();
         for (name, t) in instance.items {
             let tensor = input_tensor(t).map_err(|detail| {
                 invalid(format!(
-                    "Instances input {name} check failed, detail: {detail}"
+                    "Instances input {} check failed, detail: {detail}",
+                    quote(&name)
                 ))
             })?;
             tensors.insert(name, tensor);
@@ -247,7 +252,7 @@ fn error_msg(e: &ServableError) -> pb::ErrorMsg {
     };
     pb::ErrorMsg {
         error_code: e.code,
-        error_msg: Bytes::copy_from_slice(text.as_bytes()),
+        error_msg: Bytes::copy_from_slice(crate::text::bounded(text).as_bytes()),
     }
 }
 

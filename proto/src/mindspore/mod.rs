@@ -11,6 +11,7 @@ pub mod rest;
 pub mod url;
 
 use crate::NamedTensors;
+use crate::text::quote;
 
 /// MindSpore Serving's `StatusCode`, carried in `ErrorMsg.error_code`.
 ///
@@ -89,6 +90,7 @@ impl ServableError {
     /// `Request servable({name}) method({method}) , servable is not available`,
     /// with MindSpore's exact spacing for an explicit version (code 2).
     pub fn servable_not_available(servable: &str, method: &str, version: u64) -> ServableError {
+        let (servable, method) = (quote(servable), quote(method));
         let message = if version == 0 {
             format!("Request servable({servable}) method({method}) , servable is not available")
         } else {
@@ -101,6 +103,7 @@ impl ServableError {
 
     /// `Request servable({name}) method({method}) , method is not available` (code 2).
     pub fn method_not_available(servable: &str, method: &str) -> ServableError {
+        let (servable, method) = (quote(servable), quote(method));
         ServableError::new(
             StatusCode::InvalidInputs,
             format!("Request servable({servable}) method({method}) , method is not available"),
@@ -117,6 +120,7 @@ impl ServableError {
 
     /// `Cannot find input {input} in instance input , servable {name}, method {method}` (code 2).
     pub fn missing_input(input: &str, servable: &str, method: &str) -> ServableError {
+        let (input, servable, method) = (quote(input), quote(servable), quote(method));
         ServableError::new(
             StatusCode::InvalidInputs,
             format!(

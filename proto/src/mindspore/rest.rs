@@ -7,6 +7,7 @@
 //! on body-content errors. Where MindSpore silently narrows a JSON integer to
 //! int32 or a number to float32, this codec refuses the value and names it.
 
+use crate::text::quote;
 use base64::Engine;
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use bytes::Bytes;
@@ -120,7 +121,7 @@ pub enum ParseError {
     )]
     ObjectTooManyKeys,
     /// A b64 object with another key.
-    #[error("json object, key is not ['b64', 'type', 'shape'], fail key:{0}")]
+    #[error("json object, key is not ['b64', 'type', 'shape'], fail key:{}", quote(.0))]
     ObjectUnknownKey(String),
     /// A b64 object without `b64`.
     #[error("json object, 'b64' should be specified only one time")]
@@ -129,7 +130,7 @@ pub enum ParseError {
     #[error("json object, key is 'type', value should be string type")]
     TypeNotString,
     /// A `type` outside the table.
-    #[error("json object, specified type:'{0}' is illegal")]
+    #[error("json object, specified type:'{}' is illegal", quote(.0))]
     TypeIllegal(String),
     /// A `shape` that is not an array.
     #[error("json object, key is 'shape', value should be array type")]
@@ -138,10 +139,10 @@ pub enum ParseError {
     #[error("json object, key is 'shape', array value should be unsigned integer")]
     ShapeNotUnsigned,
     /// A `shape` with a dimension after a zero one; holds the shape as JSON.
-    #[error("json object, key is 'shape', invalid shape value {0}")]
+    #[error("json object, key is 'shape', invalid shape value {}", quote(.0))]
     ShapeInvalid(String),
     /// A `shape` whose byte size overflows (our addition); holds the shape as JSON.
-    #[error("json object, key is 'shape', shape value {0} is too large")]
+    #[error("json object, key is 'shape', shape value {} is too large", quote(.0))]
     ShapeTooLarge(String),
     /// A str/bytes b64 object of more than one element.
     #[error(
@@ -152,7 +153,7 @@ pub enum ParseError {
     #[error("get scalar data failed, type is string, but json is not string type")]
     B64NotString,
     /// A `b64` that is not standard padded base64.
-    #[error("'{0}' is illegal b64 encode string")]
+    #[error("'{}' is illegal b64 encode string", quote(.0))]
     B64Illegal(String),
     /// A decoded size that disagrees with type and shape.
     #[error(
@@ -170,12 +171,14 @@ pub enum ParseError {
     },
     /// A JSON integer outside int32 (MindSpore narrows it silently).
     #[error(
-        "json integer {0} is out of the int32 range; send it in a b64 object with an explicit 'type' such as int64"
+        "json integer {} is out of the int32 range; send it in a b64 object with an explicit 'type' such as int64",
+        quote(.0)
     )]
     IntRange(String),
     /// A JSON number outside float32 (MindSpore narrows it silently).
     #[error(
-        "json number {0} is out of the float32 range; send it in a b64 object with 'type' fp64"
+        "json number {} is out of the float32 range; send it in a b64 object with 'type' fp64",
+        quote(.0)
     )]
     FloatRange(String),
 }
@@ -507,7 +510,7 @@ pub enum ResponseError {
 
 /// `{"error_msg": "<text>"}`.
 pub fn encode_error(text: &str) -> String {
-    serde_json::json!({ "error_msg": text }).to_string()
+    serde_json::json!({ "error_msg": crate::text::bounded(text) }).to_string()
 }
 
 /// Encodes the reply body of an outcome (spec §3.6): a whole-request failure
@@ -521,7 +524,9 @@ pub fn encode_response(outcome: &Outcome) -> Result<String, ResponseError> {
     let mut instances = Vec::with_capacity(results.len());
     for result in results {
         match result {
-            Err(e) => instances.push(serde_json::json!({ "error_msg": e.message })),
+            Err(e) => {
+                instances.push(serde_json::json!({ "error_msg": crate::text::bounded(&e.message) }))
+            }
             Ok(tensors) if tensors.is_empty() => return Err(ResponseError::EmptyInstance),
             Ok(tensors) => {
                 let mut obj = Map::new();

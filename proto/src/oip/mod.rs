@@ -13,6 +13,7 @@ mod contents;
 use std::collections::BTreeMap;
 
 use crate::tensor::ShapeDisplay;
+use crate::text::quote;
 use crate::{DataType, Tensor, UnsupportedType};
 
 /// An inference parameter value.
@@ -124,7 +125,7 @@ pub struct InferResponse {
 pub enum OipError {
     /// A datatype string outside the protocol's table.
     #[error(
-        "tensor '{name}': unknown datatype '{datatype}'; expected one of BOOL, INT8, INT16, INT32, INT64, UINT8, UINT16, UINT32, UINT64, FP16, BF16, FP32, FP64, BYTES"
+        "tensor '{}': unknown datatype '{}'; expected one of BOOL, INT8, INT16, INT32, INT64, UINT8, UINT16, UINT32, UINT64, FP16, BF16, FP32, FP64, BYTES", quote(.name), quote(.datatype)
     )]
     UnknownDatatype {
         /// Tensor name.
@@ -133,7 +134,9 @@ pub enum OipError {
         datatype: String,
     },
     /// A tensor type the protocol cannot carry.
-    #[error("tensor '{name}': {source}")]
+    #[error(
+        "tensor '{}': {source}", quote(.name)
+    )]
     Unsupported {
         /// Tensor name.
         name: String,
@@ -142,7 +145,9 @@ pub enum OipError {
     },
     /// Data the tensor refuses (BOOL bytes other than 0 and 1, a length
     /// that does not match the shape).
-    #[error("tensor '{name}': {source}")]
+    #[error(
+        "tensor '{}': {source}", quote(.name)
+    )]
     Value {
         /// Tensor name.
         name: String,
@@ -150,7 +155,9 @@ pub enum OipError {
         source: crate::TensorError,
     },
     /// A negative dimension or an element count that overflows.
-    #[error("tensor '{name}': invalid shape {}: dimensions must be non-negative and the size must fit in memory", ShapeDisplay(.shape))]
+    #[error(
+        "tensor '{}': invalid shape {}: dimensions must be non-negative and the size must fit in memory", quote(.name), ShapeDisplay(.shape)
+    )]
     Shape {
         /// Tensor name.
         name: String,
@@ -171,7 +178,9 @@ pub enum OipError {
         raw: usize,
     },
     /// Data of the wrong byte size for shape and datatype.
-    #[error("tensor '{name}': {datatype} data of shape {} must be {expected} bytes but is {actual}", ShapeDisplay(.shape))]
+    #[error(
+        "tensor '{}': {datatype} data of shape {} must be {expected} bytes but is {actual}", quote(.name), ShapeDisplay(.shape)
+    )]
     DataSize {
         /// Tensor name.
         name: String,
@@ -185,7 +194,9 @@ pub enum OipError {
         actual: u64,
     },
     /// A number of typed elements that differs from the shape's.
-    #[error("tensor '{name}': shape {} holds {expected} elements but {actual} were given", ShapeDisplay(.shape))]
+    #[error(
+        "tensor '{}': shape {} holds {expected} elements but {actual} were given", quote(.name), ShapeDisplay(.shape)
+    )]
     ElementCount {
         /// Tensor name.
         name: String,
@@ -197,7 +208,9 @@ pub enum OipError {
         actual: u64,
     },
     /// Typed contents in a field that does not match the datatype.
-    #[error("tensor '{name}': {datatype} data must be in {expected}")]
+    #[error(
+        "tensor '{}': {datatype} data must be in {expected}", quote(.name)
+    )]
     WrongContents {
         /// Tensor name.
         name: String,
@@ -207,7 +220,9 @@ pub enum OipError {
         expected: &'static str,
     },
     /// A value outside the range of its datatype.
-    #[error("tensor '{name}': value {value} is out of range for {datatype}")]
+    #[error(
+        "tensor '{}': value {value} is out of range for {datatype}", quote(.name)
+    )]
     ValueRange {
         /// Tensor name.
         name: String,
@@ -217,7 +232,9 @@ pub enum OipError {
         value: String,
     },
     /// A value of the wrong JSON kind for its datatype.
-    #[error("tensor '{name}': element {index} ({value}) is not a valid {datatype} value")]
+    #[error(
+        "tensor '{}': element {index} ({value}) is not a valid {datatype} value", quote(.name)
+    )]
     ValueKind {
         /// Tensor name.
         name: String,
@@ -230,7 +247,7 @@ pub enum OipError {
     },
     /// A BYTES element whose 4-byte length prefix runs past its tensor.
     #[error(
-        "tensor '{name}': BYTES element {index} at offset {offset} declares {declared} bytes but only {available} remain in the tensor"
+        "tensor '{}': BYTES element {index} at offset {offset} declares {declared} bytes but only {available} remain in the tensor", quote(.name)
     )]
     BytesElement {
         /// Tensor name.
@@ -248,7 +265,7 @@ pub enum OipError {
     #[error("{0}")]
     Json(String),
     /// A bad `Inference-Header-Content-Length`.
-    #[error("Inference-Header-Content-Length {value} is invalid: {reason}")]
+    #[error("Inference-Header-Content-Length {} is invalid: {reason}", quote(.value))]
     HeaderLength {
         /// The header value.
         value: String,
@@ -257,7 +274,7 @@ pub enum OipError {
     },
     /// A binary tensor running past the body.
     #[error(
-        "tensor '{name}': binary_data_size {declared} exceeds the {available} bytes left in the body"
+        "tensor '{}': binary_data_size {declared} exceeds the {available} bytes left in the body", quote(.name)
     )]
     BinaryOverrun {
         /// Tensor name.

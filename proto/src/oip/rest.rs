@@ -6,6 +6,7 @@
 //! `binary_data_size` parameter. Numeric binary tensors decoded here share
 //! the body's buffer; BYTES elements are 4-byte little-endian length-prefixed.
 
+use crate::text::quote;
 use bytes::Bytes;
 use serde_json::{Map, Number, Value};
 
@@ -127,7 +128,8 @@ fn param_from_json(name: &str, v: &Value) -> Result<Parameter, OipError> {
         },
         _ => {
             return Err(json_err(format!(
-                "parameter '{name}' must be a string, number or boolean"
+                "parameter '{name}' must be a string, number or boolean",
+                name = quote(name)
             )));
         }
     })
@@ -275,12 +277,14 @@ fn decode_tensor_list(
                 .collect::<Option<Vec<i64>>>()
                 .ok_or_else(|| {
                     json_err(format!(
-                        "tensor '{name}': 'shape' must be an array of non-negative integers"
+                        "tensor '{name}': 'shape' must be an array of non-negative integers",
+                        name = quote(&name)
                     ))
                 })?,
             _ => {
                 return Err(json_err(format!(
-                    "tensor '{name}': 'shape' must be an array of non-negative integers"
+                    "tensor '{name}': 'shape' must be an array of non-negative integers",
+                    name = quote(&name)
                 )));
             }
         };
@@ -290,7 +294,8 @@ fn decode_tensor_list(
             Some(p) => {
                 let declared = p.as_u64().ok_or_else(|| {
                     json_err(format!(
-                        "tensor '{name}': '{BINARY_DATA_SIZE}' must be a non-negative integer"
+                        "tensor '{name}': '{BINARY_DATA_SIZE}' must be a non-negative integer",
+                        name = quote(&name)
                     ))
                 })?;
                 if declared > rest.len() as u64 {
@@ -307,7 +312,8 @@ fn decode_tensor_list(
                 Some(data) => tensor_from_json_data(&name, dtype, shape, data)?,
                 None => {
                     return Err(json_err(format!(
-                        "tensor '{name}': neither 'data' nor '{BINARY_DATA_SIZE}' is given"
+                        "tensor '{name}': neither 'data' nor '{BINARY_DATA_SIZE}' is given",
+                        name = quote(&name)
                     )));
                 }
             },
@@ -549,5 +555,5 @@ pub fn encode_response(
 
 /// `{"error": "<message>"}`.
 pub fn encode_error(message: &str) -> String {
-    serde_json::json!({ "error": message }).to_string()
+    serde_json::json!({ "error": crate::text::bounded(message) }).to_string()
 }

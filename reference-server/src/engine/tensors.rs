@@ -2,6 +2,7 @@
 //! input must have the model's data type and shape, dynamic dimensions
 //! aside; batching is the caller's.
 
+use serving_proto::text::quote;
 use serving_proto::{NamedTensors, Tensor};
 
 use super::replica::Runner;
@@ -20,13 +21,17 @@ pub fn infer(
     if let Some(missing) = method.inputs.iter().find(|i| !values.contains_key(*i)) {
         return Err(ServeError::InvalidArgument(format!(
             "model '{model}' expects input '{missing}', which the request does not have (inputs: {})",
-            method.inputs.join(", ")
+            method.inputs.join(", "),
+            model = quote(model),
+            missing = quote(missing)
         )));
     }
     if let Some(extra) = values.keys().find(|k| !method.inputs.contains(k)) {
         return Err(ServeError::InvalidArgument(format!(
             "unexpected input '{extra}' for model '{model}' (inputs: {})",
-            method.inputs.join(", ")
+            method.inputs.join(", "),
+            model = quote(model),
+            extra = quote(extra)
         )));
     }
     for stage in &method.stage {
@@ -46,21 +51,28 @@ pub fn infer(
                     spec.dtype,
                     ShapeDisplay(&spec.shape),
                     t.dtype(),
-                    ShapeDisplay(t.shape())
+                    ShapeDisplay(t.shape()),
+                    model = quote(model),
+                    name = quote(name)
                 )));
             }
             // ONNX string tensors hold UTF-8 text: other bytes are the
             // request's fault, not the model's.
             if let Some(bad) = tensor_io::first_non_utf8(t) {
                 return Err(ServeError::InvalidArgument(format!(
-                    "input '{name}' of model '{model}': element {bad} is not UTF-8 text, which this model's string input (an ONNX string tensor) requires"
+                    "input '{name}' of model '{model}': element {bad} is not UTF-8 text, which this model's string input (an ONNX string tensor) requires",
+                    model = quote(model),
+                    name = quote(name)
                 )));
             }
             inputs.push(t);
         }
-        let outputs = runner
-            .run_model(index, &inputs)
-            .map_err(|e| ServeError::Internal(format!("model '{model}' failed to run: {e}")))?;
+        let outputs = runner.run_model(index, &inputs).map_err(|e| {
+            ServeError::Internal(format!(
+                "model '{model}' failed to run: {e}",
+                model = quote(model)
+            ))
+        })?;
         for (name, t) in stage.outputs.iter().zip(outputs) {
             values.insert(name.clone(), t);
         }

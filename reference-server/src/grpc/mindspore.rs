@@ -49,13 +49,10 @@ impl MsService for MindSporeGrpc {
         let model = spec.as_ref().map(|s| s.name.clone()).unwrap_or_default();
         let outcome = if !self.state.is_ready() {
             let s = spec.clone().unwrap_or_default();
-            Outcome::Failed(ServableError::new(
-                StatusCode::ServableUnavailable,
-                format!(
-                    "Request servable({}) method({}) , servable is not available",
-                    s.name, s.method_name
-                ),
-            ))
+            Outcome::Failed(
+                ServableError::servable_not_available(&s.name, &s.method_name, 0)
+                    .with_code(StatusCode::ServableUnavailable),
+            )
         } else {
             match mindspore::grpc::decode_request(req) {
                 Ok(r) => {
@@ -87,7 +84,6 @@ impl MsService for MindSporeGrpc {
             (Ok(()), Outcome::Instances(_)) => "OK",
         };
         self.state
-            .metrics
             .record(Front::MindSporeGrpc, &model, class, started.elapsed());
         sized?;
         Ok(Response::new(reply))

@@ -31,7 +31,7 @@ pub fn routes(
     let limit = state.max_msg_bytes;
     let (reporter, health) = tonic_health::server::health_reporter();
     let ms = mindspore::MindSporeGrpc::new(state.clone());
-    let oip = oip::OipGrpc::new(state);
+    let oip = oip::OipGrpc::new(state.clone());
     // tonic serves every RPC but the two that carry tensors, which
     // `ZeroCopy` answers with the same implementations (so `MSService`,
     // whose only RPC is `Predict`, needs no tonic route; its other paths
@@ -43,7 +43,7 @@ pub fn routes(
     )
     .add_service(health)
     .prepare();
-    let routes = ZeroCopy::new(routes, ms, oip, limit as u64);
+    let routes = ZeroCopy::new(routes, ms, oip, state);
     (
         GrpcAuth::new(
             MaxRequestSize::new(Deadline::new(routes), limit as u64),

@@ -115,7 +115,6 @@ impl GrpcInferenceService for OipGrpc {
             Err(s) => class_of_grpc(s.code()),
         };
         self.state
-            .metrics
             .record(Front::OipGrpc, &model, class, started.elapsed());
         result
     }

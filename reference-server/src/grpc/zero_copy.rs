@@ -13,6 +13,7 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
@@ -30,6 +31,7 @@ use tonic::metadata::MetadataMap;
 
 use super::mindspore::MindSporeGrpc;
 use super::oip::OipGrpc;
+use crate::service::State;
 
 /// A tower service answering [`PREDICT`] and [`MODEL_INFER`] itself and
 /// passing every other request to `inner`.
@@ -38,17 +40,18 @@ pub struct ZeroCopy<S> {
     inner: S,
     ms: MindSporeGrpc,
     oip: OipGrpc,
-    limit: u64,
+    state: Arc<State>,
 }
 
 impl<S> ZeroCopy<S> {
-    /// Wraps `inner`; requests over `limit` bytes are refused.
-    pub fn new(inner: S, ms: MindSporeGrpc, oip: OipGrpc, limit: u64) -> ZeroCopy<S> {
+    /// Wraps `inner`; requests over the state's message limit are refused,
+    /// and requests still arriving take their memory from its budget.
+    pub fn new(inner: S, ms: MindSporeGrpc, oip: OipGrpc, state: Arc<State>) -> ZeroCopy<S> {
         ZeroCopy {
             inner,
             ms,
             oip,
-            limit,
+            state,
         }
     }
 }
@@ -74,14 +77,14 @@ where
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
-        let limit = self.limit;
+        let state = self.state.clone();
         match req.uri().path() {
             PREDICT => {
                 let ms = self.ms.clone();
                 Box::pin(async move {
                     Ok(unary(
                         req,
-                        limit,
+                        &state,
                         tensor_path::PREDICT_REQUEST,
                         chunked::predict_reply,
                         |r| async move { ms.predict(r).await },
@@ -94,7 +97,7 @@ where
                 Box::pin(async move {
                     Ok(unary(
                         req,
-                        limit,
+                        &state,
                         tensor_path::MODEL_INFER_REQUEST,
                         chunked::model_infer_response,
                         |r| async move { oip.model_infer(r).await },
@@ -119,7 +122,7 @@ where
 /// metrics); `encode` checks again, so no path sends an oversized reply.
 async fn unary<B, M, R, F, Fut>(
     req: Request<B>,
-    limit: u64,
+    state: &State,
     tensor_path: &[u32],
     encode: fn(R, u64) -> Result<Vec<Bytes>, TooLarge>,
     handle: F,
@@ -131,20 +134,21 @@ where
     F: FnOnce(tonic::Request<M>) -> Fut,
     Fut: Future<Output = Result<tonic::Response<R>, Status>>,
 {
+    let limit = state.max_msg_bytes as u64;
     let (parts, mut body) = req.into_parts();
     if let Some(encoding) = parts.headers.get("grpc-encoding")
         && encoding != "identity"
     {
         let mut status = Status::unimplemented(format!(
             "Content is compressed with `{}` which isn't supported",
-            String::from_utf8_lossy(encoding.as_bytes())
+            serving_proto::text::quote(&String::from_utf8_lossy(encoding.as_bytes()))
         ));
         status
             .metadata_mut()
             .insert("grpc-accept-encoding", "identity".parse().expect("ASCII"));
         return status.into_http();
     }
-    let message = match read_unary(&mut body, limit, tensor_path).await {
+    let message = match read_unary(&mut body, limit, tensor_path, &state.incoming).await {
         Ok(read) => match read.message {
             Some(m) => m,
             None => return Status::internal("Missing request message.").into_http(),
@@ -187,6 +191,7 @@ where
 fn read_status(e: ReadError) -> Status {
     match e {
         ReadError::Frame(FrameError::TooLarge(e)) => Status::resource_exhausted(e.to_string()),
+        ReadError::Busy(e) => Status::unavailable(e.to_string()),
         ReadError::Body(e) => Status::from_error(e),
         other => Status::internal(other.to_string()),
     }

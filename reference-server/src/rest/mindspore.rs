@@ -1,6 +1,7 @@
 //! `POST /model/{servable}[/version/{N}]:{method}`: MindSpore's request
 //! grammar, conversions and error texts (spec §3), with HTTP statuses from
-//! the error table where MindSpore answers 200 to everything.
+//! the error table where MindSpore answers 200 to everything. Only paths
+//! whose first segment is `model` come here ([`url::is_predict_path`]).
 
 use std::sync::Arc;
 
@@ -9,7 +10,7 @@ use axum::extract::State as Extract;
 use axum::response::{IntoResponse, Response};
 use http::{HeaderMap, Method, StatusCode, Uri, header};
 use serving_proto::mindspore::rest::{self as codec, RestError};
-use serving_proto::mindspore::{Outcome, ServableError, StatusCode as MsCode, url};
+use serving_proto::mindspore::{Outcome, ServableError, url};
 
 use super::{ReadError, read_body};
 use crate::service::{State, mindspore as service};
@@ -22,7 +23,7 @@ fn error(status: StatusCode, text: &str) -> Response {
     json(status, codec::encode_error(text))
 }
 
-/// Handles every request that is not an OIP `/v2` route, and records it.
+/// Handles a request on MindSpore's grammar, and records it.
 pub async fn predict(
     state: Extract<Arc<State>>,
     method: Method,
@@ -37,7 +38,7 @@ pub async fn predict(
         .unwrap_or_default();
     let response = answer(state, method, uri, headers, body).await;
     let class = crate::metrics::class_of_http(response.status().as_u16());
-    metrics_state.metrics.record(
+    metrics_state.record(
         crate::metrics::Front::MindSporeRest,
         &model,
         class,
@@ -62,7 +63,7 @@ async fn answer(
         );
     }
     let limit = state.max_msg_bytes;
-    let bytes = match read_body(&headers, body, limit).await {
+    let bytes = match read_body(&headers, body, limit, &state.incoming, None).await {
         Ok(b) => b,
         Err(ReadError::TooBig(t)) => {
             let e = RestError::TooBig {
@@ -72,23 +73,18 @@ async fn answer(
             return error(StatusCode::PAYLOAD_TOO_LARGE, &e.to_string());
         }
         Err(ReadError::Transport(e)) => return error(StatusCode::BAD_REQUEST, &e),
+        Err(ReadError::Busy(e)) => return error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
     };
     let instances = match codec::decode_request(&bytes, limit) {
         Ok(i) => i,
         Err(e) => return error(StatusCode::BAD_REQUEST, &e.to_string()),
     };
-    let target = match url::parse(uri.path_and_query().map_or(uri.path(), |p| p.as_str())) {
+    let target = match url::parse(uri.path()) {
         Ok(t) => t,
         Err(e) => return error(StatusCode::BAD_REQUEST, &RestError::from(e).to_string()),
     };
     if !state.is_ready() {
-        let e = ServableError::new(
-            MsCode::ServableUnavailable,
-            format!(
-                "Request servable({}) method({}) , servable is not available",
-                target.servable, target.method
-            ),
-        );
+        let e = ServableError::servable_not_available(&target.servable, &target.method, 0);
         return error(StatusCode::SERVICE_UNAVAILABLE, &e.message);
     }
     let work = service::predict(

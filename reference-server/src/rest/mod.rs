@@ -1,6 +1,13 @@
 //! The REST front end: MindSpore Serving's `POST /model/...` routes and the
 //! Open Inference Protocol's `/v2` routes on one port.
+//!
+//! Every request passes, in order: authentication ([`crate::auth`]), the
+//! `Content-Encoding` check ([`encoding`]), then routing. Paths are matched
+//! exactly: the OIP routes below, MindSpore's grammar for paths whose first
+//! segment is `model`, and nothing else. Any other path is an OIP-style
+//! 404 `{"error": ...}`, a known path with the wrong method a 405.
 
+pub mod encoding;
 pub mod mindspore;
 pub mod oip;
 
@@ -8,10 +15,14 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Body;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use bytes::Bytes;
-use http::HeaderMap;
-use http_body_util::{BodyExt, Limited};
+use http::{HeaderMap, Method, StatusCode, Uri, header};
+use http_body_util::BodyExt;
+use serving_proto::gather::{Budget, Exhausted, Gather};
+use serving_proto::mindspore::url::is_predict_path;
+use serving_proto::text::quote;
 
 use crate::service::State;
 
@@ -46,12 +57,56 @@ pub fn router(state: Arc<State>, token: Option<Arc<str>>) -> Router {
             "/v2/repository/models/{model}/unload",
             post(oip::repository_unload),
         )
-        .fallback(mindspore::predict)
+        .method_not_allowed_fallback(method_not_allowed)
+        .fallback(unmatched)
         .with_state(state)
+        .layer(axum::middleware::from_fn(encoding::identity_only))
         .layer(axum::middleware::from_fn_with_state(
             token,
             crate::auth::rest,
         ))
+}
+
+/// An error answer in the form of the protocol `path` belongs to:
+/// MindSpore's `{"error_msg": ...}` for its grammar, else OIP's
+/// `{"error": ...}`.
+pub fn error_response(path: &str, status: StatusCode, text: &str) -> Response {
+    let body = if is_predict_path(path) {
+        serving_proto::mindspore::rest::encode_error(text)
+    } else {
+        serving_proto::oip::rest::encode_error(text)
+    };
+    (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+/// A path no OIP route matches: MindSpore's grammar, or a 404.
+async fn unmatched(
+    state: axum::extract::State<Arc<State>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    if is_predict_path(uri.path()) {
+        return mindspore::predict(state, method, uri, headers, body).await;
+    }
+    error_response(
+        uri.path(),
+        StatusCode::NOT_FOUND,
+        &format!(
+            "no route for {method} {}: the REST routes are the Open Inference Protocol's /v2/... and MindSpore Serving's POST /model/{{servable}}[/version/{{N}}]:{{method}}",
+            quote(uri.path())
+        ),
+    )
+}
+
+/// A known OIP path asked with a method it does not serve.
+async fn method_not_allowed(method: Method, uri: Uri) -> Response {
+    error_response(
+        uri.path(),
+        StatusCode::METHOD_NOT_ALLOWED,
+        &format!("method {method} is not allowed on {}", quote(uri.path())),
+    )
 }
 
 /// The REST request header giving a deadline in milliseconds from arrival.
@@ -90,8 +145,18 @@ pub struct TooBig {
 }
 
 /// Reads a body of at most `limit` bytes. A `Content-Length` over the limit
-/// is refused before a byte of the body is read.
-pub async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes, ReadError> {
+/// is refused before a byte of the body is read; otherwise the body is
+/// gathered into a buffer that grows with the bytes received, its capacity
+/// taken from `budget` (a body that arrives in one piece is not copied).
+/// `aligned` is an offset of the body to place at a 64-byte boundary (the
+/// first binary tensor).
+pub async fn read_body(
+    headers: &HeaderMap,
+    mut body: Body,
+    limit: usize,
+    budget: &Budget,
+    aligned: Option<usize>,
+) -> Result<Bytes, ReadError> {
     let announced = headers
         .get(http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
@@ -107,14 +172,47 @@ pub async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<
         }
         return Err(ReadError::TooBig(TooBig { size, limit }));
     }
-    match Limited::new(body, limit).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(ReadError::TooBig(TooBig {
+    let most = announced.map_or(limit, |n| n as usize);
+    let too_big = || {
+        ReadError::TooBig(TooBig {
             size: limit as u64 + 1,
             limit,
-        })),
-        Err(e) => Err(ReadError::Transport(e.to_string())),
+        })
+    };
+    let mut first: Option<Bytes> = None;
+    let mut gather: Option<Gather<'_>> = None;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| ReadError::Transport(e.to_string()))?;
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        if data.is_empty() {
+            continue;
+        }
+        if gather.is_none() {
+            match first.take() {
+                None if data.len() <= most => {
+                    first = Some(data);
+                    continue;
+                }
+                None => return Err(too_big()),
+                Some(earlier) => {
+                    let mut g = Gather::new(budget, most, aligned);
+                    g.push(earlier).map_err(ReadError::Busy)?;
+                    gather = Some(g);
+                }
+            }
+        }
+        let Some(g) = gather.as_mut() else { continue };
+        let all = data.len();
+        if g.push(data).map_err(ReadError::Busy)? < all {
+            return Err(too_big());
+        }
     }
+    Ok(match (gather, first) {
+        (Some(g), _) => g.finish(),
+        (None, first) => first.unwrap_or_default(),
+    })
 }
 
 /// How far over the limit a refused body is still read (and dropped).
@@ -122,7 +220,6 @@ const DRAIN_MAX: u64 = 64 << 20;
 
 /// Reads and drops up to `max` bytes of `body`, without keeping them.
 async fn drain(mut body: Body, max: u64) {
-    use http_body_util::BodyExt;
     let mut seen = 0u64;
     while let Some(Ok(frame)) = body.frame().await {
         if let Some(data) = frame.data_ref() {
@@ -141,4 +238,6 @@ pub enum ReadError {
     TooBig(TooBig),
     /// The connection failed.
     Transport(String),
+    /// The server's memory for requests still arriving is spent.
+    Busy(Exhausted),
 }

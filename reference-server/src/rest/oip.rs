@@ -11,6 +11,7 @@ use axum::response::{IntoResponse, Response};
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 use serde_json::json;
 use serving_proto::oip::rest::{self as codec, HEADER_LENGTH};
+use serving_proto::text::quote;
 
 use super::{ReadError, read_body};
 use crate::error::ServeError;
@@ -150,7 +151,7 @@ async fn run(
         Err(e) => error(&e),
     };
     let class = crate::metrics::class_of_http(response.status().as_u16());
-    state.metrics.record(
+    state.record(
         crate::metrics::Front::OipRest,
         &name,
         class,
@@ -178,21 +179,28 @@ async fn infer_inner(
     // An unknown model is 404 whatever the body holds.
     oip::resolve(state, &model, &version)?;
     let limit = state.max_msg_bytes;
-    let bytes = read_body(headers, body, limit).await.map_err(|e| match e {
-        ReadError::TooBig(_) => {
-            ServeError::ResourceExhausted(format!("http message is bigger than {limit}"))
-        }
-        ReadError::Transport(t) => ServeError::InvalidArgument(t),
-    })?;
-    let header_len = match headers.get(HEADER_LENGTH) {
+    // The binary extension's JSON header length, if given, places the
+    // first binary tensor at an aligned address (ONNX Runtime then reads it
+    // in place); it is checked against the body once that is in.
+    let header_text = match headers.get(HEADER_LENGTH) {
         None => None,
-        Some(v) => {
-            let text = v.to_str().map_err(|_| {
-                ServeError::InvalidArgument(format!("{HEADER_LENGTH} is not a decimal integer"))
-            })?;
-            Some(codec::parse_header_length(text, bytes.len())?)
-        }
+        Some(v) => Some(v.to_str().map_err(|_| {
+            ServeError::InvalidArgument(format!("{HEADER_LENGTH} is not a decimal integer"))
+        })?),
     };
+    let aligned = header_text.and_then(|t| t.trim().parse::<usize>().ok());
+    let bytes = read_body(headers, body, limit, &state.incoming, aligned)
+        .await
+        .map_err(|e| match e {
+            ReadError::TooBig(_) => {
+                ServeError::ResourceExhausted(format!("http message is bigger than {limit}"))
+            }
+            ReadError::Transport(t) => ServeError::InvalidArgument(t),
+            ReadError::Busy(e) => ServeError::Unavailable(e.to_string()),
+        })?;
+    let header_len = header_text
+        .map(|text| codec::parse_header_length(text, bytes.len()))
+        .transpose()?;
     let mut req = if header_len == Some(0) {
         raw_binary(state, &model, &version, bytes)?
     } else {
@@ -253,7 +261,8 @@ fn raw_binary(
     let [input] = meta.inputs.as_slice() else {
         return Err(ServeError::InvalidArgument(format!(
             "a raw binary request needs a model with one input; '{model}' has {}",
-            meta.inputs.len()
+            meta.inputs.len(),
+            model = quote(model)
         )));
     };
     let dtype = serving_proto::DataType::from_oip_name(&input.datatype).ok_or_else(|| {
@@ -338,7 +347,8 @@ pub async fn repository_load(
     match with_watcher(state, move |s, w| w.load(&s.registry, &name)).await {
         Ok(Ok(_)) => Json(json!({})).into_response(),
         Ok(Err(reason)) => error(&ServeError::InvalidArgument(format!(
-            "failed to load '{model}': {reason}"
+            "failed to load '{model}': {reason}",
+            model = quote(&model)
         ))),
         Err(e) => error(&e),
     }
@@ -353,7 +363,8 @@ pub async fn repository_unload(
     let name = model.clone();
     match with_watcher(state, move |s, w| w.unload(&s.registry, &name)).await {
         Ok(v) if v.is_empty() => error(&ServeError::NotFound(format!(
-            "model '{model}' is not found"
+            "model '{model}' is not found",
+            model = quote(&model)
         ))),
         Ok(_) => Json(json!({})).into_response(),
         Err(e) => error(&e),

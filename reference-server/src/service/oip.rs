@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use serving_proto::oip::{InferRequest, InferResponse, NamedTensor};
+use serving_proto::text::quote;
 use serving_proto::{DataType, NamedTensors, Tensor};
 
 use super::State;
@@ -39,7 +40,9 @@ fn parse_version(model: &str, version: &str) -> Result<u64, ServeError> {
     match version.parse::<u64>() {
         Ok(v) if v > 0 => Ok(v),
         _ => Err(ServeError::InvalidArgument(format!(
-            "model '{model}': version '{version}' is not a positive integer"
+            "model '{model}': version '{version}' is not a positive integer",
+            model = quote(model),
+            version = quote(version)
         ))),
     }
 }
@@ -55,14 +58,23 @@ pub fn resolve(state: &State, name: &str, version: &str) -> Result<Model, ServeE
         _ => (name, None),
     };
     let sv = state.registry.get(servable, v).map_err(|e| match e {
-        Lookup::NoServable => ServeError::NotFound(format!("model '{name}' is not found")),
-        Lookup::NoVersion => {
-            ServeError::NotFound(format!("model '{name}' has no version {version}"))
+        Lookup::NoServable => {
+            ServeError::NotFound(format!("model '{name}' is not found", name = quote(name)))
         }
+        Lookup::NoVersion => ServeError::NotFound(format!(
+            "model '{name}' has no version {version}",
+            name = quote(name),
+            version = quote(version)
+        )),
     })?;
     let method = match method {
         Some(m) if sv.method(m).is_some() => m.to_owned(),
-        Some(_) => return Err(ServeError::NotFound(format!("model '{name}' is not found"))),
+        Some(_) => {
+            return Err(ServeError::NotFound(format!(
+                "model '{name}' is not found",
+                name = quote(name)
+            )));
+        }
         None => sv.config.method[0].name.clone(),
     };
     Ok(Model {
@@ -86,7 +98,17 @@ pub async fn infer(
         if inputs.insert(input.name.clone(), input.tensor).is_some() {
             return Err(ServeError::InvalidArgument(format!(
                 "input '{}' is given more than once",
-                input.name
+                quote(&input.name)
+            )));
+        }
+    }
+    // Each output may be asked for once (as Triton's L0_grpc checks).
+    let mut asked = std::collections::BTreeSet::new();
+    for output in &req.outputs {
+        if !asked.insert(output.name.as_str()) {
+            return Err(ServeError::InvalidArgument(format!(
+                "output '{}' is requested more than once",
+                quote(&output.name)
             )));
         }
     }
@@ -100,13 +122,13 @@ pub async fn infer(
         Err(Refusal::NotAvailable) => {
             return Err(ServeError::Unavailable(format!(
                 "no replica of model '{}' is alive",
-                req.model_name
+                quote(&req.model_name)
             )));
         }
         Err(Refusal::QueueFull(limit)) => {
             return Err(ServeError::Unavailable(format!(
                 "model '{}' has {limit} requests queued, its limit; retry later",
-                req.model_name
+                quote(&req.model_name)
             )));
         }
         Err(Refusal::Deadline) => {
@@ -127,8 +149,8 @@ pub async fn infer(
             let t = outputs.get(&wanted.name).ok_or_else(|| {
                 ServeError::InvalidArgument(format!(
                     "model '{}' has no output '{}' (outputs: {})",
-                    req.model_name,
-                    wanted.name,
+                    quote(&req.model_name),
+                    quote(&wanted.name),
                     outputs.keys().cloned().collect::<Vec<_>>().join(", ")
                 ))
             })?;
