@@ -1,37 +1,51 @@
-//! Throughput with dynamic batching on and off, at 1 and 64 concurrent
-//! clients, for a batchable model (`y = x W`, W 1024x1024, one row of 1024
-//! float32 per instance), over MindSpore gRPC on loopback.
+//! Open Inference throughput and latency with dynamic batching on and off,
+//! at 1, 16 and 64 concurrent clients, over gRPC and REST, for a batchable
+//! model with real compute: a stack of matrix products of float32 rows
+//! (`y = x W1 ... Wn`; by default 4 products of 1024-wide rows, about 1 ms
+//! a row alone), one row per request, one CPU replica.
 //!
 //! ```sh
 //! cargo run --release -p reference-server --example batching
+//! cargo run --release -p reference-server --example batching -- 512 8   # width, depth
 //! ```
 //!
 //! Prints one line per configuration; a benchmark, not a test.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use reference_server::onnx::{Dim, ModelBuilder};
+use bytes::Bytes;
 use reference_server::server::{self, Config, Running};
-use serving_proto::mindspore::{self, Outcome};
-use serving_proto::pb::mindspore::ms_service_client::MsServiceClient;
-use serving_proto::{DataType, NamedTensors, Tensor};
+use serving_proto::pb::inference::grpc_inference_service_client::GrpcInferenceServiceClient;
+use serving_proto::pb::inference::{ModelInferRequest, model_infer_request::InferInputTensor};
 
-const WIDTH: usize = 1024;
+/// Row width and number of products, from the command line.
+fn shape() -> (usize, usize) {
+    let mut args = std::env::args()
+        .skip(1)
+        .map(|a| a.parse().expect("a number"));
+    (args.next().unwrap_or(1024), args.next().unwrap_or(4))
+}
 const WARMUP: Duration = Duration::from_secs(1);
-const MEASURE: Duration = Duration::from_secs(4);
+const MEASURE: Duration = Duration::from_secs(3);
+
+fn model() -> Vec<u8> {
+    let (width, depth) = shape();
+    // A shifted identity: values stay bounded through the chain.
+    let w: Vec<f32> = (0..width * width)
+        .map(|i| {
+            if (i / width + 1) % width == i % width {
+                1.0
+            } else {
+                0.0
+            }
+        })
+        .collect();
+    reference_server::onnx::matmul_chain(width, depth, &w)
+}
 
 fn repository(batching: bool) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
-    let rows = [Dim::Dynamic("batch"), Dim::Fixed(WIDTH as i64)];
-    let weights: Vec<f32> = (0..WIDTH * WIDTH)
-        .map(|i| ((i % 17) as f32 - 8.0) / 64.0)
-        .collect();
-    let model = ModelBuilder::new("matmul")
-        .input("x", DataType::Fp32, &rows)
-        .output("y", DataType::Fp32, &rows)
-        .constant_f32("w", &[WIDTH as i64, WIDTH as i64], &weights)
-        .node("MatMul", &["x", "w"], &["y"], vec![])
-        .build();
     let deployment = if batching {
         "max_batch_size = 64\nbatch_timeout_us = 500"
     } else {
@@ -40,43 +54,103 @@ fn repository(batching: bool) -> tempfile::TempDir {
     let toml = format!(
         "[[model]]\nname = \"m\"\nfile = \"m.onnx\"\nwith_batch_dim = true\n\n[[method]]\nname = \"predict\"\ninputs = [\"x\"]\noutputs = [\"y\"]\n\n[[method.stage]]\nmodel = \"m\"\ninputs = [\"x\"]\noutputs = [\"y\"]\n\n[deployment]\ndevices = [\"cpu\"]\n{deployment}\n"
     );
-    std::fs::create_dir_all(dir.path().join("mm/1")).unwrap();
-    std::fs::write(dir.path().join("mm/servable.toml"), toml).unwrap();
-    std::fs::write(dir.path().join("mm/1/m.onnx"), model).unwrap();
+    std::fs::create_dir_all(dir.path().join("stack/1")).unwrap();
+    std::fs::write(dir.path().join("stack/servable.toml"), toml).unwrap();
+    std::fs::write(dir.path().join("stack/1/m.onnx"), model()).unwrap();
     dir
 }
 
-async fn client_loop(server: &Running, until: Instant, measure_from: Instant) -> Vec<Duration> {
-    let channel = tonic::transport::Channel::from_shared(format!("http://{}", server.grpc_address))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    let mut client = MsServiceClient::new(channel);
-    let x: Vec<f32> = (0..WIDTH).map(|i| i as f32 / WIDTH as f32).collect();
-    let instance: NamedTensors = [(
-        "x".to_string(),
-        Tensor::from_slice(&[WIDTH as i64], &x).unwrap(),
-    )]
-    .into();
-    let req = mindspore::grpc::encode_request("mm", "predict", 0, &[instance]).unwrap();
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Transport {
+    Grpc,
+    /// REST with the binary tensor extension, as tritonclient sends.
+    RestBinary,
+    /// REST with JSON tensors.
+    RestJson,
+}
+
+fn row() -> Vec<f32> {
+    let width = shape().0;
+    (0..width).map(|i| i as f32 / width as f32).collect()
+}
+
+async fn client_loop(
+    server: Arc<Running>,
+    transport: Transport,
+    until: Instant,
+    measure_from: Instant,
+) -> Vec<Duration> {
+    let x = row();
     let mut latencies = Vec::new();
-    while Instant::now() < until {
-        let start = Instant::now();
-        let reply = client.predict(req.clone()).await.unwrap().into_inner();
-        let outcome = mindspore::grpc::decode_reply(reply, 1).unwrap();
-        assert!(
-            matches!(outcome, Outcome::Instances(ref r) if r[0].is_ok()),
-            "{outcome:?}"
-        );
-        if start >= measure_from {
-            latencies.push(start.elapsed());
+    match transport {
+        Transport::Grpc => {
+            let channel =
+                tonic::transport::Channel::from_shared(format!("http://{}", server.grpc_address))
+                    .unwrap()
+                    .connect()
+                    .await
+                    .unwrap();
+            let mut client = GrpcInferenceServiceClient::new(channel);
+            let req = ModelInferRequest {
+                model_name: "stack".into(),
+                inputs: vec![InferInputTensor {
+                    name: "x".into(),
+                    datatype: "FP32".into(),
+                    shape: vec![1, x.len() as i64],
+                    ..Default::default()
+                }],
+                raw_input_contents: vec![Bytes::from(
+                    x.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>(),
+                )],
+                ..Default::default()
+            };
+            while Instant::now() < until {
+                let start = Instant::now();
+                let reply = client.model_infer(req.clone()).await.unwrap().into_inner();
+                assert_eq!(reply.raw_output_contents[0].len(), x.len() * 4);
+                if start >= measure_from {
+                    latencies.push(start.elapsed());
+                }
+            }
+        }
+        Transport::RestBinary | Transport::RestJson => {
+            let http = reqwest::Client::new();
+            let url = format!("http://{}/v2/models/stack/infer", server.rest_address);
+            let (body, header) = if transport == Transport::RestJson {
+                let json = serde_json::json!({
+                    "inputs": [{"name": "x", "shape": [1, x.len()], "datatype": "FP32", "data": x}]
+                });
+                (Bytes::from(json.to_string()), None)
+            } else {
+                let json = serde_json::json!({
+                    "inputs": [{"name": "x", "shape": [1, x.len()], "datatype": "FP32",
+                                "parameters": {"binary_data_size": x.len() * 4}}],
+                    "outputs": [{"name": "y", "parameters": {"binary_data": true}}]
+                })
+                .to_string();
+                let mut body = json.clone().into_bytes();
+                body.extend(x.iter().flat_map(|v| v.to_le_bytes()));
+                (Bytes::from(body), Some(json.len()))
+            };
+            while Instant::now() < until {
+                let start = Instant::now();
+                let mut req = http.post(&url).body(body.clone());
+                if let Some(n) = header {
+                    req = req.header("Inference-Header-Content-Length", n);
+                }
+                let r = req.send().await.unwrap();
+                assert_eq!(r.status(), 200);
+                r.bytes().await.unwrap();
+                if start >= measure_from {
+                    latencies.push(start.elapsed());
+                }
+            }
         }
     }
     latencies
 }
 
-async fn run(batching: bool, clients: usize) {
+async fn run(transport: Transport, batching: bool, clients: usize) {
     let repo = repository(batching);
     let server = server::start(Config {
         grpc_address: ([127, 0, 0, 1], 0).into(),
@@ -87,15 +161,17 @@ async fn run(batching: bool, clients: usize) {
     })
     .await
     .unwrap();
-    let server = std::sync::Arc::new(server);
+    let server = Arc::new(server);
     let measure_from = Instant::now() + WARMUP;
     let until = measure_from + MEASURE;
     let mut tasks = Vec::new();
     for _ in 0..clients {
-        let server = server.clone();
-        tasks.push(tokio::spawn(async move {
-            client_loop(&server, until, measure_from).await
-        }));
+        tasks.push(tokio::spawn(client_loop(
+            server.clone(),
+            transport,
+            until,
+            measure_from,
+        )));
     }
     let mut all = Vec::new();
     for t in tasks {
@@ -103,39 +179,44 @@ async fn run(batching: bool, clients: usize) {
     }
     all.sort();
     let pct = |p: f64| all[((all.len() as f64 * p) as usize).min(all.len() - 1)];
-    let sv = server.state.registry.get("mm", 0).unwrap();
+    let sv = server.state.registry.get("stack", 0).unwrap();
     let batches = sv.scheduler().batch_sizes();
-    let runs = batches.count();
-    let instances: u64 = sv
-        .scheduler()
-        .stats()
-        .iter()
-        .map(|s| s.items.load(std::sync::atomic::Ordering::Relaxed))
-        .sum();
+    let mean_batch = batches.sum() / batches.count().max(1) as f64;
     println!(
-        "batching {:<3}  clients {clients:>2}  throughput {:>8.0} req/s  p50 {:>8.1} us  p99 {:>8.1} us  mean batch {:>5.1}",
+        "{:<11}  batching {:<3}  clients {clients:>2}  throughput {:>7.0} req/s  p50 {:>8.0} us  p99 {:>8.0} us  mean batch {:>5.1}",
+        match transport {
+            Transport::Grpc => "gRPC",
+            Transport::RestBinary => "REST binary",
+            Transport::RestJson => "REST JSON",
+        },
         if batching { "on" } else { "off" },
         all.len() as f64 / MEASURE.as_secs_f64(),
         pct(0.50).as_secs_f64() * 1e6,
         pct(0.99).as_secs_f64() * 1e6,
-        instances as f64 / runs.max(1) as f64,
+        mean_batch,
     );
     drop(sv);
-    if let Ok(server) = std::sync::Arc::try_unwrap(server) {
+    if let Ok(server) = Arc::try_unwrap(server) {
         server.shutdown().await;
     }
 }
 
 #[tokio::main]
 async fn main() {
+    // serving-client (built in the same workspace) turns on reqwest's
+    // rustls feature without a provider: name the process default.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let (width, depth) = shape();
     println!(
-        "model: y = x W, W {WIDTH}x{WIDTH} float32, one row per request; 1 CPU replica; {} s per configuration after {} s warm-up",
+        "OIP, model: {depth} products of {width}-wide float32 rows, one row per request; one CPU replica; {} s per configuration after {} s warm-up; batching on = max_batch_size 64, batch_timeout_us 500",
         MEASURE.as_secs(),
         WARMUP.as_secs()
     );
-    for clients in [1, 64] {
-        for batching in [false, true] {
-            run(batching, clients).await;
+    for transport in [Transport::Grpc, Transport::RestBinary, Transport::RestJson] {
+        for clients in [1, 16, 64] {
+            for batching in [false, true] {
+                run(transport, batching, clients).await;
+            }
         }
     }
 }

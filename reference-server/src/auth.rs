@@ -10,16 +10,13 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use axum::extract::{Request, State as Extract};
-use axum::middleware::Next;
-use axum::response::Response;
-use http::{HeaderMap, StatusCode, header};
+use http::{HeaderMap, header};
 
 /// The text of every refusal.
-pub const REFUSAL: &str = "missing or invalid credentials: send the header 'authorization: Bearer <token>' with the server's token";
+pub(crate) const REFUSAL: &str = "missing or invalid credentials: send the header 'authorization: Bearer <token>' with the server's token";
 
 /// Whether `headers` carry the token, compared in constant time.
-pub fn authorized(headers: &HeaderMap, token: &str) -> bool {
+pub(crate) fn authorized(headers: &HeaderMap, token: &str) -> bool {
     let Some(given) = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -32,24 +29,24 @@ pub fn authorized(headers: &HeaderMap, token: &str) -> bool {
 }
 
 /// The gRPC paths reachable without the token.
-pub const OPEN_GRPC: [&str; 2] = [
+pub(crate) const OPEN_GRPC: [&str; 2] = [
     "/grpc.health.v1.Health/Check",
     "/grpc.health.v1.Health/Watch",
 ];
 
 /// The REST paths reachable without the token.
-pub const OPEN_REST: [&str; 2] = ["/v2/health/live", "/v2/health/ready"];
+pub(crate) const OPEN_REST: [&str; 2] = ["/v2/health/live", "/v2/health/ready"];
 
 /// A tower layer refusing gRPC calls without the token (health excepted).
 #[derive(Clone, Debug)]
-pub struct GrpcAuth<S> {
+pub(crate) struct GrpcAuth<S> {
     inner: S,
     token: Option<Arc<str>>,
 }
 
 impl<S> GrpcAuth<S> {
     /// Wraps `inner`; `None` lets everything through.
-    pub fn new(inner: S, token: Option<Arc<str>>) -> GrpcAuth<S> {
+    pub(crate) fn new(inner: S, token: Option<Arc<str>>) -> GrpcAuth<S> {
         GrpcAuth { inner, token }
     }
 }
@@ -79,21 +76,5 @@ where
             return Box::pin(async { Ok(tonic::Status::unauthenticated(REFUSAL).into_http()) });
         }
         Box::pin(self.inner.call(req))
-    }
-}
-
-/// The REST middleware: 401 with the protocol's error body.
-pub async fn rest(Extract(token): Extract<Option<Arc<str>>>, req: Request, next: Next) -> Response {
-    let path = req.uri().path();
-    match &token {
-        Some(token) if !OPEN_REST.contains(&path) && !authorized(req.headers(), token) => {
-            let mut refusal = crate::rest::error_response(path, StatusCode::UNAUTHORIZED, REFUSAL);
-            refusal.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                http::HeaderValue::from_static("Bearer"),
-            );
-            refusal
-        }
-        _ => next.run(req).await,
     }
 }

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use serving_proto::DataType;
 
+use crate::engine::config::ServableSpec;
 use crate::engine::{LoadOptions, ServableVersion};
 use crate::onnx::{Dim, ModelBuilder, cast_to};
 use crate::repository::config::ServableConfig;
@@ -74,6 +75,11 @@ pub fn config() -> ServableConfig {
     ServableConfig::parse(CONFIG).expect("the demo configuration is valid")
 }
 
+/// The demo as the engine runs it.
+pub fn spec() -> ServableSpec {
+    config().spec().expect("the demo configuration is valid")
+}
+
 /// Loads the demo servable, version 1.
 pub fn load(
     runtime: &Arc<Runtime>,
@@ -83,7 +89,7 @@ pub fn load(
         runtime,
         SERVABLE,
         1,
-        config(),
+        spec(),
         vec![add_model(), add_cast_model()],
         options,
     )

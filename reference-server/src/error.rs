@@ -6,7 +6,7 @@ use http::StatusCode;
 /// A request the server refuses or cannot complete.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
-pub enum ServeError {
+pub(crate) enum ServeError {
     /// Malformed request, bad tensor, wrong dtype or size.
     #[error("{0}")]
     InvalidArgument(String),
@@ -29,7 +29,7 @@ pub enum ServeError {
 
 impl ServeError {
     /// The gRPC status.
-    pub fn to_status(&self) -> tonic::Status {
+    pub(crate) fn to_status(&self) -> tonic::Status {
         let m = serving_proto::text::bounded(&self.to_string()).into_owned();
         match self {
             ServeError::InvalidArgument(_) => tonic::Status::invalid_argument(m),
@@ -42,7 +42,7 @@ impl ServeError {
     }
 
     /// The HTTP status.
-    pub fn http_status(&self) -> StatusCode {
+    pub(crate) fn http_status(&self) -> StatusCode {
         match self {
             ServeError::InvalidArgument(_) => StatusCode::BAD_REQUEST,
             ServeError::NotFound(_) => StatusCode::NOT_FOUND,

@@ -4,30 +4,43 @@
 //!
 //! | module | job |
 //! |---|---|
+//! | [`server`] | configuration, start-up, readiness and shutdown: the entry point |
+//! | [`engine`] | the protocol-neutral core: jobs, batching, replicas, typed errors |
+//! | [`repository`] | model repositories on disk, `servable.toml`, hot reload |
 //! | [`runtime`] | finding or provisioning ONNX Runtime, devices, sessions, tensors in and out |
 //! | [`onnx`] | writing ONNX models in memory (the demo, test models) |
-//! | [`repository`] | model repositories on disk and `servable.toml` |
 //! | [`demo`] | the built-in `add` servable |
-//! | [`engine`] | loaded servable versions and running their methods |
-//! | [`service`] | each protocol's semantics, independent of transport |
-//! | [`grpc`] | the gRPC front end: `MSService`, `GRPCInferenceService`, health |
-//! | [`rest`] | the REST front end: MindSpore routes and OIP `/v2` |
-//! | [`tls`], [`auth`] | TLS and mutual TLS on both ports; bearer-token authentication |
-//! | [`serve`] | the accept loop shared by both ports, with graceful drain |
-//! | [`metrics`] | Prometheus metrics |
-//! | [`server`] | configuration, start-up, readiness and shutdown |
+//! | [`service`] | what every front end shares ([`service::State`]); each protocol's rules and texts |
+//! | [`tls`] | TLS and mutual TLS on both ports |
+//!
+//! The front ends (`grpc`, `rest`), authentication (`auth`), the accept
+//! loop (`serve`) and the metrics exposition (`metrics`) are internal: a
+//! server is started with [`server::start`] and reached over its ports.
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), reference_server::server::StartError> {
+//! use reference_server::server::{self, Config};
+//!
+//! let running = server::start(Config::default()).await?; // the demo on 5500 / 1500
+//! println!("gRPC {} REST {}", running.grpc_address, running.rest_address);
+//! running.shutdown().await;
+//! # Ok(())
+//! # }
+//! ```
 
-pub mod auth;
+#![warn(unreachable_pub)]
+
+mod auth;
 pub mod demo;
 pub mod engine;
-pub mod error;
-pub mod grpc;
-pub mod metrics;
+mod error;
+mod grpc;
+mod metrics;
 pub mod onnx;
 pub mod repository;
-pub mod rest;
+mod rest;
 pub mod runtime;
-pub mod serve;
+mod serve;
 pub mod server;
 pub mod service;
 pub mod tls;

@@ -6,83 +6,24 @@
 use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use crate::engine::registry::Registry;
+use crate::engine::stats::{Histogram, LATENCY_BOUNDS};
 
-/// A histogram with fixed upper bounds, updated without locks.
-#[derive(Debug)]
-pub struct Histogram {
-    bounds: &'static [f64],
-    counts: Vec<AtomicU64>,
-    /// Sum of observations, in millionths.
-    sum_micros: AtomicU64,
-    count: AtomicU64,
-}
-
-/// Latency buckets, seconds.
-pub const LATENCY_BOUNDS: &[f64] = &[
-    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
-    5.0, 10.0,
-];
-/// Batch-size buckets, instances.
-pub const BATCH_BOUNDS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0];
-
-impl Histogram {
-    /// An empty histogram.
-    pub fn new(bounds: &'static [f64]) -> Histogram {
-        Histogram {
-            bounds,
-            counts: (0..bounds.len()).map(|_| AtomicU64::new(0)).collect(),
-            sum_micros: AtomicU64::new(0),
-            count: AtomicU64::new(0),
-        }
+fn render(h: &Histogram, out: &mut String, name: &str, labels: &str) {
+    let sep = if labels.is_empty() { "" } else { "," };
+    for (b, cumulative) in h.buckets() {
+        let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"{b}\"}} {cumulative}");
     }
-
-    /// Records one observation.
-    pub fn observe(&self, value: f64) {
-        if let Some(i) = self.bounds.iter().position(|&b| value <= b) {
-            self.counts[i].fetch_add(1, Ordering::Relaxed);
-        }
-        self.sum_micros
-            .fetch_add((value * 1e6).max(0.0) as u64, Ordering::Relaxed);
-        self.count.fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// Observations so far.
-    pub fn count(&self) -> u64 {
-        self.count.load(Ordering::Relaxed)
-    }
-
-    /// Observations above `bound`.
-    pub fn count_above(&self, bound: f64) -> u64 {
-        let at_or_below: u64 = self
-            .bounds
-            .iter()
-            .zip(&self.counts)
-            .filter(|(b, _)| **b <= bound)
-            .map(|(_, c)| c.load(Ordering::Relaxed))
-            .sum();
-        self.count() - at_or_below
-    }
-
-    fn render(&self, out: &mut String, name: &str, labels: &str) {
-        let sep = if labels.is_empty() { "" } else { "," };
-        let mut cumulative = 0;
-        for (b, c) in self.bounds.iter().zip(&self.counts) {
-            cumulative += c.load(Ordering::Relaxed);
-            let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"{b}\"}} {cumulative}");
-        }
-        let _ = writeln!(
-            out,
-            "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {}",
-            self.count()
-        );
-        let sum = self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
-        let _ = writeln!(out, "{name}_sum{{{labels}}} {sum}");
-        let _ = writeln!(out, "{name}_count{{{labels}}} {}", self.count());
-    }
+    let _ = writeln!(
+        out,
+        "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {}",
+        h.count()
+    );
+    let _ = writeln!(out, "{name}_sum{{{labels}}} {}", h.sum());
+    let _ = writeln!(out, "{name}_count{{{labels}}} {}", h.count());
 }
 
 /// Which front end answered.
@@ -109,38 +50,9 @@ impl Front {
     }
 }
 
-/// The result class of an HTTP status (DESIGN.md's table, read backwards).
-pub fn class_of_http(status: u16) -> &'static str {
-    match status {
-        200..=299 => "OK",
-        400 => "INVALID_ARGUMENT",
-        401 => "UNAUTHENTICATED",
-        404 => "NOT_FOUND",
-        405 => "INVALID_ARGUMENT",
-        413 => "RESOURCE_EXHAUSTED",
-        503 => "UNAVAILABLE",
-        504 => "DEADLINE_EXCEEDED",
-        _ => "INTERNAL",
-    }
-}
-
-/// The result class of a gRPC status.
-pub fn class_of_grpc(code: tonic::Code) -> &'static str {
-    match code {
-        tonic::Code::Ok => "OK",
-        tonic::Code::InvalidArgument => "INVALID_ARGUMENT",
-        tonic::Code::NotFound => "NOT_FOUND",
-        tonic::Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
-        tonic::Code::Unavailable => "UNAVAILABLE",
-        tonic::Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
-        tonic::Code::Unauthenticated => "UNAUTHENTICATED",
-        _ => "INTERNAL",
-    }
-}
-
 /// The server's request metrics.
 #[derive(Debug)]
-pub struct Metrics {
+pub(crate) struct Metrics {
     requests: Mutex<BTreeMap<(Front, String, &'static str), u64>>,
     latency: BTreeMap<Front, Histogram>,
 }
@@ -171,7 +83,7 @@ fn escape(value: &str) -> String {
 
 impl Metrics {
     /// Records one answered request.
-    pub fn record(&self, front: Front, model: &str, class: &'static str, elapsed: Duration) {
+    pub(crate) fn record(&self, front: Front, model: &str, class: &'static str, elapsed: Duration) {
         // Unknown model names are folded so that clients cannot grow the map.
         let model = if class == "NOT_FOUND" { "" } else { model };
         *self
@@ -186,7 +98,7 @@ impl Metrics {
     }
 
     /// The Prometheus text exposition of these metrics and of `registry`.
-    pub fn render(&self, registry: &Registry) -> String {
+    pub(crate) fn render(&self, registry: &Registry) -> String {
         let mut out = String::new();
         out.push_str("# HELP serving_requests_total Requests answered, by protocol, transport, model and result code.\n");
         out.push_str("# TYPE serving_requests_total counter\n");
@@ -207,7 +119,8 @@ impl Metrics {
         out.push_str("# TYPE serving_request_duration_seconds histogram\n");
         for (front, h) in &self.latency {
             let (p, t) = front.labels();
-            h.render(
+            render(
+                h,
                 &mut out,
                 "serving_request_duration_seconds",
                 &format!("protocol=\"{p}\",transport=\"{t}\""),
@@ -227,17 +140,61 @@ impl Metrics {
                 sv.scheduler().outstanding()
             );
         }
-        out.push_str("# HELP serving_batch_size Instances per model run, by servable version.\n");
-        out.push_str("# TYPE serving_batch_size histogram\n");
-        for sv in &versions {
-            let labels = format!(
+        let labels = |sv: &crate::engine::ServableVersion| {
+            format!(
                 "servable=\"{}\",version=\"{}\"",
                 escape(&sv.name),
                 sv.version
+            )
+        };
+        for (name, help, pick) in [
+            (
+                "serving_batch_size",
+                "Rows per model run (every protocol), by servable version.",
+                (|s| &s.batch_sizes) as fn(&crate::engine::stats::Stats) -> &Histogram,
+            ),
+            (
+                "serving_queue_duration_seconds",
+                "Time each job waited in the queue before it ran, by servable version.",
+                |s| &s.queue_time,
+            ),
+            (
+                "serving_compute_duration_seconds",
+                "Time of each model run (joining inputs, the model, splitting outputs), by servable version.",
+                |s| &s.compute_time,
+            ),
+        ] {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+            for sv in &versions {
+                render(pick(sv.scheduler().counters()), &mut out, name, &labels(sv));
+            }
+        }
+        out.push_str("# HELP serving_cancelled_total Jobs whose client went away: while queued (never run) or while running (reply dropped).\n# TYPE serving_cancelled_total counter\n");
+        for sv in &versions {
+            let c = sv.scheduler().counters();
+            for (when, n) in [
+                ("queued", &c.cancelled_queued),
+                ("running", &c.cancelled_running),
+            ] {
+                let _ = writeln!(
+                    out,
+                    "serving_cancelled_total{{{},when=\"{when}\"}} {}",
+                    labels(sv),
+                    n.load(Ordering::Relaxed)
+                );
+            }
+        }
+        out.push_str("# HELP serving_queue_timeouts_total Jobs refused unrun when their queue timeout passed.\n# TYPE serving_queue_timeouts_total counter\n");
+        for sv in &versions {
+            let _ = writeln!(
+                out,
+                "serving_queue_timeouts_total{{{}}} {}",
+                labels(sv),
+                sv.scheduler()
+                    .counters()
+                    .queue_timeouts
+                    .load(Ordering::Relaxed)
             );
-            sv.scheduler()
-                .batch_sizes()
-                .render(&mut out, "serving_batch_size", &labels);
         }
         for (name, help, kind) in [
             (
@@ -247,7 +204,7 @@ impl Metrics {
             ),
             (
                 "serving_replica_instances_total",
-                "Instances (or whole requests) completed by a replica.",
+                "Rows of the jobs a replica ran (padding not counted).",
                 "counter",
             ),
             (

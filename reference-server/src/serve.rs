@@ -19,7 +19,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, UnixListener};
 
 /// A listening socket: TCP, or a Unix domain socket for gRPC on one host.
-pub trait Listener: Send + 'static {
+pub(crate) trait Listener: Send + 'static {
     /// The accepted stream.
     type Stream: AsyncRead + AsyncWrite + Unpin + Send + 'static;
     /// Accepts the next connection and names its peer for logs.
@@ -68,7 +68,7 @@ const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(20);
 /// Serves `service` on `listener` until `shutdown` resolves, then waits up
 /// to `grace` for the open connections to finish. With `tls`, connections
 /// are TLS; a failed handshake closes that connection only.
-pub async fn serve<L, S, B>(
+pub(crate) async fn serve<L, S, B>(
     listener: L,
     service: S,
     tls: Option<Arc<rustls::ServerConfig>>,

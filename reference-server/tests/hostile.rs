@@ -528,14 +528,7 @@ async fn error_texts_quote_request_values_within_a_bound() {
         assert!(text.len() < bound, "{} bytes", text.len());
     }
     // Unknown names do not grow the metrics.
-    let metrics = common::http()
-        .get(common::rest(&server, "/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = common::metrics(&server).await;
     assert!(
         !metrics.contains("mmmmmmmm") && !metrics.contains("ssssssss"),
         "{} bytes of metrics",

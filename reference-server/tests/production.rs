@@ -138,14 +138,7 @@ async fn replicas_share_concurrent_work_without_cross_talk() {
     );
     assert_eq!(batches.count_above(4.0), 0, "no batch over max_batch_size");
     // The metrics endpoint tells the same story.
-    let text = common::http()
-        .get(common::rest(&server, "/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = common::metrics(&server).await;
     let line = |prefix: &str| {
         text.lines()
             .find(|l| l.starts_with(prefix))

@@ -14,7 +14,7 @@ use serving_proto::Tensor;
 pub fn ort_add(warmup: usize, iterations: usize) -> Result<Vec<Duration>, String> {
     let family = family_of(&[Device::Cpu]).map_err(|e| e.to_string())?;
     let runtime = Runtime::global(None, family).map_err(|e| e.to_string())?;
-    let config = reference_server::demo::config();
+    let spec = reference_server::demo::spec();
     let models = vec![
         Arc::new(reference_server::demo::add_model()),
         Arc::new(reference_server::demo::add_cast_model()),
@@ -23,7 +23,7 @@ pub fn ort_add(warmup: usize, iterations: usize) -> Result<Vec<Duration>, String
     let spec = ReplicaSpec {
         servable: "add",
         version: 1,
-        config: &config,
+        spec: &spec,
         models: &models,
         threads,
         cpu_fallback: false,

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 
-use super::ServableVersion;
+use super::servable::ServableVersion;
 
 /// Servable versions by name, then version.
 #[derive(Debug, Default)]

@@ -5,8 +5,8 @@ use ort::session::Session;
 use ort::value::ValueType;
 use serving_proto::Tensor;
 
-use super::{ModelInfo, TensorSpec};
-use crate::repository::config::ServableConfig;
+use super::config::ServableSpec;
+use super::model::{ModelInfo, TensorSpec};
 use crate::runtime::device::Device;
 use crate::runtime::{Runtime, RuntimeError, tensor_io};
 
@@ -25,8 +25,8 @@ pub struct ReplicaSpec<'a> {
     pub servable: &'a str,
     /// Version (for messages).
     pub version: u64,
-    /// The configuration.
-    pub config: &'a ServableConfig,
+    /// The servable.
+    pub spec: &'a ServableSpec,
     /// Each model's bytes, in configuration order.
     pub models: &'a [std::sync::Arc<Vec<u8>>],
     /// ONNX Runtime intra-op threads.
@@ -57,9 +57,9 @@ impl Replica {
         s: ReplicaSpec<'_>,
         device: Device,
     ) -> Result<(Replica, Vec<ModelInfo>), RuntimeError> {
-        let mut sessions = Vec::with_capacity(s.config.model.len());
-        let mut infos = Vec::with_capacity(s.config.model.len());
-        for (model, bytes) in s.config.model.iter().zip(s.models) {
+        let mut sessions = Vec::with_capacity(s.spec.models.len());
+        let mut infos = Vec::with_capacity(s.spec.models.len());
+        for (model, bytes) in s.spec.models.iter().zip(s.models) {
             let label = format!("{}/{}/{}", s.servable, s.version, model.file);
             let session = runtime.session(&label, bytes, device, s.threads, s.cpu_fallback)?;
             let err = |reason: String| RuntimeError::Model {
@@ -79,7 +79,7 @@ impl Replica {
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(err)?;
             infos.push(ModelInfo {
-                config: model.clone(),
+                spec: model.clone(),
                 inputs,
                 outputs,
             });
@@ -99,14 +99,6 @@ pub struct Runner<'a> {
 }
 
 impl Runner<'_> {
-    /// The index of model `name`.
-    pub fn model_index(&self, name: &str) -> usize {
-        self.models
-            .iter()
-            .position(|m| m.config.name == name)
-            .unwrap_or(0)
-    }
-
     /// Runs model `index` with inputs in model order; returns the outputs in
     /// model order.
     pub fn run_model(&mut self, index: usize, inputs: &[&Tensor]) -> Result<Vec<Tensor>, String> {

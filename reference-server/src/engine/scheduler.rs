@@ -1,57 +1,67 @@
 //! One queue per servable version feeding its replicas.
 //!
-//! Each replica is a worker thread that owns its sessions and pulls work from
-//! the shared queue when it is free, so work always goes to a replica with
-//! spare capacity. MindSpore requests enter as one task per instance; a free
-//! worker takes up to `max_batch_size` instances of one method, from any
-//! requests, waiting up to `batch_timeout` for more, and runs them as one
-//! batch. A worker that panics has its batch re-queued once to the others
-//! and is restarted with backoff; while no replica is alive, requests are
-//! refused at once. The number of requests queued or running is bounded.
+//! Each replica is a worker thread that owns its sessions and takes the
+//! next batch from the shared queue when it is free ([`super::queue`]), so
+//! work always goes to a replica with spare capacity. Front ends submit
+//! jobs; each request (one or more jobs) takes one place in the queue
+//! limit, and is refused at once when the limit is reached or no replica
+//! is alive.
+//!
+//! - A job's inputs are checked before it is queued, so a bad one never
+//!   joins a batch. If a batch of several jobs still fails at run time, its
+//!   jobs go back to the front of the queue to run alone, once, and only
+//!   the guilty one gets the error.
+//! - A worker that panics has its jobs put back once for the others and is
+//!   restarted with backoff; while no replica is alive, queued jobs and new
+//!   requests are answered at once.
+//! - A job whose client goes away (its future dropped) is taken out of the
+//!   queue and never runs; one that is running finishes and its reply is
+//!   dropped. A job whose queue timeout passes while queued is answered
+//!   at once, never run; one whose deadline passes is answered at once,
+//!   and dropped from the queue if it had not started.
 
-use std::collections::VecDeque;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use serving_proto::NamedTensors;
-use serving_proto::mindspore::{InstanceResult, ServableError, StatusCode};
+use serving_proto::{NamedTensors, Tensor};
 use tokio::sync::oneshot;
 
+use super::config::{QueuePolicy, ServableSpec};
+use super::error::EngineError;
+use super::faults::Faults;
+use super::method::MethodPlan;
+use super::model::ModelInfo;
+use super::queue::{Admission, Job, Next, Queue, Rules};
 use super::replica::{Replica, ReplicaSpec, Runner};
-use super::{ModelInfo, instances, tensors};
-use crate::error::ServeError;
-use crate::metrics::{BATCH_BOUNDS, Histogram};
-use crate::repository::config::ServableConfig;
+use super::rows;
+use super::stats::{RunTimes, Stats};
 use crate::runtime::Runtime;
 
-/// How instances are batched.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct BatchPolicy {
-    /// The most instances one run takes.
-    pub max_batch_size: usize,
-    /// How long a free replica waits for more instances to fill a batch.
-    pub batch_timeout: Duration,
+/// What a front end submits: one job.
+#[derive(Clone, Debug, Default)]
+pub struct JobRequest {
+    /// Inputs by method input name. For a batched method each is
+    /// `[rows, ...]`.
+    pub inputs: NamedTensors,
+    /// When the client stops waiting.
+    pub deadline: Option<Instant>,
+    /// Priority level, 1 the highest; 0 for the model's default.
+    pub priority: u64,
+    /// How long the job may wait in the queue; `None`: the model's default.
+    pub queue_timeout: Option<Duration>,
 }
 
-/// Why work was refused or dropped.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Refusal {
-    /// No replica is alive.
-    NotAvailable,
-    /// The queue holds `limit` requests already.
-    QueueFull(usize),
-    /// The deadline passed before the work ran.
-    Deadline,
-}
+/// A job's answer: the method's outputs by name, or why not.
+pub type JobResult = Result<NamedTensors, EngineError>;
 
 /// Counters of one replica.
 #[derive(Debug, Default)]
 pub struct ReplicaStats {
-    /// Runs (batches or whole requests) completed.
+    /// Runs completed.
     pub runs: AtomicU64,
-    /// Instances (or whole requests) completed.
+    /// Rows of the jobs run (padding not counted).
     pub items: AtomicU64,
     /// Times the replica failed and was restarted.
     pub failures: AtomicU64,
@@ -59,100 +69,37 @@ pub struct ReplicaStats {
     pub alive: AtomicBool,
 }
 
-/// Test hooks, inert unless the server was started with fault injection.
-#[derive(Debug, Default)]
-pub struct Faults {
-    enabled: bool,
-    kill_next: Vec<AtomicBool>,
-    block_restart: AtomicBool,
-}
-
-impl Faults {
-    /// Makes replica `index` panic at its next run. Returns false when fault
-    /// injection is off.
-    pub fn kill(&self, index: usize) -> bool {
-        match self.kill_next.get(index) {
-            Some(flag) if self.enabled => {
-                flag.store(true, Ordering::SeqCst);
-                true
-            }
-            _ => false,
-        }
-    }
-
-    /// Makes restarts fail (or succeed again).
-    pub fn block_restarts(&self, block: bool) -> bool {
-        if self.enabled {
-            self.block_restart.store(block, Ordering::SeqCst);
-        }
-        self.enabled
-    }
-}
-
-struct PredictJob {
-    method: String,
-    deadline: Option<Instant>,
-    results: Mutex<Vec<Option<InstanceResult>>>,
-    remaining: AtomicUsize,
-    done: Mutex<Option<oneshot::Sender<Vec<InstanceResult>>>>,
-}
-
-struct InstanceWork {
-    job: Arc<PredictJob>,
-    index: usize,
-    tensors: NamedTensors,
-    attempts: u8,
-}
-
-struct WholeWork {
-    method: String,
-    model: String,
-    inputs: NamedTensors,
-    deadline: Option<Instant>,
-    attempts: u8,
-    done: oneshot::Sender<Result<NamedTensors, ServeError>>,
-}
-
-enum Work {
-    Instance(InstanceWork),
-    Whole(WholeWork),
-}
-
-enum Batch {
-    Instances(Vec<InstanceWork>),
-    Whole(WholeWork),
-}
-
 struct Shared {
     name: String,
-    queue: Mutex<VecDeque<Work>>,
+    methods: Vec<MethodPlan>,
+    rules: Rules,
+    policy: QueuePolicy,
+    queue: Mutex<Queue>,
     cond: Condvar,
     alive: AtomicUsize,
     stopping: AtomicBool,
-    outstanding: AtomicUsize,
+    outstanding: Arc<AtomicUsize>,
     limit: usize,
+    next_id: AtomicU64,
     faults: Faults,
-    stats: Vec<ReplicaStats>,
-    batch_sizes: Histogram,
+    replicas: Vec<ReplicaStats>,
+    stats: Stats,
 }
 
-/// What workers need to run and to restart replicas.
+/// What workers need to restart replicas.
 struct Context {
     runtime: Arc<Runtime>,
-    name: String,
     version: u64,
-    config: ServableConfig,
+    spec: ServableSpec,
     model_bytes: Vec<Arc<Vec<u8>>>,
     models: Vec<ModelInfo>,
     threads: usize,
     cpu_fallback: bool,
-    policy: BatchPolicy,
 }
 
 /// The queue and workers of one servable version.
 pub struct Scheduler {
     shared: Arc<Shared>,
-    policy: BatchPolicy,
 }
 
 impl std::fmt::Debug for Scheduler {
@@ -164,92 +111,116 @@ impl std::fmt::Debug for Scheduler {
                 "outstanding",
                 &self.shared.outstanding.load(Ordering::Relaxed),
             )
-            .field("policy", &self.policy)
             .finish()
     }
 }
 
 /// Everything [`Scheduler::start`] needs.
-pub struct StartSpec {
-    /// The loaded ONNX Runtime.
-    pub runtime: Arc<Runtime>,
-    /// Servable name.
-    pub name: String,
-    /// Version.
-    pub version: u64,
-    /// The configuration.
-    pub config: ServableConfig,
-    /// Each model's bytes, to restart replicas.
-    pub model_bytes: Vec<Arc<Vec<u8>>>,
-    /// The models' metadata.
-    pub models: Vec<ModelInfo>,
-    /// The loaded replicas.
-    pub replicas: Vec<Replica>,
-    /// Intra-op threads per replica.
-    pub threads: usize,
-    /// Restart on the CPU when the device cannot be used.
-    pub cpu_fallback: bool,
-    /// Batching.
-    pub policy: BatchPolicy,
-    /// The most requests queued or running.
-    pub queue_limit: usize,
-    /// Whether the fault-injection hooks work.
-    pub fault_injection: bool,
+pub(crate) struct StartSpec {
+    pub(crate) runtime: Arc<Runtime>,
+    pub(crate) name: String,
+    pub(crate) version: u64,
+    pub(crate) spec: ServableSpec,
+    pub(crate) model_bytes: Vec<Arc<Vec<u8>>>,
+    pub(crate) models: Vec<ModelInfo>,
+    pub(crate) methods: Vec<MethodPlan>,
+    pub(crate) replicas: Vec<Replica>,
+    pub(crate) threads: usize,
+    pub(crate) cpu_fallback: bool,
+    pub(crate) queue_limit: usize,
+    pub(crate) fault_injection: bool,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// A queued job a request is waiting for.
+struct Waiting {
+    id: u64,
+    rx: oneshot::Receiver<Result<Vec<Tensor>, EngineError>>,
+    deadline: Option<Instant>,
+    queue_deadline: Option<Instant>,
+    enqueued: Instant,
+}
+
+/// Takes a request's jobs that are still queued out of the queue when the
+/// request is dropped (its client went away).
+struct Pending {
+    shared: Arc<Shared>,
+    ids: Vec<u64>,
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        if self.ids.is_empty() {
+            return;
+        }
+        let removed: Vec<Job> = {
+            let mut q = lock(&self.shared.queue);
+            self.ids.iter().filter_map(|&id| q.remove(id)).collect()
+        };
+        if !removed.is_empty() {
+            self.shared
+                .stats
+                .cancelled_queued
+                .fetch_add(removed.len() as u64, Ordering::Relaxed);
+            // The batch a replica waits to fill may have changed.
+            self.shared.cond.notify_all();
+        }
+    }
+}
+
 impl Scheduler {
     /// Starts one worker thread per replica.
-    pub fn start(spec: StartSpec) -> Scheduler {
+    pub(crate) fn start(spec: StartSpec) -> Scheduler {
         let n = spec.replicas.len();
+        let deployment = &spec.spec.deployment;
         let shared = Arc::new(Shared {
             name: spec.name.clone(),
-            queue: Mutex::new(VecDeque::new()),
+            methods: spec.methods,
+            rules: Rules {
+                max_delay: deployment.batching.max_delay,
+                preferred: deployment.batching.preferred_batch_sizes.clone(),
+            },
+            policy: deployment.queue.clone(),
+            queue: Mutex::new(Queue::new(deployment.queue.priority_levels as usize)),
             cond: Condvar::new(),
             alive: AtomicUsize::new(n),
             stopping: AtomicBool::new(false),
-            outstanding: AtomicUsize::new(0),
+            outstanding: Arc::new(AtomicUsize::new(0)),
             limit: spec.queue_limit.max(1),
-            faults: Faults {
-                enabled: spec.fault_injection,
-                kill_next: (0..n).map(|_| AtomicBool::new(false)).collect(),
-                block_restart: AtomicBool::new(false),
-            },
-            stats: (0..n)
+            next_id: AtomicU64::new(0),
+            faults: Faults::new(spec.fault_injection, n),
+            replicas: (0..n)
                 .map(|_| ReplicaStats {
                     alive: AtomicBool::new(true),
                     ..Default::default()
                 })
                 .collect(),
-            batch_sizes: Histogram::new(BATCH_BOUNDS),
+            stats: Stats::default(),
         });
-        let policy = spec.policy;
         let ctx = Arc::new(Context {
             runtime: spec.runtime,
-            name: spec.name,
             version: spec.version,
-            config: spec.config,
+            spec: spec.spec,
             model_bytes: spec.model_bytes,
             models: spec.models,
             threads: spec.threads,
             cpu_fallback: spec.cpu_fallback,
-            policy,
         });
         for (index, replica) in spec.replicas.into_iter().enumerate() {
             let shared = shared.clone();
             let ctx = ctx.clone();
             let device = replica.device;
             std::thread::Builder::new()
-                .name(format!("replica-{}-{}-{index}", ctx.name, ctx.version))
+                .name(format!("replica-{}-{}-{index}", shared.name, ctx.version))
                 .spawn(move || worker(&shared, &ctx, index, replica))
                 .unwrap_or_else(|e| {
                     panic!("cannot spawn the worker thread of replica {index} ({device}): {e}")
                 });
         }
-        Scheduler { shared, policy }
+        Scheduler { shared }
     }
 
     /// Replicas alive now.
@@ -264,12 +235,17 @@ impl Scheduler {
 
     /// Per-replica counters.
     pub fn stats(&self) -> &[ReplicaStats] {
+        &self.shared.replicas
+    }
+
+    /// The version's counters (every protocol's traffic).
+    pub fn counters(&self) -> &Stats {
         &self.shared.stats
     }
 
-    /// The sizes of the batches run.
-    pub fn batch_sizes(&self) -> &Histogram {
-        &self.shared.batch_sizes
+    /// The rows of the runs.
+    pub fn batch_sizes(&self) -> &super::stats::Histogram {
+        &self.shared.stats.batch_sizes
     }
 
     /// The fault-injection hooks.
@@ -277,75 +253,164 @@ impl Scheduler {
         &self.shared.faults
     }
 
-    /// The batching policy.
-    pub fn policy(&self) -> BatchPolicy {
-        self.policy
+    /// The most requests queued or running.
+    pub fn limit(&self) -> usize {
+        self.shared.limit
     }
 
-    fn admit(&self) -> Result<(), Refusal> {
+    fn admit(&self) -> Result<Admission, EngineError> {
         if self.alive() == 0 {
-            return Err(Refusal::NotAvailable);
+            return Err(EngineError::Unavailable);
         }
         let before = self.shared.outstanding.fetch_add(1, Ordering::SeqCst);
+        let admission = Admission(self.shared.outstanding.clone());
         if before >= self.shared.limit {
-            self.shared.outstanding.fetch_sub(1, Ordering::SeqCst);
-            return Err(Refusal::QueueFull(self.shared.limit));
+            return Err(EngineError::QueueFull {
+                limit: self.shared.limit,
+            });
         }
-        Ok(())
+        Ok(admission)
     }
 
-    /// Runs MindSpore instances of `method`; one result per instance.
-    pub async fn predict(
+    /// The priority level index of a job's priority.
+    fn level(&self, priority: u64) -> Result<usize, EngineError> {
+        let levels = self.shared.policy.priority_levels;
+        match priority {
+            0 => Ok(self.shared.policy.default_priority as usize - 1),
+            p if p <= u64::from(levels) => Ok(p as usize - 1),
+            given => Err(EngineError::Priority { given, levels }),
+        }
+    }
+
+    /// Submits the jobs of one request to `method` and waits for their
+    /// answers, in order. The request as a whole is refused when the
+    /// method does not exist, no replica is alive or the queue is full;
+    /// otherwise each job has its own answer (a job with bad inputs is
+    /// answered without being queued).
+    pub async fn submit(
         &self,
         method: &str,
-        instances: Vec<NamedTensors>,
-        deadline: Option<Instant>,
-    ) -> Result<Vec<InstanceResult>, Refusal> {
-        self.admit()?;
-        let n = instances.len();
-        let (tx, rx) = oneshot::channel();
-        let job = Arc::new(PredictJob {
-            method: method.to_owned(),
-            deadline,
-            results: Mutex::new(vec![None; n]),
-            remaining: AtomicUsize::new(n),
-            done: Mutex::new(Some(tx)),
-        });
-        {
-            let mut q = lock(&self.shared.queue);
-            for (index, tensors) in instances.into_iter().enumerate() {
-                q.push_back(Work::Instance(InstanceWork {
-                    job: job.clone(),
-                    index,
-                    tensors,
+        jobs: Vec<JobRequest>,
+    ) -> Result<Vec<JobResult>, EngineError> {
+        let shared = &self.shared;
+        let index = shared
+            .methods
+            .iter()
+            .position(|m| m.info.name == method)
+            .ok_or_else(|| EngineError::NoMethod(method.to_owned()))?;
+        let plan = &shared.methods[index];
+        let checked: Vec<_> = jobs
+            .into_iter()
+            .map(|req| {
+                let level = self.level(req.priority)?;
+                Ok((
+                    req.deadline,
+                    req.queue_timeout,
+                    level,
+                    plan.check(req.inputs)?,
+                ))
+            })
+            .collect();
+        let mut answers: Vec<Option<Result<Vec<Tensor>, EngineError>>> = Vec::new();
+        let mut waiting: Vec<(usize, Waiting)> = Vec::new();
+        if checked.iter().any(Result::is_ok) {
+            let admission = Arc::new(self.admit()?);
+            let now = Instant::now();
+            let mut q = lock(&shared.queue);
+            for (k, c) in checked.into_iter().enumerate() {
+                answers.push(None);
+                let (deadline, timeout, level, checked) = match c {
+                    Ok(c) => c,
+                    Err(e) => {
+                        answers[k] = Some(Err(e));
+                        continue;
+                    }
+                };
+                let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
+                let (tx, rx) = oneshot::channel();
+                q.push(Job {
+                    id,
+                    method: index,
+                    inputs: checked.inputs,
+                    rows: checked.rows,
+                    signature: checked.signature,
+                    deadline,
+                    level,
+                    enqueued: now,
                     attempts: 0,
-                }));
+                    alone: false,
+                    reply: tx,
+                    _admission: admission.clone(),
+                });
+                let queue_deadline = timeout
+                    .or(shared.policy.default_timeout)
+                    .and_then(|t| now.checked_add(t));
+                waiting.push((
+                    k,
+                    Waiting {
+                        id,
+                        rx,
+                        deadline,
+                        queue_deadline,
+                        enqueued: now,
+                    },
+                ));
+            }
+            drop(q);
+            shared.cond.notify_all();
+        } else {
+            answers = checked
+                .into_iter()
+                .map(|c| Some(c.map(|_| Vec::new())))
+                .collect();
+        }
+        let mut pending = Pending {
+            shared: shared.clone(),
+            ids: waiting.iter().map(|(_, w)| w.id).collect(),
+        };
+        for (k, w) in waiting {
+            let id = w.id;
+            answers[k] = Some(wait(shared, w).await);
+            pending.ids.retain(|&i| i != id);
+        }
+        let names: Vec<&str> = plan.info.outputs.iter().map(|o| o.name.as_str()).collect();
+        Ok(answers
+            .into_iter()
+            .map(|a| {
+                a.unwrap_or(Err(EngineError::Unavailable))
+                    .map(|outputs| names.iter().map(|n| (*n).to_owned()).zip(outputs).collect())
+            })
+            .collect())
+    }
+}
+
+/// Waits for one queued job: its answer, or its queue timeout or deadline,
+/// whichever comes first.
+async fn wait(shared: &Shared, mut w: Waiting) -> Result<Vec<Tensor>, EngineError> {
+    let far = || tokio::time::Instant::now() + Duration::from_secs(86400 * 365);
+    let at = |t: Option<Instant>| t.map_or_else(far, tokio::time::Instant::from_std);
+    let mut queue_deadline = w.queue_deadline;
+    loop {
+        tokio::select! {
+            answer = &mut w.rx => return answer.unwrap_or(Err(EngineError::Unavailable)),
+            () = tokio::time::sleep_until(at(queue_deadline)), if queue_deadline.is_some() => {
+                if lock(&shared.queue).remove(w.id).is_some() {
+                    shared.stats.queue_timeouts.fetch_add(1, Ordering::Relaxed);
+                    shared.stats.fail.add(w.enqueued.elapsed());
+                    shared.cond.notify_all();
+                    return Err(EngineError::QueueTimeout);
+                }
+                // Already running: the queue timeout no longer applies.
+                queue_deadline = None;
+            }
+            () = tokio::time::sleep_until(at(w.deadline)), if w.deadline.is_some() => {
+                if lock(&shared.queue).remove(w.id).is_some() {
+                    shared.cond.notify_all();
+                }
+                shared.stats.fail.add(w.enqueued.elapsed());
+                return Err(EngineError::Deadline);
             }
         }
-        self.shared.cond.notify_all();
-        rx.await.map_err(|_| Refusal::NotAvailable)
-    }
-
-    /// Runs whole tensors through `method` (the Open Inference Protocol).
-    pub async fn infer(
-        &self,
-        method: &str,
-        model: &str,
-        inputs: NamedTensors,
-        deadline: Option<Instant>,
-    ) -> Result<Result<NamedTensors, ServeError>, Refusal> {
-        self.admit()?;
-        let (tx, rx) = oneshot::channel();
-        lock(&self.shared.queue).push_back(Work::Whole(WholeWork {
-            method: method.to_owned(),
-            model: model.to_owned(),
-            inputs,
-            deadline,
-            attempts: 0,
-            done: tx,
-        }));
-        self.shared.cond.notify_one();
-        rx.await.map_err(|_| Refusal::NotAvailable)
     }
 }
 
@@ -356,84 +421,48 @@ impl Drop for Scheduler {
     }
 }
 
-fn not_available(name: &str, method: &str) -> ServableError {
-    ServableError::servable_not_available(name, method, 0)
-        .with_code(StatusCode::ServableUnavailable)
-}
-
-fn deadline_error() -> ServableError {
-    ServableError::new(
-        StatusCode::Failed,
-        "Deadline Exceeded: the request's deadline passed before it ran",
-    )
-}
-
-impl PredictJob {
-    /// Records one instance's result; the last one answers the request.
-    fn complete(&self, index: usize, result: InstanceResult, shared: &Shared) {
-        lock(&self.results)[index] = Some(result);
-        if self.remaining.fetch_sub(1, Ordering::SeqCst) == 1 {
-            let results = std::mem::take(&mut *lock(&self.results))
-                .into_iter()
-                .map(|r| r.unwrap_or_else(|| Err(not_available(&shared.name, &self.method))))
-                .collect();
-            if let Some(tx) = lock(&self.done).take() {
-                let _ = tx.send(results);
-            }
-            shared.outstanding.fetch_sub(1, Ordering::SeqCst);
-        }
-    }
-}
-
-fn finish_whole(w: WholeWork, result: Result<NamedTensors, ServeError>, shared: &Shared) {
-    let _ = w.done.send(result);
-    shared.outstanding.fetch_sub(1, Ordering::SeqCst);
-}
-
-/// Takes the next batch: up to `max_batch_size` instances of one method, or
-/// one whole request. `None` when stopping.
-fn take(shared: &Shared, policy: BatchPolicy) -> Option<Batch> {
+/// Takes the next batch (see [`super::queue`]); `None` when stopping. Jobs
+/// whose client went away or whose deadline passed are answered here
+/// instead of run.
+fn take(shared: &Shared) -> Option<Vec<Job>> {
     let mut q = lock(&shared.queue);
     loop {
         if shared.stopping.load(Ordering::SeqCst) {
             return None;
         }
-        match q.pop_front() {
-            Some(Work::Whole(w)) => return Some(Batch::Whole(w)),
-            Some(Work::Instance(first)) => {
-                let method = first.job.method.clone();
-                let max = policy.max_batch_size.max(1);
-                let mut items = vec![first];
-                gather(&mut q, &method, max, &mut items);
-                let until = Instant::now() + policy.batch_timeout;
-                while items.len() < max && !policy.batch_timeout.is_zero() {
-                    let now = Instant::now();
-                    if now >= until || shared.stopping.load(Ordering::SeqCst) {
-                        break;
+        let now = Instant::now();
+        match q.next(&shared.methods, &shared.rules, now, false) {
+            Next::Run(jobs) => {
+                let (live, gone): (Vec<Job>, Vec<Job>) = jobs
+                    .into_iter()
+                    .partition(|j| !j.reply.is_closed() && j.deadline.is_none_or(|d| d > now));
+                if !gone.is_empty() {
+                    drop(q);
+                    for job in gone {
+                        if job.reply.is_closed() {
+                            shared
+                                .stats
+                                .cancelled_queued
+                                .fetch_add(1, Ordering::Relaxed);
+                        } else {
+                            shared.stats.fail.add(job.enqueued.elapsed());
+                            let _ = job.reply.send(Err(EngineError::Deadline));
+                        }
                     }
-                    q = shared
-                        .cond
-                        .wait_timeout(q, until - now)
-                        .unwrap_or_else(|e| e.into_inner())
-                        .0;
-                    gather(&mut q, &method, max, &mut items);
+                    q = lock(&shared.queue);
                 }
-                return Some(Batch::Instances(items));
+                if !live.is_empty() {
+                    return Some(live);
+                }
             }
-            None => q = shared.cond.wait(q).unwrap_or_else(|e| e.into_inner()),
-        }
-    }
-}
-
-fn gather(q: &mut VecDeque<Work>, method: &str, max: usize, items: &mut Vec<InstanceWork>) {
-    let mut i = 0;
-    while i < q.len() && items.len() < max {
-        if matches!(&q[i], Work::Instance(w) if w.job.method == method) {
-            if let Some(Work::Instance(w)) = q.remove(i) {
-                items.push(w);
+            Next::WaitUntil(t) => {
+                q = shared
+                    .cond
+                    .wait_timeout(q, t.saturating_duration_since(now))
+                    .unwrap_or_else(|e| e.into_inner())
+                    .0;
             }
-        } else {
-            i += 1;
+            Next::Wait => q = shared.cond.wait(q).unwrap_or_else(|e| e.into_inner()),
         }
     }
 }
@@ -442,7 +471,7 @@ fn worker(shared: &Shared, ctx: &Context, index: usize, replica: Replica) {
     let device = replica.device;
     let mut replica = Some(replica);
     let mut backoff = Duration::from_millis(100);
-    let stats = &shared.stats[index];
+    let stats = &shared.replicas[index];
     loop {
         if shared.stopping.load(Ordering::SeqCst) {
             return;
@@ -450,207 +479,210 @@ fn worker(shared: &Shared, ctx: &Context, index: usize, replica: Replica) {
         let Some(r) = replica.as_mut() else {
             std::thread::sleep(backoff);
             backoff = (backoff * 2).min(Duration::from_secs(5));
-            if shared.faults.block_restart.load(Ordering::SeqCst) {
+            if shared.faults.restarts_blocked() {
                 continue;
             }
             let spec = ReplicaSpec {
-                servable: &ctx.name,
+                servable: &shared.name,
                 version: ctx.version,
-                config: &ctx.config,
+                spec: &ctx.spec,
                 models: &ctx.model_bytes,
                 threads: ctx.threads,
                 cpu_fallback: ctx.cpu_fallback,
             };
             match Replica::load(&ctx.runtime, spec, device) {
                 Ok((r, _)) => {
-                    tracing::info!(servable = %ctx.name, version = ctx.version, replica = index, %device, "replica restarted");
+                    tracing::info!(servable = %shared.name, version = ctx.version, replica = index, %device, "replica restarted");
                     replica = Some(r);
                     backoff = Duration::from_millis(100);
                     stats.alive.store(true, Ordering::SeqCst);
                     shared.alive.fetch_add(1, Ordering::SeqCst);
                 }
                 Err(e) => {
-                    tracing::warn!(servable = %ctx.name, replica = index, error = %e, "replica restart failed; retrying")
+                    tracing::warn!(servable = %shared.name, replica = index, error = %e, "replica restart failed; retrying")
                 }
             }
             continue;
         };
-        let Some(batch) = take(shared, ctx.policy) else {
+        let Some(batch) = take(shared) else {
             return;
         };
-        let batch = drop_expired(batch, shared);
-        let Some(batch) = batch else { continue };
-        let kill =
-            shared.faults.enabled && shared.faults.kill_next[index].swap(false, Ordering::SeqCst);
+        shared.faults.wait_while_held();
+        let started = Instant::now();
+        let kill = shared.faults.take_kill(index);
         let ran = catch_unwind(AssertUnwindSafe(|| {
             if kill {
                 panic!("fault injection: replica {index} ({device}) made to fail");
             }
-            run(ctx, r, &batch)
+            run(shared, ctx, r, &batch)
         }));
         match ran {
-            Ok(outcome) => {
-                stats.runs.fetch_add(1, Ordering::Relaxed);
-                deliver(batch, outcome, shared, stats);
+            Ok(Ok((outputs, times))) => {
+                let rows: usize = batch.iter().map(|j| j.rows).sum();
+                stats.items.fetch_add(rows as u64, Ordering::Relaxed);
+                if shared.methods[batch[0].method].info.batched {
+                    stats.runs.fetch_add(1, Ordering::Relaxed);
+                    shared.stats.record_run(rows, batch.len(), times);
+                } else {
+                    // Each job ran on its own.
+                    let n = batch.len() as u32;
+                    stats.runs.fetch_add(n.into(), Ordering::Relaxed);
+                    let each = RunTimes {
+                        infer: times.infer / n.max(1),
+                        ..times
+                    };
+                    for _ in 0..n {
+                        shared.stats.record_run(1, 1, each);
+                    }
+                }
+                for (job, out) in batch.into_iter().zip(outputs) {
+                    shared
+                        .stats
+                        .queue_time
+                        .observe((started - job.enqueued).as_secs_f64());
+                    shared.stats.queue.add(started - job.enqueued);
+                    answer(shared, job, out.map_err(EngineError::Runtime));
+                }
+            }
+            Ok(Err(e)) if batch.len() > 1 => {
+                tracing::debug!(servable = %shared.name, jobs = batch.len(), error = %e, "a batch failed; running its jobs alone");
+                retry(shared, batch, |_| EngineError::Runtime(e.clone()));
+            }
+            Ok(Err(e)) => {
+                for job in batch {
+                    answer(shared, job, Err(EngineError::Runtime(e.clone())));
+                }
             }
             Err(_) => {
-                tracing::error!(servable = %ctx.name, version = ctx.version, replica = index, %device, "replica failed; re-queueing its work and restarting it");
+                tracing::error!(servable = %shared.name, version = ctx.version, replica = index, %device, "replica failed; re-queueing its work and restarting it");
                 replica = None;
                 stats.failures.fetch_add(1, Ordering::Relaxed);
                 stats.alive.store(false, Ordering::SeqCst);
                 let left = shared.alive.fetch_sub(1, Ordering::SeqCst) - 1;
-                requeue(batch, shared, ctx);
+                retry(shared, batch, |_| EngineError::ReplicasFailed);
                 if left == 0 {
-                    fail_all(shared, ctx);
+                    fail_all(shared);
                 }
             }
         }
     }
 }
 
-/// Answers work whose deadline passed instead of running it.
-fn drop_expired(batch: Batch, shared: &Shared) -> Option<Batch> {
-    let now = Instant::now();
-    let expired = |d: Option<Instant>| d.is_some_and(|d| d <= now);
-    match batch {
-        Batch::Whole(w) if expired(w.deadline) => {
-            finish_whole(
-                w,
-                Err(ServeError::DeadlineExceeded(
-                    "Deadline Exceeded: the request's deadline passed before it ran".into(),
-                )),
-                shared,
-            );
-            None
-        }
-        Batch::Whole(w) => Some(Batch::Whole(w)),
-        Batch::Instances(items) => {
-            let (late, live): (Vec<_>, Vec<_>) =
-                items.into_iter().partition(|w| expired(w.job.deadline));
-            for w in late {
-                w.job.complete(w.index, Err(deadline_error()), shared);
-            }
-            (!live.is_empty()).then_some(Batch::Instances(live))
-        }
+/// Sends a job its answer and counts it.
+fn answer(shared: &Shared, job: Job, result: Result<Vec<Tensor>, EngineError>) {
+    if job.reply.is_closed() {
+        // The client went away (or its deadline passed) while it ran; the
+        // waiter has counted the failure.
+        shared
+            .stats
+            .cancelled_running
+            .fetch_add(1, Ordering::Relaxed);
+        return;
+    }
+    let took = job.enqueued.elapsed();
+    match &result {
+        Ok(_) => shared.stats.success.add(took),
+        Err(_) => shared.stats.fail.add(took),
+    }
+    if job.reply.send(result).is_err() {
+        shared
+            .stats
+            .cancelled_running
+            .fetch_add(1, Ordering::Relaxed);
     }
 }
 
-enum Outcome {
-    Instances(Result<Vec<InstanceResult>, ServableError>),
-    Whole(Result<NamedTensors, ServeError>),
+/// Puts the jobs of a failed run back at the front of the queue, each to
+/// run alone, once; a job already put back once gets `error` instead.
+fn retry(shared: &Shared, batch: Vec<Job>, error: impl Fn(&Job) -> EngineError) {
+    let mut failed = Vec::new();
+    {
+        let mut q = lock(&shared.queue);
+        let alone = batch.len() > 1;
+        for mut job in batch.into_iter().rev() {
+            if job.attempts == 0 {
+                job.attempts = 1;
+                job.alone |= alone;
+                q.push_front(job);
+            } else {
+                failed.push(job);
+            }
+        }
+    }
+    shared.cond.notify_all();
+    for job in failed {
+        let e = error(&job);
+        answer(shared, job, Err(e));
+    }
 }
 
-fn run(ctx: &Context, replica: &mut Replica, batch: &Batch) -> Outcome {
+/// With no replica alive, every queued job is answered at once.
+fn fail_all(shared: &Shared) {
+    let drained = lock(&shared.queue).drain();
+    for job in drained {
+        answer(shared, job, Err(EngineError::Unavailable));
+    }
+}
+
+/// One job's outputs from a run, or why the model failed on it.
+type Outputs = Result<Vec<Tensor>, String>;
+
+/// Runs one batch: its jobs' rows joined, the method's stages, the outputs
+/// split back per job. `Err` when the joined run failed (its jobs are then
+/// retried alone); the jobs of a method without a batch dimension run one
+/// after another, each with its own result. Blocking.
+fn run(
+    shared: &Shared,
+    ctx: &Context,
+    replica: &mut Replica,
+    batch: &[Job],
+) -> Result<(Vec<Outputs>, RunTimes), String> {
+    let plan = &shared.methods[batch[0].method];
     let mut runner = Runner {
         models: &ctx.models,
         replica,
     };
-    match batch {
-        Batch::Instances(items) => {
-            let method = &items[0].job.method;
-            let Some(m) = ctx.config.method.iter().find(|m| &m.name == method) else {
-                return Outcome::Instances(Err(ServableError::method_not_available(
-                    &ctx.name, method,
-                )));
-            };
-            let inputs = items.iter().map(|w| w.tensors.clone()).collect();
-            Outcome::Instances(instances::predict(&mut runner, &ctx.name, m, inputs))
-        }
-        Batch::Whole(w) => {
-            let Some(m) = ctx.config.method.iter().find(|m| m.name == w.method) else {
-                return Outcome::Whole(Err(ServeError::NotFound(format!(
-                    "model '{}' is not found",
-                    w.model
-                ))));
-            };
-            Outcome::Whole(tensors::infer(&mut runner, m, w.inputs.clone(), &w.model))
-        }
+    if !plan.info.batched {
+        let t0 = Instant::now();
+        let each = batch
+            .iter()
+            .map(|job| plan.run(&mut runner, job.inputs.clone(), 1))
+            .collect();
+        let times = RunTimes {
+            infer: t0.elapsed(),
+            ..Default::default()
+        };
+        return Ok((each, times));
     }
-}
-
-fn deliver(batch: Batch, outcome: Outcome, shared: &Shared, stats: &ReplicaStats) {
-    match (batch, outcome) {
-        (Batch::Instances(items), Outcome::Instances(results)) => {
-            stats.items.fetch_add(items.len() as u64, Ordering::Relaxed);
-            shared.batch_sizes.observe(items.len() as f64);
-            match results {
-                Ok(results) => {
-                    for (w, r) in items.into_iter().zip(results) {
-                        w.job.complete(w.index, r, shared);
-                    }
-                }
-                Err(e) => {
-                    for w in items {
-                        w.job.complete(w.index, Err(e.clone()), shared);
-                    }
-                }
-            }
-        }
-        (Batch::Whole(w), Outcome::Whole(result)) => {
-            stats.items.fetch_add(1, Ordering::Relaxed);
-            finish_whole(w, result, shared);
-        }
-        _ => unreachable!("the outcome follows the batch"),
-    }
-}
-
-/// Puts a failed replica's work back once; work that already failed once
-/// gets an error instead.
-fn requeue(batch: Batch, shared: &Shared, ctx: &Context) {
-    let failed = |method: &str| {
-        ServableError::new(
-            StatusCode::SystemError,
-            format!(
-                "Serving Error: runtime error occurred: replicas of servable {} failed twice running method {method}",
-                ctx.name
-            ),
-        )
+    let t0 = Instant::now();
+    let rows: usize = batch.iter().map(|j| j.rows).sum();
+    let inputs = (0..plan.info.inputs.len())
+        .map(|k| rows::join(&batch.iter().map(|j| &j.inputs[k]).collect::<Vec<_>>()))
+        .collect::<Result<Vec<Tensor>, String>>()?;
+    let t1 = Instant::now();
+    let outputs = plan.run(&mut runner, inputs, rows)?;
+    let t2 = Instant::now();
+    let per_job = if batch.len() == 1 {
+        vec![Ok(outputs)]
+    } else {
+        let mut start = 0;
+        batch
+            .iter()
+            .map(|job| {
+                let range = start..start + job.rows;
+                start = range.end;
+                outputs
+                    .iter()
+                    .map(|o| rows::slice(o, range.start, range.end))
+                    .collect::<Result<Vec<Tensor>, String>>()
+                    .map(Ok)
+            })
+            .collect::<Result<Vec<_>, String>>()?
     };
-    let mut q = lock(&shared.queue);
-    match batch {
-        Batch::Whole(mut w) if w.attempts == 0 => {
-            w.attempts = 1;
-            q.push_front(Work::Whole(w));
-        }
-        Batch::Whole(w) => {
-            drop(q);
-            let text = failed(&w.method).message;
-            finish_whole(w, Err(ServeError::Internal(text)), shared);
-            return;
-        }
-        Batch::Instances(items) => {
-            for mut w in items.into_iter().rev() {
-                if w.attempts == 0 {
-                    w.attempts = 1;
-                    q.push_front(Work::Instance(w));
-                } else {
-                    let e = failed(&w.job.method);
-                    w.job.complete(w.index, Err(e), shared);
-                }
-            }
-        }
-    }
-    drop(q);
-    shared.cond.notify_all();
-}
-
-/// With no replica alive, every queued request is answered at once.
-fn fail_all(shared: &Shared, ctx: &Context) {
-    let drained: Vec<Work> = lock(&shared.queue).drain(..).collect();
-    for work in drained {
-        match work {
-            Work::Instance(w) => {
-                let e = not_available(&ctx.name, &w.job.method);
-                w.job.complete(w.index, Err(e), shared);
-            }
-            Work::Whole(w) => finish_whole(
-                w,
-                Err(ServeError::Unavailable(format!(
-                    "no replica of model '{}' is alive; it is being restarted",
-                    ctx.name
-                ))),
-                shared,
-            ),
-        }
-    }
+    let times = RunTimes {
+        input: t1 - t0,
+        infer: t2 - t1,
+        output: t2.elapsed(),
+    };
+    Ok((per_job, times))
 }

@@ -10,7 +10,7 @@ use http::{Request, Response};
 
 /// Parses a `grpc-timeout` value: up to 8 digits and a unit
 /// (`H`, `M`, `S`, `m`, `u`, `n`).
-pub fn parse_timeout(value: &str) -> Option<Duration> {
+pub(crate) fn parse_timeout(value: &str) -> Option<Duration> {
     let (digits, unit) = value.split_at(value.len().checked_sub(1)?);
     if digits.is_empty() || digits.len() > 8 || !digits.bytes().all(|b| b.is_ascii_digit()) {
         return None;
@@ -28,20 +28,20 @@ pub fn parse_timeout(value: &str) -> Option<Duration> {
 }
 
 /// The deadline a request's `grpc-timeout` sets, from now.
-pub fn deadline_of(metadata: &tonic::metadata::MetadataMap) -> Option<std::time::Instant> {
+pub(crate) fn deadline_of(metadata: &tonic::metadata::MetadataMap) -> Option<std::time::Instant> {
     let timeout = parse_timeout(metadata.get("grpc-timeout")?.to_str().ok()?)?;
     std::time::Instant::now().checked_add(timeout)
 }
 
 /// A tower layer applying each request's `grpc-timeout`.
 #[derive(Clone, Debug)]
-pub struct Deadline<S> {
+pub(crate) struct Deadline<S> {
     inner: S,
 }
 
 impl<S> Deadline<S> {
     /// Wraps `inner`.
-    pub fn new(inner: S) -> Deadline<S> {
+    pub(crate) fn new(inner: S) -> Deadline<S> {
         Deadline { inner }
     }
 }

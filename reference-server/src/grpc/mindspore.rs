@@ -10,24 +10,24 @@ use serving_proto::pb::mindspore::{self as pb, ms_service_server::MsService};
 use serving_proto::{frame, mindspore};
 use tonic::{Request, Response, Status};
 
-use crate::metrics::{Front, class_of_http};
-use crate::service::{State, mindspore as service};
+use crate::metrics::Front;
+use crate::service::{Class, State, mindspore as service};
 
 /// The `MSService` implementation.
 #[derive(Clone, Debug)]
-pub struct MindSporeGrpc {
+pub(crate) struct MindSporeGrpc {
     state: Arc<State>,
 }
 
 impl MindSporeGrpc {
     /// A service over the shared state.
-    pub fn new(state: Arc<State>) -> MindSporeGrpc {
+    pub(crate) fn new(state: Arc<State>) -> MindSporeGrpc {
         MindSporeGrpc { state }
     }
 }
 
 /// A reply over the limit is refused with gRPC's own text.
-pub fn check_reply_size(message: &impl Message, limit: usize) -> Result<(), Status> {
+pub(crate) fn check_reply_size(message: &impl Message, limit: usize) -> Result<(), Status> {
     frame::check_size(
         frame::Direction::Sent,
         message.encoded_len() as u64,
@@ -47,11 +47,12 @@ impl MsService for MindSporeGrpc {
         let req = request.into_inner();
         let spec = req.servable_spec.clone();
         let model = spec.as_ref().map(|s| s.name.clone()).unwrap_or_default();
-        let outcome = if !self.state.is_ready() {
+        let answer = if !self.state.is_ready() {
             let s = spec.clone().unwrap_or_default();
-            Outcome::Failed(
+            service::Answer::failed(
                 ServableError::servable_not_available(&s.name, &s.method_name, 0)
                     .with_code(StatusCode::ServableUnavailable),
+                Class::Unavailable,
             )
         } else {
             match mindspore::grpc::decode_request(req) {
@@ -66,9 +67,10 @@ impl MsService for MindSporeGrpc {
                     )
                     .await
                 }
-                Err(e) => Outcome::Failed(e),
+                Err(e) => service::Answer::failed(e, Class::InvalidArgument),
             }
         };
+        let outcome = answer.outcome;
         let reply = match mindspore::grpc::encode_reply(spec.clone(), &outcome) {
             Ok(reply) => reply,
             Err(e) => mindspore::grpc::encode_reply(
@@ -78,10 +80,9 @@ impl MsService for MindSporeGrpc {
             .map_err(|e| Status::internal(e.to_string()))?,
         };
         let sized = check_reply_size(&reply, self.state.max_msg_bytes);
-        let class = match (&sized, &outcome) {
-            (Err(_), _) => "RESOURCE_EXHAUSTED",
-            (Ok(()), Outcome::Failed(e)) => class_of_http(service::http_status(e).as_u16()),
-            (Ok(()), Outcome::Instances(_)) => "OK",
+        let class = match &sized {
+            Err(_) => Class::ResourceExhausted,
+            Ok(()) => answer.class,
         };
         self.state
             .record(Front::MindSporeGrpc, &model, class, started.elapsed());

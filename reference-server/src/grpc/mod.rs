@@ -2,11 +2,11 @@
 //! `grpc.health.v1.Health` on one port, behind the frame-header size check
 //! and the `grpc-timeout` deadline.
 
-pub mod deadline;
-pub mod mindspore;
-pub mod oip;
-pub mod size_limit;
-pub mod zero_copy;
+pub(crate) mod deadline;
+pub(crate) mod mindspore;
+pub(crate) mod oip;
+pub(crate) mod size_limit;
+pub(crate) mod zero_copy;
 
 use std::sync::Arc;
 
@@ -21,7 +21,7 @@ use zero_copy::ZeroCopy;
 
 /// The gRPC service stack and the health reporter that drives its health
 /// service.
-pub fn routes(
+pub(crate) fn routes(
     state: Arc<State>,
     token: Option<Arc<str>>,
 ) -> (

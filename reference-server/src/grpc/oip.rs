@@ -10,18 +10,19 @@ use tonic::{Request, Response, Status};
 
 use super::mindspore::check_reply_size;
 use crate::error::ServeError;
-use crate::metrics::{Front, class_of_grpc};
+use crate::metrics::Front;
+use crate::service::Class;
 use crate::service::{State, oip};
 
 /// The `GRPCInferenceService` implementation.
 #[derive(Clone, Debug)]
-pub struct OipGrpc {
+pub(crate) struct OipGrpc {
     state: Arc<State>,
 }
 
 impl OipGrpc {
     /// A service over the shared state.
-    pub fn new(state: Arc<State>) -> OipGrpc {
+    pub(crate) fn new(state: Arc<State>) -> OipGrpc {
         OipGrpc { state }
     }
 }
@@ -111,8 +112,8 @@ impl GrpcInferenceService for OipGrpc {
         let model = request.get_ref().model_name.clone();
         let result = self.infer(request).await;
         let class = match &result {
-            Ok(_) => "OK",
-            Err(s) => class_of_grpc(s.code()),
+            Ok(_) => Class::Ok,
+            Err(s) => Class::of_grpc(s.code()),
         };
         self.state
             .record(Front::OipGrpc, &model, class, started.elapsed());

@@ -13,21 +13,21 @@ use serving_proto::frame::{self, FrameError};
 
 /// A tower layer checking the first frame header of every request.
 #[derive(Clone, Debug)]
-pub struct MaxRequestSize<S> {
+pub(crate) struct MaxRequestSize<S> {
     inner: S,
     limit: u64,
 }
 
 impl<S> MaxRequestSize<S> {
     /// Wraps `inner`, refusing requests whose message exceeds `limit` bytes.
-    pub fn new(inner: S, limit: u64) -> MaxRequestSize<S> {
+    pub(crate) fn new(inner: S, limit: u64) -> MaxRequestSize<S> {
         MaxRequestSize { inner, limit }
     }
 }
 
 /// The request body with the chunks read for the header check put back in
 /// front, unchanged (no copy).
-pub struct Prefixed<B> {
+pub(crate) struct Prefixed<B> {
     read: std::collections::VecDeque<Bytes>,
     inner: B,
 }

@@ -36,7 +36,7 @@ use crate::service::State;
 /// A tower service answering [`PREDICT`] and [`MODEL_INFER`] itself and
 /// passing every other request to `inner`.
 #[derive(Clone, Debug)]
-pub struct ZeroCopy<S> {
+pub(crate) struct ZeroCopy<S> {
     inner: S,
     ms: MindSporeGrpc,
     oip: OipGrpc,
@@ -46,7 +46,7 @@ pub struct ZeroCopy<S> {
 impl<S> ZeroCopy<S> {
     /// Wraps `inner`; requests over the state's message limit are refused,
     /// and requests still arriving take their memory from its budget.
-    pub fn new(inner: S, ms: MindSporeGrpc, oip: OipGrpc, state: Arc<State>) -> ZeroCopy<S> {
+    pub(crate) fn new(inner: S, ms: MindSporeGrpc, oip: OipGrpc, state: Arc<State>) -> ZeroCopy<S> {
         ZeroCopy {
             inner,
             ms,

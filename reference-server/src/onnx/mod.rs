@@ -14,7 +14,7 @@
 //! assert!(!bytes.is_empty());
 //! ```
 
-#[allow(missing_docs, clippy::all)]
+#[allow(missing_docs, unreachable_pub, clippy::all)]
 mod pb {
     include!(concat!(env!("OUT_DIR"), "/onnx.rs"));
 }
@@ -197,4 +197,24 @@ pub fn identity(dtype: DataType, dims: &[Dim]) -> Vec<u8> {
         .output("y", dtype, dims)
         .node("Identity", &["x"], &["y"], vec![])
         .build()
+}
+
+/// `y = x W W ... W` (`depth` products) over float32 rows of `width`, the
+/// batch dimension dynamic, `w` the `width` x `width` weight: a batchable
+/// model whose cost per row is set by its size.
+pub fn matmul_chain(width: usize, depth: usize, w: &[f32]) -> Vec<u8> {
+    let rows = [Dim::Dynamic("batch"), Dim::Fixed(width as i64)];
+    let mut b = ModelBuilder::new("matmul_chain")
+        .input("x", DataType::Fp32, &rows)
+        .output("y", DataType::Fp32, &rows)
+        .constant_f32("w", &[width as i64, width as i64], w);
+    let name = |k: usize| match k {
+        0 => "x".to_string(),
+        k if k == depth => "y".to_string(),
+        k => format!("h{k}"),
+    };
+    for k in 0..depth {
+        b = b.node("MatMul", &[&name(k), "w"], &[&name(k + 1)], vec![]);
+    }
+    b.build()
 }

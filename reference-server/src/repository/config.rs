@@ -21,15 +21,22 @@
 //! [deployment]
 //! devices = ["cpu", "cpu"]    # one replica each; empty = the --device flags
 //! intra_op_threads = 1
-//! max_batch_size = 8          # instances per run, across requests
-//! batch_timeout_us = 500      # wait for a batch to fill
+//! max_batch_size = 8          # rows per run, across requests and protocols
+//! batch_timeout_us = 500      # how long the oldest job waits for a batch to fill
+//! preferred_batch_sizes = [4, 8]   # run at once when a batch reaches one
 //! queue_limit = 10000         # requests queued or running
+//! priority_levels = 2         # request priorities 1 (highest) ..= 2
+//! default_priority_level = 2  # for requests that ask for none
+//! default_queue_timeout_us = 100000   # refuse jobs queued longer, unrun
 //! ```
 
 use std::collections::BTreeSet;
 
 use serde::Deserialize;
 
+use crate::engine::config::{
+    Batching, Deployment, MethodSpec, ModelSpec, QueuePolicy, ServableSpec, StageSpec,
+};
 use crate::runtime::device::Device;
 
 /// The parsed `servable.toml`.
@@ -100,15 +107,26 @@ pub struct DeploymentConfig {
     /// ONNX Runtime intra-op threads per replica; absent = the cores split
     /// evenly between the replicas.
     pub intra_op_threads: Option<usize>,
-    /// The most instances one run takes (default: the model's fixed batch,
-    /// 64 for a dynamic batch, 1 without a batch dimension).
+    /// The most rows one run takes (default: the model's fixed batch, 64
+    /// for a dynamic batch, 1 without a batch dimension).
     pub max_batch_size: Option<usize>,
-    /// How long a free replica waits for more instances to fill a batch, in
-    /// microseconds (default 0: run what is queued).
+    /// How long the oldest queued job waits for more rows to fill a batch,
+    /// in microseconds (default 0: run what is queued).
     pub batch_timeout_us: Option<u64>,
+    /// Batch sizes run as soon as they are reached (default none).
+    #[serde(default)]
+    pub preferred_batch_sizes: Vec<usize>,
     /// The most requests queued or running (default: the server's
     /// `--max-enqueued-requests`, 10000).
     pub queue_limit: Option<usize>,
+    /// Priority levels of requests, 1 the highest (default 1).
+    pub priority_levels: Option<u32>,
+    /// The level of requests that ask for none (default: the lowest).
+    pub default_priority_level: Option<u32>,
+    /// How long a job may wait in the queue before it is refused unrun,
+    /// in microseconds (default: no limit); a request's own `timeout`
+    /// parameter takes precedence.
+    pub default_queue_timeout_us: Option<u64>,
 }
 
 impl ServableConfig {
@@ -117,6 +135,65 @@ impl ServableConfig {
         let config: ServableConfig = toml::from_str(text).map_err(|e| e.to_string())?;
         config.check()?;
         Ok(config)
+    }
+
+    /// What the engine runs: the models, methods and deployment, checked.
+    pub fn spec(&self) -> Result<ServableSpec, String> {
+        let d = &self.deployment;
+        let levels = d.priority_levels.unwrap_or(1);
+        let queue = QueuePolicy {
+            limit: d.queue_limit,
+            priority_levels: levels,
+            default_priority: d.default_priority_level.unwrap_or(levels),
+            default_timeout: d
+                .default_queue_timeout_us
+                .map(std::time::Duration::from_micros),
+        };
+        queue.check()?;
+        if let Some(&bad) = d.preferred_batch_sizes.iter().find(|&&p| p == 0) {
+            return Err(format!(
+                "preferred_batch_sizes holds {bad}; sizes are at least 1"
+            ));
+        }
+        Ok(ServableSpec {
+            models: self
+                .model
+                .iter()
+                .map(|m| ModelSpec {
+                    name: m.name.clone(),
+                    file: m.file.clone(),
+                    batched: m.with_batch_dim,
+                })
+                .collect(),
+            methods: self
+                .method
+                .iter()
+                .map(|m| MethodSpec {
+                    name: m.name.clone(),
+                    inputs: m.inputs.clone(),
+                    outputs: m.outputs.clone(),
+                    stages: m
+                        .stage
+                        .iter()
+                        .map(|s| StageSpec {
+                            model: s.model.clone(),
+                            inputs: s.inputs.clone(),
+                            outputs: s.outputs.clone(),
+                        })
+                        .collect(),
+                })
+                .collect(),
+            deployment: Deployment {
+                devices: self.devices()?,
+                intra_op_threads: d.intra_op_threads,
+                batching: Batching {
+                    max_batch_size: d.max_batch_size,
+                    preferred_batch_sizes: d.preferred_batch_sizes.clone(),
+                    max_delay: std::time::Duration::from_micros(d.batch_timeout_us.unwrap_or(0)),
+                },
+                queue,
+            },
+        })
     }
 
     /// The devices of the deployment, parsed.
@@ -190,7 +267,7 @@ impl ServableConfig {
                 }
             }
         }
-        self.devices().map(|_| ())
+        self.spec().map(|_| ())
     }
 }
 

@@ -135,13 +135,10 @@ pub fn load_version(
         tracing::info!(file = %file.display(), "loading model");
         models.push(fs::read(&file).map_err(|e| fail(&file, e.to_string()))?);
     }
-    ServableVersion::load(
-        runtime,
-        &servable.name,
-        version,
-        servable.config.clone(),
-        models,
-        options,
-    )
-    .map_err(|e| fail(&vdir, e.to_string()))
+    let spec = servable
+        .config
+        .spec()
+        .map_err(|reason| fail(&servable.dir.join("servable.toml"), reason))?;
+    ServableVersion::load(runtime, &servable.name, version, spec, models, options)
+        .map_err(|e| fail(&vdir, e.to_string()))
 }

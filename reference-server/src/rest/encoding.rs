@@ -14,7 +14,7 @@ use serving_proto::text::quote;
 
 /// The first `Content-Encoding` other than `identity`, if any (every
 /// header line and every comma-separated coding counts).
-pub fn unsupported(headers: &HeaderMap) -> Option<String> {
+pub(crate) fn unsupported(headers: &HeaderMap) -> Option<String> {
     for value in headers.get_all(header::CONTENT_ENCODING) {
         let Ok(text) = value.to_str() else {
             return Some(String::from_utf8_lossy(value.as_bytes()).into_owned());
@@ -29,7 +29,7 @@ pub fn unsupported(headers: &HeaderMap) -> Option<String> {
 }
 
 /// Refuses a request body in an encoding the server does not decode.
-pub async fn identity_only(req: Request, next: Next) -> Response {
+pub(crate) async fn identity_only(req: Request, next: Next) -> Response {
     match unsupported(req.headers()) {
         None => next.run(req).await,
         Some(coding) => {

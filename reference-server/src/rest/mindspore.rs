@@ -10,7 +10,7 @@ use axum::extract::State as Extract;
 use axum::response::{IntoResponse, Response};
 use http::{HeaderMap, Method, StatusCode, Uri, header};
 use serving_proto::mindspore::rest::{self as codec, RestError};
-use serving_proto::mindspore::{Outcome, ServableError, url};
+use serving_proto::mindspore::{ServableError, url};
 
 use super::{ReadError, read_body};
 use crate::service::{State, mindspore as service};
@@ -24,7 +24,7 @@ fn error(status: StatusCode, text: &str) -> Response {
 }
 
 /// Handles a request on MindSpore's grammar, and records it.
-pub async fn predict(
+pub(crate) async fn predict(
     state: Extract<Arc<State>>,
     method: Method,
     uri: Uri,
@@ -37,7 +37,7 @@ pub async fn predict(
         .map(|u| u.servable)
         .unwrap_or_default();
     let response = answer(state, method, uri, headers, body).await;
-    let class = crate::metrics::class_of_http(response.status().as_u16());
+    let class = crate::service::Class::of_http(response.status());
     metrics_state.record(
         crate::metrics::Front::MindSporeRest,
         &model,
@@ -95,22 +95,18 @@ async fn answer(
         instances,
         deadline,
     );
-    let Some(outcome) = super::until(deadline, work).await else {
+    let Some(answer) = super::until(deadline, work).await else {
         return error(
             StatusCode::GATEWAY_TIMEOUT,
             "Deadline Exceeded: the request's Request-Timeout-Ms passed before it completed",
         );
     };
-    let status = match &outcome {
-        Outcome::Failed(e) => service::http_status(e),
-        Outcome::Instances(_) => StatusCode::OK,
-    };
-    match codec::encode_response(&outcome) {
+    match codec::encode_response(&answer.outcome) {
         Ok(body) if body.len() > limit => error(
             StatusCode::PAYLOAD_TOO_LARGE,
             &format!("Sent message larger than max ({} vs. {limit})", body.len()),
         ),
-        Ok(body) => json(status, body),
+        Ok(body) => json(answer.class.http(), body),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
     }
 }

@@ -7,9 +7,9 @@
 //! segment is `model`, and nothing else. Any other path is an OIP-style
 //! 404 `{"error": ...}`, a known path with the wrong method a 405.
 
-pub mod encoding;
-pub mod mindspore;
-pub mod oip;
+pub(crate) mod encoding;
+pub(crate) mod mindspore;
+pub(crate) mod oip;
 
 use std::sync::Arc;
 
@@ -27,7 +27,7 @@ use serving_proto::text::quote;
 use crate::service::State;
 
 /// The REST router.
-pub fn router(state: Arc<State>, token: Option<Arc<str>>) -> Router {
+pub(crate) fn router(state: Arc<State>, token: Option<Arc<str>>) -> Router {
     Router::new()
         .route("/v2", get(oip::server_metadata))
         .route("/v2/health/live", get(oip::live))
@@ -61,16 +61,38 @@ pub fn router(state: Arc<State>, token: Option<Arc<str>>) -> Router {
         .fallback(unmatched)
         .with_state(state)
         .layer(axum::middleware::from_fn(encoding::identity_only))
-        .layer(axum::middleware::from_fn_with_state(
-            token,
-            crate::auth::rest,
-        ))
+        .layer(axum::middleware::from_fn_with_state(token, require_token))
+}
+
+/// Refuses a request without the bearer token (`--auth-token`) with 401
+/// and the protocol's error body, unless its path is one of the open
+/// health checks ([`crate::auth::OPEN_REST`]), matched exactly.
+async fn require_token(
+    axum::extract::State(token): axum::extract::State<Option<Arc<str>>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let path = req.uri().path();
+    match &token {
+        Some(token)
+            if !crate::auth::OPEN_REST.contains(&path)
+                && !crate::auth::authorized(req.headers(), token) =>
+        {
+            let mut refusal = error_response(path, StatusCode::UNAUTHORIZED, crate::auth::REFUSAL);
+            refusal.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                http::HeaderValue::from_static("Bearer"),
+            );
+            refusal
+        }
+        _ => next.run(req).await,
+    }
 }
 
 /// An error answer in the form of the protocol `path` belongs to:
 /// MindSpore's `{"error_msg": ...}` for its grammar, else OIP's
 /// `{"error": ...}`.
-pub fn error_response(path: &str, status: StatusCode, text: &str) -> Response {
+pub(crate) fn error_response(path: &str, status: StatusCode, text: &str) -> Response {
     let body = if is_predict_path(path) {
         serving_proto::mindspore::rest::encode_error(text)
     } else {
@@ -110,10 +132,10 @@ async fn method_not_allowed(method: Method, uri: Uri) -> Response {
 }
 
 /// The REST request header giving a deadline in milliseconds from arrival.
-pub use serving_proto::REST_TIMEOUT_HEADER as TIMEOUT_HEADER;
+pub(crate) use serving_proto::REST_TIMEOUT_HEADER as TIMEOUT_HEADER;
 
 /// The deadline a request's `Request-Timeout-Ms` header sets.
-pub fn deadline_of(headers: &HeaderMap) -> Option<std::time::Instant> {
+pub(crate) fn deadline_of(headers: &HeaderMap) -> Option<std::time::Instant> {
     let ms: u64 = headers
         .get(TIMEOUT_HEADER)?
         .to_str()
@@ -125,7 +147,7 @@ pub fn deadline_of(headers: &HeaderMap) -> Option<std::time::Instant> {
 }
 
 /// Runs `work` until `deadline`; `None` when it passed first.
-pub async fn until<F: std::future::Future>(
+pub(crate) async fn until<F: std::future::Future>(
     deadline: Option<std::time::Instant>,
     work: F,
 ) -> Option<F::Output> {
@@ -137,7 +159,7 @@ pub async fn until<F: std::future::Future>(
 
 /// A body over the limit.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct TooBig {
+pub(crate) struct TooBig {
     /// Bytes announced or read so far.
     pub size: u64,
     /// The limit.
@@ -150,7 +172,7 @@ pub struct TooBig {
 /// taken from `budget` (a body that arrives in one piece is not copied).
 /// `aligned` is an offset of the body to place at a 64-byte boundary (the
 /// first binary tensor).
-pub async fn read_body(
+pub(crate) async fn read_body(
     headers: &HeaderMap,
     mut body: Body,
     limit: usize,
@@ -233,7 +255,7 @@ async fn drain(mut body: Body, max: u64) {
 
 /// Why a body could not be read.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum ReadError {
+pub(crate) enum ReadError {
     /// Over the limit.
     TooBig(TooBig),
     /// The connection failed.

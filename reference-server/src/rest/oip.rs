@@ -27,7 +27,7 @@ fn error(e: &ServeError) -> Response {
 }
 
 /// `GET /v2`.
-pub async fn server_metadata() -> Response {
+pub(crate) async fn server_metadata() -> Response {
     Json(json!({
         "name": oip::SERVER_NAME,
         "version": env!("CARGO_PKG_VERSION"),
@@ -37,12 +37,12 @@ pub async fn server_metadata() -> Response {
 }
 
 /// `GET /v2/health/live`.
-pub async fn live() -> Response {
+pub(crate) async fn live() -> Response {
     Json(json!({ "live": true })).into_response()
 }
 
 /// `GET /v2/health/ready`: 200 when ready, 503 while starting or draining.
-pub async fn ready(Extract(state): Extract<Arc<State>>) -> Response {
+pub(crate) async fn ready(Extract(state): Extract<Arc<State>>) -> Response {
     let ready = state.is_ready();
     let status = if ready {
         StatusCode::OK
@@ -74,7 +74,7 @@ fn metadata(state: &State, model: &str, version: &str) -> Response {
 }
 
 /// `GET /v2/models/{model}`.
-pub async fn model_metadata(
+pub(crate) async fn model_metadata(
     Extract(state): Extract<Arc<State>>,
     Path(model): Path<String>,
 ) -> Response {
@@ -82,7 +82,7 @@ pub async fn model_metadata(
 }
 
 /// `GET /v2/models/{model}/versions/{version}`.
-pub async fn model_metadata_version(
+pub(crate) async fn model_metadata_version(
     Extract(state): Extract<Arc<State>>,
     Path((model, version)): Path<(String, String)>,
 ) -> Response {
@@ -102,7 +102,7 @@ fn readiness(state: &State, model: &str, version: &str) -> Response {
 }
 
 /// `GET /v2/models/{model}/ready`.
-pub async fn model_ready(
+pub(crate) async fn model_ready(
     Extract(state): Extract<Arc<State>>,
     Path(model): Path<String>,
 ) -> Response {
@@ -110,7 +110,7 @@ pub async fn model_ready(
 }
 
 /// `GET /v2/models/{model}/versions/{version}/ready`.
-pub async fn model_ready_version(
+pub(crate) async fn model_ready_version(
     Extract(state): Extract<Arc<State>>,
     Path((model, version)): Path<(String, String)>,
 ) -> Response {
@@ -118,7 +118,7 @@ pub async fn model_ready_version(
 }
 
 /// `POST /v2/models/{model}/infer`.
-pub async fn infer(
+pub(crate) async fn infer(
     Extract(state): Extract<Arc<State>>,
     Path(model): Path<String>,
     headers: HeaderMap,
@@ -128,7 +128,7 @@ pub async fn infer(
 }
 
 /// `POST /v2/models/{model}/versions/{version}/infer`.
-pub async fn infer_version(
+pub(crate) async fn infer_version(
     Extract(state): Extract<Arc<State>>,
     Path((model, version)): Path<(String, String)>,
     headers: HeaderMap,
@@ -150,7 +150,7 @@ async fn run(
         Ok(r) => r,
         Err(e) => error(&e),
     };
-    let class = crate::metrics::class_of_http(response.status().as_u16());
+    let class = crate::service::Class::of_http(response.status());
     state.record(
         crate::metrics::Front::OipRest,
         &name,
@@ -161,7 +161,7 @@ async fn run(
 }
 
 /// `GET /metrics`: Prometheus text.
-pub async fn metrics(Extract(state): Extract<Arc<State>>) -> Response {
+pub(crate) async fn metrics(Extract(state): Extract<Arc<State>>) -> Response {
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         state.metrics.render(&state.registry),
@@ -307,7 +307,7 @@ fn raw_binary(
 }
 
 /// `POST /v2/repository/index`: every loaded model version.
-pub async fn repository_index(Extract(state): Extract<Arc<State>>) -> Response {
+pub(crate) async fn repository_index(Extract(state): Extract<Arc<State>>) -> Response {
     let index: Vec<serde_json::Value> = state
         .registry
         .list()
@@ -339,7 +339,7 @@ async fn with_watcher<T: Send + 'static>(
 }
 
 /// `POST /v2/repository/models/{model}/load`: (re)loads a servable's versions now.
-pub async fn repository_load(
+pub(crate) async fn repository_load(
     Extract(state): Extract<Arc<State>>,
     Path(model): Path<String>,
 ) -> Response {
@@ -356,7 +356,7 @@ pub async fn repository_load(
 
 /// `POST /v2/repository/models/{model}/unload`: unloads every version until
 /// loaded again; running requests finish.
-pub async fn repository_unload(
+pub(crate) async fn repository_unload(
     Extract(state): Extract<Arc<State>>,
     Path(model): Path<String>,
 ) -> Response {

@@ -1,8 +1,91 @@
 //! The protocols' semantics, independent of transport: the gRPC and REST
-//! front ends decode a request, call here, and encode the answer.
+//! front ends decode a request, call here, and encode the answer. Here,
+//! and only here, the engine's jobs and typed errors meet each protocol's
+//! rules, texts and codes.
 
-pub mod mindspore;
-pub mod oip;
+pub(crate) mod mindspore;
+pub(crate) mod oip;
+
+/// The result class of an answer: the rows of DESIGN.md's error table,
+/// shared by the HTTP statuses and the metrics' `code` label.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Class {
+    /// Success.
+    Ok,
+    /// A malformed request or bad tensor.
+    InvalidArgument,
+    /// An unknown servable, model, version or method.
+    NotFound,
+    /// A message over the size limit.
+    ResourceExhausted,
+    /// Not ready, no replica alive, queue full.
+    Unavailable,
+    /// The deadline or queue timeout passed.
+    DeadlineExceeded,
+    /// Missing or bad credentials.
+    Unauthenticated,
+    /// The model failed to run.
+    Internal,
+}
+
+impl Class {
+    /// The HTTP status of the class.
+    pub fn http(self) -> http::StatusCode {
+        use http::StatusCode as S;
+        match self {
+            Class::Ok => S::OK,
+            Class::InvalidArgument => S::BAD_REQUEST,
+            Class::NotFound => S::NOT_FOUND,
+            Class::ResourceExhausted => S::PAYLOAD_TOO_LARGE,
+            Class::Unavailable => S::SERVICE_UNAVAILABLE,
+            Class::DeadlineExceeded => S::GATEWAY_TIMEOUT,
+            Class::Unauthenticated => S::UNAUTHORIZED,
+            Class::Internal => S::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The class of an HTTP status a REST route answered with.
+    pub fn of_http(status: http::StatusCode) -> Class {
+        match status.as_u16() {
+            200..=299 => Class::Ok,
+            400 | 405 | 415 => Class::InvalidArgument,
+            401 => Class::Unauthenticated,
+            404 => Class::NotFound,
+            413 => Class::ResourceExhausted,
+            503 => Class::Unavailable,
+            504 => Class::DeadlineExceeded,
+            _ => Class::Internal,
+        }
+    }
+
+    /// The class of a gRPC status code.
+    pub fn of_grpc(code: tonic::Code) -> Class {
+        match code {
+            tonic::Code::Ok => Class::Ok,
+            tonic::Code::InvalidArgument => Class::InvalidArgument,
+            tonic::Code::NotFound => Class::NotFound,
+            tonic::Code::ResourceExhausted => Class::ResourceExhausted,
+            tonic::Code::Unavailable => Class::Unavailable,
+            tonic::Code::DeadlineExceeded => Class::DeadlineExceeded,
+            tonic::Code::Unauthenticated => Class::Unauthenticated,
+            _ => Class::Internal,
+        }
+    }
+
+    /// The metrics label of the class.
+    pub fn label(self) -> &'static str {
+        match self {
+            Class::Ok => "OK",
+            Class::InvalidArgument => "INVALID_ARGUMENT",
+            Class::NotFound => "NOT_FOUND",
+            Class::ResourceExhausted => "RESOURCE_EXHAUSTED",
+            Class::Unavailable => "UNAVAILABLE",
+            Class::DeadlineExceeded => "DEADLINE_EXCEEDED",
+            Class::Unauthenticated => "UNAUTHENTICATED",
+            Class::Internal => "INTERNAL",
+        }
+    }
+}
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -16,7 +99,7 @@ pub struct State {
     /// The message size limit in bytes (`max_msg_mb_size` MiB).
     pub max_msg_bytes: usize,
     /// Request metrics.
-    pub metrics: crate::metrics::Metrics,
+    pub(crate) metrics: crate::metrics::Metrics,
     /// The repository watcher, when serving a repository.
     pub watcher: Option<std::sync::Mutex<crate::repository::watch::Watcher>>,
     /// Memory held by requests still arriving (gRPC messages and REST
@@ -53,7 +136,7 @@ impl State {
         &self,
         front: crate::metrics::Front,
         model: &str,
-        class: &'static str,
+        class: Class,
         elapsed: std::time::Duration,
     ) {
         let known = |name: &str| self.registry.get(name, 0).ok();
@@ -65,7 +148,7 @@ impl State {
                 .unwrap_or(false),
         };
         let label = if served { model } else { "" };
-        self.metrics.record(front, label, class, elapsed);
+        self.metrics.record(front, label, class.label(), elapsed);
     }
 
     /// Marks the server ready or not.

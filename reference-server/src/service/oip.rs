@@ -5,7 +5,7 @@
 //! model `{servable}.{method}` for every method.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use serving_proto::oip::{InferRequest, InferResponse, NamedTensor};
 use serving_proto::text::quote;
@@ -13,20 +13,19 @@ use serving_proto::{DataType, NamedTensors, Tensor};
 
 use super::State;
 use crate::engine::registry::Lookup;
-use crate::engine::scheduler::Refusal;
-use crate::engine::{ServableVersion, TensorSpec};
+use crate::engine::{EngineError, InputProblem, JobRequest, MethodInfo, ServableVersion};
 use crate::error::ServeError;
 
 /// Name of this server in server metadata.
-pub const SERVER_NAME: &str = "serving-reference-server";
+pub(crate) const SERVER_NAME: &str = "serving-reference-server";
 /// Protocol extensions supported.
-pub const EXTENSIONS: &[&str] = &["binary_tensor_data"];
+pub(crate) const EXTENSIONS: &[&str] = &["binary_tensor_data"];
 /// The platform reported in model metadata.
-pub const PLATFORM: &str = "onnxruntime_onnx";
+pub(crate) const PLATFORM: &str = "onnxruntime_onnx";
 
 /// A resolved model: a servable version and one of its methods.
 #[derive(Clone, Debug)]
-pub struct Model {
+pub(crate) struct Model {
     /// The servable version.
     pub servable: Arc<ServableVersion>,
     /// The method's name.
@@ -48,7 +47,7 @@ fn parse_version(model: &str, version: &str) -> Result<u64, ServeError> {
 }
 
 /// Finds model `name` at `version` (empty = newest).
-pub fn resolve(state: &State, name: &str, version: &str) -> Result<Model, ServeError> {
+pub(crate) fn resolve(state: &State, name: &str, version: &str) -> Result<Model, ServeError> {
     let v = parse_version(name, version)?;
     let (servable, method) = match state.registry.get(name, v) {
         Err(Lookup::NoServable) => match name.split_once('.') {
@@ -75,7 +74,15 @@ pub fn resolve(state: &State, name: &str, version: &str) -> Result<Model, ServeE
                 name = quote(name)
             )));
         }
-        None => sv.config.method[0].name.clone(),
+        None => match sv.methods().first() {
+            Some(m) => m.name.clone(),
+            None => {
+                return Err(ServeError::NotFound(format!(
+                    "model '{name}' has no method",
+                    name = quote(name)
+                )));
+            }
+        },
     };
     Ok(Model {
         servable: sv,
@@ -83,8 +90,90 @@ pub fn resolve(state: &State, name: &str, version: &str) -> Result<Model, ServeE
     })
 }
 
+/// The OIP status and text of an engine error for model `model`.
+fn error(e: EngineError, model: &str, info: Option<&MethodInfo>) -> ServeError {
+    let model = quote(model);
+    let inputs = || {
+        info.map(|i| {
+            i.inputs
+                .iter()
+                .map(|i| i.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        })
+        .unwrap_or_default()
+    };
+    match e {
+        EngineError::NoMethod(_) => ServeError::NotFound(format!("model '{model}' is not found")),
+        EngineError::MissingInput { input } => ServeError::InvalidArgument(format!(
+            "model '{model}' expects input '{}', which the request does not have (inputs: {})",
+            quote(&input),
+            inputs()
+        )),
+        EngineError::UnexpectedInput { input } => ServeError::InvalidArgument(format!(
+            "unexpected input '{}' for model '{model}' (inputs: {})",
+            quote(&input),
+            inputs()
+        )),
+        EngineError::InvalidInput { input, problem, .. } => {
+            let input = quote(&input);
+            ServeError::InvalidArgument(match problem {
+                InputProblem::Mismatch { .. } => {
+                    format!("input '{input}' of model '{model}' {problem}")
+                }
+                InputProblem::NotUtf8 { element } => format!(
+                    "input '{input}' of model '{model}': element {element} is not UTF-8 text, which this model's string input (an ONNX string tensor) requires"
+                ),
+                InputProblem::NoRows => format!(
+                    "input '{input}' of model '{model}' has no rows: dimension 0 is the batch, at least 1"
+                ),
+                other => format!("input '{input}' of model '{model}' {other}"),
+            })
+        }
+        EngineError::TooManyRows { rows, max } => ServeError::InvalidArgument(format!(
+            "the request to model '{model}' has a batch of {rows} rows, more than its max batch size {max}; send at most {max} rows per request"
+        )),
+        EngineError::Priority { given, levels } => ServeError::InvalidArgument(format!(
+            "parameter 'priority' {given} is outside the priority levels of model '{model}', 1 (the highest) to {levels}; 0 asks for the default"
+        )),
+        EngineError::Unavailable => {
+            ServeError::Unavailable(format!("no replica of model '{model}' is alive"))
+        }
+        EngineError::QueueFull { limit } => ServeError::Unavailable(format!(
+            "model '{model}' has {limit} requests queued, its limit; retry later"
+        )),
+        EngineError::Deadline => ServeError::DeadlineExceeded(
+            "Deadline Exceeded: the request's deadline passed before it completed".into(),
+        ),
+        EngineError::QueueTimeout => ServeError::DeadlineExceeded(format!(
+            "Deadline Exceeded: the request waited in the queue of model '{model}' past its timeout, and did not run"
+        )),
+        EngineError::Runtime(detail) => {
+            ServeError::Internal(format!("model '{model}' failed to run: {detail}"))
+        }
+        EngineError::ReplicasFailed => ServeError::Internal(format!(
+            "Serving Error: runtime error occurred: replicas of model '{model}' failed twice running the request"
+        )),
+    }
+}
+
+/// A non-negative integer request parameter, if given.
+fn uint_parameter(
+    parameters: &serving_proto::oip::Parameters,
+    name: &str,
+) -> Result<Option<u64>, ServeError> {
+    match parameters.get(name) {
+        None => Ok(None),
+        Some(p) => p.as_u64().map(Some).ok_or_else(|| {
+            ServeError::InvalidArgument(format!(
+                "parameter '{name}' must be a non-negative integer"
+            ))
+        }),
+    }
+}
+
 /// Runs an inference request.
-pub async fn infer(
+pub(crate) async fn infer(
     state: &State,
     req: InferRequest,
     deadline: Option<Instant>,
@@ -93,6 +182,17 @@ pub async fn infer(
         return Err(ServeError::Unavailable("the server is not ready".into()));
     }
     let model = resolve(state, &req.model_name, &req.model_version)?;
+    let info = model.servable.method(&model.method).ok_or_else(|| {
+        error(
+            EngineError::NoMethod(model.method.clone()),
+            &req.model_name,
+            None,
+        )
+    })?;
+    let priority = uint_parameter(&req.parameters, "priority")?.unwrap_or(0);
+    let queue_timeout = uint_parameter(&req.parameters, "timeout")?
+        .filter(|&us| us > 0)
+        .map(Duration::from_micros);
     let mut inputs = NamedTensors::new();
     for input in req.inputs {
         if inputs.insert(input.name.clone(), input.tensor).is_some() {
@@ -112,31 +212,20 @@ pub async fn infer(
             )));
         }
     }
-    let outputs = match model
-        .servable
-        .scheduler()
-        .infer(&model.method, &req.model_name, inputs, deadline)
-        .await
-    {
-        Ok(result) => result?,
-        Err(Refusal::NotAvailable) => {
-            return Err(ServeError::Unavailable(format!(
-                "no replica of model '{}' is alive",
-                quote(&req.model_name)
-            )));
-        }
-        Err(Refusal::QueueFull(limit)) => {
-            return Err(ServeError::Unavailable(format!(
-                "model '{}' has {limit} requests queued, its limit; retry later",
-                quote(&req.model_name)
-            )));
-        }
-        Err(Refusal::Deadline) => {
-            return Err(ServeError::DeadlineExceeded(
-                "Deadline Exceeded: the request's deadline passed before it ran".into(),
-            ));
-        }
+    let job = JobRequest {
+        inputs,
+        deadline,
+        priority,
+        queue_timeout,
     };
+    let outputs = model
+        .servable
+        .submit(&model.method, vec![job])
+        .await
+        .map_err(|e| error(e, &req.model_name, Some(info)))?
+        .pop()
+        .unwrap_or(Err(EngineError::Unavailable))
+        .map_err(|e| error(e, &req.model_name, Some(info)))?;
     let mut named: Vec<NamedTensor> = Vec::with_capacity(outputs.len());
     if req.outputs.is_empty() {
         named.extend(
@@ -180,22 +269,23 @@ fn as_oip(t: Tensor) -> Tensor {
     }
 }
 
-pub use serving_proto::oip::metadata::{ModelMetadata, TensorMetadata};
+pub(crate) use serving_proto::oip::metadata::{ModelMetadata, TensorMetadata};
 
-fn meta(name: &str, spec: &TensorSpec) -> TensorMetadata {
-    let datatype = match spec.dtype {
+fn meta(name: &str, dtype: DataType, shape: &[i64]) -> TensorMetadata {
+    let datatype = match dtype {
         DataType::String => "BYTES",
         d => d.oip_name().unwrap_or("BYTES"),
     };
     TensorMetadata {
         name: name.to_owned(),
         datatype: datatype.to_owned(),
-        shape: spec.shape.clone(),
+        shape: shape.to_vec(),
     }
 }
 
-/// The metadata of a model.
-pub fn model_metadata(
+/// The metadata of a model: its method's inputs and outputs, rows first
+/// (`-1`) when requests batch.
+pub(crate) fn model_metadata(
     state: &State,
     name: &str,
     version: &str,
@@ -203,41 +293,30 @@ pub fn model_metadata(
     let model = resolve(state, name, version)?;
     let sv = &model.servable;
     let method = sv.method(&model.method).expect("resolved method exists");
-    let find = |value: &str, want_input: bool| -> Option<TensorMetadata> {
-        for stage in &method.stage {
-            let info = &sv.models[sv.model_index(&stage.model)];
-            let (names, specs) = if want_input {
-                (&stage.inputs, &info.inputs)
-            } else {
-                (&stage.outputs, &info.outputs)
-            };
-            if let Some(i) = names.iter().position(|n| n == value) {
-                return Some(meta(value, &specs[i]));
-            }
-        }
-        None
-    };
     let versions = state
         .registry
-        .list()
-        .into_iter()
-        .find(|(n, _)| *n == sv.name)
-        .map(|(_, v)| v.iter().map(u64::to_string).collect())
-        .unwrap_or_default();
+        .versions(&sv.name)
+        .iter()
+        .map(u64::to_string)
+        .collect();
     Ok(ModelMetadata {
         name: name.to_owned(),
         versions,
         platform: PLATFORM.to_owned(),
-        inputs: method.inputs.iter().filter_map(|i| find(i, true)).collect(),
+        inputs: method
+            .inputs
+            .iter()
+            .map(|i| meta(&i.name, i.dtype, &i.shape))
+            .collect(),
         outputs: method
             .outputs
             .iter()
-            .filter_map(|o| find(o, false).or_else(|| find(o, true)))
+            .map(|o| meta(&o.name, o.dtype, &o.shape))
             .collect(),
     })
 }
 
 /// Whether a model is ready.
-pub fn model_ready(state: &State, name: &str, version: &str) -> Result<bool, ServeError> {
+pub(crate) fn model_ready(state: &State, name: &str, version: &str) -> Result<bool, ServeError> {
     resolve(state, name, version).map(|_| state.is_ready())
 }

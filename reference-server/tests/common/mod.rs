@@ -225,3 +225,68 @@ pub async fn raw_grpc(
     let message = get("grpc-message").unwrap_or_default();
     (code, message)
 }
+
+/// A model `y = x W ... W` over float32 rows of `width` (batch dimension
+/// dynamic), `W` the identity: `y = x`, at the cost of `depth` matrix
+/// products per row.
+pub fn matmul_stack(width: usize, depth: usize) -> Vec<u8> {
+    let identity: Vec<f32> = (0..width * width)
+        .map(|i| if i / width == i % width { 1.0 } else { 0.0 })
+        .collect();
+    reference_server::onnx::matmul_chain(width, depth, &identity)
+}
+
+/// A REST GET's JSON body.
+pub async fn get_json(s: &Running, path: &str) -> serde_json::Value {
+    http()
+        .get(rest(s, path))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+/// The Prometheus text of `/metrics`.
+pub async fn metrics(s: &Running) -> String {
+    http()
+        .get(rest(s, "/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+/// A repository of one servable `name`, method `predict`, one model with a
+/// batch dimension whose inputs and outputs are `inputs` / `outputs`, and
+/// the given `[deployment]` lines.
+pub fn one_servable(
+    name: &str,
+    model: &[u8],
+    inputs: &[&str],
+    outputs: &[&str],
+    deployment: &str,
+) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let list = |v: &[&str]| {
+        v.iter()
+            .map(|i| format!("\"{i}\""))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let toml = format!(
+        "[[model]]\nname = \"m\"\nfile = \"m.onnx\"\nwith_batch_dim = true\n\n[[method]]\nname = \"predict\"\ninputs = [{i}]\noutputs = [{o}]\n\n[[method.stage]]\nmodel = \"m\"\ninputs = [{i}]\noutputs = [{o}]\n\n[deployment]\n{deployment}\n",
+        i = list(inputs),
+        o = list(outputs)
+    );
+    write(
+        dir.path(),
+        &format!("{name}/servable.toml"),
+        toml.as_bytes(),
+    );
+    write(dir.path(), &format!("{name}/1/m.onnx"), model);
+    dir
+}

@@ -1,0 +1,431 @@
+//! A method compiled against its models: which model input each method
+//! input feeds, the shape a job must have, and how a batch of rows runs
+//! through the stages.
+//!
+//! A method is *batched* when any of its stage models has a batch
+//! dimension. Its jobs are rows: every input is `[rows, ...]`, the rest of
+//! the shape being the model's ("the row shape"); rows of several jobs are
+//! joined into one batch. A stage whose model has a batch dimension runs the
+//! whole batch at once (padded to the model's fixed batch, in chunks of it
+//! if need be); a stage whose model has none runs each row alone, and its
+//! outputs are stacked back into rows. A method without a batched model
+//! runs each job whole, one per run, with the model's shapes.
+
+use std::collections::BTreeMap;
+
+use ort::value::TensorElementType;
+use serving_proto::{DataType, NamedTensors, Tensor};
+
+use super::config::{Batching, MethodSpec};
+use super::error::{EngineError, InputProblem};
+use super::model::ModelInfo;
+use super::replica::Runner;
+use super::rows;
+use crate::runtime::tensor_io;
+
+/// The largest batch formed for a model whose batch dimension is dynamic,
+/// unless the deployment says otherwise.
+pub const DYNAMIC_BATCH: usize = 64;
+
+/// A method as front ends see it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MethodInfo {
+    /// Method name.
+    pub name: String,
+    /// Its inputs, in order.
+    pub inputs: Vec<InputInfo>,
+    /// Its outputs, in order.
+    pub outputs: Vec<OutputInfo>,
+    /// Whether jobs are rows (dim 0) that batch together.
+    pub batched: bool,
+    /// The most rows one run takes; for a method that is not batched, the
+    /// most jobs a replica takes at once (run one after another; default 1).
+    pub max_batch_size: usize,
+}
+
+/// One input of a method.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InputInfo {
+    /// Its name.
+    pub name: String,
+    /// Its position among the inputs of the first model it feeds.
+    pub model_input: usize,
+    /// That model input's ONNX element type.
+    pub element: TensorElementType,
+    /// Its data type (ONNX strings are `String`).
+    pub dtype: DataType,
+    /// The shape a job gives: `[-1, row shape...]` for a batched method,
+    /// the model's shape otherwise; -1 where any size goes.
+    pub shape: Vec<i64>,
+    /// The shape of one row (batched) or of the whole input.
+    pub unit: Vec<i64>,
+}
+
+/// One output of a method.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OutputInfo {
+    /// Its name.
+    pub name: String,
+    /// Its data type.
+    pub dtype: DataType,
+    /// Its shape, rows first for a batched method.
+    pub shape: Vec<i64>,
+}
+
+#[derive(Clone, Debug)]
+struct StagePlan {
+    model: usize,
+    inputs: Vec<String>,
+    outputs: Vec<String>,
+    batched: bool,
+    fixed_batch: Option<usize>,
+}
+
+/// A compiled method.
+#[derive(Clone, Debug)]
+pub(crate) struct MethodPlan {
+    pub(crate) info: MethodInfo,
+    stages: Vec<StagePlan>,
+}
+
+/// What makes jobs' rows joinable: each input's type and row shape.
+pub(crate) type Signature = Vec<(DataType, Vec<i64>)>;
+
+/// A job's inputs, checked: in method order, with its rows.
+#[derive(Debug)]
+pub(crate) struct Checked {
+    pub(crate) inputs: Vec<Tensor>,
+    pub(crate) rows: usize,
+    pub(crate) signature: Signature,
+}
+
+fn rows_first(unit: &[i64]) -> Vec<i64> {
+    std::iter::once(-1).chain(unit.iter().copied()).collect()
+}
+
+impl MethodPlan {
+    /// Compiles `spec` against the loaded models (in the order of the
+    /// servable's model list).
+    pub(crate) fn compile(
+        spec: &MethodSpec,
+        models: &[ModelInfo],
+        batching: &Batching,
+    ) -> Result<MethodPlan, String> {
+        let name = &spec.name;
+        let mut stages = Vec::with_capacity(spec.stages.len());
+        for (i, stage) in spec.stages.iter().enumerate() {
+            let Some(model) = models.iter().position(|m| m.spec.name == stage.model) else {
+                return Err(format!(
+                    "method '{name}' stage {}: model '{}' is not a model of the servable",
+                    i + 1,
+                    stage.model
+                ));
+            };
+            let info = &models[model];
+            if stage.inputs.len() != info.inputs.len() || stage.outputs.len() != info.outputs.len()
+            {
+                return Err(format!(
+                    "method '{name}' stage {}: model '{}' has {} inputs and {} outputs, the stage names {} and {}",
+                    i + 1,
+                    stage.model,
+                    info.inputs.len(),
+                    info.outputs.len(),
+                    stage.inputs.len(),
+                    stage.outputs.len()
+                ));
+            }
+            stages.push(StagePlan {
+                model,
+                inputs: stage.inputs.clone(),
+                outputs: stage.outputs.clone(),
+                batched: info.spec.batched,
+                fixed_batch: info.fixed_batch(),
+            });
+        }
+        let batched = stages.iter().any(|s| s.batched);
+        let unit_of = |stage: &StagePlan, shape: &[i64]| -> Vec<i64> {
+            if stage.batched {
+                shape.get(1..).unwrap_or_default().to_vec()
+            } else {
+                shape.to_vec()
+            }
+        };
+        let mut inputs = Vec::with_capacity(spec.inputs.len());
+        for input in &spec.inputs {
+            let Some((stage, position)) = stages
+                .iter()
+                .find_map(|s| Some((s, s.inputs.iter().position(|n| n == input)?)))
+            else {
+                return Err(format!(
+                    "method '{name}': input '{input}' feeds no stage; a method input must be a model input"
+                ));
+            };
+            let model = &models[stage.model].inputs[position];
+            let unit = unit_of(stage, &model.shape);
+            inputs.push(InputInfo {
+                name: input.clone(),
+                model_input: position,
+                element: model.element,
+                dtype: model.dtype,
+                shape: if batched {
+                    rows_first(&unit)
+                } else {
+                    model.shape.clone()
+                },
+                unit,
+            });
+        }
+        let mut outputs = Vec::with_capacity(spec.outputs.len());
+        for output in &spec.outputs {
+            let produced = stages.iter().rev().find_map(|s| {
+                let position = s.outputs.iter().position(|n| n == output)?;
+                Some((s, &models[s.model].outputs[position]))
+            });
+            let (dtype, shape) = match produced {
+                Some((stage, model)) => {
+                    let unit = unit_of(stage, &model.shape);
+                    let shape = if batched {
+                        rows_first(&unit)
+                    } else {
+                        model.shape.clone()
+                    };
+                    (model.dtype, shape)
+                }
+                None => match inputs.iter().find(|i| &i.name == output) {
+                    Some(i) => (i.dtype, i.shape.clone()),
+                    None => {
+                        return Err(format!(
+                            "method '{name}': output '{output}' is neither an input nor a stage output"
+                        ));
+                    }
+                },
+            };
+            outputs.push(OutputInfo {
+                name: output.clone(),
+                dtype,
+                shape,
+            });
+        }
+        let max_batch_size = if batched {
+            let fixed = stages.iter().filter_map(|s| s.fixed_batch).min();
+            batching
+                .max_batch_size
+                .unwrap_or(fixed.unwrap_or(DYNAMIC_BATCH))
+        } else {
+            batching.max_batch_size.unwrap_or(1)
+        }
+        .max(1);
+        Ok(MethodPlan {
+            info: MethodInfo {
+                name: name.clone(),
+                inputs,
+                outputs,
+                batched,
+                max_batch_size,
+            },
+            stages,
+        })
+    }
+
+    /// Checks a job's inputs against the method: names, types, shapes,
+    /// rows, and UTF-8 text for string inputs.
+    pub(crate) fn check(&self, mut given: NamedTensors) -> Result<Checked, EngineError> {
+        let info = &self.info;
+        if let Some(missing) = info.inputs.iter().find(|i| !given.contains_key(&i.name)) {
+            return Err(EngineError::MissingInput {
+                input: missing.name.clone(),
+            });
+        }
+        if let Some(extra) = given
+            .keys()
+            .find(|k| !info.inputs.iter().any(|i| &i.name == *k))
+        {
+            return Err(EngineError::UnexpectedInput {
+                input: extra.clone(),
+            });
+        }
+        let mut inputs = Vec::with_capacity(info.inputs.len());
+        let mut signature = Vec::with_capacity(info.inputs.len());
+        let mut rows: Option<(usize, &str)> = None;
+        for spec in &info.inputs {
+            let t = given.remove(&spec.name).expect("checked above");
+            let invalid = |problem| EngineError::InvalidInput {
+                input: spec.name.clone(),
+                model_input: spec.model_input,
+                problem,
+            };
+            let dims = t.shape();
+            let unit = if info.batched {
+                dims.get(1..)
+            } else {
+                Some(dims)
+            };
+            let fits = unit.is_some_and(|u| {
+                u.len() == spec.unit.len()
+                    && u.iter().zip(&spec.unit).all(|(&d, &s)| s < 0 || d == s)
+            });
+            if !tensor_io::accepts(spec.element, t.dtype()) || !fits {
+                return Err(invalid(InputProblem::Mismatch {
+                    expected_dtype: spec.dtype,
+                    expected_shape: spec.shape.clone(),
+                    given_dtype: t.dtype(),
+                    given_shape: dims.to_vec(),
+                }));
+            }
+            if info.batched {
+                let n = rows::count(&t);
+                if n == 0 {
+                    return Err(invalid(InputProblem::NoRows));
+                }
+                match rows {
+                    None => rows = Some((n, &spec.name)),
+                    Some((first, other)) if first != n => {
+                        return Err(invalid(InputProblem::Rows {
+                            rows: n,
+                            other: other.to_owned(),
+                            other_rows: first,
+                        }));
+                    }
+                    Some(_) => {}
+                }
+            }
+            if let Some(element) = tensor_io::first_non_utf8(&t) {
+                return Err(invalid(InputProblem::NotUtf8 { element }));
+            }
+            signature.push((t.dtype(), unit.unwrap_or_default().to_vec()));
+            inputs.push(t);
+        }
+        let rows = rows.map_or(1, |(n, _)| n);
+        if info.batched && rows > info.max_batch_size {
+            return Err(EngineError::TooManyRows {
+                rows,
+                max: info.max_batch_size,
+            });
+        }
+        Ok(Checked {
+            inputs,
+            rows,
+            signature,
+        })
+    }
+
+    /// Runs the stages on `inputs` (a batch of `rows` rows, or one whole
+    /// job); returns the method's outputs. Blocking.
+    pub(crate) fn run(
+        &self,
+        runner: &mut Runner<'_>,
+        inputs: Vec<Tensor>,
+        rows: usize,
+    ) -> Result<Vec<Tensor>, String> {
+        let mut values: BTreeMap<&str, Tensor> = self
+            .info
+            .inputs
+            .iter()
+            .map(|i| i.name.as_str())
+            .zip(inputs)
+            .collect();
+        for stage in &self.stages {
+            let args = stage
+                .inputs
+                .iter()
+                .map(|n| {
+                    values
+                        .get(n.as_str())
+                        .ok_or_else(|| format!("value '{n}' is not computed before its stage"))
+                })
+                .collect::<Result<Vec<&Tensor>, String>>()?;
+            let outputs = if !self.info.batched {
+                runner.run_model(stage.model, &args)?
+            } else if stage.batched {
+                run_batched(runner, stage, &args, rows)?
+            } else {
+                run_rows(runner, stage, &args, rows)?
+            };
+            for (name, t) in stage.outputs.iter().zip(outputs) {
+                values.insert(name, t);
+            }
+        }
+        self.info
+            .outputs
+            .iter()
+            .map(|o| {
+                values
+                    .get(o.name.as_str())
+                    .cloned()
+                    .ok_or_else(|| format!("output '{}' was not computed", o.name))
+            })
+            .collect()
+    }
+}
+
+/// A batched model on `rows` rows: as they are for a dynamic batch,
+/// padded (and in chunks) for a fixed one.
+fn run_batched(
+    runner: &mut Runner<'_>,
+    stage: &StagePlan,
+    args: &[&Tensor],
+    rows: usize,
+) -> Result<Vec<Tensor>, String> {
+    let Some(fixed) = stage.fixed_batch.filter(|&f| f != rows) else {
+        let outputs = runner.run_model(stage.model, args)?;
+        check_rows(&outputs, rows)?;
+        return Ok(outputs);
+    };
+    let mut chunks: Vec<Vec<Tensor>> = Vec::new();
+    for start in (0..rows).step_by(fixed) {
+        let end = (start + fixed).min(rows);
+        let padded = args
+            .iter()
+            .map(|t| rows::pad(&rows::slice(t, start, end)?, fixed))
+            .collect::<Result<Vec<Tensor>, String>>()?;
+        let refs: Vec<&Tensor> = padded.iter().collect();
+        let outputs = runner.run_model(stage.model, &refs)?;
+        check_rows(&outputs, fixed)?;
+        chunks.push(
+            outputs
+                .iter()
+                .map(|o| rows::slice(o, 0, end - start))
+                .collect::<Result<_, _>>()?,
+        );
+    }
+    if chunks.len() == 1 {
+        return Ok(chunks.remove(0));
+    }
+    (0..chunks[0].len())
+        .map(|k| rows::join(&chunks.iter().map(|c| &c[k]).collect::<Vec<_>>()))
+        .collect()
+}
+
+/// A model without a batch dimension on each row alone, outputs stacked.
+fn run_rows(
+    runner: &mut Runner<'_>,
+    stage: &StagePlan,
+    args: &[&Tensor],
+    rows: usize,
+) -> Result<Vec<Tensor>, String> {
+    let mut per_row: Vec<Vec<Tensor>> = Vec::with_capacity(rows);
+    for r in 0..rows {
+        let row: Vec<Tensor> = args
+            .iter()
+            .map(|t| rows::row(t, r))
+            .collect::<Result<_, _>>()?;
+        let refs: Vec<&Tensor> = row.iter().collect();
+        per_row.push(runner.run_model(stage.model, &refs)?);
+    }
+    let outputs = per_row.first().map_or(0, Vec::len);
+    (0..outputs)
+        .map(|k| rows::stack(&per_row.iter().map(|r| r[k].clone()).collect::<Vec<_>>()))
+        .collect()
+}
+
+fn check_rows(outputs: &[Tensor], rows: usize) -> Result<(), String> {
+    for o in outputs {
+        if rows::count(o) != rows || o.shape().is_empty() {
+            return Err(format!(
+                "the model output has shape {:?}, but the batch holds {rows} rows",
+                o.shape()
+            ));
+        }
+    }
+    Ok(())
+}

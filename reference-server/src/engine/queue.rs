@@ -1,0 +1,190 @@
+//! The queue of one servable version: jobs by priority level (FIFO within
+//! a level), and the rule that forms a batch from it.
+//!
+//! A free replica looks at the *head*, the oldest job of the highest
+//! non-empty level. A job that must run alone (a retry) runs by itself.
+//! Otherwise the batch is the head and the queued jobs of the same method
+//! whose rows are joinable with it (same types and row shapes), in priority
+//! order, as long as their rows fit the method's batch size. (For a method
+//! without a batch dimension every job counts as one row and is run on its
+//! own, one after another; its batch size is 1 unless configured.) It is run when it is full, when it reaches
+//! a preferred batch size, or when the head has waited the batching delay;
+//! until then every job stays queued, so that one whose client goes away is
+//! removed and never runs.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use tokio::sync::oneshot;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use super::error::EngineError;
+use super::method::{MethodPlan, Signature};
+
+/// A request's place in the queue limit, given back when its last job is
+/// answered or dropped.
+#[derive(Debug)]
+pub(crate) struct Admission(pub(crate) Arc<AtomicUsize>);
+
+impl Drop for Admission {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// One queued job.
+#[derive(Debug)]
+pub(crate) struct Job {
+    pub(crate) id: u64,
+    pub(crate) method: usize,
+    pub(crate) inputs: Vec<serving_proto::Tensor>,
+    pub(crate) rows: usize,
+    pub(crate) signature: Signature,
+    pub(crate) deadline: Option<Instant>,
+    /// Priority level index: 0 is the highest.
+    pub(crate) level: usize,
+    pub(crate) enqueued: Instant,
+    /// Times it was put back after a failed run.
+    pub(crate) attempts: u8,
+    /// Run by itself (a retry out of a failed batch).
+    pub(crate) alone: bool,
+    pub(crate) reply: oneshot::Sender<Result<Vec<serving_proto::Tensor>, EngineError>>,
+    /// Held until the job is answered: the request's place in the limit.
+    pub(crate) _admission: Arc<Admission>,
+}
+
+/// Jobs by level.
+#[derive(Debug)]
+pub(crate) struct Queue {
+    levels: Vec<VecDeque<Job>>,
+}
+
+/// What a free replica should do next.
+#[derive(Debug)]
+pub(crate) enum Next {
+    /// Run these jobs as one batch.
+    Run(Vec<Job>),
+    /// Nothing to run before this instant (or a new job).
+    WaitUntil(Instant),
+    /// The queue is empty.
+    Wait,
+}
+
+/// Batching rules of one servable version.
+#[derive(Clone, Debug)]
+pub(crate) struct Rules {
+    pub(crate) max_delay: Duration,
+    pub(crate) preferred: Vec<usize>,
+}
+
+impl Queue {
+    pub(crate) fn new(levels: usize) -> Queue {
+        Queue {
+            levels: (0..levels.max(1)).map(|_| VecDeque::new()).collect(),
+        }
+    }
+
+    pub(crate) fn push(&mut self, job: Job) {
+        let level = job.level.min(self.levels.len() - 1);
+        self.levels[level].push_back(job);
+    }
+
+    /// Puts a job back at the front of its level (a retry).
+    pub(crate) fn push_front(&mut self, job: Job) {
+        let level = job.level.min(self.levels.len() - 1);
+        self.levels[level].push_front(job);
+    }
+
+    /// Takes a queued job out by id.
+    pub(crate) fn remove(&mut self, id: u64) -> Option<Job> {
+        for level in &mut self.levels {
+            if let Some(i) = level.iter().position(|j| j.id == id) {
+                return level.remove(i);
+            }
+        }
+        None
+    }
+
+    /// Every queued job (the last replica died).
+    pub(crate) fn drain(&mut self) -> Vec<Job> {
+        self.levels.iter_mut().flat_map(|l| l.drain(..)).collect()
+    }
+
+    /// The next batch, by the rules above.
+    pub(crate) fn next(
+        &mut self,
+        methods: &[MethodPlan],
+        rules: &Rules,
+        now: Instant,
+        flush: bool,
+    ) -> Next {
+        let Some(head) = self.levels.iter().find_map(|l| l.front()) else {
+            return Next::Wait;
+        };
+        let plan = &methods[head.method];
+        if head.alone || plan.info.max_batch_size == 1 {
+            let level = self
+                .levels
+                .iter()
+                .position(|l| !l.is_empty())
+                .expect("a head");
+            return Next::Run(self.levels[level].pop_front().into_iter().collect());
+        }
+        let max = plan.info.max_batch_size;
+        let (method, signature, waited_until) = (
+            head.method,
+            head.signature.clone(),
+            head.enqueued + rules.max_delay,
+        );
+        // (level, index) of the jobs that would form the batch.
+        let mut chosen: Vec<(usize, usize)> = Vec::new();
+        let mut rows = 0;
+        'levels: for (l, level) in self.levels.iter().enumerate() {
+            for (i, job) in level.iter().enumerate() {
+                if rows == max {
+                    break 'levels;
+                }
+                let joinable = !plan.info.batched || job.signature == signature;
+                if job.method == method && !job.alone && joinable && rows + job.rows <= max {
+                    rows += job.rows;
+                    chosen.push((l, i));
+                }
+            }
+        }
+        let mut take = chosen.len();
+        let ready = if rows == max || flush || now >= waited_until {
+            true
+        } else if let Some(&p) = rules.preferred.iter().filter(|&&p| p <= rows).max() {
+            // Run the largest preferred size the queue can make now.
+            let mut sum = 0;
+            take = chosen
+                .iter()
+                .take_while(|&&(l, i)| {
+                    let r = self.levels[l][i].rows;
+                    let fits = sum + r <= p;
+                    if fits {
+                        sum += r;
+                    }
+                    fits
+                })
+                .count()
+                .max(1);
+            true
+        } else {
+            false
+        };
+        if !ready {
+            return Next::WaitUntil(waited_until);
+        }
+        chosen.truncate(take);
+        // Remove from the back so that earlier indices stay valid.
+        let mut jobs: Vec<Job> = Vec::with_capacity(chosen.len());
+        for &(l, i) in chosen.iter().rev() {
+            jobs.extend(self.levels[l].remove(i));
+        }
+        jobs.reverse();
+        Next::Run(jobs)
+    }
+}

@@ -1,0 +1,164 @@
+//! A servable version ready to serve: its models' metadata, its compiled
+//! methods, and the scheduler that runs jobs on its replicas.
+
+use std::sync::Arc;
+
+use super::config::ServableSpec;
+use super::error::EngineError;
+use super::method::{MethodInfo, MethodPlan};
+use super::model::ModelInfo;
+use super::replica::{Replica, ReplicaSpec};
+use super::scheduler::{JobRequest, JobResult, Scheduler, StartSpec};
+use crate::runtime::device::Device;
+use crate::runtime::{Runtime, RuntimeError};
+
+/// How to load a servable version.
+#[derive(Clone, Debug)]
+pub struct LoadOptions {
+    /// Devices when the servable names none.
+    pub default_devices: Vec<Device>,
+    /// Run a replica on the CPU when its device cannot be used.
+    pub cpu_fallback: bool,
+    /// The most requests queued or running per servable version.
+    pub queue_limit: usize,
+    /// Whether tests may make replicas fail on purpose.
+    pub fault_injection: bool,
+}
+
+impl Default for LoadOptions {
+    fn default() -> LoadOptions {
+        LoadOptions {
+            default_devices: vec![Device::Cpu],
+            cpu_fallback: false,
+            queue_limit: DEFAULT_QUEUE_LIMIT,
+            fault_injection: false,
+        }
+    }
+}
+
+/// The default limit of requests queued or running per servable version.
+pub const DEFAULT_QUEUE_LIMIT: usize = 10_000;
+
+/// A servable version ready to serve.
+#[derive(Debug)]
+pub struct ServableVersion {
+    /// Servable name.
+    pub name: String,
+    /// Version number (>= 1).
+    pub version: u64,
+    /// What it is.
+    pub spec: ServableSpec,
+    /// Models, in the servable's order.
+    pub models: Vec<ModelInfo>,
+    methods: Vec<MethodInfo>,
+    devices: Vec<Device>,
+    scheduler: Scheduler,
+}
+
+impl ServableVersion {
+    /// Loads every model of `spec` on every device, compiles the methods
+    /// against the models, and starts one worker per replica. `models`
+    /// holds each model's bytes in the order of `spec.models`.
+    pub fn load(
+        runtime: &Arc<Runtime>,
+        name: &str,
+        version: u64,
+        spec: ServableSpec,
+        models: Vec<Vec<u8>>,
+        options: &LoadOptions,
+    ) -> Result<ServableVersion, RuntimeError> {
+        let fail = |reason: String| RuntimeError::Model {
+            model: format!("{name}/{version}"),
+            reason,
+        };
+        spec.deployment.queue.check().map_err(fail)?;
+        let mut devices = spec.deployment.devices.clone();
+        if devices.is_empty() {
+            devices = options.default_devices.clone();
+        }
+        if devices.is_empty() {
+            devices.push(Device::Cpu);
+        }
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let threads = spec
+            .deployment
+            .intra_op_threads
+            .unwrap_or_else(|| (cores / devices.len()).max(1));
+        let model_bytes: Vec<Arc<Vec<u8>>> = models.into_iter().map(Arc::new).collect();
+        let replica_spec = ReplicaSpec {
+            servable: name,
+            version,
+            spec: &spec,
+            models: &model_bytes,
+            threads,
+            cpu_fallback: options.cpu_fallback,
+        };
+        let mut replicas = Vec::with_capacity(devices.len());
+        let mut infos = Vec::new();
+        for &device in &devices {
+            let (replica, models) = Replica::load(runtime, replica_spec, device)?;
+            tracing::info!(servable = name, version, %device, threads, "replica loaded");
+            infos = models;
+            replicas.push(replica);
+        }
+        let plans = spec
+            .methods
+            .iter()
+            .map(|m| MethodPlan::compile(m, &infos, &spec.deployment.batching))
+            .collect::<Result<Vec<_>, String>>()
+            .map_err(fail)?;
+        let methods = plans.iter().map(|p| p.info.clone()).collect();
+        let scheduler = Scheduler::start(StartSpec {
+            runtime: runtime.clone(),
+            name: name.to_owned(),
+            version,
+            spec: spec.clone(),
+            model_bytes,
+            models: infos.clone(),
+            methods: plans,
+            replicas,
+            threads,
+            cpu_fallback: options.cpu_fallback,
+            queue_limit: spec.deployment.queue.limit.unwrap_or(options.queue_limit),
+            fault_injection: options.fault_injection,
+        });
+        Ok(ServableVersion {
+            name: name.to_owned(),
+            version,
+            spec,
+            models: infos,
+            methods,
+            devices,
+            scheduler,
+        })
+    }
+
+    /// The method called `name`.
+    pub fn method(&self, name: &str) -> Option<&MethodInfo> {
+        self.methods.iter().find(|m| m.name == name)
+    }
+
+    /// The methods, in the servable's order.
+    pub fn methods(&self) -> &[MethodInfo] {
+        &self.methods
+    }
+
+    /// The devices of the replicas.
+    pub fn devices(&self) -> &[Device] {
+        &self.devices
+    }
+
+    /// The scheduler (queue, replicas, counters, fault hooks).
+    pub fn scheduler(&self) -> &Scheduler {
+        &self.scheduler
+    }
+
+    /// Runs the jobs of one request on `method` (see [`Scheduler::submit`]).
+    pub async fn submit(
+        &self,
+        method: &str,
+        jobs: Vec<JobRequest>,
+    ) -> Result<Vec<JobResult>, EngineError> {
+        self.scheduler.submit(method, jobs).await
+    }
+}
