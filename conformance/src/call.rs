@@ -57,3 +57,21 @@ pub async fn run(
 pub fn output(outputs: Vec<(String, Tensor)>, name: &str) -> Option<Tensor> {
     outputs.into_iter().find(|(n, _)| n == name).map(|(_, t)| t)
 }
+
+/// The shape a server takes a scalar input `x0` of `model` in: `[]`, or
+/// `[1]` where its metadata says so (Triton declares a scalar as dims `[1]`
+/// reshaped to `[]` for the model, and its clients send `[1]`).
+pub async fn scalar_shape(client: &Client, family: Family, model: &str) -> Vec<i64> {
+    if family != Family::OpenInference {
+        return Vec::new();
+    }
+    match client.model_metadata(model, None).await {
+        Ok(meta) => meta
+            .inputs
+            .iter()
+            .find(|i| i.name == "x0")
+            .filter(|i| i.shape == [1])
+            .map_or_else(Vec::new, |_| vec![1]),
+        Err(_) => Vec::new(),
+    }
+}

@@ -151,6 +151,16 @@ fn identity4(dtype: DataType) -> Model {
 /// type in the other inputs (`x0` `[]`, `x2` `[1,1]`, `x3` `[1,1,1]`): the
 /// way to send one tensor through an identity model, whose answer is `y1`.
 pub fn identity_feed(x1: serving_proto::Tensor) -> Vec<(String, serving_proto::Tensor)> {
+    identity_feed_with(x1, &[])
+}
+
+/// As [`identity_feed`], with the scalar `x0` in `scalar` (`[]`, or `[1]`
+/// for a server that takes scalars in Triton's way: see
+/// [`crate::call::scalar_shape`]).
+pub fn identity_feed_with(
+    x1: serving_proto::Tensor,
+    scalar: &[i64],
+) -> Vec<(String, serving_proto::Tensor)> {
     let dtype = x1.dtype();
     let zeros = |shape: Vec<i64>| {
         let n = shape.iter().product::<i64>() as usize * dtype.item_size().unwrap_or(1);
@@ -158,7 +168,7 @@ pub fn identity_feed(x1: serving_proto::Tensor) -> Vec<(String, serving_proto::T
             .expect("zeros of a numeric type")
     };
     vec![
-        ("x0".into(), zeros(vec![])),
+        ("x0".into(), zeros(scalar.to_vec())),
         ("x1".into(), x1),
         ("x2".into(), zeros(vec![1, 1])),
         ("x3".into(), zeros(vec![1, 1, 1])),

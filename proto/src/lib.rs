@@ -17,6 +17,7 @@
 //! | [`chunked`] | `Predict` / `ModelInfer` messages framed as chunks that share the tensors' bytes (no encode copy) |
 //! | `grpc_body` | one unary message as an HTTP body: sent as those chunks, read back into one buffer with the first large tensor aligned (feature `grpc-body`) |
 //! | [`text`] | bounded quotes of request values in error texts |
+//! | `model_config` | Triton's `ModelConfig`: `config.pbtxt` text format and JSON, by reflection (feature `model-config`) |
 //! | [`pb`] | the generated protobuf messages (and tonic stubs with feature `grpc`) |
 //!
 //! ```
@@ -37,6 +38,8 @@ pub mod gather;
 #[cfg(feature = "grpc-body")]
 pub mod grpc_body;
 pub mod mindspore;
+#[cfg(feature = "model-config")]
+pub mod model_config;
 pub mod oip;
 pub mod pb;
 pub mod size;

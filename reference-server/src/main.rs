@@ -30,10 +30,21 @@ struct Args {
     /// Also serve gRPC on this Unix domain socket (clients: `unix:PATH`).
     #[arg(long, value_name = "PATH")]
     grpc_unix: Option<PathBuf>,
-    /// Model repository: <DIR>/<servable>/servable.toml and version directories.
+    /// Model repository: <DIR>/<model>/ with servable.toml, or Triton's
+    /// config.pbtxt, or version directories holding model.onnx alone.
     /// Without it, the built-in demo servable `add` is served.
     #[arg(long, value_name = "DIR")]
     model_repository: Option<PathBuf>,
+    /// Refuse to start when a model of the repository cannot be loaded
+    /// (`--exit-on-error false`: start, report that model not ready, and
+    /// retry it when its files change).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+    exit_on_error: bool,
+    /// `max_batch_size` given to a Triton model without config.pbtxt (or
+    /// without tensors in it) when all its inputs and outputs have a
+    /// dynamic first dimension; 0 turns that batching off.
+    #[arg(long, default_value_t = reference_server::repository::DEFAULT_MAX_BATCH_SIZE, value_name = "N")]
+    default_max_batch_size: u32,
     /// A device for the demo and for servables that name none; repeat for one
     /// replica each: cpu, cuda:N, cann:N.
     #[arg(long = "device", value_name = "DEVICE", default_value = "cpu")]
@@ -148,6 +159,8 @@ async fn main() -> ExitCode {
         rest_address: args.rest_address,
         grpc_unix: args.grpc_unix,
         model_repository: args.model_repository,
+        exit_on_error: args.exit_on_error,
+        default_max_batch_size: args.default_max_batch_size,
         devices: args.devices,
         allow_cpu_fallback: args.allow_cpu_fallback,
         ort_lib: args.ort_lib,

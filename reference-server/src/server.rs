@@ -31,6 +31,13 @@ pub struct Config {
     pub grpc_unix: Option<PathBuf>,
     /// A model repository; `None` serves the built-in demo.
     pub model_repository: Option<PathBuf>,
+    /// Refuse to start when a model of the repository cannot be loaded
+    /// (Triton's `--exit-on-error`); `false` starts with that model
+    /// reported not ready.
+    pub exit_on_error: bool,
+    /// `max_batch_size` of Triton models completed from their ONNX file
+    /// (Triton's `default-max-batch-size`).
+    pub default_max_batch_size: u32,
     /// Devices for the demo and for servables that name none.
     pub devices: Vec<Device>,
     /// Run a replica on the CPU when its device cannot be used.
@@ -65,6 +72,8 @@ impl Default for Config {
             rest_address: ([127, 0, 0, 1], 1500).into(),
             grpc_unix: None,
             model_repository: None,
+            exit_on_error: true,
+            default_max_batch_size: repository::DEFAULT_MAX_BATCH_SIZE,
             devices: vec![Device::Cpu],
             allow_cpu_fallback: false,
             ort_lib: None,
@@ -180,41 +189,49 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         ),
         None => (None, None),
     };
-    let scanned = match &config.model_repository {
-        Some(dir) => Some(repository::scan(dir)?),
-        None => None,
-    };
+    // Every device the repository names, so that one ONNX Runtime build
+    // serves them all.
     let mut all_devices = config.devices.clone();
-    for s in scanned.iter().flatten() {
-        all_devices.extend(s.config.devices().unwrap_or_default());
+    if let Some(dir) = &config.model_repository {
+        for s in repository::scan(dir)?.iter().flatten() {
+            all_devices.extend(s.devices());
+        }
     }
     let family = device::family_of(&all_devices)?;
     let ort_lib = config.ort_lib.clone();
     let runtime = tokio::task::spawn_blocking(move || Runtime::global(ort_lib, family))
         .await
         .map_err(blocking_err)??;
-    let options = LoadOptions {
-        default_devices: config.devices.clone(),
-        cpu_fallback: config.allow_cpu_fallback,
-        queue_limit: config.max_enqueued_requests,
-        fault_injection: config.fault_injection,
+    let options = repository::Options {
+        load: LoadOptions {
+            default_devices: config.devices.clone(),
+            cpu_fallback: config.allow_cpu_fallback,
+            queue_limit: config.max_enqueued_requests,
+            fault_injection: config.fault_injection,
+        },
+        default_max_batch_size: config.default_max_batch_size,
     };
-    let watch_runtime = runtime.clone();
-    let watch_options = options.clone();
-    let registry = tokio::task::spawn_blocking(move || -> Result<Registry, StartError> {
-        let registry = Registry::default();
-        match scanned {
-            None => registry.insert(demo::load(&runtime, &options)?),
-            Some(servables) => {
-                for s in &servables {
-                    for &v in &s.versions {
-                        registry.insert(repository::load_version(&runtime, s, v, &options)?);
+    let repo = config.model_repository.clone();
+    let exit_on_error = config.exit_on_error;
+    let (registry, watcher) = tokio::task::spawn_blocking(
+        move || -> Result<(Registry, Option<Watcher>), StartError> {
+            let registry = Registry::default();
+            match repo {
+                None => {
+                    registry.insert(demo::load(&runtime, &options.load)?);
+                    Ok((registry, None))
+                }
+                Some(dir) => {
+                    let mut watcher = Watcher::new(dir, runtime, options);
+                    watcher.start(&registry, exit_on_error)?;
+                    for f in watcher.failures() {
+                        tracing::error!(model = %f.model, version = f.version, reason = %f.reason, "model not loaded (--exit-on-error false): reported not ready, retried when it changes");
                     }
+                    Ok((registry, Some(watcher)))
                 }
             }
-        }
-        Ok(registry)
-    })
+        },
+    )
     .await
     .map_err(blocking_err)??;
     let mut state = State::new(
@@ -222,13 +239,8 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         max_msg_bytes,
         u64::from(config.max_incoming_mb) << 20,
     );
-    if let Some(repo) = &config.model_repository {
-        state.watcher = Some(std::sync::Mutex::new(Watcher::new(
-            repo.clone(),
-            watch_runtime,
-            watch_options,
-        )));
-    }
+    state.failures = watcher.as_ref().map(Watcher::published);
+    state.watcher = watcher.map(std::sync::Mutex::new);
     let state = Arc::new(state);
     let bind = |what, address| async move {
         TcpListener::bind(address)

@@ -5,7 +5,6 @@ mod common;
 
 use std::path::Path;
 
-use reference_server::server::{self, Config, StartError};
 use serde_json::{Value, json};
 
 async fn post(server: &reference_server::server::Running, path: &str, body: Value) -> (u16, Value) {
@@ -94,17 +93,6 @@ async fn batch_dim_instances_are_checked_by_size_and_batched() {
     server.shutdown().await;
 }
 
-async fn start_error(repo: &Path) -> String {
-    let err = server::start(Config {
-        model_repository: Some(repo.to_owned()),
-        ..common::config()
-    })
-    .await
-    .expect_err("an invalid repository must not start");
-    assert!(matches!(err, StartError::Repository(_)), "{err}");
-    err.to_string()
-}
-
 fn write(dir: &Path, rel: &str, bytes: &[u8]) {
     let path = dir.join(rel);
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
@@ -116,19 +104,22 @@ const TOML: &str = "[[model]]\nname = \"m\"\nfile = \"m.onnx\"\n\n[[method]]\nna
 #[tokio::test]
 async fn invalid_repositories_name_the_file_and_the_reason() {
     let empty = tempfile::tempdir().unwrap();
-    let e = start_error(empty.path()).await;
+    let e = common::start_error(empty.path()).await;
     assert!(
-        e.ends_with("the model repository holds no servable directory"),
+        e.ends_with("the model repository holds no model directory"),
         "{e}"
     );
 
     let d = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(d.path().join("s/1")).unwrap();
-    let e = start_error(d.path()).await;
-    assert!(e.contains("s/servable.toml: No such file"), "{e}");
+    let e = common::start_error(d.path()).await;
+    assert!(
+        e.contains("/s: neither servable.toml nor config.pbtxt, and no version directory (1/, 2/, ...) holds model.onnx; see docs/server.md"),
+        "{e}"
+    );
 
     write(d.path(), "s/servable.toml", b"[[method]\nname=");
-    let e = start_error(d.path()).await;
+    let e = common::start_error(d.path()).await;
     assert!(e.contains("s/servable.toml: TOML parse error"), "{e}");
 
     write(
@@ -140,22 +131,22 @@ async fn invalid_repositories_name_the_file_and_the_reason() {
         )
         .as_bytes(),
     );
-    let e = start_error(d.path()).await;
+    let e = common::start_error(d.path()).await;
     assert!(e.contains("method 'f' stage 1: input 'x2' is neither a method input nor an output of an earlier stage"), "{e}");
 
     write(d.path(), "s/servable.toml", TOML.as_bytes());
-    let e = start_error(d.path()).await;
+    let e = common::start_error(d.path()).await;
     assert!(
         e.contains("s/1/m.onnx: model 'm' is missing from version 1"),
         "{e}"
     );
 
     write(d.path(), "s/1/m.onnx", b"this is not an ONNX model");
-    let e = start_error(d.path()).await;
+    let e = common::start_error(d.path()).await;
     assert!(e.contains("s/1: cannot load model s/1/m.onnx"), "{e}");
 
     std::fs::remove_dir_all(d.path().join("s/1")).unwrap();
-    let e = start_error(d.path()).await;
+    let e = common::start_error(d.path()).await;
     assert!(
         e.contains("no version directory (1/, 2/, ...) holds the models"),
         "{e}"
@@ -171,7 +162,7 @@ async fn a_stage_must_fit_its_model() {
     );
     write(d.path(), "s/servable.toml", one_input.as_bytes());
     write(d.path(), "s/1/m.onnx", &reference_server::demo::add_model());
-    let e = start_error(d.path()).await;
+    let e = common::start_error(d.path()).await;
     assert!(
         e.contains("model 'm' has 2 inputs and 1 outputs, the stage names 1 and 1"),
         "{e}"

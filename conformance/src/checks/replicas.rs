@@ -10,7 +10,7 @@ use serving_proto::DataType;
 use super::values::{Carrier, compare, draw, runner, shape, tensor};
 use crate::call::{self, Failed};
 use crate::check::{BOTH, Check, Outcome, Suite, describe};
-use crate::models::identity_feed;
+use crate::models::identity_feed_with;
 use crate::target::{Family, Target, Transport};
 
 pub(crate) fn checks() -> Vec<Check> {
@@ -47,10 +47,11 @@ async fn one_client(
     done: Arc<AtomicUsize>,
 ) -> Result<(), String> {
     let mut runner = runner();
+    let scalar = call::scalar_shape(&client, family, "identity_fp32").await;
     for i in 0..requests {
         let s = draw(&mut runner, &shape(1, carrier));
         let x = draw(&mut runner, &tensor(DataType::Fp32, s, carrier));
-        let inputs = identity_feed(x.clone());
+        let inputs = identity_feed_with(x.clone(), &scalar);
         let y = match call::run(
             &client,
             family,

@@ -7,7 +7,7 @@ use serving_proto::DataType;
 use super::values::{Carrier, compare, draw, runner, shape, tensor};
 use crate::call::{self, Failed};
 use crate::check::{BOTH, Check, MS, OIP, Outcome, Suite, describe};
-use crate::models::{NUMERIC, identity_feed, identity_name};
+use crate::models::{NUMERIC, identity_feed_with, identity_name};
 use crate::target::{Family, Target};
 
 pub(crate) fn checks() -> Vec<Check> {
@@ -89,6 +89,7 @@ async fn identity_type(
     runner: &mut proptest::test_runner::TestRunner,
 ) -> Result<u32, String> {
     let model = identity_name(dtype);
+    let scalar = call::scalar_shape(client, target.family, &model).await;
     for case in 0..cases {
         // MindSpore strings: one element per input (spec §2.4).
         let inputs: Vec<(String, Tensor)> = if dtype == DataType::String {
@@ -96,7 +97,11 @@ async fn identity_type(
         } else {
             (0..4)
                 .map(|rank| {
-                    let s = draw(runner, &shape(rank, carrier));
+                    let s = if rank == 0 {
+                        scalar.clone()
+                    } else {
+                        draw(runner, &shape(rank, carrier))
+                    };
                     (format!("x{rank}"), draw(runner, &tensor(dtype, s, carrier)))
                 })
                 .collect()
@@ -304,7 +309,8 @@ async fn special_floats(suite: &Suite, target: &Target) -> Outcome {
     }
     for (dtype, x) in cases {
         let model = identity_name(dtype);
-        let inputs = identity_feed(x.clone());
+        let scalar = call::scalar_shape(&client, target.family, &model).await;
+        let inputs = identity_feed_with(x.clone(), &scalar);
         let y1 = match call::run(
             &client,
             target.family,

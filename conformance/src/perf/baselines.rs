@@ -38,7 +38,7 @@ pub fn ort_add(warmup: usize, iterations: usize) -> Result<Vec<Duration>, String
     let mut lat = Vec::with_capacity(iterations);
     for i in 0..warmup + iterations {
         let t0 = Instant::now();
-        runner.run_model(0, &[&x, &x])?;
+        runner.run_model(0, &[Some(&x), Some(&x)])?;
         if i >= warmup {
             lat.push(t0.elapsed());
         }

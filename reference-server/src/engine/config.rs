@@ -4,6 +4,7 @@
 //! and later Triton's `config.pbtxt`) are translated into these types; the
 //! engine reads no file and knows no format.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use crate::runtime::device::Device;
@@ -31,7 +32,7 @@ pub struct ModelSpec {
 }
 
 /// One method: named inputs, model stages run in order, named outputs.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct MethodSpec {
     /// Method name.
     pub name: String,
@@ -41,6 +42,14 @@ pub struct MethodSpec {
     pub outputs: Vec<String>,
     /// The model stages.
     pub stages: Vec<StageSpec>,
+    /// Inputs and outputs whose shape, as clients see it, differs from the
+    /// model's: by name, the shape of one row (batched methods) or of the
+    /// whole tensor, with as many elements as the model's (`-1` for one
+    /// dimension that follows from the others). The tensor is reshaped on
+    /// its way in or out.
+    pub reshape: BTreeMap<String, Vec<i64>>,
+    /// Inputs a job may leave out (the model then runs without them).
+    pub optional: BTreeSet<String>,
 }
 
 /// One model call inside a method.
@@ -68,8 +77,11 @@ pub struct Deployment {
 }
 
 /// How rows of queued jobs are batched.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Batching {
+    /// Whether rows of different jobs are joined into one run; without, each
+    /// job (up to `max_batch_size` rows of its own) runs alone.
+    pub join: bool,
     /// The most rows one run takes; `None`: the model's fixed batch, else
     /// [`crate::engine::DYNAMIC_BATCH`] (1 for methods without a batch
     /// dimension).
@@ -90,9 +102,46 @@ pub struct QueuePolicy {
     pub priority_levels: u32,
     /// The level of jobs that ask for none (priority 0).
     pub default_priority: u32,
-    /// How long a job may wait in the queue before it is refused unrun;
-    /// a job's own timeout takes precedence.
+    /// How long a job may wait in the queue before it is refused unrun.
     pub default_timeout: Option<Duration>,
+    /// How a job's own queue timeout counts beside the default.
+    pub request_timeouts: RequestTimeouts,
+}
+
+impl Default for Batching {
+    fn default() -> Batching {
+        Batching {
+            join: true,
+            max_batch_size: None,
+            preferred_batch_sizes: Vec::new(),
+            max_delay: Duration::ZERO,
+        }
+    }
+}
+
+/// Whether a job's own queue timeout counts.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum RequestTimeouts {
+    /// A job's timeout replaces the default.
+    #[default]
+    Override,
+    /// A job's timeout counts only where it is shorter than the default.
+    Shorten,
+    /// Only the default counts.
+    Ignore,
+}
+
+impl RequestTimeouts {
+    /// The queue timeout of a job that asks for `asked`, with the default
+    /// `default`.
+    pub fn apply(self, asked: Option<Duration>, default: Option<Duration>) -> Option<Duration> {
+        match (self, asked, default) {
+            (RequestTimeouts::Override, Some(t), _) => Some(t),
+            (RequestTimeouts::Shorten, Some(t), Some(d)) => Some(t.min(d)),
+            (RequestTimeouts::Shorten, Some(t), None) => Some(t),
+            (_, _, d) => d,
+        }
+    }
 }
 
 impl Default for QueuePolicy {
@@ -102,6 +151,7 @@ impl Default for QueuePolicy {
             priority_levels: 1,
             default_priority: 1,
             default_timeout: None,
+            request_timeouts: RequestTimeouts::Override,
         }
     }
 }

@@ -55,10 +55,16 @@ pub struct InputInfo {
     /// Its data type (ONNX strings are `String`).
     pub dtype: DataType,
     /// The shape a job gives: `[-1, row shape...]` for a batched method,
-    /// the model's shape otherwise; -1 where any size goes.
+    /// the model's shape otherwise (or the method's reshape of it); -1
+    /// where any size goes.
     pub shape: Vec<i64>,
     /// The shape of one row (batched) or of the whole input.
     pub unit: Vec<i64>,
+    /// Whether a job may leave it out.
+    pub optional: bool,
+    /// The model's shape of one row (or whole input), when the method
+    /// reshapes it.
+    model_unit: Option<Vec<i64>>,
 }
 
 /// One output of a method.
@@ -70,6 +76,9 @@ pub struct OutputInfo {
     pub dtype: DataType,
     /// Its shape, rows first for a batched method.
     pub shape: Vec<i64>,
+    /// The shape clients see of one row (or whole output), when the method
+    /// reshapes the model's.
+    reshape: Option<Vec<i64>>,
 }
 
 #[derive(Clone, Debug)]
@@ -88,19 +97,67 @@ pub(crate) struct MethodPlan {
     stages: Vec<StagePlan>,
 }
 
-/// What makes jobs' rows joinable: each input's type and row shape.
-pub(crate) type Signature = Vec<(DataType, Vec<i64>)>;
+/// What makes jobs' rows joinable: each input's type and row shape, or
+/// `None` for an optional input left out.
+pub(crate) type Signature = Vec<Option<(DataType, Vec<i64>)>>;
 
-/// A job's inputs, checked: in method order, with its rows.
+/// A job's inputs, checked: in method order (`None` for an optional input
+/// left out), with its rows.
 #[derive(Debug)]
 pub(crate) struct Checked {
-    pub(crate) inputs: Vec<Tensor>,
+    pub(crate) inputs: Vec<Option<Tensor>>,
     pub(crate) rows: usize,
     pub(crate) signature: Signature,
 }
 
 fn rows_first(unit: &[i64]) -> Vec<i64> {
     std::iter::once(-1).chain(unit.iter().copied()).collect()
+}
+
+/// Checks that a reshape keeps the element count where both shapes are
+/// fixed, and has at most one `-1`.
+fn check_reshape(what: &str, from: &[i64], to: &[i64]) -> Result<(), String> {
+    let count = |s: &[i64]| s.iter().all(|&d| d >= 0).then(|| s.iter().product::<i64>());
+    if to.iter().filter(|&&d| d < 0).count() > 1 {
+        return Err(format!("{what}: the shape {to:?} has more than one -1"));
+    }
+    match (count(from), count(to)) {
+        (Some(a), Some(b)) if a != b => Err(format!(
+            "{what}: the shape {to:?} holds {b} elements and the model's {from:?} {a}"
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// `t` (rows first when `batched`) with each row, or the whole tensor,
+/// reshaped to `unit` (a `-1` there follows from the element count).
+fn reshape_to(t: Tensor, unit: &[i64], batched: bool) -> Result<Tensor, String> {
+    let rows = if batched {
+        t.shape().first().copied()
+    } else {
+        None
+    };
+    let total = t.element_count() as i64;
+    let per = match rows {
+        Some(r) if r > 0 => total / r,
+        Some(_) => 0,
+        None => total,
+    };
+    let known: i64 = unit.iter().filter(|&&d| d >= 0).product();
+    let mut shape: Vec<i64> = unit
+        .iter()
+        .map(|&d| {
+            if d < 0 {
+                per.checked_div(known).unwrap_or(0)
+            } else {
+                d
+            }
+        })
+        .collect();
+    if let Some(r) = rows {
+        shape.insert(0, r);
+    }
+    t.reshape(shape).map_err(|e| e.to_string())
 }
 
 impl MethodPlan {
@@ -161,7 +218,18 @@ impl MethodPlan {
                 ));
             };
             let model = &models[stage.model].inputs[position];
-            let unit = unit_of(stage, &model.shape);
+            let model_unit = unit_of(stage, &model.shape);
+            let unit = match spec.reshape.get(input) {
+                Some(shape) => {
+                    check_reshape(
+                        &format!("method '{name}' input '{input}'"),
+                        &model_unit,
+                        shape,
+                    )?;
+                    shape.clone()
+                }
+                None => model_unit.clone(),
+            };
             inputs.push(InputInfo {
                 name: input.clone(),
                 model_input: position,
@@ -170,8 +238,10 @@ impl MethodPlan {
                 shape: if batched {
                     rows_first(&unit)
                 } else {
-                    model.shape.clone()
+                    unit.clone()
                 },
+                optional: spec.optional.contains(input),
+                model_unit: (unit != model_unit).then_some(model_unit),
                 unit,
             });
         }
@@ -181,18 +251,10 @@ impl MethodPlan {
                 let position = s.outputs.iter().position(|n| n == output)?;
                 Some((s, &models[s.model].outputs[position]))
             });
-            let (dtype, shape) = match produced {
-                Some((stage, model)) => {
-                    let unit = unit_of(stage, &model.shape);
-                    let shape = if batched {
-                        rows_first(&unit)
-                    } else {
-                        model.shape.clone()
-                    };
-                    (model.dtype, shape)
-                }
+            let (dtype, unit) = match produced {
+                Some((stage, model)) => (model.dtype, unit_of(stage, &model.shape)),
                 None => match inputs.iter().find(|i| &i.name == output) {
-                    Some(i) => (i.dtype, i.shape.clone()),
+                    Some(i) => (i.dtype, i.unit.clone()),
                     None => {
                         return Err(format!(
                             "method '{name}': output '{output}' is neither an input nor a stage output"
@@ -200,10 +262,16 @@ impl MethodPlan {
                     }
                 },
             };
+            let reshape = spec.reshape.get(output).cloned();
+            if let Some(shape) = &reshape {
+                check_reshape(&format!("method '{name}' output '{output}'"), &unit, shape)?;
+            }
+            let unit = reshape.clone().unwrap_or(unit);
             outputs.push(OutputInfo {
                 name: output.clone(),
                 dtype,
-                shape,
+                shape: if batched { rows_first(&unit) } else { unit },
+                reshape,
             });
         }
         let max_batch_size = if batched {
@@ -231,7 +299,11 @@ impl MethodPlan {
     /// rows, and UTF-8 text for string inputs.
     pub(crate) fn check(&self, mut given: NamedTensors) -> Result<Checked, EngineError> {
         let info = &self.info;
-        if let Some(missing) = info.inputs.iter().find(|i| !given.contains_key(&i.name)) {
+        if let Some(missing) = info
+            .inputs
+            .iter()
+            .find(|i| !i.optional && !given.contains_key(&i.name))
+        {
             return Err(EngineError::MissingInput {
                 input: missing.name.clone(),
             });
@@ -248,7 +320,11 @@ impl MethodPlan {
         let mut signature = Vec::with_capacity(info.inputs.len());
         let mut rows: Option<(usize, &str)> = None;
         for spec in &info.inputs {
-            let t = given.remove(&spec.name).expect("checked above");
+            let Some(t) = given.remove(&spec.name) else {
+                inputs.push(None);
+                signature.push(None);
+                continue;
+            };
             let invalid = |problem| EngineError::InvalidInput {
                 input: spec.name.clone(),
                 model_input: spec.model_input,
@@ -292,8 +368,8 @@ impl MethodPlan {
             if let Some(element) = tensor_io::first_non_utf8(&t) {
                 return Err(invalid(InputProblem::NotUtf8 { element }));
             }
-            signature.push((t.dtype(), unit.unwrap_or_default().to_vec()));
-            inputs.push(t);
+            signature.push(Some((t.dtype(), unit.unwrap_or_default().to_vec())));
+            inputs.push(Some(t));
         }
         let rows = rows.map_or(1, |(n, _)| n);
         if info.batched && rows > info.max_batch_size {
@@ -314,27 +390,26 @@ impl MethodPlan {
     pub(crate) fn run(
         &self,
         runner: &mut Runner<'_>,
-        inputs: Vec<Tensor>,
+        inputs: Vec<Option<Tensor>>,
         rows: usize,
     ) -> Result<Vec<Tensor>, String> {
-        let mut values: BTreeMap<&str, Tensor> = self
-            .info
-            .inputs
-            .iter()
-            .map(|i| i.name.as_str())
-            .zip(inputs)
-            .collect();
+        let batched = self.info.batched;
+        let mut values: BTreeMap<&str, Tensor> = BTreeMap::new();
+        for (spec, t) in self.info.inputs.iter().zip(inputs) {
+            let Some(t) = t else { continue };
+            let t = match &spec.model_unit {
+                Some(unit) => reshape_to(t, unit, batched)?,
+                None => t,
+            };
+            values.insert(&spec.name, t);
+        }
         for stage in &self.stages {
-            let args = stage
+            let args: Vec<Option<&Tensor>> = stage
                 .inputs
                 .iter()
-                .map(|n| {
-                    values
-                        .get(n.as_str())
-                        .ok_or_else(|| format!("value '{n}' is not computed before its stage"))
-                })
-                .collect::<Result<Vec<&Tensor>, String>>()?;
-            let outputs = if !self.info.batched {
+                .map(|n| values.get(n.as_str()))
+                .collect();
+            let outputs = if !batched {
                 runner.run_model(stage.model, &args)?
             } else if stage.batched {
                 run_batched(runner, stage, &args, rows)?
@@ -349,10 +424,14 @@ impl MethodPlan {
             .outputs
             .iter()
             .map(|o| {
-                values
+                let t = values
                     .get(o.name.as_str())
                     .cloned()
-                    .ok_or_else(|| format!("output '{}' was not computed", o.name))
+                    .ok_or_else(|| format!("output '{}' was not computed", o.name))?;
+                match &o.reshape {
+                    Some(unit) => reshape_to(t, unit, batched),
+                    None => Ok(t),
+                }
             })
             .collect()
     }
@@ -363,7 +442,7 @@ impl MethodPlan {
 fn run_batched(
     runner: &mut Runner<'_>,
     stage: &StagePlan,
-    args: &[&Tensor],
+    args: &[Option<&Tensor>],
     rows: usize,
 ) -> Result<Vec<Tensor>, String> {
     let Some(fixed) = stage.fixed_batch.filter(|&f| f != rows) else {
@@ -376,9 +455,12 @@ fn run_batched(
         let end = (start + fixed).min(rows);
         let padded = args
             .iter()
-            .map(|t| rows::pad(&rows::slice(t, start, end)?, fixed))
-            .collect::<Result<Vec<Tensor>, String>>()?;
-        let refs: Vec<&Tensor> = padded.iter().collect();
+            .map(|t| {
+                t.map(|t| rows::pad(&rows::slice(t, start, end)?, fixed))
+                    .transpose()
+            })
+            .collect::<Result<Vec<Option<Tensor>>, String>>()?;
+        let refs: Vec<Option<&Tensor>> = padded.iter().map(Option::as_ref).collect();
         let outputs = runner.run_model(stage.model, &refs)?;
         check_rows(&outputs, fixed)?;
         chunks.push(
@@ -400,16 +482,16 @@ fn run_batched(
 fn run_rows(
     runner: &mut Runner<'_>,
     stage: &StagePlan,
-    args: &[&Tensor],
+    args: &[Option<&Tensor>],
     rows: usize,
 ) -> Result<Vec<Tensor>, String> {
     let mut per_row: Vec<Vec<Tensor>> = Vec::with_capacity(rows);
     for r in 0..rows {
-        let row: Vec<Tensor> = args
+        let row: Vec<Option<Tensor>> = args
             .iter()
-            .map(|t| rows::row(t, r))
+            .map(|t| t.map(|t| rows::row(t, r)).transpose())
             .collect::<Result<_, _>>()?;
-        let refs: Vec<&Tensor> = row.iter().collect();
+        let refs: Vec<Option<&Tensor>> = row.iter().map(Option::as_ref).collect();
         per_row.push(runner.run_model(stage.model, &refs)?);
     }
     let outputs = per_row.first().map_or(0, Vec::len);

@@ -39,7 +39,7 @@ impl Drop for Admission {
 pub(crate) struct Job {
     pub(crate) id: u64,
     pub(crate) method: usize,
-    pub(crate) inputs: Vec<serving_proto::Tensor>,
+    pub(crate) inputs: Vec<Option<serving_proto::Tensor>>,
     pub(crate) rows: usize,
     pub(crate) signature: Signature,
     pub(crate) deadline: Option<Instant>,
@@ -75,6 +75,8 @@ pub(crate) enum Next {
 /// Batching rules of one servable version.
 #[derive(Clone, Debug)]
 pub(crate) struct Rules {
+    /// Whether rows of different jobs are joined.
+    pub(crate) join: bool,
     pub(crate) max_delay: Duration,
     pub(crate) preferred: Vec<usize>,
 }
@@ -124,7 +126,7 @@ impl Queue {
             return Next::Wait;
         };
         let plan = &methods[head.method];
-        if head.alone || plan.info.max_batch_size == 1 {
+        if head.alone || plan.info.max_batch_size == 1 || !rules.join {
             let level = self
                 .levels
                 .iter()

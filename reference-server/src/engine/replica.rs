@@ -99,22 +99,29 @@ pub struct Runner<'a> {
 }
 
 impl Runner<'_> {
-    /// Runs model `index` with inputs in model order; returns the outputs in
-    /// model order.
-    pub fn run_model(&mut self, index: usize, inputs: &[&Tensor]) -> Result<Vec<Tensor>, String> {
+    /// Runs model `index` with inputs in model order (`None` for an input
+    /// left out: the model runs without it); returns the outputs in model
+    /// order.
+    pub fn run_model(
+        &mut self,
+        index: usize,
+        inputs: &[Option<&Tensor>],
+    ) -> Result<Vec<Tensor>, String> {
         let info = &self.models[index];
         let values = info
             .inputs
             .iter()
             .zip(inputs)
+            .filter_map(|(spec, t)| Some((spec, (*t)?)))
             .map(|(spec, t)| Ok((spec.name.clone(), tensor_io::input_value(spec.element, t)?)))
             .collect::<Result<Vec<_>, String>>()?;
         let session = &mut self.replica.sessions[index];
         let mut outputs = session.run(values).map_err(|e| e.to_string())?;
+        let given: Vec<&Tensor> = inputs.iter().flatten().copied().collect();
         info.outputs
             .iter()
             .map(|spec| match outputs.remove(&spec.name) {
-                Some(v) => tensor_io::output_tensor(v, inputs),
+                Some(v) => tensor_io::output_tensor(v, &given),
                 None => Err(format!("the model produced no output '{}'", spec.name)),
             })
             .collect()

@@ -180,6 +180,7 @@ impl Scheduler {
             name: spec.name.clone(),
             methods: spec.methods,
             rules: Rules {
+                join: deployment.batching.join,
                 max_delay: deployment.batching.max_delay,
                 preferred: deployment.batching.preferred_batch_sizes.clone(),
             },
@@ -342,8 +343,10 @@ impl Scheduler {
                     reply: tx,
                     _admission: admission.clone(),
                 });
-                let queue_deadline = timeout
-                    .or(shared.policy.default_timeout)
+                let queue_deadline = shared
+                    .policy
+                    .request_timeouts
+                    .apply(timeout, shared.policy.default_timeout)
                     .and_then(|t| now.checked_add(t));
                 waiting.push((
                     k,
@@ -656,9 +659,13 @@ fn run(
     }
     let t0 = Instant::now();
     let rows: usize = batch.iter().map(|j| j.rows).sum();
+    // Jobs of one batch have the same inputs present (their signatures).
     let inputs = (0..plan.info.inputs.len())
-        .map(|k| rows::join(&batch.iter().map(|j| &j.inputs[k]).collect::<Vec<_>>()))
-        .collect::<Result<Vec<Tensor>, String>>()?;
+        .map(|k| {
+            let parts: Vec<&Tensor> = batch.iter().filter_map(|j| j.inputs[k].as_ref()).collect();
+            (!parts.is_empty()).then(|| rows::join(&parts)).transpose()
+        })
+        .collect::<Result<Vec<Option<Tensor>>, String>>()?;
     let t1 = Instant::now();
     let outputs = plan.run(&mut runner, inputs, rows)?;
     let t2 = Instant::now();

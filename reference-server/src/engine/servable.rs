@@ -40,7 +40,6 @@ impl Default for LoadOptions {
 pub const DEFAULT_QUEUE_LIMIT: usize = 10_000;
 
 /// A servable version ready to serve.
-#[derive(Debug)]
 pub struct ServableVersion {
     /// Servable name.
     pub name: String,
@@ -50,9 +49,23 @@ pub struct ServableVersion {
     pub spec: ServableSpec,
     /// Models, in the servable's order.
     pub models: Vec<ModelInfo>,
+    /// What the repository loaded this version from, for the front ends
+    /// (a model configuration, say); the engine never reads it.
+    pub attachment: Option<Arc<dyn std::any::Any + Send + Sync>>,
     methods: Vec<MethodInfo>,
     devices: Vec<Device>,
     scheduler: Scheduler,
+}
+
+impl std::fmt::Debug for ServableVersion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServableVersion")
+            .field("name", &self.name)
+            .field("version", &self.version)
+            .field("devices", &self.devices)
+            .field("scheduler", &self.scheduler)
+            .finish_non_exhaustive()
+    }
 }
 
 impl ServableVersion {
@@ -127,6 +140,7 @@ impl ServableVersion {
             version,
             spec,
             models: infos,
+            attachment: None,
             methods,
             devices,
             scheduler,

@@ -218,3 +218,107 @@ pub fn matmul_chain(width: usize, depth: usize, w: &[f32]) -> Vec<u8> {
     }
     b.build()
 }
+
+/// One input or output an ONNX model declares.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Declared {
+    /// Its name.
+    pub name: String,
+    /// Its element type, `None` for one the protocols cannot carry.
+    pub dtype: Option<DataType>,
+    /// Its dimensions, -1 where dynamic (a named or missing dimension).
+    pub dims: Vec<i64>,
+}
+
+/// What an ONNX model declares: its inputs (those without an initializer,
+/// as ONNX Runtime lists them) and outputs, in order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Signature {
+    /// The graph inputs that are not initializers.
+    pub inputs: Vec<Declared>,
+    /// The graph outputs.
+    pub outputs: Vec<Declared>,
+}
+
+/// The data type of an ONNX element type: the inverse of
+/// [`element_type`], ONNX strings read as `String`.
+fn data_type_of(element: i32) -> Option<DataType> {
+    if element == pb::tensor_proto::DataType::Undefined as i32 {
+        return None;
+    }
+    std::iter::once(DataType::String)
+        .chain(DataType::ALL.iter().copied())
+        .find(|&d| element_type(d) == element)
+}
+
+fn declared(v: &pb::ValueInfoProto) -> Declared {
+    use pb::tensor_shape_proto::dimension::Value;
+    let tensor = v
+        .r#type
+        .as_ref()
+        .and_then(|t| t.value.as_ref())
+        .map(|pb::type_proto::Value::TensorType(t)| t);
+    Declared {
+        name: v.name.clone(),
+        dtype: tensor.and_then(|t| data_type_of(t.elem_type)),
+        dims: tensor
+            .and_then(|t| t.shape.as_ref())
+            .map(|s| {
+                s.dim
+                    .iter()
+                    .map(|d| match d.value {
+                        Some(Value::DimValue(n)) if n >= 0 => n,
+                        _ => -1,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default(),
+    }
+}
+
+/// Reads the inputs and outputs an ONNX model declares, without its
+/// weights and without ONNX Runtime.
+pub fn signature(model: &[u8]) -> Result<Signature, String> {
+    let header = pb::ModelHeader::decode(model)
+        .map_err(|e| format!("not an ONNX model (a ModelProto): {e}"))?;
+    let graph = header.graph.ok_or("the ONNX model has no graph")?;
+    let initialized: std::collections::BTreeSet<&str> =
+        graph.initializer.iter().map(|i| i.name.as_str()).collect();
+    Ok(Signature {
+        inputs: graph
+            .input
+            .iter()
+            .filter(|i| !initialized.contains(i.name.as_str()))
+            .map(declared)
+            .collect(),
+        outputs: graph.output.iter().map(declared).collect(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_written_model_reads_back_its_signature() {
+        let bytes = ModelBuilder::new("m")
+            .input("x", DataType::Fp32, &[Dim::Dynamic("n"), Dim::Fixed(4)])
+            .input("w", DataType::Fp32, &[Dim::Fixed(4)])
+            .output("y", DataType::String, &[Dim::Fixed(2)])
+            .constant_f32("w", &[4], &[1.0; 4])
+            .node("Identity", &["x"], &["y"], vec![])
+            .build();
+        let s = signature(&bytes).unwrap();
+        assert_eq!(
+            s.inputs,
+            vec![Declared {
+                name: "x".into(),
+                dtype: Some(DataType::Fp32),
+                dims: vec![-1, 4]
+            }]
+        );
+        assert_eq!(s.outputs[0].dtype, Some(DataType::String));
+        assert!(signature(b"not a model").is_err());
+        assert!(signature(&[]).is_err());
+    }
+}

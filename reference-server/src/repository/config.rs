@@ -148,6 +148,7 @@ impl ServableConfig {
             default_timeout: d
                 .default_queue_timeout_us
                 .map(std::time::Duration::from_micros),
+            ..QueuePolicy::default()
         };
         queue.check()?;
         if let Some(&bad) = d.preferred_batch_sizes.iter().find(|&&p| p == 0) {
@@ -181,6 +182,7 @@ impl ServableConfig {
                             outputs: s.outputs.clone(),
                         })
                         .collect(),
+                    ..MethodSpec::default()
                 })
                 .collect(),
             deployment: Deployment {
@@ -190,6 +192,7 @@ impl ServableConfig {
                     max_batch_size: d.max_batch_size,
                     preferred_batch_sizes: d.preferred_batch_sizes.clone(),
                     max_delay: std::time::Duration::from_micros(d.batch_timeout_us.unwrap_or(0)),
+                    ..Batching::default()
                 },
                 queue,
             },

@@ -1,15 +1,21 @@
-//! Model repositories on disk: `<repo>/<servable>/servable.toml` and numeric
-//! version directories holding the `.onnx` files it names.
+//! Model repositories on disk, in two formats side by side: ours
+//! (`servable.toml`) and Triton's (`config.pbtxt`, or a bare ONNX file whose
+//! configuration is completed from the model).
 //!
 //! ```text
 //! models/
-//!   add/
+//!   add/                    ours: servable.toml names the models and methods
 //!     servable.toml
 //!     1/add.onnx
-//!     2/add.onnx
+//!   resnet/                 Triton's, with a configuration
+//!     config.pbtxt
+//!     1/model.onnx
+//!   squeezenet/             Triton's, bare: completed from the ONNX file
+//!     1/model.onnx
 //! ```
 
 pub mod config;
+pub mod triton;
 pub mod watch;
 
 use std::fs;
@@ -17,6 +23,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use config::ServableConfig;
+use serving_proto::model_config::ModelConfig;
 
 use crate::engine::{LoadOptions, ServableVersion};
 use crate::runtime::Runtime;
@@ -38,20 +45,86 @@ fn fail(path: &Path, reason: impl Into<String>) -> RepositoryError {
     }
 }
 
-/// A servable directory, parsed but not loaded.
+/// How to load a repository's models.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// How the engine loads each version.
+    pub load: LoadOptions,
+    /// `max_batch_size` of a Triton model completed from its ONNX file when
+    /// every input and output has a dynamic first dimension (Triton's
+    /// default is 4); 0 turns that batching off.
+    pub default_max_batch_size: u32,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options {
+            load: LoadOptions::default(),
+            default_max_batch_size: DEFAULT_MAX_BATCH_SIZE,
+        }
+    }
+}
+
+/// Triton's `default-max-batch-size`.
+pub const DEFAULT_MAX_BATCH_SIZE: u32 = 4;
+
+/// The format of a model directory.
+#[derive(Clone, Debug)]
+pub enum Format {
+    /// `servable.toml`.
+    Servable(ServableConfig),
+    /// Triton's: the `config.pbtxt` as read, or `None` for a bare model.
+    Triton(Option<Box<ModelConfig>>),
+}
+
+/// A model directory, read but not loaded.
 #[derive(Clone, Debug)]
 pub struct ServableDir {
-    /// Servable name (the directory name).
+    /// Servable (model) name: the directory name.
     pub name: String,
     /// The directory.
     pub dir: PathBuf,
-    /// Its configuration.
-    pub config: ServableConfig,
-    /// Its version numbers, ascending.
+    /// Its format and configuration.
+    pub format: Format,
+    /// Its version directories, ascending.
     pub versions: Vec<u64>,
 }
 
-/// The version numbers of a servable directory: positive integer names.
+impl ServableDir {
+    /// The versions to serve of those on disk: all of them for ours, the
+    /// version policy's for Triton's (by default the latest).
+    pub fn served(&self, on_disk: &[u64]) -> Vec<u64> {
+        match &self.format {
+            Format::Servable(_) => on_disk.to_vec(),
+            Format::Triton(c) => triton::served(c.as_deref(), on_disk),
+        }
+    }
+
+    /// The devices the directory names (best effort, for choosing the ONNX
+    /// Runtime build before anything loads).
+    pub fn devices(&self) -> Vec<crate::runtime::device::Device> {
+        use crate::runtime::device::Device;
+        match &self.format {
+            Format::Servable(c) => c.devices().unwrap_or_default(),
+            Format::Triton(c) => c
+                .iter()
+                .flat_map(|c| &c.instance_group)
+                .flat_map(|g| &g.gpus)
+                .map(|&id| Device::Cuda(id))
+                .collect(),
+        }
+    }
+
+    /// The configuration file, for messages and fingerprints.
+    pub fn config_file(&self) -> PathBuf {
+        self.dir.join(match self.format {
+            Format::Servable(_) => "servable.toml",
+            Format::Triton(_) => "config.pbtxt",
+        })
+    }
+}
+
+/// The version numbers of a model directory: positive integer names.
 pub fn versions(dir: &Path) -> Result<Vec<u64>, RepositoryError> {
     let mut found: Vec<u64> = fs::read_dir(dir)
         .map_err(|e| fail(dir, e.to_string()))?
@@ -64,7 +137,22 @@ pub fn versions(dir: &Path) -> Result<Vec<u64>, RepositoryError> {
     Ok(found)
 }
 
-/// Reads and checks one servable directory.
+/// The first `.onnx` file of the version directories, for the error that
+/// helps a user write a configuration.
+fn some_onnx(dir: &Path, versions: &[u64]) -> Option<PathBuf> {
+    versions.iter().find_map(|v| {
+        let mut files: Vec<PathBuf> = fs::read_dir(dir.join(v.to_string()))
+            .ok()?
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|e| e == "onnx"))
+            .collect();
+        files.sort();
+        files.into_iter().next()
+    })
+}
+
+/// Reads and checks one model directory, of either format.
 pub fn scan_servable(dir: &Path) -> Result<ServableDir, RepositoryError> {
     let name = dir
         .file_name()
@@ -72,9 +160,57 @@ pub fn scan_servable(dir: &Path) -> Result<ServableDir, RepositoryError> {
         .ok_or_else(|| fail(dir, "the directory name is not UTF-8"))?
         .to_owned();
     let toml_path = dir.join("servable.toml");
-    let text = fs::read_to_string(&toml_path).map_err(|e| fail(&toml_path, e.to_string()))?;
-    let config = ServableConfig::parse(&text).map_err(|reason| fail(&toml_path, reason))?;
+    let pbtxt_path = dir.join("config.pbtxt");
     let versions = versions(dir)?;
+    let format = match (toml_path.is_file(), pbtxt_path.is_file()) {
+        (true, true) => {
+            return Err(fail(
+                dir,
+                "both servable.toml and config.pbtxt: a model directory is in one format; keep one",
+            ));
+        }
+        (true, false) => {
+            let text =
+                fs::read_to_string(&toml_path).map_err(|e| fail(&toml_path, e.to_string()))?;
+            Format::Servable(
+                ServableConfig::parse(&text).map_err(|reason| fail(&toml_path, reason))?,
+            )
+        }
+        (false, true) => {
+            let text =
+                fs::read_to_string(&pbtxt_path).map_err(|e| fail(&pbtxt_path, e.to_string()))?;
+            let config = serving_proto::model_config::parse_text(&text)
+                .map_err(|e| fail(&pbtxt_path, e.to_string()))?;
+            triton::check(&config, &name).map_err(|reason| fail(&pbtxt_path, reason))?;
+            Format::Triton(Some(Box::new(config)))
+        }
+        (false, false) => {
+            let bare = versions
+                .iter()
+                .any(|v| dir.join(v.to_string()).join(triton::MODEL_FILE).is_file());
+            if !bare {
+                let mut reason = format!(
+                    "neither servable.toml nor config.pbtxt, and no version directory (1/, 2/, ...) holds {}; see docs/server.md, \"Model repositories\"",
+                    triton::MODEL_FILE
+                );
+                if let Some(file) = some_onnx(dir, &versions)
+                    && let Ok(sig) = fs::read(&file)
+                        .map_err(|e| e.to_string())
+                        .and_then(|b| crate::onnx::signature(&b))
+                {
+                    reason.push_str(&format!(
+                        ". {} has {}: name it {}, or write a config.pbtxt with default_model_filename: \"{}\"",
+                        file.display(),
+                        triton::describe(&sig),
+                        triton::MODEL_FILE,
+                        file.file_name().unwrap_or_default().to_string_lossy()
+                    ));
+                }
+                return Err(fail(dir, reason));
+            }
+            Format::Triton(None)
+        }
+    };
     if versions.is_empty() {
         return Err(fail(
             dir,
@@ -84,13 +220,14 @@ pub fn scan_servable(dir: &Path) -> Result<ServableDir, RepositoryError> {
     Ok(ServableDir {
         name,
         dir: dir.to_owned(),
-        config,
+        format,
         versions,
     })
 }
 
-/// Reads and checks every servable directory of a repository.
-pub fn scan(repo: &Path) -> Result<Vec<ServableDir>, RepositoryError> {
+/// The model directories of a repository (hidden ones skipped), each read
+/// and checked.
+pub fn scan(repo: &Path) -> Result<Vec<Result<ServableDir, RepositoryError>>, RepositoryError> {
     let mut dirs: Vec<PathBuf> = fs::read_dir(repo)
         .map_err(|e| fail(repo, e.to_string()))?
         .filter_map(Result::ok)
@@ -104,41 +241,98 @@ pub fn scan(repo: &Path) -> Result<Vec<ServableDir>, RepositoryError> {
         .collect();
     dirs.sort();
     if dirs.is_empty() {
-        return Err(fail(
-            repo,
-            "the model repository holds no servable directory",
-        ));
+        return Err(fail(repo, "the model repository holds no model directory"));
     }
-    dirs.iter().map(|d| scan_servable(d)).collect()
+    Ok(dirs.iter().map(|d| scan_servable(d)).collect())
 }
 
-/// Loads one version of a scanned servable.
+/// A loaded version, and for a Triton model its configuration as completed.
+#[derive(Debug)]
+pub struct Loaded {
+    /// What serves.
+    pub version: ServableVersion,
+    /// The completed Triton configuration, for a Triton model.
+    pub triton: Option<ModelConfig>,
+}
+
+impl Loaded {
+    /// The version, with the completed Triton configuration attached for
+    /// the front ends.
+    pub fn into_version(self) -> ServableVersion {
+        let mut v = self.version;
+        if let Some(config) = self.triton {
+            v.attachment = Some(Arc::new(config));
+        }
+        v
+    }
+}
+
+/// Loads one version of a scanned model directory.
 pub fn load_version(
     runtime: &Arc<Runtime>,
     servable: &ServableDir,
     version: u64,
-    options: &LoadOptions,
-) -> Result<ServableVersion, RepositoryError> {
+    options: &Options,
+) -> Result<Loaded, RepositoryError> {
     let vdir = servable.dir.join(version.to_string());
-    for model in &servable.config.model {
-        let file = vdir.join(&model.file);
+    let read = |file: &Path| -> Result<Vec<u8>, RepositoryError> {
         if !file.is_file() {
             return Err(fail(
-                &file,
-                format!("model '{}' is missing from version {version}", model.name),
+                file,
+                format!("the model file is missing from version {version}"),
             ));
         }
-    }
-    let mut models = Vec::with_capacity(servable.config.model.len());
-    for model in &servable.config.model {
-        let file = vdir.join(&model.file);
         tracing::info!(file = %file.display(), "loading model");
-        models.push(fs::read(&file).map_err(|e| fail(&file, e.to_string()))?);
-    }
-    let spec = servable
-        .config
-        .spec()
-        .map_err(|reason| fail(&servable.dir.join("servable.toml"), reason))?;
-    ServableVersion::load(runtime, &servable.name, version, spec, models, options)
-        .map_err(|e| fail(&vdir, e.to_string()))
+        fs::read(file).map_err(|e| fail(file, e.to_string()))
+    };
+    let (spec, models, triton) = match &servable.format {
+        Format::Servable(config) => {
+            let spec = config
+                .spec()
+                .map_err(|reason| fail(&servable.config_file(), reason))?;
+            let mut models = Vec::with_capacity(config.model.len());
+            for model in &config.model {
+                let file = vdir.join(&model.file);
+                if !file.is_file() {
+                    return Err(fail(
+                        &file,
+                        format!("model '{}' is missing from version {version}", model.name),
+                    ));
+                }
+                models.push(read(&file)?);
+            }
+            (spec, models, None)
+        }
+        Format::Triton(config) => {
+            let config = config.as_deref();
+            let file = vdir.join(triton::model_file(config));
+            let bytes = read(&file)?;
+            let signature = crate::onnx::signature(&bytes).map_err(|reason| fail(&file, reason))?;
+            let defaults = triton::Defaults {
+                max_batch_size: options.default_max_batch_size,
+                devices: options.load.default_devices.clone(),
+            };
+            let where_ = if config.is_some() {
+                servable.config_file()
+            } else {
+                file.clone()
+            };
+            let t = triton::translate(&servable.name, config, &signature, &defaults)
+                .map_err(|reason| fail(&where_, reason))?;
+            for field in &t.ignored {
+                tracing::warn!(model = %servable.name, field = %field, file = %where_.display(), "configuration field ignored: it only tunes performance in Triton's backends");
+            }
+            (t.spec, vec![bytes], Some(t.config))
+        }
+    };
+    let version = ServableVersion::load(
+        runtime,
+        &servable.name,
+        version,
+        spec,
+        models,
+        &options.load,
+    )
+    .map_err(|e| fail(&vdir, e.to_string()))?;
+    Ok(Loaded { version, triton })
 }

@@ -15,14 +15,18 @@
 //!
 //! Writing a version under a hidden name and renaming it into place
 //! (`models/add/.2/...` to `models/add/2`) still works, and is the fastest.
+//!
+//! Which versions serve is the model's: every version directory for ours,
+//! the version policy's for a Triton model (by default the latest). A
+//! version the policy no longer names is unloaded only once the one that
+//! replaces it serves.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use super::{ServableDir, load_version, scan_servable};
-use crate::engine::LoadOptions;
+use super::{Options, RepositoryError, ServableDir, load_version, scan_servable};
 use crate::engine::registry::Registry;
 use crate::runtime::Runtime;
 
@@ -78,13 +82,13 @@ fn walk(
     }
 }
 
-/// What one poll knows of a version (or servable directory) not loaded.
+/// What one poll knows of a version (or model directory) not loaded.
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Seen {
     /// Seen with this fingerprint at the last poll, not yet loaded.
     Settling(Fingerprint),
-    /// Failed to load with this fingerprint.
-    Failed(Fingerprint),
+    /// Failed to load with this fingerprint, for this reason.
+    Failed(Fingerprint, String),
 }
 
 /// What one poll changed.
@@ -103,12 +107,15 @@ pub struct Changes {
 pub struct Watcher {
     repo: PathBuf,
     runtime: Arc<Runtime>,
-    options: LoadOptions,
-    /// Versions not loaded, by servable and version (0: the servable
-    /// directory itself, when its `servable.toml` is unusable).
+    options: Options,
+    /// Versions not loaded, by model and version (0: the model directory
+    /// itself, when its configuration is unusable).
     seen: BTreeMap<(String, u64), Seen>,
-    /// Servables unloaded on request: not reloaded until asked to load.
+    /// Models unloaded on request: not reloaded until asked to load.
     held: BTreeSet<String>,
+    /// The failures, as of the last scan, for readers that must not wait
+    /// for a scan in progress.
+    published: Arc<std::sync::RwLock<Vec<Failure>>>,
 }
 
 /// Whether `name` can be a directory of the repository: one path segment,
@@ -120,16 +127,91 @@ pub fn is_servable_name(name: &str) -> bool {
         && Path::new(name).components().count() == 1
 }
 
+/// A model directory or version that failed to load.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Failure {
+    /// The model.
+    pub model: String,
+    /// The version; 0 when the directory itself is unusable.
+    pub version: u64,
+    /// Why.
+    pub reason: String,
+}
+
 impl Watcher {
     /// A watcher of `repo`.
-    pub fn new(repo: PathBuf, runtime: Arc<Runtime>, options: LoadOptions) -> Watcher {
+    pub fn new(repo: PathBuf, runtime: Arc<Runtime>, options: Options) -> Watcher {
         Watcher {
             repo,
             runtime,
             options,
             seen: BTreeMap::new(),
             held: BTreeSet::new(),
+            published: Arc::default(),
         }
+    }
+
+    /// The failures as of the last scan, readable without waiting for the
+    /// scan in progress (readiness and the repository index read them).
+    pub fn published(&self) -> Arc<std::sync::RwLock<Vec<Failure>>> {
+        self.published.clone()
+    }
+
+    fn publish(&self) {
+        *self.published.write().unwrap_or_else(|e| e.into_inner()) = self.failures();
+    }
+
+    /// The first load, at start-up: every model's versions, at once. With
+    /// `exit_on_error`, the first model that cannot be loaded is the error;
+    /// without, it is recorded (reported not ready, retried when it
+    /// changes) and the others serve.
+    pub fn start(
+        &mut self,
+        registry: &Registry,
+        exit_on_error: bool,
+    ) -> Result<Changes, RepositoryError> {
+        for dir in super::scan(&self.repo)? {
+            if let (Err(e), true) = (&dir, exit_on_error) {
+                return Err(RepositoryError {
+                    path: e.path.clone(),
+                    reason: e.reason.clone(),
+                });
+            }
+            if let Ok(dir) = &dir
+                && exit_on_error
+            {
+                for v in dir.served(&dir.versions) {
+                    let loaded = load_version(&self.runtime, dir, v, &self.options)?;
+                    registry.insert(loaded.into_version());
+                }
+            }
+        }
+        Ok(if exit_on_error {
+            Changes::default()
+        } else {
+            self.scan(registry, None, true)
+        })
+    }
+
+    fn scan(&mut self, registry: &Registry, now: Option<&str>, all_now: bool) -> Changes {
+        let changes = self.scan_once(registry, now, all_now);
+        self.publish();
+        changes
+    }
+
+    /// What failed to load and has not changed since.
+    pub fn failures(&self) -> Vec<Failure> {
+        self.seen
+            .iter()
+            .filter_map(|((model, version), seen)| match seen {
+                Seen::Failed(_, reason) => Some(Failure {
+                    model: model.clone(),
+                    version: *version,
+                    reason: reason.clone(),
+                }),
+                Seen::Settling(_) => None,
+            })
+            .collect()
     }
 
     /// Unloads every version of `name` and keeps it unloaded until
@@ -143,9 +225,9 @@ impl Watcher {
         versions
     }
 
-    /// Loads `name` from the repository now (all its versions, without
-    /// waiting for two polls to agree), also after an unload. Returns the
-    /// changes, or why the servable is unusable.
+    /// Loads `name` from the repository now (its versions, without waiting
+    /// for two polls to agree), also after an unload. Returns the changes,
+    /// or why the model is unusable.
     pub fn load(&mut self, registry: &Registry, name: &str) -> Result<Changes, String> {
         if !is_servable_name(name) {
             return Err(format!(
@@ -155,7 +237,7 @@ impl Watcher {
         }
         self.held.remove(name);
         self.seen.retain(|(n, _), _| n != name);
-        let changes = self.scan(registry, Some(name));
+        let changes = self.scan(registry, Some(name), false);
         if registry.versions(name).is_empty() {
             let reason = changes
                 .failed
@@ -164,7 +246,7 @@ impl Watcher {
                 .cloned()
                 .unwrap_or_else(|| {
                     format!(
-                        "no servable directory '{}' in the repository",
+                        "no model directory '{}' in the repository",
                         serving_proto::text::quote(name)
                     )
                 });
@@ -176,11 +258,12 @@ impl Watcher {
     /// Compares the repository with `registry` and applies the difference.
     /// Blocking (loads models).
     pub fn poll(&mut self, registry: &Registry) -> Changes {
-        self.scan(registry, None)
+        self.scan(registry, None, false)
     }
 
-    /// One poll; versions of `now` load without waiting for a second look.
-    fn scan(&mut self, registry: &Registry, now: Option<&str>) -> Changes {
+    /// One poll; versions of `now` (or every version, `all_now`) load
+    /// without waiting for a second look.
+    fn scan_once(&mut self, registry: &Registry, now: Option<&str>, all_now: bool) -> Changes {
         let mut changes = Changes::default();
         let mut on_disk: BTreeMap<String, PathBuf> = BTreeMap::new();
         if let Ok(entries) = std::fs::read_dir(&self.repo) {
@@ -192,11 +275,11 @@ impl Watcher {
                 }
             }
         }
-        let scanned: BTreeMap<String, Result<ServableDir, super::RepositoryError>> = on_disk
+        let scanned: BTreeMap<String, Result<ServableDir, RepositoryError>> = on_disk
             .iter()
             .map(|(name, path)| (name.clone(), scan_servable(path)))
             .collect();
-        // Unload versions whose directory is gone.
+        // Unload what is gone from the disk.
         for (name, loaded) in registry.list() {
             if self.held.contains(&name) {
                 continue;
@@ -220,10 +303,8 @@ impl Watcher {
                 Err(_) => true,
             })
         });
-        // Load new versions once they have settled.
         for (name, dir) in scanned {
             let path = &on_disk[&name];
-            let toml = path.join("servable.toml");
             let dir = match dir {
                 Ok(dir) => {
                     self.seen.remove(&(name.clone(), 0));
@@ -232,22 +313,28 @@ impl Watcher {
                 Err(e) => {
                     let print = Fingerprint::of(path, &[]);
                     let key = (name.clone(), 0);
-                    if self.seen.get(&key) != Some(&Seen::Failed(print.clone())) {
-                        tracing::error!(servable = %name, error = %e, "servable directory is invalid; ignored until something in it changes");
+                    if !matches!(self.seen.get(&key), Some(Seen::Failed(p, _)) if *p == print) {
+                        tracing::error!(servable = %name, error = %e, "model directory is invalid; ignored until something in it changes");
                         changes.failed.push(format!("{name}: {e}"));
-                        self.seen.insert(key, Seen::Failed(print));
+                        self.seen.insert(key, Seen::Failed(print, e.to_string()));
                     }
                     continue;
                 }
             };
+            let config_file = dir.config_file();
             let loaded = registry.versions(&name);
-            for &v in dir.versions.iter().filter(|v| !loaded.contains(v)) {
+            // Load the versions to serve, once they have settled.
+            for v in dir.served(&dir.versions) {
+                if loaded.contains(&v) {
+                    continue;
+                }
                 let key = (name.clone(), v);
-                let print = Fingerprint::of(&dir.dir.join(v.to_string()), &[&toml]);
-                let settled = now == Some(name.as_str())
+                let print = Fingerprint::of(&dir.dir.join(v.to_string()), &[&config_file]);
+                let settled = all_now
+                    || now == Some(name.as_str())
                     || self.seen.get(&key) == Some(&Seen::Settling(print.clone()));
                 match self.seen.get(&key) {
-                    Some(Seen::Failed(p)) if *p == print => continue,
+                    Some(Seen::Failed(p, _)) if *p == print => continue,
                     _ if !settled => {
                         tracing::debug!(servable = %name, version = v, "new version seen; loading it once the next poll sees it unchanged");
                         self.seen.insert(key, Seen::Settling(print));
@@ -256,18 +343,27 @@ impl Watcher {
                     _ => {}
                 }
                 match load_version(&self.runtime, &dir, v, &self.options) {
-                    Ok(sv) => {
-                        registry.insert(sv);
+                    Ok(l) => {
+                        registry.insert(l.into_version());
                         self.seen.remove(&key);
                         tracing::info!(servable = %name, version = v, "new version loaded and serving");
                         changes.loaded.push(format!("{name}/{v}"));
                     }
                     Err(e) => {
-                        tracing::error!(servable = %name, version = v, error = %e, "new version failed to load; ignored until something in it changes");
+                        tracing::error!(servable = %name, version = v, error = %e, "version failed to load; ignored until something in it changes");
                         changes.failed.push(format!("{name}/{v}: {e}"));
-                        self.seen.insert(key, Seen::Failed(print));
+                        self.seen.insert(key, Seen::Failed(print, e.to_string()));
                     }
                 }
+            }
+            // Versions the policy no longer names, now that what replaces
+            // them serves.
+            let loaded = registry.versions(&name);
+            let keep = dir.served(&loaded);
+            for v in loaded.into_iter().filter(|v| !keep.contains(v)) {
+                registry.remove(&name, v);
+                tracing::info!(servable = %name, version = v, "version no longer named by the version policy; unloaded after its running requests");
+                changes.unloaded.push(format!("{name}/{v}"));
             }
         }
         changes

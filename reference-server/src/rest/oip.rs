@@ -306,9 +306,11 @@ fn raw_binary(
     )?)
 }
 
-/// `POST /v2/repository/index`: every loaded model version.
+/// `POST /v2/repository/index`: every loaded model version, `READY`, and
+/// every model or version that failed to load, `UNAVAILABLE` with the
+/// reason.
 pub(crate) async fn repository_index(Extract(state): Extract<Arc<State>>) -> Response {
-    let index: Vec<serde_json::Value> = state
+    let mut index: Vec<serde_json::Value> = state
         .registry
         .list()
         .into_iter()
@@ -318,6 +320,19 @@ pub(crate) async fn repository_index(Extract(state): Extract<Arc<State>>) -> Res
                 .map(move |v| json!({ "name": name, "version": v.to_string(), "state": "READY" }))
         })
         .collect();
+    for f in state.failures() {
+        let version = if f.version == 0 {
+            String::new()
+        } else {
+            f.version.to_string()
+        };
+        index.push(json!({
+            "name": f.model,
+            "version": version,
+            "state": "UNAVAILABLE",
+            "reason": serving_proto::text::bounded(&f.reason),
+        }));
+    }
     Json(index).into_response()
 }
 

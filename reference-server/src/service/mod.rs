@@ -102,6 +102,8 @@ pub struct State {
     pub(crate) metrics: crate::metrics::Metrics,
     /// The repository watcher, when serving a repository.
     pub watcher: Option<std::sync::Mutex<crate::repository::watch::Watcher>>,
+    /// The repository's failures, published by the watcher after each poll.
+    pub failures: Option<std::sync::Arc<std::sync::RwLock<Vec<crate::repository::watch::Failure>>>>,
     /// Memory held by requests still arriving (gRPC messages and REST
     /// bodies), over all connections (`--max-incoming-mb`).
     pub incoming: serving_proto::gather::Budget,
@@ -117,6 +119,7 @@ impl State {
             max_msg_bytes,
             metrics: Default::default(),
             watcher: None,
+            failures: None,
             incoming: serving_proto::gather::Budget::new(max_incoming_bytes),
             ready: AtomicBool::new(false),
         }
@@ -149,6 +152,15 @@ impl State {
         };
         let label = if served { model } else { "" };
         self.metrics.record(front, label, class.label(), elapsed);
+    }
+
+    /// What the repository failed to load (and has not changed since), as
+    /// of the last poll.
+    pub fn failures(&self) -> Vec<crate::repository::watch::Failure> {
+        self.failures
+            .as_ref()
+            .map(|f| f.read().unwrap_or_else(|e| e.into_inner()).clone())
+            .unwrap_or_default()
     }
 
     /// Marks the server ready or not.

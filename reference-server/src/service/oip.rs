@@ -316,7 +316,14 @@ pub(crate) fn model_metadata(
     })
 }
 
-/// Whether a model is ready.
+/// Whether a model is ready: a model the repository failed to load is
+/// known, and not ready.
 pub(crate) fn model_ready(state: &State, name: &str, version: &str) -> Result<bool, ServeError> {
-    resolve(state, name, version).map(|_| state.is_ready())
+    match resolve(state, name, version) {
+        Ok(_) => Ok(state.is_ready()),
+        Err(ServeError::NotFound(_)) if state.failures().iter().any(|f| f.model == name) => {
+            Ok(false)
+        }
+        Err(e) => Err(e),
+    }
 }

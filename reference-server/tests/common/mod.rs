@@ -171,6 +171,18 @@ pub fn repository() -> tempfile::TempDir {
     dir
 }
 
+/// The error a server on repository `dir` refuses to start with.
+pub async fn start_error(dir: &Path) -> String {
+    let e = server::start(Config {
+        model_repository: Some(dir.to_owned()),
+        ..config()
+    })
+    .await
+    .expect_err("the repository must not start");
+    assert!(matches!(e, server::StartError::Repository(_)), "{e}");
+    e.to_string()
+}
+
 pub async fn with_repository(dir: &Path) -> Running {
     start(Config {
         model_repository: Some(dir.to_owned()),
@@ -288,5 +300,45 @@ pub fn one_servable(
         toml.as_bytes(),
     );
     write(dir.path(), &format!("{name}/1/m.onnx"), model);
+    dir
+}
+
+/// The virtual environment of the third-party clients and models (pinned
+/// in tests/compat/requirements.txt), provisioned under the target
+/// directory on first use.
+pub fn compat_venv() -> std::path::PathBuf {
+    use std::path::PathBuf;
+    use std::process::Command;
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let requirements = manifest.join("tests/compat/requirements.txt");
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| manifest.join("../target"));
+    let dir = target.join("compat-venv");
+    let stamp = dir.join("requirements.installed");
+    let wanted = std::fs::read_to_string(&requirements).unwrap();
+    if std::fs::read_to_string(&stamp).ok().as_deref() == Some(wanted.as_str()) {
+        return dir;
+    }
+    eprintln!(
+        "provisioning third-party clients and models into {} (once)",
+        dir.display()
+    );
+    let python = std::env::var("SERVING_PYTHON").unwrap_or_else(|_| "python3".into());
+    let ok = Command::new(&python)
+        .args(["-m", "venv"])
+        .arg(&dir)
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "python3 -m venv failed");
+    let ok = Command::new(dir.join("bin/pip"))
+        .args(["install", "--quiet", "--disable-pip-version-check", "-r"])
+        .arg(&requirements)
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "pip install -r {} failed", requirements.display());
+    std::fs::write(&stamp, wanted).unwrap();
     dir
 }

@@ -1,0 +1,790 @@
+//! Triton model directories: `config.pbtxt` (Triton's `ModelConfig` in
+//! protobuf text format), or none at all, the configuration then completed
+//! from the ONNX file as Triton's ONNX Runtime backend does.
+//!
+//! ```text
+//! models/
+//!   resnet/
+//!     config.pbtxt          optional
+//!     1/model.onnx
+//!     2/model.onnx
+//! ```
+//!
+//! A Triton model is served as servable `{name}` with one method, `predict`,
+//! whose inputs and outputs are the model's, so that both protocols reach
+//! it: Open Inference by model name, MindSpore Serving by servable `{name}`
+//! and method `predict`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use serving_proto::DataType;
+use serving_proto::model_config::{
+    ModelConfig, ModelDynamicBatching, ModelInput, ModelInstanceGroup, ModelOutput,
+    ModelQueuePolicy, TritonType,
+};
+use serving_proto::pb::inference::model_config::SchedulingChoice;
+use serving_proto::pb::inference::model_instance_group::Kind;
+use serving_proto::pb::inference::model_queue_policy::TimeoutAction;
+use serving_proto::pb::inference::model_version_policy::PolicyChoice;
+
+use crate::engine::config::{
+    Batching, Deployment, MethodSpec, ModelSpec, QueuePolicy, RequestTimeouts, ServableSpec,
+    StageSpec,
+};
+use crate::onnx::{Declared, Signature};
+use crate::runtime::device::Device;
+
+/// The platform Triton names ONNX models by, and the backend.
+pub const PLATFORM: &str = "onnxruntime_onnx";
+/// Triton's ONNX Runtime backend.
+pub const BACKEND: &str = "onnxruntime";
+/// The file a version directory holds unless `default_model_filename` says
+/// otherwise.
+pub const MODEL_FILE: &str = "model.onnx";
+/// The method a Triton model is served as, for MindSpore Serving clients.
+pub const METHOD: &str = "predict";
+
+/// A Triton model as the engine runs it, the configuration as completed,
+/// and what was read but has no effect here.
+#[derive(Clone, Debug)]
+pub struct Translated {
+    /// What the engine runs.
+    pub spec: ServableSpec,
+    /// The configuration with everything Triton would complete filled in
+    /// (what the model-configuration endpoint answers).
+    pub config: ModelConfig,
+    /// Fields that only tune performance elsewhere, ignored here.
+    pub ignored: Vec<String>,
+}
+
+/// What a Triton directory needs from the server.
+#[derive(Clone, Debug)]
+pub struct Defaults {
+    /// `max_batch_size` of a model without a configuration whose inputs
+    /// and outputs all have a dynamic first dimension (Triton's
+    /// `default-max-batch-size`, 4); 0 turns that batching off.
+    pub max_batch_size: u32,
+    /// The devices of a model that names none.
+    pub devices: Vec<Device>,
+}
+
+/// The data type Triton names `t`.
+pub fn triton_type(t: DataType) -> TritonType {
+    match t {
+        DataType::Bool => TritonType::TypeBool,
+        DataType::Uint8 => TritonType::TypeUint8,
+        DataType::Uint16 => TritonType::TypeUint16,
+        DataType::Uint32 => TritonType::TypeUint32,
+        DataType::Uint64 => TritonType::TypeUint64,
+        DataType::Int8 => TritonType::TypeInt8,
+        DataType::Int16 => TritonType::TypeInt16,
+        DataType::Int32 => TritonType::TypeInt32,
+        DataType::Int64 => TritonType::TypeInt64,
+        DataType::Fp16 => TritonType::TypeFp16,
+        DataType::Fp32 => TritonType::TypeFp32,
+        DataType::Fp64 => TritonType::TypeFp64,
+        DataType::Bf16 => TritonType::TypeBf16,
+        DataType::String | DataType::Bytes => TritonType::TypeString,
+        _ => TritonType::TypeInvalid,
+    }
+}
+
+fn type_name(t: i32) -> String {
+    TritonType::try_from(t)
+        .map_or_else(|_| format!("data type {t}"), |t| t.as_str_name().to_owned())
+}
+
+/// The model file of a configuration.
+pub fn model_file(config: Option<&ModelConfig>) -> &str {
+    match config {
+        Some(c) if !c.default_model_filename.is_empty() => &c.default_model_filename,
+        _ => MODEL_FILE,
+    }
+}
+
+/// The versions a configuration serves of those on disk (ascending):
+/// Triton's `version_policy`, by default the latest one.
+pub fn served(config: Option<&ModelConfig>, on_disk: &[u64]) -> Vec<u64> {
+    let policy = config
+        .and_then(|c| c.version_policy.as_ref())
+        .and_then(|p| p.policy_choice.as_ref());
+    match policy {
+        Some(PolicyChoice::All(_)) => on_disk.to_vec(),
+        Some(PolicyChoice::Specific(s)) => on_disk
+            .iter()
+            .copied()
+            .filter(|v| s.versions.contains(&(*v as i64)))
+            .collect(),
+        Some(PolicyChoice::Latest(l)) => {
+            let n = (l.num_versions as usize).max(1);
+            on_disk[on_disk.len().saturating_sub(n)..].to_vec()
+        }
+        None => on_disk.last().copied().into_iter().collect(),
+    }
+}
+
+/// Checks the fields of a configuration that do not depend on the model
+/// file: the name, the platform, and the fields with no meaning here.
+pub fn check(config: &ModelConfig, directory: &str) -> Result<(), String> {
+    if !config.name.is_empty() && config.name != directory {
+        return Err(format!(
+            "name \"{}\" does not match the model directory '{directory}'",
+            config.name
+        ));
+    }
+    if !config.platform.is_empty() && config.platform != PLATFORM {
+        return Err(format!(
+            "platform \"{}\" is not served: this server runs ONNX models (platform \"{PLATFORM}\")",
+            config.platform
+        ));
+    }
+    if !config.backend.is_empty() && config.backend != BACKEND {
+        return Err(format!(
+            "backend \"{}\" is not served: this server runs ONNX models (backend \"{BACKEND}\")",
+            config.backend
+        ));
+    }
+    let unsupported =
+        |field: &str, why: &str| Err(format!("field '{field}' is not supported: {why}"));
+    if !config.runtime.is_empty() {
+        return unsupported("runtime", "backend libraries are not loaded here");
+    }
+    if !config.cc_model_filenames.is_empty() {
+        return unsupported(
+            "cc_model_filenames",
+            "one model file per version; use default_model_filename",
+        );
+    }
+    for (i, g) in config.instance_group.iter().enumerate() {
+        if g.kind == Kind::Model as i32 {
+            return unsupported(
+                &format!("instance_group[{i}].kind: KIND_MODEL"),
+                "name the devices with KIND_CPU or KIND_GPU",
+            );
+        }
+        if !g.profile.is_empty() {
+            return unsupported(&format!("instance_group[{i}].profile"), "TensorRT profiles");
+        }
+        if g.passive {
+            return unsupported(
+                &format!("instance_group[{i}].passive"),
+                "every instance serves",
+            );
+        }
+        if g.count < 0 {
+            return Err(format!("instance_group[{i}].count {} is negative", g.count));
+        }
+    }
+    for i in &config.input {
+        let field = |f: &str| format!("input '{}' {f}", i.name);
+        if i.is_shape_tensor {
+            return unsupported(&field("is_shape_tensor"), "shape tensors are TensorRT's");
+        }
+        if i.allow_ragged_batch {
+            return unsupported(
+                &field("allow_ragged_batch"),
+                "rows batch only with equal shapes",
+            );
+        }
+        if i.is_non_linear_format_io {
+            return unsupported(&field("is_non_linear_format_io"), "TensorRT only");
+        }
+    }
+    for o in &config.output {
+        let field = |f: &str| format!("output '{}' {f}", o.name);
+        if o.is_shape_tensor {
+            return unsupported(&field("is_shape_tensor"), "shape tensors are TensorRT's");
+        }
+        if o.is_non_linear_format_io {
+            return unsupported(&field("is_non_linear_format_io"), "TensorRT only");
+        }
+    }
+    if config.max_batch_size < 0 {
+        return Err(format!(
+            "max_batch_size {} is negative",
+            config.max_batch_size
+        ));
+    }
+    if let Some(SchedulingChoice::DynamicBatching(d)) = &config.scheduling_choice {
+        if !d.priority_queue_policy.is_empty() {
+            return unsupported(
+                "dynamic_batching.priority_queue_policy",
+                "one queue policy for all levels (default_queue_policy)",
+            );
+        }
+        if let Some(&p) = d.preferred_batch_size.iter().find(|&&p| p <= 0) {
+            return Err(format!(
+                "dynamic_batching.preferred_batch_size holds {p}; sizes are at least 1"
+            ));
+        }
+        if d.default_queue_policy
+            .as_ref()
+            .is_some_and(|q| q.timeout_action == TimeoutAction::Delay as i32)
+        {
+            return unsupported(
+                "dynamic_batching.default_queue_policy.timeout_action: DELAY",
+                "a job past its queue timeout is refused (REJECT)",
+            );
+        }
+    }
+    Ok(())
+}
+
+/// The fields read but without effect here (they tune performance in
+/// Triton's backends).
+fn ignored(config: &ModelConfig) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut note = |present: bool, field: &str| {
+        if present {
+            out.push(field.to_owned());
+        }
+    };
+    note(config.optimization.is_some(), "optimization");
+    note(!config.model_warmup.is_empty(), "model_warmup");
+    note(config.response_cache.is_some(), "response_cache");
+    note(config.model_metrics.is_some(), "model_metrics");
+    note(!config.metric_tags.is_empty(), "metric_tags");
+    for (i, g) in config.instance_group.iter().enumerate() {
+        note(
+            g.rate_limiter.is_some(),
+            &format!("instance_group[{i}].rate_limiter"),
+        );
+        note(
+            !g.host_policy.is_empty(),
+            &format!("instance_group[{i}].host_policy"),
+        );
+    }
+    if let Some(SchedulingChoice::DynamicBatching(d)) = &config.scheduling_choice {
+        note(d.preserve_ordering, "dynamic_batching.preserve_ordering");
+    }
+    for key in config
+        .parameters
+        .keys()
+        .filter(|k| *k != "intra_op_thread_count")
+    {
+        out.push(format!("parameters[\"{key}\"]"));
+    }
+    out
+}
+
+fn declared_type(d: &Declared) -> Option<i32> {
+    d.dtype.map(|t| triton_type(t) as i32)
+}
+
+/// The config dims of a declared tensor (without the batch dimension when
+/// batching).
+fn dims_of(d: &Declared, batching: bool) -> Vec<i64> {
+    if batching {
+        d.dims.get(1..).unwrap_or_default().to_vec()
+    } else {
+        d.dims.clone()
+    }
+}
+
+/// Compares a configured tensor with the model's: type, rank, fixed
+/// dimensions.
+fn agree(
+    what: &str,
+    name: &str,
+    data_type: i32,
+    shape: &[i64],
+    model: &Declared,
+    batching: bool,
+    file: &str,
+) -> Result<(), String> {
+    let model_type = declared_type(model);
+    if model_type != Some(data_type) {
+        return Err(format!(
+            "{what} '{name}' is {} in config.pbtxt but {} in {file}",
+            type_name(data_type),
+            model_type.map_or_else(|| "a type the protocols cannot carry".into(), type_name)
+        ));
+    }
+    let expected = dims_of(model, batching);
+    let rank_ok = model.dims.len() == shape.len() + usize::from(batching);
+    let dims_ok = rank_ok
+        && expected
+            .iter()
+            .zip(shape)
+            .all(|(&m, &c)| m < 0 || c < 0 || m == c);
+    if !dims_ok {
+        return Err(format!(
+            "{what} '{name}' has dims {shape:?} in config.pbtxt{} but shape {:?} in {file}",
+            if batching {
+                " (after the batch dimension)"
+            } else {
+                ""
+            },
+            model.dims
+        ));
+    }
+    if batching && model.dims.first().is_some_and(|&d| d >= 0) {
+        return Err(format!(
+            "{what} '{name}': max_batch_size > 0 needs a dynamic first dimension, but {file} fixes it at {:?}",
+            model.dims[0]
+        ));
+    }
+    Ok(())
+}
+
+fn devices(groups: &[ModelInstanceGroup], defaults: &[Device]) -> Vec<Device> {
+    let mut out = Vec::new();
+    for g in groups {
+        let count = if g.count == 0 { 1 } else { g.count as usize };
+        let gpus: Vec<Device> = if g.gpus.is_empty() {
+            let cuda: Vec<Device> = defaults
+                .iter()
+                .copied()
+                .filter(|d| matches!(d, Device::Cuda(_)))
+                .collect();
+            if cuda.is_empty() {
+                vec![Device::Cuda(0)]
+            } else {
+                cuda
+            }
+        } else {
+            g.gpus.iter().map(|&id| Device::Cuda(id)).collect()
+        };
+        let each: Vec<Device> = match Kind::try_from(g.kind).unwrap_or(Kind::Auto) {
+            Kind::Cpu => vec![Device::Cpu],
+            Kind::Gpu => gpus,
+            _ if !g.gpus.is_empty() => gpus,
+            _ => defaults.to_vec(),
+        };
+        for device in each {
+            out.extend(std::iter::repeat_n(device, count));
+        }
+    }
+    out
+}
+
+/// The instance groups of the devices, for the completed configuration.
+fn groups_of(devices: &[Device]) -> Vec<ModelInstanceGroup> {
+    let mut by: BTreeMap<Option<i32>, i32> = BTreeMap::new();
+    for d in devices {
+        let key = match d {
+            Device::Cuda(id) => Some(*id),
+            _ => None,
+        };
+        *by.entry(key).or_default() += 1;
+    }
+    by.into_iter()
+        .enumerate()
+        .map(|(i, (gpu, count))| ModelInstanceGroup {
+            name: format!("group_{i}"),
+            kind: if gpu.is_some() { Kind::Gpu } else { Kind::Cpu } as i32,
+            count,
+            gpus: gpu.into_iter().collect(),
+            ..Default::default()
+        })
+        .collect()
+}
+
+/// Translates a Triton model (its configuration if it has one, the ONNX
+/// model's signature) into what the engine runs, completing the
+/// configuration as Triton does.
+pub fn translate(
+    directory: &str,
+    file_config: Option<&ModelConfig>,
+    model: &Signature,
+    defaults: &Defaults,
+) -> Result<Translated, String> {
+    let mut c = file_config.cloned().unwrap_or_default();
+    check(&c, directory)?;
+    let file = model_file(file_config).to_owned();
+    c.name = directory.to_owned();
+    if c.platform.is_empty() && c.backend.is_empty() {
+        c.platform = PLATFORM.to_owned();
+        c.backend = BACKEND.to_owned();
+    }
+    // Without any tensors configured, everything is completed from the
+    // model, batching included.
+    let complete = c.input.is_empty() && c.output.is_empty();
+    if complete && c.max_batch_size == 0 {
+        let all_dynamic = model
+            .inputs
+            .iter()
+            .chain(&model.outputs)
+            .all(|d| d.dims.first().is_some_and(|&n| n < 0));
+        if all_dynamic && defaults.max_batch_size > 0 && !model.inputs.is_empty() {
+            c.max_batch_size = defaults.max_batch_size as i32;
+            if c.scheduling_choice.is_none() {
+                c.scheduling_choice = Some(SchedulingChoice::DynamicBatching(
+                    ModelDynamicBatching::default(),
+                ));
+            }
+        }
+    }
+    let batching = c.max_batch_size > 0;
+    let carryable = |d: &Declared, what: &str| {
+        d.dtype.ok_or_else(|| {
+            format!(
+                "{file} {what} '{}' has an element type neither protocol carries",
+                d.name
+            )
+        })
+    };
+    if c.input.is_empty() {
+        for d in &model.inputs {
+            c.input.push(ModelInput {
+                name: d.name.clone(),
+                data_type: triton_type(carryable(d, "input")?) as i32,
+                dims: dims_of(d, batching),
+                ..Default::default()
+            });
+        }
+    }
+    if c.output.is_empty() {
+        for d in &model.outputs {
+            c.output.push(ModelOutput {
+                name: d.name.clone(),
+                data_type: triton_type(carryable(d, "output")?) as i32,
+                dims: dims_of(d, batching),
+                ..Default::default()
+            });
+        }
+    }
+    let mut reshape = BTreeMap::new();
+    let mut optional = BTreeSet::new();
+    for i in &c.input {
+        let Some(m) = model.inputs.iter().find(|d| d.name == i.name) else {
+            return Err(format!(
+                "input '{}' of config.pbtxt is not an input of {file} (its inputs: {})",
+                i.name,
+                names(&model.inputs)
+            ));
+        };
+        let model_shape = i.reshape.as_ref().map_or(&i.dims, |r| &r.shape);
+        agree(
+            "input",
+            &i.name,
+            i.data_type,
+            model_shape,
+            m,
+            batching,
+            &file,
+        )?;
+        if i.reshape.is_some() || i.dims != dims_of(m, batching) {
+            reshape.insert(i.name.clone(), i.dims.clone());
+        }
+        if i.optional {
+            optional.insert(i.name.clone());
+        }
+    }
+    if let Some(m) = model
+        .inputs
+        .iter()
+        .find(|d| !c.input.iter().any(|i| i.name == d.name))
+    {
+        return Err(format!(
+            "input '{}' of {file} is missing from config.pbtxt (its inputs: {})",
+            m.name,
+            names(&model.inputs)
+        ));
+    }
+    for o in &c.output {
+        let Some(m) = model.outputs.iter().find(|d| d.name == o.name) else {
+            return Err(format!(
+                "output '{}' of config.pbtxt is not an output of {file} (its outputs: {})",
+                o.name,
+                names(&model.outputs)
+            ));
+        };
+        let model_shape = o.reshape.as_ref().map_or(&o.dims, |r| &r.shape);
+        agree(
+            "output",
+            &o.name,
+            o.data_type,
+            model_shape,
+            m,
+            batching,
+            &file,
+        )?;
+        if o.reshape.is_some() || o.dims != dims_of(m, batching) {
+            reshape.insert(o.name.clone(), o.dims.clone());
+        }
+    }
+    let dynamic = c
+        .scheduling_choice
+        .as_ref()
+        .map(|SchedulingChoice::DynamicBatching(d)| d.clone());
+    let queue_policy: Option<&ModelQueuePolicy> = dynamic
+        .as_ref()
+        .and_then(|d| d.default_queue_policy.as_ref());
+    let levels = dynamic
+        .as_ref()
+        .map_or(0, |d| d.priority_levels)
+        .clamp(1, u64::from(u32::MAX)) as u32;
+    let default_priority = match dynamic.as_ref().map_or(0, |d| d.default_priority_level) {
+        0 => levels,
+        p => u32::try_from(p).unwrap_or(u32::MAX),
+    };
+    let queue = QueuePolicy {
+        limit: queue_policy
+            .map(|q| q.max_queue_size as usize)
+            .filter(|&n| n > 0),
+        priority_levels: levels,
+        default_priority,
+        default_timeout: queue_policy
+            .map(|q| q.default_timeout_microseconds)
+            .filter(|&us| us > 0)
+            .map(Duration::from_micros),
+        request_timeouts: match queue_policy {
+            None => RequestTimeouts::Override,
+            Some(q) if q.allow_timeout_override => RequestTimeouts::Shorten,
+            Some(_) => RequestTimeouts::Ignore,
+        },
+    };
+    queue
+        .check()
+        .map_err(|e| format!("dynamic_batching: {e}"))?;
+    let intra_op_threads = match c.parameters.get("intra_op_thread_count") {
+        None => None,
+        Some(p) => Some(
+            p.string_value
+                .trim()
+                .parse::<usize>()
+                .ok()
+                .filter(|&n| n > 0)
+                .ok_or_else(|| {
+                    format!(
+                        "parameters[\"intra_op_thread_count\"] \"{}\" is not a positive integer",
+                        p.string_value
+                    )
+                })?,
+        ),
+    };
+    let devices = devices(&c.instance_group, &defaults.devices);
+    if !devices.is_empty() {
+        c.instance_group = groups_of(&devices);
+    }
+    let spec = ServableSpec {
+        models: vec![ModelSpec {
+            name: "model".into(),
+            file: file.clone(),
+            batched: batching,
+        }],
+        methods: vec![MethodSpec {
+            name: METHOD.into(),
+            inputs: c.input.iter().map(|i| i.name.clone()).collect(),
+            outputs: c.output.iter().map(|o| o.name.clone()).collect(),
+            stages: vec![StageSpec {
+                model: "model".into(),
+                inputs: model.inputs.iter().map(|d| d.name.clone()).collect(),
+                outputs: model.outputs.iter().map(|d| d.name.clone()).collect(),
+            }],
+            reshape,
+            optional,
+        }],
+        deployment: Deployment {
+            devices,
+            intra_op_threads,
+            batching: Batching {
+                join: dynamic.is_some(),
+                max_batch_size: batching.then_some(c.max_batch_size as usize),
+                preferred_batch_sizes: dynamic
+                    .as_ref()
+                    .map(|d| d.preferred_batch_size.iter().map(|&p| p as usize).collect())
+                    .unwrap_or_default(),
+                max_delay: Duration::from_micros(
+                    dynamic
+                        .as_ref()
+                        .map_or(0, |d| d.max_queue_delay_microseconds),
+                ),
+            },
+            queue,
+        },
+    };
+    Ok(Translated {
+        ignored: ignored(&c),
+        spec,
+        config: c,
+    })
+}
+
+fn names(d: &[Declared]) -> String {
+    d.iter()
+        .map(|d| d.name.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// A description of a model's inputs and outputs, for a user writing its
+/// configuration.
+pub fn describe(model: &Signature) -> String {
+    let tensors = |ds: &[Declared]| {
+        ds.iter()
+            .map(|d| {
+                format!(
+                    "{} {} {:?}",
+                    d.name,
+                    d.dtype
+                        .map_or("(unsupported type)", |t| triton_type(t).as_str_name()),
+                    d.dims
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    format!(
+        "inputs: {}; outputs: {}",
+        tensors(&model.inputs),
+        tensors(&model.outputs)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serving_proto::model_config::parse_text;
+
+    fn sig(inputs: &[(&str, DataType, &[i64])], outputs: &[(&str, DataType, &[i64])]) -> Signature {
+        let d = |v: &[(&str, DataType, &[i64])]| {
+            v.iter()
+                .map(|(n, t, dims)| Declared {
+                    name: (*n).into(),
+                    dtype: Some(*t),
+                    dims: dims.to_vec(),
+                })
+                .collect()
+        };
+        Signature {
+            inputs: d(inputs),
+            outputs: d(outputs),
+        }
+    }
+
+    fn defaults() -> Defaults {
+        Defaults {
+            max_batch_size: 4,
+            devices: vec![Device::Cpu],
+        }
+    }
+
+    #[test]
+    fn a_model_without_configuration_is_completed() {
+        let dynamic = sig(
+            &[("x", DataType::Fp32, &[-1, 3])],
+            &[("y", DataType::Fp32, &[-1, 3])],
+        );
+        let t = translate("m", None, &dynamic, &defaults()).unwrap();
+        assert_eq!(t.config.max_batch_size, 4);
+        assert!(matches!(
+            t.config.scheduling_choice,
+            Some(SchedulingChoice::DynamicBatching(_))
+        ));
+        assert_eq!(t.config.input[0].dims, vec![3]);
+        assert_eq!(t.config.platform, PLATFORM);
+        assert!(t.spec.deployment.batching.join);
+        assert!(t.spec.models[0].batched);
+        let fixed = sig(
+            &[("x", DataType::Fp32, &[1, 3])],
+            &[("y", DataType::Fp32, &[-1, 3])],
+        );
+        let t = translate("m", None, &fixed, &defaults()).unwrap();
+        assert_eq!(t.config.max_batch_size, 0);
+        assert_eq!(t.config.input[0].dims, vec![1, 3]);
+        assert!(!t.spec.models[0].batched);
+    }
+
+    #[test]
+    fn configurations_that_contradict_the_model_name_both() {
+        let model = sig(
+            &[("x", DataType::Fp32, &[-1, 3])],
+            &[("y", DataType::Fp32, &[-1, 3])],
+        );
+        let e = |text: &str| {
+            translate("m", Some(&parse_text(text).unwrap()), &model, &defaults()).unwrap_err()
+        };
+        assert_eq!(
+            e("name: \"other\""),
+            "name \"other\" does not match the model directory 'm'"
+        );
+        assert_eq!(
+            e("max_batch_size: 2 input [ { name: \"x\" data_type: TYPE_INT32 dims: [ 3 ] } ]"),
+            "input 'x' is TYPE_INT32 in config.pbtxt but TYPE_FP32 in model.onnx"
+        );
+        assert_eq!(
+            e("max_batch_size: 2 input [ { name: \"x\" data_type: TYPE_FP32 dims: [ 3, 1 ] } ]"),
+            "input 'x' has dims [3, 1] in config.pbtxt (after the batch dimension) but shape [-1, 3] in model.onnx"
+        );
+        assert_eq!(
+            e("input [ { name: \"z\" data_type: TYPE_FP32 dims: [ 3 ] } ]"),
+            "input 'z' of config.pbtxt is not an input of model.onnx (its inputs: x)"
+        );
+        assert!(
+            e("platform: \"tensorrt_plan\"").contains("platform \"tensorrt_plan\" is not served")
+        );
+        assert!(e("instance_group [ { kind: KIND_MODEL } ]").contains("KIND_MODEL"));
+        assert!(
+            e("dynamic_batching { default_queue_policy { timeout_action: DELAY } }")
+                .contains("DELAY")
+        );
+    }
+
+    #[test]
+    fn deployment_fields_map_onto_the_engine() {
+        let model = sig(
+            &[("x", DataType::Fp32, &[-1, 3])],
+            &[("y", DataType::Fp32, &[-1, 3])],
+        );
+        let c = parse_text(
+            r#"max_batch_size: 8
+input [ { name: "x" data_type: TYPE_FP32 dims: [ 3 ] } ]
+output [ { name: "y" data_type: TYPE_FP32 dims: [ 3 ] } ]
+dynamic_batching {
+  preferred_batch_size: [ 4 ] max_queue_delay_microseconds: 250
+  priority_levels: 3 default_priority_level: 2
+  default_queue_policy { default_timeout_microseconds: 1000 allow_timeout_override: true max_queue_size: 7 }
+}
+instance_group [ { count: 2 kind: KIND_GPU gpus: [ 0, 1 ] }, { count: 1 kind: KIND_CPU } ]
+parameters { key: "intra_op_thread_count" value: { string_value: "3" } }
+optimization { graph { level: 1 } }
+"#,
+        )
+        .unwrap();
+        let t = translate("m", Some(&c), &model, &defaults()).unwrap();
+        let d = &t.spec.deployment;
+        assert_eq!(
+            d.devices,
+            vec![
+                Device::Cuda(0),
+                Device::Cuda(0),
+                Device::Cuda(1),
+                Device::Cuda(1),
+                Device::Cpu
+            ]
+        );
+        assert_eq!(d.intra_op_threads, Some(3));
+        assert_eq!(d.batching.max_batch_size, Some(8));
+        assert_eq!(d.batching.preferred_batch_sizes, vec![4]);
+        assert_eq!(d.batching.max_delay, Duration::from_micros(250));
+        assert_eq!(d.queue.priority_levels, 3);
+        assert_eq!(d.queue.default_priority, 2);
+        assert_eq!(d.queue.limit, Some(7));
+        assert_eq!(d.queue.request_timeouts, RequestTimeouts::Shorten);
+        assert_eq!(t.ignored, vec!["optimization".to_string()]);
+        // Without dynamic_batching, requests run alone, up to 8 rows each.
+        let alone = parse_text("max_batch_size: 8").unwrap();
+        let t = translate("m", Some(&alone), &model, &defaults()).unwrap();
+        assert!(!t.spec.deployment.batching.join);
+    }
+
+    #[test]
+    fn version_policies_select_versions() {
+        let on_disk = [1, 2, 3, 5];
+        let p = |text: &str| served(Some(&parse_text(text).unwrap()), &on_disk);
+        assert_eq!(served(None, &on_disk), vec![5]);
+        assert_eq!(
+            p("version_policy { latest { num_versions: 2 } }"),
+            vec![3, 5]
+        );
+        assert_eq!(p("version_policy { all {} }"), vec![1, 2, 3, 5]);
+        assert_eq!(
+            p("version_policy { specific { versions: [ 1, 3, 4 ] } }"),
+            vec![1, 3]
+        );
+        assert_eq!(served(None, &[]), Vec::<u64>::new());
+    }
+}
