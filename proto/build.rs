@@ -26,6 +26,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build_client(grpc)
         .build_server(grpc)
         .build_transport(false)
+        .generate_default_stubs(true)
         .bytes(".")
         .btree_map(".")
         .compile_fds(fds)?;

@@ -91,9 +91,82 @@ pub fn parse_too_large(text: &str) -> Option<(u64, u64)> {
     Some((size.trim().parse().ok()?, limit.trim().parse().ok()?))
 }
 
+/// Splits a stream of gRPC frames (a streaming call's body, in whatever
+/// pieces it arrives) into messages. Each header is checked against the
+/// limit as soon as it is complete; memory holds only the bytes received
+/// of the message in progress.
+#[derive(Debug)]
+pub struct Splitter {
+    pending: bytes::BytesMut,
+    limit: u64,
+}
+
+impl Splitter {
+    /// A splitter refusing messages over `limit` bytes.
+    pub fn new(limit: u64) -> Splitter {
+        Splitter {
+            pending: bytes::BytesMut::new(),
+            limit,
+        }
+    }
+
+    /// Adds bytes received.
+    pub fn push(&mut self, data: &[u8]) {
+        self.pending.extend_from_slice(data);
+    }
+
+    /// The next complete message and whether its flag says compressed,
+    /// `None` until one is complete.
+    pub fn next_message(&mut self) -> Result<Option<(bool, bytes::Bytes)>, FrameError> {
+        if self.pending.len() < HEADER_LEN {
+            return Ok(None);
+        }
+        let h = check_header(&self.pending, self.limit)?;
+        let len = h.len as usize;
+        if self.pending.len() - HEADER_LEN < len {
+            return Ok(None);
+        }
+        let _ = self.pending.split_to(HEADER_LEN);
+        Ok(Some((h.compressed, self.pending.split_to(len).freeze())))
+    }
+
+    /// Bytes of a message not yet complete (0 between messages).
+    pub fn partial(&self) -> usize {
+        self.pending.len()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_stream_splits_into_messages_in_any_pieces() {
+        let mut wire = vec![0, 0, 0, 0, 3, b'a', b'b', b'c', 1, 0, 0, 0, 0];
+        wire.extend_from_slice(&[0, 0, 0, 0, 1, b'z']);
+        for piece in [1, 2, 5, 100] {
+            let mut s = Splitter::new(16);
+            let mut got = Vec::new();
+            for chunk in wire.chunks(piece) {
+                s.push(chunk);
+                while let Some(m) = s.next_message().unwrap() {
+                    got.push(m);
+                }
+            }
+            assert_eq!(
+                got,
+                [
+                    (false, bytes::Bytes::from_static(b"abc")),
+                    (true, bytes::Bytes::new()),
+                    (false, bytes::Bytes::from_static(b"z"))
+                ]
+            );
+            assert_eq!(s.partial(), 0);
+        }
+        let mut s = Splitter::new(2);
+        s.push(&[0, 0, 0, 0, 3]);
+        assert!(matches!(s.next_message(), Err(FrameError::TooLarge(_))));
+    }
 
     #[test]
     fn header_is_checked_before_the_body() {

@@ -107,6 +107,10 @@ pub struct Unary {
     /// The message (without its frame header); `None` if the body held no
     /// data at all (a trailers-only reply, or an empty request).
     pub message: Option<Bytes>,
+    /// Whether the message is compressed (the frame's flag; only with
+    /// [`read_unary_compressed`]): it is then still to be inflated, with
+    /// the call's `grpc-encoding`.
+    pub compressed: bool,
     /// The trailers, if the body ended with some.
     pub trailers: Option<HeaderMap>,
 }
@@ -203,6 +207,24 @@ where
     B: Body<Data = Bytes> + Unpin,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
+    read_unary_compressed(body, limit, tensor_path, budget, false).await
+}
+
+/// [`read_unary`], also taking a compressed message when `accept_compressed`
+/// (the call negotiated an encoding): [`Unary::compressed`] then says so,
+/// and `limit` bounds the compressed bytes (what they inflate to is the
+/// caller's to bound, see [`crate::compression::inflate`]).
+pub async fn read_unary_compressed<B>(
+    body: &mut B,
+    limit: u64,
+    tensor_path: &[u32],
+    budget: &Budget,
+    accept_compressed: bool,
+) -> Result<Unary, ReadError>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let mut out = Unary::default();
     let mut header = [0u8; frame::HEADER_LEN];
     let mut have = 0;
@@ -232,9 +254,10 @@ where
                 continue;
             }
             let h = frame::check_header(&header, limit)?;
-            if h.compressed {
+            if h.compressed && !accept_compressed {
                 return Err(ReadError::Compressed);
             }
+            out.compressed = h.compressed;
             let len = h.len as usize;
             if data.len() >= len {
                 // The whole message in this chunk: no copy.
@@ -244,7 +267,13 @@ where
                 }
                 continue;
             }
-            gathering = Some(Gather::new(budget, len, payload_offset(&data, tensor_path)));
+            // Compressed bytes have no tensor to align.
+            let aligned = if h.compressed {
+                None
+            } else {
+                payload_offset(&data, tensor_path)
+            };
+            gathering = Some(Gather::new(budget, len, aligned));
         }
         let Some(g) = &mut gathering else {
             continue;

@@ -14,9 +14,11 @@
 //! | [`size`] | encoded sizes of requests, computed before they are built or sent |
 //! | [`frame`] | the gRPC length-prefixed frame header and its size limit |
 //! | [`gather`] | a request arriving in pieces gathered into one buffer, memory in proportion to the bytes received, under a server-wide [`gather::Budget`] |
+//! | `compression` | gzip and deflate bodies, inflated under a size bound (feature `compression`) |
 //! | [`chunked`] | `Predict` / `ModelInfer` messages framed as chunks that share the tensors' bytes (no encode copy) |
 //! | `grpc_body` | one unary message as an HTTP body: sent as those chunks, read back into one buffer with the first large tensor aligned (feature `grpc-body`) |
 //! | [`text`] | bounded quotes of request values in error texts |
+//! | `json_mapping` | protobuf's JSON mapping of the generated messages, as Triton's REST routes answer (feature `model-config`) |
 //! | `model_config` | Triton's `ModelConfig`: `config.pbtxt` text format and JSON, by reflection (feature `model-config`) |
 //! | [`pb`] | the generated protobuf messages (and tonic stubs with feature `grpc`) |
 //!
@@ -32,11 +34,15 @@
 //! ```
 
 pub mod chunked;
+#[cfg(feature = "compression")]
+pub mod compression;
 pub mod dtype;
 pub mod frame;
 pub mod gather;
 #[cfg(feature = "grpc-body")]
 pub mod grpc_body;
+#[cfg(feature = "model-config")]
+pub mod json_mapping;
 pub mod mindspore;
 #[cfg(feature = "model-config")]
 pub mod model_config;

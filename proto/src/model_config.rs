@@ -30,7 +30,7 @@ pub use crate::pb::inference::{
     ModelOutput, ModelQueuePolicy, ModelTensorReshape, ModelVersionPolicy,
 };
 
-static POOL: LazyLock<DescriptorPool> = LazyLock::new(|| {
+pub(crate) static POOL: LazyLock<DescriptorPool> = LazyLock::new(|| {
     DescriptorPool::decode(&include_bytes!(concat!(env!("OUT_DIR"), "/descriptors.bin"))[..])
         .expect("the compiled descriptors decode")
 });

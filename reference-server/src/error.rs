@@ -25,6 +25,12 @@ pub(crate) enum ServeError {
     /// An internal failure.
     #[error("{0}")]
     Internal(String),
+    /// A feature the server's configuration turns off.
+    #[error("{0}")]
+    FailedPrecondition(String),
+    /// A name already taken (a shared memory region).
+    #[error("{0}")]
+    AlreadyExists(String),
 }
 
 impl ServeError {
@@ -38,6 +44,8 @@ impl ServeError {
             ServeError::Unavailable(_) => tonic::Status::unavailable(m),
             ServeError::DeadlineExceeded(_) => tonic::Status::deadline_exceeded(m),
             ServeError::Internal(_) => tonic::Status::internal(m),
+            ServeError::FailedPrecondition(_) => tonic::Status::failed_precondition(m),
+            ServeError::AlreadyExists(_) => tonic::Status::already_exists(m),
         }
     }
 
@@ -50,6 +58,8 @@ impl ServeError {
             ServeError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ServeError::DeadlineExceeded(_) => StatusCode::GATEWAY_TIMEOUT,
             ServeError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ServeError::FailedPrecondition(_) => StatusCode::BAD_REQUEST,
+            ServeError::AlreadyExists(_) => StatusCode::CONFLICT,
         }
     }
 }

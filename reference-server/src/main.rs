@@ -94,6 +94,14 @@ struct Args {
     /// Seconds a shutdown (SIGTERM, Ctrl-C) waits for open requests.
     #[arg(long, default_value_t = 30.0, value_name = "SECONDS")]
     drain_timeout: f64,
+    /// Let clients register system shared memory (/dev/shm) and place
+    /// inputs and outputs in it (Triton's system_shared_memory extension).
+    /// Only for local clients you trust.
+    #[arg(long)]
+    allow_shared_memory: bool,
+    /// Compress gRPC replies with this encoding for clients that accept it.
+    #[arg(long, value_name = "ENCODING", default_value = "none", value_parser = ["none", "gzip", "deflate"])]
+    grpc_response_compression: String,
     /// Let tests make replicas fail on purpose. Never use in production.
     #[arg(long, hide = true)]
     enable_fault_injection: bool,
@@ -180,6 +188,10 @@ async fn main() -> ExitCode {
         },
         auth_token: args.auth_token,
         drain_timeout: std::time::Duration::from_secs_f64(args.drain_timeout.max(0.0)),
+        allow_shared_memory: args.allow_shared_memory,
+        grpc_response_compression: serving_proto::compression::Encoding::from_name(
+            &args.grpc_response_compression,
+        ),
     };
     let running = match server::start(config).await {
         Ok(r) => r,

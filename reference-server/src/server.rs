@@ -63,6 +63,13 @@ pub struct Config {
     pub auth_token: Option<String>,
     /// How long a shutdown waits for open requests to finish.
     pub drain_timeout: std::time::Duration,
+    /// Let clients register system shared memory and place tensors in it
+    /// (Triton's `--allow-client-shm`; off by default).
+    pub allow_shared_memory: bool,
+    /// Compress gRPC replies for clients that accept the encoding (Triton's
+    /// `--grpc-infer-response-compression-level`); `None`, the default,
+    /// sends them uncompressed.
+    pub grpc_response_compression: Option<serving_proto::compression::Encoding>,
 }
 
 impl Default for Config {
@@ -85,6 +92,8 @@ impl Default for Config {
             tls: None,
             auth_token: None,
             drain_timeout: std::time::Duration::from_secs(30),
+            allow_shared_memory: false,
+            grpc_response_compression: None,
         }
     }
 }
@@ -240,6 +249,10 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         u64::from(config.max_incoming_mb) << 20,
     );
     state.failures = watcher.as_ref().map(Watcher::published);
+    if config.allow_shared_memory {
+        state.allow_shared_memory();
+    }
+    state.grpc_response_compression = config.grpc_response_compression;
     state.watcher = watcher.map(std::sync::Mutex::new);
     let state = Arc::new(state);
     let bind = |what, address| async move {

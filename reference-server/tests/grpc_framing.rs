@@ -156,11 +156,18 @@ async fn malformed_bodies_get_tonics_codes_and_texts_and_the_server_stays_up() {
             "compressed-flag but no grpc-encoding",
         ),
         (
-            "gzip",
+            "an encoding the server does not speak",
             vec![Bytes::from(good.clone())],
-            Some("gzip"),
+            Some("br"),
             Code::Unimplemented,
-            "Content is compressed with `gzip` which isn't supported",
+            "Content is compressed with `br` which isn't supported",
+        ),
+        (
+            "gzip flagged but not gzip",
+            vec![Bytes::from(framed(b"not gzip", 1))],
+            Some("gzip"),
+            Code::Internal,
+            "is not valid gzip data",
         ),
         (
             "invalid flag",

@@ -196,13 +196,27 @@ async fn repository_endpoints_unload_and_load() {
             .status(),
         200
     );
+    // Unloaded, the model is known and not ready (Triton's answer), and
+    // the index says why.
     assert_eq!(
         http.get(common::rest(&server, "/v2/models/math/ready"))
             .send()
             .await
             .unwrap()
             .status(),
-        404
+        503
+    );
+    let index: Value = post("/v2/repository/index")
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        index.as_array().unwrap().contains(
+            &json!({"name": "math", "version": "", "state": "UNAVAILABLE", "reason": "unloaded"})
+        ),
+        "{index}"
     );
     add_version(repo.path(), "math", 3, &common::binary_op("Mul"));
     assert_eq!(

@@ -120,29 +120,13 @@ async fn third_party_models_from_a_bare_triton_repository_answer_as_their_refere
             .join(", ")
     );
     assert!(models.len() >= 80, "{} models served", models.len());
-    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let script = manifest.join("tests/compat/third_party_models.py");
-    let grpc = server.grpc_address.to_string();
-    let rest = server.rest_address.to_string();
-    let args: Vec<String> = models.iter().map(|(n, s)| format!("{n}={s}")).collect();
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new(venv.join("bin/python"))
-            .arg(script)
-            .args([&grpc, &rest])
-            .arg(&data)
-            .args(&args)
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    println!("{stdout}");
-    assert!(
-        out.status.success(),
-        "third-party models failed:\n{stdout}\n{stderr}"
-    );
-    assert!(stdout.contains(&format!("all {} third-party models match", models.len())));
+    let mut args = vec![
+        server.grpc_address.to_string(),
+        server.rest_address.to_string(),
+        data.display().to_string(),
+    ];
+    args.extend(models.iter().map(|(n, s)| format!("{n}={s}")));
+    let done = format!("all {} third-party models match", models.len());
+    common::run_compat("third_party_models.py", args, &done).await;
     server.shutdown().await;
 }

@@ -7,8 +7,8 @@ use bytes::Bytes;
 
 use super::contents::{decode_raw, decode_typed, encode_raw, encode_typed, has_typed, needs_raw};
 use super::{
-    InferRequest, InferResponse, NamedTensor, OipError, Parameter, Parameters, RequestedOutput,
-    datatype_name, resolve_datatype,
+    External, InferRequest, InferResponse, NamedTensor, OipError, Parameter, Parameters,
+    RequestedOutput, datatype_name, external_input, resolve_datatype, shared_memory,
 };
 use crate::pb::inference::{self as pb, InferParameter, InferTensorContents, infer_parameter};
 
@@ -102,14 +102,26 @@ wire_tensor_conversions!(
     pb::model_infer_response::InferOutputTensor
 );
 
-fn decode_tensors(tensors: Vec<WireTensor>, raw: Vec<Bytes>) -> Result<Vec<NamedTensor>, OipError> {
+fn decode_tensors(
+    tensors: Vec<WireTensor>,
+    raw: Vec<Bytes>,
+    mut external: Option<External<'_>>,
+) -> Result<Vec<NamedTensor>, OipError> {
+    let reads = external.is_some();
+    let placed = |t: &WireTensor| {
+        reads
+            && t.parameters
+                .get(shared_memory::REGION)
+                .is_some_and(|p| p.parameter_choice.is_some())
+    };
     if !raw.is_empty() {
         if tensors.iter().any(|t| has_typed(&t.contents)) {
             return Err(OipError::MixedContents);
         }
-        if raw.len() != tensors.len() {
+        let carried = tensors.iter().filter(|t| !placed(t)).count();
+        if raw.len() != carried {
             return Err(OipError::RawCount {
-                tensors: tensors.len(),
+                tensors: carried,
                 raw: raw.len(),
             });
         }
@@ -119,14 +131,27 @@ fn decode_tensors(tensors: Vec<WireTensor>, raw: Vec<Bytes>) -> Result<Vec<Named
         .into_iter()
         .map(|t| {
             let dtype = resolve_datatype(&t.name, &t.datatype)?;
-            let tensor = match raw.next() {
-                Some(bytes) => decode_raw(&t.name, dtype, t.shape, bytes)?,
-                None => decode_typed(&t.name, dtype, t.shape, t.contents.unwrap_or_default())?,
+            let parameters = params_from_pb(t.parameters);
+            let from_external = match external.as_mut() {
+                Some(external) => external_input(&t.name, &parameters, external)?,
+                None => None,
+            };
+            let tensor = match from_external {
+                Some(bytes) => {
+                    if has_typed(&t.contents) {
+                        return Err(OipError::PlacedWithData { name: t.name });
+                    }
+                    decode_raw(&t.name, dtype, t.shape, bytes)?
+                }
+                None => match raw.next() {
+                    Some(bytes) => decode_raw(&t.name, dtype, t.shape, bytes)?,
+                    None => decode_typed(&t.name, dtype, t.shape, t.contents.unwrap_or_default())?,
+                },
             };
             Ok(NamedTensor {
                 name: t.name,
                 tensor,
-                parameters: params_from_pb(t.parameters),
+                parameters,
             })
         })
         .collect()
@@ -143,7 +168,14 @@ fn encode_tensors(
     let mut raws = Vec::new();
     for t in tensors {
         let datatype = datatype_name(&t.name, t.tensor.dtype())?;
-        let typed = if raw {
+        // An output written to shared memory travels without its data (an
+        // empty raw entry keeps the raw list in step with the outputs).
+        let typed = if shared_memory::is_placed(&t.parameters) {
+            if raw {
+                raws.push(Bytes::new());
+            }
+            None
+        } else if raw {
             raws.push(encode_raw(&t.tensor));
             None
         } else {
@@ -160,15 +192,26 @@ fn encode_tensors(
     Ok((wire, raws))
 }
 
-/// Decodes a `ModelInferRequest` (what a server receives).
+/// Decodes a `ModelInferRequest` (what a server receives). Inputs placed
+/// in shared memory are refused; see [`decode_request_with`].
 pub fn decode_request(req: pb::ModelInferRequest) -> Result<InferRequest, OipError> {
+    decode_request_with(req, &mut super::no_shared_memory)
+}
+
+/// Decodes a `ModelInferRequest`, taking the data of inputs placed in
+/// shared memory from `external` (such inputs have no entry in
+/// `raw_input_contents`).
+pub fn decode_request_with(
+    req: pb::ModelInferRequest,
+    external: External<'_>,
+) -> Result<InferRequest, OipError> {
     let wire = req.inputs.into_iter().map(WireTensor::from).collect();
     Ok(InferRequest {
         model_name: req.model_name,
         model_version: req.model_version,
         id: req.id,
         parameters: params_from_pb(req.parameters),
-        inputs: decode_tensors(wire, req.raw_input_contents)?,
+        inputs: decode_tensors(wire, req.raw_input_contents, Some(external))?,
         outputs: req
             .outputs
             .into_iter()
@@ -212,7 +255,7 @@ pub fn decode_response(resp: pb::ModelInferResponse) -> Result<InferResponse, Oi
         model_version: resp.model_version,
         id: resp.id,
         parameters: params_from_pb(resp.parameters),
-        outputs: decode_tensors(wire, resp.raw_output_contents)?,
+        outputs: decode_tensors(wire, resp.raw_output_contents, None)?,
     })
 }
 

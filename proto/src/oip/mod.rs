@@ -7,6 +7,7 @@
 pub mod grpc;
 pub mod metadata;
 pub mod rest;
+pub mod shared_memory;
 
 mod contents;
 
@@ -284,11 +285,66 @@ pub enum OipError {
         /// Bytes left.
         available: usize,
     },
+    /// An input placed in shared memory whose data could not be had.
+    #[error("tensor '{}': {reason}", quote(.name))]
+    SharedMemory {
+        /// Tensor name.
+        name: String,
+        /// Why.
+        reason: String,
+    },
+    /// An input placed in shared memory that also carries data.
+    #[error(
+        "tensor '{}' is placed in shared memory ('shared_memory_region') and also carries data in the message; give one or the other", quote(.name)
+    )]
+    PlacedWithData {
+        /// Tensor name.
+        name: String,
+    },
     /// Binary data left after the last binary tensor.
     #[error(
         "{0} bytes of binary data follow the last binary tensor; binary_data_size values must add up to the body after the JSON header"
     )]
     TrailingBinary(usize),
+}
+
+/// A tensor's bytes as the protocol's raw form holds them: little-endian
+/// elements, or BYTES elements each after its 4-byte little-endian length
+/// (what shared memory holds too). Numeric tensors share their bytes.
+pub fn raw_contents(t: &Tensor) -> bytes::Bytes {
+    contents::encode_raw(t)
+}
+
+/// Supplies the data of an input that its message does not carry (Triton's
+/// shared-memory parameters): given the input's name and placement, its
+/// bytes, or why there are none.
+pub type External<'a> =
+    &'a mut dyn FnMut(&str, &shared_memory::Placement) -> Result<bytes::Bytes, String>;
+
+/// Refuses every placement: for decoders that read no shared memory.
+pub fn no_shared_memory(_: &str, _: &shared_memory::Placement) -> Result<bytes::Bytes, String> {
+    Err("inputs in shared memory are not supported here; send the data in the message".into())
+}
+
+/// The data of input `name` placed by `parameters`, if they place it.
+pub(crate) fn external_input(
+    name: &str,
+    parameters: &Parameters,
+    external: &mut External<'_>,
+) -> Result<Option<bytes::Bytes>, OipError> {
+    let placed = shared_memory::placement(parameters).map_err(|e| OipError::SharedMemory {
+        name: name.to_owned(),
+        reason: e.to_string(),
+    })?;
+    match placed {
+        None => Ok(None),
+        Some(p) => external(name, &p)
+            .map(Some)
+            .map_err(|reason| OipError::SharedMemory {
+                name: name.to_owned(),
+                reason,
+            }),
+    }
 }
 
 pub(crate) fn resolve_datatype(name: &str, datatype: &str) -> Result<DataType, OipError> {

@@ -12,8 +12,8 @@ use serde_json::{Map, Number, Value};
 
 use super::contents::{decode_raw, encode_raw, raw_len};
 use super::{
-    InferRequest, InferResponse, NamedTensor, OipError, Parameter, Parameters, RequestedOutput,
-    checked_count, datatype_name, resolve_datatype,
+    External, InferRequest, InferResponse, NamedTensor, OipError, Parameter, Parameters,
+    RequestedOutput, checked_count, datatype_name, external_input, resolve_datatype, shared_memory,
 };
 use crate::json::{self, NumberError};
 use crate::{DataType, Tensor, TensorData};
@@ -255,6 +255,7 @@ fn decode_tensor_list(
     list: Option<&Value>,
     key: &str,
     rest: &mut Bytes,
+    mut external: Option<External<'_>>,
 ) -> Result<Vec<NamedTensor>, OipError> {
     let items = match list {
         Some(Value::Array(items)) => items,
@@ -289,6 +290,20 @@ fn decode_tensor_list(
             }
         };
         let mut parameters = params_from_json(obj.get("parameters"))?;
+        if let Some(external) = external.as_mut()
+            && let Some(bytes) = external_input(&name, &parameters, external)?
+        {
+            if obj.contains_key("data") || parameters.contains_key(BINARY_DATA_SIZE) {
+                return Err(OipError::PlacedWithData { name });
+            }
+            let tensor = decode_raw(&name, dtype, shape, bytes)?;
+            tensors.push(NamedTensor {
+                name,
+                tensor,
+                parameters,
+            });
+            continue;
+        }
         let binary = parameters.remove(BINARY_DATA_SIZE);
         let tensor = match binary {
             Some(p) => {
@@ -332,8 +347,19 @@ fn decode_tensor_list(
 /// for a pure JSON body. The model name and version come from the URL and
 /// are left empty.
 pub fn decode_request(body: Bytes, header_len: Option<usize>) -> Result<InferRequest, OipError> {
+    decode_request_with(body, header_len, &mut super::no_shared_memory)
+}
+
+/// Decodes a request body, taking the data of inputs placed in shared
+/// memory from `external` (such inputs have neither `data` nor binary
+/// data).
+pub fn decode_request_with(
+    body: Bytes,
+    header_len: Option<usize>,
+    external: External<'_>,
+) -> Result<InferRequest, OipError> {
     let (top, mut rest) = split_body(&body, header_len)?;
-    let inputs = decode_tensor_list(top.get("inputs"), "inputs", &mut rest)?;
+    let inputs = decode_tensor_list(top.get("inputs"), "inputs", &mut rest, Some(external))?;
     if !rest.is_empty() {
         return Err(OipError::TrailingBinary(rest.len()));
     }
@@ -381,7 +407,7 @@ pub fn decode_raw_binary_request(
 /// Decodes a response body (what a client receives).
 pub fn decode_response(body: Bytes, header_len: Option<usize>) -> Result<InferResponse, OipError> {
     let (top, mut rest) = split_body(&body, header_len)?;
-    let outputs = decode_tensor_list(top.get("outputs"), "outputs", &mut rest)?;
+    let outputs = decode_tensor_list(top.get("outputs"), "outputs", &mut rest, None)?;
     if !rest.is_empty() {
         return Err(OipError::TrailingBinary(rest.len()));
     }
@@ -427,7 +453,9 @@ fn encode_tensor_list(
             );
             obj.insert("shape".into(), Value::from(t.tensor.shape().to_vec()));
             let mut parameters = t.parameters.clone();
-            if binary(t) {
+            if shared_memory::is_placed(&t.parameters) {
+                // Written to shared memory: no data in the body.
+            } else if binary(t) {
                 parameters.insert(
                     BINARY_DATA_SIZE.into(),
                     Parameter::Uint64(raw_len(&t.tensor) as u64),

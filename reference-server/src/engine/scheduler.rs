@@ -314,8 +314,23 @@ impl Scheduler {
             .collect();
         let mut answers: Vec<Option<Result<Vec<Tensor>, EngineError>>> = Vec::new();
         let mut waiting: Vec<(usize, Waiting)> = Vec::new();
+        // Every job refused here is a failed request in the statistics,
+        // as one that fails later is.
+        let refused = checked.iter().filter(|c| c.is_err()).count() as u64;
+        if refused > 0 {
+            shared.stats.fail.add_n(refused, Duration::ZERO);
+        }
         if checked.iter().any(Result::is_ok) {
-            let admission = Arc::new(self.admit()?);
+            let admission = match self.admit() {
+                Ok(a) => Arc::new(a),
+                Err(e) => {
+                    shared
+                        .stats
+                        .fail
+                        .add_n(checked.len() as u64 - refused, Duration::ZERO);
+                    return Err(e);
+                }
+            };
             let now = Instant::now();
             let mut q = lock(&shared.queue);
             for (k, c) in checked.into_iter().enumerate() {

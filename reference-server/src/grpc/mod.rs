@@ -3,6 +3,7 @@
 //! and the `grpc-timeout` deadline.
 
 pub(crate) mod deadline;
+pub(crate) mod inflate;
 pub(crate) mod mindspore;
 pub(crate) mod oip;
 pub(crate) mod size_limit;
@@ -10,7 +11,9 @@ pub(crate) mod zero_copy;
 
 use std::sync::Arc;
 
+use serving_proto::compression::Encoding;
 use serving_proto::pb::inference::grpc_inference_service_server::GrpcInferenceServiceServer;
+use tonic::codec::CompressionEncoding;
 use tonic::service::Routes;
 
 use crate::auth::GrpcAuth;
@@ -36,13 +39,21 @@ pub(crate) fn routes(
     // `ZeroCopy` answers with the same implementations (so `MSService`,
     // whose only RPC is `Predict`, needs no tonic route; its other paths
     // get tonic's UNIMPLEMENTED like any unknown service).
-    let routes = Routes::new(
-        GrpcInferenceServiceServer::new(oip.clone())
-            .max_decoding_message_size(limit)
-            .max_encoding_message_size(usize::MAX),
-    )
-    .add_service(health)
-    .prepare();
+    // tonic inflates compressed messages of the RPCs it serves under the
+    // same limit (`max_decoding_message_size` bounds what they inflate to).
+    let mut inference = GrpcInferenceServiceServer::new(oip.clone())
+        .max_decoding_message_size(limit)
+        .max_encoding_message_size(usize::MAX)
+        .accept_compressed(CompressionEncoding::Gzip)
+        .accept_compressed(CompressionEncoding::Deflate);
+    match state.grpc_response_compression {
+        Some(Encoding::Gzip) => inference = inference.send_compressed(CompressionEncoding::Gzip),
+        Some(Encoding::Deflate) => {
+            inference = inference.send_compressed(CompressionEncoding::Deflate)
+        }
+        _ => {}
+    }
+    let routes = Routes::new(inference).add_service(health).prepare();
     let routes = ZeroCopy::new(routes, ms, oip, state);
     (
         GrpcAuth::new(

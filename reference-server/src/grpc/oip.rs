@@ -1,18 +1,24 @@
-//! `inference.GRPCInferenceService`: the six Open Inference Protocol RPCs.
+//! `inference.GRPCInferenceService`: the Open Inference Protocol RPCs and
+//! Triton's extensions (streaming, model configuration, statistics,
+//! repository, system shared memory). CUDA shared memory, trace and log
+//! settings answer UNIMPLEMENTED with a text saying why.
 
+use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Instant;
 
+use futures_util::stream::{FuturesOrdered, Stream, StreamExt};
 use serving_proto::oip::grpc::{self as codec, Contents};
 use serving_proto::pb::inference::{
     self as pb, grpc_inference_service_server::GrpcInferenceService,
 };
-use tonic::{Request, Response, Status};
+use tonic::{Request, Response, Status, Streaming};
 
 use super::mindspore::check_reply_size;
 use crate::error::ServeError;
 use crate::metrics::Front;
 use crate::service::Class;
-use crate::service::{State, oip};
+use crate::service::{State, model_config, oip, repository, statistics};
 
 /// The `GRPCInferenceService` implementation.
 #[derive(Clone, Debug)]
@@ -20,41 +26,92 @@ pub(crate) struct OipGrpc {
     state: Arc<State>,
 }
 
+/// The header with which a Triton client asks for stream errors as a gRPC
+/// status that ends the stream, instead of in-band messages.
+pub(crate) const STATUS_ERRORS_HEADER: &str = "triton_grpc_error";
+
+/// The most requests of one stream running at once; the stream's next
+/// request is read when one of them is answered.
+pub(crate) const STREAM_IN_FLIGHT: usize = 256;
+
+/// CUDA shared memory's answer.
+const NO_CUDA: &str = "CUDA shared memory is not supported: this server keeps tensors in host memory; use system shared memory (--allow-shared-memory)";
+
 impl OipGrpc {
     /// A service over the shared state.
     pub(crate) fn new(state: Arc<State>) -> OipGrpc {
         OipGrpc { state }
     }
-}
 
-impl OipGrpc {
-    /// `ModelInfer` without the metrics.
-    async fn infer(
+    /// One `ModelInferRequest`, unary or on a stream, without the metrics.
+    async fn infer_message(
         &self,
-        request: Request<pb::ModelInferRequest>,
-    ) -> Result<Response<pb::ModelInferResponse>, Status> {
-        let deadline = super::deadline::deadline_of(request.metadata());
-        let msg = request.into_inner();
+        msg: pb::ModelInferRequest,
+        deadline: Option<Instant>,
+    ) -> Result<pb::ModelInferResponse, Status> {
+        let state = &self.state;
         // An unknown model is NOT_FOUND whatever the tensors hold.
-        oip::resolve(&self.state, &msg.model_name, &msg.model_version).map_err(status)?;
+        oip::resolve(state, &msg.model_name, &msg.model_version).map_err(status)?;
         // Answer in the form the client used: raw if it sent raw contents.
-        let contents = if msg.raw_input_contents.is_empty() && !msg.inputs.is_empty() {
+        let contents = if msg.raw_input_contents.is_empty()
+            && msg.inputs.iter().any(|i| i.contents.is_some())
+        {
             Contents::Typed
         } else {
             Contents::Raw
         };
-        let req = codec::decode_request(msg).map_err(|e| status(e.into()))?;
-        let resp = oip::infer(&self.state, req, deadline)
-            .await
-            .map_err(status)?;
+        let req = codec::decode_request_with(msg, &mut |_, p| state.shared_memory.input(p))
+            .map_err(|e| status(e.into()))?;
+        let resp = oip::infer(state, req, deadline).await.map_err(status)?;
         let reply = codec::encode_response(&resp, contents).map_err(|e| status(e.into()))?;
-        check_reply_size(&reply, self.state.max_msg_bytes)?;
-        Ok(Response::new(reply))
+        check_reply_size(&reply, state.max_msg_bytes)?;
+        Ok(reply)
+    }
+
+    /// [`OipGrpc::infer_message`], recorded in the metrics.
+    async fn infer_recorded(
+        &self,
+        msg: pb::ModelInferRequest,
+        deadline: Option<Instant>,
+    ) -> Result<pb::ModelInferResponse, Status> {
+        let started = Instant::now();
+        let model = msg.model_name.clone();
+        let result = self.infer_message(msg, deadline).await;
+        let class = match &result {
+            Ok(_) => Class::Ok,
+            Err(s) => Class::of_grpc(s.code()),
+        };
+        self.state
+            .record(Front::OipGrpc, &model, class, started.elapsed());
+        result
     }
 }
 
 fn status(e: ServeError) -> Status {
     e.to_status()
+}
+
+/// The answers of a stream, in the order of its requests.
+type AnswerStream =
+    Pin<Box<dyn Stream<Item = Result<pb::ModelStreamInferResponse, Status>> + Send>>;
+
+/// An in-band stream error, as Triton sends it: the text, and the
+/// request's id and model so that the client can tell which one failed.
+fn in_band(
+    e: &Status,
+    id: String,
+    model_name: String,
+    model_version: String,
+) -> pb::ModelStreamInferResponse {
+    pb::ModelStreamInferResponse {
+        error_message: e.message().to_owned(),
+        infer_response: Some(pb::ModelInferResponse {
+            model_name,
+            model_version,
+            id,
+            ..Default::default()
+        }),
+    }
 }
 
 #[tonic::async_trait]
@@ -91,7 +148,10 @@ impl GrpcInferenceService for OipGrpc {
         Ok(Response::new(pb::ServerMetadataResponse {
             name: oip::SERVER_NAME.into(),
             version: env!("CARGO_PKG_VERSION").into(),
-            extensions: oip::EXTENSIONS.iter().map(|s| (*s).to_owned()).collect(),
+            extensions: oip::extensions(&self.state)
+                .into_iter()
+                .map(str::to_owned)
+                .collect(),
         }))
     }
 
@@ -108,15 +168,243 @@ impl GrpcInferenceService for OipGrpc {
         &self,
         request: Request<pb::ModelInferRequest>,
     ) -> Result<Response<pb::ModelInferResponse>, Status> {
-        let started = std::time::Instant::now();
-        let model = request.get_ref().model_name.clone();
-        let result = self.infer(request).await;
-        let class = match &result {
-            Ok(_) => Class::Ok,
-            Err(s) => Class::of_grpc(s.code()),
-        };
+        let deadline = super::deadline::deadline_of(request.metadata());
+        let reply = self.infer_recorded(request.into_inner(), deadline).await?;
+        Ok(Response::new(reply))
+    }
+
+    /// Each request of the stream is an ordinary job: batched with every
+    /// other client's, prioritised, refused when its deadline passes. Up to
+    /// [`STREAM_IN_FLIGHT`] run at once; answers come in request order (as
+    /// Triton's for a model that is not decoupled), each with its request's
+    /// id. When the client goes away, the requests still queued or running
+    /// are cancelled.
+    async fn model_stream_infer(
+        &self,
+        request: Request<Streaming<pb::ModelInferRequest>>,
+    ) -> Result<Response<AnswerStream>, Status> {
+        let status_errors = request
+            .metadata()
+            .get(STATUS_ERRORS_HEADER)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"true"));
+        let deadline = super::deadline::deadline_of(request.metadata());
+        let mut incoming = request.into_inner();
+        let (tx, mut rx) = tokio::sync::mpsc::channel(16);
+        let this = self.clone();
+        tokio::spawn(async move {
+            let mut running = FuturesOrdered::new();
+            let mut input_done = false;
+            loop {
+                if input_done && running.is_empty() {
+                    return;
+                }
+                tokio::select! {
+                    msg = incoming.message(), if !input_done && running.len() < STREAM_IN_FLIGHT => {
+                        match msg {
+                            Ok(Some(m)) => {
+                                let this = this.clone();
+                                let (id, model, version) =
+                                    (m.id.clone(), m.model_name.clone(), m.model_version.clone());
+                                running.push_back(async move {
+                                    this.infer_recorded(m, deadline)
+                                        .await
+                                        .map_err(|e| (e, id, model, version))
+                                });
+                            }
+                            Ok(None) => input_done = true,
+                            Err(e) => {
+                                // The stream itself broke (a bad frame):
+                                // nothing more can be read from it.
+                                let _ = tx.send(Err(e)).await;
+                                return;
+                            }
+                        }
+                    }
+                    Some(answer) = running.next(), if !running.is_empty() => {
+                        let item = match answer {
+                            Ok(resp) => Ok(pb::ModelStreamInferResponse {
+                                error_message: String::new(),
+                                infer_response: Some(resp),
+                            }),
+                            Err((e, _, _, _)) if status_errors => Err(e),
+                            Err((e, id, model, version)) => Ok(in_band(&e, id, model, version)),
+                        };
+                        let ends = item.is_err();
+                        // A send fails only when the client went away:
+                        // returning drops the running requests, which
+                        // cancels them.
+                        if tx.send(item).await.is_err() || ends {
+                            return;
+                        }
+                    }
+                    () = tx.closed() => return,
+                }
+            }
+        });
+        let answers = futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx));
+        Ok(Response::new(Box::pin(answers)))
+    }
+
+    async fn model_config(
+        &self,
+        request: Request<pb::ModelConfigRequest>,
+    ) -> Result<Response<pb::ModelConfigResponse>, Status> {
+        let r = request.into_inner();
+        let config =
+            model_config::model_config(&self.state, &r.name, &r.version).map_err(status)?;
+        Ok(Response::new(pb::ModelConfigResponse {
+            config: Some(config),
+        }))
+    }
+
+    async fn model_statistics(
+        &self,
+        request: Request<pb::ModelStatisticsRequest>,
+    ) -> Result<Response<pb::ModelStatisticsResponse>, Status> {
+        let r = request.into_inner();
+        let model_stats =
+            statistics::statistics(&self.state, &r.name, &r.version).map_err(status)?;
+        Ok(Response::new(pb::ModelStatisticsResponse { model_stats }))
+    }
+
+    async fn repository_index(
+        &self,
+        request: Request<pb::RepositoryIndexRequest>,
+    ) -> Result<Response<pb::RepositoryIndexResponse>, Status> {
+        let r = request.into_inner();
+        repository::check_repository(&r.repository_name).map_err(status)?;
+        let models = repository::index(&self.state, r.ready)
+            .into_iter()
+            .map(|e| pb::repository_index_response::ModelIndex {
+                name: e.name,
+                version: e.version,
+                state: e.state.to_owned(),
+                reason: e.reason,
+            })
+            .collect();
+        Ok(Response::new(pb::RepositoryIndexResponse { models }))
+    }
+
+    async fn repository_model_load(
+        &self,
+        request: Request<pb::RepositoryModelLoadRequest>,
+    ) -> Result<Response<pb::RepositoryModelLoadResponse>, Status> {
+        let r = request.into_inner();
+        repository::check_repository(&r.repository_name).map_err(status)?;
+        repository::check_load_parameters(r.parameters.keys().map(String::as_str))
+            .map_err(status)?;
+        repository::load(self.state.clone(), r.model_name)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(pb::RepositoryModelLoadResponse {}))
+    }
+
+    async fn repository_model_unload(
+        &self,
+        request: Request<pb::RepositoryModelUnloadRequest>,
+    ) -> Result<Response<pb::RepositoryModelUnloadResponse>, Status> {
+        let r = request.into_inner();
+        repository::check_repository(&r.repository_name).map_err(status)?;
+        repository::unload(self.state.clone(), r.model_name)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(pb::RepositoryModelUnloadResponse {}))
+    }
+
+    async fn system_shared_memory_status(
+        &self,
+        request: Request<pb::SystemSharedMemoryStatusRequest>,
+    ) -> Result<Response<pb::SystemSharedMemoryStatusResponse>, Status> {
+        let r = request.into_inner();
+        let regions = self
+            .state
+            .shared_memory
+            .status(&r.name)
+            .map_err(status)?
+            .into_iter()
+            .map(|s| {
+                (
+                    s.name.clone(),
+                    pb::system_shared_memory_status_response::RegionStatus {
+                        name: s.name,
+                        key: s.key,
+                        offset: s.offset,
+                        byte_size: s.byte_size,
+                    },
+                )
+            })
+            .collect();
+        Ok(Response::new(pb::SystemSharedMemoryStatusResponse {
+            regions,
+        }))
+    }
+
+    async fn system_shared_memory_register(
+        &self,
+        request: Request<pb::SystemSharedMemoryRegisterRequest>,
+    ) -> Result<Response<pb::SystemSharedMemoryRegisterResponse>, Status> {
+        let r = request.into_inner();
+        let state = self.state.clone();
+        // Opening and mapping a file is blocking work.
+        tokio::task::spawn_blocking(move || {
+            state
+                .shared_memory
+                .register(&r.name, &r.key, r.offset, r.byte_size)
+        })
+        .await
+        .map_err(|e| Status::internal(e.to_string()))?
+        .map_err(status)?;
+        Ok(Response::new(pb::SystemSharedMemoryRegisterResponse {}))
+    }
+
+    async fn system_shared_memory_unregister(
+        &self,
+        request: Request<pb::SystemSharedMemoryUnregisterRequest>,
+    ) -> Result<Response<pb::SystemSharedMemoryUnregisterResponse>, Status> {
+        let r = request.into_inner();
         self.state
-            .record(Front::OipGrpc, &model, class, started.elapsed());
-        result
+            .shared_memory
+            .unregister(&r.name)
+            .map_err(status)?;
+        Ok(Response::new(pb::SystemSharedMemoryUnregisterResponse {}))
+    }
+
+    async fn cuda_shared_memory_status(
+        &self,
+        _: Request<pb::CudaSharedMemoryStatusRequest>,
+    ) -> Result<Response<pb::CudaSharedMemoryStatusResponse>, Status> {
+        Err(Status::unimplemented(NO_CUDA))
+    }
+
+    async fn cuda_shared_memory_register(
+        &self,
+        _: Request<pb::CudaSharedMemoryRegisterRequest>,
+    ) -> Result<Response<pb::CudaSharedMemoryRegisterResponse>, Status> {
+        Err(Status::unimplemented(NO_CUDA))
+    }
+
+    async fn cuda_shared_memory_unregister(
+        &self,
+        _: Request<pb::CudaSharedMemoryUnregisterRequest>,
+    ) -> Result<Response<pb::CudaSharedMemoryUnregisterResponse>, Status> {
+        Err(Status::unimplemented(NO_CUDA))
+    }
+
+    async fn trace_setting(
+        &self,
+        _: Request<pb::TraceSettingRequest>,
+    ) -> Result<Response<pb::TraceSettingResponse>, Status> {
+        Err(Status::unimplemented(
+            "trace settings are not supported by this server; it logs through tracing, configured with RUST_LOG",
+        ))
+    }
+
+    async fn log_settings(
+        &self,
+        _: Request<pb::LogSettingsRequest>,
+    ) -> Result<Response<pb::LogSettingsResponse>, Status> {
+        Err(Status::unimplemented(
+            "log settings cannot be changed at run time on this server; set RUST_LOG before it starts",
+        ))
     }
 }

@@ -21,9 +21,10 @@ use http::{HeaderMap, HeaderValue, Request, Response};
 use http_body::Body;
 use prost::Message;
 use serving_proto::chunked;
+use serving_proto::compression::{self, Encoding};
 use serving_proto::frame::{FrameError, TooLarge};
 use serving_proto::grpc_body::method::{MODEL_INFER, PREDICT};
-use serving_proto::grpc_body::{MessageBody, ReadError, read_unary, tensor_path};
+use serving_proto::grpc_body::{MessageBody, ReadError, read_unary_compressed, tensor_path};
 use serving_proto::pb::inference::grpc_inference_service_server::GrpcInferenceService;
 use serving_proto::pb::mindspore::ms_service_server::MsService;
 use tonic::Status;
@@ -60,8 +61,11 @@ type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
 impl<S, B> tower::Service<Request<B>> for ZeroCopy<S>
 where
-    S: tower::Service<Request<B>, Response = Response<tonic::body::Body>, Error = Infallible>
-        + Clone
+    S: tower::Service<
+            Request<tonic::body::Body>,
+            Response = Response<tonic::body::Body>,
+            Error = Infallible,
+        > + Clone
         + Send
         + 'static,
     S::Future: Send,
@@ -108,7 +112,27 @@ where
             _ => {
                 let clone = self.inner.clone();
                 let mut inner = std::mem::replace(&mut self.inner, clone);
-                Box::pin(async move { inner.call(req).await })
+                let path = req.uri().path().to_owned();
+                let limit = state.max_msg_bytes as u64;
+                let encoding = req
+                    .headers()
+                    .get("grpc-encoding")
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(Encoding::from_name);
+                let req = match encoding {
+                    // Inflated here, under the limit; tonic reads plain
+                    // frames.
+                    Some(e) => {
+                        let (mut parts, body) = req.into_parts();
+                        parts.headers.remove("grpc-encoding");
+                        Request::from_parts(parts, super::inflate::inflating(body, e, limit))
+                    }
+                    None => req.map(tonic::body::Body::new),
+                };
+                Box::pin(async move {
+                    let response = inner.call(req).await?;
+                    Ok(with_unimplemented_text(response, &path))
+                })
             }
         }
     }
@@ -136,25 +160,70 @@ where
 {
     let limit = state.max_msg_bytes as u64;
     let (parts, mut body) = req.into_parts();
-    if let Some(encoding) = parts.headers.get("grpc-encoding")
-        && encoding != "identity"
-    {
-        let mut status = Status::unimplemented(format!(
-            "Content is compressed with `{}` which isn't supported",
-            serving_proto::text::quote(&String::from_utf8_lossy(encoding.as_bytes()))
-        ));
-        status
-            .metadata_mut()
-            .insert("grpc-accept-encoding", "identity".parse().expect("ASCII"));
-        return status.into_http();
-    }
-    let message = match read_unary(&mut body, limit, tensor_path, &state.incoming).await {
-        Ok(read) => match read.message {
-            Some(m) => m,
-            None => return Status::internal("Missing request message.").into_http(),
+    let encoding = match parts.headers.get("grpc-encoding") {
+        None => None,
+        Some(v) if v == "identity" => None,
+        Some(v) => match v.to_str().ok().and_then(Encoding::from_name) {
+            Some(e) => Some(e),
+            None => {
+                let mut status = Status::unimplemented(format!(
+                    "Content is compressed with `{}` which isn't supported",
+                    serving_proto::text::quote(&String::from_utf8_lossy(v.as_bytes()))
+                ));
+                status
+                    .metadata_mut()
+                    .insert("grpc-accept-encoding", ACCEPTED.parse().expect("ASCII"));
+                return status.into_http();
+            }
         },
+    };
+    let read = match read_unary_compressed(
+        &mut body,
+        limit,
+        tensor_path,
+        &state.incoming,
+        encoding.is_some(),
+    )
+    .await
+    {
+        Ok(read) => read,
         Err(e) => return read_status(e).into_http(),
     };
+    let Some(mut message) = read.message else {
+        return Status::internal("Missing request message.").into_http();
+    };
+    if read.compressed
+        && let Some(encoding) = encoding
+    {
+        // Inflating is CPU work in proportion to the message: off the
+        // connection's thread, and bounded by the limit as it inflates.
+        let packed = message;
+        let inflated = tokio::task::spawn_blocking(move || {
+            compression::inflate(encoding, &packed, limit as usize)
+        })
+        .await;
+        message = match inflated {
+            Ok(Ok(bytes)) => Bytes::from(bytes),
+            Ok(Err(e @ compression::InflateError::TooLarge { .. })) => {
+                return Status::resource_exhausted(format!(
+                    "Received message larger than max: {e}"
+                ))
+                .into_http();
+            }
+            Ok(Err(e)) => return Status::internal(e.to_string()).into_http(),
+            Err(e) => return Status::internal(e.to_string()).into_http(),
+        };
+    }
+    // The reply is compressed when the server is configured to and the
+    // client accepts it (as Triton's --grpc-infer-response-compression-level).
+    let reply_encoding = state.grpc_response_compression.filter(|e| {
+        parts
+            .headers
+            .get_all("grpc-accept-encoding")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .any(|v| compression::accepted(v).contains(e))
+    });
     let message = match M::decode(message) {
         Ok(m) => m,
         Err(e) => return Status::internal(e.to_string()).into_http(),
@@ -167,10 +236,13 @@ where
     match handle(request).await {
         Ok(reply) => {
             let (metadata, message, extensions) = reply.into_parts();
-            let chunks = match encode(message, limit) {
+            let mut chunks = match encode(message, limit) {
                 Ok(chunks) => chunks,
                 Err(e) => return Status::resource_exhausted(e.to_string()).into_http(),
             };
+            if let Some(e) = reply_encoding {
+                chunks = compressed_frame(e, chunks).await;
+            }
             let mut trailers = HeaderMap::new();
             trailers.insert("grpc-status", HeaderValue::from_static("0"));
             let body = MessageBody::with_trailers(chunks, trailers);
@@ -180,11 +252,63 @@ where
                 http::header::CONTENT_TYPE,
                 HeaderValue::from_static("application/grpc"),
             );
+            if let Some(e) = reply_encoding {
+                response
+                    .headers_mut()
+                    .insert("grpc-encoding", HeaderValue::from_static(e.name()));
+            }
+            response
+                .headers_mut()
+                .insert("grpc-accept-encoding", HeaderValue::from_static(ACCEPTED));
             *response.extensions_mut() = extensions;
             response
         }
         Err(status) => status.into_http(),
     }
+}
+
+/// tonic answers an RPC no service has with a bare UNIMPLEMENTED; say
+/// which RPC, and what is served.
+fn with_unimplemented_text(
+    response: Response<tonic::body::Body>,
+    path: &str,
+) -> Response<tonic::body::Body> {
+    let headers = response.headers();
+    if headers.get("grpc-status").is_some_and(|s| s == "12")
+        && headers.get("grpc-message").is_none()
+    {
+        return Status::unimplemented(format!(
+            "unknown RPC {}: this server serves inference.GRPCInferenceService, mindspore.serving.proto.MSService/Predict and grpc.health.v1.Health",
+            serving_proto::text::quote(path)
+        ))
+        .into_http();
+    }
+    response
+}
+
+/// The encodings requests may use, as `grpc-accept-encoding` lists them.
+pub(crate) const ACCEPTED: &str = "identity,deflate,gzip";
+
+/// One gRPC message given as frame chunks (5-byte header first), compressed
+/// into one frame with the compressed flag set.
+async fn compressed_frame(encoding: Encoding, chunks: Vec<Bytes>) -> Vec<Bytes> {
+    let packed = tokio::task::spawn_blocking(move || {
+        let mut chunks = chunks;
+        if let Some(first) = chunks.first_mut() {
+            *first = first.slice(serving_proto::frame::HEADER_LEN.min(first.len())..);
+        }
+        compression::compress_chunks(encoding, &chunks)
+    })
+    .await
+    .unwrap_or_default();
+    let mut header = Vec::with_capacity(serving_proto::frame::HEADER_LEN);
+    header.push(1);
+    header.extend_from_slice(
+        &u32::try_from(packed.len())
+            .unwrap_or(u32::MAX)
+            .to_be_bytes(),
+    );
+    vec![Bytes::from(header), Bytes::from(packed)]
 }
 
 /// The status for a request body that could not be read.

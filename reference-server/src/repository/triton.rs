@@ -28,6 +28,7 @@ use serving_proto::pb::inference::model_instance_group::Kind;
 use serving_proto::pb::inference::model_queue_policy::TimeoutAction;
 use serving_proto::pb::inference::model_version_policy::PolicyChoice;
 
+use crate::engine::MethodInfo;
 use crate::engine::config::{
     Batching, Deployment, MethodSpec, ModelSpec, QueuePolicy, RequestTimeouts, ServableSpec,
     StageSpec,
@@ -360,7 +361,7 @@ fn devices(groups: &[ModelInstanceGroup], defaults: &[Device]) -> Vec<Device> {
 }
 
 /// The instance groups of the devices, for the completed configuration.
-fn groups_of(devices: &[Device]) -> Vec<ModelInstanceGroup> {
+pub fn groups_of(devices: &[Device]) -> Vec<ModelInstanceGroup> {
     let mut by: BTreeMap<Option<i32>, i32> = BTreeMap::new();
     for d in devices {
         let key = match d {
@@ -601,6 +602,89 @@ pub fn translate(
         spec,
         config: c,
     })
+}
+
+/// The Triton configuration equivalent to one method of a servable that
+/// has none of its own (a `servable.toml` servable, or the demo): its
+/// inputs and outputs (row shapes when it batches), `max_batch_size`, the
+/// dynamic batcher and queue policy of its deployment, and an instance
+/// group per device of its replicas.
+pub fn config_of(
+    name: &str,
+    method: &MethodInfo,
+    deployment: &Deployment,
+    devices: &[Device],
+) -> ModelConfig {
+    let dims = |shape: &[i64]| -> Vec<i64> {
+        if method.batched {
+            shape.get(1..).unwrap_or_default().to_vec()
+        } else {
+            shape.to_vec()
+        }
+    };
+    let queue = &deployment.queue;
+    let dynamic = (method.batched && deployment.batching.join).then(|| ModelDynamicBatching {
+        preferred_batch_size: deployment
+            .batching
+            .preferred_batch_sizes
+            .iter()
+            .map(|&p| i32::try_from(p).unwrap_or(i32::MAX))
+            .collect(),
+        max_queue_delay_microseconds: deployment.batching.max_delay.as_micros() as u64,
+        priority_levels: if queue.priority_levels > 1 {
+            u64::from(queue.priority_levels)
+        } else {
+            0
+        },
+        default_priority_level: if queue.priority_levels > 1 {
+            u64::from(queue.default_priority)
+        } else {
+            0
+        },
+        default_queue_policy: Some(ModelQueuePolicy {
+            timeout_action: TimeoutAction::Reject as i32,
+            default_timeout_microseconds: queue.default_timeout.map_or(0, |t| t.as_micros() as u64),
+            allow_timeout_override: queue.request_timeouts != RequestTimeouts::Ignore,
+            max_queue_size: queue
+                .limit
+                .map_or(0, |n| u32::try_from(n).unwrap_or(u32::MAX)),
+        }),
+        ..Default::default()
+    });
+    ModelConfig {
+        name: name.to_owned(),
+        platform: PLATFORM.to_owned(),
+        backend: BACKEND.to_owned(),
+        max_batch_size: if method.batched {
+            i32::try_from(method.max_batch_size).unwrap_or(i32::MAX)
+        } else {
+            0
+        },
+        input: method
+            .inputs
+            .iter()
+            .map(|i| ModelInput {
+                name: i.name.clone(),
+                data_type: triton_type(i.dtype) as i32,
+                dims: dims(&i.shape),
+                optional: i.optional,
+                ..Default::default()
+            })
+            .collect(),
+        output: method
+            .outputs
+            .iter()
+            .map(|o| ModelOutput {
+                name: o.name.clone(),
+                data_type: triton_type(o.dtype) as i32,
+                dims: dims(&o.shape),
+                ..Default::default()
+            })
+            .collect(),
+        scheduling_choice: dynamic.map(SchedulingChoice::DynamicBatching),
+        instance_group: groups_of(devices),
+        ..Default::default()
+    }
 }
 
 fn names(d: &[Declared]) -> String {

@@ -118,6 +118,9 @@ pub struct Watcher {
     published: Arc<std::sync::RwLock<Vec<Failure>>>,
 }
 
+/// The reason the repository index gives for a model unloaded by request.
+pub const UNLOADED: &str = "unloaded";
+
 /// Whether `name` can be a directory of the repository: one path segment,
 /// not hidden, no separators.
 pub fn is_servable_name(name: &str) -> bool {
@@ -157,8 +160,16 @@ impl Watcher {
         self.published.clone()
     }
 
+    /// Publishes the failures, and the models held unloaded (as Triton
+    /// reports them: unavailable, "unloaded").
     fn publish(&self) {
-        *self.published.write().unwrap_or_else(|e| e.into_inner()) = self.failures();
+        let mut all = self.failures();
+        all.extend(self.held.iter().map(|model| Failure {
+            model: model.clone(),
+            version: 0,
+            reason: UNLOADED.into(),
+        }));
+        *self.published.write().unwrap_or_else(|e| e.into_inner()) = all;
     }
 
     /// The first load, at start-up: every model's versions, at once. With
@@ -216,12 +227,19 @@ impl Watcher {
 
     /// Unloads every version of `name` and keeps it unloaded until
     /// [`Watcher::load`]. Returns the versions unloaded.
+    /// A name that is neither loaded nor failing is not held (so that
+    /// clients cannot grow the held set with names of their own).
     pub fn unload(&mut self, registry: &Registry, name: &str) -> Vec<u64> {
-        self.held.insert(name.to_owned());
         let versions = registry.versions(name);
+        let failing = self.failures().iter().any(|f| f.model == name);
+        if versions.is_empty() && !failing && !self.held.contains(name) {
+            return versions;
+        }
+        self.held.insert(name.to_owned());
         for &v in &versions {
             registry.remove(name, v);
         }
+        self.publish();
         versions
     }
 

@@ -2,12 +2,15 @@
 //! Open Inference Protocol's `/v2` routes on one port.
 //!
 //! Every request passes, in order: authentication ([`crate::auth`]), the
-//! `Content-Encoding` check ([`encoding`]), then routing. Paths are matched
+//! `Content-Encoding` check ([`encoding`]: gzip and deflate bodies are
+//! inflated as they are read, under the message limit), then routing;
+//! replies are compressed when `Accept-Encoding` asks for gzip or deflate. Paths are matched
 //! exactly: the OIP routes below, MindSpore's grammar for paths whose first
 //! segment is `model`, and nothing else. Any other path is an OIP-style
 //! 404 `{"error": ...}`, a known path with the wrong method a 405.
 
 pub(crate) mod encoding;
+pub(crate) mod extensions;
 pub(crate) mod mindspore;
 pub(crate) mod oip;
 
@@ -48,19 +51,95 @@ pub(crate) fn router(state: Arc<State>, token: Option<Arc<str>>) -> Router {
             post(oip::infer_version),
         )
         .route("/metrics", get(oip::metrics))
-        .route("/v2/repository/index", post(oip::repository_index))
+        .route("/v2/models/{model}/config", get(extensions::model_config))
+        .route(
+            "/v2/models/{model}/versions/{version}/config",
+            get(extensions::model_config_version),
+        )
+        .route("/v2/models/stats", get(extensions::all_stats))
+        .route("/v2/models/{model}/stats", get(extensions::model_stats))
+        .route(
+            "/v2/models/{model}/versions/{version}/stats",
+            get(extensions::model_stats_version),
+        )
+        .route("/v2/repository/index", post(extensions::repository_index))
         .route(
             "/v2/repository/models/{model}/load",
-            post(oip::repository_load),
+            post(extensions::repository_load),
         )
         .route(
             "/v2/repository/models/{model}/unload",
-            post(oip::repository_unload),
+            post(extensions::repository_unload),
+        )
+        .route(
+            "/v2/systemsharedmemory/status",
+            get(extensions::shm_status_all),
+        )
+        .route(
+            "/v2/systemsharedmemory/region/{name}/status",
+            get(extensions::shm_status_region),
+        )
+        .route(
+            "/v2/systemsharedmemory/region/{name}/register",
+            post(extensions::shm_register),
+        )
+        .route(
+            "/v2/systemsharedmemory/unregister",
+            post(extensions::shm_unregister_all),
+        )
+        .route(
+            "/v2/systemsharedmemory/region/{name}/unregister",
+            post(extensions::shm_unregister_region),
+        )
+        .route(
+            "/v2/cudasharedmemory/status",
+            get(extensions::cuda_shared_memory),
+        )
+        .route(
+            "/v2/cudasharedmemory/region/{name}/status",
+            get(extensions::cuda_shared_memory),
+        )
+        .route(
+            "/v2/cudasharedmemory/region/{name}/register",
+            post(extensions::cuda_shared_memory),
+        )
+        .route(
+            "/v2/cudasharedmemory/unregister",
+            post(extensions::cuda_shared_memory),
+        )
+        .route(
+            "/v2/cudasharedmemory/region/{name}/unregister",
+            post(extensions::cuda_shared_memory),
+        )
+        .route(
+            "/v2/trace/setting",
+            get(extensions::trace).post(extensions::trace),
+        )
+        .route(
+            "/v2/models/{model}/trace/setting",
+            get(extensions::trace).post(extensions::trace),
+        )
+        .route(
+            "/v2/logging",
+            get(extensions::logging).post(extensions::logging),
         )
         .method_not_allowed_fallback(method_not_allowed)
         .fallback(unmatched)
         .with_state(state)
-        .layer(axum::middleware::from_fn(encoding::identity_only))
+        // Inner to outer: gzip and deflate bodies inflate as they are read
+        // (read_body bounds what they inflate to); other encodings are
+        // refused first; replies are compressed when Accept-Encoding asks.
+        .layer(
+            tower_http::decompression::RequestDecompressionLayer::new()
+                .gzip(true)
+                .deflate(true),
+        )
+        .layer(axum::middleware::from_fn(encoding::supported_only))
+        .layer(
+            tower_http::compression::CompressionLayer::new()
+                .gzip(true)
+                .deflate(true),
+        )
         .layer(axum::middleware::from_fn_with_state(token, require_token))
 }
 

@@ -17,7 +17,7 @@ use super::{ReadError, read_body};
 use crate::error::ServeError;
 use crate::service::{State, oip};
 
-fn error(e: &ServeError) -> Response {
+pub(crate) fn error(e: &ServeError) -> Response {
     (
         e.http_status(),
         [(header::CONTENT_TYPE, "application/json")],
@@ -27,11 +27,11 @@ fn error(e: &ServeError) -> Response {
 }
 
 /// `GET /v2`.
-pub(crate) async fn server_metadata() -> Response {
+pub(crate) async fn server_metadata(Extract(state): Extract<Arc<State>>) -> Response {
     Json(json!({
         "name": oip::SERVER_NAME,
         "version": env!("CARGO_PKG_VERSION"),
-        "extensions": oip::EXTENSIONS,
+        "extensions": oip::extensions(&state),
     }))
     .into_response()
 }
@@ -204,7 +204,7 @@ async fn infer_inner(
     let mut req = if header_len == Some(0) {
         raw_binary(state, &model, &version, bytes)?
     } else {
-        codec::decode_request(bytes, header_len)?
+        codec::decode_request_with(bytes, header_len, &mut |_, p| state.shared_memory.input(p))?
     };
     req.model_name = model;
     req.model_version = version;
@@ -304,84 +304,4 @@ fn raw_binary(
         dtype,
         shape,
     )?)
-}
-
-/// `POST /v2/repository/index`: every loaded model version, `READY`, and
-/// every model or version that failed to load, `UNAVAILABLE` with the
-/// reason.
-pub(crate) async fn repository_index(Extract(state): Extract<Arc<State>>) -> Response {
-    let mut index: Vec<serde_json::Value> = state
-        .registry
-        .list()
-        .into_iter()
-        .flat_map(|(name, versions)| {
-            versions
-                .into_iter()
-                .map(move |v| json!({ "name": name, "version": v.to_string(), "state": "READY" }))
-        })
-        .collect();
-    for f in state.failures() {
-        let version = if f.version == 0 {
-            String::new()
-        } else {
-            f.version.to_string()
-        };
-        index.push(json!({
-            "name": f.model,
-            "version": version,
-            "state": "UNAVAILABLE",
-            "reason": serving_proto::text::bounded(&f.reason),
-        }));
-    }
-    Json(index).into_response()
-}
-
-async fn with_watcher<T: Send + 'static>(
-    state: Arc<State>,
-    f: impl FnOnce(&State, &mut crate::repository::watch::Watcher) -> T + Send + 'static,
-) -> Result<T, ServeError> {
-    tokio::task::spawn_blocking(move || {
-        let Some(w) = &state.watcher else {
-            return Err(ServeError::InvalidArgument(
-                "the server was started without --model-repository; there is no repository to load from".into(),
-            ));
-        };
-        let mut w = w.lock().unwrap_or_else(|e| e.into_inner());
-        Ok(f(&state, &mut w))
-    })
-    .await
-    .map_err(|e| ServeError::Internal(e.to_string()))?
-}
-
-/// `POST /v2/repository/models/{model}/load`: (re)loads a servable's versions now.
-pub(crate) async fn repository_load(
-    Extract(state): Extract<Arc<State>>,
-    Path(model): Path<String>,
-) -> Response {
-    let name = model.clone();
-    match with_watcher(state, move |s, w| w.load(&s.registry, &name)).await {
-        Ok(Ok(_)) => Json(json!({})).into_response(),
-        Ok(Err(reason)) => error(&ServeError::InvalidArgument(format!(
-            "failed to load '{model}': {reason}",
-            model = quote(&model)
-        ))),
-        Err(e) => error(&e),
-    }
-}
-
-/// `POST /v2/repository/models/{model}/unload`: unloads every version until
-/// loaded again; running requests finish.
-pub(crate) async fn repository_unload(
-    Extract(state): Extract<Arc<State>>,
-    Path(model): Path<String>,
-) -> Response {
-    let name = model.clone();
-    match with_watcher(state, move |s, w| w.unload(&s.registry, &name)).await {
-        Ok(v) if v.is_empty() => error(&ServeError::NotFound(format!(
-            "model '{model}' is not found",
-            model = quote(&model)
-        ))),
-        Ok(_) => Json(json!({})).into_response(),
-        Err(e) => error(&e),
-    }
 }

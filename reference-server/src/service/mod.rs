@@ -3,8 +3,13 @@
 //! and only here, the engine's jobs and typed errors meet each protocol's
 //! rules, texts and codes.
 
+pub(crate) mod classification;
 pub(crate) mod mindspore;
+pub(crate) mod model_config;
 pub(crate) mod oip;
+pub(crate) mod repository;
+pub(crate) mod shared_memory;
+pub(crate) mod statistics;
 
 /// The result class of an answer: the rows of DESIGN.md's error table,
 /// shared by the HTTP statuses and the metrics' `code` label.
@@ -26,6 +31,12 @@ pub enum Class {
     Unauthenticated,
     /// The model failed to run.
     Internal,
+    /// A feature the server does not implement.
+    Unimplemented,
+    /// A feature the server's configuration turns off.
+    FailedPrecondition,
+    /// A name already taken.
+    AlreadyExists,
 }
 
 impl Class {
@@ -41,6 +52,9 @@ impl Class {
             Class::DeadlineExceeded => S::GATEWAY_TIMEOUT,
             Class::Unauthenticated => S::UNAUTHORIZED,
             Class::Internal => S::INTERNAL_SERVER_ERROR,
+            Class::Unimplemented => S::NOT_IMPLEMENTED,
+            Class::FailedPrecondition => S::BAD_REQUEST,
+            Class::AlreadyExists => S::CONFLICT,
         }
     }
 
@@ -51,6 +65,8 @@ impl Class {
             400 | 405 | 415 => Class::InvalidArgument,
             401 => Class::Unauthenticated,
             404 => Class::NotFound,
+            409 => Class::AlreadyExists,
+            501 => Class::Unimplemented,
             413 => Class::ResourceExhausted,
             503 => Class::Unavailable,
             504 => Class::DeadlineExceeded,
@@ -68,6 +84,9 @@ impl Class {
             tonic::Code::Unavailable => Class::Unavailable,
             tonic::Code::DeadlineExceeded => Class::DeadlineExceeded,
             tonic::Code::Unauthenticated => Class::Unauthenticated,
+            tonic::Code::Unimplemented => Class::Unimplemented,
+            tonic::Code::FailedPrecondition => Class::FailedPrecondition,
+            tonic::Code::AlreadyExists => Class::AlreadyExists,
             _ => Class::Internal,
         }
     }
@@ -83,6 +102,9 @@ impl Class {
             Class::DeadlineExceeded => "DEADLINE_EXCEEDED",
             Class::Unauthenticated => "UNAUTHENTICATED",
             Class::Internal => "INTERNAL",
+            Class::Unimplemented => "UNIMPLEMENTED",
+            Class::FailedPrecondition => "FAILED_PRECONDITION",
+            Class::AlreadyExists => "ALREADY_EXISTS",
         }
     }
 }
@@ -107,6 +129,11 @@ pub struct State {
     /// Memory held by requests still arriving (gRPC messages and REST
     /// bodies), over all connections (`--max-incoming-mb`).
     pub incoming: serving_proto::gather::Budget,
+    /// Shared-memory regions clients registered (`--allow-shared-memory`).
+    pub(crate) shared_memory: shared_memory::SharedMemory,
+    /// The compression of gRPC replies, for clients that accept it
+    /// (`--grpc-response-compression`); `None`: replies are not compressed.
+    pub grpc_response_compression: Option<serving_proto::compression::Encoding>,
     ready: AtomicBool,
 }
 
@@ -121,6 +148,8 @@ impl State {
             watcher: None,
             failures: None,
             incoming: serving_proto::gather::Budget::new(max_incoming_bytes),
+            shared_memory: shared_memory::SharedMemory::new(false),
+            grpc_response_compression: None,
             ready: AtomicBool::new(false),
         }
     }
@@ -161,6 +190,11 @@ impl State {
             .as_ref()
             .map(|f| f.read().unwrap_or_else(|e| e.into_inner()).clone())
             .unwrap_or_default()
+    }
+
+    /// Lets clients register shared memory (`--allow-shared-memory`).
+    pub fn allow_shared_memory(&mut self) {
+        self.shared_memory = shared_memory::SharedMemory::new(true);
     }
 
     /// Marks the server ready or not.

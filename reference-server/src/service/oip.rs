@@ -11,15 +11,34 @@ use serving_proto::oip::{InferRequest, InferResponse, NamedTensor};
 use serving_proto::text::quote;
 use serving_proto::{DataType, NamedTensors, Tensor};
 
-use super::State;
+use serving_proto::oip::shared_memory;
+
+use super::{State, classification};
 use crate::engine::registry::Lookup;
 use crate::engine::{EngineError, InputProblem, JobRequest, MethodInfo, ServableVersion};
 use crate::error::ServeError;
 
 /// Name of this server in server metadata.
 pub(crate) const SERVER_NAME: &str = "serving-reference-server";
-/// Protocol extensions supported.
-pub(crate) const EXTENSIONS: &[&str] = &["binary_tensor_data"];
+/// Protocol extensions always served (Triton's names).
+pub(crate) const EXTENSIONS: &[&str] = &[
+    "binary_tensor_data",
+    "classification",
+    "model_configuration",
+    "model_repository",
+    "statistics",
+];
+
+/// The extensions a server lists: [`EXTENSIONS`], and
+/// `system_shared_memory` when it is on.
+pub(crate) fn extensions(state: &State) -> Vec<&'static str> {
+    let mut all = EXTENSIONS.to_vec();
+    if state.shared_memory.enabled() {
+        all.push("system_shared_memory");
+    }
+    all.sort_unstable();
+    all
+}
 /// The platform reported in model metadata.
 pub(crate) const PLATFORM: &str = "onnxruntime_onnx";
 
@@ -204,12 +223,26 @@ pub(crate) async fn infer(
     }
     // Each output may be asked for once (as Triton's L0_grpc checks).
     let mut asked = std::collections::BTreeSet::new();
+    // Outputs to write to shared memory, checked before the model runs.
+    let mut placements = std::collections::BTreeMap::new();
     for output in &req.outputs {
         if !asked.insert(output.name.as_str()) {
             return Err(ServeError::InvalidArgument(format!(
                 "output '{}' is requested more than once",
                 quote(&output.name)
             )));
+        }
+        classification::class_count(&output.name, &output.parameters)?;
+        let placed = shared_memory::placement(&output.parameters).map_err(|e| {
+            ServeError::InvalidArgument(format!("output '{}': {e}", quote(&output.name)))
+        })?;
+        if let Some(p) = placed {
+            if !state.shared_memory.enabled() {
+                return Err(ServeError::FailedPrecondition(
+                    super::shared_memory::DISABLED.into(),
+                ));
+            }
+            placements.insert(output.name.as_str(), p);
         }
     }
     let job = JobRequest {
@@ -243,7 +276,22 @@ pub(crate) async fn infer(
                     outputs.keys().cloned().collect::<Vec<_>>().join(", ")
                 ))
             })?;
-            named.push(NamedTensor::new(wanted.name.clone(), as_oip(t.clone())));
+            let mut t = as_oip(t.clone());
+            if let Some(k) = classification::class_count(&wanted.name, &wanted.parameters)? {
+                t = classification::classify(&wanted.name, &t, k, info.batched)?;
+            }
+            let mut out = NamedTensor::new(wanted.name.clone(), t);
+            if let Some(p) = placements.remove(wanted.name.as_str()) {
+                let bytes = serving_proto::oip::raw_contents(&out.tensor);
+                state.shared_memory.write_output(&wanted.name, &p, &bytes)?;
+                out.parameters = wanted
+                    .parameters
+                    .iter()
+                    .filter(|(k, _)| k.starts_with("shared_memory_"))
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect();
+            }
+            named.push(out);
         }
     }
     Ok(InferResponse {

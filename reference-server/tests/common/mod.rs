@@ -200,6 +200,33 @@ pub async fn raw_grpc(
     message: &[u8],
     headers: &[(&str, &str)],
 ) -> (i32, String) {
+    let mut body = vec![0u8];
+    body.extend_from_slice(&(message.len() as u32).to_be_bytes());
+    body.extend_from_slice(message);
+    let r = raw_grpc_framed(s, path, body, headers).await;
+    (r.code, r.message)
+}
+
+/// What [`raw_grpc_framed`] got back.
+pub struct RawReply {
+    /// `grpc-status`, -1 if none.
+    pub code: i32,
+    /// `grpc-message`, as sent (percent-encoded).
+    pub message: String,
+    /// The reply's headers.
+    pub headers: http::HeaderMap,
+    /// The reply body: its frames, as sent.
+    pub body: bytes::Bytes,
+}
+
+/// One gRPC call over a bare HTTP/2 connection whose body is `framed`
+/// exactly as given (frames, compressed flags and all).
+pub async fn raw_grpc_framed(
+    s: &Running,
+    path: &str,
+    framed: Vec<u8>,
+    headers: &[(&str, &str)],
+) -> RawReply {
     use http_body_util::{BodyExt, Full};
     let tcp = tokio::net::TcpStream::connect(s.grpc_address)
         .await
@@ -211,9 +238,6 @@ pub async fn raw_grpc(
     .await
     .unwrap();
     tokio::spawn(conn);
-    let mut body = vec![0u8];
-    body.extend_from_slice(&(message.len() as u32).to_be_bytes());
-    body.extend_from_slice(message);
     let mut req = http::Request::post(format!("http://{}{path}", s.grpc_address))
         .header("content-type", "application/grpc")
         .header("te", "trailers");
@@ -221,7 +245,7 @@ pub async fn raw_grpc(
         req = req.header(*k, *v);
     }
     let resp = send
-        .send_request(req.body(Full::new(bytes::Bytes::from(body))).unwrap())
+        .send_request(req.body(Full::new(bytes::Bytes::from(framed))).unwrap())
         .await
         .unwrap();
     let (parts, body) = resp.into_parts();
@@ -233,9 +257,12 @@ pub async fn raw_grpc(
             .or_else(|| parts.headers.get(name))
             .map(|v| v.to_str().unwrap().to_owned())
     };
-    let code = get("grpc-status").map_or(-1, |c| c.parse().unwrap());
-    let message = get("grpc-message").unwrap_or_default();
-    (code, message)
+    RawReply {
+        code: get("grpc-status").map_or(-1, |c| c.parse().unwrap()),
+        message: get("grpc-message").unwrap_or_default(),
+        body: collected.to_bytes(),
+        headers: parts.headers,
+    }
 }
 
 /// A model `y = x W ... W` over float32 rows of `width` (batch dimension
@@ -341,4 +368,28 @@ pub fn compat_venv() -> std::path::PathBuf {
     assert!(ok, "pip install -r {} failed", requirements.display());
     std::fs::write(&stamp, wanted).unwrap();
     dir
+}
+
+/// Runs `tests/compat/{script}` with the compat virtual environment's
+/// Python and `args`, prints what it printed, and asserts that it exited 0
+/// and printed `done`.
+pub async fn run_compat(script: &str, args: Vec<String>, done: &str) {
+    let venv = tokio::task::spawn_blocking(compat_venv).await.unwrap();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/compat")
+        .join(script);
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(venv.join("bin/python"))
+            .arg(script)
+            .args(args)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    println!("{stdout}");
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains(done), "no '{done}' in:\n{stdout}");
 }

@@ -1,0 +1,248 @@
+//! gzip and deflate message bodies (gRPC's `grpc-encoding`, HTTP's
+//! `Content-Encoding`), with [`flate2`].
+//!
+//! Inflating is bounded: output past the limit is refused as soon as it is
+//! produced, so a small body that inflates without end (a compression
+//! bomb) costs no more than the limit in memory and no more work than that
+//! many bytes.
+//!
+//! ```
+//! use serving_proto::compression::{Encoding, compress, inflate};
+//!
+//! let body = vec![7u8; 1 << 20];
+//! let packed = compress(Encoding::Gzip, &body);
+//! assert!(packed.len() < 4096);
+//! assert_eq!(inflate(Encoding::Gzip, &packed, 1 << 20)?, body);
+//! let e = inflate(Encoding::Gzip, &packed, 1000).unwrap_err();
+//! assert_eq!(e.to_string(), "the gzip body inflates past the 1000-byte limit");
+//! # Ok::<(), serving_proto::compression::InflateError>(())
+//! ```
+
+use std::io::{Read, Write};
+
+/// A compression the server and client speak.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Encoding {
+    /// RFC 1952 gzip.
+    Gzip,
+    /// RFC 1950 zlib, which both gRPC and HTTP call `deflate`.
+    Deflate,
+}
+
+impl Encoding {
+    /// The encoding named `name` (ASCII case-insensitive), if spoken.
+    pub fn from_name(name: &str) -> Option<Encoding> {
+        if name.eq_ignore_ascii_case("gzip") || name.eq_ignore_ascii_case("x-gzip") {
+            Some(Encoding::Gzip)
+        } else if name.eq_ignore_ascii_case("deflate") {
+            Some(Encoding::Deflate)
+        } else {
+            None
+        }
+    }
+
+    /// Its name on the wire.
+    pub fn name(self) -> &'static str {
+        match self {
+            Encoding::Gzip => "gzip",
+            Encoding::Deflate => "deflate",
+        }
+    }
+}
+
+/// A body that could not be inflated.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum InflateError {
+    /// It inflates to more than the limit.
+    #[error("the {} body inflates past the {limit}-byte limit", .encoding.name())]
+    TooLarge {
+        /// Its encoding.
+        encoding: Encoding,
+        /// The limit.
+        limit: usize,
+    },
+    /// It is not valid data of its encoding.
+    #[error("the body is not valid {} data: {source}", .encoding.name())]
+    Corrupt {
+        /// Its encoding.
+        encoding: Encoding,
+        /// What the decoder found.
+        source: std::io::Error,
+    },
+}
+
+/// The size of the pieces output is inflated into: memory follows the
+/// bytes actually produced, and no piece is ever reallocated (a growing
+/// buffer would hold its old and new copies at once).
+const PIECE: usize = 1 << 20;
+
+/// Inflates `body`, refusing output past `limit` bytes: the memory held is
+/// at most the limit plus one piece while inflating, and twice the output
+/// only at the end, when its pieces are joined.
+pub fn inflate(encoding: Encoding, body: &[u8], limit: usize) -> Result<Vec<u8>, InflateError> {
+    let mut reader: Box<dyn Read> = match encoding {
+        Encoding::Gzip => Box::new(flate2::read::MultiGzDecoder::new(body)),
+        Encoding::Deflate => Box::new(flate2::read::ZlibDecoder::new(body)),
+    };
+    let mut pieces: Vec<Vec<u8>> = Vec::new();
+    let mut total = 0usize;
+    loop {
+        let mut piece = vec![
+            0u8;
+            PIECE
+                .min(limit.saturating_add(1).saturating_sub(total))
+                .max(1)
+        ];
+        let mut filled = 0;
+        while filled < piece.len() {
+            match reader.read(&mut piece[filled..]) {
+                Ok(0) => break,
+                Ok(n) => filled += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(source) => return Err(InflateError::Corrupt { encoding, source }),
+            }
+        }
+        total += filled;
+        if total > limit {
+            return Err(InflateError::TooLarge { encoding, limit });
+        }
+        let ended = filled < piece.len();
+        piece.truncate(filled);
+        pieces.push(piece);
+        if ended {
+            break;
+        }
+    }
+    if pieces.len() == 1 {
+        return Ok(pieces.pop().unwrap_or_default());
+    }
+    let mut out = Vec::with_capacity(total);
+    for p in pieces {
+        out.extend_from_slice(&p);
+    }
+    Ok(out)
+}
+
+/// Compresses `body` at the default level.
+pub fn compress(encoding: Encoding, body: &[u8]) -> Vec<u8> {
+    let level = flate2::Compression::default();
+    let out = Vec::with_capacity(body.len() / 2 + 64);
+    match encoding {
+        Encoding::Gzip => {
+            let mut w = flate2::write::GzEncoder::new(out, level);
+            w.write_all(body).expect("writing to a Vec cannot fail");
+            w.finish().expect("writing to a Vec cannot fail")
+        }
+        Encoding::Deflate => {
+            let mut w = flate2::write::ZlibEncoder::new(out, level);
+            w.write_all(body).expect("writing to a Vec cannot fail");
+            w.finish().expect("writing to a Vec cannot fail")
+        }
+    }
+}
+
+/// Compresses a body given in pieces (a message sent as chunks), without
+/// joining them first.
+pub fn compress_chunks(encoding: Encoding, chunks: &[bytes::Bytes]) -> Vec<u8> {
+    let level = flate2::Compression::default();
+    let total: usize = chunks.iter().map(|c| c.len()).sum();
+    let out = Vec::with_capacity(total / 2 + 64);
+    fn all<W: Write>(mut w: W, chunks: &[bytes::Bytes]) -> W {
+        for c in chunks {
+            w.write_all(c).expect("writing to a Vec cannot fail");
+        }
+        w
+    }
+    match encoding {
+        Encoding::Gzip => all(flate2::write::GzEncoder::new(out, level), chunks)
+            .finish()
+            .expect("writing to a Vec cannot fail"),
+        Encoding::Deflate => all(flate2::write::ZlibEncoder::new(out, level), chunks)
+            .finish()
+            .expect("writing to a Vec cannot fail"),
+    }
+}
+
+/// The encodings a `grpc-accept-encoding` or `Accept-Encoding` value
+/// lists, in its order (HTTP's `;q=0` entries left out; unknown names
+/// skipped).
+pub fn accepted(value: &str) -> Vec<Encoding> {
+    value
+        .split(',')
+        .filter_map(|item| {
+            let mut parts = item.split(';');
+            let name = parts.next()?.trim();
+            let refused = parts.any(|p| {
+                let p = p.trim();
+                p.strip_prefix("q=")
+                    .and_then(|q| q.trim().parse::<f32>().ok())
+                    .is_some_and(|q| q <= 0.0)
+            });
+            if refused {
+                None
+            } else {
+                Encoding::from_name(name)
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn both_encodings_round_trip_at_the_exact_limit() {
+        let body: Vec<u8> = (0..100_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        for e in [Encoding::Gzip, Encoding::Deflate] {
+            let packed = compress(e, &body);
+            assert_eq!(inflate(e, &packed, body.len()).unwrap(), body);
+            assert!(matches!(
+                inflate(e, &packed, body.len() - 1),
+                Err(InflateError::TooLarge { .. })
+            ));
+            let chunks = [
+                bytes::Bytes::from(body[..10].to_vec()),
+                bytes::Bytes::from(body[10..].to_vec()),
+            ];
+            assert_eq!(
+                inflate(e, &compress_chunks(e, &chunks), usize::MAX).unwrap(),
+                body
+            );
+        }
+    }
+
+    #[test]
+    fn a_bomb_is_refused_with_memory_near_the_limit() {
+        // 64 MiB of zeros packs into about 64 KiB.
+        let bomb = compress(Encoding::Gzip, &vec![0u8; 64 << 20]);
+        assert!(bomb.len() < 128 << 10, "{}", bomb.len());
+        match inflate(Encoding::Gzip, &bomb, 1 << 20) {
+            Err(InflateError::TooLarge { limit, .. }) => assert_eq!(limit, 1 << 20),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn garbage_is_corrupt_not_a_panic() {
+        for e in [Encoding::Gzip, Encoding::Deflate] {
+            assert!(matches!(
+                inflate(e, b"not compressed at all", 1 << 20),
+                Err(InflateError::Corrupt { .. })
+            ));
+            assert_eq!(inflate(e, &compress(e, b""), 0).unwrap(), b"");
+        }
+    }
+
+    #[test]
+    fn accept_lists_are_read_in_order() {
+        assert_eq!(
+            accepted("identity,deflate,gzip"),
+            [Encoding::Deflate, Encoding::Gzip]
+        );
+        assert_eq!(accepted("gzip;q=0, deflate;q=0.5, br"), [Encoding::Deflate]);
+        assert_eq!(accepted(""), []);
+    }
+}

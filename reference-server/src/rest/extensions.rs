@@ -1,0 +1,304 @@
+//! Triton's protocol extensions on REST, at the paths and in the JSON of
+//! Triton's extension documents: model configuration, statistics, the
+//! model repository and system shared memory. CUDA shared memory, trace
+//! and log settings answer 404 with a text saying why.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::{Path, State as Extract};
+use axum::response::{IntoResponse, Response};
+use http::{HeaderMap, StatusCode};
+use serde_json::{Value, json};
+use serving_proto::json_mapping;
+use serving_proto::pb::inference::ModelStatisticsResponse;
+
+use super::oip::error;
+use super::{ReadError, read_body};
+use crate::error::ServeError;
+use crate::service::{State, model_config, repository, statistics};
+
+/// The most bytes of a control request's JSON body (repository and
+/// shared-memory calls).
+const CONTROL_BODY_MAX: usize = 64 << 10;
+
+fn ok(result: Result<Value, ServeError>) -> Response {
+    match result {
+        Ok(v) => Json(v).into_response(),
+        Err(e) => error(&e),
+    }
+}
+
+/// A control request's JSON object; an empty body is `{}`.
+async fn control_body(
+    state: &State,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<serde_json::Map<String, Value>, ServeError> {
+    let bytes = read_body(headers, body, CONTROL_BODY_MAX, &state.incoming, None)
+        .await
+        .map_err(|e| match e {
+            ReadError::TooBig(_) => ServeError::ResourceExhausted(format!(
+                "the request body is larger than {CONTROL_BODY_MAX} bytes, the most a control request takes"
+            )),
+            ReadError::Transport(t) => ServeError::InvalidArgument(t),
+            ReadError::Busy(e) => ServeError::Unavailable(e.to_string()),
+        })?;
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(Default::default());
+    }
+    match serde_json::from_slice(&bytes) {
+        Ok(Value::Object(map)) => Ok(map),
+        Ok(_) => Err(ServeError::InvalidArgument(
+            "the request body must be a JSON object".into(),
+        )),
+        Err(e) => Err(ServeError::InvalidArgument(format!(
+            "the request body is not valid JSON: {e}"
+        ))),
+    }
+}
+
+fn config(state: &State, model: &str, version: &str) -> Response {
+    ok(model_config::model_config(state, model, version)
+        .map(|c| json_mapping::to_json(&c, "inference.ModelConfig").unwrap_or_default()))
+}
+
+/// `GET /v2/models/{model}/config`.
+pub(crate) async fn model_config(
+    Extract(state): Extract<Arc<State>>,
+    Path(model): Path<String>,
+) -> Response {
+    config(&state, &model, "")
+}
+
+/// `GET /v2/models/{model}/versions/{version}/config`.
+pub(crate) async fn model_config_version(
+    Extract(state): Extract<Arc<State>>,
+    Path((model, version)): Path<(String, String)>,
+) -> Response {
+    config(&state, &model, &version)
+}
+
+fn stats(state: &State, model: &str, version: &str) -> Response {
+    ok(
+        statistics::statistics(state, model, version).map(|model_stats| {
+            json_mapping::to_json(
+                &ModelStatisticsResponse { model_stats },
+                "inference.ModelStatisticsResponse",
+            )
+            .unwrap_or_default()
+        }),
+    )
+}
+
+/// `GET /v2/models/stats`: every model.
+pub(crate) async fn all_stats(Extract(state): Extract<Arc<State>>) -> Response {
+    stats(&state, "", "")
+}
+
+/// `GET /v2/models/{model}/stats`.
+pub(crate) async fn model_stats(
+    Extract(state): Extract<Arc<State>>,
+    Path(model): Path<String>,
+) -> Response {
+    stats(&state, &model, "")
+}
+
+/// `GET /v2/models/{model}/versions/{version}/stats`.
+pub(crate) async fn model_stats_version(
+    Extract(state): Extract<Arc<State>>,
+    Path((model, version)): Path<(String, String)>,
+) -> Response {
+    stats(&state, &model, &version)
+}
+
+/// `POST /v2/repository/index`, body `{"ready": bool}` optional: every
+/// loaded model version, `READY`, and every model or version that failed
+/// to load, `UNAVAILABLE` with the reason.
+pub(crate) async fn repository_index(
+    Extract(state): Extract<Arc<State>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let body = match control_body(&state, &headers, body).await {
+        Ok(b) => b,
+        Err(e) => return error(&e),
+    };
+    let ready = match body.get("ready") {
+        None => false,
+        Some(Value::Bool(b)) => *b,
+        Some(_) => {
+            return error(&ServeError::InvalidArgument(
+                "'ready' must be a boolean".into(),
+            ));
+        }
+    };
+    let index: Vec<Value> = repository::index(&state, ready)
+        .into_iter()
+        .map(|e| {
+            let mut entry = json!({ "name": e.name, "version": e.version, "state": e.state });
+            if !e.reason.is_empty() {
+                entry["reason"] = Value::String(e.reason);
+            }
+            entry
+        })
+        .collect();
+    Json(index).into_response()
+}
+
+fn parameter_names(body: &serde_json::Map<String, Value>) -> Result<Vec<String>, ServeError> {
+    match body.get("parameters") {
+        None | Some(Value::Null) => Ok(Vec::new()),
+        Some(Value::Object(p)) => Ok(p.keys().cloned().collect()),
+        Some(_) => Err(ServeError::InvalidArgument(
+            "'parameters' must be an object".into(),
+        )),
+    }
+}
+
+/// `POST /v2/repository/models/{model}/load`: (re)loads a model's versions
+/// from the repository now.
+pub(crate) async fn repository_load(
+    Extract(state): Extract<Arc<State>>,
+    Path(model): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let result = async {
+        let body = control_body(&state, &headers, body).await?;
+        let names = parameter_names(&body)?;
+        repository::check_load_parameters(names.iter().map(String::as_str))?;
+        repository::load(state.clone(), model).await
+    };
+    ok(result.await.map(|()| json!({})))
+}
+
+/// `POST /v2/repository/models/{model}/unload`: unloads every version
+/// until loaded again; running requests finish.
+pub(crate) async fn repository_unload(
+    Extract(state): Extract<Arc<State>>,
+    Path(model): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let result = async {
+        let body = control_body(&state, &headers, body).await?;
+        parameter_names(&body)?;
+        repository::unload(state.clone(), model).await
+    };
+    ok(result.await.map(|()| json!({})))
+}
+
+fn shm_status(state: &State, name: &str) -> Response {
+    ok(state.shared_memory.status(name).map(|regions| {
+        Value::Array(
+            regions
+                .into_iter()
+                .map(|r| {
+                    json!({ "name": r.name, "key": r.key, "offset": r.offset, "byte_size": r.byte_size })
+                })
+                .collect(),
+        )
+    }))
+}
+
+/// `GET /v2/systemsharedmemory/status`.
+pub(crate) async fn shm_status_all(Extract(state): Extract<Arc<State>>) -> Response {
+    shm_status(&state, "")
+}
+
+/// `GET /v2/systemsharedmemory/region/{name}/status`.
+pub(crate) async fn shm_status_region(
+    Extract(state): Extract<Arc<State>>,
+    Path(name): Path<String>,
+) -> Response {
+    shm_status(&state, &name)
+}
+
+/// `POST /v2/systemsharedmemory/region/{name}/register`, body
+/// `{"key": string, "offset": number, "byte_size": number}`.
+pub(crate) async fn shm_register(
+    Extract(state): Extract<Arc<State>>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let result = async {
+        if !state.shared_memory.enabled() {
+            return Err(ServeError::FailedPrecondition(
+                crate::service::shared_memory::DISABLED.into(),
+            ));
+        }
+        let body = control_body(&state, &headers, body).await?;
+        let key = match body.get("key") {
+            Some(Value::String(k)) => k.clone(),
+            _ => {
+                return Err(ServeError::InvalidArgument(
+                    "'key' must be a string, the name of a POSIX shared memory object".into(),
+                ));
+            }
+        };
+        let number = |field: &str, required: bool| match body.get(field) {
+            None if !required => Ok(0),
+            Some(v) => v.as_u64().ok_or_else(|| {
+                ServeError::InvalidArgument(format!("'{field}' must be a non-negative integer"))
+            }),
+            None => Err(ServeError::InvalidArgument(format!(
+                "'{field}' is required"
+            ))),
+        };
+        let offset = number("offset", false)?;
+        let byte_size = number("byte_size", true)?;
+        let state = state.clone();
+        tokio::task::spawn_blocking(move || {
+            state.shared_memory.register(&name, &key, offset, byte_size)
+        })
+        .await
+        .map_err(|e| ServeError::Internal(e.to_string()))?
+    };
+    ok(result.await.map(|()| json!({})))
+}
+
+/// `POST /v2/systemsharedmemory/unregister`: every region.
+pub(crate) async fn shm_unregister_all(Extract(state): Extract<Arc<State>>) -> Response {
+    ok(state.shared_memory.unregister("").map(|()| json!({})))
+}
+
+/// `POST /v2/systemsharedmemory/region/{name}/unregister`.
+pub(crate) async fn shm_unregister_region(
+    Extract(state): Extract<Arc<State>>,
+    Path(name): Path<String>,
+) -> Response {
+    ok(state.shared_memory.unregister(&name).map(|()| json!({})))
+}
+
+/// The CUDA shared memory, trace and logging routes: not served, and why.
+pub(crate) async fn cuda_shared_memory() -> Response {
+    not_served(
+        "CUDA shared memory is not supported: this server keeps tensors in host memory; use system shared memory (--allow-shared-memory)",
+    )
+}
+
+/// `/v2/trace/setting` and `/v2/models/{model}/trace/setting`.
+pub(crate) async fn trace() -> Response {
+    not_served(
+        "trace settings are not supported by this server; it logs through tracing, configured with RUST_LOG",
+    )
+}
+
+/// `/v2/logging`.
+pub(crate) async fn logging() -> Response {
+    not_served(
+        "log settings cannot be changed at run time on this server; set RUST_LOG before it starts",
+    )
+}
+
+fn not_served(text: &str) -> Response {
+    (
+        StatusCode::NOT_FOUND,
+        [(http::header::CONTENT_TYPE, "application/json")],
+        serving_proto::oip::rest::encode_error(text),
+    )
+        .into_response()
+}

@@ -1,0 +1,206 @@
+//! Triton's `classification` extension: an output asked for with the
+//! parameter `classification` (tritonclient's `class_count`) k comes back
+//! as its top k classes, BYTES strings `"<value>:<index>"`, highest first.
+//!
+//! The layout is Triton's: for a model whose requests batch, each row of
+//! the output (`[rows, ...]`) is classified over all of its elements and
+//! the output becomes `[rows, min(k, elements per row)]`; for a model
+//! without a batch dimension the whole output is one row and becomes
+//! `[min(k, elements)]`. Values are written as C's `std::to_string` does
+//! (six decimals for floating point, integers as they are); ties keep the
+//! lower index first.
+
+use serving_proto::oip::Parameters;
+use serving_proto::text::quote;
+use serving_proto::{DataType, Element, Tensor};
+
+use crate::error::ServeError;
+
+/// The output parameter that asks for classification.
+pub(crate) const PARAMETER: &str = "classification";
+
+/// The class count an output asks for, if any: a positive integer.
+pub(crate) fn class_count(
+    output: &str,
+    parameters: &Parameters,
+) -> Result<Option<usize>, ServeError> {
+    let Some(p) = parameters.get(PARAMETER) else {
+        return Ok(None);
+    };
+    match p.as_u64() {
+        Some(k) if k > 0 => Ok(Some(usize::try_from(k).unwrap_or(usize::MAX))),
+        _ => Err(ServeError::InvalidArgument(format!(
+            "output '{}': parameter '{PARAMETER}' must be a positive integer, the number of classes to return",
+            quote(output)
+        ))),
+    }
+}
+
+/// The top-`k` classification of output `name`, `batched` when dimension 0
+/// is the rows of a batching model.
+pub(crate) fn classify(
+    name: &str,
+    tensor: &Tensor,
+    k: usize,
+    batched: bool,
+) -> Result<Tensor, ServeError> {
+    let shape = tensor.shape();
+    let rows = match (batched, shape.first()) {
+        (true, Some(&r)) => Some(r.max(0) as usize),
+        _ => None,
+    };
+    let count = tensor.element_count();
+    let per_row = match rows {
+        Some(0) => 0,
+        Some(r) => count / r,
+        None => count,
+    };
+    let refuse = |why: &str| {
+        ServeError::InvalidArgument(format!(
+            "output '{}' cannot be classified: {why}; classification applies to integer and FP32/FP64 outputs",
+            quote(name)
+        ))
+    };
+    let strings = match tensor.dtype() {
+        DataType::Uint8 => top::<u8>(tensor, per_row, k, |v| v.to_string()),
+        DataType::Uint16 => top::<u16>(tensor, per_row, k, |v| v.to_string()),
+        DataType::Uint32 => top::<u32>(tensor, per_row, k, |v| v.to_string()),
+        DataType::Uint64 => top::<u64>(tensor, per_row, k, |v| v.to_string()),
+        DataType::Int8 => top::<i8>(tensor, per_row, k, |v| v.to_string()),
+        DataType::Int16 => top::<i16>(tensor, per_row, k, |v| v.to_string()),
+        DataType::Int32 => top::<i32>(tensor, per_row, k, |v| v.to_string()),
+        DataType::Int64 => top::<i64>(tensor, per_row, k, |v| v.to_string()),
+        DataType::Fp32 => top::<f32>(tensor, per_row, k, |v| c_fixed(f64::from(v))),
+        DataType::Fp64 => top::<f64>(tensor, per_row, k, c_fixed),
+        other => {
+            return Err(refuse(&format!(
+                "its datatype is {}",
+                other.oip_name().unwrap_or("STRING")
+            )));
+        }
+    }
+    .ok_or_else(|| refuse("its data is not numeric"))?;
+    let kept = k.min(per_row) as i64;
+    let shape = match rows {
+        Some(r) => vec![r as i64, kept],
+        None => vec![kept],
+    };
+    Tensor::from_byte_strings(&shape, &strings).map_err(|e| {
+        ServeError::Internal(format!("classification of output '{}': {e}", quote(name)))
+    })
+}
+
+/// C's `std::to_string` of a double: `%f`.
+fn c_fixed(v: f64) -> String {
+    if v.is_nan() {
+        return if v.is_sign_negative() { "-nan" } else { "nan" }.into();
+    }
+    if v.is_infinite() {
+        return if v < 0.0 { "-inf" } else { "inf" }.into();
+    }
+    format!("{v:.6}")
+}
+
+/// Whether `v` has no order, not even with itself (NaN).
+fn unordered<T: PartialOrd>(v: T) -> bool {
+    v.partial_cmp(&v).is_none()
+}
+
+/// The `"value:index"` strings of the top `k` of each row of `per_row`
+/// elements; `None` when the tensor holds no raw data of type `T`.
+fn top<T: Element + PartialOrd>(
+    tensor: &Tensor,
+    per_row: usize,
+    k: usize,
+    show: impl Fn(T) -> String,
+) -> Option<Vec<String>> {
+    let values = tensor.to_vec::<T>().ok()?;
+    if per_row == 0 {
+        return Some(Vec::new());
+    }
+    let kept = k.min(per_row);
+    let mut out = Vec::with_capacity(values.len() / per_row * kept);
+    let mut order: Vec<usize> = Vec::with_capacity(per_row);
+    for row in values.chunks(per_row) {
+        order.clear();
+        order.extend(0..row.len());
+        // Highest first; NaN below every number; ties by lower index.
+        let by = |a: &usize, b: &usize| {
+            let (x, y) = (row[*a], row[*b]);
+            match y.partial_cmp(&x) {
+                Some(o) => o,
+                None => unordered(x).cmp(&unordered(y)),
+            }
+            .then(a.cmp(b))
+        };
+        if kept < order.len() {
+            order.select_nth_unstable_by(kept - 1, by);
+            order.truncate(kept);
+        }
+        order.sort_by(by);
+        out.extend(order.iter().map(|&i| format!("{}:{i}", show(row[i]))));
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn strings(t: &Tensor) -> Vec<String> {
+        t.elements()
+            .unwrap()
+            .iter()
+            .map(|b| String::from_utf8(b.to_vec()).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn rows_are_classified_apart_highest_first() {
+        let t = Tensor::from_slice(&[2, 4], &[0.1f32, 0.7, 0.2, 0.7, 5.0, 1.0, 3.0, 2.0]).unwrap();
+        let c = classify("y", &t, 3, true).unwrap();
+        assert_eq!(c.shape(), &[2, 3]);
+        assert_eq!(c.dtype(), DataType::Bytes);
+        assert_eq!(
+            strings(&c),
+            [
+                "0.700000:1",
+                "0.700000:3",
+                "0.200000:2",
+                "5.000000:0",
+                "3.000000:2",
+                "2.000000:3"
+            ]
+        );
+    }
+
+    #[test]
+    fn an_unbatched_output_is_one_row_and_k_is_clamped() {
+        let t = Tensor::from_slice(&[1, 3], &[3i64, 9, -1]).unwrap();
+        let c = classify("y", &t, 10, false).unwrap();
+        assert_eq!(c.shape(), &[3]);
+        assert_eq!(strings(&c), ["9:1", "3:0", "-1:2"]);
+    }
+
+    #[test]
+    fn nan_sorts_last_and_prints_as_c_does() {
+        let t = Tensor::from_slice(&[3], &[f64::NAN, 1.5, f64::NEG_INFINITY]).unwrap();
+        let c = classify("y", &t, 3, false).unwrap();
+        assert_eq!(strings(&c), ["1.500000:1", "-inf:2", "nan:0"]);
+    }
+
+    #[test]
+    fn texts_and_bools_are_refused() {
+        let t = Tensor::from_strings(&[1], &["a"]).unwrap();
+        let e = classify("y", &t, 1, false).unwrap_err();
+        assert!(
+            e.to_string().contains("output 'y' cannot be classified"),
+            "{e}"
+        );
+        let t = Tensor::from_slice(&[1], &[true]).unwrap();
+        assert!(classify("y", &t, 1, false).is_err());
+        let mut p = Parameters::new();
+        p.insert(PARAMETER.into(), serving_proto::oip::Parameter::Int64(0));
+        assert!(class_count("y", &p).is_err());
+    }
+}

@@ -1,0 +1,143 @@
+//! Triton's `model_repository` extension: the index of the repository, and
+//! loading and unloading its models, for both transports.
+//!
+//! Names reach the repository only as one path segment of a model
+//! directory ([`crate::repository::watch::is_servable_name`]): `..`,
+//! absolute paths and separators are refused before any file is touched.
+
+use std::sync::Arc;
+
+use serving_proto::text::{bounded, quote};
+
+use super::State;
+use crate::error::ServeError;
+use crate::repository::watch::{Watcher, is_servable_name};
+
+/// Triton's state of a model version that serves.
+pub(crate) const READY: &str = "READY";
+/// Triton's state of a model version that failed to load.
+pub(crate) const UNAVAILABLE: &str = "UNAVAILABLE";
+
+/// One entry of the repository index.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Entry {
+    pub(crate) name: String,
+    /// Empty for a model directory that is unusable as a whole.
+    pub(crate) version: String,
+    pub(crate) state: &'static str,
+    pub(crate) reason: String,
+}
+
+/// Every loaded model version, `READY`, then (unless `ready_only`) every
+/// model or version that failed to load, `UNAVAILABLE` with the reason.
+pub(crate) fn index(state: &State, ready_only: bool) -> Vec<Entry> {
+    let mut index: Vec<Entry> = state
+        .registry
+        .list()
+        .into_iter()
+        .flat_map(|(name, versions)| {
+            versions.into_iter().map(move |v| Entry {
+                name: name.clone(),
+                version: v.to_string(),
+                state: READY,
+                reason: String::new(),
+            })
+        })
+        .collect();
+    if !ready_only {
+        index.extend(state.failures().into_iter().map(|f| Entry {
+            name: f.model,
+            version: if f.version == 0 {
+                String::new()
+            } else {
+                f.version.to_string()
+            },
+            state: UNAVAILABLE,
+            reason: bounded(&f.reason).into_owned(),
+        }));
+    }
+    index
+}
+
+/// Checks a request's repository name (Triton's `repository_name`): this
+/// server has one repository, so only "" names it.
+pub(crate) fn check_repository(name: &str) -> Result<(), ServeError> {
+    if name.is_empty() {
+        return Ok(());
+    }
+    Err(ServeError::InvalidArgument(format!(
+        "repository '{}' is unknown: this server has one repository, named by an empty repository_name",
+        quote(name)
+    )))
+}
+
+/// Refuses the load parameters this server does not implement (Triton's
+/// `config` override and `file:` model contents), by name.
+pub(crate) fn check_load_parameters<'a>(
+    mut names: impl Iterator<Item = &'a str>,
+) -> Result<(), ServeError> {
+    match names.next() {
+        None => Ok(()),
+        Some(p) => Err(ServeError::InvalidArgument(format!(
+            "load parameter '{}' is not supported: models load from the repository directory as they are (no configuration override, no file contents in the request)",
+            quote(p)
+        ))),
+    }
+}
+
+fn check_name(name: &str) -> Result<(), ServeError> {
+    if is_servable_name(name) {
+        return Ok(());
+    }
+    Err(ServeError::InvalidArgument(format!(
+        "'{}' is not a model name of the repository: one path segment, not hidden, no separators",
+        quote(name)
+    )))
+}
+
+async fn with_watcher<T: Send + 'static>(
+    state: Arc<State>,
+    f: impl FnOnce(&State, &mut Watcher) -> T + Send + 'static,
+) -> Result<T, ServeError> {
+    tokio::task::spawn_blocking(move || {
+        let Some(w) = &state.watcher else {
+            return Err(ServeError::InvalidArgument(
+                "the server was started without --model-repository; there is no repository to load from".into(),
+            ));
+        };
+        let mut w = w.lock().unwrap_or_else(|e| e.into_inner());
+        Ok(f(&state, &mut w))
+    })
+    .await
+    .map_err(|e| ServeError::Internal(e.to_string()))?
+}
+
+/// (Re)loads model `name`'s versions from the repository now.
+pub(crate) async fn load(state: Arc<State>, name: String) -> Result<(), ServeError> {
+    check_name(&name)?;
+    let model = name.clone();
+    match with_watcher(state, move |s, w| w.load(&s.registry, &model)).await? {
+        Ok(_) => Ok(()),
+        Err(reason) => Err(ServeError::InvalidArgument(format!(
+            "failed to load '{}': {}",
+            quote(&name),
+            bounded(&reason)
+        ))),
+    }
+}
+
+/// Unloads every version of model `name` until it is loaded again;
+/// requests already running on it finish.
+pub(crate) async fn unload(state: Arc<State>, name: String) -> Result<(), ServeError> {
+    check_name(&name)?;
+    let model = name.clone();
+    let known = state.failures().iter().any(|f| f.model == name);
+    let unloaded = with_watcher(state, move |s, w| w.unload(&s.registry, &model)).await?;
+    if unloaded.is_empty() && !known {
+        return Err(ServeError::NotFound(format!(
+            "model '{}' is not found",
+            quote(&name)
+        )));
+    }
+    Ok(())
+}
