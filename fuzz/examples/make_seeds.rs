@@ -10,6 +10,8 @@ use serving_proto::mindspore::{self, Outcome, ServableError, StatusCode};
 use serving_proto::oip::{
     self, InferRequest, InferResponse, NamedTensor, Parameter, RequestedOutput,
 };
+use serving_proto::compression::{self, Encoding};
+use serving_proto::oip::shared_memory;
 use serving_proto::{NamedTensors, Tensor};
 
 fn write(target: &str, name: &str, bytes: &[u8]) {
@@ -184,6 +186,55 @@ fn main() {
             &format!("request-{i}"),
             &json.to_bytes(),
         );
+        // A stream of two messages, one plain and one compressed, as a
+        // streaming call's body; the same bodies compressed alone.
+        let m = oip::grpc::encode_request(req, oip::grpc::Contents::Raw)
+            .unwrap()
+            .encode_to_vec();
+        for (e, control) in [(Encoding::Gzip, 16u8), (Encoding::Deflate, 33)] {
+            let packed = compression::compress(e, &m);
+            let mut seed = vec![control];
+            for (flag, message) in [(0u8, &m), (1, &packed)] {
+                seed.push(flag);
+                seed.extend((message.len() as u32).to_be_bytes());
+                seed.extend(message.iter());
+            }
+            write("stream_frames", &format!("request-{i}-{}", e.name()), &seed);
+            write(
+                "compressed_body",
+                &format!("request-{i}-{}", e.name()),
+                &compression::compress(e, &json.to_bytes()),
+            );
+        }
+        // The request with its first input placed in shared memory.
+        if let Some(first) = req.inputs.first() {
+            let mut placed = req.clone();
+            let size = serving_proto::oip::raw_contents(&first.tensor).len() as i64;
+            placed.inputs[0].parameters.insert(
+                shared_memory::REGION.into(),
+                Parameter::String("region".into()),
+            );
+            placed.inputs[0]
+                .parameters
+                .insert(shared_memory::BYTE_SIZE.into(), Parameter::Int64(size));
+            placed.inputs[0]
+                .parameters
+                .insert(shared_memory::OFFSET.into(), Parameter::Int64(8));
+            // REST: the JSON without the input's data.
+            let mut value: serde_json::Value =
+                serde_json::from_slice(&oip::rest::encode_request(&placed, false).unwrap().to_bytes())
+                    .unwrap();
+            value["inputs"][0].as_object_mut().unwrap().remove("data");
+            let mut seed = vec![4u8];
+            seed.extend(value.to_string().as_bytes());
+            write("shared_memory_parameters", &format!("rest-{i}"), &seed);
+            // gRPC: no raw entry for the placed input.
+            let mut m = oip::grpc::encode_request(&placed, oip::grpc::Contents::Raw).unwrap();
+            m.raw_input_contents.remove(0);
+            let mut seed = vec![4u8];
+            seed.extend(m.encode_to_vec());
+            write("shared_memory_parameters", &format!("grpc-{i}"), &seed);
+        }
         let binary = oip::rest::encode_request(req, true).unwrap();
         let mut seed = binary.header_len.unwrap_or(0).to_string().into_bytes();
         seed.push(b'\n');

@@ -1,0 +1,64 @@
+//! A streaming call's body (ModelStreamInfer), as the server reads it: the
+//! bytes, cut into pieces where the input says, split into gRPC messages
+//! under a limit, compressed ones inflated under the same limit, each
+//! decoded as a `ModelInferRequest`. Properties: never a panic; a message
+//! is never over the limit, before or after inflating; the bytes held for
+//! the message in progress never exceed what arrived; allocations bounded.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use prost::Message;
+use serving_fuzz::{assert_bounded, check_tensor, reset};
+use serving_proto::compression::{self, Encoding};
+use serving_proto::frame::Splitter;
+use serving_proto::oip::grpc as codec;
+use serving_proto::pb::inference::ModelInferRequest;
+
+const LIMIT: usize = 32 << 10;
+
+fuzz_target!(|data: &[u8]| {
+    let Some((&control, body)) = data.split_first() else {
+        return;
+    };
+    let encoding = if control & 1 == 0 {
+        Encoding::Gzip
+    } else {
+        Encoding::Deflate
+    };
+    let piece = usize::from(control >> 1).max(1);
+    reset();
+    let mut split = Splitter::new(LIMIT as u64);
+    let mut received = 0;
+    'pieces: for chunk in body.chunks(piece) {
+        split.push(chunk);
+        received += chunk.len();
+        loop {
+            match split.next_message() {
+                Ok(Some((compressed, message))) => {
+                    assert!(message.len() <= LIMIT);
+                    let message = if compressed {
+                        match compression::inflate(encoding, &message, LIMIT) {
+                            Ok(m) => bytes::Bytes::from(m),
+                            Err(_) => continue,
+                        }
+                    } else {
+                        message
+                    };
+                    assert!(message.len() <= LIMIT);
+                    let Ok(m) = ModelInferRequest::decode(message) else {
+                        continue;
+                    };
+                    if let Ok(r) = codec::decode_request(m) {
+                        for input in &r.inputs {
+                            check_tensor(&input.tensor);
+                        }
+                    }
+                }
+                Ok(None) => break,
+                Err(_) => break 'pieces,
+            }
+        }
+        assert!(split.partial() <= received);
+    }
+    assert_bounded(body.len().max(LIMIT / 64), "stream frames");
+});
