@@ -661,10 +661,47 @@ async fn a_cancelled_queued_job_never_runs() {
     let server = serve_held(dir.path()).await;
     let blocker = occupy(&server).await;
     let sv = server.state.registry.get("slow", 0).unwrap();
-    // gRPC: the client gives up (its stream is reset) while the job is queued.
+    // Waits until `n` requests are queued or running (the blocker is one).
+    let outstanding = |n: usize, what: &'static str| {
+        let sv = sv.clone();
+        async move {
+            let start = Instant::now();
+            while sv.scheduler().outstanding() < n {
+                assert!(start.elapsed() < Duration::from_secs(5), "{what}");
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        }
+    };
+    // Waits until `n` queued jobs were cancelled.
+    let cancelled = |n: u64, what: &'static str| {
+        let sv = sv.clone();
+        async move {
+            let start = Instant::now();
+            let count = || {
+                sv.scheduler()
+                    .counters()
+                    .cancelled_queued
+                    .load(Ordering::Relaxed)
+            };
+            while count() < n {
+                assert!(
+                    start.elapsed() < Duration::from_secs(5),
+                    "{what}: {} so far",
+                    count()
+                );
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        }
+    };
+    // gRPC: the client gives up (its stream is reset) once the job is
+    // queued (not before: a call dropped before it arrives cancels nothing).
     let mut client = common::oip(&server).await;
     let call = client.model_infer(slow_request(3.0, 4, &[]));
-    let _ = tokio::time::timeout(Duration::from_millis(50), call).await;
+    tokio::select! {
+        r = call => panic!("the held call answered: {r:?}"),
+        () = outstanding(2, "the gRPC job is queued") => {}
+    }
+    cancelled(1, "the reset gRPC stream's job leaves the queue").await;
     // REST: the client closes its connection while the job is queued.
     let body = json!({"inputs": [{"name": "x", "shape": [1, 256], "datatype": "FP32", "data": vec![0.25f32; 256]}]}).to_string();
     let mut tcp = tokio::net::TcpStream::connect(server.rest_address)
@@ -676,33 +713,9 @@ async fn a_cancelled_queued_job_never_runs() {
     )
     .await
     .unwrap();
-    let start = Instant::now();
-    while sv.scheduler().outstanding() < 2 {
-        assert!(
-            start.elapsed() < Duration::from_secs(5),
-            "the REST job is queued"
-        );
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
+    outstanding(2, "the REST job is queued").await;
     drop(tcp);
-    let start = Instant::now();
-    while sv
-        .scheduler()
-        .counters()
-        .cancelled_queued
-        .load(Ordering::Relaxed)
-        < 2
-    {
-        assert!(
-            start.elapsed() < Duration::from_secs(5),
-            "both cancelled jobs leave the queue: {} so far",
-            sv.scheduler()
-                .counters()
-                .cancelled_queued
-                .load(Ordering::Relaxed)
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    cancelled(2, "the closed connection's job leaves the queue").await;
     release(&server);
     blocker.await.unwrap().unwrap();
     tokio::time::sleep(Duration::from_millis(100)).await;
