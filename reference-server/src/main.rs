@@ -33,8 +33,19 @@ struct Args {
     /// Model repository: <DIR>/<model>/ with servable.toml, or Triton's
     /// config.pbtxt, or version directories holding model.onnx alone.
     /// Without it, the built-in demo servable `add` is served.
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, value_name = "DIR", env = "SERVING_MODEL_REPOSITORY")]
     model_repository: Option<PathBuf>,
+    /// Serve --model-repository as this one model: DIR/NAME when that is a
+    /// directory, else DIR itself (servable.toml, config.pbtxt, version
+    /// directories, or model.onnx directly, served as version 1), as KServe
+    /// puts a model at /mnt/models.
+    #[arg(
+        long,
+        value_name = "NAME",
+        requires = "model_repository",
+        env = "SERVING_MODEL_NAME"
+    )]
+    model_name: Option<String>,
     /// Refuse to start when a model of the repository cannot be loaded
     /// (`--exit-on-error false`: start, report that model not ready, and
     /// retry it when its files change).
@@ -167,6 +178,7 @@ async fn main() -> ExitCode {
         rest_address: args.rest_address,
         grpc_unix: args.grpc_unix,
         model_repository: args.model_repository,
+        model_name: args.model_name,
         exit_on_error: args.exit_on_error,
         default_max_batch_size: args.default_max_batch_size,
         devices: args.devices,

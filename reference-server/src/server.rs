@@ -31,6 +31,10 @@ pub struct Config {
     pub grpc_unix: Option<PathBuf>,
     /// A model repository; `None` serves the built-in demo.
     pub model_repository: Option<PathBuf>,
+    /// Serve `model_repository` as this one model (see
+    /// [`repository::Source::new`]): a single model's directory, as KServe
+    /// mounts it at `/mnt/models`.
+    pub model_name: Option<String>,
     /// Refuse to start when a model of the repository cannot be loaded
     /// (Triton's `--exit-on-error`); `false` starts with that model
     /// reported not ready.
@@ -79,6 +83,7 @@ impl Default for Config {
             rest_address: ([127, 0, 0, 1], 1500).into(),
             grpc_unix: None,
             model_repository: None,
+            model_name: None,
             exit_on_error: true,
             default_max_batch_size: repository::DEFAULT_MAX_BATCH_SIZE,
             devices: vec![Device::Cpu],
@@ -122,6 +127,11 @@ pub enum StartError {
         /// `max_msg_mb_size`.
         message: u32,
     },
+    /// `model_name` cannot be a model name (one URL path segment).
+    #[error(
+        "--model-name '{0}' cannot name a model: give one path segment, not hidden, without '/' or '\\'"
+    )]
+    ModelName(String),
     /// Devices of two accelerator families.
     #[error(transparent)]
     Devices(#[from] MixedFamilies),
@@ -200,9 +210,20 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     };
     // Every device the repository names, so that one ONNX Runtime build
     // serves them all.
+    if let Some(name) = &config.model_name
+        && !repository::watch::is_servable_name(name)
+    {
+        return Err(StartError::ModelName(
+            serving_proto::text::quote(name).to_string(),
+        ));
+    }
+    let source = config
+        .model_repository
+        .clone()
+        .map(|dir| repository::Source::new(dir, config.model_name.clone()));
     let mut all_devices = config.devices.clone();
-    if let Some(dir) = &config.model_repository {
-        for s in repository::scan(dir)?.iter().flatten() {
+    if let Some(source) = &source {
+        for s in source.scan()?.iter().flatten() {
             all_devices.extend(s.devices());
         }
     }
@@ -220,18 +241,17 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         },
         default_max_batch_size: config.default_max_batch_size,
     };
-    let repo = config.model_repository.clone();
     let exit_on_error = config.exit_on_error;
     let (registry, watcher) = tokio::task::spawn_blocking(
         move || -> Result<(Registry, Option<Watcher>), StartError> {
             let registry = Registry::default();
-            match repo {
+            match source {
                 None => {
                     registry.insert(demo::load(&runtime, &options.load)?);
                     Ok((registry, None))
                 }
-                Some(dir) => {
-                    let mut watcher = Watcher::new(dir, runtime, options);
+                Some(source) => {
+                    let mut watcher = Watcher::new(source, runtime, options);
                     watcher.start(&registry, exit_on_error)?;
                     for f in watcher.failures() {
                         tracing::error!(model = %f.model, version = f.version, reason = %f.reason, "model not loaded (--exit-on-error false): reported not ready, retried when it changes");

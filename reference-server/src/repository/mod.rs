@@ -18,6 +18,7 @@ pub mod config;
 pub mod triton;
 pub mod watch;
 
+use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -88,6 +89,10 @@ pub struct ServableDir {
     pub format: Format,
     /// Its version directories, ascending.
     pub versions: Vec<u64>,
+    /// A single model's directory holding its files directly, without
+    /// version directories (`--model-name`, as KServe mounts a model): it
+    /// is version 1.
+    pub flat: bool,
 }
 
 impl ServableDir {
@@ -112,6 +117,15 @@ impl ServableDir {
                 .flat_map(|g| &g.gpus)
                 .map(|&id| Device::Cuda(id))
                 .collect(),
+        }
+    }
+
+    /// The directory holding version `version`'s files.
+    pub fn version_dir(&self, version: u64) -> PathBuf {
+        if self.flat {
+            self.dir.clone()
+        } else {
+            self.dir.join(version.to_string())
         }
     }
 
@@ -152,16 +166,39 @@ fn some_onnx(dir: &Path, versions: &[u64]) -> Option<PathBuf> {
     })
 }
 
-/// Reads and checks one model directory, of either format.
+/// Reads and checks one model directory of a repository, of either format.
 pub fn scan_servable(dir: &Path) -> Result<ServableDir, RepositoryError> {
     let name = dir
         .file_name()
         .and_then(|n| n.to_str())
         .ok_or_else(|| fail(dir, "the directory name is not UTF-8"))?
         .to_owned();
+    scan_named(dir, &name, false)
+}
+
+/// Reads and checks one model directory served as `name`; with
+/// `allow_flat`, a directory without version directories that holds its
+/// model files itself is version 1.
+pub fn scan_named(
+    dir: &Path,
+    name: &str,
+    allow_flat: bool,
+) -> Result<ServableDir, RepositoryError> {
+    let name = name.to_owned();
     let toml_path = dir.join("servable.toml");
     let pbtxt_path = dir.join("config.pbtxt");
-    let versions = versions(dir)?;
+    let mut versions = versions(dir)?;
+    let flat = allow_flat && versions.is_empty();
+    if flat {
+        versions = vec![1];
+    }
+    let version_dir = |v: u64| {
+        if flat {
+            dir.to_owned()
+        } else {
+            dir.join(v.to_string())
+        }
+    };
     let format = match (toml_path.is_file(), pbtxt_path.is_file()) {
         (true, true) => {
             return Err(fail(
@@ -187,7 +224,7 @@ pub fn scan_servable(dir: &Path) -> Result<ServableDir, RepositoryError> {
         (false, false) => {
             let bare = versions
                 .iter()
-                .any(|v| dir.join(v.to_string()).join(triton::MODEL_FILE).is_file());
+                .any(|&v| version_dir(v).join(triton::MODEL_FILE).is_file());
             if !bare {
                 let mut reason = format!(
                     "neither servable.toml nor config.pbtxt, and no version directory (1/, 2/, ...) holds {}; see docs/server.md, \"Model repositories\"",
@@ -222,7 +259,89 @@ pub fn scan_servable(dir: &Path) -> Result<ServableDir, RepositoryError> {
         dir: dir.to_owned(),
         format,
         versions,
+        flat,
     })
+}
+
+/// Where the models come from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Source {
+    /// A repository: every directory in it is a model, named by its
+    /// directory (`--model-repository DIR`).
+    Repository(PathBuf),
+    /// One model directory served under a name (`--model-repository DIR
+    /// --model-name NAME`): `DIR/NAME` when that is a directory (a
+    /// repository of one model, as KServe's Triton examples mount it),
+    /// else `DIR` itself, with or without version directories (as KServe's
+    /// storage initializer puts a model at `/mnt/models`).
+    Single {
+        /// The name clients use.
+        name: String,
+        /// The model's directory.
+        dir: PathBuf,
+    },
+}
+
+impl Source {
+    /// The source `--model-repository` and `--model-name` describe.
+    pub fn new(dir: PathBuf, name: Option<String>) -> Source {
+        match name {
+            None => Source::Repository(dir),
+            Some(name) => {
+                let inner = dir.join(&name);
+                let dir = if watch::is_servable_name(&name) && inner.is_dir() {
+                    inner
+                } else {
+                    dir
+                };
+                Source::Single { name, dir }
+            }
+        }
+    }
+
+    /// The directory polled.
+    pub fn root(&self) -> &Path {
+        match self {
+            Source::Repository(dir) | Source::Single { dir, .. } => dir,
+        }
+    }
+
+    /// The model directories on disk now, by name (hidden ones skipped).
+    pub fn model_dirs(&self) -> BTreeMap<String, PathBuf> {
+        match self {
+            Source::Single { name, dir } => [(name.clone(), dir.clone())].into(),
+            Source::Repository(repo) => fs::read_dir(repo)
+                .into_iter()
+                .flatten()
+                .filter_map(Result::ok)
+                .filter(|e| e.path().is_dir())
+                .filter_map(|e| {
+                    // A name that is not UTF-8 is kept (lossily) so that
+                    // its directory is reported as failing, not ignored.
+                    let name = e.file_name().to_string_lossy().into_owned();
+                    (!name.starts_with('.')).then(|| (name, e.path()))
+                })
+                .collect(),
+        }
+    }
+
+    /// Reads and checks model directory `name` at `path`.
+    pub fn scan_dir(&self, name: &str, path: &Path) -> Result<ServableDir, RepositoryError> {
+        scan_named(path, name, matches!(self, Source::Single { .. }))
+    }
+
+    /// Every model directory, read and checked.
+    pub fn scan(&self) -> Result<Vec<Result<ServableDir, RepositoryError>>, RepositoryError> {
+        match self {
+            Source::Repository(repo) => scan(repo),
+            Source::Single { name, dir } => {
+                if !dir.is_dir() {
+                    return Err(fail(dir, "the model directory does not exist"));
+                }
+                Ok(vec![self.scan_dir(name, dir)])
+            }
+        }
+    }
 }
 
 /// The model directories of a repository (hidden ones skipped), each read
@@ -274,7 +393,7 @@ pub fn load_version(
     version: u64,
     options: &Options,
 ) -> Result<Loaded, RepositoryError> {
-    let vdir = servable.dir.join(version.to_string());
+    let vdir = servable.version_dir(version);
     let read = |file: &Path| -> Result<Vec<u8>, RepositoryError> {
         if !file.is_file() {
             return Err(fail(

@@ -26,7 +26,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use super::{Options, RepositoryError, ServableDir, load_version, scan_servable};
+use super::{Options, RepositoryError, ServableDir, Source, load_version};
 use crate::engine::registry::Registry;
 use crate::runtime::Runtime;
 
@@ -102,10 +102,10 @@ pub struct Changes {
     pub failed: Vec<String>,
 }
 
-/// Polls one repository.
+/// Polls one repository (or one model directory).
 #[derive(Debug)]
 pub struct Watcher {
-    repo: PathBuf,
+    source: Source,
     runtime: Arc<Runtime>,
     options: Options,
     /// Versions not loaded, by model and version (0: the model directory
@@ -142,10 +142,10 @@ pub struct Failure {
 }
 
 impl Watcher {
-    /// A watcher of `repo`.
-    pub fn new(repo: PathBuf, runtime: Arc<Runtime>, options: Options) -> Watcher {
+    /// A watcher of `source`.
+    pub fn new(source: Source, runtime: Arc<Runtime>, options: Options) -> Watcher {
         Watcher {
-            repo,
+            source,
             runtime,
             options,
             seen: BTreeMap::new(),
@@ -181,7 +181,7 @@ impl Watcher {
         registry: &Registry,
         exit_on_error: bool,
     ) -> Result<Changes, RepositoryError> {
-        for dir in super::scan(&self.repo)? {
+        for dir in self.source.scan()? {
             if let (Err(e), true) = (&dir, exit_on_error) {
                 return Err(RepositoryError {
                     path: e.path.clone(),
@@ -283,19 +283,11 @@ impl Watcher {
     /// without waiting for a second look.
     fn scan_once(&mut self, registry: &Registry, now: Option<&str>, all_now: bool) -> Changes {
         let mut changes = Changes::default();
-        let mut on_disk: BTreeMap<String, PathBuf> = BTreeMap::new();
-        if let Ok(entries) = std::fs::read_dir(&self.repo) {
-            for entry in entries.filter_map(Result::ok) {
-                let path = entry.path();
-                let name = entry.file_name().to_string_lossy().into_owned();
-                if path.is_dir() && !name.starts_with('.') && !self.held.contains(&name) {
-                    on_disk.insert(name, path);
-                }
-            }
-        }
+        let mut on_disk: BTreeMap<String, PathBuf> = self.source.model_dirs();
+        on_disk.retain(|name, _| !self.held.contains(name));
         let scanned: BTreeMap<String, Result<ServableDir, RepositoryError>> = on_disk
             .iter()
-            .map(|(name, path)| (name.clone(), scan_servable(path)))
+            .map(|(name, path)| (name.clone(), self.source.scan_dir(name, path)))
             .collect();
         // Unload what is gone from the disk.
         for (name, loaded) in registry.list() {
@@ -347,7 +339,7 @@ impl Watcher {
                     continue;
                 }
                 let key = (name.clone(), v);
-                let print = Fingerprint::of(&dir.dir.join(v.to_string()), &[&config_file]);
+                let print = Fingerprint::of(&dir.version_dir(v), &[&config_file]);
                 let settled = all_now
                     || now == Some(name.as_str())
                     || self.seen.get(&key) == Some(&Seen::Settling(print.clone()));
