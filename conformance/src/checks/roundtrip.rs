@@ -170,8 +170,12 @@ async fn instances(suite: &Suite, target: &Target) -> Outcome {
         }
         for (i, ((a, b), r)) in rows.iter().zip(results).enumerate() {
             let y = match r {
+                // An untyped JSON number is the FP32 sum at FP32's width.
                 Ok(map) => match map.get("y").map(Tensor::to_f64_vec) {
-                    Some(Ok(v)) => v,
+                    Some(Ok(v)) => v
+                        .into_iter()
+                        .map(|v| super::values::at_width(DataType::Fp32, v))
+                        .collect::<Vec<f64>>(),
                     _ => return Outcome::Fail(format!("instance {i}: no FP y in {map:?}")),
                 },
                 Err(e) => {

@@ -135,9 +135,22 @@ pub fn draw<T: std::fmt::Debug>(runner: &mut TestRunner, s: &BoxedStrategy<T>) -
         .current()
 }
 
+/// `v` rounded to the float type `dtype` and widened again (other types:
+/// `v`).
+pub fn at_width(dtype: DataType, v: f64) -> f64 {
+    match dtype {
+        DataType::Fp16 => half::f16::from_f64(v).to_f64(),
+        DataType::Bf16 => half::bf16::from_f64(v).to_f64(),
+        DataType::Fp32 => f64::from(v as f32),
+        _ => v,
+    }
+}
+
 /// Whether `got` is `sent` as the transport can carry it: exactly (dtype,
 /// shape and bytes), or, for untyped JSON replies, the same shape and the
-/// same numbers.
+/// same numbers read at the width of the type sent (a float is written
+/// with the shortest text that reads back at its own width: FP32's
+/// `-1.8778175e-9` is its value, though as an f64 it is another).
 pub fn compare(sent: &Tensor, got: &Tensor, carrier: Carrier) -> Result<(), String> {
     if sent.shape() != got.shape() {
         return Err(format!(
@@ -170,6 +183,7 @@ pub fn compare(sent: &Tensor, got: &Tensor, carrier: Carrier) -> Result<(), Stri
             let b = got
                 .to_f64_vec()
                 .map_err(|e| format!("{:?} came back as {:?}: {e}", sent.dtype(), got.dtype()))?;
+            let b: Vec<f64> = b.into_iter().map(|v| at_width(sent.dtype(), v)).collect();
             if a == b {
                 Ok(())
             } else {
