@@ -135,11 +135,21 @@ async fn replica_failure(suite: &Suite, target: &Target) -> Outcome {
         Err(e) => return Outcome::Fail(e),
     };
     let done = Arc::new(AtomicUsize::new(0));
-    let load = run_clients(client, target, 16, 20, done.clone());
+    // The killer waits for the load to reach each point; if the load ends
+    // first (a client failed), it stops too instead of waiting forever.
+    let finished = std::sync::atomic::AtomicBool::new(false);
+    let load = async {
+        let result = run_clients(client, target, 16, 20, done.clone()).await;
+        finished.store(true, Ordering::SeqCst);
+        result
+    };
     let killer = async {
         let mut killed = 0;
         for replica in 0..2 {
             while done.load(Ordering::SeqCst) < 40 + 100 * replica {
+                if finished.load(Ordering::SeqCst) {
+                    return killed;
+                }
                 tokio::time::sleep(Duration::from_millis(2)).await;
             }
             if faults.kill(replica) {
@@ -198,9 +208,16 @@ async fn process_killed(suite: &Suite, target: &Target) -> Outcome {
         Err(e) => return Outcome::Fail(e.to_string()),
     };
     let done = Arc::new(AtomicUsize::new(0));
-    let load = run_clients(client, target, 8, 30, done.clone());
+    let finished = std::sync::atomic::AtomicBool::new(false);
+    let load = async {
+        let result = run_clients(client, target, 8, 30, done.clone()).await;
+        finished.store(true, Ordering::SeqCst);
+        result
+    };
     let killer = async {
-        while done.load(Ordering::SeqCst) < 60 {
+        // Not past the load's end: a load that failed early must not
+        // leave the killer waiting forever.
+        while done.load(Ordering::SeqCst) < 60 && !finished.load(Ordering::SeqCst) {
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
         let _ = a.start_kill();
