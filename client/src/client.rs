@@ -502,6 +502,7 @@ impl Client {
                             endpoint: endpoint.transport.url().to_owned(),
                             timeout: self.inner.timeout,
                             message: "the deadline passed before the call could be sent".into(),
+                            source: None,
                         });
                     }
                     Some(left)

@@ -2,7 +2,29 @@
 
 use std::time::Duration;
 
+use serving_proto::TensorError;
 use serving_proto::mindspore::ServableError;
+
+/// A cause kept as [`std::error::Error::source`].
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// What failed in a [`Error::Transport`], read from the typed causes
+/// (I/O error kinds, TLS and HTTP/2 errors), never from their texts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TransportKind {
+    /// No connection could be made (refused, unreachable, name not
+    /// resolved).
+    Connect,
+    /// The TLS handshake failed (an untrusted or mismatched certificate,
+    /// a client certificate refused).
+    Tls,
+    /// An open connection broke (reset, closed mid-call, a call the
+    /// connection's end cancelled).
+    Closed,
+    /// Anything else below the protocol.
+    Other,
+}
 
 /// Which side refused a message for its size.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -50,6 +72,9 @@ pub enum Error {
         timeout: Option<Duration>,
         /// What was said.
         message: String,
+        /// The transport's timeout error, when it raised it.
+        #[source]
+        source: Option<BoxError>,
     },
     /// Unknown model, servable, version or method.
     #[error("not found: {message}")]
@@ -80,13 +105,19 @@ pub enum Error {
         /// The server's text.
         message: String,
     },
-    /// The connection failed (refused, reset, TLS handshake).
+    /// The connection failed (refused, reset, TLS handshake): see
+    /// [`Error::transport_kind`].
     #[error("transport error at {endpoint}: {message}")]
     Transport {
         /// The endpoint.
         endpoint: String,
-        /// What failed.
+        /// What failed, from the typed causes.
+        kind: TransportKind,
+        /// The causes' texts, outermost first.
         message: String,
+        /// The cause.
+        #[source]
+        source: Option<BoxError>,
     },
     /// The server answered something the protocol does not allow.
     #[error("protocol violation from {endpoint}: {message}")]
@@ -103,6 +134,10 @@ pub enum Error {
     /// The client was configured wrongly.
     #[error("invalid client configuration: {0}")]
     Config(String),
+    /// A tensor could not be built or read (its shape and data disagree,
+    /// or it is read as the wrong type).
+    #[error(transparent)]
+    Tensor(#[from] TensorError),
 }
 
 impl Error {
@@ -110,7 +145,9 @@ impl Error {
     /// or unreachable server, not a bad request.
     pub fn is_retryable(&self) -> bool {
         match self {
-            Error::Unavailable { .. } | Error::Transport { .. } => true,
+            Error::Unavailable { .. } => true,
+            // Another endpoint may answer; a certificate does not change.
+            Error::Transport { kind, .. } => *kind != TransportKind::Tls,
             // MindSpore's in-band "busy" answers: no replica alive (code 5)
             // and a full queue.
             Error::Servable(e) => {
@@ -122,6 +159,32 @@ impl Error {
         }
     }
 
+    /// Whether the call ran out of time (its timeout, or the server's
+    /// deadline).
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, Error::DeadlineExceeded { .. })
+    }
+
+    /// Whether no connection could be made (including a failed TLS
+    /// handshake).
+    pub fn is_connect(&self) -> bool {
+        matches!(
+            self,
+            Error::Transport {
+                kind: TransportKind::Connect | TransportKind::Tls,
+                ..
+            }
+        )
+    }
+
+    /// What failed below the protocol, for a [`Error::Transport`].
+    pub fn transport_kind(&self) -> Option<TransportKind> {
+        match self {
+            Error::Transport { kind, .. } => Some(*kind),
+            _ => None,
+        }
+    }
+
     /// The MindSpore status code of an in-band error.
     pub fn servable_code(&self) -> Option<i64> {
         match self {
@@ -129,4 +192,84 @@ impl Error {
             _ => None,
         }
     }
+}
+
+/// The texts of `e` and its causes, outermost first, each once.
+pub(crate) fn chain_text(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut next = Some(e);
+    while let Some(e) = next {
+        let text = e.to_string();
+        // A wrapper that repeats its cause's text adds nothing.
+        if !text.is_empty() && !parts.iter().any(|p| p.ends_with(&text)) {
+            parts.push(text);
+        }
+        next = e.source();
+    }
+    parts.join(": ")
+}
+
+/// Calls `visit` on `e` and every cause below it, including the error an
+/// `std::io::Error` wraps (which its `source` skips).
+pub(crate) fn visit_causes(
+    e: &(dyn std::error::Error + 'static),
+    visit: &mut dyn FnMut(&(dyn std::error::Error + 'static)),
+) {
+    let mut next = Some(e);
+    while let Some(e) = next {
+        visit(e);
+        if let Some(inner) = e
+            .downcast_ref::<std::io::Error>()
+            .and_then(std::io::Error::get_ref)
+        {
+            visit_causes(inner, visit);
+        }
+        next = e.source();
+    }
+}
+
+/// The kind of a transport failure, from the typed errors in `e`'s chain:
+/// `connecting` says whether the failure came while connecting.
+pub(crate) fn transport_kind(
+    e: &(dyn std::error::Error + 'static),
+    connecting: bool,
+) -> TransportKind {
+    let mut kind = if connecting {
+        TransportKind::Connect
+    } else {
+        TransportKind::Other
+    };
+    let mut tls = false;
+    visit_causes(e, &mut |e| {
+        if e.is::<rustls::Error>() {
+            tls = true;
+        }
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            use std::io::ErrorKind as K;
+            match io.kind() {
+                K::ConnectionRefused
+                | K::AddrNotAvailable
+                | K::HostUnreachable
+                | K::NetworkUnreachable
+                | K::NotFound => kind = TransportKind::Connect,
+                K::ConnectionReset
+                | K::ConnectionAborted
+                | K::BrokenPipe
+                | K::UnexpectedEof
+                | K::NotConnected
+                    if !connecting =>
+                {
+                    kind = TransportKind::Closed;
+                }
+                _ => {}
+            }
+        }
+        if let Some(h) = e.downcast_ref::<hyper::Error>()
+            && !connecting
+            && (h.is_closed() || h.is_canceled() || h.is_incomplete_message())
+        {
+            kind = TransportKind::Closed;
+        }
+    });
+    if tls { TransportKind::Tls } else { kind }
 }

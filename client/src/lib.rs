@@ -54,6 +54,11 @@
 //! # }
 //! ```
 
+// The README's example compiles (and its crates.io page stays true).
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeExample;
+
 mod client;
 mod endpoint;
 mod error;
@@ -68,9 +73,9 @@ pub mod blocking;
 pub use client::{
     Balance, Client, ClientBuilder, InferBuilder, MAX_MESSAGE_SIZE, Predictions, Protocol,
 };
-pub use error::{Error, SizeSide};
+pub use error::{BoxError, Error, SizeSide, TransportKind};
 pub use transport::{ModelMetadata, ServerMetadata, TensorMetadata};
 
-pub use serving_proto::mindspore::ServableError;
+pub use serving_proto::mindspore::{InstanceResult, ServableError};
 pub use serving_proto::oip::{InferRequest, InferResponse, NamedTensor, Parameter};
 pub use serving_proto::{DataType, Element, NamedTensors, Tensor, TensorData, TensorError};

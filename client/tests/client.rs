@@ -6,7 +6,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use reference_server::server::{self, Config, Running};
-use serving_client::{Balance, Client, Error, NamedTensors, Protocol, SizeSide, Tensor};
+use serving_client::{
+    Balance, Client, Error, NamedTensors, Protocol, SizeSide, Tensor, TransportKind,
+};
 
 fn config() -> Config {
     Config {
@@ -443,8 +445,38 @@ async fn deadlines_reach_the_server_and_end_the_call() {
             .await
             .unwrap_err();
         assert!(matches!(e, Error::DeadlineExceeded { .. }), "{url}: {e:?}");
+        assert!(e.is_timeout() && !e.is_connect(), "{url}: {e:?}");
     }
     server.shutdown().await;
+}
+
+/// The kind of the first I/O error among `e`'s causes.
+fn io_kind_in_chain(e: &(dyn std::error::Error + 'static)) -> Option<std::io::ErrorKind> {
+    let mut next = Some(e);
+    while let Some(e) = next {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            return Some(io.kind());
+        }
+        next = e.source();
+    }
+    None
+}
+
+/// Whether an error of type `T` is among `e`'s causes (also inside the
+/// I/O errors, whose `source` skips what they wrap).
+fn chain_has<T: std::error::Error + 'static>(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = Some(e);
+    while let Some(e) = next {
+        if e.is::<T>()
+            || e.downcast_ref::<std::io::Error>()
+                .and_then(|io| io.get_ref())
+                .is_some_and(|inner| chain_has::<T>(inner))
+        {
+            return true;
+        }
+        next = e.source();
+    }
+    false
 }
 
 fn pki(dir: &std::path::Path) {
@@ -525,12 +557,15 @@ async fn tls_with_a_custom_ca_a_client_identity_and_a_server_name_override() {
             .retries(0)
             .build()
             .unwrap();
+        let e = wrong_name
+            .predict("add", "add_common", &[instance(1.0, 1.0)])
+            .await
+            .unwrap_err();
+        assert_eq!(e.transport_kind(), Some(TransportKind::Tls), "{url}: {e:?}");
+        assert!(e.is_connect() && !e.is_retryable(), "{url}: {e:?}");
         assert!(
-            wrong_name
-                .predict("add", "add_common", &[instance(1.0, 1.0)])
-                .await
-                .is_err(),
-            "{url}"
+            chain_has::<rustls::Error>(&e),
+            "{url}: the rustls error is kept as a cause: {e:?}"
         );
     }
     server.shutdown().await;
@@ -763,6 +798,16 @@ async fn every_other_error_variant() {
         let e = client.server_live().await.unwrap_err();
         assert!(matches!(e, Error::Transport { .. }), "{url}: {e:?}");
         assert!(e.is_retryable());
+        // The kind comes from the typed causes, which the error keeps.
+        assert!(e.is_connect(), "{url}: {e:?}");
+        assert_eq!(e.transport_kind(), Some(TransportKind::Connect), "{url}");
+        assert_eq!(
+            io_kind_in_chain(&e),
+            Some(std::io::ErrorKind::ConnectionRefused),
+            "{url}: {e}"
+        );
+        // And its text says what happened on both transports.
+        assert!(e.to_string().contains("Connection refused"), "{url}: {e}");
     }
     // Protocol: a reply the protocol does not allow.
     let garbage = canned_http("HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 12\r\nconnection: close\r\n\r\n{\"outputs\":7").await;

@@ -102,6 +102,14 @@ pub enum TensorError {
         /// What was given.
         given: &'static str,
     },
+    /// A response has no output of the name asked for.
+    #[error("no output named '{}' in the response (outputs: {})", crate::text::quote(.name), crate::text::quote(&.present.join(", ")))]
+    NoOutput {
+        /// The name asked for.
+        name: String,
+        /// The outputs the response has.
+        present: Vec<String>,
+    },
     /// The tensor's type is not the one asked for.
     #[error("tensor is {actual}, not {requested}")]
     TypeMismatch {

@@ -14,7 +14,7 @@ use tonic::transport::Channel;
 
 use super::unary;
 use super::{CallCtx, ModelMetadata, ServerMetadata, sent_too_large};
-use crate::error::{Error, SizeSide};
+use crate::error::{Error, SizeSide, chain_text, transport_kind, visit_causes};
 
 /// One gRPC endpoint.
 #[derive(Clone, Debug)]
@@ -24,8 +24,46 @@ pub(crate) struct Grpc {
     pub contents: Contents,
 }
 
-/// Maps a gRPC status to the client's error.
+/// Whether an error of type `T` is among `e`'s causes.
+fn has<T: std::error::Error + 'static>(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut found = false;
+    visit_causes(e, &mut |e| found |= e.is::<T>());
+    found
+}
+
+/// Whether `e`'s chain holds an error of the layers below gRPC.
+fn below_grpc(e: &(dyn std::error::Error + 'static)) -> bool {
+    has::<tonic::ConnectError>(e)
+        || has::<std::io::Error>(e)
+        || has::<hyper::Error>(e)
+        || has::<rustls::Error>(e)
+        || has::<tonic::transport::Error>(e)
+}
+
+/// Maps a gRPC status to the client's error. A status the channel made
+/// from a failure below gRPC (it carries that failure as its source) is a
+/// [`Error::Transport`] or a timeout, classified by the causes' types; a
+/// status from the server is mapped by its code.
 pub(crate) fn status_error(s: tonic::Status, endpoint: &str, ctx: &CallCtx) -> Error {
+    if let Some(cause) = std::error::Error::source(&s) {
+        if has::<tonic::TimeoutExpired>(cause) {
+            return Error::DeadlineExceeded {
+                endpoint: endpoint.into(),
+                timeout: ctx.timeout,
+                message: chain_text(cause),
+                source: Some(Box::new(s)),
+            };
+        }
+        if below_grpc(cause) {
+            let kind = transport_kind(cause, has::<tonic::ConnectError>(cause));
+            return Error::Transport {
+                endpoint: endpoint.into(),
+                kind,
+                message: chain_text(cause),
+                source: Some(Box::new(s)),
+            };
+        }
+    }
     let message = s.message().to_owned();
     match s.code() {
         tonic::Code::ResourceExhausted => match frame::parse_too_large(&message) {
@@ -55,50 +93,27 @@ pub(crate) fn status_error(s: tonic::Status, endpoint: &str, ctx: &CallCtx) -> E
                 side: SizeSide::Client,
             }
         }
-        tonic::Code::Unavailable => {
-            if message.contains("error trying to connect")
-                || message.contains("transport error")
-                || message.contains("tcp connect")
-            {
-                Error::Transport {
-                    endpoint: endpoint.into(),
-                    message,
-                }
-            } else {
-                Error::Unavailable {
-                    endpoint: endpoint.into(),
-                    message,
-                }
-            }
-        }
+        tonic::Code::Unavailable => Error::Unavailable {
+            endpoint: endpoint.into(),
+            message,
+        },
         tonic::Code::DeadlineExceeded => Error::DeadlineExceeded {
             endpoint: endpoint.into(),
             timeout: ctx.timeout,
             message,
+            source: None,
         },
-        tonic::Code::Cancelled if ctx.timeout.is_some() && message.contains("Timeout") => {
-            Error::DeadlineExceeded {
-                endpoint: endpoint.into(),
-                timeout: ctx.timeout,
-                message,
-            }
-        }
-        // This client cancels nothing itself: a cancelled call lost its connection.
+        // This client cancels nothing itself: a cancelled call lost its
+        // connection (the server or a proxy reset the stream).
         tonic::Code::Cancelled => Error::Transport {
             endpoint: endpoint.into(),
+            kind: crate::error::TransportKind::Closed,
             message,
+            source: Some(Box::new(s)),
         },
         tonic::Code::NotFound => Error::NotFound { message },
         tonic::Code::InvalidArgument => Error::InvalidArgument { message },
         tonic::Code::Unauthenticated => Error::Unauthenticated { message },
-        tonic::Code::Unknown
-            if message.contains("transport error") || message.contains("connection") =>
-        {
-            Error::Transport {
-                endpoint: endpoint.into(),
-                message,
-            }
-        }
         _ => Error::Server {
             endpoint: endpoint.into(),
             message: format!("{:?}: {message}", s.code()),

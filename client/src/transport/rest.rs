@@ -9,7 +9,7 @@ use serving_proto::oip::{InferRequest, InferResponse, Parameter};
 use serving_proto::{NamedTensors, TensorData, frame};
 
 use super::{CallCtx, ModelMetadata, ServerMetadata, TensorMetadata};
-use crate::error::{Error, SizeSide};
+use crate::error::{Error, SizeSide, chain_text, transport_kind};
 
 /// One REST endpoint.
 #[derive(Clone, Debug)]
@@ -94,6 +94,7 @@ impl Rest {
                 endpoint,
                 timeout: ctx.timeout,
                 message: text,
+                source: None,
             },
             _ => Error::Server {
                 endpoint,
@@ -102,24 +103,23 @@ impl Rest {
         }
     }
 
+    /// A failure below HTTP, classified by reqwest's own kinds and the
+    /// typed causes it keeps.
     fn transport(&self, e: reqwest::Error, ctx: &CallCtx) -> Error {
+        let message = chain_text(&e);
         if e.is_timeout() {
             return Error::DeadlineExceeded {
                 endpoint: self.label.clone(),
                 timeout: ctx.timeout,
-                message: e.to_string(),
+                message,
+                source: Some(Box::new(e)),
             };
-        }
-        let mut message = e.to_string();
-        let mut source = std::error::Error::source(&e);
-        while let Some(s) = source {
-            message.push_str(": ");
-            message.push_str(&s.to_string());
-            source = s.source();
         }
         Error::Transport {
             endpoint: self.label.clone(),
+            kind: transport_kind(&e, e.is_connect()),
             message,
+            source: Some(Box::new(e)),
         }
     }
 

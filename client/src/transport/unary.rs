@@ -60,7 +60,7 @@ pub(crate) async fn call<M: Message + Default>(
     let ready = channel
         .ready()
         .await
-        .map_err(|e| failed(Status::unknown(format!("Service was not ready: {e}"))))?;
+        .map_err(|e| failed(Status::from_error(e.into())))?;
     let response = ready
         .call(request)
         .await

@@ -119,6 +119,42 @@ pub struct InferResponse {
     pub outputs: Vec<NamedTensor>,
 }
 
+impl InferResponse {
+    /// The output tensor named `name`.
+    pub fn tensor(&self, name: &str) -> Option<&Tensor> {
+        self.outputs
+            .iter()
+            .find(|o| o.name == name)
+            .map(|o| &o.tensor)
+    }
+
+    /// The elements of output `name` as `T`, row-major: an error names the
+    /// outputs present when there is none of that name, and both types
+    /// when it holds another type.
+    ///
+    /// ```
+    /// use serving_proto::Tensor;
+    /// use serving_proto::oip::{InferResponse, NamedTensor};
+    ///
+    /// let response = InferResponse {
+    ///     outputs: vec![NamedTensor::new("y", Tensor::from_slice(&[2], &[1f32, 2.0])?)],
+    ///     ..Default::default()
+    /// };
+    /// assert_eq!(response.output::<f32>("y")?, vec![1.0, 2.0]);
+    /// assert!(response.output::<f32>("z").is_err());
+    /// assert!(response.output::<i64>("y").is_err());
+    /// # Ok::<(), serving_proto::TensorError>(())
+    /// ```
+    pub fn output<T: crate::Element>(&self, name: &str) -> Result<Vec<T>, crate::TensorError> {
+        self.tensor(name)
+            .ok_or_else(|| crate::TensorError::NoOutput {
+                name: name.to_owned(),
+                present: self.outputs.iter().map(|o| o.name.clone()).collect(),
+            })?
+            .to_vec()
+    }
+}
+
 /// A request or response that is not valid Open Inference Protocol. Every
 /// variant is a client error: INVALID_ARGUMENT on gRPC, 400 on REST.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
