@@ -1,7 +1,7 @@
 //! One queue per servable version feeding its replicas.
 //!
 //! Each replica is a worker thread that owns its sessions and takes the
-//! next batch from the shared queue when it is free ([`super::queue`]), so
+//! next batch from the shared queue when it is free (`engine::queue`), so
 //! work always goes to a replica with spare capacity. Front ends submit
 //! jobs; each request (one or more jobs) takes one place in the queue
 //! limit, and is refused at once when the limit is reached or no replica
