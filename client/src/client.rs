@@ -86,6 +86,7 @@ struct Inner {
     max_send: u64,
     max_receive: u64,
     headers: Arc<http::HeaderMap>,
+    compression: Option<crate::Compression>,
 }
 
 /// A client of one or more model servers.
@@ -146,6 +147,7 @@ pub struct ClientBuilder {
     contents: Contents,
     binary_threshold: usize,
     headers: Vec<(String, String)>,
+    compression: Option<crate::Compression>,
 }
 
 impl Default for ClientBuilder {
@@ -164,6 +166,7 @@ impl Default for ClientBuilder {
             contents: Contents::Raw,
             binary_threshold: 1024,
             headers: Vec::new(),
+            compression: None,
         }
     }
 }
@@ -267,6 +270,27 @@ impl ClientBuilder {
         } else {
             Contents::Raw
         };
+        self
+    }
+
+    /// Compresses every request with `compression` (gzip or deflate) and
+    /// accepts replies compressed with either, on gRPC (`grpc-encoding`)
+    /// and REST (`Content-Encoding`); off by default. The send cap counts
+    /// the request before compression, as the server's limit does; a reply
+    /// is inflated under the receive cap.
+    ///
+    /// ```no_run
+    /// # fn demo() -> Result<(), serving_client::Error> {
+    /// use serving_client::{Client, Compression};
+    /// let client = Client::builder()
+    ///     .endpoint("grpc://127.0.0.1:5500")
+    ///     .compression(Compression::Gzip)
+    ///     .build()?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn compression(mut self, compression: crate::Compression) -> ClientBuilder {
+        self.compression = Some(compression);
         self
     }
 
@@ -405,6 +429,7 @@ impl ClientBuilder {
                 max_send: self.max_send,
                 max_receive: self.max_receive,
                 headers: Arc::new(headers),
+                compression: self.compression,
             }),
         })
     }
@@ -514,6 +539,7 @@ impl Client {
                 timeout,
                 max_send: self.inner.max_send,
                 max_receive: self.inner.max_receive,
+                compression: self.inner.compression,
             };
             let span = tracing::debug_span!("serving_client", call = name, endpoint = %endpoint.transport.url(), attempt);
             endpoint.in_flight.fetch_add(1, Ordering::Relaxed);

@@ -76,6 +76,7 @@ pub use client::{
 pub use error::{BoxError, Error, SizeSide, TransportKind};
 pub use transport::{ModelMetadata, ServerMetadata, TensorMetadata};
 
+pub use serving_proto::compression::Encoding as Compression;
 pub use serving_proto::mindspore::{InstanceResult, ServableError};
 pub use serving_proto::oip::{InferRequest, InferResponse, NamedTensor, Parameter};
 pub use serving_proto::{DataType, Element, NamedTensors, Tensor, TensorData, TensorError};

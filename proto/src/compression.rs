@@ -165,6 +165,31 @@ pub fn compress_chunks(encoding: Encoding, chunks: &[bytes::Bytes]) -> Vec<u8> {
     }
 }
 
+/// One gRPC message given as frame chunks (its 5-byte frame header first,
+/// as [`crate::chunked`] builds them), compressed into one frame with the
+/// compressed flag set: the new header, then the packed message.
+pub fn compress_frame(encoding: Encoding, chunks: &[bytes::Bytes]) -> Vec<bytes::Bytes> {
+    let mut body: Vec<bytes::Bytes> = chunks.to_vec();
+    let mut skip = crate::frame::HEADER_LEN;
+    for c in &mut body {
+        let cut = skip.min(c.len());
+        *c = c.slice(cut..);
+        skip -= cut;
+        if skip == 0 {
+            break;
+        }
+    }
+    let packed = compress_chunks(encoding, &body);
+    let mut header = Vec::with_capacity(crate::frame::HEADER_LEN);
+    header.push(1);
+    header.extend_from_slice(
+        &u32::try_from(packed.len())
+            .unwrap_or(u32::MAX)
+            .to_be_bytes(),
+    );
+    vec![bytes::Bytes::from(header), bytes::Bytes::from(packed)]
+}
+
 /// The encodings a `grpc-accept-encoding` or `Accept-Encoding` value
 /// lists, in its order (HTTP's `;q=0` entries left out; unknown names
 /// skipped).

@@ -123,9 +123,21 @@ pub(crate) fn status_error(s: tonic::Status, endpoint: &str, ctx: &CallCtx) -> E
 
 impl Grpc {
     fn oip(&self, ctx: &CallCtx) -> GrpcInferenceServiceClient<Channel> {
-        GrpcInferenceServiceClient::new(self.channel.clone())
+        use serving_proto::compression::Encoding;
+        use tonic::codec::CompressionEncoding;
+        let client = GrpcInferenceServiceClient::new(self.channel.clone())
             .max_decoding_message_size(ctx.max_receive as usize)
-            .max_encoding_message_size(usize::MAX)
+            .max_encoding_message_size(usize::MAX);
+        match ctx.compression {
+            None => client,
+            Some(e) => client
+                .send_compressed(match e {
+                    Encoding::Deflate => CompressionEncoding::Deflate,
+                    _ => CompressionEncoding::Gzip,
+                })
+                .accept_compressed(CompressionEncoding::Gzip)
+                .accept_compressed(CompressionEncoding::Deflate),
+        }
     }
 
     pub async fn predict(

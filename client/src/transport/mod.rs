@@ -18,6 +18,8 @@ pub(crate) struct CallCtx {
     pub max_send: u64,
     /// The receive cap in bytes.
     pub max_receive: u64,
+    /// Requests compressed with this, and compressed replies accepted.
+    pub compression: Option<serving_proto::compression::Encoding>,
 }
 
 impl CallCtx {
@@ -39,6 +41,48 @@ impl CallCtx {
         }
         r
     }
+}
+
+/// Inflates a compressed reply under the receive cap, off the async
+/// threads (CPU work in proportion to the reply).
+pub(crate) async fn inflate_reply(
+    encoding: serving_proto::compression::Encoding,
+    body: bytes::Bytes,
+    max_receive: u64,
+    endpoint: &str,
+) -> Result<bytes::Bytes, crate::Error> {
+    use serving_proto::compression::{self, InflateError};
+    let limit = usize::try_from(max_receive).unwrap_or(usize::MAX);
+    match tokio::task::spawn_blocking(move || compression::inflate(encoding, &body, limit)).await {
+        Ok(Ok(bytes)) => Ok(bytes::Bytes::from(bytes)),
+        Ok(Err(InflateError::TooLarge { .. })) => Err(crate::Error::MessageTooLarge {
+            size: None,
+            limit: Some(max_receive),
+            side: crate::SizeSide::Client,
+        }),
+        Ok(Err(e)) => Err(crate::Error::Protocol {
+            endpoint: endpoint.to_owned(),
+            message: format!("the compressed reply cannot be inflated: {e}"),
+        }),
+        Err(e) => Err(crate::Error::Protocol {
+            endpoint: endpoint.to_owned(),
+            message: format!("inflating the reply failed: {e}"),
+        }),
+    }
+}
+
+/// Compresses a request body given in pieces, off the async threads.
+pub(crate) async fn compress_body(
+    encoding: serving_proto::compression::Encoding,
+    parts: Vec<bytes::Bytes>,
+) -> bytes::Bytes {
+    tokio::task::spawn_blocking(move || {
+        bytes::Bytes::from(serving_proto::compression::compress_chunks(
+            encoding, &parts,
+        ))
+    })
+    .await
+    .unwrap_or_default()
 }
 
 /// A request refused by the send cap.

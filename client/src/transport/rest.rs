@@ -10,6 +10,7 @@ use serving_proto::{NamedTensors, TensorData, frame};
 
 use super::{CallCtx, ModelMetadata, ServerMetadata, TensorMetadata};
 use crate::error::{Error, SizeSide, chain_text, transport_kind};
+use serving_proto::compression::Encoding;
 
 /// One REST endpoint.
 #[derive(Clone, Debug)]
@@ -125,6 +126,9 @@ impl Rest {
 
     async fn send(&self, ctx: &CallCtx, req: reqwest::RequestBuilder) -> Result<Reply, Error> {
         let mut req = req.headers((*ctx.headers).clone());
+        if ctx.compression.is_some() {
+            req = req.header("accept-encoding", "gzip, deflate");
+        }
         if let Some(t) = ctx.timeout {
             req = req.timeout(t).header(
                 serving_proto::REST_TIMEOUT_HEADER,
@@ -142,6 +146,22 @@ impl Rest {
             });
         }
         let status = resp.status().as_u16();
+        let encoding = match resp.headers().get("content-encoding") {
+            None => None,
+            Some(v) if v.as_bytes().eq_ignore_ascii_case(b"identity") => None,
+            Some(v) => Some(
+                v.to_str()
+                    .ok()
+                    .and_then(Encoding::from_name)
+                    .filter(|_| ctx.compression.is_some())
+                    .ok_or_else(|| Error::Protocol {
+                        endpoint: self.label.clone(),
+                        message: format!(
+                            "the reply's Content-Encoding {v:?} is not one this client accepted"
+                        ),
+                    })?,
+            ),
+        };
         let header_len = resp
             .headers()
             .get(HEADER_LENGTH)
@@ -162,7 +182,7 @@ impl Rest {
             }
             chunks.push(chunk);
         }
-        let body = match chunks.len() {
+        let mut body = match chunks.len() {
             0 => Bytes::new(),
             1 => chunks.swap_remove(0),
             _ => {
@@ -171,6 +191,9 @@ impl Rest {
                 joined.freeze()
             }
         };
+        if let Some(e) = encoding {
+            body = super::inflate_reply(e, body, ctx.max_receive, &self.label).await?;
+        }
         Ok(Reply {
             status,
             header_len,
@@ -199,15 +222,17 @@ impl Rest {
         } else {
             format!("{}/model/{servable}/version/{version}:{method}", self.base)
         };
-        let reply = self
-            .send(
-                &ctx,
-                self.http
-                    .post(path)
-                    .header("content-type", "application/json")
-                    .body(body),
-            )
-            .await?;
+        let mut http = self
+            .http
+            .post(path)
+            .header("content-type", "application/json");
+        http = match ctx.compression {
+            Some(e) => http
+                .header("content-encoding", e.name())
+                .body(super::compress_body(e, vec![Bytes::from(body)]).await),
+            None => http.body(body),
+        };
+        let reply = self.send(&ctx, http).await?;
         // MindSpore answers 200 to everything, errors included; servers that
         // also set an HTTP status (ours does) still carry the in-band text.
         // A size refusal is the typed size error either way.
@@ -267,8 +292,13 @@ impl Rest {
         if let Some(n) = body.header_len {
             http = http.header(HEADER_LENGTH, n);
         }
-        let stream = futures_body(body.parts);
-        let reply = self.send(&ctx, http.body(stream)).await?;
+        let http = match ctx.compression {
+            Some(e) => http
+                .header("content-encoding", e.name())
+                .body(super::compress_body(e, body.parts).await),
+            None => http.body(futures_body(body.parts)),
+        };
+        let reply = self.send(&ctx, http).await?;
         if reply.status != 200 {
             return Err(self.error(&reply, &ctx, sent));
         }

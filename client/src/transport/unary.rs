@@ -13,8 +13,9 @@
 use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Uri, Version};
 use prost::Message;
+use serving_proto::compression::Encoding;
 use serving_proto::frame::FrameError;
-use serving_proto::grpc_body::{Budget, MessageBody, ReadError, read_unary};
+use serving_proto::grpc_body::{Budget, MessageBody, ReadError, read_unary_compressed};
 use tonic::transport::Channel;
 use tonic::{Code, Status};
 use tower::{Service, ServiceExt};
@@ -41,6 +42,16 @@ pub(crate) async fn call<M: Message + Default>(
     ctx: &CallCtx,
 ) -> Result<M, Error> {
     let failed = |s: Status| status_error(s, label, ctx);
+    let chunks = match ctx.compression {
+        // The send cap was checked on the message before compression, as
+        // the server checks what it inflates to.
+        Some(e) => tokio::task::spawn_blocking(move || {
+            serving_proto::compression::compress_frame(e, &chunks)
+        })
+        .await
+        .map_err(|e| Error::Request(format!("compressing the request failed: {e}")))?,
+        None => chunks,
+    };
     // tonic's own metadata handling and `grpc-timeout` formatting; the
     // channel enforces the timeout.
     let (metadata, _, _) = ctx.grpc_request(()).into_parts();
@@ -55,6 +66,13 @@ pub(crate) async fn call<M: Message + Default>(
         http::header::CONTENT_TYPE,
         HeaderValue::from_static("application/grpc"),
     );
+    if let Some(e) = ctx.compression {
+        headers.insert("grpc-encoding", HeaderValue::from_static(e.name()));
+        headers.insert(
+            "grpc-accept-encoding",
+            HeaderValue::from_static("gzip,deflate"),
+        );
+    }
 
     let mut channel = channel.clone();
     let ready = channel
@@ -73,18 +91,29 @@ pub(crate) async fn call<M: Message + Default>(
         return Err(failed(status));
     }
     let http_status = response.status();
+    let reply_encoding = response
+        .headers()
+        .get("grpc-encoding")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
     let mut body = response.into_body();
-    let read = read_unary(&mut body, ctx.max_receive, tensor_path, &UNLIMITED)
-        .await
-        .map_err(|e| match e {
-            ReadError::Frame(FrameError::TooLarge(t)) => Error::MessageTooLarge {
-                size: Some(t.size),
-                limit: Some(ctx.max_receive),
-                side: SizeSide::Client,
-            },
-            ReadError::Body(e) => failed(Status::from_error(e)),
-            other => failed(Status::internal(other.to_string())),
-        })?;
+    let read = read_unary_compressed(
+        &mut body,
+        ctx.max_receive,
+        tensor_path,
+        &UNLIMITED,
+        ctx.compression.is_some(),
+    )
+    .await
+    .map_err(|e| match e {
+        ReadError::Frame(FrameError::TooLarge(t)) => Error::MessageTooLarge {
+            size: Some(t.size),
+            limit: Some(ctx.max_receive),
+            side: SizeSide::Client,
+        },
+        ReadError::Body(e) => failed(Status::from_error(e)),
+        other => failed(Status::internal(other.to_string())),
+    })?;
     match read.trailers.as_ref().and_then(Status::from_header_map) {
         Some(status) if status.code() != Code::Ok => return Err(failed(status)),
         Some(_) => {}
@@ -99,9 +128,22 @@ pub(crate) async fn call<M: Message + Default>(
             )));
         }
     }
-    let reply = read
+    let mut reply = read
         .message
         .ok_or_else(|| failed(Status::internal("Missing response message.")))?;
+    if read.compressed {
+        let encoding = reply_encoding
+            .as_deref()
+            .and_then(Encoding::from_name)
+            .ok_or_else(|| Error::Protocol {
+                endpoint: label.to_owned(),
+                message: format!(
+                    "the reply is compressed with {:?}, which this client did not offer",
+                    reply_encoding.as_deref().unwrap_or("no grpc-encoding")
+                ),
+            })?;
+        reply = super::inflate_reply(encoding, reply, ctx.max_receive, label).await?;
+    }
     M::decode(reply).map_err(|e| Error::Protocol {
         endpoint: label.to_owned(),
         message: format!("the reply is not a valid protobuf message: {e}"),

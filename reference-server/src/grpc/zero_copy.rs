@@ -289,26 +289,12 @@ fn with_unimplemented_text(
 /// The encodings requests may use, as `grpc-accept-encoding` lists them.
 pub(crate) const ACCEPTED: &str = "identity,deflate,gzip";
 
-/// One gRPC message given as frame chunks (5-byte header first), compressed
-/// into one frame with the compressed flag set.
+/// One gRPC message given as frame chunks, compressed into one frame (CPU
+/// work in proportion to the message: off the connection's thread).
 async fn compressed_frame(encoding: Encoding, chunks: Vec<Bytes>) -> Vec<Bytes> {
-    let packed = tokio::task::spawn_blocking(move || {
-        let mut chunks = chunks;
-        if let Some(first) = chunks.first_mut() {
-            *first = first.slice(serving_proto::frame::HEADER_LEN.min(first.len())..);
-        }
-        compression::compress_chunks(encoding, &chunks)
-    })
-    .await
-    .unwrap_or_default();
-    let mut header = Vec::with_capacity(serving_proto::frame::HEADER_LEN);
-    header.push(1);
-    header.extend_from_slice(
-        &u32::try_from(packed.len())
-            .unwrap_or(u32::MAX)
-            .to_be_bytes(),
-    );
-    vec![Bytes::from(header), Bytes::from(packed)]
+    tokio::task::spawn_blocking(move || compression::compress_frame(encoding, &chunks))
+        .await
+        .unwrap_or_default()
 }
 
 /// The status for a request body that could not be read.
