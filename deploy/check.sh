@@ -3,7 +3,8 @@
 # against the Kubernetes schemas (oldest and newest release we support),
 # the KServe objects against KServe's CRDs, and the Dockerfile.
 #
-#   deploy/check.sh                 # KServe CRDs from ../shared/kserve
+#   deploy/check.sh                 # KServe's CRDs from ../shared/kserve, else
+#                                   # the copies in deploy/kserve/crds
 #   KSERVE_CRDS=DIR deploy/check.sh # or from DIR (KServe's config/crd/full)
 #
 # The validators are installed from PyPI into target/deploy-venv. That the
@@ -11,7 +12,13 @@
 # `cargo test -p reference-server --test deploy`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-crds="${KSERVE_CRDS:-../shared/kserve}"
+if [ -n "${KSERVE_CRDS:-}" ]; then
+  crd_args=(--crds "$KSERVE_CRDS")
+elif [ -d ../shared/kserve ]; then
+  crd_args=(--crds ../shared/kserve --compare ../shared/kserve)
+else
+  crd_args=()
+fi
 venv=target/deploy-venv
 if [ ! -x "$venv/bin/kubernetes-validate" ] || ! cmp -s deploy/requirements-check.txt "$venv/requirements-check.txt"; then
   echo "installing the validators into $venv"
@@ -32,4 +39,4 @@ for version in 1.30 1.37; do
   echo "${#objects[@]} files valid for Kubernetes $version"
 done
 echo "--> KServe objects and Dockerfile"
-"$venv/bin/python" deploy/validate.py --crds "$crds"
+"$venv/bin/python" deploy/validate.py "${crd_args[@]}"

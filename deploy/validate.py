@@ -13,6 +13,7 @@ YAML file by ``yamllint`` (deploy/check.sh runs all three).
 """
 
 import argparse
+import gzip
 import pathlib
 import sys
 
@@ -23,16 +24,43 @@ from dockerfile_parse import DockerfileParser
 HERE = pathlib.Path(__file__).resolve().parent
 
 
+def crd_files(crd_dir):
+    """name -> path of the CRDs in a directory, plain or gzip-compressed."""
+    found = {}
+    for path in sorted(crd_dir.glob("serving.kserve.io_*.yaml*")):
+        found[path.name.removesuffix(".gz")] = path
+    return found
+
+
+def read_crd(path):
+    data = path.read_bytes()
+    return gzip.decompress(data).decode() if path.suffix == ".gz" else data.decode()
+
+
+def check_copies(vendored, upstream):
+    """The vendored CRDs are the upstream ones, unchanged."""
+    errors = []
+    ours, theirs = crd_files(vendored), crd_files(upstream)
+    for name, path in theirs.items():
+        if name not in ours:
+            errors.append(f"{vendored}: no copy of {name}")
+        elif read_crd(ours[name]) != read_crd(path):
+            errors.append(f"{ours[name]} differs from {path}: copy it again (gzip -9 -n)")
+    if not errors:
+        print(f"the CRDs in {vendored} are those of {upstream}")
+    return errors
+
+
 def crd_schemas(crd_dir):
     """(apiVersion, kind) -> the served version's openAPIV3Schema."""
     schemas = {}
-    files = sorted(crd_dir.glob("serving.kserve.io_*.yaml"))
+    files = crd_files(crd_dir)
     if not files:
         raise SystemExit(
-            f"no KServe CRDs (serving.kserve.io_*.yaml) in {crd_dir}: pass --crds DIR"
+            f"no KServe CRDs (serving.kserve.io_*.yaml[.gz]) in {crd_dir}: pass --crds DIR"
         )
-    for path in files:
-        crd = yaml.safe_load(path.read_text())
+    for path in files.values():
+        crd = yaml.safe_load(read_crd(path))
         group = crd["spec"]["group"]
         kind = crd["spec"]["names"]["kind"]
         for version in crd["spec"]["versions"]:
@@ -71,7 +99,7 @@ def unknown_fields(value, schema, path):
 def check_kserve(crd_dir):
     schemas = crd_schemas(crd_dir)
     errors = []
-    files = sorted((HERE / "kserve").glob("*.yaml"))
+    files = sorted((HERE / "kserve").glob("*.yaml"))  # not crds/
     if not files:
         errors.append("deploy/kserve holds no YAML files")
     for path in files:
@@ -123,11 +151,19 @@ def main():
     parser.add_argument(
         "--crds",
         type=pathlib.Path,
-        required=True,
-        help="directory holding KServe's serving.kserve.io_*.yaml CRDs",
+        default=HERE / "kserve" / "crds",
+        help="directory holding KServe's serving.kserve.io_*.yaml CRDs (default: the copies in deploy/kserve/crds)",
+    )
+    parser.add_argument(
+        "--compare",
+        type=pathlib.Path,
+        help="also check that deploy/kserve/crds holds this directory's CRDs unchanged",
     )
     args = parser.parse_args()
-    errors = check_kserve(args.crds) + check_dockerfile()
+    errors = []
+    if args.compare:
+        errors += check_copies(HERE / "kserve" / "crds", args.compare)
+    errors += check_kserve(args.crds) + check_dockerfile()
     for e in errors:
         print(f"error: {e}", file=sys.stderr)
     if errors:
