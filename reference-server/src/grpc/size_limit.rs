@@ -64,6 +64,9 @@ where
     }
 }
 
+/// The one streaming RPC: its messages are checked as they come.
+const STREAM_INFER: &str = "/inference.GRPCInferenceService/ModelStreamInfer";
+
 type BoxFuture<T> = Pin<Box<dyn std::future::Future<Output = T> + Send>>;
 
 impl<S, B, RB> tower::Service<Request<B>> for MaxRequestSize<S>
@@ -86,6 +89,18 @@ where
         let limit = self.limit;
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
+        // A stream's first message may come long after it opens, and its
+        // client may wait for the response headers first (tonic does):
+        // waiting here for that message would deadlock them. Every message
+        // of a stream is bounded by the service's decoding limit instead.
+        if req.uri().path() == STREAM_INFER {
+            let (parts, body) = req.into_parts();
+            let body = Prefixed {
+                read: std::collections::VecDeque::new(),
+                inner: body,
+            };
+            return Box::pin(async move { inner.call(Request::from_parts(parts, body)).await });
+        }
         Box::pin(async move {
             let (parts, mut body) = req.into_parts();
             let mut read = std::collections::VecDeque::new();
