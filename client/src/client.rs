@@ -14,6 +14,7 @@ use tracing::Instrument;
 
 use crate::endpoint::{self, Target};
 use crate::error::Error;
+use crate::stream::{InferStream, StreamResponses};
 use crate::tls::TlsOptions;
 use crate::transport::grpc::Grpc;
 use crate::transport::rest::Rest;
@@ -631,6 +632,65 @@ impl Client {
             }
         })
         .await
+    }
+
+    /// Open Inference: opens a stream (Triton's `ModelStreamInfer`) on a
+    /// gRPC endpoint: send requests on the [`InferStream`] without waiting,
+    /// read their answers from the [`StreamResponses`] in request order.
+    /// Several streams may be open at once, on one connection. The stream
+    /// has no deadline of its own (the client's timeout is per call); drop
+    /// the answers to cancel it. Without a gRPC endpoint:
+    /// [`Error::NotSupported`].
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), serving_client::Error> {
+    /// use futures_util::StreamExt;
+    /// use serving_client::{Client, InferRequest, NamedTensor, Tensor};
+    ///
+    /// let client = Client::builder().endpoint("grpc://127.0.0.1:5500").build()?;
+    /// let (requests, mut answers) = client.stream().await?;
+    /// for i in 0..100 {
+    ///     let x = Tensor::from_vec(&[2, 2], vec![i as f32; 4])?;
+    ///     requests
+    ///         .send(&InferRequest {
+    ///             model_name: "add".into(),
+    ///             id: format!("r{i}"),
+    ///             inputs: vec![NamedTensor::new("x1", x.clone()), NamedTensor::new("x2", x)],
+    ///             ..Default::default()
+    ///         })
+    ///         .await?;
+    /// }
+    /// requests.finish();
+    /// while let Some(answer) = answers.next().await {
+    ///     let response = answer?;
+    ///     println!("{}: {:?}", response.id, response.output::<f32>("y")?);
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn stream(&self) -> Result<(InferStream, StreamResponses), Error> {
+        self.require(Protocol::OpenInference)?;
+        let grpc = self
+            .inner
+            .endpoints
+            .iter()
+            .filter_map(|ep| match &ep.transport {
+                Transport::Grpc(g) => Some(g),
+                Transport::Rest(_) => None,
+            })
+            .next()
+            .ok_or(Error::NotSupported {
+                what: "streaming (ModelStreamInfer)",
+                needs: "a gRPC endpoint (grpc://, grpcs:// or unix:)",
+            })?;
+        let ctx = CallCtx {
+            headers: self.inner.headers.clone(),
+            timeout: None,
+            max_send: self.inner.max_send,
+            max_receive: self.inner.max_receive,
+            compression: self.inner.compression,
+        };
+        grpc.stream(ctx).await
     }
 
     /// Open Inference: whether the server is live.

@@ -134,6 +134,34 @@ pub enum Error {
     /// The client was configured wrongly.
     #[error("invalid client configuration: {0}")]
     Config(String),
+    /// One request of a stream failed ([`crate::Client::stream`]); the
+    /// stream goes on. `id` and `model` are the request's.
+    #[error("stream request '{id}' to model '{model}' failed at {endpoint}: {message}")]
+    Stream {
+        /// The endpoint.
+        endpoint: String,
+        /// The failed request's id.
+        id: String,
+        /// Its model.
+        model: String,
+        /// The server's text.
+        message: String,
+    },
+    /// The stream has ended: no more requests can be sent on it.
+    #[error("the stream to {endpoint} has ended; open a new one")]
+    StreamClosed {
+        /// The endpoint.
+        endpoint: String,
+    },
+    /// The call is not offered on any of the client's endpoints' transports
+    /// (streaming needs gRPC).
+    #[error("{what} needs {needs}; none of this client's endpoints speaks it")]
+    NotSupported {
+        /// The call.
+        what: &'static str,
+        /// What it needs.
+        needs: &'static str,
+    },
     /// A tensor could not be built or read (its shape and data disagree,
     /// or it is read as the wrong type).
     #[error(transparent)]

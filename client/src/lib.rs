@@ -62,6 +62,7 @@ struct ReadmeExample;
 mod client;
 mod endpoint;
 mod error;
+mod stream;
 mod tls;
 mod transport;
 
@@ -74,6 +75,7 @@ pub use client::{
     Balance, Client, ClientBuilder, InferBuilder, MAX_MESSAGE_SIZE, Predictions, Protocol,
 };
 pub use error::{BoxError, Error, SizeSide, TransportKind};
+pub use stream::{InferStream, StreamResponses};
 pub use transport::{ModelMetadata, ServerMetadata, TensorMetadata};
 
 pub use serving_proto::compression::Encoding as Compression;

@@ -189,6 +189,43 @@ impl Grpc {
         })
     }
 
+    /// Opens a `ModelStreamInfer` stream.
+    pub async fn stream(
+        &self,
+        ctx: CallCtx,
+    ) -> Result<(crate::InferStream, crate::StreamResponses), Error> {
+        let (sender, receiver) =
+            crate::InferStream::new(self.contents, ctx.max_send, self.label.clone());
+        // The request stream ends when the answers are dropped, so that
+        // no handle keeps the HTTP/2 stream open and it is reset.
+        let (cancel, cancelled) = tokio::sync::oneshot::channel::<()>();
+        let requests = futures_util::stream::unfold(
+            (receiver, cancelled),
+            |(mut r, mut cancelled)| async move {
+                tokio::select! {
+                    m = r.recv() => m.map(|m| (m, (r, cancelled))),
+                    _ = &mut cancelled => None,
+                }
+            },
+        );
+        let inner = self
+            .oip(&ctx)
+            .model_stream_infer(ctx.grpc_request(requests))
+            .await
+            .map_err(|s| status_error(s, &self.label, &ctx))?
+            .into_inner();
+        Ok((
+            sender,
+            crate::StreamResponses {
+                inner,
+                endpoint: self.label.clone(),
+                ctx,
+                ended: false,
+                _cancel: cancel,
+            },
+        ))
+    }
+
     pub async fn server_live(&self, ctx: CallCtx) -> Result<bool, Error> {
         let r = self
             .oip(&ctx)
