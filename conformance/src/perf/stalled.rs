@@ -51,6 +51,7 @@ async fn connect(authority: &str) -> Result<Conn, String> {
 async fn stall(
     conn: &mut Conn,
     authority: &str,
+    rpc: &str,
     claimed: u32,
     sent: usize,
 ) -> Result<tokio::sync::mpsc::Sender<Item>, String> {
@@ -62,7 +63,7 @@ async fn stall(
         .await
         .map_err(|_| "the stream closed")?;
     let req = hyper::Request::post(format!(
-        "http://{authority}/inference.GRPCInferenceService/ModelInfer"
+        "http://{authority}/inference.GRPCInferenceService/{rpc}"
     ))
     .header("content-type", "application/grpc")
     .header("te", "trailers")
@@ -77,9 +78,23 @@ async fn stall(
 }
 
 /// `conformance perf --bench stalled`: `streams` stalled streams over
-/// `connections` connections, each claiming 99 MiB and sending 1 KiB.
+/// `connections` connections, each claiming 99 MiB and sending 1 KiB, for
+/// the unary tensor RPC (our own reader) and the streaming one (tonic's,
+/// behind our splitter), each against a fresh server.
 pub async fn stalled(
     exe: &std::path::Path,
+    streams: usize,
+    connections: usize,
+) -> Result<(), String> {
+    for rpc in ["ModelInfer", "ModelStreamInfer"] {
+        stalled_rpc(exe, rpc, streams, connections).await?;
+    }
+    Ok(())
+}
+
+async fn stalled_rpc(
+    exe: &std::path::Path,
+    rpc: &str,
     streams: usize,
     connections: usize,
 ) -> Result<(), String> {
@@ -97,7 +112,7 @@ pub async fn stalled(
         let mut c = connect(&authority).await?;
         let mut warm = Vec::new();
         for _ in 0..8 {
-            warm.push(stall(&mut c, &authority, 99 << 20, 1024).await?);
+            warm.push(stall(&mut c, &authority, rpc, 99 << 20, 1024).await?);
         }
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
@@ -109,7 +124,7 @@ pub async fn stalled(
     }
     let mut held = Vec::with_capacity(streams);
     for i in 0..streams {
-        held.push(stall(&mut conns[i % connections], &authority, 99 << 20, 1024).await?);
+        held.push(stall(&mut conns[i % connections], &authority, rpc, 99 << 20, 1024).await?);
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
     let stalled = rss()?;
@@ -118,7 +133,7 @@ pub async fn stalled(
     tokio::time::sleep(Duration::from_secs(2)).await;
     let after = rss()?;
     println!(
-        "{streams} stalled ModelInfer streams over {connections} connections, each claiming 99 MiB and sending 1 KiB ({} MiB claimed, {:.1} MiB sent):",
+        "{streams} stalled {rpc} streams over {connections} connections, each claiming 99 MiB and sending 1 KiB ({} MiB claimed, {:.1} MiB sent):",
         streams * 99,
         streams as f64 / 1024.0
     );

@@ -119,16 +119,15 @@ where
                     .get("grpc-encoding")
                     .and_then(|v| v.to_str().ok())
                     .and_then(Encoding::from_name);
-                let req = match encoding {
-                    // Inflated here, under the limit; tonic reads plain
-                    // frames.
-                    Some(e) => {
-                        let (mut parts, body) = req.into_parts();
-                        parts.headers.remove("grpc-encoding");
-                        Request::from_parts(parts, super::inflate::inflating(body, e, limit))
-                    }
-                    None => req.map(tonic::body::Body::new),
-                };
+                // Whole messages only, inflated here under the limit: tonic
+                // reads complete plain frames. An encoding we do not speak
+                // stays named, for tonic to refuse by name.
+                let (mut parts, body) = req.into_parts();
+                if encoding.is_some() {
+                    parts.headers.remove("grpc-encoding");
+                }
+                let req =
+                    Request::from_parts(parts, super::inflate::inflating(body, encoding, limit));
                 Box::pin(async move {
                     let response = inner.call(req).await?;
                     Ok(with_unimplemented_text(response, &path))
