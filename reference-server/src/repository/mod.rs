@@ -122,11 +122,7 @@ impl ServableDir {
 
     /// The directory holding version `version`'s files.
     pub fn version_dir(&self, version: u64) -> PathBuf {
-        if self.flat {
-            self.dir.clone()
-        } else {
-            self.dir.join(version.to_string())
-        }
+        version_dir(&self.dir, self.flat, version)
     }
 
     /// The configuration file, for messages and fingerprints.
@@ -153,9 +149,9 @@ pub fn versions(dir: &Path) -> Result<Vec<u64>, RepositoryError> {
 
 /// The first `.onnx` file of the version directories, for the error that
 /// helps a user write a configuration.
-fn some_onnx(dir: &Path, versions: &[u64]) -> Option<PathBuf> {
-    versions.iter().find_map(|v| {
-        let mut files: Vec<PathBuf> = fs::read_dir(dir.join(v.to_string()))
+fn some_onnx(dir: &Path, flat: bool, versions: &[u64]) -> Option<PathBuf> {
+    versions.iter().find_map(|&v| {
+        let mut files: Vec<PathBuf> = fs::read_dir(version_dir(dir, flat, v))
             .ok()?
             .filter_map(Result::ok)
             .map(|e| e.path())
@@ -164,6 +160,16 @@ fn some_onnx(dir: &Path, versions: &[u64]) -> Option<PathBuf> {
         files.sort();
         files.into_iter().next()
     })
+}
+
+/// The directory of `version` in model directory `dir`: `dir` itself for a
+/// flat one.
+fn version_dir(dir: &Path, flat: bool, version: u64) -> PathBuf {
+    if flat {
+        dir.to_owned()
+    } else {
+        dir.join(version.to_string())
+    }
 }
 
 /// Reads and checks one model directory of a repository, of either format.
@@ -192,13 +198,6 @@ pub fn scan_named(
     if flat {
         versions = vec![1];
     }
-    let version_dir = |v: u64| {
-        if flat {
-            dir.to_owned()
-        } else {
-            dir.join(v.to_string())
-        }
-    };
     let format = match (toml_path.is_file(), pbtxt_path.is_file()) {
         (true, true) => {
             return Err(fail(
@@ -224,13 +223,13 @@ pub fn scan_named(
         (false, false) => {
             let bare = versions
                 .iter()
-                .any(|&v| version_dir(v).join(triton::MODEL_FILE).is_file());
+                .any(|&v| version_dir(dir, flat, v).join(triton::MODEL_FILE).is_file());
             if !bare {
                 let mut reason = format!(
                     "neither servable.toml nor config.pbtxt, and no version directory (1/, 2/, ...) holds {}; see docs/server.md, \"Model repositories\"",
                     triton::MODEL_FILE
                 );
-                if let Some(file) = some_onnx(dir, &versions)
+                if let Some(file) = some_onnx(dir, flat, &versions)
                     && let Ok(sig) = fs::read(&file)
                         .map_err(|e| e.to_string())
                         .and_then(|b| crate::onnx::signature(&b))
@@ -310,18 +309,7 @@ impl Source {
     pub fn model_dirs(&self) -> BTreeMap<String, PathBuf> {
         match self {
             Source::Single { name, dir } => [(name.clone(), dir.clone())].into(),
-            Source::Repository(repo) => fs::read_dir(repo)
-                .into_iter()
-                .flatten()
-                .filter_map(Result::ok)
-                .filter(|e| e.path().is_dir())
-                .filter_map(|e| {
-                    // A name that is not UTF-8 is kept (lossily) so that
-                    // its directory is reported as failing, not ignored.
-                    let name = e.file_name().to_string_lossy().into_owned();
-                    (!name.starts_with('.')).then(|| (name, e.path()))
-                })
-                .collect(),
+            Source::Repository(repo) => list_model_dirs(repo).unwrap_or_default(),
         }
     }
 
@@ -347,22 +335,25 @@ impl Source {
 /// The model directories of a repository (hidden ones skipped), each read
 /// and checked.
 pub fn scan(repo: &Path) -> Result<Vec<Result<ServableDir, RepositoryError>>, RepositoryError> {
-    let mut dirs: Vec<PathBuf> = fs::read_dir(repo)
-        .map_err(|e| fail(repo, e.to_string()))?
-        .filter_map(Result::ok)
-        .map(|e| e.path())
-        .filter(|p| {
-            p.is_dir()
-                && !p
-                    .file_name()
-                    .is_some_and(|n| n.to_string_lossy().starts_with('.'))
-        })
-        .collect();
-    dirs.sort();
+    let dirs = list_model_dirs(repo).map_err(|e| fail(repo, e.to_string()))?;
     if dirs.is_empty() {
         return Err(fail(repo, "the model repository holds no model directory"));
     }
-    Ok(dirs.iter().map(|d| scan_servable(d)).collect())
+    Ok(dirs.values().map(|d| scan_servable(d)).collect())
+}
+
+/// The model directories of a repository by name, hidden ones skipped. A
+/// name that is not UTF-8 is kept (lossily) so that its directory is
+/// reported as failing, not ignored.
+fn list_model_dirs(repo: &Path) -> std::io::Result<BTreeMap<String, PathBuf>> {
+    Ok(fs::read_dir(repo)?
+        .filter_map(Result::ok)
+        .filter(|e| e.path().is_dir())
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            (!name.starts_with('.')).then(|| (name, e.path()))
+        })
+        .collect())
 }
 
 /// A loaded version, and for a Triton model its configuration as completed.
