@@ -6,14 +6,14 @@
 //! cargo run -p serving-client --example mindspore_predict -- http://127.0.0.1:1500
 //! ```
 
-use serving_client::{Client, Error, NamedTensors, Protocol, Tensor};
+use serving_client::{Client, Error, NamedTensors, Tensor};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     let url = std::env::args()
         .nth(1)
         .unwrap_or_else(|| "grpc://127.0.0.1:5500".into());
-    let client = Client::new(&url, Protocol::MindSpore)?;
+    let client = Client::mindspore(&url)?;
 
     // Two instances in one request; each gets its own result.
     let instance = |a: f32, b: f32| -> NamedTensors {

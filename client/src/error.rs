@@ -166,6 +166,19 @@ pub enum Error {
     /// or it is read as the wrong type).
     #[error(transparent)]
     Tensor(#[from] TensorError),
+    /// A shared-memory region could not be created, mapped, written or
+    /// read here, or the server could not open or use it (the server's
+    /// text in `message`).
+    #[error("shared memory region '{region}': {message}")]
+    SharedMemory {
+        /// The region's name (or key, before it has one).
+        region: String,
+        /// What failed.
+        message: String,
+        /// The cause (an I/O error here, the server's error there).
+        #[source]
+        source: Option<BoxError>,
+    },
 }
 
 impl Error {

@@ -22,7 +22,7 @@
 //! # async fn demo() -> Result<(), serving_client::Error> {
 //! use serving_client::{Client, NamedTensors, Protocol, Tensor};
 //!
-//! let client = Client::new("grpc://127.0.0.1:5500", Protocol::MindSpore)?;
+//! let client = Client::mindspore("grpc://127.0.0.1:5500")?;
 //! let x = Tensor::from_slice(&[2, 2], &[1f32, 2.0, 3.0, 4.0]).unwrap();
 //! let instance: NamedTensors = [("x1".to_string(), x.clone()), ("x2".to_string(), x)].into();
 //! let results = client.predict("add", "add_common", &[instance]).await?;
@@ -59,26 +59,37 @@
 #[doc = include_str!("../README.md")]
 struct ReadmeExample;
 
+mod builder;
 mod client;
+mod control;
 mod endpoint;
 mod error;
+mod infer;
+mod pool;
 mod stream;
 mod tls;
 mod transport;
+
+#[cfg(all(unix, feature = "shared-memory"))]
+pub mod shared_memory;
 
 #[cfg(feature = "ndarray")]
 pub mod array;
 #[cfg(feature = "blocking")]
 pub mod blocking;
 
-pub use client::{
-    Balance, Client, ClientBuilder, InferBuilder, MAX_MESSAGE_SIZE, Predictions, Protocol,
-};
+pub use builder::ClientBuilder;
+pub use client::{Client, MAX_MESSAGE_SIZE, Predictions, Protocol};
+pub use control::LoadOptions;
 pub use error::{BoxError, Error, SizeSide, TransportKind};
+pub use infer::InferBuilder;
+pub use pool::Balance;
 pub use stream::{InferStream, StreamResponses};
 pub use transport::{ModelMetadata, ServerMetadata, TensorMetadata};
 
 pub use serving_proto::compression::Encoding as Compression;
 pub use serving_proto::mindspore::{InstanceResult, ServableError};
+pub use serving_proto::oip::extensions::{RepositoryModel, SystemSharedMemoryRegion};
 pub use serving_proto::oip::{InferRequest, InferResponse, NamedTensor, Parameter};
+pub use serving_proto::pb::inference::{ModelConfig, ModelStatistics};
 pub use serving_proto::{DataType, Element, NamedTensors, Tensor, TensorData, TensorError};

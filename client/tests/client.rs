@@ -43,7 +43,7 @@ fn instance(a: f32, b: f32) -> NamedTensors {
 async fn mindspore_on_grpc_and_rest() {
     let server = demo().await;
     for url in [grpc(&server), http(&server)] {
-        let client = Client::new(&url, Protocol::MindSpore).unwrap();
+        let client = Client::mindspore(&url).unwrap();
         let results = client
             .predict(
                 "add",
@@ -107,7 +107,7 @@ async fn mindspore_on_grpc_and_rest() {
 async fn open_inference_on_grpc_and_rest_json_and_binary() {
     let server = demo().await;
     for url in [grpc(&server), http(&server)] {
-        let client = Client::new(&url, Protocol::OpenInference).unwrap();
+        let client = Client::new(&url).unwrap();
         assert!(client.server_live().await.unwrap());
         assert!(client.server_ready().await.unwrap());
         assert!(client.model_ready("add", None).await.unwrap());
@@ -280,7 +280,7 @@ async fn requests_over_4_gib_fail_cleanly() {
     .unwrap();
     let (addr, connections) = counting_port().await;
     for url in [format!("grpc://{addr}"), format!("http://{addr}")] {
-        let client = Client::new(&url, Protocol::OpenInference).unwrap();
+        let client = Client::new(&url).unwrap();
         let e = infer_err(&client, "m", "x", &huge).await;
         let Some((s, limit, SizeSide::Client)) = size_refusal(&e) else {
             panic!("{e:?}")
@@ -290,7 +290,7 @@ async fn requests_over_4_gib_fail_cleanly() {
             "{s} {limit}"
         );
     }
-    let client = Client::new(&format!("grpc://{addr}"), Protocol::MindSpore).unwrap();
+    let client = Client::mindspore(&format!("grpc://{addr}")).unwrap();
     let e = client
         .predict("s", "m", &[[("x".to_string(), huge)].into()])
         .await
@@ -318,7 +318,7 @@ async fn a_servers_size_refusal_is_typed_with_its_numbers() {
     .unwrap();
     let big = Tensor::from_slice(&[2 << 20], &vec![1u8; 2 << 20]).unwrap();
     for url in [grpc(&server), http(&server)] {
-        let client = Client::new(&url, Protocol::OpenInference).unwrap();
+        let client = Client::new(&url).unwrap();
         let e = infer_err(&client, "add", "x1", &big).await;
         let Some((size, limit, SizeSide::Server)) = size_refusal(&e) else {
             panic!("{url}: {e:?}")
@@ -326,7 +326,7 @@ async fn a_servers_size_refusal_is_typed_with_its_numbers() {
         assert_eq!(limit, 1 << 20, "{url}");
         assert!(size > 2 << 20, "{url}: {size}");
         assert!(!e.is_retryable());
-        let client = Client::new(&url, Protocol::MindSpore).unwrap();
+        let client = Client::mindspore(&url).unwrap();
         let e = client
             .predict(
                 "add",
@@ -366,7 +366,7 @@ async fn a_busy_server_is_a_retryable_error() {
         assert!(matches!(e, Error::Unavailable { .. }), "{url}: {e:?}");
         assert!(e.is_retryable());
     }
-    let client = Client::new(&grpc(&server), Protocol::MindSpore).unwrap();
+    let client = Client::mindspore(&grpc(&server)).unwrap();
     let e = client
         .predict("add", "add_common", &[instance(1.0, 1.0)])
         .await
@@ -665,7 +665,7 @@ async fn grpc_over_a_unix_socket() {
     .await
     .unwrap();
     let url = format!("unix:{}", socket.display());
-    let ms = Client::new(&url, Protocol::MindSpore).unwrap();
+    let ms = Client::mindspore(&url).unwrap();
     let r = ms
         .predict("add", "add_common", &[instance(1.0, 2.0)])
         .await
@@ -674,7 +674,7 @@ async fn grpc_over_a_unix_socket() {
         r[0].as_ref().unwrap()["y"].to_vec::<f32>().unwrap(),
         vec![3.0; 4]
     );
-    let oip = Client::new(&url, Protocol::OpenInference).unwrap();
+    let oip = Client::new(&url).unwrap();
     assert!(oip.server_ready().await.unwrap());
     let resp = oip
         .infer("add")
@@ -700,7 +700,7 @@ async fn bearer_tokens_and_unauthenticated_calls() {
     .await
     .unwrap();
     for url in [grpc(&server), http(&server)] {
-        let anonymous = Client::new(&url, Protocol::OpenInference).unwrap();
+        let anonymous = Client::new(&url).unwrap();
         let e = anonymous
             .infer("add")
             .input("x1", square(1.0))
@@ -811,7 +811,7 @@ async fn every_other_error_variant() {
     }
     // Protocol: a reply the protocol does not allow.
     let garbage = canned_http("HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 12\r\nconnection: close\r\n\r\n{\"outputs\":7").await;
-    let e = Client::new(&garbage, Protocol::OpenInference)
+    let e = Client::new(&garbage)
         .unwrap()
         .infer("m")
         .input("x", square(1.0))
@@ -819,7 +819,7 @@ async fn every_other_error_variant() {
         .await
         .unwrap_err();
     assert!(matches!(e, Error::Protocol { .. }), "{e:?}");
-    let e = Client::new(&garbage, Protocol::MindSpore)
+    let e = Client::mindspore(&garbage)
         .unwrap()
         .predict("s", "m", &[instance(1.0, 1.0)])
         .await
@@ -827,7 +827,7 @@ async fn every_other_error_variant() {
     assert!(matches!(e, Error::Protocol { .. }), "{e:?}");
     // Server: an internal failure.
     let failing = canned_http("HTTP/1.1 500 Internal Server Error\r\ncontent-type: application/json\r\ncontent-length: 16\r\nconnection: close\r\n\r\n{\"error\":\"boom\"}").await;
-    let e = Client::new(&failing, Protocol::OpenInference)
+    let e = Client::new(&failing)
         .unwrap()
         .infer("m")
         .input("x", square(1.0))
@@ -841,14 +841,14 @@ async fn every_other_error_variant() {
     assert!(!e.is_retryable());
     // Request: a value the protocol cannot carry, refused before sending.
     let strings = Tensor::from_strings(&[2], &["a", "b"]).unwrap();
-    let e = Client::new(&garbage, Protocol::MindSpore)
+    let e = Client::mindspore(&garbage)
         .unwrap()
         .predict("s", "m", &[[("x".to_string(), strings)].into()])
         .await
         .unwrap_err();
     assert!(matches!(e, Error::Request(_)), "{e:?}");
     let bf16 = Tensor::from_vec(&[1], vec![half::bf16::from_f32(1.0)]).unwrap();
-    let e = Client::new(&format!("grpc://{closed}"), Protocol::MindSpore)
+    let e = Client::mindspore(&format!("grpc://{closed}"))
         .unwrap()
         .predict("s", "m", &[[("x".to_string(), bf16)].into()])
         .await
@@ -856,7 +856,7 @@ async fn every_other_error_variant() {
     assert!(matches!(e, Error::Request(_)), "{e:?}");
     // Config: bad URLs and caps.
     assert!(matches!(
-        Client::new("ftp://h:1", Protocol::MindSpore),
+        Client::mindspore("ftp://h:1"),
         Err(Error::Config(_))
     ));
     assert!(matches!(Client::builder().build(), Err(Error::Config(_))));
@@ -867,7 +867,7 @@ async fn values_of_every_dtype_round_trip_through_the_server() {
     // The demo's add_cast takes int32; every dtype is checked against the
     // codecs in serving-proto; here the client's constructors meet a server.
     let server = demo().await;
-    let client = Client::new(&grpc(&server), Protocol::MindSpore).unwrap();
+    let client = Client::mindspore(&grpc(&server)).unwrap();
     let x: NamedTensors = [
         (
             "x1".to_string(),
@@ -892,7 +892,7 @@ async fn values_of_every_dtype_round_trip_through_the_server() {
 async fn ndarray_in_and_out() {
     use serving_client::array::{from_array, to_array};
     let server = demo().await;
-    let client = Client::new(&http(&server), Protocol::OpenInference).unwrap();
+    let client = Client::new(&http(&server)).unwrap();
     let a = ndarray::array![[1.0f32, 2.0], [3.0, 4.0]];
     let resp = client
         .infer("add")
@@ -911,8 +911,7 @@ async fn ndarray_in_and_out() {
 fn the_blocking_facade_outside_any_runtime() {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let server = runtime.block_on(demo());
-    let client =
-        serving_client::blocking::Client::new(&grpc(&server), Protocol::MindSpore).unwrap();
+    let client = serving_client::blocking::Client::mindspore(&grpc(&server)).unwrap();
     let r = client
         .predict("add", "add_common", &[instance(1.0, 2.0)])
         .unwrap();

@@ -12,8 +12,10 @@ use serving_proto::pb::mindspore as pb_ms;
 use serving_proto::{NamedTensors, chunked, frame};
 use tonic::transport::Channel;
 
+use serving_proto::oip::extensions::{RepositoryModel, SystemSharedMemoryRegion};
+
 use super::unary;
-use super::{CallCtx, ModelMetadata, ServerMetadata, sent_too_large};
+use super::{Call, CallCtx, ModelMetadata, ServerMetadata, Transport, sent_too_large};
 use crate::error::{Error, SizeSide, chain_text, transport_kind, visit_causes};
 
 /// One gRPC endpoint.
@@ -122,6 +124,24 @@ pub(crate) fn status_error(s: tonic::Status, endpoint: &str, ctx: &CallCtx) -> E
 }
 
 impl Grpc {
+    /// A reply's message, or the call's error.
+    fn reply<T>(
+        &self,
+        r: Result<tonic::Response<T>, tonic::Status>,
+        ctx: &CallCtx,
+    ) -> Result<T, Error> {
+        r.map(tonic::Response::into_inner)
+            .map_err(|s| status_error(s, &self.label, ctx))
+    }
+
+    /// A reply that does not decode.
+    fn protocol(&self, e: impl std::fmt::Display) -> Error {
+        Error::Protocol {
+            endpoint: self.label.clone(),
+            message: e.to_string(),
+        }
+    }
+
     fn oip(&self, ctx: &CallCtx) -> GrpcInferenceServiceClient<Channel> {
         use serving_proto::compression::Encoding;
         use tonic::codec::CompressionEncoding;
@@ -138,55 +158,6 @@ impl Grpc {
                 .accept_compressed(CompressionEncoding::Gzip)
                 .accept_compressed(CompressionEncoding::Deflate),
         }
-    }
-
-    pub async fn predict(
-        &self,
-        ctx: CallCtx,
-        servable: &str,
-        method: &str,
-        version: u64,
-        instances: &[NamedTensors],
-    ) -> Result<Vec<InstanceResult>, Error> {
-        let msg = mindspore::grpc::encode_request(servable, method, version, instances)
-            .map_err(|e| Error::Request(e.to_string()))?;
-        let chunks = chunked::predict_request(msg, ctx.max_send).map_err(sent_too_large)?;
-        let reply: pb_ms::PredictReply = unary::call(
-            &self.channel,
-            &self.label,
-            PREDICT,
-            chunks,
-            tensor_path::PREDICT_REPLY,
-            &ctx,
-        )
-        .await?;
-        match mindspore::grpc::decode_reply(reply, instances.len()) {
-            Ok(Outcome::Instances(results)) => Ok(results),
-            Ok(Outcome::Failed(e)) => Err(Error::Servable(e)),
-            Err(e) => Err(Error::Protocol {
-                endpoint: self.label.clone(),
-                message: e.to_string(),
-            }),
-        }
-    }
-
-    pub async fn infer(&self, ctx: CallCtx, req: &InferRequest) -> Result<InferResponse, Error> {
-        let msg = oip::grpc::encode_request(req, self.contents)
-            .map_err(|e| Error::Request(e.to_string()))?;
-        let chunks = chunked::model_infer_request(msg, ctx.max_send).map_err(sent_too_large)?;
-        let reply: pb::ModelInferResponse = unary::call(
-            &self.channel,
-            &self.label,
-            MODEL_INFER,
-            chunks,
-            tensor_path::MODEL_INFER_RESPONSE,
-            &ctx,
-        )
-        .await?;
-        oip::grpc::decode_response(reply).map_err(|e| Error::Protocol {
-            endpoint: self.label.clone(),
-            message: e.to_string(),
-        })
     }
 
     /// Opens a `ModelStreamInfer` stream.
@@ -225,66 +196,281 @@ impl Grpc {
             },
         ))
     }
+}
 
-    pub async fn server_live(&self, ctx: CallCtx) -> Result<bool, Error> {
-        let r = self
-            .oip(&ctx)
-            .server_live(ctx.grpc_request(pb::ServerLiveRequest {}))
-            .await;
-        Ok(r.map_err(|s| status_error(s, &self.label, &ctx))?
-            .into_inner()
-            .live)
+impl Transport for Grpc {
+    fn label(&self) -> &str {
+        &self.label
     }
 
-    pub async fn server_ready(&self, ctx: CallCtx) -> Result<bool, Error> {
-        let r = self
-            .oip(&ctx)
-            .server_ready(ctx.grpc_request(pb::ServerReadyRequest {}))
-            .await;
-        Ok(r.map_err(|s| status_error(s, &self.label, &ctx))?
-            .into_inner()
-            .ready)
+    fn as_grpc(&self) -> Option<&Grpc> {
+        Some(self)
     }
 
-    pub async fn model_ready(
-        &self,
+    fn predict<'a>(
+        &'a self,
         ctx: CallCtx,
-        name: &str,
-        version: &str,
-    ) -> Result<bool, Error> {
-        let msg = pb::ModelReadyRequest {
-            name: name.into(),
-            version: version.into(),
-        };
-        let r = self.oip(&ctx).model_ready(ctx.grpc_request(msg)).await;
-        Ok(r.map_err(|s| status_error(s, &self.label, &ctx))?
-            .into_inner()
-            .ready)
+        servable: &'a str,
+        method: &'a str,
+        version: u64,
+        instances: &'a [NamedTensors],
+    ) -> Call<'a, Vec<InstanceResult>> {
+        Box::pin(async move {
+            let msg = mindspore::grpc::encode_request(servable, method, version, instances)
+                .map_err(|e| Error::Request(e.to_string()))?;
+            let chunks = chunked::predict_request(msg, ctx.max_send).map_err(sent_too_large)?;
+            let reply: pb_ms::PredictReply = unary::call(
+                &self.channel,
+                &self.label,
+                PREDICT,
+                chunks,
+                tensor_path::PREDICT_REPLY,
+                &ctx,
+            )
+            .await?;
+            match mindspore::grpc::decode_reply(reply, instances.len()) {
+                Ok(Outcome::Instances(results)) => Ok(results),
+                Ok(Outcome::Failed(e)) => Err(Error::Servable(e)),
+                Err(e) => Err(self.protocol(e)),
+            }
+        })
     }
 
-    pub async fn server_metadata(&self, ctx: CallCtx) -> Result<ServerMetadata, Error> {
-        let r = self
-            .oip(&ctx)
-            .server_metadata(ctx.grpc_request(pb::ServerMetadataRequest {}))
-            .await;
-        Ok(r.map_err(|s| status_error(s, &self.label, &ctx))?
-            .into_inner()
-            .into())
+    fn infer<'a>(&'a self, ctx: CallCtx, req: &'a InferRequest) -> Call<'a, InferResponse> {
+        Box::pin(async move {
+            let msg = oip::grpc::encode_request(req, self.contents)
+                .map_err(|e| Error::Request(e.to_string()))?;
+            let chunks = chunked::model_infer_request(msg, ctx.max_send).map_err(sent_too_large)?;
+            let reply: pb::ModelInferResponse = unary::call(
+                &self.channel,
+                &self.label,
+                MODEL_INFER,
+                chunks,
+                tensor_path::MODEL_INFER_RESPONSE,
+                &ctx,
+            )
+            .await?;
+            let mut external = ctx.outputs_in_shared_memory();
+            oip::grpc::decode_response_with(reply, &mut external).map_err(|e| self.protocol(e))
+        })
     }
 
-    pub async fn model_metadata(
-        &self,
+    fn server_live(&self, ctx: CallCtx) -> Call<'_, bool> {
+        Box::pin(async move {
+            let r = self
+                .oip(&ctx)
+                .server_live(ctx.grpc_request(pb::ServerLiveRequest {}))
+                .await;
+            Ok(self.reply(r, &ctx)?.live)
+        })
+    }
+
+    fn server_ready(&self, ctx: CallCtx) -> Call<'_, bool> {
+        Box::pin(async move {
+            let r = self
+                .oip(&ctx)
+                .server_ready(ctx.grpc_request(pb::ServerReadyRequest {}))
+                .await;
+            Ok(self.reply(r, &ctx)?.ready)
+        })
+    }
+
+    fn model_ready<'a>(&'a self, ctx: CallCtx, name: &'a str, version: &'a str) -> Call<'a, bool> {
+        Box::pin(async move {
+            let msg = pb::ModelReadyRequest {
+                name: name.into(),
+                version: version.into(),
+            };
+            let r = self.oip(&ctx).model_ready(ctx.grpc_request(msg)).await;
+            Ok(self.reply(r, &ctx)?.ready)
+        })
+    }
+
+    fn server_metadata(&self, ctx: CallCtx) -> Call<'_, ServerMetadata> {
+        Box::pin(async move {
+            let r = self
+                .oip(&ctx)
+                .server_metadata(ctx.grpc_request(pb::ServerMetadataRequest {}))
+                .await;
+            Ok(self.reply(r, &ctx)?.into())
+        })
+    }
+
+    fn model_metadata<'a>(
+        &'a self,
         ctx: CallCtx,
-        name: &str,
-        version: &str,
-    ) -> Result<ModelMetadata, Error> {
-        let msg = pb::ModelMetadataRequest {
-            name: name.into(),
-            version: version.into(),
-        };
-        let r = self.oip(&ctx).model_metadata(ctx.grpc_request(msg)).await;
-        Ok(r.map_err(|s| status_error(s, &self.label, &ctx))?
-            .into_inner()
-            .into())
+        name: &'a str,
+        version: &'a str,
+    ) -> Call<'a, ModelMetadata> {
+        Box::pin(async move {
+            let msg = pb::ModelMetadataRequest {
+                name: name.into(),
+                version: version.into(),
+            };
+            let r = self.oip(&ctx).model_metadata(ctx.grpc_request(msg)).await;
+            Ok(self.reply(r, &ctx)?.into())
+        })
+    }
+
+    fn model_config<'a>(
+        &'a self,
+        ctx: CallCtx,
+        name: &'a str,
+        version: &'a str,
+    ) -> Call<'a, pb::ModelConfig> {
+        Box::pin(async move {
+            let msg = pb::ModelConfigRequest {
+                name: name.into(),
+                version: version.into(),
+            };
+            let r = self.oip(&ctx).model_config(ctx.grpc_request(msg)).await;
+            self.reply(r, &ctx)?.config.ok_or_else(|| Error::Protocol {
+                endpoint: self.label.clone(),
+                message: "the ModelConfig reply carries no configuration".into(),
+            })
+        })
+    }
+
+    fn model_statistics<'a>(
+        &'a self,
+        ctx: CallCtx,
+        name: &'a str,
+        version: &'a str,
+    ) -> Call<'a, Vec<pb::ModelStatistics>> {
+        Box::pin(async move {
+            let msg = pb::ModelStatisticsRequest {
+                name: name.into(),
+                version: version.into(),
+            };
+            let r = self.oip(&ctx).model_statistics(ctx.grpc_request(msg)).await;
+            Ok(self.reply(r, &ctx)?.model_stats)
+        })
+    }
+
+    fn repository_index(&self, ctx: CallCtx, ready: bool) -> Call<'_, Vec<RepositoryModel>> {
+        Box::pin(async move {
+            let msg = pb::RepositoryIndexRequest {
+                repository_name: String::new(),
+                ready,
+            };
+            let r = self.oip(&ctx).repository_index(ctx.grpc_request(msg)).await;
+            Ok(self
+                .reply(r, &ctx)?
+                .models
+                .into_iter()
+                .map(Into::into)
+                .collect())
+        })
+    }
+
+    fn model_control<'a>(
+        &'a self,
+        ctx: CallCtx,
+        name: &'a str,
+        load: Option<&'a crate::LoadOptions>,
+    ) -> Call<'a, ()> {
+        use pb::model_repository_parameter::ParameterChoice;
+        Box::pin(async move {
+            let r = match load {
+                Some(options) => {
+                    let mut parameters = std::collections::HashMap::new();
+                    if let Some(config) = &options.config {
+                        parameters.insert(
+                            "config".to_owned(),
+                            pb::ModelRepositoryParameter {
+                                parameter_choice: Some(ParameterChoice::StringParam(
+                                    config.clone(),
+                                )),
+                            },
+                        );
+                    }
+                    for (path, contents) in &options.files {
+                        parameters.insert(
+                            format!("file:{path}"),
+                            pb::ModelRepositoryParameter {
+                                parameter_choice: Some(ParameterChoice::BytesParam(
+                                    contents.clone(),
+                                )),
+                            },
+                        );
+                    }
+                    let msg = pb::RepositoryModelLoadRequest {
+                        repository_name: String::new(),
+                        model_name: name.into(),
+                        parameters: parameters.into_iter().collect(),
+                    };
+                    self.oip(&ctx)
+                        .repository_model_load(ctx.grpc_request(msg))
+                        .await
+                        .map(|_| ())
+                }
+                None => {
+                    let msg = pb::RepositoryModelUnloadRequest {
+                        repository_name: String::new(),
+                        model_name: name.into(),
+                        parameters: Default::default(),
+                    };
+                    self.oip(&ctx)
+                        .repository_model_unload(ctx.grpc_request(msg))
+                        .await
+                        .map(|_| ())
+                }
+            };
+            r.map_err(|s| status_error(s, &self.label, &ctx))
+        })
+    }
+
+    fn register_system_shared_memory<'a>(
+        &'a self,
+        ctx: CallCtx,
+        region: &'a SystemSharedMemoryRegion,
+    ) -> Call<'a, ()> {
+        Box::pin(async move {
+            let msg = pb::SystemSharedMemoryRegisterRequest {
+                name: region.name.clone(),
+                key: region.key.clone(),
+                offset: region.offset,
+                byte_size: region.byte_size,
+            };
+            let r = self
+                .oip(&ctx)
+                .system_shared_memory_register(ctx.grpc_request(msg))
+                .await;
+            self.reply(r, &ctx).map(|_| ())
+        })
+    }
+
+    fn unregister_system_shared_memory<'a>(&'a self, ctx: CallCtx, name: &'a str) -> Call<'a, ()> {
+        Box::pin(async move {
+            let msg = pb::SystemSharedMemoryUnregisterRequest { name: name.into() };
+            let r = self
+                .oip(&ctx)
+                .system_shared_memory_unregister(ctx.grpc_request(msg))
+                .await;
+            self.reply(r, &ctx).map(|_| ())
+        })
+    }
+
+    fn system_shared_memory_status<'a>(
+        &'a self,
+        ctx: CallCtx,
+        name: &'a str,
+    ) -> Call<'a, Vec<SystemSharedMemoryRegion>> {
+        Box::pin(async move {
+            let msg = pb::SystemSharedMemoryStatusRequest { name: name.into() };
+            let r = self
+                .oip(&ctx)
+                .system_shared_memory_status(ctx.grpc_request(msg))
+                .await;
+            // A map by name on the wire; in name order here.
+            let mut regions: Vec<SystemSharedMemoryRegion> = self
+                .reply(r, &ctx)?
+                .regions
+                .into_values()
+                .map(Into::into)
+                .collect();
+            regions.sort_by(|a, b| a.name.cmp(&b.name));
+            Ok(regions)
+        })
     }
 }

@@ -1,4 +1,5 @@
-//! The two transports behind every endpoint, and what a call carries.
+//! The two transports behind every endpoint ([`Transport`]: gRPC and
+//! REST), and what a call carries ([`CallCtx`]).
 
 pub(crate) mod grpc;
 pub(crate) mod rest;
@@ -7,8 +8,100 @@ mod unary;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::future::BoxFuture;
+use serving_proto::NamedTensors;
+use serving_proto::mindspore::InstanceResult;
+use serving_proto::oip::extensions::{RepositoryModel, SystemSharedMemoryRegion};
+use serving_proto::oip::{InferRequest, InferResponse};
+use serving_proto::pb::inference::{ModelConfig, ModelStatistics};
+
+use crate::Error;
+
+/// What a transport's call returns.
+pub(crate) type Call<'a, T> = BoxFuture<'a, Result<T, Error>>;
+
+/// One endpoint's transport: every call of both protocols, each in that
+/// transport's form. The client's pool picks an endpoint and calls it here
+/// without knowing which transport it is.
+pub(crate) trait Transport: Send + Sync + 'static {
+    /// The endpoint's URL as the user gave it (the label in errors).
+    fn label(&self) -> &str;
+
+    /// The gRPC transport, for calls only gRPC has (streaming).
+    fn as_grpc(&self) -> Option<&grpc::Grpc> {
+        None
+    }
+
+    /// MindSpore `Predict`.
+    fn predict<'a>(
+        &'a self,
+        ctx: CallCtx,
+        servable: &'a str,
+        method: &'a str,
+        version: u64,
+        instances: &'a [NamedTensors],
+    ) -> Call<'a, Vec<InstanceResult>>;
+
+    /// OIP inference.
+    fn infer<'a>(&'a self, ctx: CallCtx, req: &'a InferRequest) -> Call<'a, InferResponse>;
+
+    /// OIP server liveness.
+    fn server_live(&self, ctx: CallCtx) -> Call<'_, bool>;
+    /// OIP server readiness.
+    fn server_ready(&self, ctx: CallCtx) -> Call<'_, bool>;
+    /// OIP model readiness (`version` empty: the server's choice).
+    fn model_ready<'a>(&'a self, ctx: CallCtx, name: &'a str, version: &'a str) -> Call<'a, bool>;
+    /// OIP server metadata.
+    fn server_metadata(&self, ctx: CallCtx) -> Call<'_, ServerMetadata>;
+    /// OIP model metadata.
+    fn model_metadata<'a>(
+        &'a self,
+        ctx: CallCtx,
+        name: &'a str,
+        version: &'a str,
+    ) -> Call<'a, ModelMetadata>;
+
+    /// Triton's model configuration.
+    fn model_config<'a>(
+        &'a self,
+        ctx: CallCtx,
+        name: &'a str,
+        version: &'a str,
+    ) -> Call<'a, ModelConfig>;
+    /// Triton's statistics (`name` empty: every model).
+    fn model_statistics<'a>(
+        &'a self,
+        ctx: CallCtx,
+        name: &'a str,
+        version: &'a str,
+    ) -> Call<'a, Vec<ModelStatistics>>;
+    /// Triton's repository index.
+    fn repository_index(&self, ctx: CallCtx, ready: bool) -> Call<'_, Vec<RepositoryModel>>;
+    /// Triton's repository load (`Some`) or unload (`None`).
+    fn model_control<'a>(
+        &'a self,
+        ctx: CallCtx,
+        name: &'a str,
+        load: Option<&'a crate::LoadOptions>,
+    ) -> Call<'a, ()>;
+    /// Triton's system shared memory: register a region.
+    fn register_system_shared_memory<'a>(
+        &'a self,
+        ctx: CallCtx,
+        region: &'a SystemSharedMemoryRegion,
+    ) -> Call<'a, ()>;
+    /// Unregister one region (`name` empty: every region).
+    fn unregister_system_shared_memory<'a>(&'a self, ctx: CallCtx, name: &'a str) -> Call<'a, ()>;
+    /// The registered regions (`name` empty: every region).
+    fn system_shared_memory_status<'a>(
+        &'a self,
+        ctx: CallCtx,
+        name: &'a str,
+    ) -> Call<'a, Vec<SystemSharedMemoryRegion>>;
+}
+
 /// Per-call settings handed to a transport.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub(crate) struct CallCtx {
     /// Headers (gRPC metadata) sent with every call: authorization, ...
     pub headers: Arc<http::HeaderMap>,
@@ -20,6 +113,28 @@ pub(crate) struct CallCtx {
     pub max_receive: u64,
     /// Requests compressed with this, and compressed replies accepted.
     pub compression: Option<serving_proto::compression::Encoding>,
+    /// Where the data of outputs written to shared memory is read.
+    pub output_regions: Option<OutputRegions>,
+}
+
+/// Reads the data of an output written to shared memory, given its name
+/// and placement (the regions a request placed its outputs in).
+pub(crate) type OutputRegions = Arc<
+    dyn Fn(&str, &serving_proto::oip::shared_memory::Placement) -> Result<bytes::Bytes, String>
+        + Send
+        + Sync,
+>;
+
+impl std::fmt::Debug for CallCtx {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CallCtx")
+            .field("timeout", &self.timeout)
+            .field("max_send", &self.max_send)
+            .field("max_receive", &self.max_receive)
+            .field("compression", &self.compression)
+            .field("output_regions", &self.output_regions.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 impl CallCtx {
@@ -28,6 +143,25 @@ impl CallCtx {
     pub fn check_send(&self, size: u64) -> Result<(), crate::Error> {
         serving_proto::frame::check_size(serving_proto::frame::Direction::Sent, size, self.max_send)
             .map_err(sent_too_large)
+    }
+
+    /// What decoding a response calls for each output written to shared
+    /// memory: the regions this call placed outputs in, or a refusal.
+    pub fn outputs_in_shared_memory(
+        &self,
+    ) -> impl FnMut(
+        &str,
+        &serving_proto::oip::shared_memory::Placement,
+    ) -> Result<bytes::Bytes, String>
+    + '_ {
+        move |name, placement| match &self.output_regions {
+            Some(read) => read(name, placement),
+            None => Err(format!(
+                "the server wrote output '{}' to shared memory region '{}', which this call did not place it in; ask for outputs in shared memory with InferBuilder::output_in_region",
+                serving_proto::text::quote(name),
+                serving_proto::text::quote(&placement.region)
+            )),
+        }
     }
 
     /// A tonic request carrying this call's headers and `grpc-timeout`.

@@ -8,7 +8,13 @@ use serving_proto::oip::rest::{self as oip_rest, BINARY_DATA_OUTPUT, HEADER_LENG
 use serving_proto::oip::{InferRequest, InferResponse, Parameter};
 use serving_proto::{NamedTensors, TensorData, frame};
 
-use super::{CallCtx, ModelMetadata, ServerMetadata, TensorMetadata};
+use serving_proto::oip::extensions::{
+    ModelControlRequest, RegisterSystemSharedMemory, RepositoryIndexRequest, RepositoryModel,
+    SystemSharedMemoryRegion,
+};
+use serving_proto::pb::inference::{ModelConfig, ModelStatistics, ModelStatisticsResponse};
+
+use super::{Call, CallCtx, ModelMetadata, ServerMetadata, Transport};
 use crate::error::{Error, SizeSide, chain_text, transport_kind};
 use serving_proto::compression::Encoding;
 
@@ -201,131 +207,26 @@ impl Rest {
         })
     }
 
-    pub async fn predict(
-        &self,
-        ctx: CallCtx,
-        servable: &str,
-        method: &str,
-        version: u64,
-        instances: &[NamedTensors],
-    ) -> Result<Vec<InstanceResult>, Error> {
-        check_lower_bound(
-            json_lower_bound(instances.iter().flat_map(|i| i.values())),
-            &ctx,
-        )?;
-        let body = mindspore::rest::encode_request(instances)
-            .map_err(|e| Error::Request(e.to_string()))?;
-        let sent = body.len() as u64;
-        ctx.check_send(sent)?;
-        let path = if version == 0 {
-            format!("{}/model/{servable}:{method}", self.base)
-        } else {
-            format!("{}/model/{servable}/version/{version}:{method}", self.base)
-        };
-        let mut http = self
-            .http
-            .post(path)
-            .header("content-type", "application/json");
-        http = match ctx.compression {
-            Some(e) => http
-                .header("content-encoding", e.name())
-                .body(super::compress_body(e, vec![Bytes::from(body)]).await),
-            None => http.body(body),
-        };
-        let reply = self.send(&ctx, http).await?;
-        // MindSpore answers 200 to everything, errors included; servers that
-        // also set an HTTP status (ours does) still carry the in-band text.
-        // A size refusal is the typed size error either way.
-        if reply.status == 413 {
-            return Err(self.error(&reply, &ctx, sent));
-        }
-        match mindspore::rest::decode_response(&reply.body, instances.len()) {
-            Ok(Outcome::Failed(e)) => Err(Error::Servable(match reply.status {
-                // JSON carries no code: the status restores the class.
-                400 | 404 => e.with_code(StatusCode::InvalidInputs),
-                500 => e.with_code(StatusCode::SystemError),
-                503 if e.message.ends_with("servable is not available") => {
-                    e.with_code(StatusCode::ServableUnavailable)
-                }
-                _ => e,
-            })),
-            _ if reply.status != 200 => Err(self.error(&reply, &ctx, sent)),
-            Ok(Outcome::Instances(results)) => Ok(results),
-            Err(e) => Err(Error::Protocol {
-                endpoint: self.label.clone(),
-                message: e.to_string(),
-            }),
-        }
-    }
-
-    pub async fn infer(&self, ctx: CallCtx, req: &InferRequest) -> Result<InferResponse, Error> {
-        let binary = req
-            .inputs
-            .iter()
-            .any(|i| i.tensor.payload_len() >= self.binary_threshold);
-        let mut owned;
-        let req = if binary && !req.parameters.contains_key(BINARY_DATA_OUTPUT) {
-            owned = req.clone();
-            owned
-                .parameters
-                .insert(BINARY_DATA_OUTPUT.into(), Parameter::Bool(true));
-            &owned
-        } else {
-            req
-        };
-        if !binary {
-            check_lower_bound(json_lower_bound(req.inputs.iter().map(|i| &i.tensor)), &ctx)?;
-        }
-        let body =
-            oip_rest::encode_request(req, binary).map_err(|e| Error::Request(e.to_string()))?;
-        let sent = body.len() as u64;
-        ctx.check_send(sent)?;
-        let path = format!(
-            "{}{}/infer",
-            self.base,
-            Self::model_path(&req.model_name, &req.model_version)
-        );
-        let mut http = self
-            .http
-            .post(path)
-            .header("content-type", body.content_type());
-        if let Some(n) = body.header_len {
-            http = http.header(HEADER_LENGTH, n);
-        }
-        let http = match ctx.compression {
-            Some(e) => http
-                .header("content-encoding", e.name())
-                .body(super::compress_body(e, body.parts).await),
-            None => http.body(futures_body(body.parts)),
-        };
-        let reply = self.send(&ctx, http).await?;
-        if reply.status != 200 {
-            return Err(self.error(&reply, &ctx, sent));
-        }
-        let header_len =
-            match &reply.header_len {
-                None => None,
-                Some(v) => Some(oip_rest::parse_header_length(v, reply.body.len()).map_err(
-                    |e| Error::Protocol {
-                        endpoint: self.label.clone(),
-                        message: e.to_string(),
-                    },
-                )?),
-            };
-        let mut resp =
-            oip_rest::decode_response(reply.body, header_len).map_err(|e| Error::Protocol {
-                endpoint: self.label.clone(),
-                message: e.to_string(),
-            })?;
-        if resp.model_name.is_empty() {
-            resp.model_name = req.model_name.clone();
-        }
-        Ok(resp)
-    }
-
     async fn get(&self, ctx: &CallCtx, path: &str) -> Result<Reply, Error> {
         self.send(ctx, self.http.get(format!("{}{path}", self.base)))
             .await
+    }
+
+    /// A POST of a JSON body.
+    async fn post_json(
+        &self,
+        ctx: &CallCtx,
+        path: &str,
+        body: &impl serde::Serialize,
+    ) -> Result<Reply, Error> {
+        let body = serde_json::to_vec(body).map_err(|e| Error::Request(e.to_string()))?;
+        ctx.check_send(body.len() as u64)?;
+        let req = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .header("content-type", "application/json")
+            .body(body);
+        self.send(ctx, req).await
     }
 
     async fn health(&self, ctx: CallCtx, path: &str) -> Result<bool, Error> {
@@ -337,14 +238,6 @@ impl Rest {
         }
     }
 
-    pub async fn server_live(&self, ctx: CallCtx) -> Result<bool, Error> {
-        self.health(ctx, "/v2/health/live").await
-    }
-
-    pub async fn server_ready(&self, ctx: CallCtx) -> Result<bool, Error> {
-        self.health(ctx, "/v2/health/ready").await
-    }
-
     fn model_path(name: &str, version: &str) -> String {
         if version.is_empty() {
             format!("/v2/models/{name}")
@@ -353,108 +246,339 @@ impl Rest {
         }
     }
 
-    pub async fn model_ready(
+    /// A 200 reply's JSON body as `T`; any other reply is the call's error.
+    fn typed<T: serde::de::DeserializeOwned>(
         &self,
-        ctx: CallCtx,
-        name: &str,
-        version: &str,
-    ) -> Result<bool, Error> {
-        self.health(ctx, &format!("{}/ready", Self::model_path(name, version)))
-            .await
-    }
-
-    fn json(&self, reply: Reply, ctx: &CallCtx) -> Result<Value, Error> {
+        reply: Reply,
+        ctx: &CallCtx,
+    ) -> Result<T, Error> {
         if reply.status != 200 {
             return Err(self.error(&reply, ctx, 0));
         }
-        serde_json::from_slice(&reply.body).map_err(|e| Error::Protocol {
+        serde_json::from_slice(&reply.body).map_err(|e| self.protocol(e))
+    }
+
+    /// A 200 reply's JSON body as the protobuf message `M` in its JSON
+    /// mapping (Triton's configuration and statistics).
+    fn message<M: prost::Message + Default>(
+        &self,
+        reply: Reply,
+        ctx: &CallCtx,
+        full_name: &str,
+    ) -> Result<M, Error> {
+        let json: Value = self.typed(reply, ctx)?;
+        serving_proto::json_mapping::from_json(&json, full_name).map_err(|e| self.protocol(e))
+    }
+
+    /// A 200 reply whose body is not needed.
+    fn done(&self, reply: Reply, ctx: &CallCtx) -> Result<(), Error> {
+        if reply.status != 200 {
+            return Err(self.error(&reply, ctx, 0));
+        }
+        Ok(())
+    }
+
+    fn protocol(&self, e: impl std::fmt::Display) -> Error {
+        Error::Protocol {
             endpoint: self.label.clone(),
             message: e.to_string(),
-        })
+        }
+    }
+}
+
+impl Transport for Rest {
+    fn label(&self) -> &str {
+        &self.label
     }
 
-    pub async fn server_metadata(&self, ctx: CallCtx) -> Result<ServerMetadata, Error> {
-        let v = self.json(self.get(&ctx, "/v2").await?, &ctx)?;
-        let s = |k: &str| {
-            v.get(k)
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_owned()
-        };
-        Ok(ServerMetadata {
-            name: s("name"),
-            version: s("version"),
-            extensions: strings(v.get("extensions")),
-        })
-    }
-
-    pub async fn model_metadata(
-        &self,
+    fn predict<'a>(
+        &'a self,
         ctx: CallCtx,
-        name: &str,
-        version: &str,
-    ) -> Result<ModelMetadata, Error> {
-        let v = self.json(
-            self.get(&ctx, &Self::model_path(name, version)).await?,
-            &ctx,
-        )?;
-        let tensors = |key: &str| -> Vec<TensorMetadata> {
-            v.get(key)
-                .and_then(Value::as_array)
-                .map(|a| {
-                    a.iter()
-                        .map(|t| TensorMetadata {
-                            name: t
-                                .get("name")
-                                .and_then(Value::as_str)
-                                .unwrap_or_default()
-                                .to_owned(),
-                            datatype: t
-                                .get("datatype")
-                                .and_then(Value::as_str)
-                                .unwrap_or_default()
-                                .to_owned(),
-                            shape: t
-                                .get("shape")
-                                .and_then(Value::as_array)
-                                .map(|s| s.iter().filter_map(Value::as_i64).collect())
-                                .unwrap_or_default(),
-                        })
-                        .collect()
-                })
-                .unwrap_or_default()
-        };
-        Ok(ModelMetadata {
-            name: v
-                .get("name")
-                .and_then(Value::as_str)
-                .unwrap_or(name)
-                .to_owned(),
-            versions: strings(v.get("versions")),
-            platform: v
-                .get("platform")
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_owned(),
-            inputs: tensors("inputs"),
-            outputs: tensors("outputs"),
+        servable: &'a str,
+        method: &'a str,
+        version: u64,
+        instances: &'a [NamedTensors],
+    ) -> Call<'a, Vec<InstanceResult>> {
+        Box::pin(async move {
+            check_lower_bound(
+                json_lower_bound(instances.iter().flat_map(|i| i.values())),
+                &ctx,
+            )?;
+            let body = mindspore::rest::encode_request(instances)
+                .map_err(|e| Error::Request(e.to_string()))?;
+            let sent = body.len() as u64;
+            ctx.check_send(sent)?;
+            let path = if version == 0 {
+                format!("{}/model/{servable}:{method}", self.base)
+            } else {
+                format!("{}/model/{servable}/version/{version}:{method}", self.base)
+            };
+            let mut http = self
+                .http
+                .post(path)
+                .header("content-type", "application/json");
+            http = match ctx.compression {
+                Some(e) => http
+                    .header("content-encoding", e.name())
+                    .body(super::compress_body(e, vec![Bytes::from(body)]).await),
+                None => http.body(body),
+            };
+            let reply = self.send(&ctx, http).await?;
+            // MindSpore answers 200 to everything, errors included; servers that
+            // also set an HTTP status (ours does) still carry the in-band text.
+            // A size refusal is the typed size error either way.
+            if reply.status == 413 {
+                return Err(self.error(&reply, &ctx, sent));
+            }
+            match mindspore::rest::decode_response(&reply.body, instances.len()) {
+                Ok(Outcome::Failed(e)) => Err(Error::Servable(match reply.status {
+                    // JSON carries no code: the status restores the class.
+                    400 | 404 => e.with_code(StatusCode::InvalidInputs),
+                    500 => e.with_code(StatusCode::SystemError),
+                    503 if e.message.ends_with("servable is not available") => {
+                        e.with_code(StatusCode::ServableUnavailable)
+                    }
+                    _ => e,
+                })),
+                _ if reply.status != 200 => Err(self.error(&reply, &ctx, sent)),
+                Ok(Outcome::Instances(results)) => Ok(results),
+                Err(e) => Err(Error::Protocol {
+                    endpoint: self.label.clone(),
+                    message: e.to_string(),
+                }),
+            }
+        })
+    }
+
+    fn infer<'a>(&'a self, ctx: CallCtx, req: &'a InferRequest) -> Call<'a, InferResponse> {
+        Box::pin(async move {
+            let binary = req
+                .inputs
+                .iter()
+                .any(|i| i.tensor.payload_len() >= self.binary_threshold);
+            let mut owned;
+            let req = if binary && !req.parameters.contains_key(BINARY_DATA_OUTPUT) {
+                owned = req.clone();
+                owned
+                    .parameters
+                    .insert(BINARY_DATA_OUTPUT.into(), Parameter::Bool(true));
+                &owned
+            } else {
+                req
+            };
+            if !binary {
+                check_lower_bound(json_lower_bound(req.inputs.iter().map(|i| &i.tensor)), &ctx)?;
+            }
+            let body =
+                oip_rest::encode_request(req, binary).map_err(|e| Error::Request(e.to_string()))?;
+            let sent = body.len() as u64;
+            ctx.check_send(sent)?;
+            let path = format!(
+                "{}{}/infer",
+                self.base,
+                Self::model_path(&req.model_name, &req.model_version)
+            );
+            let mut http = self
+                .http
+                .post(path)
+                .header("content-type", body.content_type());
+            if let Some(n) = body.header_len {
+                http = http.header(HEADER_LENGTH, n);
+            }
+            let http = match ctx.compression {
+                Some(e) => http
+                    .header("content-encoding", e.name())
+                    .body(super::compress_body(e, body.parts).await),
+                None => http.body(futures_body(body.parts)),
+            };
+            let reply = self.send(&ctx, http).await?;
+            if reply.status != 200 {
+                return Err(self.error(&reply, &ctx, sent));
+            }
+            let header_len = match &reply.header_len {
+                None => None,
+                Some(v) => Some(oip_rest::parse_header_length(v, reply.body.len()).map_err(
+                    |e| Error::Protocol {
+                        endpoint: self.label.clone(),
+                        message: e.to_string(),
+                    },
+                )?),
+            };
+            let mut resp = oip_rest::decode_response_with(
+                reply.body,
+                header_len,
+                &mut ctx.outputs_in_shared_memory(),
+            )
+            .map_err(|e| Error::Protocol {
+                endpoint: self.label.clone(),
+                message: e.to_string(),
+            })?;
+            if resp.model_name.is_empty() {
+                resp.model_name = req.model_name.clone();
+            }
+            Ok(resp)
+        })
+    }
+
+    fn server_live(&self, ctx: CallCtx) -> Call<'_, bool> {
+        Box::pin(self.health(ctx, "/v2/health/live"))
+    }
+
+    fn server_ready(&self, ctx: CallCtx) -> Call<'_, bool> {
+        Box::pin(self.health(ctx, "/v2/health/ready"))
+    }
+
+    fn model_ready<'a>(&'a self, ctx: CallCtx, name: &'a str, version: &'a str) -> Call<'a, bool> {
+        Box::pin(async move {
+            self.health(ctx, &format!("{}/ready", Self::model_path(name, version)))
+                .await
+        })
+    }
+
+    fn server_metadata(&self, ctx: CallCtx) -> Call<'_, ServerMetadata> {
+        Box::pin(async move { self.typed(self.get(&ctx, "/v2").await?, &ctx) })
+    }
+
+    fn model_metadata<'a>(
+        &'a self,
+        ctx: CallCtx,
+        name: &'a str,
+        version: &'a str,
+    ) -> Call<'a, ModelMetadata> {
+        Box::pin(async move {
+            let reply = self.get(&ctx, &Self::model_path(name, version)).await?;
+            let mut m: ModelMetadata = self.typed(reply, &ctx)?;
+            if m.name.is_empty() {
+                m.name = name.to_owned();
+            }
+            Ok(m)
+        })
+    }
+
+    fn model_config<'a>(
+        &'a self,
+        ctx: CallCtx,
+        name: &'a str,
+        version: &'a str,
+    ) -> Call<'a, ModelConfig> {
+        Box::pin(async move {
+            let path = format!("{}/config", Self::model_path(name, version));
+            let reply = self.get(&ctx, &path).await?;
+            self.message(reply, &ctx, "inference.ModelConfig")
+        })
+    }
+
+    fn model_statistics<'a>(
+        &'a self,
+        ctx: CallCtx,
+        name: &'a str,
+        version: &'a str,
+    ) -> Call<'a, Vec<ModelStatistics>> {
+        Box::pin(async move {
+            let path = if name.is_empty() {
+                "/v2/models/stats".to_owned()
+            } else {
+                format!("{}/stats", Self::model_path(name, version))
+            };
+            let reply = self.get(&ctx, &path).await?;
+            let stats: ModelStatisticsResponse =
+                self.message(reply, &ctx, "inference.ModelStatisticsResponse")?;
+            Ok(stats.model_stats)
+        })
+    }
+
+    fn repository_index(&self, ctx: CallCtx, ready: bool) -> Call<'_, Vec<RepositoryModel>> {
+        Box::pin(async move {
+            let reply = self
+                .post_json(
+                    &ctx,
+                    "/v2/repository/index",
+                    &RepositoryIndexRequest { ready },
+                )
+                .await?;
+            self.typed(reply, &ctx)
+        })
+    }
+
+    fn model_control<'a>(
+        &'a self,
+        ctx: CallCtx,
+        name: &'a str,
+        load: Option<&'a crate::LoadOptions>,
+    ) -> Call<'a, ()> {
+        use base64::Engine as _;
+        Box::pin(async move {
+            let mut body = ModelControlRequest::default();
+            if let Some(options) = load {
+                if let Some(config) = &options.config {
+                    body.parameters
+                        .insert("config".into(), Value::String(config.clone()));
+                }
+                for (path, contents) in &options.files {
+                    body.parameters.insert(
+                        format!("file:{path}"),
+                        Value::String(base64::engine::general_purpose::STANDARD.encode(contents)),
+                    );
+                }
+            }
+            let action = if load.is_some() { "load" } else { "unload" };
+            let reply = self
+                .post_json(
+                    &ctx,
+                    &format!("/v2/repository/models/{name}/{action}"),
+                    &body,
+                )
+                .await?;
+            self.done(reply, &ctx)
+        })
+    }
+
+    fn register_system_shared_memory<'a>(
+        &'a self,
+        ctx: CallCtx,
+        region: &'a SystemSharedMemoryRegion,
+    ) -> Call<'a, ()> {
+        Box::pin(async move {
+            let body = RegisterSystemSharedMemory {
+                key: region.key.clone(),
+                offset: region.offset,
+                byte_size: region.byte_size,
+            };
+            let path = format!("/v2/systemsharedmemory/region/{}/register", region.name);
+            let reply = self.post_json(&ctx, &path, &body).await?;
+            self.done(reply, &ctx)
+        })
+    }
+
+    fn unregister_system_shared_memory<'a>(&'a self, ctx: CallCtx, name: &'a str) -> Call<'a, ()> {
+        Box::pin(async move {
+            let path = if name.is_empty() {
+                "/v2/systemsharedmemory/unregister".to_owned()
+            } else {
+                format!("/v2/systemsharedmemory/region/{name}/unregister")
+            };
+            let reply = self.post_json(&ctx, &path, &serde_json::json!({})).await?;
+            self.done(reply, &ctx)
+        })
+    }
+
+    fn system_shared_memory_status<'a>(
+        &'a self,
+        ctx: CallCtx,
+        name: &'a str,
+    ) -> Call<'a, Vec<SystemSharedMemoryRegion>> {
+        Box::pin(async move {
+            let path = if name.is_empty() {
+                "/v2/systemsharedmemory/status".to_owned()
+            } else {
+                format!("/v2/systemsharedmemory/region/{name}/status")
+            };
+            let reply = self.get(&ctx, &path).await?;
+            self.typed(reply, &ctx)
         })
     }
 }
 
-fn strings(v: Option<&Value>) -> Vec<String> {
-    v.and_then(Value::as_array)
-        .map(|a| {
-            a.iter()
-                .filter_map(Value::as_str)
-                .map(str::to_owned)
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-/// A body that sends the parts in order without joining them (the binary
-/// parts are the tensors' own buffers).
 fn futures_body(parts: Vec<Bytes>) -> reqwest::Body {
     if let [one] = parts.as_slice() {
         return reqwest::Body::from(one.clone());

@@ -108,6 +108,7 @@ fn decode_tensors(
     mut external: Option<External<'_>>,
 ) -> Result<Vec<NamedTensor>, OipError> {
     let reads = external.is_some();
+    let mut aligned = false;
     let placed = |t: &WireTensor| {
         reads
             && t.parameters
@@ -119,7 +120,11 @@ fn decode_tensors(
             return Err(OipError::MixedContents);
         }
         let carried = tensors.iter().filter(|t| !placed(t)).count();
-        if raw.len() != carried {
+        // Placed tensors have no raw entry (what Triton's clients send),
+        // or an empty one each that keeps the list in step with the
+        // tensors (what Triton's server and ours answer with).
+        aligned = raw.len() == tensors.len() && carried < tensors.len();
+        if raw.len() != carried && !aligned {
             return Err(OipError::RawCount {
                 tensors: carried,
                 raw: raw.len(),
@@ -138,7 +143,8 @@ fn decode_tensors(
             };
             let tensor = match from_external {
                 Some(bytes) => {
-                    if has_typed(&t.contents) {
+                    let in_step = if aligned { raw.next() } else { None };
+                    if has_typed(&t.contents) || in_step.is_some_and(|r| !r.is_empty()) {
                         return Err(OipError::PlacedWithData { name: t.name });
                     }
                     decode_raw(&t.name, dtype, t.shape, bytes)?
@@ -249,13 +255,30 @@ pub fn encode_request(
 
 /// Decodes a `ModelInferResponse` (what a client receives).
 pub fn decode_response(resp: pb::ModelInferResponse) -> Result<InferResponse, OipError> {
+    decode_response_inner(resp, None)
+}
+
+/// Decodes a `ModelInferResponse` whose outputs may have been written to
+/// shared memory (Triton's shared-memory parameters on an output): their
+/// data comes from `external`, given each output's name and placement.
+pub fn decode_response_with(
+    resp: pb::ModelInferResponse,
+    external: External<'_>,
+) -> Result<InferResponse, OipError> {
+    decode_response_inner(resp, Some(external))
+}
+
+fn decode_response_inner(
+    resp: pb::ModelInferResponse,
+    external: Option<External<'_>>,
+) -> Result<InferResponse, OipError> {
     let wire = resp.outputs.into_iter().map(WireTensor::from).collect();
     Ok(InferResponse {
         model_name: resp.model_name,
         model_version: resp.model_version,
         id: resp.id,
         parameters: params_from_pb(resp.parameters),
-        outputs: decode_tensors(wire, resp.raw_output_contents, None)?,
+        outputs: decode_tensors(wire, resp.raw_output_contents, external)?,
     })
 }
 

@@ -4,6 +4,7 @@
 //! Both transports decode into one [`InferRequest`] and encode from one
 //! [`InferResponse`]; the servers and the client never see wire types.
 
+pub mod extensions;
 pub mod grpc;
 pub mod metadata;
 pub mod rest;

@@ -406,8 +406,27 @@ pub fn decode_raw_binary_request(
 
 /// Decodes a response body (what a client receives).
 pub fn decode_response(body: Bytes, header_len: Option<usize>) -> Result<InferResponse, OipError> {
+    decode_response_inner(body, header_len, None)
+}
+
+/// Decodes a response body whose outputs may have been written to shared
+/// memory (such outputs have neither `data` nor binary data): their data
+/// comes from `external`, given each output's name and placement.
+pub fn decode_response_with(
+    body: Bytes,
+    header_len: Option<usize>,
+    external: External<'_>,
+) -> Result<InferResponse, OipError> {
+    decode_response_inner(body, header_len, Some(external))
+}
+
+fn decode_response_inner(
+    body: Bytes,
+    header_len: Option<usize>,
+    external: Option<External<'_>>,
+) -> Result<InferResponse, OipError> {
     let (top, mut rest) = split_body(&body, header_len)?;
-    let outputs = decode_tensor_list(top.get("outputs"), "outputs", &mut rest, None)?;
+    let outputs = decode_tensor_list(top.get("outputs"), "outputs", &mut rest, external)?;
     if !rest.is_empty() {
         return Err(OipError::TrailingBinary(rest.len()));
     }

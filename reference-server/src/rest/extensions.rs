@@ -12,6 +12,9 @@ use axum::response::{IntoResponse, Response};
 use http::{HeaderMap, StatusCode};
 use serde_json::{Value, json};
 use serving_proto::json_mapping;
+use serving_proto::oip::extensions::{
+    RegisterSystemSharedMemory, RepositoryIndexRequest, RepositoryModel, SystemSharedMemoryRegion,
+};
 use serving_proto::pb::inference::ModelStatisticsResponse;
 
 use super::oip::error;
@@ -125,26 +128,29 @@ pub(crate) async fn repository_index(
         Ok(b) => b,
         Err(e) => return error(&e),
     };
-    let ready = match body.get("ready") {
-        None => false,
-        Some(Value::Bool(b)) => *b,
-        Some(_) => {
-            return error(&ServeError::InvalidArgument(
-                "'ready' must be a boolean".into(),
-            ));
-        }
+    let request: RepositoryIndexRequest = match typed(body) {
+        Ok(r) => r,
+        Err(e) => return error(&e),
     };
-    let index: Vec<Value> = repository::index(&state, ready)
+    let index: Vec<RepositoryModel> = repository::index(&state, request.ready)
         .into_iter()
-        .map(|e| {
-            let mut entry = json!({ "name": e.name, "version": e.version, "state": e.state });
-            if !e.reason.is_empty() {
-                entry["reason"] = Value::String(e.reason);
-            }
-            entry
+        .map(|e| RepositoryModel {
+            name: e.name,
+            version: e.version,
+            state: e.state.to_owned(),
+            reason: e.reason,
         })
         .collect();
     Json(index).into_response()
+}
+
+/// A control body read as its typed request: a field of the wrong type
+/// or one the call does not know is a 400 naming it.
+fn typed<T: serde::de::DeserializeOwned>(
+    body: serde_json::Map<String, Value>,
+) -> Result<T, ServeError> {
+    serde_json::from_value(Value::Object(body))
+        .map_err(|e| ServeError::InvalidArgument(format!("the request body is not valid: {e}")))
 }
 
 fn parameter_names(body: &serde_json::Map<String, Value>) -> Result<Vec<String>, ServeError> {
@@ -196,7 +202,13 @@ fn shm_status(state: &State, name: &str) -> Response {
             regions
                 .into_iter()
                 .map(|r| {
-                    json!({ "name": r.name, "key": r.key, "offset": r.offset, "byte_size": r.byte_size })
+                    serde_json::to_value(SystemSharedMemoryRegion {
+                        name: r.name,
+                        key: r.key,
+                        offset: r.offset,
+                        byte_size: r.byte_size,
+                    })
+                    .unwrap_or_default()
                 })
                 .collect(),
         )
@@ -231,25 +243,11 @@ pub(crate) async fn shm_register(
             ));
         }
         let body = control_body(&state, &headers, body).await?;
-        let key = match body.get("key") {
-            Some(Value::String(k)) => k.clone(),
-            _ => {
-                return Err(ServeError::InvalidArgument(
-                    "'key' must be a string, the name of a POSIX shared memory object".into(),
-                ));
-            }
-        };
-        let number = |field: &str, required: bool| match body.get(field) {
-            None if !required => Ok(0),
-            Some(v) => v.as_u64().ok_or_else(|| {
-                ServeError::InvalidArgument(format!("'{field}' must be a non-negative integer"))
-            }),
-            None => Err(ServeError::InvalidArgument(format!(
-                "'{field}' is required"
-            ))),
-        };
-        let offset = number("offset", false)?;
-        let byte_size = number("byte_size", true)?;
+        let RegisterSystemSharedMemory {
+            key,
+            offset,
+            byte_size,
+        } = typed(body)?;
         let state = state.clone();
         tokio::task::spawn_blocking(move || {
             state.shared_memory.register(&name, &key, offset, byte_size)

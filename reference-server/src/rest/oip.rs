@@ -28,11 +28,14 @@ pub(crate) fn error(e: &ServeError) -> Response {
 
 /// `GET /v2`.
 pub(crate) async fn server_metadata(Extract(state): Extract<Arc<State>>) -> Response {
-    Json(json!({
-        "name": oip::SERVER_NAME,
-        "version": env!("CARGO_PKG_VERSION"),
-        "extensions": oip::extensions(&state),
-    }))
+    Json(serving_proto::oip::metadata::ServerMetadata {
+        name: oip::SERVER_NAME.into(),
+        version: env!("CARGO_PKG_VERSION").into(),
+        extensions: oip::extensions(&state)
+            .into_iter()
+            .map(Into::into)
+            .collect(),
+    })
     .into_response()
 }
 
@@ -54,21 +57,7 @@ pub(crate) async fn ready(Extract(state): Extract<Arc<State>>) -> Response {
 
 fn metadata(state: &State, model: &str, version: &str) -> Response {
     match oip::model_metadata(state, model, version) {
-        Ok(m) => {
-            let tensors = |ts: Vec<oip::TensorMetadata>| {
-                ts.into_iter()
-                    .map(|t| json!({ "name": t.name, "datatype": t.datatype, "shape": t.shape }))
-                    .collect::<Vec<_>>()
-            };
-            Json(json!({
-                "name": m.name,
-                "versions": m.versions,
-                "platform": m.platform,
-                "inputs": tensors(m.inputs),
-                "outputs": tensors(m.outputs),
-            }))
-            .into_response()
-        }
+        Ok(m) => Json(m).into_response(),
         Err(e) => error(&e),
     }
 }

@@ -284,12 +284,17 @@ pub(crate) async fn infer(
             if let Some(p) = placements.remove(wanted.name.as_str()) {
                 let bytes = serving_proto::oip::raw_contents(&out.tensor);
                 state.shared_memory.write_output(&wanted.name, &p, &bytes)?;
+                // The placement as asked, with the size actually written.
                 out.parameters = wanted
                     .parameters
                     .iter()
                     .filter(|(k, _)| k.starts_with("shared_memory_"))
                     .map(|(k, v)| (k.clone(), v.clone()))
                     .collect();
+                out.parameters.insert(
+                    serving_proto::oip::shared_memory::BYTE_SIZE.into(),
+                    serving_proto::oip::Parameter::Int64(bytes.len() as i64),
+                );
             }
             named.push(out);
         }

@@ -1,0 +1,313 @@
+//! [`ClientBuilder`]: endpoints, protocol, TLS, timeouts, size caps,
+//! balancing, retries and compression, checked once at
+//! [`ClientBuilder::build`].
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serving_proto::oip::grpc::Contents;
+
+use crate::client::{Client, Inner, MAX_MESSAGE_SIZE, Protocol};
+use crate::endpoint::{self, Target};
+use crate::error::Error;
+use crate::pool::{Balance, Pool};
+use crate::tls::TlsOptions;
+use crate::transport::Transport;
+use crate::transport::grpc::Grpc;
+use crate::transport::rest::Rest;
+
+/// Builds a [`Client`].
+#[derive(Clone, Debug)]
+pub struct ClientBuilder {
+    endpoints: Vec<String>,
+    protocol: Protocol,
+    tls: TlsOptions,
+    connect_timeout: Duration,
+    timeout: Option<Duration>,
+    max_send: u64,
+    max_receive: u64,
+    balance: Balance,
+    retries: usize,
+    set_aside: Duration,
+    contents: Contents,
+    binary_threshold: usize,
+    headers: Vec<(String, String)>,
+    compression: Option<crate::Compression>,
+}
+
+impl Default for ClientBuilder {
+    fn default() -> ClientBuilder {
+        ClientBuilder {
+            endpoints: Vec::new(),
+            protocol: Protocol::OpenInference,
+            tls: TlsOptions::default(),
+            connect_timeout: Duration::from_secs(10),
+            timeout: None,
+            max_send: MAX_MESSAGE_SIZE,
+            max_receive: MAX_MESSAGE_SIZE,
+            balance: Balance::RoundRobin,
+            retries: 2,
+            set_aside: Duration::from_secs(5),
+            contents: Contents::Raw,
+            binary_threshold: 1024,
+            headers: Vec::new(),
+            compression: None,
+        }
+    }
+}
+
+impl ClientBuilder {
+    /// Adds an endpoint: `grpc://`, `grpcs://`, `http://`, `https://` or `unix:`.
+    pub fn endpoint(mut self, url: impl Into<String>) -> ClientBuilder {
+        self.endpoints.push(url.into());
+        self
+    }
+
+    /// Adds several endpoints; requests spread over them.
+    pub fn endpoints<I: IntoIterator<Item = S>, S: Into<String>>(
+        mut self,
+        urls: I,
+    ) -> ClientBuilder {
+        self.endpoints.extend(urls.into_iter().map(Into::into));
+        self
+    }
+
+    /// The protocol family (default: Open Inference).
+    pub fn protocol(mut self, protocol: Protocol) -> ClientBuilder {
+        self.protocol = protocol;
+        self
+    }
+
+    /// Trusts this PEM CA bundle for `grpcs://` and `https://` endpoints
+    /// (instead of the platform's roots).
+    pub fn ca_certificate_pem(mut self, pem: impl Into<Vec<u8>>) -> ClientBuilder {
+        self.tls.ca_pem = Some(pem.into());
+        self
+    }
+
+    /// Presents this PEM certificate chain and key (mutual TLS).
+    pub fn identity_pem(
+        mut self,
+        certificate: impl Into<Vec<u8>>,
+        key: impl Into<Vec<u8>>,
+    ) -> ClientBuilder {
+        self.tls.identity = Some((certificate.into(), key.into()));
+        self
+    }
+
+    /// Verifies the server's certificate against this name instead of the
+    /// endpoint's host.
+    pub fn server_name(mut self, name: impl Into<String>) -> ClientBuilder {
+        self.tls.server_name = Some(name.into());
+        self
+    }
+
+    /// How long opening a connection may take (default 10 s).
+    pub fn connect_timeout(mut self, timeout: Duration) -> ClientBuilder {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// The deadline of each call, retries included; sent to the server as
+    /// `grpc-timeout` or `Request-Timeout-Ms` (default: none).
+    pub fn timeout(mut self, timeout: Duration) -> ClientBuilder {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    /// The largest request sent, in bytes: at most (and by default) 512 MiB.
+    /// Larger requests fail before a byte is sent.
+    pub fn max_send_size(mut self, bytes: u64) -> ClientBuilder {
+        self.max_send = bytes;
+        self
+    }
+
+    /// The largest reply accepted, in bytes: at most (and by default) 512 MiB.
+    pub fn max_receive_size(mut self, bytes: u64) -> ClientBuilder {
+        self.max_receive = bytes;
+        self
+    }
+
+    /// How requests spread over endpoints (default: round robin).
+    pub fn balance(mut self, balance: Balance) -> ClientBuilder {
+        self.balance = balance;
+        self
+    }
+
+    /// How many times a retryable failure (unreachable or busy server) is
+    /// retried on another endpoint, within the call's deadline (default 2).
+    pub fn retries(mut self, retries: usize) -> ClientBuilder {
+        self.retries = retries;
+        self
+    }
+
+    /// How long a failed endpoint is set aside before it is tried again
+    /// (default 5 s).
+    pub fn set_aside_for(mut self, duration: Duration) -> ClientBuilder {
+        self.set_aside = duration;
+        self
+    }
+
+    /// OIP over gRPC: send tensors as typed contents instead of raw bytes.
+    pub fn typed_contents(mut self, typed: bool) -> ClientBuilder {
+        self.contents = if typed {
+            Contents::Typed
+        } else {
+            Contents::Raw
+        };
+        self
+    }
+
+    /// Compresses every request with `compression` (gzip or deflate) and
+    /// accepts replies compressed with either, on gRPC (`grpc-encoding`)
+    /// and REST (`Content-Encoding`); off by default. The send cap counts
+    /// the request before compression, as the server's limit does; a reply
+    /// is inflated under the receive cap.
+    ///
+    /// ```no_run
+    /// # fn demo() -> Result<(), serving_client::Error> {
+    /// use serving_client::{Client, Compression};
+    /// let client = Client::builder()
+    ///     .endpoint("grpc://127.0.0.1:5500")
+    ///     .compression(Compression::Gzip)
+    ///     .build()?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn compression(mut self, compression: crate::Compression) -> ClientBuilder {
+        self.compression = Some(compression);
+        self
+    }
+
+    /// OIP over REST: requests with an input of at least this many bytes use
+    /// the binary tensor extension, in both directions (default 1024).
+    pub fn binary_threshold(mut self, bytes: usize) -> ClientBuilder {
+        self.binary_threshold = bytes;
+        self
+    }
+
+    /// Sends `Authorization: Bearer <token>` with every call (gRPC metadata
+    /// or HTTP header).
+    pub fn bearer_token(self, token: impl AsRef<str>) -> ClientBuilder {
+        let value = format!("Bearer {}", token.as_ref());
+        self.header("authorization", value)
+    }
+
+    /// Sends this header (gRPC metadata) with every call; checked by
+    /// [`ClientBuilder::build`].
+    pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> ClientBuilder {
+        self.headers.push((name.into(), value.into()));
+        self
+    }
+
+    /// Builds the client. No connection is opened yet.
+    pub fn build(self) -> Result<Client, Error> {
+        // reqwest is built here with rustls and no bundled provider; a
+        // process without a default provider gets ring, so other reqwest
+        // clients of the program keep working too.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        if self.endpoints.is_empty() {
+            return Err(Error::Config(
+                "no endpoint: add one with .endpoint(url)".into(),
+            ));
+        }
+        let mut headers = http::HeaderMap::new();
+        for (name, value) in &self.headers {
+            let name = http::HeaderName::try_from(name.to_ascii_lowercase())
+                .map_err(|e| Error::Config(format!("header name '{name}': {e}")))?;
+            let mut value = http::HeaderValue::try_from(value.as_str())
+                .map_err(|e| Error::Config(format!("header '{name}': {e}")))?;
+            if name == http::header::AUTHORIZATION {
+                value.set_sensitive(true);
+            }
+            headers.append(name, value);
+        }
+        for (what, value) in [
+            ("max_send_size", self.max_send),
+            ("max_receive_size", self.max_receive),
+        ] {
+            if value > MAX_MESSAGE_SIZE || value == 0 {
+                return Err(Error::Config(format!(
+                    "{what} {value} is outside 1..={MAX_MESSAGE_SIZE} bytes (512 MiB)"
+                )));
+            }
+        }
+        let mut rest_client = None;
+        let mut endpoints = Vec::with_capacity(self.endpoints.len());
+        for url in &self.endpoints {
+            let transport = match endpoint::parse(url)? {
+                Target::Grpc {
+                    authority,
+                    host,
+                    tls,
+                } => {
+                    let scheme = if tls { "https" } else { "http" };
+                    let mut ep =
+                        tonic::transport::Endpoint::from_shared(format!("{scheme}://{authority}"))
+                            .map_err(|e| Error::Config(format!("endpoint '{url}': {e}")))?
+                            .connect_timeout(self.connect_timeout)
+                            .tcp_nodelay(true)
+                            .http2_adaptive_window(false)
+                            .initial_stream_window_size(8 << 20)
+                            .initial_connection_window_size(8 << 20);
+                    if tls {
+                        ep = ep
+                            .tls_config(self.tls.tonic(&host))
+                            .map_err(|e| Error::Config(format!("endpoint '{url}': {e}")))?;
+                    }
+                    Arc::new(Grpc {
+                        channel: ep.connect_lazy(),
+                        label: url.clone(),
+                        contents: self.contents,
+                    }) as Arc<dyn Transport>
+                }
+                Target::Unix { path } => {
+                    let ep = tonic::transport::Endpoint::from_static("http://localhost")
+                        .connect_timeout(self.connect_timeout);
+                    let channel =
+                        ep.connect_with_connector_lazy(tower::service_fn(move |_: http::Uri| {
+                            let path = path.clone();
+                            async move {
+                                let stream = tokio::net::UnixStream::connect(path).await?;
+                                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(stream))
+                            }
+                        }));
+                    Arc::new(Grpc {
+                        channel,
+                        label: url.clone(),
+                        contents: self.contents,
+                    })
+                }
+                Target::Rest { authority, tls } => {
+                    if rest_client.is_none() {
+                        let builder = reqwest::Client::builder()
+                            .connect_timeout(self.connect_timeout)
+                            .tcp_nodelay(true)
+                            .tls_backend_preconfigured(self.tls.rustls()?);
+                        rest_client =
+                            Some(builder.build().map_err(|e| Error::Config(e.to_string()))?);
+                    }
+                    let scheme = if tls { "https" } else { "http" };
+                    Arc::new(Rest {
+                        http: rest_client.clone().expect("built above"),
+                        base: format!("{scheme}://{authority}"),
+                        label: url.clone(),
+                        binary_threshold: self.binary_threshold,
+                    })
+                }
+            };
+            endpoints.push(transport);
+        }
+        Ok(Client {
+            inner: Arc::new(Inner {
+                pool: Pool::new(endpoints, self.balance, self.retries, self.set_aside),
+                protocol: self.protocol,
+                timeout: self.timeout,
+                max_send: self.max_send,
+                max_receive: self.max_receive,
+                headers: Arc::new(headers),
+                compression: self.compression,
+            }),
+        })
+    }
+}

@@ -1,0 +1,177 @@
+//! Triton's control extensions on [`Client`]: model configuration,
+//! statistics, the model repository (index, load, unload) and system
+//! shared-memory registration, on both transports, as typed values (the
+//! generated protobuf messages for configuration and statistics, the
+//! shared serde types of [`serving_proto::oip::extensions`] for the rest).
+
+use bytes::Bytes;
+use serving_proto::oip::extensions::{RepositoryModel, SystemSharedMemoryRegion};
+use serving_proto::pb::inference::{ModelConfig, ModelStatistics};
+
+use crate::{Client, Error};
+
+/// What a repository load call carries besides the model's name: a
+/// configuration to load the model with instead of its `config.pbtxt`
+/// (Triton's `config` parameter, the configuration's JSON form), and files
+/// that replace the repository's (`file:{path}`, by their path in the model
+/// directory). Servers that load only from their repository refuse both
+/// (the reference server does, with a 400 naming the parameter).
+#[derive(Clone, Debug, Default)]
+pub struct LoadOptions {
+    pub(crate) config: Option<String>,
+    pub(crate) files: Vec<(String, Bytes)>,
+}
+
+impl LoadOptions {
+    /// No override: the model loads from the repository as it is.
+    pub fn new() -> LoadOptions {
+        LoadOptions::default()
+    }
+
+    /// Loads the model with this configuration (JSON, as
+    /// [`Client::model_config`] returns it) instead of its own.
+    pub fn config(mut self, json: impl Into<String>) -> LoadOptions {
+        self.config = Some(json.into());
+        self
+    }
+
+    /// Loads the model with this file in place of the one at `path` in the
+    /// model directory (for example `1/model.onnx`).
+    pub fn file(mut self, path: impl Into<String>, contents: impl Into<Bytes>) -> LoadOptions {
+        self.files.push((path.into(), contents.into()));
+        self
+    }
+}
+
+impl Client {
+    /// Triton: the configuration of `model` (`version` `None`: the server's
+    /// choice), the same [`ModelConfig`] message on both transports.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), serving_client::Error> {
+    /// let client = serving_client::Client::builder().endpoint("http://127.0.0.1:8000").build()?;
+    /// let config = client.model_config("add", None).await?;
+    /// println!("{} batches up to {}", config.name, config.max_batch_size);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn model_config(
+        &self,
+        model: &str,
+        version: Option<&str>,
+    ) -> Result<ModelConfig, Error> {
+        let version = version.unwrap_or_default();
+        self.call("model_config", |t, ctx| t.model_config(ctx, model, version))
+            .await
+    }
+
+    /// Triton: the statistics of `model` (`None`: of every model), per
+    /// loaded version (`version` `None`: every one).
+    pub async fn model_statistics(
+        &self,
+        model: Option<&str>,
+        version: Option<&str>,
+    ) -> Result<Vec<ModelStatistics>, Error> {
+        let model = model.unwrap_or_default();
+        let version = version.unwrap_or_default();
+        self.call("model_statistics", |t, ctx| {
+            t.model_statistics(ctx, model, version)
+        })
+        .await
+    }
+
+    /// Triton: the repository index, every model version the server knows
+    /// and its state (`ready_only`: only those ready for inference).
+    pub async fn repository_index(&self, ready_only: bool) -> Result<Vec<RepositoryModel>, Error> {
+        self.call("repository_index", |t, ctx| {
+            t.repository_index(ctx, ready_only)
+        })
+        .await
+    }
+
+    /// Triton: loads (or reloads) `model` from the repository and returns
+    /// once it is loaded; a model that fails to load is an error with the
+    /// server's reason.
+    pub async fn load_model(&self, model: &str) -> Result<(), Error> {
+        self.load_model_with(model, &LoadOptions::new()).await
+    }
+
+    /// Triton: loads `model` with a configuration or files of the call's
+    /// own (see [`LoadOptions`]).
+    pub async fn load_model_with(&self, model: &str, options: &LoadOptions) -> Result<(), Error> {
+        self.call("load_model", |t, ctx| {
+            t.model_control(ctx, model, Some(options))
+        })
+        .await
+    }
+
+    /// Triton: unloads every version of `model`; requests already running
+    /// finish.
+    pub async fn unload_model(&self, model: &str) -> Result<(), Error> {
+        self.call("unload_model", |t, ctx| t.model_control(ctx, model, None))
+            .await
+    }
+
+    /// Triton: registers `byte_size` bytes at `offset` of the POSIX
+    /// shared-memory object `key` as region `name`, for inputs and outputs
+    /// placed there (see [`crate::shared_memory`]). Needs a server on the
+    /// same host that allows it.
+    pub async fn register_system_shared_memory(
+        &self,
+        name: &str,
+        key: &str,
+        offset: u64,
+        byte_size: u64,
+    ) -> Result<(), Error> {
+        let region = SystemSharedMemoryRegion {
+            name: name.to_owned(),
+            key: key.to_owned(),
+            offset,
+            byte_size,
+        };
+        let region = &region;
+        self.call("register_system_shared_memory", |t, ctx| {
+            t.register_system_shared_memory(ctx, region)
+        })
+        .await
+        .map_err(|e| match e {
+            // The server could not open or map the object, or does not
+            // allow shared memory: the region's error, the server's text.
+            Error::InvalidArgument { message } | Error::NotFound { message } => {
+                Error::SharedMemory {
+                    region: name.to_owned(),
+                    message: format!("the server cannot use the region: {message}"),
+                    source: None,
+                }
+            }
+            Error::Server { endpoint, message } => Error::SharedMemory {
+                region: name.to_owned(),
+                message: format!("the server at {endpoint} cannot use the region: {message}"),
+                source: None,
+            },
+            e => e,
+        })
+    }
+
+    /// Triton: unregisters region `name` (`None`: every region).
+    pub async fn unregister_system_shared_memory(&self, name: Option<&str>) -> Result<(), Error> {
+        let name = name.unwrap_or_default();
+        self.call("unregister_system_shared_memory", |t, ctx| {
+            t.unregister_system_shared_memory(ctx, name)
+        })
+        .await
+    }
+
+    /// Triton: the registered system shared-memory regions (`name` given:
+    /// that one).
+    pub async fn system_shared_memory_status(
+        &self,
+        name: Option<&str>,
+    ) -> Result<Vec<SystemSharedMemoryRegion>, Error> {
+        let name = name.unwrap_or_default();
+        self.call("system_shared_memory_status", |t, ctx| {
+            t.system_shared_memory_status(ctx, name)
+        })
+        .await
+    }
+}

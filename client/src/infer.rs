@@ -1,0 +1,142 @@
+//! [`InferBuilder`]: an Open Inference request built step by step, with
+//! inputs and outputs in shared memory where the `shared-memory` feature
+//! is on.
+
+use serving_proto::Tensor;
+use serving_proto::oip::{InferRequest, InferResponse, NamedTensor, Parameter, RequestedOutput};
+
+use crate::{Client, Error};
+
+/// Builds an Open Inference request: [`Client::infer`].
+#[derive(Debug)]
+pub struct InferBuilder<'a> {
+    client: &'a Client,
+    request: InferRequest,
+    #[cfg(all(unix, feature = "shared-memory"))]
+    regions: std::collections::BTreeMap<String, crate::shared_memory::SharedMemoryRegion>,
+}
+
+impl<'a> InferBuilder<'a> {
+    pub(crate) fn new(client: &'a Client, model: &str) -> InferBuilder<'a> {
+        InferBuilder {
+            client,
+            request: InferRequest {
+                model_name: model.to_owned(),
+                ..Default::default()
+            },
+            #[cfg(all(unix, feature = "shared-memory"))]
+            regions: Default::default(),
+        }
+    }
+
+    /// The model version (default: the server's choice, usually the newest).
+    pub fn version(mut self, version: impl Into<String>) -> Self {
+        self.request.model_version = version.into();
+        self
+    }
+
+    /// The request id, echoed in the response.
+    pub fn id(mut self, id: impl Into<String>) -> Self {
+        self.request.id = id.into();
+        self
+    }
+
+    /// A named input.
+    pub fn input(mut self, name: impl Into<String>, tensor: Tensor) -> Self {
+        self.request.inputs.push(NamedTensor::new(name, tensor));
+        self
+    }
+
+    /// An output to return (default: all).
+    pub fn output(mut self, name: impl Into<String>) -> Self {
+        self.request.outputs.push(RequestedOutput {
+            name: name.into(),
+            parameters: Default::default(),
+        });
+        self
+    }
+
+    /// A request parameter.
+    pub fn parameter(mut self, name: impl Into<String>, value: Parameter) -> Self {
+        self.request.parameters.insert(name.into(), value);
+        self
+    }
+
+    /// The request built so far.
+    pub fn request(&self) -> &InferRequest {
+        &self.request
+    }
+
+    /// Sends it.
+    pub async fn send(self) -> Result<InferResponse, Error> {
+        #[cfg(all(unix, feature = "shared-memory"))]
+        if !self.regions.is_empty() {
+            let regions = std::sync::Arc::new(self.regions);
+            let read: crate::transport::OutputRegions =
+                std::sync::Arc::new(move |name, placement| {
+                    crate::shared_memory::read_output(&regions, name, placement)
+                });
+            return self.client.infer_placed(&self.request, Some(&read)).await;
+        }
+        self.client.infer_request(&self.request).await
+    }
+}
+
+#[cfg(all(unix, feature = "shared-memory"))]
+impl InferBuilder<'_> {
+    /// An input whose data is already in `region` at `offset` (written with
+    /// [`crate::shared_memory::SharedMemoryRegion::write`]): the request
+    /// carries the region's name, the offset and the size, not the bytes.
+    /// The region must be registered with the server
+    /// ([`Client::register_region`]).
+    pub fn input_in_region(
+        mut self,
+        name: impl Into<String>,
+        dtype: serving_proto::DataType,
+        shape: &[i64],
+        region: &crate::shared_memory::SharedMemoryRegion,
+        offset: usize,
+    ) -> Result<Self, Error> {
+        use serving_proto::oip::shared_memory::{BYTE_SIZE, OFFSET, REGION};
+        // The tensor views the region: the size and bounds are checked
+        // here, and the encoders leave placed data out of the message.
+        let tensor = region.tensor(dtype, shape, offset)?;
+        let mut input = NamedTensor::new(name, tensor);
+        let size = input.tensor.payload_len();
+        input
+            .parameters
+            .insert(REGION.into(), Parameter::String(region.name().into()));
+        input
+            .parameters
+            .insert(OFFSET.into(), Parameter::Uint64(offset as u64));
+        input
+            .parameters
+            .insert(BYTE_SIZE.into(), Parameter::Uint64(size as u64));
+        self.request.inputs.push(input);
+        Ok(self)
+    }
+
+    /// Has the server write output `name` to `region` at `offset`, in at
+    /// most `byte_size` bytes; the response's tensor views the region.
+    pub fn output_in_region(
+        mut self,
+        name: impl Into<String>,
+        region: &crate::shared_memory::SharedMemoryRegion,
+        offset: usize,
+        byte_size: usize,
+    ) -> Result<Self, Error> {
+        use serving_proto::oip::shared_memory::{BYTE_SIZE, OFFSET, REGION};
+        region.range(offset, byte_size)?;
+        let mut parameters = serving_proto::oip::Parameters::new();
+        parameters.insert(REGION.into(), Parameter::String(region.name().into()));
+        parameters.insert(OFFSET.into(), Parameter::Uint64(offset as u64));
+        parameters.insert(BYTE_SIZE.into(), Parameter::Uint64(byte_size as u64));
+        self.request.outputs.push(RequestedOutput {
+            name: name.into(),
+            parameters,
+        });
+        self.regions
+            .insert(region.name().to_owned(), region.clone());
+        Ok(self)
+    }
+}

@@ -1,0 +1,296 @@
+//! Triton's control extensions through the client, on both transports,
+//! against a real reference server with a repository: model configuration,
+//! statistics that grow by exactly the requests sent, the repository index,
+//! load and unload, and system shared memory (64 MiB through the identity
+//! model, bit-exact, and the refusals).
+
+use std::path::Path;
+
+use reference_server::onnx::{self, Dim};
+use reference_server::server::{self, Config, Running};
+use serving_client::{Client, DataType, Error, Tensor};
+
+fn write(dir: &Path, rel: &str, bytes: &[u8]) {
+    let path = dir.join(rel);
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, bytes).unwrap();
+}
+
+/// `identity` (float32 `[-1]`) and `bytes` (uint8 `[-1]`), neither
+/// batched, and `bare` (float32 `[-1, 4]`), a bare ONNX directory that the
+/// server completes (batched).
+fn repository() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    write(
+        d,
+        "identity/config.pbtxt",
+        br#"
+name: "identity"
+platform: "onnxruntime_onnx"
+max_batch_size: 0
+input [ { name: "x" data_type: TYPE_FP32 dims: [ -1 ] } ]
+output [ { name: "y" data_type: TYPE_FP32 dims: [ -1 ] } ]
+"#,
+    );
+    write(
+        d,
+        "identity/1/model.onnx",
+        &onnx::identity(serving_proto::DataType::Fp32, &[Dim::Dynamic("n")]),
+    );
+    write(
+        d,
+        "bytes/config.pbtxt",
+        br#"
+max_batch_size: 0
+input [ { name: "x" data_type: TYPE_UINT8 dims: [ -1 ] } ]
+output [ { name: "y" data_type: TYPE_UINT8 dims: [ -1 ] } ]
+"#,
+    );
+    write(
+        d,
+        "bare/1/model.onnx",
+        &onnx::identity(
+            serving_proto::DataType::Fp32,
+            &[Dim::Dynamic("batch"), Dim::Fixed(4)],
+        ),
+    );
+    write(
+        d,
+        "bytes/1/model.onnx",
+        &onnx::identity(serving_proto::DataType::Uint8, &[Dim::Dynamic("n")]),
+    );
+    dir
+}
+
+async fn serve(dir: &Path, shared_memory: bool) -> Running {
+    server::start(Config {
+        grpc_address: ([127, 0, 0, 1], 0).into(),
+        rest_address: ([127, 0, 0, 1], 0).into(),
+        model_repository: Some(dir.to_owned()),
+        poll_interval: None,
+        allow_shared_memory: shared_memory,
+        ..Config::default()
+    })
+    .await
+    .expect("server starts")
+}
+
+fn urls(s: &Running) -> [String; 2] {
+    [
+        format!("grpc://{}", s.grpc_address),
+        format!("http://{}", s.rest_address),
+    ]
+}
+
+#[tokio::test]
+async fn config_statistics_and_repository_on_both_transports() {
+    let dir = repository();
+    let server = serve(dir.path(), false).await;
+    for url in urls(&server) {
+        let client = Client::new(&url).unwrap();
+
+        let config = client.model_config("identity", None).await.unwrap();
+        assert_eq!(config.name, "identity", "{url}");
+        assert_eq!(config.platform, "onnxruntime_onnx", "{url}");
+        assert_eq!(config.input[0].name, "x", "{url}");
+        assert_eq!(config.input[0].dims, vec![-1], "{url}");
+        // Completed by the server as Triton's ORT backend does.
+        let bare = client.model_config("bare", Some("1")).await.unwrap();
+        assert_eq!(bare.input[0].dims, vec![4], "{url}");
+        assert!(bare.max_batch_size > 0, "{url}");
+        let e = client.model_config("nope", None).await.unwrap_err();
+        assert!(matches!(e, Error::NotFound { .. }), "{url}: {e:?}");
+
+        // Statistics grow by exactly the requests sent.
+        let before = client
+            .model_statistics(Some("identity"), None)
+            .await
+            .unwrap();
+        assert_eq!(before.len(), 1, "{url}");
+        for i in 0..3 {
+            client
+                .infer("identity")
+                .input("x", Tensor::from_slice(&[2], &[i as f32, 1.0]).unwrap())
+                .send()
+                .await
+                .unwrap();
+        }
+        let after = client
+            .model_statistics(Some("identity"), Some("1"))
+            .await
+            .unwrap();
+        let success = |s: &serving_client::ModelStatistics| {
+            s.inference_stats
+                .as_ref()
+                .and_then(|i| i.success)
+                .map_or(0, |d| d.count)
+        };
+        assert_eq!(success(&after[0]) - success(&before[0]), 3, "{url}");
+        assert_eq!(
+            after[0].inference_count - before[0].inference_count,
+            3,
+            "{url}"
+        );
+        let all = client.model_statistics(None, None).await.unwrap();
+        assert!(all.iter().any(|s| s.name == "bytes"), "{url}");
+
+        // The index, an unload, a load.
+        let index = client.repository_index(false).await.unwrap();
+        let names: Vec<(&str, &str, &str)> = index
+            .iter()
+            .map(|m| (m.name.as_str(), m.version.as_str(), m.state.as_str()))
+            .collect();
+        assert!(
+            names.contains(&("identity", "1", "READY")),
+            "{url}: {names:?}"
+        );
+        assert!(names.contains(&("bytes", "1", "READY")), "{url}: {names:?}");
+        client.unload_model("bytes").await.unwrap();
+        assert!(!client.model_ready("bytes", None).await.unwrap(), "{url}");
+        let e = client.model_metadata("bytes", None).await.unwrap_err();
+        assert!(matches!(e, Error::NotFound { .. }), "{url}: {e:?}");
+        let ready = client.repository_index(true).await.unwrap();
+        assert!(ready.iter().all(|m| m.name != "bytes"), "{url}: {ready:?}");
+        client.load_model("bytes").await.unwrap();
+        assert!(client.model_ready("bytes", None).await.unwrap(), "{url}");
+        // This server loads from its repository only: an override is a
+        // typed refusal naming the parameter.
+        let e = client
+            .load_model_with("bytes", &serving_client::LoadOptions::new().config("{}"))
+            .await
+            .unwrap_err();
+        match e {
+            Error::InvalidArgument { message } => assert!(message.contains("config"), "{message}"),
+            e => panic!("{url}: {e:?}"),
+        }
+        let e = client.unload_model("nope").await.unwrap_err();
+        assert!(matches!(e, Error::NotFound { .. }), "{url}: {e:?}");
+    }
+    server.shutdown().await;
+}
+
+#[cfg(all(unix, feature = "shared-memory"))]
+mod shared_memory {
+    use super::*;
+    use serving_client::shared_memory::SharedMemoryRegion;
+
+    fn key(what: &str) -> String {
+        format!("/serving-client-test-{}-{what}", std::process::id())
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sixty_four_mib_through_shared_memory_bit_exact_on_both_transports() {
+        const N: usize = 64 << 20;
+        let dir = repository();
+        let server = serve(dir.path(), true).await;
+        for (t, url) in urls(&server).into_iter().enumerate() {
+            // Far below the payload: only the placements travel.
+            let client = Client::builder()
+                .endpoint(&url)
+                .max_send_size(1 << 20)
+                .max_receive_size(1 << 20)
+                .build()
+                .unwrap();
+            let input = SharedMemoryRegion::create(&key(&format!("in{t}")), N).unwrap();
+            let output = SharedMemoryRegion::create(&key(&format!("out{t}")), N).unwrap();
+            let data: Vec<u8> = (0..N).map(|i| (i * 31 % 251) as u8).collect();
+            input.write(0, &data).unwrap();
+            client.register_region(&input).await.unwrap();
+            client.register_region(&output).await.unwrap();
+            let status = client.system_shared_memory_status(None).await.unwrap();
+            assert_eq!(status.len(), 2, "{url}: {status:?}");
+            assert!(status.iter().all(|r| r.byte_size == N as u64), "{url}");
+            let one = client
+                .system_shared_memory_status(Some(input.name()))
+                .await
+                .unwrap();
+            assert_eq!(one[0].key, input.key(), "{url}");
+
+            let response = client
+                .infer("bytes")
+                .input_in_region("x", DataType::Uint8, &[N as i64], &input, 0)
+                .unwrap()
+                .output_in_region("y", &output, 0, N)
+                .unwrap()
+                .send()
+                .await
+                .unwrap();
+            let y = response.tensor("y").unwrap();
+            assert_eq!(y.shape(), &[N as i64], "{url}");
+            assert!(y.raw().unwrap()[..] == data[..], "{url}: not bit-exact");
+            assert!(output.bytes(0, N).unwrap()[..] == data[..], "{url}");
+
+            // An input that runs past its region is refused here, before
+            // anything is sent.
+            let e = client
+                .infer("bytes")
+                .input_in_region("x", DataType::Uint8, &[N as i64], &input, 1)
+                .unwrap_err();
+            assert!(matches!(e, Error::SharedMemory { .. }), "{url}: {e:?}");
+            // And by the server, for a region registered smaller than the
+            // placement asks.
+            client
+                .register_system_shared_memory("small", input.key(), 0, 16)
+                .await
+                .unwrap();
+            let mut request = client
+                .infer("bytes")
+                .input_in_region("x", DataType::Uint8, &[64], &input, 0)
+                .unwrap()
+                .request()
+                .clone();
+            request.inputs[0].parameters.insert(
+                serving_proto::oip::shared_memory::REGION.into(),
+                serving_proto::oip::Parameter::String("small".into()),
+            );
+            let e = client.infer_request(&request).await.unwrap_err();
+            match &e {
+                Error::InvalidArgument { message } => {
+                    assert!(message.contains("runs past the end"), "{url}: {message}")
+                }
+                e => panic!("{url}: {e:?}"),
+            }
+            // A region the server cannot open is a typed error.
+            let e = client
+                .register_system_shared_memory("ghost", &key("never-created"), 0, 16)
+                .await
+                .unwrap_err();
+            assert!(matches!(e, Error::SharedMemory { .. }), "{url}: {e:?}");
+
+            client
+                .unregister_system_shared_memory(Some("small"))
+                .await
+                .unwrap();
+            client.unregister_system_shared_memory(None).await.unwrap();
+            assert!(
+                client
+                    .system_shared_memory_status(None)
+                    .await
+                    .unwrap()
+                    .is_empty()
+            );
+        }
+        server.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn a_server_without_shared_memory_refuses_registration_as_a_region_error() {
+        let dir = repository();
+        let server = serve(dir.path(), false).await;
+        let region = SharedMemoryRegion::create(&key("off"), 64).unwrap();
+        for url in urls(&server) {
+            let client = Client::new(&url).unwrap();
+            match client.register_region(&region).await.unwrap_err() {
+                Error::SharedMemory { message, .. } => {
+                    assert!(
+                        message.contains("--allow-shared-memory"),
+                        "{url}: {message}"
+                    )
+                }
+                e => panic!("{url}: {e:?}"),
+            }
+        }
+        server.shutdown().await;
+    }
+}
