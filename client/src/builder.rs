@@ -8,6 +8,7 @@ use std::time::Duration;
 use serving_proto::oip::grpc::Contents;
 
 use crate::client::{Client, Inner, MAX_MESSAGE_SIZE, Protocol};
+use crate::connections::{self, Resolve, SystemResolver};
 use crate::endpoint::{self, Target};
 use crate::error::Error;
 use crate::pool::{Balance, Pool};
@@ -17,7 +18,7 @@ use crate::transport::grpc::Grpc;
 use crate::transport::rest::Rest;
 
 /// Builds a [`Client`].
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct ClientBuilder {
     endpoints: Vec<String>,
     protocol: Protocol,
@@ -33,6 +34,24 @@ pub struct ClientBuilder {
     binary_threshold: usize,
     headers: Vec<(String, String)>,
     compression: Option<crate::Compression>,
+    keep_alive: Option<(Duration, Duration)>,
+    connections: usize,
+    resolve_every: Option<Duration>,
+    resolver: Option<Arc<dyn Resolve>>,
+}
+
+impl std::fmt::Debug for ClientBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientBuilder")
+            .field("endpoints", &self.endpoints)
+            .field("protocol", &self.protocol)
+            .field("timeout", &self.timeout)
+            .field("balance", &self.balance)
+            .field("retries", &self.retries)
+            .field("connections", &self.connections)
+            .field("resolve_every", &self.resolve_every)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Default for ClientBuilder {
@@ -52,6 +71,10 @@ impl Default for ClientBuilder {
             binary_threshold: 1024,
             headers: Vec::new(),
             compression: None,
+            keep_alive: None,
+            connections: 1,
+            resolve_every: None,
+            resolver: None,
         }
     }
 }
@@ -179,6 +202,54 @@ impl ClientBuilder {
         self
     }
 
+    /// Sends HTTP/2 keep-alive pings every `interval` on gRPC connections
+    /// (idle ones too) and closes a connection whose ping is not answered
+    /// within `timeout`, so that a dead peer (a node gone, a NAT that
+    /// dropped the flow) is found before a call waits on it; REST
+    /// connections get TCP keep-alive at the same interval. Off by default.
+    pub fn keep_alive(mut self, interval: Duration, timeout: Duration) -> ClientBuilder {
+        self.keep_alive = Some((interval, timeout));
+        self
+    }
+
+    /// Opens `n` HTTP/2 connections to each gRPC endpoint (default 1) and
+    /// spreads calls over them, least loaded of two: one connection caps a
+    /// busy client at one socket. REST opens connections as calls need
+    /// them (HTTP/1.1, kept alive and reused).
+    pub fn connections_per_endpoint(mut self, n: usize) -> ClientBuilder {
+        self.connections = n.max(1);
+        self
+    }
+
+    /// Resolves each gRPC endpoint's host again every `interval` and
+    /// spreads calls over all of its addresses, adding and dropping
+    /// connections as addresses come and go: a Kubernetes headless Service
+    /// (one address per pod) is balanced over every replica. Addresses are
+    /// kept when a lookup fails. Needs a Tokio runtime at
+    /// [`ClientBuilder::build`].
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), serving_client::Error> {
+    /// use std::time::Duration;
+    /// let client = serving_client::Client::builder()
+    ///     .endpoint("grpc://models-headless.default.svc.cluster.local:9000")
+    ///     .resolve_every(Duration::from_secs(10))
+    ///     .build()?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn resolve_every(mut self, interval: Duration) -> ClientBuilder {
+        self.resolve_every = Some(interval);
+        self
+    }
+
+    /// Resolves names with `resolver` instead of the system resolver (for
+    /// [`ClientBuilder::resolve_every`]).
+    pub fn resolver(mut self, resolver: impl Resolve) -> ClientBuilder {
+        self.resolver = Some(Arc::new(resolver));
+        self
+    }
+
     /// OIP over REST: requests with an input of at least this many bytes use
     /// the binary tensor extension, in both directions (default 1024).
     pub fn binary_threshold(mut self, bytes: usize) -> ClientBuilder {
@@ -241,22 +312,50 @@ impl ClientBuilder {
                     host,
                     tls,
                 } => {
-                    let scheme = if tls { "https" } else { "http" };
-                    let mut ep =
-                        tonic::transport::Endpoint::from_shared(format!("{scheme}://{authority}"))
-                            .map_err(|e| Error::Config(format!("endpoint '{url}': {e}")))?
-                            .connect_timeout(self.connect_timeout)
-                            .tcp_nodelay(true)
-                            .http2_adaptive_window(false)
-                            .initial_stream_window_size(8 << 20)
-                            .initial_connection_window_size(8 << 20);
-                    if tls {
-                        ep = ep
-                            .tls_config(self.tls.tonic(&host))
-                            .map_err(|e| Error::Config(format!("endpoint '{url}': {e}")))?;
-                    }
+                    let channel = match self.resolve_every {
+                        None => connections::several(
+                            &self.grpc_endpoint(url, &authority, &host, tls, &authority)?,
+                            self.connections,
+                        ),
+                        Some(every) => {
+                            let port = authority
+                                .rsplit_once(':')
+                                .and_then(|(_, p)| p.parse().ok())
+                                .ok_or_else(|| {
+                                    Error::Config(format!(
+                                        "endpoint '{url}' has no port to resolve"
+                                    ))
+                                })?;
+                            // Checked once here; each address's endpoint
+                            // is made the same way.
+                            self.grpc_endpoint(url, &authority, &host, tls, &authority)?;
+                            let this = self.clone();
+                            let (url, authority, host_name) =
+                                (url.clone(), authority.clone(), host.clone());
+                            connections::resolved(
+                                self.resolver
+                                    .clone()
+                                    .unwrap_or_else(|| Arc::new(SystemResolver)),
+                                host.trim_start_matches('[')
+                                    .trim_end_matches(']')
+                                    .to_owned(),
+                                port,
+                                every,
+                                self.connections,
+                                move |address| {
+                                    this.grpc_endpoint(
+                                        &url,
+                                        &authority,
+                                        &host_name,
+                                        tls,
+                                        &address.to_string(),
+                                    )
+                                },
+                            )?
+                        }
+                    };
                     Arc::new(Grpc {
-                        channel: ep.connect_lazy(),
+                        channel,
                         label: url.clone(),
                         contents: self.contents,
                     }) as Arc<dyn Transport>
@@ -280,10 +379,17 @@ impl ClientBuilder {
                 }
                 Target::Rest { authority, tls } => {
                     if rest_client.is_none() {
-                        let builder = reqwest::Client::builder()
+                        let mut builder = reqwest::Client::builder()
                             .connect_timeout(self.connect_timeout)
                             .tcp_nodelay(true)
                             .tls_backend_preconfigured(self.tls.rustls()?);
+                        if let Some((interval, timeout)) = self.keep_alive {
+                            builder = builder
+                                .tcp_keepalive(interval)
+                                .http2_keep_alive_interval(interval)
+                                .http2_keep_alive_timeout(timeout)
+                                .http2_keep_alive_while_idle(true);
+                        }
                         rest_client =
                             Some(builder.build().map_err(|e| Error::Config(e.to_string()))?);
                     }
@@ -309,5 +415,48 @@ impl ClientBuilder {
                 compression: self.compression,
             }),
         })
+    }
+}
+
+impl ClientBuilder {
+    /// The tonic endpoint of gRPC endpoint `url` (`authority`, `host`),
+    /// connecting to `address` (the authority itself, or one resolved
+    /// address of it).
+    fn grpc_endpoint(
+        &self,
+        url: &str,
+        authority: &str,
+        host: &str,
+        tls: bool,
+        address: &str,
+    ) -> Result<tonic::transport::Endpoint, Error> {
+        let scheme = if tls { "https" } else { "http" };
+        let config = |e: &dyn std::fmt::Display| Error::Config(format!("endpoint '{url}': {e}"));
+        let mut ep = tonic::transport::Endpoint::from_shared(format!("{scheme}://{address}"))
+            .map_err(|e| config(&e))?
+            .connect_timeout(self.connect_timeout)
+            .tcp_nodelay(true)
+            .http2_adaptive_window(false)
+            .initial_stream_window_size(8 << 20)
+            .initial_connection_window_size(8 << 20);
+        if address != authority {
+            // One address of the name: requests still name the host.
+            let origin: http::Uri = format!("{scheme}://{authority}")
+                .parse()
+                .map_err(|e| config(&e))?;
+            ep = ep.origin(origin);
+        }
+        if let Some((interval, timeout)) = self.keep_alive {
+            ep = ep
+                .http2_keep_alive_interval(interval)
+                .keep_alive_timeout(timeout)
+                .keep_alive_while_idle(true);
+        }
+        if tls {
+            ep = ep
+                .tls_config(self.tls.tonic(host))
+                .map_err(|e| config(&e))?;
+        }
+        Ok(ep)
     }
 }

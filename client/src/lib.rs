@@ -61,6 +61,7 @@ struct ReadmeExample;
 
 mod builder;
 mod client;
+mod connections;
 mod control;
 mod endpoint;
 mod error;
@@ -80,6 +81,7 @@ pub mod blocking;
 
 pub use builder::ClientBuilder;
 pub use client::{Client, MAX_MESSAGE_SIZE, Predictions, Protocol};
+pub use connections::{Resolve, SystemResolver};
 pub use control::LoadOptions;
 pub use error::{BoxError, Error, SizeSide, TransportKind};
 pub use infer::InferBuilder;

@@ -68,23 +68,23 @@ pub(crate) fn status_error(s: tonic::Status, endpoint: &str, ctx: &CallCtx) -> E
     }
     let message = s.message().to_owned();
     match s.code() {
+        // gRPC's size refusal carries both numbers in its standard text
+        // ("... larger than max (size vs. limit)"); any other exhausted
+        // resource (a full queue) is the server being busy.
         tonic::Code::ResourceExhausted => match frame::parse_too_large(&message) {
             Some((size, limit)) => Error::MessageTooLarge {
                 size: Some(size),
                 limit: Some(limit),
                 side: SizeSide::Server,
             },
-            None if message.contains("enqueued requests") => Error::Unavailable {
+            None => Error::Unavailable {
                 endpoint: endpoint.into(),
                 message,
             },
-            None => Error::MessageTooLarge {
-                size: None,
-                limit: None,
-                side: SizeSide::Server,
-            },
         },
-        tonic::Code::OutOfRange if message.contains("message length too large") => {
+        // tonic's own refusal of a reply over the receive cap (the calls
+        // decoded by tonic's codec); the server sends no OutOfRange.
+        tonic::Code::OutOfRange if std::error::Error::source(&s).is_none() => {
             let numbers: Vec<u64> = message
                 .split(|c: char| !c.is_ascii_digit())
                 .filter_map(|n| n.parse().ok())
