@@ -96,7 +96,7 @@ pub enum Error {
     },
     /// A MindSpore in-band error for the whole request, with its code.
     #[error("servable error (code {}): {}", .0.code, .0.message)]
-    Servable(ServableError),
+    Servable(#[from] ServableError),
     /// The server failed internally.
     #[error("server error at {endpoint}: {message}")]
     Server {

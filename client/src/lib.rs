@@ -54,10 +54,20 @@
 //! # }
 //! ```
 
-// The README's example compiles (and its crates.io page stays true).
+// The README's example compiles (and its crates.io page stays true), and
+// so does every Rust snippet of the repository's README and guides.
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]
 struct ReadmeExample;
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+struct RepositoryReadme;
+#[cfg(doctest)]
+#[doc = include_str!("../../docs/client.md")]
+struct ClientGuide;
+#[cfg(doctest)]
+#[doc = include_str!("../../docs/deploy.md")]
+struct DeployGuide;
 
 mod builder;
 mod client;

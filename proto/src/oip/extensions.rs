@@ -31,7 +31,7 @@ pub struct RepositoryModel {
     /// The model's name.
     pub name: String,
     /// The version; empty for a model that is unusable as a whole.
-    #[serde(default, skip_serializing_if = "String::is_empty")]
+    #[serde(default)]
     pub version: String,
     /// `READY`, `UNAVAILABLE`, `LOADING`, `UNLOADING` (Triton's states);
     /// empty where a server does not say.
