@@ -32,3 +32,29 @@ pub fn to_array<T: Element>(tensor: &Tensor) -> Result<ArrayD<T>, TensorError> {
     Ok(ArrayD::from_shape_vec(IxDyn(&shape), values)
         .expect("a tensor's shape matches its element count"))
 }
+
+/// Output `name` of `response` as an array of `T`, which must be its type.
+///
+/// ```
+/// use ndarray::array;
+/// use serving_client::array::output_array;
+/// use serving_client::{InferResponse, NamedTensor, Tensor};
+///
+/// let response = InferResponse {
+///     outputs: vec![NamedTensor::new("y", Tensor::from_slice(&[2], &[1f32, 2.0])?)],
+///     ..Default::default()
+/// };
+/// assert_eq!(output_array::<f32>(&response, "y")?, array![1.0f32, 2.0].into_dyn());
+/// assert!(output_array::<f32>(&response, "z").is_err());
+/// # Ok::<(), serving_client::TensorError>(())
+/// ```
+pub fn output_array<T: Element>(
+    response: &crate::InferResponse,
+    name: &str,
+) -> Result<ArrayD<T>, TensorError> {
+    let tensor = response.tensor(name).ok_or_else(|| TensorError::NoOutput {
+        name: name.to_owned(),
+        present: response.outputs.iter().map(|o| o.name.clone()).collect(),
+    })?;
+    to_array(tensor)
+}

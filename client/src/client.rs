@@ -6,9 +6,9 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use serving_proto::NamedTensors;
 use serving_proto::mindspore::InstanceResult;
 use serving_proto::oip::{InferRequest, InferResponse};
+use serving_proto::{NamedTensors, Tensor};
 
 use crate::builder::ClientBuilder;
 use crate::error::Error;
@@ -86,6 +86,21 @@ impl std::fmt::Debug for Client {
 /// A call's instance results: one per instance sent, in order, each the
 /// outputs or that instance's in-band error.
 pub type Predictions = Vec<InstanceResult>;
+
+/// A MindSpore instance from `(name, tensor)` pairs, names as `&str` or
+/// `String`.
+///
+/// ```
+/// use serving_client::{Tensor, instance};
+///
+/// let x = Tensor::from_slice(&[2], &[1f32, 2.0])?;
+/// let one = instance([("x1", x.clone()), ("x2", x)]);
+/// assert_eq!(one.len(), 2);
+/// # Ok::<(), serving_client::TensorError>(())
+/// ```
+pub fn instance<K: Into<String>>(pairs: impl IntoIterator<Item = (K, Tensor)>) -> NamedTensors {
+    pairs.into_iter().map(|(k, t)| (k.into(), t)).collect()
+}
 
 impl Client {
     /// A builder.

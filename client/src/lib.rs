@@ -20,14 +20,18 @@
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), serving_client::Error> {
-//! use serving_client::{Client, NamedTensors, Protocol, Tensor};
+//! use serving_client::{Client, Tensor, instance};
 //!
 //! let client = Client::mindspore("grpc://127.0.0.1:5500")?;
-//! let x = Tensor::from_slice(&[2, 2], &[1f32, 2.0, 3.0, 4.0]).unwrap();
-//! let instance: NamedTensors = [("x1".to_string(), x.clone()), ("x2".to_string(), x)].into();
-//! let results = client.predict("add", "add_common", &[instance]).await?;
-//! let y = results[0].as_ref().unwrap()["y"].to_vec::<f32>().unwrap();
+//! let x = Tensor::from_slice(&[2, 2], &[1f32, 2.0, 3.0, 4.0])?;
+//! let results = client.predict("add", "add_common", &[instance([("x1", x.clone()), ("x2", x)])]).await?;
+//! let y = results[0].clone()?["y"].to_vec::<f32>()?;
 //! assert_eq!(y, vec![2.0, 4.0, 6.0, 8.0]);
+//!
+//! // Open Inference (Triton, KServe, MLServer): the same in one chain.
+//! let client = Client::new("grpc://127.0.0.1:8001")?;
+//! let x = Tensor::from_slice(&[2, 2], &[1f32, 2.0, 3.0, 4.0])?;
+//! let y: Vec<f32> = client.infer("add").input("x1", x.clone()).input("x2", x).send().await?.output("y")?;
 //! # Ok(())
 //! # }
 //! ```
@@ -90,7 +94,7 @@ pub mod array;
 pub mod blocking;
 
 pub use builder::ClientBuilder;
-pub use client::{Client, MAX_MESSAGE_SIZE, Predictions, Protocol};
+pub use client::{Client, MAX_MESSAGE_SIZE, Predictions, Protocol, instance};
 pub use connections::{Resolve, SystemResolver};
 pub use control::LoadOptions;
 pub use error::{BoxError, Error, SizeSide, TransportKind};
