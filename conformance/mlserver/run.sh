@@ -60,3 +60,12 @@ if new or gone:
     sys.exit(1)
 print(f"MLServer: {len(got)} failures, each a documented deviation")
 PY
+
+# The client's control extensions against MLServer (client/examples/control.rs):
+# MLServer offers the repository extension (index, load, unload) on both
+# transports and accepts gzip on both; it has no model configuration or
+# statistics (REST 404, gRPC UNIMPLEMENTED). docs/client.md lists the
+# differences.
+echo "serving-client control calls against MLServer"
+cargo run -q -p serving-client --example control -- "http://127.0.0.1:$http" add --require repository,compression
+cargo run -q -p serving-client --example control -- "grpc://127.0.0.1:$grpc" add --require repository,compression

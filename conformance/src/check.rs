@@ -6,9 +6,15 @@ use std::pin::Pin;
 use std::time::Duration;
 
 use serving_client::{Client, Error, Tensor};
+use serving_proto::DataType;
+
+use std::collections::HashMap;
+use std::sync::Arc;
 
 use crate::call::{self, Failed};
-use crate::target::{Family, Target};
+use crate::discovery::{Capabilities, IdentityModel, Pair};
+use crate::profile::{Profile, Role};
+use crate::target::{Family, Limits, Target};
 
 /// The result of one check on one target.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -18,6 +24,9 @@ pub enum Outcome {
     Pass(String),
     /// It did not; what differed.
     Fail(String),
+    /// It kept every "must" but not a "should" or "may" of the spec: what
+    /// differed (a warning, not a failure).
+    Warn(String),
     /// The check does not apply to this target, and why.
     NotApplicable(String),
 }
@@ -28,6 +37,7 @@ impl Outcome {
         match self {
             Outcome::Pass(_) => "pass",
             Outcome::Fail(_) => "fail",
+            Outcome::Warn(_) => "warn",
             Outcome::NotApplicable(_) => "n/a",
         }
     }
@@ -35,8 +45,60 @@ impl Outcome {
     /// The detail or reason.
     pub fn detail(&self) -> &str {
         match self {
-            Outcome::Pass(s) | Outcome::Fail(s) | Outcome::NotApplicable(s) => s,
+            Outcome::Pass(s) | Outcome::Fail(s) | Outcome::Warn(s) | Outcome::NotApplicable(s) => s,
         }
+    }
+}
+
+/// The failing cases of a check that runs many: each one kept, the first
+/// [`Cases::SHOWN`] of them printed, and how many there were.
+#[derive(Debug, Default)]
+pub struct Cases {
+    /// How many cases ran.
+    pub ran: usize,
+    failed: Vec<String>,
+}
+
+impl Cases {
+    /// How many failing cases a report prints.
+    pub const SHOWN: usize = 12;
+
+    /// Records one case: `Err` is its failure (inputs, expected, got).
+    pub fn case(&mut self, result: Result<(), String>) {
+        self.ran += 1;
+        if let Err(e) = result {
+            self.failed.push(e);
+        }
+    }
+
+    /// Records a failing case.
+    pub fn fail(&mut self, what: impl Into<String>) {
+        self.case(Err(what.into()));
+    }
+
+    /// Records a passing case.
+    pub fn pass(&mut self) {
+        self.case(Ok(()));
+    }
+
+    /// Whether every case so far passed.
+    pub fn all_passed(&self) -> bool {
+        self.failed.is_empty()
+    }
+
+    /// Pass with `passed` when every case passed; otherwise a failure
+    /// listing the failing cases (capped).
+    pub fn outcome(self, passed: impl Into<String>) -> Outcome {
+        if self.failed.is_empty() {
+            return Outcome::Pass(passed.into());
+        }
+        let n = self.failed.len();
+        let mut text = format!("{n} of {} cases failed: ", self.ran);
+        text.push_str(&self.failed[..n.min(Self::SHOWN)].join("; "));
+        if n > Self::SHOWN {
+            text.push_str(&format!("; and {} more", n - Self::SHOWN));
+        }
+        Outcome::Fail(text)
     }
 }
 
@@ -84,14 +146,18 @@ pub const OIP: &[Family] = &[Family::OpenInference];
 pub struct Suite {
     /// The targets.
     pub targets: Vec<Target>,
-    /// The targets' message limit in bytes.
-    pub max_msg_bytes: u64,
+    /// The targets' message limits.
+    pub limits: crate::target::Limits,
     /// A PEM CA for TLS targets.
     pub ca: Option<Vec<u8>>,
     /// The server the suite started, when it started one.
     pub control: Option<crate::control::Control>,
     /// Property-based cases per round-trip property.
     pub cases: u32,
+    /// Which of the targets' models play the suite's roles, and limits.
+    pub profile: Profile,
+    /// What each target serves, asked once (OIP targets).
+    pub discovered: tokio::sync::Mutex<HashMap<String, Arc<Capabilities>>>,
 }
 
 impl std::fmt::Debug for Suite {
@@ -104,6 +170,114 @@ impl std::fmt::Debug for Suite {
 }
 
 impl Suite {
+    /// A suite of `targets` with these limits and no profile.
+    pub fn new(targets: Vec<Target>, limits: Limits, cases: u32) -> Suite {
+        Suite {
+            targets,
+            limits,
+            ca: None,
+            control: None,
+            cases,
+            profile: Profile::default(),
+            discovered: Default::default(),
+        }
+    }
+
+    /// What `target` serves (asked on first use; empty for MindSpore
+    /// targets, which have no metadata to ask).
+    pub async fn capabilities(&self, target: &Target) -> Arc<Capabilities> {
+        let mut cache = self.discovered.lock().await;
+        if let Some(c) = cache.get(&target.to_string()) {
+            return c.clone();
+        }
+        let caps = match (target.family, self.client(target)) {
+            (Family::OpenInference, Ok(client)) => {
+                Arc::new(Capabilities::discover(&client, &self.profile).await)
+            }
+            _ => Arc::new(Capabilities::default()),
+        };
+        cache.insert(target.to_string(), caps.clone());
+        caps
+    }
+
+    /// The target's model for `role`: the profile's, else the suite's
+    /// default name where the target serves it (MindSpore: assumed), else,
+    /// for an identity role, an identity-like model of that type the
+    /// target serves. `Err` says why there is none (the check is n/a).
+    pub async fn model(&self, target: &Target, role: Role) -> Result<String, String> {
+        match self.profile.model(role) {
+            Some("") => {
+                return Err(format!("the profile says the target has no {role} model"));
+            }
+            Some(name) => return Ok(name.to_owned()),
+            None => {}
+        }
+        if target.family == Family::MindSpore {
+            return Ok(role.key());
+        }
+        let caps = self.capabilities(target).await;
+        if caps.serves(&role.key()) {
+            return Ok(role.key());
+        }
+        if let Role::Identity(dtype) = role
+            && let Some(m) = caps.identities(dtype).into_iter().next()
+        {
+            return Ok(m.name);
+        }
+        Err(format!(
+            "the target serves no {role} model (none named {role}{}); name one with --model {role}=NAME or in a profile",
+            if matches!(role, Role::Identity(_)) {
+                " and no identity-like model of that type"
+            } else {
+                ""
+            }
+        ))
+    }
+
+    /// The identity model for `dtype` and its inputs: from its metadata on
+    /// OIP targets, the suite's own signature (`x0` `[]` .. `x3` rank 3)
+    /// on MindSpore targets.
+    pub async fn identity(
+        &self,
+        target: &Target,
+        dtype: DataType,
+    ) -> Result<IdentityModel, String> {
+        let name = self.model(target, Role::Identity(dtype)).await?;
+        let caps = self.capabilities(target).await;
+        if target.family == Family::OpenInference
+            && let Some(meta) = caps.models.get(&name)
+        {
+            return caps.identity(&name).ok_or_else(|| {
+                format!("model {name} does not have an identity's signature: {meta:?}")
+            });
+        }
+        if dtype == DataType::String {
+            // MindSpore strings: one element per input (spec §2.4).
+            return Ok(IdentityModel {
+                name,
+                dtype,
+                pairs: vec![Pair {
+                    input: "x".into(),
+                    output: "y".into(),
+                    dims: vec![1],
+                }],
+                batched: false,
+            });
+        }
+        Ok(IdentityModel {
+            name,
+            dtype,
+            pairs: (0..4)
+                .map(|rank| Pair {
+                    input: format!("x{rank}"),
+                    output: format!("y{rank}"),
+                    dims: vec![-1; rank],
+                })
+                .collect(),
+            batched: false,
+        })
+    }
+
     /// A client builder for `target`: its protocol, the CA, a 60 s timeout
     /// and no retries (a check wants the first answer).
     pub fn builder(&self, target: &Target) -> serving_client::ClientBuilder {
@@ -157,29 +331,83 @@ impl Suite {
     }
 
     /// After a negative check: the server must still be live and answer
-    /// the `add` model correctly.
+    /// the `add` model correctly (where the target has no add model: live,
+    /// and its FP32 identity, if any, still an identity).
     pub async fn still_correct(&self, target: &Target) -> Result<(), String> {
         let client = self.client(target)?;
+        let add = match self.model(target, Role::Add).await {
+            Ok(add) => add,
+            Err(_) => return self.still_live(&client, target).await,
+        };
         let x1 = Tensor::from_vec(&[2, 2], vec![1f32, 2.0, 3.0, 4.0]).expect("4 values");
         let x2 = Tensor::from_vec(&[2, 2], vec![0.5f32; 4]).expect("4 values");
         let inputs = [("x1".to_string(), x1), ("x2".to_string(), x2)];
         let outputs =
-            match call::run(&client, target.family, "add", "add_common", &inputs, None).await {
+            match call::run(&client, target.family, &add, "add_common", &inputs, None).await {
                 Ok(outputs) => outputs,
-                Err(Failed::Call(e)) => return Err(format!("afterwards, add failed: {e}")),
+                Err(Failed::Call(e)) => return Err(format!("afterwards, {add} failed: {e}")),
                 Err(Failed::Instance(e)) => {
-                    return Err(format!("afterwards, add failed: {}", e.message));
+                    return Err(format!("afterwards, {add} failed: {}", e.message));
                 }
-                Err(Failed::NoResult) => return Err("afterwards, add returned no result".into()),
+                Err(Failed::NoResult) => {
+                    return Err(format!("afterwards, {add} returned no result"));
+                }
             };
         let y = call::output(outputs, "y")
-            .ok_or("afterwards, add returned no y")?
+            .ok_or_else(|| format!("afterwards, {add} returned no y"))?
             .to_f64_vec()
             .map_err(|e| e.to_string())?;
         if y != [1.5, 2.5, 3.5, 4.5] {
             return Err(format!(
-                "afterwards, add returned {y:?}, not [1.5, 2.5, 3.5, 4.5]"
+                "afterwards, {add} returned {y:?}, not [1.5, 2.5, 3.5, 4.5]"
             ));
+        }
+        Ok(())
+    }
+
+    /// The liveness probe of a target without an add model.
+    async fn still_live(&self, client: &Client, target: &Target) -> Result<(), String> {
+        match client.server_live().await {
+            Ok(true) => {}
+            other => return Err(format!("afterwards, the server is not live: {other:?}")),
+        }
+        let Ok(identity) = self.identity(target, DataType::Fp32).await else {
+            return Ok(());
+        };
+        let inputs: Vec<(String, Tensor)> = identity
+            .pairs
+            .iter()
+            .map(|p| {
+                let shape: Vec<i64> = p.dims.iter().map(|&d| if d < 0 { 2 } else { d }).collect();
+                let n = shape.iter().product::<i64>() as usize;
+                let values: Vec<f32> = (0..n).map(|i| i as f32 + 0.5).collect();
+                (
+                    p.input.clone(),
+                    Tensor::from_vec(&shape, values).expect("sized"),
+                )
+            })
+            .collect();
+        let outputs = call::run(
+            client,
+            target.family,
+            &identity.name,
+            "predict",
+            &inputs,
+            None,
+        )
+        .await
+        .map_err(|e| format!("afterwards, {} failed: {e:?}", identity.name))?;
+        for ((_, sent), pair) in inputs.iter().zip(&identity.pairs) {
+            let got = outputs
+                .iter()
+                .find(|(n, _)| *n == pair.output)
+                .map(|(_, t)| t);
+            if got != Some(sent) {
+                return Err(format!(
+                    "afterwards, {} returned {got:?} for {sent:?}",
+                    identity.name
+                ));
+            }
         }
         Ok(())
     }

@@ -21,7 +21,7 @@
 //! ```no_run
 //! # async fn demo() -> Result<(), String> {
 //! let suite = conformance::Suite::from_env(None, 8).await?;
-//! let report = conformance::run(&suite, None).await;
+//! let report = conformance::run(&suite, &[]).await;
 //! println!("{}", report.table());
 //! # Ok(())
 //! # }
@@ -31,8 +31,10 @@ pub mod call;
 pub mod check;
 pub mod checks;
 pub mod control;
+pub mod discovery;
 pub mod models;
 pub mod perf;
+pub mod profile;
 pub mod report;
 pub mod target;
 
@@ -40,7 +42,7 @@ use std::time::Instant;
 
 pub use check::{Check, Outcome, Suite};
 pub use report::{Report, Row};
-pub use target::{Environment, Family, Target, Transport};
+pub use target::{Environment, Family, Limits, Target, Transport};
 
 impl Suite {
     /// The suite the environment describes: `SERVING_TARGET` and friends,
@@ -70,34 +72,38 @@ impl Suite {
             None => None,
         };
         if !env.targets.is_empty() {
-            return Ok(Suite {
-                targets: env.targets,
-                max_msg_bytes: env.max_msg_mb << 20,
-                ca,
-                control: None,
-                cases,
-            });
+            let mut suite = Suite::new(env.targets, env.limits, cases);
+            suite.ca = ca;
+            return Ok(suite);
         }
         let (control, targets) = control::start_with(server_exe, max_msg_mb).await?;
-        Ok(Suite {
+        let mut suite = Suite::new(
             targets,
-            max_msg_bytes: u64::from(max_msg_mb) << 20,
-            ca,
-            control: Some(control),
+            target::Limits::all(u64::from(max_msg_mb) << 20),
             cases,
-        })
+        );
+        suite.ca = ca;
+        suite.control = Some(control);
+        Ok(suite)
     }
 }
 
-/// Runs every check whose name contains `filter` on every target of its
-/// family, printing a line per result to stderr as it goes.
-pub async fn run(suite: &Suite, filter: Option<&str>) -> Report {
-    let mut report = Report::default();
+/// Whether check `name` is selected by `filters`: every check when there
+/// are none, else those whose name contains one of them.
+pub fn selected(name: &str, filters: &[String]) -> bool {
+    filters.is_empty() || filters.iter().any(|f| name.contains(f.as_str()))
+}
+
+/// Runs every check selected by `filters` ([`selected`]) on every target
+/// of its family, printing a line per result to stderr as it goes.
+pub async fn run(suite: &Suite, filters: &[String]) -> Report {
+    let mut report = Report {
+        profile: suite.profile.describe(),
+        ..Report::default()
+    };
     for target in &suite.targets {
         for check in checks::all() {
-            if !check.families.contains(&target.family)
-                || filter.is_some_and(|f| !check.name.contains(f))
-            {
+            if !check.families.contains(&target.family) || !selected(check.name, filters) {
                 continue;
             }
             let started = Instant::now();
@@ -112,6 +118,7 @@ pub async fn run(suite: &Suite, filter: Option<&str>) -> Report {
             );
             report.rows.push(Row {
                 check: check.name.to_owned(),
+                rule: check.spec.to_owned(),
                 target: target.to_string(),
                 outcome,
                 duration,

@@ -28,9 +28,10 @@ enum Command {
     /// Runs the checks against SERVING_TARGET (or the reference server,
     /// started here) and prints a table; exits 1 if a check failed.
     Run {
-        /// Only checks whose name contains this.
-        #[arg(long)]
-        filter: Option<String>,
+        /// Only checks whose name contains one of these (repeat the flag
+        /// or separate them with commas: `--filter errors,health.server`).
+        #[arg(long, value_delimiter = ',')]
+        filter: Vec<String>,
         /// Random cases per round-trip property.
         #[arg(long, default_value_t = 16)]
         cases: u32,
@@ -40,6 +41,18 @@ enum Command {
         /// Also write the report as JUnit XML here.
         #[arg(long, value_name = "FILE")]
         junit: Option<PathBuf>,
+        /// A target profile (TOML): which models play the suite's roles,
+        /// the limits per transport (docs/conformance.md).
+        #[arg(long, value_name = "FILE")]
+        profile: Option<PathBuf>,
+        /// ROLE=NAME: the target's model for a role (after the profile;
+        /// repeatable). An empty NAME: the target has none.
+        #[arg(long = "model", value_name = "ROLE=NAME")]
+        models: Vec<String>,
+        /// TRANSPORT=MB or TRANSPORT=none (grpc, http): a message limit
+        /// (after the profile and the environment; repeatable).
+        #[arg(long = "limit", value_name = "TRANSPORT=MB")]
+        limits: Vec<String>,
     },
     /// Writes the conformance model set as a repository for a server.
     Models {
@@ -142,8 +155,18 @@ async fn main() -> ExitCode {
             cases,
             json,
             junit,
+            profile,
+            models,
+            limits,
         } => {
-            let suite =
+            let profile = match read_profile(profile.as_deref(), &models, &limits) {
+                Ok(p) => p,
+                Err(e) => {
+                    eprintln!("conformance: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            let mut suite =
                 match conformance::Suite::from_env(std::env::current_exe().ok(), cases).await {
                     Ok(s) => s,
                     Err(e) => {
@@ -151,7 +174,9 @@ async fn main() -> ExitCode {
                         return ExitCode::FAILURE;
                     }
                 };
-            let report = conformance::run(&suite, filter.as_deref()).await;
+            suite.limits = profile.limits(suite.limits);
+            suite.profile = profile;
+            let report = conformance::run(&suite, &filter).await;
             print!("{}", report.table());
             for (path, text) in [
                 (
@@ -177,6 +202,25 @@ async fn main() -> ExitCode {
             }
         }
     }
+}
+
+/// The profile of `--profile`, then the `--model` and `--limit` flags.
+fn read_profile(
+    file: Option<&std::path::Path>,
+    models: &[String],
+    limits: &[String],
+) -> Result<conformance::profile::Profile, String> {
+    let mut profile = match file {
+        Some(path) => conformance::profile::Profile::load(path)?,
+        None => conformance::profile::Profile::default(),
+    };
+    for m in models {
+        profile.set_model_flag(m)?;
+    }
+    for l in limits {
+        profile.set_limit_flag(l)?;
+    }
+    Ok(profile)
 }
 
 async fn perf(

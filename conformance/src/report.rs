@@ -10,6 +10,8 @@ use crate::check::Outcome;
 pub struct Row {
     /// The check's name.
     pub check: String,
+    /// The rule it enforces and the document it comes from.
+    pub rule: String,
     /// The target, as `SERVING_TARGET` writes it.
     pub target: String,
     /// What happened.
@@ -23,6 +25,22 @@ pub struct Row {
 pub struct Report {
     /// The rows, in run order.
     pub rows: Vec<Row>,
+    /// The target profile the run used (its file, or how it was given),
+    /// carried into the JSON and JUnit reports.
+    pub profile: Option<String>,
+}
+
+/// How many rows of each outcome a report has.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counts {
+    /// Passed.
+    pub passed: usize,
+    /// Passed with a warning (a "should" or "may" not kept).
+    pub warnings: usize,
+    /// Failed.
+    pub failed: usize,
+    /// Not applicable.
+    pub not_applicable: usize,
 }
 
 impl Report {
@@ -33,15 +51,20 @@ impl Report {
             .filter(|r| matches!(r.outcome, Outcome::Fail(_)))
     }
 
-    /// (pass, fail, not applicable).
-    pub fn counts(&self) -> (usize, usize, usize) {
+    /// How many rows of each outcome.
+    pub fn counts(&self) -> Counts {
         let count = |label| {
             self.rows
                 .iter()
                 .filter(|r| r.outcome.label() == label)
                 .count()
         };
-        (count("pass"), count("fail"), count("n/a"))
+        Counts {
+            passed: count("pass"),
+            warnings: count("warn"),
+            failed: count("fail"),
+            not_applicable: count("n/a"),
+        }
     }
 
     /// A plain-text table.
@@ -73,20 +96,30 @@ impl Report {
                 detail
             );
         }
-        let (p, f, n) = self.counts();
-        let _ = writeln!(out, "\n{p} passed, {f} failed, {n} not applicable");
+        let c = self.counts();
+        let _ = writeln!(
+            out,
+            "\n{} passed, {} warnings, {} failed, {} not applicable",
+            c.passed, c.warnings, c.failed, c.not_applicable
+        );
+        if let Some(profile) = &self.profile {
+            let _ = writeln!(out, "profile: {profile}");
+        }
         out
     }
 
     /// The report as JSON.
     pub fn json(&self) -> serde_json::Value {
-        let (p, f, n) = self.counts();
+        let c = self.counts();
         serde_json::json!({
-            "passed": p,
-            "failed": f,
-            "not_applicable": n,
+            "passed": c.passed,
+            "warnings": c.warnings,
+            "failed": c.failed,
+            "not_applicable": c.not_applicable,
+            "profile": self.profile,
             "results": self.rows.iter().map(|r| serde_json::json!({
                 "check": r.check,
+                "rule": r.rule,
                 "target": r.target,
                 "outcome": r.outcome.label(),
                 "detail": r.outcome.detail(),
@@ -100,13 +133,21 @@ impl Report {
     pub fn junit(&self) -> String {
         let mut targets: Vec<&str> = self.rows.iter().map(|r| r.target.as_str()).collect();
         targets.dedup();
-        let (_, f, n) = self.counts();
+        let c = self.counts();
+        let (f, n) = (c.failed, c.not_applicable);
         let mut out = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
         let _ = writeln!(
             out,
             "<testsuites name=\"conformance\" tests=\"{}\" failures=\"{f}\" skipped=\"{n}\">",
             self.rows.len()
         );
+        if let Some(profile) = &self.profile {
+            let _ = writeln!(
+                out,
+                "  <properties><property name=\"profile\" value=\"{}\"/></properties>",
+                xml(profile)
+            );
+        }
         for t in targets {
             let rows: Vec<&Row> = self.rows.iter().filter(|r| r.target == t).collect();
             let fails = rows.iter().filter(|r| r.outcome.label() == "fail").count();
@@ -127,6 +168,14 @@ impl Report {
                 );
                 match &r.outcome {
                     Outcome::Pass(_) => out.push_str("/>\n"),
+                    // A warning passes; its text goes to the test's output.
+                    Outcome::Warn(d) => {
+                        let _ = writeln!(
+                            out,
+                            ">\n      <system-out>warning: {}</system-out>\n    </testcase>",
+                            xml(d)
+                        );
+                    }
                     Outcome::Fail(d) => {
                         let _ = writeln!(
                             out,
@@ -174,25 +223,53 @@ mod tests {
             rows: vec![
                 Row {
                     check: "a.b".into(),
+                    rule: "spec §1".into(),
                     target: "oip+grpc://h:1".into(),
                     outcome: Outcome::Pass("ok".into()),
                     duration: Duration::from_millis(3),
                 },
                 Row {
                     check: "a.c".into(),
+                    rule: "spec §2".into(),
                     target: "oip+grpc://h:1".into(),
                     outcome: Outcome::Fail("<got> & \"x\"".into()),
                     duration: Duration::ZERO,
                 },
                 Row {
                     check: "a.d".into(),
+                    rule: "spec §3".into(),
                     target: "ms+http://h:2".into(),
                     outcome: Outcome::NotApplicable("no".into()),
                     duration: Duration::ZERO,
                 },
+                Row {
+                    check: "a.e".into(),
+                    rule: "spec §4 (should)".into(),
+                    target: "ms+http://h:2".into(),
+                    outcome: Outcome::Warn("kept the must, not the should".into()),
+                    duration: Duration::ZERO,
+                },
             ],
+            profile: Some("kserve.toml".into()),
         };
-        assert_eq!(report.counts(), (1, 1, 1));
+        assert_eq!(
+            report.counts(),
+            Counts {
+                passed: 1,
+                warnings: 1,
+                failed: 1,
+                not_applicable: 1
+            }
+        );
+        assert!(
+            report
+                .junit()
+                .contains("<system-out>warning: kept the must, not the should</system-out>")
+        );
+        assert!(report.junit().contains("value=\"kserve.toml\""));
+        assert_eq!(report.json()["warnings"], 1);
+        assert_eq!(report.json()["profile"], "kserve.toml");
+        assert_eq!(report.json()["results"][0]["rule"], "spec §1");
         let junit = report.junit();
         assert!(
             junit.contains("<failure message=\"&lt;got&gt; &amp; &quot;x&quot;\"/>"),
@@ -203,7 +280,7 @@ mod tests {
         assert!(
             report
                 .table()
-                .contains("1 passed, 1 failed, 1 not applicable")
+                .contains("1 passed, 1 warnings, 1 failed, 1 not applicable")
         );
     }
 }

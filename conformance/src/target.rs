@@ -98,8 +98,8 @@ pub enum TargetError {
         "SERVING_TARGET entry '{0}' is not <family>+<transport>://host:port with family ms or oip and transport grpc, grpcs, http or https (example: oip+grpc://127.0.0.1:8001)"
     )]
     Entry(String),
-    /// A variable that is not a number.
-    #[error("{name}='{value}' is not a positive number of MiB")]
+    /// A limit that is not a number or `none`.
+    #[error("{name}='{value}' is not a positive number of MiB or 'none'")]
     Number {
         /// The variable.
         name: &'static str,
@@ -143,41 +143,97 @@ pub fn parse(list: &str) -> Result<Vec<Target>, TargetError> {
         .collect()
 }
 
+/// The message limits a suite checks, in bytes, per transport and family;
+/// `None` where the target declares none (the limit checks are then n/a).
+///
+/// MindSpore Serving has one limit for both transports (§9); the Open
+/// Inference Protocol names none for REST, so an OIP REST limit is checked
+/// only where one is declared.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Limits {
+    /// gRPC, both families.
+    pub grpc: Option<u64>,
+    /// MindSpore REST.
+    pub ms_http: Option<u64>,
+    /// OIP REST.
+    pub oip_http: Option<u64>,
+}
+
+impl Limits {
+    /// The same limit everywhere (the reference server's).
+    pub fn all(bytes: u64) -> Limits {
+        Limits {
+            grpc: Some(bytes),
+            ms_http: Some(bytes),
+            oip_http: Some(bytes),
+        }
+    }
+
+    /// The limit of `target`, if it declares one.
+    pub fn of(&self, target: &Target) -> Option<u64> {
+        match (target.transport, target.family) {
+            (Transport::Grpc, _) => self.grpc,
+            (Transport::Http, Family::MindSpore) => self.ms_http,
+            (Transport::Http, Family::OpenInference) => self.oip_http,
+        }
+    }
+}
+
+/// A limit as the environment or a profile writes it: a positive number
+/// of MiB, or `none`.
+pub fn parse_limit_mb(name: &'static str, value: &str) -> Result<Option<u64>, TargetError> {
+    let v = value.trim();
+    if v.eq_ignore_ascii_case("none") {
+        return Ok(None);
+    }
+    v.parse::<u64>()
+        .ok()
+        .filter(|&n| n > 0)
+        .map(|mb| Some(mb << 20))
+        .ok_or(TargetError::Number {
+            name,
+            value: value.to_owned(),
+        })
+}
+
 /// What the environment says about the servers to check.
 #[derive(Clone, Debug, Default)]
 pub struct Environment {
     /// `SERVING_TARGET`, parsed; empty: start the reference server.
     pub targets: Vec<Target>,
-    /// `SERVING_TARGET_MAX_MSG_MB` (default 100).
-    pub max_msg_mb: u64,
+    /// The limits: `SERVING_TARGET_MAX_MSG_MB` (gRPC and MindSpore REST,
+    /// default 100), `SERVING_TARGET_MAX_MSG_MB_GRPC` and
+    /// `SERVING_TARGET_MAX_MSG_MB_HTTP` (both REST families), each a
+    /// number of MiB or `none`.
+    pub limits: Limits,
     /// `SERVING_TARGET_CA`: a PEM CA for `grpcs`/`https` targets.
     pub ca: Option<PathBuf>,
 }
 
 impl Environment {
-    /// Reads `SERVING_TARGET`, `SERVING_TARGET_MAX_MSG_MB` and
-    /// `SERVING_TARGET_CA`.
+    /// Reads `SERVING_TARGET`, the limits and `SERVING_TARGET_CA`.
     pub fn from_env() -> Result<Environment, TargetError> {
         let targets = match std::env::var("SERVING_TARGET") {
             Ok(v) if !v.trim().is_empty() => parse(&v)?,
             _ => Vec::new(),
         };
-        let max_msg_mb = match std::env::var("SERVING_TARGET_MAX_MSG_MB") {
-            Ok(v) => v
-                .trim()
-                .parse()
-                .ok()
-                .filter(|&n: &u64| n > 0)
-                .ok_or(TargetError::Number {
-                    name: "SERVING_TARGET_MAX_MSG_MB",
-                    value: v,
-                })?,
-            Err(_) => 100,
+        let var = |name: &'static str| -> Result<Option<Option<u64>>, TargetError> {
+            match std::env::var(name) {
+                Ok(v) => parse_limit_mb(name, &v).map(Some),
+                Err(_) => Ok(None),
+            }
+        };
+        let both = var("SERVING_TARGET_MAX_MSG_MB")?.unwrap_or(Some(100 << 20));
+        let http = var("SERVING_TARGET_MAX_MSG_MB_HTTP")?;
+        let limits = Limits {
+            grpc: var("SERVING_TARGET_MAX_MSG_MB_GRPC")?.unwrap_or(both),
+            ms_http: http.unwrap_or(both),
+            oip_http: http.flatten(),
         };
         let ca = std::env::var_os("SERVING_TARGET_CA").map(PathBuf::from);
         Ok(Environment {
             targets,
-            max_msg_mb,
+            limits,
             ca,
         })
     }
@@ -201,6 +257,17 @@ mod tests {
         );
         assert_eq!(t[1].url(), "https://h:1500");
         assert_eq!(t[1].to_string(), "ms+https://h:1500");
+        assert_eq!(parse_limit_mb("X", "4").unwrap(), Some(4 << 20));
+        assert_eq!(parse_limit_mb("X", "None").unwrap(), None);
+        assert!(parse_limit_mb("X", "0").is_err());
+        assert!(parse_limit_mb("X", "4MB").is_err());
+        let limits = Limits {
+            grpc: Some(1),
+            ms_http: Some(2),
+            oip_http: None,
+        };
+        assert_eq!(limits.of(&t[0]), Some(1));
+        assert_eq!(limits.of(&t[1]), Some(2));
         for bad in [
             "grpc://h:1",
             "x+grpc://h:1",

@@ -24,25 +24,24 @@ async fn check(repo: &std::path::Path) {
         tls: false,
         authority: authority.to_string(),
     };
-    let suite = Suite {
-        targets: vec![
+    let suite = Suite::new(
+        vec![
             target(Transport::Grpc, running.grpc_address),
             target(Transport::Http, running.rest_address),
         ],
-        max_msg_bytes: u64::from(conformance::control::MAX_MSG_MB) << 20,
-        ca: None,
-        control: None,
-        cases: 8,
-    };
-    let report = conformance::run(&suite, None).await;
+        conformance::Limits::all(u64::from(conformance::control::MAX_MSG_MB) << 20),
+        8,
+    );
+    let report = conformance::run(&suite, &[]).await;
     println!("{}", report.table());
     let failures: Vec<String> = report
         .failures()
         .map(|r| format!("{} on {}: {}", r.check, r.target, r.outcome.detail()))
         .collect();
     assert!(failures.is_empty(), "{}", failures.join("\n"));
-    let (passed, _, _) = report.counts();
-    assert!(passed >= 20, "{}", report.table());
+    let counts = report.counts();
+    assert!(counts.passed >= 20, "{}", report.table());
+    assert_eq!(counts.warnings, 0, "{}", report.table());
     running.shutdown().await;
 }
 

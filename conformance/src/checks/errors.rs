@@ -8,7 +8,8 @@ use serving_proto::pb::inference::{
 };
 use serving_proto::pb::mindspore::ms_service_client::MsServiceClient;
 
-use crate::check::{Check, MS, OIP, Outcome, Suite, describe};
+use crate::check::{Cases, Check, MS, OIP, Outcome, Suite, describe};
+use crate::profile::Role;
 use crate::target::{Target, Transport};
 
 fn square(v: f32) -> Tensor {
@@ -358,19 +359,20 @@ async fn rest_table(
 /// One OIP negative case: a name and the request.
 struct OipCase {
     name: &'static str,
-    model: &'static str,
+    model: String,
     version: &'static str,
     inputs: Vec<(&'static str, &'static str, Vec<i64>, Vec<f32>)>,
 }
 
-fn oip_cases() -> Vec<OipCase> {
+/// The cases, on the target's add model `add`.
+fn oip_cases(add: &str) -> Vec<OipCase> {
     let input =
         |name, datatype, shape: &[i64], values: Vec<f32>| (name, datatype, shape.to_vec(), values);
     let x1 = input("x1", "FP32", &[2, 2], vec![1.0; 4]);
     let x2 = input("x2", "FP32", &[2, 2], vec![1.0; 4]);
-    let case = |name, model, version, inputs| OipCase {
+    let case = |name, model: &str, version, inputs| OipCase {
         name,
-        model,
+        model: model.to_owned(),
         version,
         inputs,
     };
@@ -381,11 +383,11 @@ fn oip_cases() -> Vec<OipCase> {
             "",
             vec![x1.clone(), x2.clone()],
         ),
-        case("unknown version", "add", "99", vec![x1.clone(), x2.clone()]),
-        case("missing input", "add", "", vec![x1.clone()]),
+        case("unknown version", add, "99", vec![x1.clone(), x2.clone()]),
+        case("missing input", add, "", vec![x1.clone()]),
         case(
             "unknown input",
-            "add",
+            add,
             "",
             vec![
                 x1.clone(),
@@ -395,19 +397,19 @@ fn oip_cases() -> Vec<OipCase> {
         ),
         case(
             "wrong datatype",
-            "add",
+            add,
             "",
             vec![input("x1", "INT32", &[2, 2], vec![1.0; 4]), x2.clone()],
         ),
         case(
             "wrong shape",
-            "add",
+            add,
             "",
             vec![input("x1", "FP32", &[4, 1], vec![1.0; 4]), x2.clone()],
         ),
         case(
             "wrong data size",
-            "add",
+            add,
             "",
             vec![input("x1", "FP32", &[2, 2], vec![1.0; 3]), x2],
         ),
@@ -415,24 +417,34 @@ fn oip_cases() -> Vec<OipCase> {
 }
 
 async fn oip_classes(suite: &Suite, target: &Target) -> Outcome {
+    // Every case runs, and each failing one is reported: a wrong class
+    // after an earlier failure is not hidden behind it.
+    let add = match suite.model(target, Role::Add).await {
+        Ok(add) => add,
+        Err(why) => return Outcome::NotApplicable(why),
+    };
+    let mut cases = Cases::default();
     let mut seen = Vec::new();
-    for case in oip_cases() {
+    for case in oip_cases(&add) {
         let result = match target.transport {
             Transport::Grpc => grpc_class(suite, target, add_request(&case)).await,
             Transport::Http => oip_rest_case(suite, target, &case).await,
         };
         match result {
-            Ok(class) => seen.push(format!("{}: {class}", case.name)),
-            Err(e) => return Outcome::Fail(format!("{}: {e}", case.name)),
+            Ok(class) => {
+                seen.push(format!("{}: {class}", case.name));
+                cases.pass();
+            }
+            Err(e) => cases.fail(format!("{}: {e}", case.name)),
         }
         if let Err(e) = suite.still_correct(target).await {
-            return Outcome::Fail(format!("after {}: {e}", case.name));
+            cases.fail(format!("after {}: {e}", case.name));
         }
     }
     // A malformed message of the transport.
     let malformed = match target.transport {
         Transport::Http => {
-            let url = format!("{}/v2/models/add/infer", target.http_base());
+            let url = format!("{}/v2/models/{add}/infer", target.http_base());
             match suite.http() {
                 Ok(h) => match h
                     .post(url)
@@ -449,8 +461,8 @@ async fn oip_classes(suite: &Suite, target: &Target) -> Outcome {
         }
         Transport::Grpc => {
             // Typed and raw contents in one request.
-            let mut req = add_request(&oip_cases()[0]);
-            req.model_name = "add".into();
+            let mut req = add_request(&oip_cases(&add)[0]);
+            req.model_name = add.clone();
             req.inputs[0].contents = Some(oip_pb::InferTensorContents {
                 fp32_contents: vec![1.0; 4],
                 ..Default::default()
@@ -459,15 +471,21 @@ async fn oip_classes(suite: &Suite, target: &Target) -> Outcome {
         }
     };
     match malformed {
-        Ok(class) => seen.push(format!("malformed: {class}")),
-        Err(e) => return Outcome::Fail(format!("malformed: {e}")),
+        Ok(class) => {
+            seen.push(format!("malformed: {class}"));
+            cases.pass();
+        }
+        Err(e) => cases.fail(format!("malformed: {e}")),
+    }
+    if !cases.all_passed() {
+        return cases.outcome("");
     }
     after(suite, target, Ok(seen.join("; "))).await
 }
 
 fn add_request(case: &OipCase) -> oip_pb::ModelInferRequest {
     oip_pb::ModelInferRequest {
-        model_name: case.model.into(),
+        model_name: case.model.clone(),
         model_version: case.version.into(),
         inputs: case
             .inputs

@@ -1,7 +1,8 @@
 //! Health and metadata (Open Inference Protocol).
 
-use crate::check::{Check, OIP, Outcome, Suite, describe};
-use crate::models::{identity_name, model_set};
+use crate::check::{Cases, Check, OIP, Outcome, Suite, describe};
+use crate::models::model_set;
+use crate::profile::Role;
 use crate::target::Target;
 
 pub(crate) fn checks() -> Vec<Check> {
@@ -16,7 +17,7 @@ pub(crate) fn checks() -> Vec<Check> {
         Check {
             name: "health.model_ready",
             families: OIP,
-            summary: "every model of the set is ready; version 1 of add is ready; an unknown model is not (false, or a 4xx / NOT_FOUND)",
+            summary: "every model of the set that the server serves is ready (each failing model listed; models it does not serve named); the first version add's metadata names is ready; an unknown model is not (false, or a 4xx / NOT_FOUND)",
             spec: "open-inference-protocol.md §1.1 (model ready), §1.2 (ModelReady)",
             run: |s, t| Box::pin(model_ready(s, t)),
         },
@@ -46,30 +47,82 @@ async fn model_ready(suite: &Suite, target: &Target) -> Outcome {
         Ok(c) => c,
         Err(e) => return Outcome::Fail(e),
     };
-    let set = model_set();
-    let mut not_ready = Vec::new();
-    for m in &set {
-        match client.model_ready(&m.name, None).await {
-            Ok(true) => {}
-            Ok(false) => not_ready.push(format!("{}: false", m.name)),
-            Err(e) => not_ready.push(format!("{}: {}", m.name, describe(&e))),
+    // Every model of the set that the server serves must be ready; one it
+    // does not serve (no metadata either) is left out and named. Each
+    // failing model is listed.
+    // The models of every role, as the target names them (its own or
+    // the profile's); those it does not serve are named, not failed.
+    let mut names = Vec::new();
+    let mut absent = Vec::new();
+    for role in Role::all() {
+        match suite.model(target, role).await {
+            Ok(name) if !names.contains(&name) => names.push(name),
+            Ok(_) => {}
+            Err(_) => absent.push(role.key()),
         }
     }
-    if !not_ready.is_empty() {
-        return Outcome::Fail(format!("not ready: {}", not_ready.join("; ")));
+    let mut cases = Cases::default();
+    for name in &names {
+        match client.model_ready(name, None).await {
+            Ok(true) => cases.pass(),
+            Ok(false) => cases.fail(format!("{name}: ready is false")),
+            Err(e) => cases.fail(format!("{name}: {}", describe(&e))),
+        }
     }
-    match client.model_ready("add", Some("1")).await {
-        Ok(true) => {}
-        other => return Outcome::Fail(format!("add version 1 not ready: {other:?}")),
+    if cases.ran == 0 {
+        return Outcome::NotApplicable(format!(
+            "the server serves none of the conformance models ({} absent); load them with `conformance models`",
+            absent.len()
+        ));
+    }
+    // A version the server names in the metadata (KServe names none: the
+    // version check does not apply there).
+    let mut versions_note = String::new();
+    let first = names.first().cloned().unwrap_or_default();
+    match client.model_metadata(&first, None).await {
+        Ok(meta) => match meta.versions.first() {
+            Some(v) => match client.model_ready(&first, Some(v)).await {
+                Ok(true) => cases.pass(),
+                other => cases.fail(format!(
+                    "{first} version {v}, named in its metadata, is not ready: {other:?}"
+                )),
+            },
+            None => {
+                versions_note = format!("; {first} names no versions, so no version was checked")
+            }
+        },
+        Err(e) => cases.fail(format!("{first}: metadata: {}", describe(&e))),
     }
     match client.model_ready("no_such_model", None).await {
         Ok(false)
         | Err(
             serving_client::Error::NotFound { .. } | serving_client::Error::InvalidArgument { .. },
-        ) => {}
-        other => return Outcome::Fail(format!("an unknown model: {other:?}")),
+        ) => cases.pass(),
+        other => cases.fail(format!("an unknown model: {other:?}")),
     }
-    Outcome::Pass(format!("{} models ready, an unknown one not", set.len()))
+    let absent_note = if absent.is_empty() {
+        String::new()
+    } else {
+        format!("; not served here: {}", absent.join(", "))
+    };
+    let ready = names.len();
+    // A model of the set that the repository holds but could not load is
+    // the server's limit, not a protocol failure: a warning, with why.
+    let caps = suite.capabilities(target).await;
+    let unloadable: Vec<String> = absent
+        .iter()
+        .filter_map(|name| caps.unavailable(name))
+        .map(|m| format!("{} is {} ({})", m.name, m.state, m.reason))
+        .collect();
+    match cases.outcome(format!(
+        "{ready} models ready, an unknown one not{versions_note}{absent_note}"
+    )) {
+        Outcome::Pass(text) if !unloadable.is_empty() => Outcome::Warn(format!(
+            "{text}; in the repository but not loaded: {}",
+            unloadable.join("; ")
+        )),
+        other => other,
+    }
 }
 
 async fn metadata(suite: &Suite, target: &Target) -> Outcome {
@@ -86,18 +139,34 @@ async fn metadata(suite: &Suite, target: &Target) -> Outcome {
             "server metadata without a name or version: {server:?}"
         ));
     }
-    let fp16 = identity_name(serving_proto::DataType::Fp16);
-    for m in model_set()
-        .into_iter()
-        .filter(|m| ["add", "multi_output", fp16.as_str()].contains(&m.name.as_str()))
-    {
-        let meta = match client.model_metadata(&m.name, None).await {
-            Ok(meta) => meta,
-            Err(e) => return Outcome::Fail(format!("{}: {}", m.name, describe(&e))),
+    // The suite's own models are compared with the signatures it wrote;
+    // another model playing a role, with what the role needs.
+    let set = model_set();
+    let mut checked = Vec::new();
+    for role in [
+        Role::Add,
+        Role::MultiOutput,
+        Role::Identity(serving_proto::DataType::Fp16),
+    ] {
+        let Ok(name) = suite.model(target, role).await else {
+            continue;
         };
-        if meta.name != m.name {
-            return Outcome::Fail(format!("metadata of {} names {}", m.name, meta.name));
+        let meta = match client.model_metadata(&name, None).await {
+            Ok(meta) => meta,
+            Err(e) => return Outcome::Fail(format!("{name}: {}", describe(&e))),
+        };
+        if meta.name != name {
+            return Outcome::Fail(format!("metadata of {name} names {}", meta.name));
         }
+        checked.push(name.clone());
+        let Some(m) = set.iter().find(|m| m.name == name) else {
+            if let Role::Identity(_) = role
+                && crate::discovery::IdentityModel::of(&meta).is_none()
+            {
+                return Outcome::Fail(format!("{name} is not an identity: {meta:?}"));
+            }
+            continue;
+        };
         for (what, want, got) in [
             ("input", &m.inputs, &meta.inputs),
             ("output", &m.outputs, &meta.outputs),
@@ -118,8 +187,16 @@ async fn metadata(suite: &Suite, target: &Target) -> Outcome {
             }
         }
     }
+    if checked.is_empty() {
+        return Outcome::Pass(format!(
+            "server {} {}; none of add, multi_output, identity_fp16 is served, so no model signature was checked",
+            server.name, server.version
+        ));
+    }
     Outcome::Pass(format!(
-        "server {} {}; model signatures as declared",
-        server.name, server.version
+        "server {} {}; signatures of {} as declared",
+        server.name,
+        server.version,
+        checked.join(", ")
     ))
 }

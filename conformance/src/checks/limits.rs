@@ -14,6 +14,7 @@ use serving_proto::pb::mindspore::ms_service_client::MsServiceClient;
 use serving_proto::{DataType, NamedTensors};
 
 use crate::check::{BOTH, Check, Outcome, Suite, describe};
+use crate::profile::Role;
 use crate::target::{Family, Target, Transport};
 
 pub(crate) fn checks() -> Vec<Check> {
@@ -22,7 +23,7 @@ pub(crate) fn checks() -> Vec<Check> {
             name: "limits.boundary",
             families: BOTH,
             summary: "size_probe requests of exactly limit-1, limit and limit+1 bytes (gRPC: the protobuf message; REST: the body): the first two succeed and return the length, the third gets the size error (MindSpore gRPC: RESOURCE_EXHAUSTED `Received message larger than max (<size> vs. <limit>)`; MindSpore REST: `http message is bigger than <limit>`; OIP: RESOURCE_EXHAUSTED, or a 4xx with an error body)",
-            spec: "mindspore-serving.md §2.8, §3.2, §9 (max_msg_mb_size, strictly greater); gRPC max receive message size",
+            spec: "mindspore-serving.md §2.8, §3.2, §9 (max_msg_mb_size, strictly greater); gRPC max receive message size; OIP REST: only a declared limit",
             run: |s, t| Box::pin(boundary(s, t)),
         },
         Check {
@@ -44,14 +45,27 @@ enum Answer {
 }
 
 async fn boundary(suite: &Suite, target: &Target) -> Outcome {
-    let limit = suite.max_msg_bytes;
+    let Some(limit) = suite.limits.of(target) else {
+        return Outcome::NotApplicable(match (target.family, target.transport) {
+            (Family::OpenInference, Transport::Http) => "the Open Inference Protocol names no REST body limit, and none is declared for this target (SERVING_TARGET_MAX_MSG_MB_HTTP or the profile's limits.http)".into(),
+            _ => "no message limit is declared for this transport (SERVING_TARGET_MAX_MSG_MB, the profile's limits)".into(),
+        });
+    };
+    let probe_model = match suite.model(target, Role::SizeProbe).await {
+        Ok(m) => m,
+        Err(why) => return Outcome::NotApplicable(why),
+    };
     let mut lines = Vec::new();
     for size in [limit - 1, limit, limit + 1] {
         let answer = match (target.family, target.transport) {
             (Family::MindSpore, Transport::Grpc) => ms_grpc(suite, target, size).await,
             (Family::MindSpore, Transport::Http) => ms_rest(suite, target, size).await,
-            (Family::OpenInference, Transport::Grpc) => oip_grpc(suite, target, size).await,
-            (Family::OpenInference, Transport::Http) => oip_rest(suite, target, size).await,
+            (Family::OpenInference, Transport::Grpc) => {
+                oip_grpc(suite, target, &probe_model, size).await
+            }
+            (Family::OpenInference, Transport::Http) => {
+                oip_rest(suite, target, &probe_model, size).await
+            }
         };
         let (answer, payload) = match answer {
             Ok(a) => a,
@@ -226,9 +240,9 @@ async fn ms_rest(suite: &Suite, target: &Target, size: u64) -> Result<(Answer, u
     })
 }
 
-fn oip_request(zeros: &bytes::Bytes, n: u64, id: &str) -> oip_pb::ModelInferRequest {
+fn oip_request(model: &str, zeros: &bytes::Bytes, n: u64, id: &str) -> oip_pb::ModelInferRequest {
     oip_pb::ModelInferRequest {
-        model_name: "size_probe".into(),
+        model_name: model.into(),
         id: id.to_owned(),
         inputs: vec![oip_pb::model_infer_request::InferInputTensor {
             name: "x".into(),
@@ -241,8 +255,14 @@ fn oip_request(zeros: &bytes::Bytes, n: u64, id: &str) -> oip_pb::ModelInferRequ
     }
 }
 
-async fn oip_grpc(suite: &Suite, target: &Target, size: u64) -> Result<(Answer, u64), String> {
+async fn oip_grpc(
+    suite: &Suite,
+    target: &Target,
+    model: &str,
+    size: u64,
+) -> Result<(Answer, u64), String> {
     let zeros = bytes::Bytes::from(vec![0u8; size as usize]);
+    let oip_request = |zeros: &bytes::Bytes, n: u64, id: &str| oip_request(model, zeros, n, id);
     let n = fit(size, |n| oip_request(&zeros, n, "").encoded_len() as u64);
     let mut request = oip_request(&zeros, n, "");
     // Pad to the exact size with the id (a string field: 2 bytes + its length).
@@ -290,14 +310,19 @@ fn oip_body(n: u64) -> String {
     )
 }
 
-async fn oip_rest(suite: &Suite, target: &Target, size: u64) -> Result<(Answer, u64), String> {
+async fn oip_rest(
+    suite: &Suite,
+    target: &Target,
+    model: &str,
+    size: u64,
+) -> Result<(Answer, u64), String> {
     let len = |n: u64| {
         oip_body(0).len() as u64 + n.to_string().len() as u64 - 1
             + if n == 0 { 0 } else { 2 * n - 1 }
     };
     let n = fit(size, len);
     let body = padded(oip_body(n), size)?;
-    let url = format!("{}/v2/models/size_probe/infer", target.http_base());
+    let url = format!("{}/v2/models/{model}/infer", target.http_base());
     let reply = suite
         .http()?
         .post(url)

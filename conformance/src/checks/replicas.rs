@@ -7,10 +7,10 @@ use std::time::Duration;
 use serving_client::Client;
 use serving_proto::DataType;
 
-use super::values::{Carrier, compare, draw, runner, shape, tensor};
+use super::values::{Carrier, compare, identity_inputs, runner};
 use crate::call::{self, Failed};
 use crate::check::{BOTH, Check, Outcome, Suite, describe};
-use crate::models::identity_feed_with;
+use crate::discovery::IdentityModel;
 use crate::target::{Family, Target, Transport};
 
 pub(crate) fn checks() -> Vec<Check> {
@@ -42,37 +42,33 @@ pub(crate) fn checks() -> Vec<Check> {
 async fn one_client(
     client: Client,
     family: Family,
+    identity: Arc<IdentityModel>,
     carrier: Carrier,
     requests: usize,
     done: Arc<AtomicUsize>,
 ) -> Result<(), String> {
     let mut runner = runner();
-    let scalar = call::scalar_shape(&client, family, "identity_fp32").await;
+    let model = &identity.name;
     for i in 0..requests {
-        let s = draw(&mut runner, &shape(1, carrier));
-        let x = draw(&mut runner, &tensor(DataType::Fp32, s, carrier));
-        let inputs = identity_feed_with(x.clone(), &scalar);
-        let y = match call::run(
-            &client,
-            family,
-            "identity_fp32",
-            "predict",
-            &inputs,
-            Some("y1"),
-        )
-        .await
-        {
-            Ok(outputs) => call::output(outputs, "y1").ok_or("no y1")?,
+        let inputs = identity_inputs(&identity, &mut runner, carrier);
+        let outputs = match call::run(&client, family, model, "predict", &inputs, None).await {
+            Ok(outputs) => outputs,
             Err(Failed::Call(e)) => {
                 return Err(match family {
                     Family::MindSpore => format!("request {i}: {}", describe(&e)),
-                    Family::OpenInference => format!("request {i} ({x:?}): {}", describe(&e)),
+                    Family::OpenInference => {
+                        format!("request {i} ({:?}): {}", inputs[0].1, describe(&e))
+                    }
                 });
             }
             Err(Failed::NoResult) => return Err("no result".into()),
             Err(Failed::Instance(e)) => return Err(format!("request {i}: {}", e.message)),
         };
-        compare(&x, &y, carrier).map_err(|e| format!("request {i}: {e}"))?;
+        for ((name, x), pair) in inputs.iter().zip(&identity.pairs) {
+            let y = call::output(outputs.clone(), &pair.output)
+                .ok_or_else(|| format!("request {i}: no {}", pair.output))?;
+            compare(x, &y, carrier).map_err(|e| format!("request {i}, {name}: {e}"))?;
+        }
         done.fetch_add(1, Ordering::SeqCst);
     }
     Ok(())
@@ -83,9 +79,13 @@ async fn concurrent(suite: &Suite, target: &Target) -> Outcome {
         Ok(c) => c,
         Err(e) => return Outcome::Fail(e),
     };
+    let identity = match suite.identity(target, DataType::Fp32).await {
+        Ok(m) => Arc::new(m),
+        Err(why) => return Outcome::NotApplicable(why),
+    };
     let done = Arc::new(AtomicUsize::new(0));
     let (clients, requests) = (16, 12);
-    match run_clients(client, target, clients, requests, done.clone()).await {
+    match run_clients(client, target, identity, clients, requests, done.clone()).await {
         Ok(()) => Outcome::Pass(format!(
             "{} requests from {clients} clients, each answered with its own tensor",
             done.load(Ordering::SeqCst)
@@ -97,6 +97,7 @@ async fn concurrent(suite: &Suite, target: &Target) -> Outcome {
 async fn run_clients(
     client: Client,
     target: &Target,
+    identity: Arc<IdentityModel>,
     clients: usize,
     requests: usize,
     done: Arc<AtomicUsize>,
@@ -107,6 +108,7 @@ async fn run_clients(
             tokio::spawn(one_client(
                 client.clone(),
                 target.family,
+                identity.clone(),
                 carrier,
                 requests,
                 done.clone(),
@@ -134,12 +136,16 @@ async fn replica_failure(suite: &Suite, target: &Target) -> Outcome {
         Ok(c) => c,
         Err(e) => return Outcome::Fail(e),
     };
+    let identity = match suite.identity(target, DataType::Fp32).await {
+        Ok(m) => Arc::new(m),
+        Err(e) => return Outcome::Fail(e),
+    };
     let done = Arc::new(AtomicUsize::new(0));
     // The killer waits for the load to reach each point; if the load ends
     // first (a client failed), it stops too instead of waiting forever.
     let finished = std::sync::atomic::AtomicBool::new(false);
     let load = async {
-        let result = run_clients(client, target, 16, 20, done.clone()).await;
+        let result = run_clients(client, target, identity.clone(), 16, 20, done.clone()).await;
         finished.store(true, Ordering::SeqCst);
         result
     };
@@ -207,10 +213,14 @@ async fn process_killed(suite: &Suite, target: &Target) -> Outcome {
         Ok(c) => c,
         Err(e) => return Outcome::Fail(e.to_string()),
     };
+    let identity = match suite.identity(target, DataType::Fp32).await {
+        Ok(m) => Arc::new(m),
+        Err(e) => return Outcome::Fail(e),
+    };
     let done = Arc::new(AtomicUsize::new(0));
     let finished = std::sync::atomic::AtomicBool::new(false);
     let load = async {
-        let result = run_clients(client, target, 8, 30, done.clone()).await;
+        let result = run_clients(client, target, identity.clone(), 8, 30, done.clone()).await;
         finished.store(true, Ordering::SeqCst);
         result
     };

@@ -4,10 +4,11 @@
 use serving_client::{NamedTensors, Parameter, Tensor};
 use serving_proto::DataType;
 
-use super::values::{Carrier, compare, draw, runner, shape, tensor};
+use super::values::{Carrier, compare, draw, identity_inputs, runner, tensor};
 use crate::call::{self, Failed};
-use crate::check::{BOTH, Check, MS, OIP, Outcome, Suite, describe};
-use crate::models::{NUMERIC, identity_feed_with, identity_name};
+use crate::check::{BOTH, Cases, Check, MS, OIP, Outcome, Suite, describe};
+use crate::discovery::IdentityModel;
+use crate::models::NUMERIC;
 use crate::target::{Family, Target};
 
 pub(crate) fn checks() -> Vec<Check> {
@@ -62,75 +63,115 @@ async fn identity(suite: &Suite, target: &Target) -> Outcome {
     };
     let carrier = Carrier::of(target);
     let mut runner = runner();
-    let (mut sent, mut failures) = (0, Vec::new());
+    let (mut sent, mut failures, mut refused, mut absent) = (0, Vec::new(), Vec::new(), Vec::new());
+    let mut types_run = 0;
     // Every type is tried, whatever fails before it.
     for dtype in types(target.family) {
-        match identity_type(&client, target, dtype, carrier, suite.cases, &mut runner).await {
+        let model = match suite.identity(target, dtype).await {
+            Ok(m) => m,
+            Err(_) => {
+                absent.push(format!("{dtype:?}"));
+                continue;
+            }
+        };
+        types_run += 1;
+        match identity_type(&client, target, &model, carrier, suite.cases, &mut runner).await {
             Ok(n) => sent += n,
-            Err(e) => failures.push(format!("{}: {e}", dtype)),
+            Err(e) if refusable_in_json(target, dtype, &e) => refused.push(format!("{dtype:?}")),
+            Err(e) => failures.push(format!("{}: {}", dtype, e.text)),
         }
     }
-    if failures.is_empty() {
-        Outcome::Pass(format!(
-            "{sent} random requests over {} types came back exactly",
-            types(target.family).len()
-        ))
-    } else {
-        Outcome::Fail(failures.join(" | "))
+    if !failures.is_empty() {
+        return Outcome::Fail(failures.join(" | "));
     }
+    if types_run == 0 {
+        return Outcome::NotApplicable(format!(
+            "the target serves no identity model of any type the family carries ({}); name them with --model identity_<type>=NAME",
+            absent.join(", ")
+        ));
+    }
+    let absent = if absent.is_empty() {
+        String::new()
+    } else {
+        format!("; no identity model for {}", absent.join(", "))
+    };
+    let refused = if refused.is_empty() {
+        String::new()
+    } else {
+        format!(
+            "; {} in JSON refused with a 400, which the OIP REST spec allows (FP16/BF16 in JSON are problematic, §1.1 tensor data)",
+            refused.join(", ")
+        )
+    };
+    Outcome::Pass(format!(
+        "{sent} random requests over {types_run} types came back exactly{refused}{absent}"
+    ))
+}
+
+/// Why one type's round trips failed, and whether the server refused the
+/// request (rather than answering wrongly).
+struct TypeFailure {
+    text: String,
+    refused: bool,
+}
+
+impl From<String> for TypeFailure {
+    fn from(text: String) -> TypeFailure {
+        TypeFailure {
+            text,
+            refused: false,
+        }
+    }
+}
+
+/// A refusal the spec allows: FP16 or BF16 in OIP REST JSON (the spec
+/// calls them problematic in JSON and lets a server return an error).
+fn refusable_in_json(target: &Target, dtype: DataType, e: &TypeFailure) -> bool {
+    e.refused
+        && target.family == Family::OpenInference
+        && target.transport == crate::target::Transport::Http
+        && matches!(dtype, DataType::Fp16 | DataType::Bf16)
 }
 
 async fn identity_type(
     client: &serving_client::Client,
     target: &Target,
-    dtype: DataType,
+    identity: &IdentityModel,
     carrier: Carrier,
     cases: u32,
     runner: &mut proptest::test_runner::TestRunner,
-) -> Result<u32, String> {
-    let model = identity_name(dtype);
-    let scalar = call::scalar_shape(client, target.family, &model).await;
+) -> Result<u32, TypeFailure> {
+    let model = &identity.name;
     for case in 0..cases {
-        // MindSpore strings: one element per input (spec §2.4).
-        let inputs: Vec<(String, Tensor)> = if dtype == DataType::String {
-            vec![("x".into(), draw(runner, &tensor(dtype, vec![1], carrier)))]
-        } else {
-            (0..4)
-                .map(|rank| {
-                    let s = if rank == 0 {
-                        scalar.clone()
-                    } else {
-                        draw(runner, &shape(rank, carrier))
-                    };
-                    (format!("x{rank}"), draw(runner, &tensor(dtype, s, carrier)))
-                })
-                .collect()
-        };
+        // Each input in a shape its declared dims allow: variable ones
+        // drawn, fixed ones (a batch of rows of 3) as declared.
+        let inputs = identity_inputs(identity, runner, carrier);
         let shapes: Vec<_> = inputs.iter().map(|(_, t)| t.shape().to_vec()).collect();
-        let outputs = match call::run(client, target.family, &model, "predict", &inputs, None).await
+        let outputs = match call::run(client, target.family, model, "predict", &inputs, None).await
         {
             Ok(outputs) => outputs,
             Err(Failed::Instance(e)) => {
                 return Err(format!(
                     "{model} case {case}, shapes {shapes:?}: instance error {}: {}",
                     e.code, e.message
-                ));
+                )
+                .into());
             }
-            Err(Failed::NoResult) => return Err(format!("{model}: no result")),
+            Err(Failed::NoResult) => return Err(format!("{model}: no result").into()),
             Err(Failed::Call(e)) => {
-                return Err(format!(
-                    "{model} case {case}, shapes {shapes:?}: {}",
-                    describe(&e)
-                ));
+                return Err(TypeFailure {
+                    refused: matches!(e, serving_client::Error::InvalidArgument { .. }),
+                    text: format!("{model} case {case}, shapes {shapes:?}: {}", describe(&e)),
+                });
             }
         };
-        for (name, input) in &inputs {
-            let out_name = name.replacen('x', "y", 1);
-            let Some((_, got)) = outputs.iter().find(|(n, _)| *n == out_name) else {
-                return Err(format!("{model} case {case}: no output {out_name}"));
+        for ((name, input), pair) in inputs.iter().zip(&identity.pairs) {
+            let out_name = &pair.output;
+            let Some((_, got)) = outputs.iter().find(|(n, _)| n == out_name) else {
+                return Err(format!("{model} case {case}: no output {out_name}").into());
             };
             compare(input, got, carrier)
-                .map_err(|e| format!("{model} case {case}, {name}: {e}"))?;
+                .map_err(|e| TypeFailure::from(format!("{model} case {case}, {name}: {e}")))?;
         }
     }
     Ok(cases)
@@ -208,9 +249,13 @@ async fn outputs_and_id(suite: &Suite, target: &Target) -> Outcome {
         Ok(c) => c,
         Err(e) => return Outcome::Fail(e),
     };
+    let multi = match suite.model(target, crate::profile::Role::MultiOutput).await {
+        Ok(m) => m,
+        Err(why) => return Outcome::NotApplicable(why),
+    };
     let x = Tensor::from_vec(&[3], vec![1f32, -2.0, 0.5]).expect("3 values");
     let one = client
-        .infer("multi_output")
+        .infer(&multi)
         .id("conformance-17")
         .parameter("conformance", Parameter::Bool(true))
         .input("x", x.clone())
@@ -231,7 +276,7 @@ async fn outputs_and_id(suite: &Suite, target: &Target) -> Outcome {
     if one.outputs[0].tensor.to_vec::<f32>().ok() != Some(vec![-1.0, 2.0, -0.5]) {
         return Outcome::Fail(format!("negated = {:?}", one.outputs[0].tensor));
     }
-    let all = match client.infer("multi_output").input("x", x).send().await {
+    let all = match client.infer(&multi).input("x", x).send().await {
         Ok(r) => r,
         Err(e) => return Outcome::Fail(describe(&e)),
     };
@@ -311,32 +356,113 @@ async fn special_floats(suite: &Suite, target: &Target) -> Outcome {
             Tensor::from_raw(DataType::Bf16, vec![6], raw16(&bf16s)).expect("6"),
         ));
     }
+    let mut results = Cases::default();
+    let mut absent = Vec::new();
     for (dtype, x) in cases {
-        let model = identity_name(dtype);
-        let scalar = call::scalar_shape(&client, target.family, &model).await;
-        let inputs = identity_feed_with(x.clone(), &scalar);
+        let Some((model, inputs, index, out)) = special_feed(suite, target, x).await else {
+            absent.push(format!("{dtype:?}"));
+            continue;
+        };
+        let x = inputs[index].1.clone();
         let y1 = match call::run(
             &client,
             target.family,
             &model,
             "predict",
             &inputs,
-            Some("y1"),
+            Some(&out),
         )
         .await
         {
-            Ok(outputs) => call::output(outputs, "y1"),
-            Err(Failed::Instance(e)) => return Outcome::Fail(format!("{model}: {}", e.message)),
+            Ok(outputs) => call::output(outputs, &out),
+            Err(Failed::Instance(e)) => {
+                results.fail(format!("{model}: {}", e.message));
+                continue;
+            }
             Err(Failed::NoResult) => None,
-            Err(Failed::Call(e)) => return Outcome::Fail(format!("{model}: {}", describe(&e))),
+            Err(Failed::Call(e)) => {
+                results.fail(format!("{model}: {}", describe(&e)));
+                continue;
+            }
         };
         match y1 {
-            Some(y) if y == x => {}
-            Some(y) => {
-                return Outcome::Fail(format!("{model}: {:?} came back as {:?}", x.raw(), y.raw()));
-            }
-            None => return Outcome::Fail(format!("{model}: no y1")),
+            Some(y) if y == x => results.pass(),
+            Some(y) => results.fail(format!("{model}: sent {:?}, got {:?}", x.raw(), y.raw())),
+            None => results.fail(format!("{model}: no {out}")),
         }
     }
-    Outcome::Pass("NaN payloads, infinities, -0.0 and subnormals came back bit for bit".into())
+    if results.ran == 0 {
+        return Outcome::NotApplicable(format!(
+            "no identity model can carry the six values for {}",
+            absent.join(", ")
+        ));
+    }
+    let absent = if absent.is_empty() {
+        String::new()
+    } else {
+        format!(" (no identity model for {})", absent.join(", "))
+    };
+    results.outcome(format!(
+        "NaN payloads, infinities, -0.0 and subnormals came back bit for bit{absent}"
+    ))
+}
+
+/// The identity model of `x`'s type with `x`'s six values in the first
+/// input whose dims can hold them (a batch of rows too), zeros in the
+/// others: the model, the inputs, the index of `x`'s and the output that
+/// returns it; `None` without one.
+async fn special_feed(
+    suite: &Suite,
+    target: &Target,
+    x: Tensor,
+) -> Option<(String, Vec<(String, Tensor)>, usize, String)> {
+    let dtype = x.dtype();
+    let identity = suite.identity(target, dtype).await.ok()?;
+    let n = x.element_count() as i64;
+    let (index, shape) = identity
+        .pairs
+        .iter()
+        .enumerate()
+        .find_map(|(i, p)| holding(&p.dims, n).map(|s| (i, s)))?;
+    let zeros = |dims: &[i64]| {
+        let shape: Vec<i64> = dims.iter().map(|&d| if d < 0 { 1 } else { d }).collect();
+        let len = serving_proto::tensor::byte_size(dtype, &shape)?;
+        Tensor::from_raw(dtype, shape, bytes::Bytes::from(vec![0u8; len])).ok()
+    };
+    let inputs = identity
+        .pairs
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let t = if i == index {
+                x.clone().reshape(shape.clone()).ok()?
+            } else {
+                zeros(&p.dims)?
+            };
+            Some((p.input.clone(), t))
+        })
+        .collect::<Option<Vec<_>>>()?;
+    let out = identity.pairs[index].output.clone();
+    Some((identity.name, inputs, index, out))
+}
+
+/// A shape within `dims` of exactly `n` elements: the first variable
+/// dimension takes what the fixed ones leave, other variable ones are 1.
+fn holding(dims: &[i64], n: i64) -> Option<Vec<i64>> {
+    let fixed: i64 = dims.iter().filter(|&&d| d >= 0).product();
+    let variable = dims.iter().position(|&d| d < 0);
+    match variable {
+        None => (fixed == n).then(|| dims.to_vec()),
+        Some(first) if fixed > 0 && n % fixed == 0 => Some(
+            dims.iter()
+                .enumerate()
+                .map(|(i, &d)| match (d < 0, i == first) {
+                    (true, true) => n / fixed,
+                    (true, false) => 1,
+                    _ => d,
+                })
+                .collect(),
+        ),
+        Some(_) => None,
+    }
 }

@@ -196,3 +196,34 @@ pub fn compare(sent: &Tensor, got: &Tensor, carrier: Carrier) -> Result<(), Stri
         }
     }
 }
+
+/// Random inputs for `identity`: each in a shape its declared dims allow
+/// (each -1 drawn; a batch dimension at least 1 row), of its type.
+pub fn identity_inputs(
+    identity: &crate::discovery::IdentityModel,
+    runner: &mut TestRunner,
+    carrier: Carrier,
+) -> Vec<(String, Tensor)> {
+    identity
+        .pairs
+        .iter()
+        .map(|p| {
+            let variable = p.dims.iter().filter(|&&d| d < 0).count();
+            let mut drawn = draw(runner, &shape(variable, carrier)).into_iter();
+            let s: Vec<i64> = p
+                .dims
+                .iter()
+                .enumerate()
+                .map(|(i, &d)| match (d < 0, i == 0 && identity.batched) {
+                    (true, true) => drawn.next().unwrap_or(1).max(1),
+                    (true, false) => drawn.next().unwrap_or(1),
+                    (false, _) => d,
+                })
+                .collect();
+            (
+                p.input.clone(),
+                draw(runner, &tensor(identity.dtype, s, carrier)),
+            )
+        })
+        .collect()
+}
