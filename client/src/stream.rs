@@ -83,12 +83,34 @@ impl InferStream {
 /// (the connection, or a status that ends it) is the last item. Dropping
 /// this cancels the stream: the server drops the requests still queued.
 pub struct StreamResponses {
-    pub(crate) inner: tonic::Streaming<pb::ModelStreamInferResponse>,
+    pub(crate) inner: Answers,
     pub(crate) endpoint: String,
     pub(crate) ctx: CallCtx,
     pub(crate) ended: bool,
     /// Dropped with the answers: ends the request stream.
     pub(crate) _cancel: tokio::sync::oneshot::Sender<()>,
+}
+
+/// The answers' side of the call: opening until the server's headers
+/// come (servers built on grpcio send them with the first answer, so the
+/// requests must flow before this resolves), then the answers.
+pub(crate) enum Answers {
+    Opening(Opening),
+    Open(Box<tonic::Streaming<pb::ModelStreamInferResponse>>),
+}
+
+/// The call, until the server's headers come: a task of its own, aborted
+/// with the answers.
+pub(crate) struct Opening(
+    pub(crate)  tokio::task::JoinHandle<
+        Result<tonic::Response<tonic::Streaming<pb::ModelStreamInferResponse>>, tonic::Status>,
+    >,
+);
+
+impl Drop for Opening {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 impl std::fmt::Debug for StreamResponses {
@@ -136,7 +158,29 @@ impl Stream for StreamResponses {
         if self.ended {
             return Poll::Ready(None);
         }
-        match Pin::new(&mut self.inner).poll_next(cx) {
+        if let Answers::Opening(opening) = &mut self.inner {
+            match Pin::new(&mut opening.0).poll(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Ok(Ok(response))) => {
+                    self.inner = Answers::Open(Box::new(response.into_inner()))
+                }
+                Poll::Ready(Ok(Err(status))) => {
+                    self.ended = true;
+                    let e = status_error(status, &self.endpoint, &self.ctx);
+                    return Poll::Ready(Some(Err(e)));
+                }
+                Poll::Ready(Err(joined)) => {
+                    self.ended = true;
+                    return Poll::Ready(Some(Err(Error::StreamClosed {
+                        endpoint: format!("{} (the call's task ended: {joined})", self.endpoint),
+                    })));
+                }
+            }
+        }
+        let Answers::Open(inner) = &mut self.inner else {
+            return Poll::Pending;
+        };
+        match Pin::new(&mut **inner).poll_next(cx) {
             Poll::Pending => Poll::Pending,
             Poll::Ready(None) => {
                 self.ended = true;

@@ -262,6 +262,7 @@ impl Suite {
                     dims: vec![1],
                 }],
                 batched: false,
+                max_rows: None,
             });
         }
         Ok(IdentityModel {
@@ -275,6 +276,7 @@ impl Suite {
                 })
                 .collect(),
             batched: false,
+            max_rows: None,
         })
     }
 

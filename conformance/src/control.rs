@@ -32,6 +32,9 @@ fn config(repository: &Path, max_msg_mb: u32) -> Config {
         model_repository: Some(repository.to_owned()),
         max_msg_mb_size: max_msg_mb,
         fault_injection: true,
+        // The suite's server is on this host: the shared-memory
+        // extension is checked there.
+        allow_shared_memory: true,
         poll_interval: None,
         drain_timeout: Duration::from_secs(5),
         ..Config::default()

@@ -41,6 +41,8 @@ pub struct IdentityModel {
     /// Whether the first dimension is a batch of rows (at least one row):
     /// the model's configuration says so (`max_batch_size` > 0).
     pub batched: bool,
+    /// The most rows a request may carry, where it batches.
+    pub max_rows: Option<usize>,
 }
 
 impl IdentityModel {
@@ -69,6 +71,7 @@ impl IdentityModel {
             dtype,
             pairs,
             batched: false,
+            max_rows: None,
         })
     }
 }
@@ -84,8 +87,8 @@ pub struct Capabilities {
     /// The metadata of every model found, by name.
     pub models: BTreeMap<String, ModelMetadata>,
     /// The models whose configuration (Triton's extension, where offered)
-    /// says they batch (`max_batch_size` > 0).
-    pub batched: BTreeSet<String>,
+    /// says they batch, with their `max_batch_size`.
+    pub batched: BTreeMap<String, usize>,
 }
 
 impl Capabilities {
@@ -111,16 +114,14 @@ impl Capabilities {
         names.retain(|n| !n.is_empty() && seen.insert(n.clone()));
         names.truncate(MAX_MODELS);
         let mut models = BTreeMap::new();
-        let mut batched = BTreeSet::new();
+        let mut batched = BTreeMap::new();
         for name in names {
             if let Ok(meta) = client.model_metadata(&name, None).await {
                 if IdentityModel::of(&meta).is_some()
-                    && client
-                        .model_config(&name, None)
-                        .await
-                        .is_ok_and(|c| c.max_batch_size > 0)
+                    && let Ok(c) = client.model_config(&name, None).await
+                    && c.max_batch_size > 0
                 {
-                    batched.insert(name.clone());
+                    batched.insert(name.clone(), c.max_batch_size as usize);
                 }
                 models.insert(name, meta);
             }
@@ -155,7 +156,8 @@ impl Capabilities {
     /// The identity signature of `model`, if it has one.
     pub fn identity(&self, model: &str) -> Option<IdentityModel> {
         let mut m = IdentityModel::of(self.models.get(model)?)?;
-        m.batched = self.batched.contains(model);
+        m.max_rows = self.batched.get(model).copied();
+        m.batched = m.max_rows.is_some();
         Some(m)
     }
 

@@ -179,12 +179,13 @@ impl Grpc {
                 }
             },
         );
-        let inner = self
-            .oip(&ctx)
-            .model_stream_infer(ctx.grpc_request(requests))
-            .await
-            .map_err(|s| status_error(s, &self.label, &ctx))?
-            .into_inner();
+        // Started now but not awaited: the server's headers may wait for
+        // the first answer, which waits for requests the caller has yet to
+        // send (grpcio servers), while requests flow from the start.
+        let mut client = self.oip(&ctx);
+        let request = ctx.grpc_request(requests);
+        let call = tokio::spawn(async move { client.model_stream_infer(request).await });
+        let inner = crate::stream::Answers::Opening(crate::stream::Opening(call));
         Ok((
             sender,
             crate::StreamResponses {

@@ -2,6 +2,7 @@
 //! send, what they expect and the spec line they come from.
 
 mod errors;
+mod extensions;
 mod health;
 mod limits;
 mod replicas;
@@ -19,6 +20,7 @@ pub fn all() -> Vec<Check> {
     all.extend(errors::checks());
     all.extend(health::checks());
     all.extend(replicas::checks());
+    all.extend(extensions::checks());
     all
 }
 
