@@ -1,6 +1,7 @@
 //! What a check is, what it returns, and the suite it runs in.
 
 use std::future::Future;
+#[cfg(feature = "reference")]
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::time::Duration;
@@ -151,6 +152,7 @@ pub struct Suite {
     /// A PEM CA for TLS targets.
     pub ca: Option<Vec<u8>>,
     /// The server the suite started, when it started one.
+    #[cfg(feature = "reference")]
     pub control: Option<crate::control::Control>,
     /// Property-based cases per round-trip property.
     pub cases: u32,
@@ -164,7 +166,7 @@ impl std::fmt::Debug for Suite {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Suite")
             .field("targets", &self.targets)
-            .field("controlled", &self.control.is_some())
+            .field("controlled", &self.controlled())
             .finish()
     }
 }
@@ -176,6 +178,7 @@ impl Suite {
             targets,
             limits,
             ca: None,
+            #[cfg(feature = "reference")]
             control: None,
             cases,
             profile: Profile::default(),
@@ -416,8 +419,18 @@ impl Suite {
 
     /// The executable that serves the conformance repository as a child
     /// process (`conformance serve`), when the suite controls servers.
+    #[cfg(feature = "reference")]
     pub fn server_exe(&self) -> Option<&PathBuf> {
         self.control.as_ref().and_then(|c| c.server_exe.as_ref())
+    }
+
+    /// Whether the suite started the server it checks (the checks that
+    /// make replicas fail or kill processes need it).
+    pub fn controlled(&self) -> bool {
+        #[cfg(feature = "reference")]
+        return self.control.is_some();
+        #[cfg(not(feature = "reference"))]
+        false
     }
 }
 

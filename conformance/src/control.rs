@@ -10,9 +10,7 @@ use tokio::io::AsyncBufReadExt;
 use crate::models::{self, Layout, ReferenceOptions};
 use crate::target::{Family, Target, Transport};
 
-/// The message limit of the servers the suite starts, MiB: small, so that
-/// the boundary checks stay fast.
-pub const MAX_MSG_MB: u32 = 4;
+pub use crate::MAX_MSG_MB;
 
 /// A reference server the suite started, with its repository.
 pub struct Control {

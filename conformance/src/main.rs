@@ -11,6 +11,7 @@ use clap::{Parser, Subcommand};
 /// in docs/benchmarks.md).
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+#[cfg(feature = "reference")]
 use conformance::models::{self, Layout, ReferenceOptions};
 
 #[derive(Debug, Parser)]
@@ -55,6 +56,7 @@ enum Command {
         limits: Vec<String>,
     },
     /// Writes the conformance model set as a repository for a server.
+    #[cfg(feature = "reference")]
     Models {
         /// reference, triton or mlserver.
         #[arg(long, value_enum)]
@@ -63,12 +65,13 @@ enum Command {
         #[arg(long, value_name = "DIR")]
         out: PathBuf,
     },
+    #[cfg(feature = "reference")]
     /// Serves the conformance models with the reference server on
     /// ephemeral ports and prints `READY <grpc> <rest>` (used by the kill
     /// checks and the memory benchmark).
     Serve {
         /// The message limit, MiB.
-        #[arg(long, default_value_t = conformance::control::MAX_MSG_MB)]
+        #[arg(long, default_value_t = conformance::MAX_MSG_MB)]
         max_msg_mb: u32,
     },
     /// Load generator: concurrency levels against SERVING_TARGET (or the
@@ -107,6 +110,7 @@ async fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     match Args::parse().command {
+        #[cfg(feature = "reference")]
         Command::Models { layout, out } => {
             match models::write(layout, &out, ReferenceOptions::default()) {
                 Ok(()) => {
@@ -141,6 +145,7 @@ async fn main() -> ExitCode {
             )
             .await
         }
+        #[cfg(feature = "reference")]
         Command::Serve { max_msg_mb } => {
             match conformance::control::serve_forever(max_msg_mb).await {
                 Ok(()) => ExitCode::SUCCESS,
@@ -192,6 +197,7 @@ async fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             }
+            #[cfg(feature = "reference")]
             if let Some(c) = suite.control {
                 c.running.shutdown().await;
             }
@@ -231,9 +237,18 @@ async fn perf(
     workload: &str,
     bench: Option<&str>,
 ) -> ExitCode {
-    use conformance::perf::{Workload, bench as b, run_load};
+    #[cfg(feature = "reference")]
+    use conformance::perf::bench as b;
     use std::time::Duration;
     let window = Duration::from_secs_f64(duration.max(0.1));
+    #[cfg(not(feature = "reference"))]
+    let result = match bench {
+        Some(_) => Err(
+            "the benchmarks start reference servers, and this build has none (built without the `reference` feature)".to_string(),
+        ),
+        None => load(&concurrency, warmup, window, requests, workload).await,
+    };
+    #[cfg(feature = "reference")]
     let result = match bench {
         Some("overhead") => b::overhead(window).await,
         Some("throughput") => b::throughput(window).await,
@@ -249,49 +264,7 @@ async fn perf(
         Some(other) => Err(format!(
             "unknown benchmark '{other}': overhead, throughput, large, memory or stalled"
         )),
-        None => {
-            async {
-                let workload = match workload.split_once(':') {
-                    None if workload == "add" => Workload::Add,
-                    Some(("identity", n)) => Workload::Identity(
-                        n.parse()
-                            .map_err(|_| format!("identity:{n}: not a byte count"))?,
-                    ),
-                    _ => {
-                        return Err(format!(
-                            "unknown workload '{workload}': add or identity:BYTES"
-                        ));
-                    }
-                };
-                let suite = conformance::Suite::from_env_with_limit(None, 0, 512).await?;
-                for target in &suite.targets {
-                    println!("{target} ({workload:?})");
-                    let client = suite
-                        .builder(target)
-                        .timeout(Duration::from_secs(300))
-                        .build()
-                        .map_err(|e| e.to_string())?;
-                    for &c in &concurrency {
-                        let s = run_load(
-                            &client,
-                            target,
-                            workload,
-                            c,
-                            Duration::from_secs_f64(warmup),
-                            window,
-                            requests,
-                        )
-                        .await;
-                        println!("  {}", s.line());
-                    }
-                }
-                if let Some(c) = suite.control {
-                    c.running.shutdown().await;
-                }
-                Ok(())
-            }
-            .await
-        }
+        None => load(&concurrency, warmup, window, requests, workload).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -300,4 +273,55 @@ async fn perf(
             ExitCode::FAILURE
         }
     }
+}
+
+/// The load generator against SERVING_TARGET (or the reference server).
+async fn load(
+    concurrency: &[usize],
+    warmup: f64,
+    window: std::time::Duration,
+    requests: Option<usize>,
+    workload: &str,
+) -> Result<(), String> {
+    use conformance::perf::{Workload, run_load};
+    use std::time::Duration;
+    let workload = match workload.split_once(':') {
+        None if workload == "add" => Workload::Add,
+        Some(("identity", n)) => Workload::Identity(
+            n.parse()
+                .map_err(|_| format!("identity:{n}: not a byte count"))?,
+        ),
+        _ => {
+            return Err(format!(
+                "unknown workload '{workload}': add or identity:BYTES"
+            ));
+        }
+    };
+    let suite = conformance::Suite::from_env_with_limit(None, 0, 512).await?;
+    for target in &suite.targets {
+        println!("{target} ({workload:?})");
+        let client = suite
+            .builder(target)
+            .timeout(Duration::from_secs(300))
+            .build()
+            .map_err(|e| e.to_string())?;
+        for &c in concurrency {
+            let s = run_load(
+                &client,
+                target,
+                workload,
+                c,
+                Duration::from_secs_f64(warmup),
+                window,
+                requests,
+            )
+            .await;
+            println!("  {}", s.line());
+        }
+    }
+    #[cfg(feature = "reference")]
+    if let Some(c) = suite.control {
+        c.running.shutdown().await;
+    }
+    Ok(())
 }

@@ -11,11 +11,15 @@
 //! | `multi_output` | `x` FP32 `[-1]` -> `double`, `negated` | requested outputs |
 //! | `size_probe` | `x` UINT8 `[-1]` -> `n` INT64 `[1]` (its length) | message-size limits |
 //!
-//! Every model is written by our own ONNX writer (`reference_server::onnx`).
+//! Every model is written by our own ONNX writer (`reference_server::onnx`,
+//! feature `reference`); the set's names and signatures need no feature.
 
+#[cfg(feature = "reference")]
 use std::fmt::Write as _;
+#[cfg(feature = "reference")]
 use std::path::Path;
 
+#[cfg(feature = "reference")]
 use reference_server::onnx::{Dim, ModelBuilder};
 use serving_proto::DataType;
 
@@ -51,8 +55,44 @@ pub struct Model {
     pub outputs: Vec<TensorSpec>,
     /// Dim 0 is a batch dimension (MindSpore `with_batch_dim`).
     pub with_batch_dim: bool,
+    /// How its ONNX graph is made.
+    #[cfg_attr(not(feature = "reference"), allow(dead_code))]
+    graph: Graph,
+}
+
+/// A model's ONNX graph: operators over the signature's tensors, or the
+/// demo's `add`.
+#[derive(Clone, Debug)]
+enum Graph {
+    /// (operator, inputs, outputs) in order.
+    #[cfg_attr(not(feature = "reference"), allow(dead_code))]
+    Nodes(Vec<(&'static str, Vec<String>, Vec<String>)>),
+    /// `reference_server::demo::add_model`.
+    DemoAdd,
+}
+
+impl Model {
     /// The ONNX model.
-    pub onnx: Vec<u8>,
+    #[cfg(feature = "reference")]
+    pub fn onnx(&self) -> Vec<u8> {
+        let nodes = match &self.graph {
+            Graph::DemoAdd => return reference_server::demo::add_model(),
+            Graph::Nodes(nodes) => nodes,
+        };
+        let mut b = ModelBuilder::new(&self.name);
+        for t in &self.inputs {
+            b = b.input(&t.name, t.dtype, &dims(&t.shape, &DIM_NAMES));
+        }
+        for t in &self.outputs {
+            b = b.output(&t.name, t.dtype, &dims(&t.shape, &DIM_NAMES));
+        }
+        for (op, ins, outs) in nodes {
+            let ins: Vec<&str> = ins.iter().map(String::as_str).collect();
+            let outs: Vec<&str> = outs.iter().map(String::as_str).collect();
+            b = b.node(op, &ins, &outs, vec![]);
+        }
+        b.build()
+    }
 }
 
 impl Model {
@@ -63,25 +103,21 @@ impl Model {
         name: &str,
         inputs: Vec<TensorSpec>,
         outputs: Vec<TensorSpec>,
-        nodes: &[(&str, &[&str], &[&str])],
+        nodes: &[(&'static str, &[&str], &[&str])],
     ) -> Model {
-        let mut b = ModelBuilder::new(name);
-        for t in &inputs {
-            b = b.input(&t.name, t.dtype, &dims(&t.shape, &DIM_NAMES));
-        }
-        for t in &outputs {
-            b = b.output(&t.name, t.dtype, &dims(&t.shape, &DIM_NAMES));
-        }
-        for (op, ins, outs) in nodes {
-            b = b.node(op, ins, outs, vec![]);
-        }
+        let owned = |names: &[&str]| names.iter().map(|n| n.to_string()).collect::<Vec<_>>();
         Model {
             name: name.into(),
             method: "predict".into(),
             inputs,
             outputs,
             with_batch_dim: false,
-            onnx: b.build(),
+            graph: Graph::Nodes(
+                nodes
+                    .iter()
+                    .map(|(op, ins, outs)| (*op, owned(ins), owned(outs)))
+                    .collect(),
+            ),
         }
     }
 }
@@ -107,6 +143,7 @@ pub fn identity_name(dtype: DataType) -> String {
     format!("identity_{}", oip.to_ascii_lowercase())
 }
 
+#[cfg(feature = "reference")]
 fn dims(shape: &[i64], names: &'static [&'static str]) -> Vec<Dim> {
     shape
         .iter()
@@ -121,21 +158,17 @@ fn dims(shape: &[i64], names: &'static [&'static str]) -> Vec<Dim> {
         .collect()
 }
 
+#[cfg(feature = "reference")]
 const DIM_NAMES: [&str; 3] = ["a", "b", "c"];
 
 fn identity4(dtype: DataType) -> Model {
     let shapes: [&[i64]; 4] = [&[], &[-1], &[-1, -1], &[-1, -1, -1]];
-    let mut b = ModelBuilder::new("identity");
-    let (mut inputs, mut outputs) = (Vec::new(), Vec::new());
+    let (mut inputs, mut outputs, mut nodes) = (Vec::new(), Vec::new(), Vec::new());
     for (k, shape) in shapes.iter().enumerate() {
         let (x, y) = (format!("x{k}"), format!("y{k}"));
-        let d = dims(shape, &DIM_NAMES);
-        b = b
-            .input(&x, dtype, &d)
-            .output(&y, dtype, &d)
-            .node("Identity", &[&x], &[&y], vec![]);
         inputs.push(spec(&x, dtype, shape));
         outputs.push(spec(&y, dtype, shape));
+        nodes.push(("Identity", vec![x], vec![y]));
     }
     Model {
         name: identity_name(dtype),
@@ -143,7 +176,7 @@ fn identity4(dtype: DataType) -> Model {
         inputs,
         outputs,
         with_batch_dim: false,
-        onnx: b.build(),
+        graph: Graph::Nodes(nodes),
     }
 }
 
@@ -195,7 +228,7 @@ pub fn model_set() -> Vec<Model> {
         ],
         outputs: vec![spec("y", DataType::Fp32, &square)],
         with_batch_dim: false,
-        onnx: reference_server::demo::add_model(),
+        graph: Graph::DemoAdd,
     });
     set.push(Model {
         with_batch_dim: true,
@@ -254,6 +287,7 @@ pub struct ReferenceOptions {
     pub identity_replicas: usize,
 }
 
+#[cfg(feature = "reference")]
 /// Writes the model set as a repository of `layout` under `out`.
 pub fn write(layout: Layout, out: &Path, options: ReferenceOptions) -> std::io::Result<()> {
     for model in model_set() {
@@ -261,7 +295,7 @@ pub fn write(layout: Layout, out: &Path, options: ReferenceOptions) -> std::io::
         match layout {
             Layout::Reference => {
                 std::fs::create_dir_all(dir.join("1"))?;
-                std::fs::write(dir.join("1/model.onnx"), &model.onnx)?;
+                std::fs::write(dir.join("1/model.onnx"), model.onnx())?;
                 let mut toml = reference_toml(&model);
                 if model.name == "identity_fp32" && options.identity_replicas > 1 {
                     let devices = vec!["\"cpu\""; options.identity_replicas].join(", ");
@@ -279,12 +313,12 @@ pub fn write(layout: Layout, out: &Path, options: ReferenceOptions) -> std::io::
             }
             Layout::Triton => {
                 std::fs::create_dir_all(dir.join("1"))?;
-                std::fs::write(dir.join("1/model.onnx"), &model.onnx)?;
+                std::fs::write(dir.join("1/model.onnx"), model.onnx())?;
                 std::fs::write(dir.join("config.pbtxt"), triton_config(&model))?;
             }
             Layout::Mlserver => {
                 std::fs::create_dir_all(&dir)?;
-                std::fs::write(dir.join("model.onnx"), &model.onnx)?;
+                std::fs::write(dir.join("model.onnx"), model.onnx())?;
                 std::fs::write(dir.join("onnx_runtime.py"), MLSERVER_RUNTIME)?;
                 std::fs::write(dir.join("model-settings.json"), mlserver_settings(&model))?;
             }
@@ -293,6 +327,7 @@ pub fn write(layout: Layout, out: &Path, options: ReferenceOptions) -> std::io::
     Ok(())
 }
 
+#[cfg(feature = "reference")]
 fn names(specs: &[TensorSpec]) -> String {
     specs
         .iter()
@@ -301,6 +336,7 @@ fn names(specs: &[TensorSpec]) -> String {
         .join(", ")
 }
 
+#[cfg(feature = "reference")]
 fn reference_toml(m: &Model) -> String {
     let mut t = format!(
         "# Conformance model {name}.\n[[model]]\nname = \"{name}\"\nfile = \"model.onnx\"\nwith_batch_dim = {batch}\n\n[[method]]\nname = \"{method}\"\ninputs = [{i}]\noutputs = [{o}]\n\n[[method.stage]]\nmodel = \"{name}\"\ninputs = [{i}]\noutputs = [{o}]\n",
@@ -316,6 +352,7 @@ fn reference_toml(m: &Model) -> String {
     t
 }
 
+#[cfg(feature = "reference")]
 fn triton_type(d: DataType) -> &'static str {
     match d {
         DataType::Bool => "TYPE_BOOL",
@@ -335,6 +372,7 @@ fn triton_type(d: DataType) -> &'static str {
     }
 }
 
+#[cfg(feature = "reference")]
 fn triton_tensors(out: &mut String, key: &str, specs: &[TensorSpec]) {
     let _ = writeln!(out, "{key} [");
     for (i, s) in specs.iter().enumerate() {
@@ -362,6 +400,7 @@ fn triton_tensors(out: &mut String, key: &str, specs: &[TensorSpec]) {
     let _ = writeln!(out, "]");
 }
 
+#[cfg(feature = "reference")]
 fn triton_config(m: &Model) -> String {
     let mut out = format!(
         "name: \"{}\"\nplatform: \"onnxruntime_onnx\"\nmax_batch_size: 0\n",
@@ -372,6 +411,7 @@ fn triton_config(m: &Model) -> String {
     out
 }
 
+#[cfg(feature = "reference")]
 fn mlserver_settings(m: &Model) -> String {
     let tensors = |specs: &[TensorSpec]| -> Vec<serde_json::Value> {
         specs
@@ -389,7 +429,7 @@ fn mlserver_settings(m: &Model) -> String {
     serde_json::to_string_pretty(&settings).expect("JSON values serialize")
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "reference"))]
 mod tests {
     use super::*;
 

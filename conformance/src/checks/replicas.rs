@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+#[cfg(feature = "reference")]
 use std::time::Duration;
 
 use serving_client::Client;
@@ -11,7 +12,9 @@ use super::values::{Carrier, compare, identity_inputs, runner};
 use crate::call::{self, Failed};
 use crate::check::{BOTH, Check, Outcome, Suite, describe};
 use crate::discovery::IdentityModel;
-use crate::target::{Family, Target, Transport};
+#[cfg(feature = "reference")]
+use crate::target::Transport;
+use crate::target::{Family, Target};
 
 pub(crate) fn checks() -> Vec<Check> {
     vec![
@@ -122,6 +125,14 @@ async fn run_clients(
     Ok(())
 }
 
+#[cfg(not(feature = "reference"))]
+async fn replica_failure(_: &Suite, _: &Target) -> Outcome {
+    Outcome::NotApplicable(
+        "needs servers the suite starts, and this build has none (built without the `reference` feature)".into(),
+    )
+}
+
+#[cfg(feature = "reference")]
 async fn replica_failure(suite: &Suite, target: &Target) -> Outcome {
     let Some(control) = &suite.control else {
         return Outcome::NotApplicable(
@@ -185,6 +196,14 @@ async fn replica_failure(suite: &Suite, target: &Target) -> Outcome {
     }
 }
 
+#[cfg(not(feature = "reference"))]
+async fn process_killed(_: &Suite, _: &Target) -> Outcome {
+    Outcome::NotApplicable(
+        "needs servers the suite starts, and this build has none (built without the `reference` feature)".into(),
+    )
+}
+
+#[cfg(feature = "reference")]
 async fn process_killed(suite: &Suite, target: &Target) -> Outcome {
     let Some(exe) = suite.server_exe() else {
         return Outcome::NotApplicable("needs server processes the suite starts and kills".into());

@@ -47,10 +47,4 @@ pub fn ort_add(warmup: usize, iterations: usize) -> Result<Vec<Duration>, String
     Ok(lat)
 }
 
-/// The `q` quantile of sorted latencies.
-pub fn quantile(sorted: &[Duration], q: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    sorted[((sorted.len() - 1) as f64 * q).round() as usize]
-}
+pub use super::load::quantile;

@@ -127,7 +127,7 @@ pub struct Stats {
 impl Stats {
     /// The `q` quantile of latency (0..=1).
     pub fn quantile(&self, q: f64) -> Duration {
-        super::baselines::quantile(&self.latencies, q)
+        quantile(&self.latencies, q)
     }
 
     /// Requests per second.
@@ -236,4 +236,12 @@ pub async fn run_load(
     stats.requests = stats.latencies.len();
     stats.latencies.sort_unstable();
     stats
+}
+
+/// The `q` quantile of sorted latencies.
+pub fn quantile(sorted: &[Duration], q: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    sorted[((sorted.len() - 1) as f64 * q).round() as usize]
 }

@@ -3,11 +3,14 @@
 //! Runtime in-process, bare echo servers of each transport, raw loopback
 //! TCP).
 
+#[cfg(feature = "reference")]
 pub mod baselines;
+#[cfg(feature = "reference")]
 pub mod bench;
 pub mod echo;
 pub mod load;
 pub mod memory;
+#[cfg(feature = "reference")]
 pub mod stalled;
 
 pub use load::{Stats, Workload, run_load};
