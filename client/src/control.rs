@@ -144,11 +144,13 @@ impl Client {
                     source: None,
                 }
             }
-            Error::Server { endpoint, message } => Error::SharedMemory {
-                region: name.to_owned(),
-                message: format!("the server at {endpoint} cannot use the region: {message}"),
-                source: None,
-            },
+            Error::Server { endpoint, message } | Error::Unimplemented { endpoint, message } => {
+                Error::SharedMemory {
+                    region: name.to_owned(),
+                    message: format!("the server at {endpoint} cannot use the region: {message}"),
+                    source: None,
+                }
+            }
             e => e,
         })
     }

@@ -97,6 +97,15 @@ pub enum Error {
     /// A MindSpore in-band error for the whole request, with its code.
     #[error("servable error (code {}): {}", .0.code, .0.message)]
     Servable(#[from] ServableError),
+    /// The server does not implement the call (gRPC `UNIMPLEMENTED`, HTTP
+    /// 501): an extension or RPC it does not offer.
+    #[error("not implemented by the server at {endpoint}: {message}")]
+    Unimplemented {
+        /// The endpoint.
+        endpoint: String,
+        /// The server's text.
+        message: String,
+    },
     /// The server failed internally.
     #[error("server error at {endpoint}: {message}")]
     Server {

@@ -450,6 +450,7 @@ pub fn variant(e: &Error) -> &'static str {
         Error::Unauthenticated { .. } => "Unauthenticated",
         Error::Servable(_) => "Servable",
         Error::Server { .. } => "Server",
+        Error::Unimplemented { .. } => "Unimplemented",
         Error::Transport { .. } => "Transport",
         Error::Protocol { .. } => "Protocol",
         Error::Request(_) => "Request",

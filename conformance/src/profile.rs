@@ -237,12 +237,19 @@ impl Profile {
         if self.is_empty() {
             return None;
         }
-        let models: Vec<String> = self
+        let mut said: Vec<String> = self
             .models
             .iter()
             .map(|(r, n)| format!("{r}={n}"))
             .collect();
-        Some(format!("flags: {}", models.join(", ")))
+        let mb = |l: Option<u64>| l.map_or("none".to_string(), |b| format!("{}", b >> 20));
+        if let Some(grpc) = self.grpc {
+            said.push(format!("limit grpc={}", mb(grpc)));
+        }
+        if let Some(http) = self.http {
+            said.push(format!("limit http={}", mb(http)));
+        }
+        Some(format!("flags: {}", said.join(", ")))
     }
 }
 

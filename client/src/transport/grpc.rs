@@ -114,6 +114,10 @@ pub(crate) fn status_error(s: tonic::Status, endpoint: &str, ctx: &CallCtx) -> E
             source: Some(Box::new(s)),
         },
         tonic::Code::NotFound => Error::NotFound { message },
+        tonic::Code::Unimplemented => Error::Unimplemented {
+            endpoint: endpoint.into(),
+            message,
+        },
         tonic::Code::InvalidArgument => Error::InvalidArgument { message },
         tonic::Code::Unauthenticated => Error::Unauthenticated { message },
         _ => Error::Server {

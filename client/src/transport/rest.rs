@@ -97,6 +97,10 @@ impl Rest {
                 endpoint,
                 message: text,
             },
+            501 => Error::Unimplemented {
+                endpoint,
+                message: text,
+            },
             504 => Error::DeadlineExceeded {
                 endpoint,
                 timeout: ctx.timeout,
