@@ -282,6 +282,9 @@ mod tests {
         assert!(flags.set_limit_flag("tcp=8").is_err());
         assert_eq!(flags.model(Role::Add), Some("sum"));
         assert_eq!(flags.limits(Limits::default()).oip_http, Some(8 << 20));
-        assert_eq!(flags.describe().as_deref(), Some("flags: add=sum"));
+        assert_eq!(
+            flags.describe().as_deref(),
+            Some("flags: add=sum, limit http=8")
+        );
     }
 }
