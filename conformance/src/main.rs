@@ -81,6 +81,27 @@ enum Command {
         /// Concurrent clients, comma-separated.
         #[arg(long, value_delimiter = ',', default_value = "1,16,64")]
         concurrency: Vec<usize>,
+        /// start:end[:step] concurrencies (perf_analyzer's
+        /// --concurrency-range), instead of --concurrency.
+        #[arg(long, value_name = "START:END:STEP")]
+        concurrency_range: Option<String>,
+        /// Requests per second, comma-separated: open-loop load instead of
+        /// concurrent clients.
+        #[arg(long, value_delimiter = ',')]
+        request_rate: Vec<f64>,
+        /// How --request-rate requests arrive: constant or poisson.
+        #[arg(long, default_value = "constant")]
+        request_distribution: String,
+        /// Windows are repeated until three agree within this percentage
+        /// (throughput and p50).
+        #[arg(long, default_value_t = 10.0)]
+        stability_percentage: f64,
+        /// The most windows per level.
+        #[arg(long, default_value_t = 10)]
+        max_trials: usize,
+        /// Also write the levels as CSV (perf_analyzer's column names).
+        #[arg(long, value_name = "FILE")]
+        csv: Option<PathBuf>,
         /// Measured seconds per level.
         #[arg(long, default_value_t = 5.0)]
         duration: f64,
@@ -129,12 +150,46 @@ async fn main() -> ExitCode {
         }
         Command::Perf {
             concurrency,
+            concurrency_range,
+            request_rate,
+            request_distribution,
+            stability_percentage,
+            max_trials,
+            csv,
             duration,
             warmup,
             requests,
             workload,
             bench,
         } => {
+            let analyzed = concurrency_range.is_some() || !request_rate.is_empty() || csv.is_some();
+            if analyzed && bench.is_none() {
+                let schedules = match schedules(
+                    &concurrency,
+                    concurrency_range.as_deref(),
+                    &request_rate,
+                    &request_distribution,
+                ) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        eprintln!("conformance perf: {e}");
+                        return ExitCode::from(2);
+                    }
+                };
+                let measure = conformance::perf::analyzer::Measure {
+                    warmup: std::time::Duration::from_secs_f64(warmup.max(0.0)),
+                    window: std::time::Duration::from_secs_f64(duration.max(0.1)),
+                    stability: stability_percentage,
+                    max_trials,
+                };
+                return match analyze(&schedules, measure, &workload, csv.as_deref()).await {
+                    Ok(()) => ExitCode::SUCCESS,
+                    Err(e) => {
+                        eprintln!("conformance perf: {e}");
+                        ExitCode::FAILURE
+                    }
+                };
+            }
             perf(
                 concurrency,
                 duration,
@@ -283,20 +338,9 @@ async fn load(
     requests: Option<usize>,
     workload: &str,
 ) -> Result<(), String> {
-    use conformance::perf::{Workload, run_load};
+    use conformance::perf::run_load;
     use std::time::Duration;
-    let workload = match workload.split_once(':') {
-        None if workload == "add" => Workload::Add,
-        Some(("identity", n)) => Workload::Identity(
-            n.parse()
-                .map_err(|_| format!("identity:{n}: not a byte count"))?,
-        ),
-        _ => {
-            return Err(format!(
-                "unknown workload '{workload}': add or identity:BYTES"
-            ));
-        }
-    };
+    let workload = parse_workload(workload)?;
     let suite = conformance::Suite::from_env_with_limit(None, 0, 512).await?;
     for target in &suite.targets {
         println!("{target} ({workload:?})");
@@ -324,4 +368,94 @@ async fn load(
         c.running.shutdown().await;
     }
     Ok(())
+}
+
+/// The levels the flags ask for: request rates if given, else the
+/// concurrency range, else the concurrency list.
+fn schedules(
+    concurrency: &[usize],
+    range: Option<&str>,
+    rates: &[f64],
+    distribution: &str,
+) -> Result<Vec<conformance::perf::analyzer::Schedule>, String> {
+    use conformance::perf::analyzer::{Schedule, parse_range};
+    let poisson = match distribution {
+        "constant" => false,
+        "poisson" => true,
+        other => {
+            return Err(format!(
+                "--request-distribution {other}: constant or poisson"
+            ));
+        }
+    };
+    if !rates.is_empty() {
+        if let Some(bad) = rates.iter().find(|r| !(r.is_finite() && **r > 0.0)) {
+            return Err(format!(
+                "--request-rate {bad}: a positive number of requests per second"
+            ));
+        }
+        return Ok(rates
+            .iter()
+            .map(|&per_second| Schedule::Rate {
+                per_second,
+                poisson,
+            })
+            .collect());
+    }
+    let levels = match range {
+        Some(r) => parse_range(r)?,
+        None => concurrency.to_vec(),
+    };
+    Ok(levels.into_iter().map(Schedule::Concurrency).collect())
+}
+
+/// perf_analyzer's loop: each level measured until stable, a line each,
+/// and the CSV.
+async fn analyze(
+    schedules: &[conformance::perf::analyzer::Schedule],
+    measure: conformance::perf::analyzer::Measure,
+    workload: &str,
+    csv: Option<&std::path::Path>,
+) -> Result<(), String> {
+    use conformance::perf::analyzer::{csv as to_csv, level};
+    let workload = parse_workload(workload)?;
+    let suite = conformance::Suite::from_env_with_limit(None, 0, 512).await?;
+    let mut levels = Vec::new();
+    for target in &suite.targets {
+        println!("{target} ({workload:?})");
+        let client = suite
+            .builder(target)
+            .timeout(std::time::Duration::from_secs(300))
+            .build()
+            .map_err(|e| e.to_string())?;
+        for &schedule in schedules {
+            let l = level(&client, target, workload, schedule, measure).await;
+            println!("  {}", l.line());
+            levels.push(l);
+        }
+    }
+    if let Some(path) = csv {
+        std::fs::write(path, to_csv(&levels))
+            .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    }
+    #[cfg(feature = "reference")]
+    if let Some(c) = suite.control {
+        c.running.shutdown().await;
+    }
+    Ok(())
+}
+
+/// `add` or `identity:BYTES`.
+fn parse_workload(workload: &str) -> Result<conformance::perf::Workload, String> {
+    use conformance::perf::Workload;
+    match workload.split_once(':') {
+        None if workload == "add" => Ok(Workload::Add),
+        Some(("identity", n)) => Ok(Workload::Identity(
+            n.parse()
+                .map_err(|_| format!("identity:{n}: not a byte count"))?,
+        )),
+        _ => Err(format!(
+            "unknown workload '{workload}': add or identity:BYTES"
+        )),
+    }
 }

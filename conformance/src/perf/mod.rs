@@ -3,6 +3,7 @@
 //! Runtime in-process, bare echo servers of each transport, raw loopback
 //! TCP).
 
+pub mod analyzer;
 #[cfg(feature = "reference")]
 pub mod baselines;
 #[cfg(feature = "reference")]
