@@ -171,8 +171,11 @@ impl Stream for StreamResponses {
                 }
                 Poll::Ready(Err(joined)) => {
                     self.ended = true;
-                    return Poll::Ready(Some(Err(Error::StreamClosed {
-                        endpoint: format!("{} (the call's task ended: {joined})", self.endpoint),
+                    return Poll::Ready(Some(Err(Error::Transport {
+                        endpoint: self.endpoint.clone(),
+                        kind: crate::TransportKind::Other,
+                        message: format!("the stream's call ended without an answer: {joined}"),
+                        source: Some(Box::new(joined)),
                     })));
                 }
             }

@@ -140,10 +140,7 @@ impl Grpc {
 
     /// A reply that does not decode.
     fn protocol(&self, e: impl std::fmt::Display) -> Error {
-        Error::Protocol {
-            endpoint: self.label.clone(),
-            message: e.to_string(),
-        }
+        super::protocol_error(&self.label, e)
     }
 
     fn oip(&self, ctx: &CallCtx) -> GrpcInferenceServiceClient<Channel> {
@@ -329,10 +326,9 @@ impl Transport for Grpc {
                 version: version.into(),
             };
             let r = self.oip(&ctx).model_config(ctx.grpc_request(msg)).await;
-            self.reply(r, &ctx)?.config.ok_or_else(|| Error::Protocol {
-                endpoint: self.label.clone(),
-                message: "the ModelConfig reply carries no configuration".into(),
-            })
+            self.reply(r, &ctx)?
+                .config
+                .ok_or_else(|| self.protocol("the ModelConfig reply carries no configuration"))
         })
     }
 

@@ -219,6 +219,14 @@ pub(crate) async fn compress_body(
     .unwrap_or_default()
 }
 
+/// A reply from `endpoint` that does not decode.
+pub(crate) fn protocol_error(endpoint: &str, e: impl std::fmt::Display) -> crate::Error {
+    crate::Error::Protocol {
+        endpoint: endpoint.to_owned(),
+        message: e.to_string(),
+    }
+}
+
 /// A request refused by the send cap.
 pub(crate) fn sent_too_large(e: serving_proto::frame::TooLarge) -> crate::Error {
     crate::Error::MessageTooLarge {

@@ -282,11 +282,9 @@ impl Rest {
         Ok(())
     }
 
+    /// A reply that does not decode.
     fn protocol(&self, e: impl std::fmt::Display) -> Error {
-        Error::Protocol {
-            endpoint: self.label.clone(),
-            message: e.to_string(),
-        }
+        super::protocol_error(&self.label, e)
     }
 }
 
@@ -346,10 +344,7 @@ impl Transport for Rest {
                 })),
                 _ if reply.status != 200 => Err(self.error(&reply, &ctx, sent)),
                 Ok(Outcome::Instances(results)) => Ok(results),
-                Err(e) => Err(Error::Protocol {
-                    endpoint: self.label.clone(),
-                    message: e.to_string(),
-                }),
+                Err(e) => Err(self.protocol(e)),
             }
         })
     }
@@ -401,22 +396,17 @@ impl Transport for Rest {
             }
             let header_len = match &reply.header_len {
                 None => None,
-                Some(v) => Some(oip_rest::parse_header_length(v, reply.body.len()).map_err(
-                    |e| Error::Protocol {
-                        endpoint: self.label.clone(),
-                        message: e.to_string(),
-                    },
-                )?),
+                Some(v) => Some(
+                    oip_rest::parse_header_length(v, reply.body.len())
+                        .map_err(|e| self.protocol(e))?,
+                ),
             };
             let mut resp = oip_rest::decode_response_with(
                 reply.body,
                 header_len,
                 &mut ctx.outputs_in_shared_memory(),
             )
-            .map_err(|e| Error::Protocol {
-                endpoint: self.label.clone(),
-                message: e.to_string(),
-            })?;
+            .map_err(|e| self.protocol(e))?;
             if resp.model_name.is_empty() {
                 resp.model_name = req.model_name.clone();
             }

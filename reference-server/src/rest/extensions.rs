@@ -145,12 +145,17 @@ pub(crate) async fn repository_index(
 }
 
 /// A control body read as its typed request: a field of the wrong type
-/// or one the call does not know is a 400 naming it.
+/// or one the call does not know is a 400 naming it (serde's text quotes
+/// the client's field name: bounded like every echo).
 fn typed<T: serde::de::DeserializeOwned>(
     body: serde_json::Map<String, Value>,
 ) -> Result<T, ServeError> {
-    serde_json::from_value(Value::Object(body))
-        .map_err(|e| ServeError::InvalidArgument(format!("the request body is not valid: {e}")))
+    serde_json::from_value(Value::Object(body)).map_err(|e| {
+        ServeError::InvalidArgument(format!(
+            "the request body is not valid: {}",
+            serving_proto::text::quote(&e.to_string())
+        ))
+    })
 }
 
 fn parameter_names(body: &serde_json::Map<String, Value>) -> Result<Vec<String>, ServeError> {
@@ -198,20 +203,16 @@ pub(crate) async fn repository_unload(
 
 fn shm_status(state: &State, name: &str) -> Response {
     ok(state.shared_memory.status(name).map(|regions| {
-        Value::Array(
-            regions
-                .into_iter()
-                .map(|r| {
-                    serde_json::to_value(SystemSharedMemoryRegion {
-                        name: r.name,
-                        key: r.key,
-                        offset: r.offset,
-                        byte_size: r.byte_size,
-                    })
-                    .unwrap_or_default()
-                })
-                .collect(),
-        )
+        let regions: Vec<SystemSharedMemoryRegion> = regions
+            .into_iter()
+            .map(|r| SystemSharedMemoryRegion {
+                name: r.name,
+                key: r.key,
+                offset: r.offset,
+                byte_size: r.byte_size,
+            })
+            .collect();
+        serde_json::to_value(regions).unwrap_or_default()
     }))
 }
 
