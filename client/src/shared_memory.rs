@@ -282,4 +282,24 @@ impl crate::Client {
         self.register_system_shared_memory(region.name(), region.key(), 0, region.len() as u64)
             .await
     }
+
+    /// Sends a complete request whose tensors are placed in `regions` (an
+    /// [`crate::InferBuilder::request`] built with `input_in_region` and
+    /// `output_in_region`, kept and sent again and again, as a load
+    /// generator does): outputs come back as tensors viewing the region.
+    /// An output written to a region not in `regions` is an
+    /// [`Error::Protocol`].
+    pub async fn infer_request_placed(
+        &self,
+        request: &crate::InferRequest,
+        regions: &[SharedMemoryRegion],
+    ) -> Result<crate::InferResponse, Error> {
+        let regions: std::collections::BTreeMap<String, SharedMemoryRegion> = regions
+            .iter()
+            .map(|r| (r.name().to_owned(), r.clone()))
+            .collect();
+        let read: crate::transport::OutputRegions =
+            std::sync::Arc::new(move |name, placement| read_output(&regions, name, placement));
+        self.infer_placed(request, Some(&read)).await
+    }
 }
