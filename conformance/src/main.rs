@@ -73,6 +73,11 @@ enum Command {
         /// The message limit, MiB.
         #[arg(long, default_value_t = conformance::MAX_MSG_MB)]
         max_msg_mb: u32,
+        /// Serve the bare echo servers instead (the request's tensors
+        /// returned; no model, no queue, no checks): the baseline of the
+        /// overhead benchmark, in a process of its own.
+        #[arg(long)]
+        echo: bool,
     },
     /// Load generator: concurrency levels against SERVING_TARGET (or the
     /// reference server, started here), or one of the benchmarks of
@@ -115,9 +120,15 @@ enum Command {
         /// FP32 input of BYTES bytes).
         #[arg(long, default_value = "add")]
         workload: String,
-        /// A benchmark instead: overhead, throughput, large, memory or stalled.
+        /// A benchmark instead: overhead, throughput, large, memory, peers or stalled.
         #[arg(long)]
         bench: Option<String>,
+        /// Where the tensors travel: `none` (in the messages) or `system`
+        /// (system shared memory, Open Inference targets on this host:
+        /// inputs written once, an output region per client, as
+        /// perf_analyzer's --shared-memory system).
+        #[arg(long, default_value = "none")]
+        shared_memory: String,
     },
 }
 
@@ -161,7 +172,18 @@ async fn main() -> ExitCode {
             requests,
             workload,
             bench,
+            shared_memory,
         } => {
+            let placed = match shared_memory.as_str() {
+                "none" => false,
+                "system" => true,
+                other => {
+                    eprintln!(
+                        "conformance perf: --shared-memory {other}: none or system (CUDA shared memory is not offered)"
+                    );
+                    return ExitCode::from(2);
+                }
+            };
             let analyzed = concurrency_range.is_some() || !request_rate.is_empty() || csv.is_some();
             if analyzed && bench.is_none() {
                 let schedules = match schedules(
@@ -182,7 +204,7 @@ async fn main() -> ExitCode {
                     stability: stability_percentage,
                     max_trials,
                 };
-                return match analyze(&schedules, measure, &workload, csv.as_deref()).await {
+                return match analyze(&schedules, measure, &workload, placed, csv.as_deref()).await {
                     Ok(()) => ExitCode::SUCCESS,
                     Err(e) => {
                         eprintln!("conformance perf: {e}");
@@ -196,13 +218,19 @@ async fn main() -> ExitCode {
                 warmup,
                 requests,
                 &workload,
+                placed,
                 bench.as_deref(),
             )
             .await
         }
         #[cfg(feature = "reference")]
-        Command::Serve { max_msg_mb } => {
-            match conformance::control::serve_forever(max_msg_mb).await {
+        Command::Serve { max_msg_mb, echo } => {
+            let served = if echo {
+                conformance::perf::echo::serve_forever().await
+            } else {
+                conformance::control::serve_forever(max_msg_mb).await
+            };
+            match served {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("conformance serve: {e}");
@@ -290,6 +318,7 @@ async fn perf(
     warmup: f64,
     requests: Option<usize>,
     workload: &str,
+    placed: bool,
     bench: Option<&str>,
 ) -> ExitCode {
     #[cfg(feature = "reference")]
@@ -301,7 +330,7 @@ async fn perf(
         Some(_) => Err(
             "the benchmarks start reference servers, and this build has none (built without the `reference` feature)".to_string(),
         ),
-        None => load(&concurrency, warmup, window, requests, workload).await,
+        None => load(&concurrency, warmup, window, requests, workload, placed).await,
     };
     #[cfg(feature = "reference")]
     let result = match bench {
@@ -312,14 +341,26 @@ async fn perf(
             Ok(exe) => b::memory(&exe).await,
             Err(e) => Err(e.to_string()),
         },
+        Some("peers") => match std::env::current_exe() {
+            Ok(exe) => {
+                conformance::perf::peers::peers(
+                    &exe,
+                    &concurrency,
+                    Duration::from_secs_f64(warmup),
+                    window,
+                )
+                .await
+            }
+            Err(e) => Err(e.to_string()),
+        },
         Some("stalled") => match std::env::current_exe() {
             Ok(exe) => conformance::perf::stalled::stalled(&exe, 800, 4).await,
             Err(e) => Err(e.to_string()),
         },
         Some(other) => Err(format!(
-            "unknown benchmark '{other}': overhead, throughput, large, memory or stalled"
+            "unknown benchmark '{other}': overhead, throughput, large, memory, peers or stalled"
         )),
-        None => load(&concurrency, warmup, window, requests, workload).await,
+        None => load(&concurrency, warmup, window, requests, workload, placed).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -337,8 +378,10 @@ async fn load(
     window: std::time::Duration,
     requests: Option<usize>,
     workload: &str,
+    placed: bool,
 ) -> Result<(), String> {
-    use conformance::perf::run_load;
+    use conformance::perf::run_feed;
+    use std::sync::Arc;
     use std::time::Duration;
     let workload = parse_workload(workload)?;
     let suite = conformance::Suite::from_env_with_limit(None, 0, 512).await?;
@@ -349,11 +392,12 @@ async fn load(
             .timeout(Duration::from_secs(300))
             .build()
             .map_err(|e| e.to_string())?;
+        let most = concurrency.iter().copied().max().unwrap_or(1);
+        let feed = Arc::new(feed(&client, target, workload, placed, most).await?);
         for &c in concurrency {
-            let s = run_load(
+            let s = run_feed(
                 &client,
-                target,
-                workload,
+                &feed,
                 c,
                 Duration::from_secs_f64(warmup),
                 window,
@@ -361,6 +405,9 @@ async fn load(
             )
             .await;
             println!("  {}", s.line());
+        }
+        if let Ok(feed) = Arc::try_unwrap(feed) {
+            feed.release(&client).await;
         }
     }
     #[cfg(feature = "reference")]
@@ -415,9 +462,11 @@ async fn analyze(
     schedules: &[conformance::perf::analyzer::Schedule],
     measure: conformance::perf::analyzer::Measure,
     workload: &str,
+    placed: bool,
     csv: Option<&std::path::Path>,
 ) -> Result<(), String> {
-    use conformance::perf::analyzer::{csv as to_csv, level};
+    use conformance::perf::analyzer::{Schedule, csv as to_csv, level};
+    use std::sync::Arc;
     let workload = parse_workload(workload)?;
     let suite = conformance::Suite::from_env_with_limit(None, 0, 512).await?;
     let mut levels = Vec::new();
@@ -428,10 +477,23 @@ async fn analyze(
             .timeout(std::time::Duration::from_secs(300))
             .build()
             .map_err(|e| e.to_string())?;
+        // Output regions: one per client; open-loop requests take turns.
+        let most = schedules
+            .iter()
+            .map(|s| match s {
+                Schedule::Concurrency(c) => *c,
+                _ => 64,
+            })
+            .max()
+            .unwrap_or(1);
+        let feed = Arc::new(feed(&client, target, workload, placed, most).await?);
         for &schedule in schedules {
-            let l = level(&client, target, workload, schedule, measure).await;
+            let l = level(&client, target, &feed, schedule, measure).await;
             println!("  {}", l.line());
             levels.push(l);
+        }
+        if let Ok(feed) = Arc::try_unwrap(feed) {
+            feed.release(&client).await;
         }
     }
     if let Some(path) = csv {
@@ -443,6 +505,23 @@ async fn analyze(
         c.running.shutdown().await;
     }
     Ok(())
+}
+
+/// The requests for `target`: tensors in the messages, or placed in system
+/// shared memory for `clients` concurrent clients.
+async fn feed(
+    client: &serving_client::Client,
+    target: &conformance::target::Target,
+    workload: conformance::perf::Workload,
+    placed: bool,
+    clients: usize,
+) -> Result<conformance::perf::Feed, String> {
+    use conformance::perf::Feed;
+    if placed {
+        Feed::shared_memory(client, target.family, workload, clients).await
+    } else {
+        Ok(Feed::plain(target.family, workload))
+    }
 }
 
 /// `add` or `identity:BYTES`.

@@ -4,8 +4,8 @@
 
 use std::time::Duration;
 
-use conformance::perf::Workload;
 use conformance::perf::analyzer::{Measure, Schedule, csv, level};
+use conformance::perf::{Feed, Workload};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn levels_are_measured_with_the_servers_breakdown_and_written_as_csv() {
@@ -33,7 +33,8 @@ async fn levels_are_measured_with_the_servers_breakdown_and_written_as_csv() {
             poisson: true,
         },
     ] {
-        let l = level(&client, &target, Workload::Add, schedule, measure).await;
+        let feed = std::sync::Arc::new(Feed::plain(target.family, Workload::Add));
+        let l = level(&client, &target, &feed, schedule, measure).await;
         assert!((3..=6).contains(&l.trials), "{}", l.line());
         assert_eq!(l.stats.errors, 0, "{}", l.line());
         assert!(l.stats.requests > 0, "{}", l.line());
@@ -49,6 +50,82 @@ async fn levels_are_measured_with_the_servers_breakdown_and_written_as_csv() {
         "{text}"
     );
     assert!(lines[2].starts_with("100,"), "{text}");
+    if let Some(c) = suite.control.take() {
+        c.running.shutdown().await;
+    }
+}
+
+/// `--shared-memory system`: the tensors travel through regions the feed
+/// registered, each client writes to its own output region, and the
+/// server's statistics count every request; the regions are unregistered
+/// afterwards.
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shared_memory_feeds_place_every_tensor_in_regions() {
+    use conformance::perf::run_feed;
+    let mut suite = conformance::Suite::from_env_with_limit(None, 0, 16)
+        .await
+        .expect("the reference server starts");
+    let target = suite
+        .targets
+        .iter()
+        .find(|t| {
+            t.family == conformance::Family::OpenInference
+                && t.transport == conformance::Transport::Grpc
+        })
+        .expect("an OIP gRPC target")
+        .clone();
+    let client = suite.client(&target).unwrap();
+    // Over the server's 16 MiB message limit: only placed tensors fit.
+    let bytes = 20 << 20;
+    let feed = std::sync::Arc::new(
+        Feed::shared_memory(&client, target.family, Workload::Identity(bytes), 2)
+            .await
+            .expect("regions are created and registered"),
+    );
+    assert!(feed.placed());
+    let regions = client.system_shared_memory_status(None).await.unwrap();
+    assert_eq!(
+        regions.len(),
+        3,
+        "one input and two output regions: {regions:?}"
+    );
+    let before = client
+        .model_statistics(Some("identity_fp32"), None)
+        .await
+        .unwrap();
+    let s = run_feed(
+        &client,
+        &feed,
+        2,
+        Duration::ZERO,
+        Duration::from_secs(60),
+        Some(12),
+    )
+    .await;
+    assert_eq!((s.requests, s.errors), (12, 0), "{}", s.line());
+    let after = client
+        .model_statistics(Some("identity_fp32"), None)
+        .await
+        .unwrap();
+    let count = |m: &[serving_client::ModelStatistics]| {
+        m.iter()
+            .filter_map(|v| v.inference_stats.as_ref()?.success.as_ref())
+            .map(|d| d.count)
+            .sum::<u64>()
+    };
+    assert_eq!(count(&after) - count(&before), 12);
+    std::sync::Arc::try_unwrap(feed)
+        .unwrap()
+        .release(&client)
+        .await;
+    assert!(
+        client
+            .system_shared_memory_status(None)
+            .await
+            .unwrap()
+            .is_empty()
+    );
     if let Some(c) = suite.control.take() {
         c.running.shutdown().await;
     }

@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 
 use serving_client::{Client, ModelStatistics};
 
-use super::load::{Stats, Workload, prepare, quantile, run_load, send};
+use super::feed::Feed;
+use super::load::{Stats, Workload, quantile, run_feed, send};
 use crate::target::{Family, Target};
 
 /// How load is offered.
@@ -208,11 +209,11 @@ pub struct Measure {
 pub async fn level(
     client: &Client,
     target: &Target,
-    workload: Workload,
+    feed: &Arc<Feed>,
     schedule: Schedule,
     measure: Measure,
 ) -> Level {
-    let model = model_of(workload, target.family);
+    let model = model_of(feed.workload(), target.family);
     let read = || async {
         match model {
             Some(m) => client.model_statistics(Some(m), None).await.ok(),
@@ -220,12 +221,12 @@ pub async fn level(
         }
     };
     // Warm-up: the same load, not measured.
-    let _ = window(client, target, workload, schedule, measure.warmup).await;
+    let _ = window(client, feed, schedule, measure.warmup).await;
     let mut windows = Vec::new();
     let mut server = None;
     while windows.len() < measure.max_trials.max(3) {
         let before = read().await;
-        let stats = window(client, target, workload, schedule, measure.window).await;
+        let stats = window(client, feed, schedule, measure.window).await;
         let after = read().await;
         server = match (before, after) {
             (Some(b), Some(a)) => Some(totals(&a).since(&totals(&b))),
@@ -248,21 +249,13 @@ pub async fn level(
     }
 }
 
-async fn window(
-    client: &Client,
-    target: &Target,
-    workload: Workload,
-    schedule: Schedule,
-    length: Duration,
-) -> Stats {
+async fn window(client: &Client, feed: &Arc<Feed>, schedule: Schedule, length: Duration) -> Stats {
     match schedule {
-        Schedule::Concurrency(c) => {
-            run_load(client, target, workload, c, Duration::ZERO, length, None).await
-        }
+        Schedule::Concurrency(c) => run_feed(client, feed, c, Duration::ZERO, length, None).await,
         Schedule::Rate {
             per_second,
             poisson,
-        } => run_rate(client, target, workload, per_second, poisson, length).await,
+        } => run_rate(client, feed, per_second, poisson, length).await,
     }
 }
 
@@ -270,13 +263,11 @@ async fn window(
 /// exponential gaps) for `length`; each one's latency from its start.
 pub async fn run_rate(
     client: &Client,
-    target: &Target,
-    workload: Workload,
+    feed: &Arc<Feed>,
     per_second: f64,
     poisson: bool,
     length: Duration,
 ) -> Stats {
-    let request = Arc::new(prepare(target.family, workload));
     // xorshift64*: the same arrivals every run.
     let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
     let mut next = move || {
@@ -292,10 +283,11 @@ pub async fn run_rate(
     while at < start + length {
         tokio::time::sleep_until(at.into()).await;
         let client = client.clone();
-        let request = request.clone();
+        let feed = feed.clone();
+        let i = tasks.len();
         tasks.push(tokio::spawn(async move {
             let t0 = Instant::now();
-            send(&client, &request).await.map(|()| t0.elapsed())
+            send(&client, feed.request(i)).await.map(|()| t0.elapsed())
         }));
         let gap = if poisson {
             // Exponential gaps: -ln(U) × mean, U uniform in (0, 1].
@@ -309,7 +301,7 @@ pub async fn run_rate(
     let sent = tasks.len();
     let mut stats = Stats {
         concurrency: 0,
-        payload: workload.payload(),
+        payload: feed.workload().payload(),
         ..Stats::default()
     };
     for t in tasks {

@@ -7,7 +7,8 @@ use serving_client::Client;
 
 use super::baselines::{ort_add, quantile};
 use super::echo;
-use super::load::{Stats, Workload, run_load};
+use super::feed::Feed;
+use super::load::{Stats, Workload, run_feed, run_load};
 use super::memory;
 use crate::target::{Family, Target, Transport};
 
@@ -215,6 +216,35 @@ pub async fn large() -> Result<(), String> {
                 errors(&ours, &bare)
             );
         }
+        // The same identity with both tensors in system shared memory
+        // (client SDK and server; the messages carry names and offsets).
+        let t = targets
+            .iter()
+            .find(|t| t.family == Family::OpenInference && t.transport == Transport::Grpc)
+            .expect("four targets");
+        let c = client(t);
+        let feed = std::sync::Arc::new(
+            Feed::shared_memory(&c, t.family, Workload::Identity(bytes), 1).await?,
+        );
+        let placed = run_feed(
+            &c,
+            &feed,
+            1,
+            Duration::ZERO,
+            Duration::from_secs(120),
+            Some(requests),
+        )
+        .await;
+        println!(
+            "  oip+grpc+shm server {:>7.3} GB/s ({:>5.1}% of TCP) p50 {:>9.1} ms{}",
+            placed.gbps(),
+            100.0 * placed.gbps() / tcp,
+            placed.quantile(0.5).as_secs_f64() * 1e3,
+            errors(&placed, &Stats::default())
+        );
+        if let Ok(feed) = std::sync::Arc::try_unwrap(feed) {
+            feed.release(&c).await;
+        }
     }
     control.running.shutdown().await;
     Ok(())
@@ -270,6 +300,40 @@ pub async fn memory(exe: &std::path::Path) -> Result<(), String> {
         },
         (peak.saturating_sub(idle)) as f64 / payload as f64,
         peak as f64 / payload as f64
+    );
+    // Then 64 clients at once, each sending 64 MiB identities (4 GiB
+    // offered at a time): the server's incoming budget (--max-incoming-mb,
+    // default 1024) admits what fits and refuses the rest UNAVAILABLE, so
+    // the peak stays bounded whatever the clients send.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (before, _) = memory::rss(pid).ok_or("cannot read /proc")?;
+    memory::reset_peak(pid);
+    let each = 64usize << 20;
+    let many = run_load(
+        &c,
+        &t,
+        Workload::Identity(each),
+        64,
+        Duration::ZERO,
+        Duration::from_secs(120),
+        Some(256),
+    )
+    .await;
+    let (_, peak) = memory::rss(pid).ok_or("cannot read /proc")?;
+    // What the allocator still holds once the load is over.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (after, _) = memory::rss(pid).ok_or("cannot read /proc")?;
+    println!(
+        "64 clients x 64 MiB (OIP gRPC, identity, 256 requests): {} answered, {} refused{}; server RSS before {:.0} MiB, peak {:.0} MiB, 2 s after {:.0} MiB",
+        many.requests,
+        many.errors,
+        many.first_error
+            .as_deref()
+            .map(|e| format!(" (first: {})", e.chars().take(300).collect::<String>()))
+            .unwrap_or_default(),
+        mib(before),
+        mib(peak),
+        mib(after)
     );
     drop(child);
     Ok(())

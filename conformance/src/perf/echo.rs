@@ -97,6 +97,16 @@ impl GrpcInferenceService for Echo {
     }
 }
 
+/// Serves both echo servers on ephemeral ports and prints
+/// `READY <grpc> <rest>`, as `conformance serve` does, until killed.
+pub async fn serve_forever() -> Result<(), String> {
+    let grpc = grpc().await.map_err(|e| e.to_string())?;
+    let rest = rest().await.map_err(|e| e.to_string())?;
+    println!("READY {grpc} {rest}");
+    std::future::pending::<()>().await;
+    Ok(())
+}
+
 /// Starts the gRPC echo server on an ephemeral loopback port.
 pub async fn grpc() -> std::io::Result<SocketAddr> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;

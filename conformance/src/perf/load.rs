@@ -36,6 +36,13 @@ pub enum Prepared {
     MindSpore(&'static str, &'static str, Vec<NamedTensors>),
     /// Open Inference.
     OpenInference(InferRequest),
+    /// Open Inference with its tensors in system shared memory: the
+    /// request, and the regions its outputs are written to.
+    #[cfg(unix)]
+    Placed(
+        InferRequest,
+        Vec<serving_client::shared_memory::SharedMemoryRegion>,
+    ),
 }
 
 fn identity_inputs(bytes: usize) -> Vec<(String, Tensor)> {
@@ -98,6 +105,12 @@ pub async fn send(client: &Client, request: &Prepared) -> Result<(), String> {
         }
         Prepared::OpenInference(req) => client
             .infer_request(req)
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string()),
+        #[cfg(unix)]
+        Prepared::Placed(req, regions) => client
+            .infer_request_placed(req, regions)
             .await
             .map(|_| ())
             .map_err(|e| e.to_string()),
@@ -170,7 +183,21 @@ pub async fn run_load(
     window: Duration,
     max_requests: Option<usize>,
 ) -> Stats {
-    let request = Arc::new(prepare(target.family, workload));
+    let feed = Arc::new(super::feed::Feed::plain(target.family, workload));
+    run_feed(client, &feed, concurrency, warmup, window, max_requests).await
+}
+
+/// As [`run_load`], sending what `feed` prepared (client `i` its
+/// `feed.request(i)`).
+pub async fn run_feed(
+    client: &Client,
+    feed: &Arc<super::feed::Feed>,
+    concurrency: usize,
+    warmup: Duration,
+    window: Duration,
+    max_requests: Option<usize>,
+) -> Stats {
+    let workload = feed.workload();
     let start = Instant::now();
     let measure_from = start + warmup;
     let until = measure_from + window;
@@ -178,11 +205,12 @@ pub async fn run_load(
         max_requests.unwrap_or(usize::MAX),
     ));
     let tasks: Vec<_> = (0..concurrency)
-        .map(|_| {
+        .map(|i| {
             let client = client.clone();
-            let request = request.clone();
+            let feed = feed.clone();
             let budget = budget.clone();
             tokio::spawn(async move {
+                let request = feed.request(i);
                 let (mut lat, mut errors, mut first) = (Vec::new(), 0usize, None);
                 loop {
                     let t0 = Instant::now();
@@ -201,7 +229,7 @@ pub async fn run_load(
                     {
                         break;
                     }
-                    let result = send(&client, &request).await;
+                    let result = send(&client, request).await;
                     if measured {
                         match result {
                             Ok(()) => lat.push(t0.elapsed()),

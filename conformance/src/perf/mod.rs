@@ -9,9 +9,13 @@ pub mod baselines;
 #[cfg(feature = "reference")]
 pub mod bench;
 pub mod echo;
+pub mod feed;
 pub mod load;
 pub mod memory;
 #[cfg(feature = "reference")]
+pub mod peers;
+#[cfg(feature = "reference")]
 pub mod stalled;
 
-pub use load::{Stats, Workload, run_load};
+pub use feed::Feed;
+pub use load::{Stats, Workload, run_feed, run_load};
