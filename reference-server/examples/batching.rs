@@ -173,17 +173,29 @@ async fn run(transport: Transport, batching: bool, clients: usize) {
             measure_from,
         )));
     }
+    // The batches run in the measured window: the per-batch-size counters
+    // (Triton's batch_stats) after it, less those before it.
+    let sv = server.state.registry.get("stack", 0).unwrap();
+    tokio::time::sleep_until(measure_from.into()).await;
+    let before = sv.scheduler().counters().by_batch_size();
     let mut all = Vec::new();
     for t in tasks {
         all.extend(t.await.unwrap());
     }
+    let after = sv.scheduler().counters().by_batch_size();
+    drop(sv);
+    let runs: Vec<(usize, u64)> = after
+        .iter()
+        .map(|(&rows, c)| (rows, c.count - before.get(&rows).map_or(0, |b| b.count)))
+        .filter(|&(_, n)| n > 0)
+        .collect();
     all.sort();
     let pct = |p: f64| all[((all.len() as f64 * p) as usize).min(all.len() - 1)];
-    let sv = server.state.registry.get("stack", 0).unwrap();
-    let batches = sv.scheduler().batch_sizes();
-    let mean_batch = batches.sum() / batches.count().max(1) as f64;
+    let total_runs: u64 = runs.iter().map(|&(_, n)| n).sum();
+    let total_rows: u64 = runs.iter().map(|&(r, n)| r as u64 * n).sum();
+    let mean_batch = total_rows as f64 / total_runs.max(1) as f64;
     println!(
-        "{:<11}  batching {:<3}  clients {clients:>2}  throughput {:>7.0} req/s  p50 {:>8.0} us  p99 {:>8.0} us  mean batch {:>5.1}",
+        "{:<11}  batching {:<3}  clients {clients:>2}  throughput {:>7.0} req/s  p50 {:>8.0} us  p99 {:>8.0} us  mean batch {:>5.1}  batches {}",
         match transport {
             Transport::Grpc => "gRPC",
             Transport::RestBinary => "REST binary",
@@ -194,8 +206,8 @@ async fn run(transport: Transport, batching: bool, clients: usize) {
         pct(0.50).as_secs_f64() * 1e6,
         pct(0.99).as_secs_f64() * 1e6,
         mean_batch,
+        distribution(&runs, total_runs),
     );
-    drop(sv);
     if let Ok(server) = Arc::try_unwrap(server) {
         server.shutdown().await;
     }
@@ -219,4 +231,31 @@ async fn main() {
             }
         }
     }
+}
+
+/// The share of runs by batch size, in power-of-two buckets: `1: 3%,
+/// 2: 1%, 3-4: 2%, ..., 33-64: 81%` (buckets without runs left out).
+fn distribution(runs: &[(usize, u64)], total: u64) -> String {
+    let mut buckets: Vec<(usize, usize, u64)> = Vec::new();
+    for &(rows, n) in runs {
+        let hi = rows.next_power_of_two();
+        let lo = if hi <= 2 { hi } else { hi / 2 + 1 };
+        match buckets.iter_mut().find(|b| b.1 == hi) {
+            Some(b) => b.2 += n,
+            None => buckets.push((lo, hi, n)),
+        }
+    }
+    buckets.sort();
+    buckets
+        .iter()
+        .map(|&(lo, hi, n)| {
+            let share = 100.0 * n as f64 / total.max(1) as f64;
+            if lo == hi {
+                format!("{hi}: {share:.0}%")
+            } else {
+                format!("{lo}-{hi}: {share:.0}%")
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
