@@ -117,8 +117,18 @@ pub async fn spawn_with(
     exe: &Path,
     max_msg_mb: u32,
 ) -> Result<(tokio::process::Child, String, String), String> {
+    spawn_serve(exe, &["--max-msg-mb", &max_msg_mb.to_string()]).await
+}
+
+/// Starts `exe serve ARGS` (`--echo`: the bare echo servers) and waits for
+/// its addresses, as [`spawn`].
+pub async fn spawn_serve(
+    exe: &Path,
+    args: &[&str],
+) -> Result<(tokio::process::Child, String, String), String> {
     let mut child = tokio::process::Command::new(exe)
-        .args(["serve", "--max-msg-mb", &max_msg_mb.to_string()])
+        .arg("serve")
+        .args(args)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
         .kill_on_drop(true)

@@ -334,7 +334,10 @@ async fn perf(
     };
     #[cfg(feature = "reference")]
     let result = match bench {
-        Some("overhead") => b::overhead(window).await,
+        Some("overhead") => match std::env::current_exe() {
+            Ok(exe) => b::overhead(&exe, window).await,
+            Err(e) => Err(e.to_string()),
+        },
         Some("throughput") => b::throughput(window).await,
         Some("large") => b::large().await,
         Some("memory") => match std::env::current_exe() {

@@ -65,8 +65,80 @@ fn label(t: &Target) -> String {
 }
 
 /// Serving overhead: `add` at concurrency 1 on the reference server, next
-/// to a bare echo of the same transport and ONNX Runtime in-process.
-pub async fn overhead(window: Duration) -> Result<(), String> {
+/// to a bare echo of the same transport and ONNX Runtime in-process; then
+/// the same with the server and the echo each in a process of its own.
+pub async fn overhead(exe: &std::path::Path, window: Duration) -> Result<(), String> {
+    in_process(window).await?;
+    out_of_process(exe, window).await
+}
+
+/// The reference server and the echo servers each in a process of their
+/// own, the load generator in this one: three rounds, alternating, and the
+/// median p50 of each. What moves from the in-process figures is the cost
+/// of crossing processes (wake-ups on both sides of the socket), paid by
+/// the echo as by the server.
+async fn out_of_process(exe: &std::path::Path, window: Duration) -> Result<(), String> {
+    let (server, sg, sh) = crate::control::spawn_with(exe, 512).await?;
+    let (echo, eg, eh) = crate::control::spawn_serve(exe, &["--echo"]).await?;
+    let at = |url: &str, family: Family, transport: Transport| Target {
+        family,
+        transport,
+        tls: false,
+        authority: url
+            .trim_start_matches("grpc://")
+            .trim_start_matches("http://")
+            .to_owned(),
+    };
+    println!(
+        "out of process (server and echo each in its own process; median of 3 rounds of {:.0} s):",
+        window.as_secs_f64()
+    );
+    println!(
+        "{:<28} {:>10} {:>12} {:>14}",
+        "target", "p50 µs", "echo p50", "overhead p50"
+    );
+    for family in [Family::MindSpore, Family::OpenInference] {
+        for (transport, ours, bare) in [(Transport::Grpc, &sg, &eg), (Transport::Http, &sh, &eh)] {
+            let (t, e) = (at(ours, family, transport), at(bare, family, transport));
+            let (ct, ce) = (client(&t), client(&e));
+            let (mut a, mut b) = (Vec::new(), Vec::new());
+            for _ in 0..3 {
+                let s = run_load(
+                    &ct,
+                    &t,
+                    Workload::Add,
+                    1,
+                    Duration::from_millis(500),
+                    window,
+                    None,
+                )
+                .await;
+                a.push(us(s.quantile(0.5)));
+                let s = run_load(
+                    &ce,
+                    &e,
+                    Workload::Add,
+                    1,
+                    Duration::from_millis(500),
+                    window,
+                    None,
+                )
+                .await;
+                b.push(us(s.quantile(0.5)));
+            }
+            let median = |v: &mut Vec<f64>| {
+                v.sort_by(f64::total_cmp);
+                v[v.len() / 2]
+            };
+            let (a, b) = (median(&mut a), median(&mut b));
+            println!("{:<28} {:>10.1} {:>12.1} {:>14.1}", label(&t), a, b, a - b);
+        }
+    }
+    drop((server, echo));
+    Ok(())
+}
+
+async fn in_process(window: Duration) -> Result<(), String> {
     let (control, targets) = crate::control::start_with(None, 512).await?;
     let echoes = Echoes::start().await?;
     let ort = ort_add(2000, 20000)?;
@@ -185,8 +257,30 @@ pub async fn large() -> Result<(), String> {
                 .find(|t| t.family == family && t.transport == transport)
                 .expect("four targets");
             let e = echoes.beside(t);
+            let (ct, ce) = (client(t), client(&e));
+            // One request each first: connections, pools and pages.
+            run_load(
+                &ct,
+                t,
+                Workload::Identity(bytes),
+                1,
+                Duration::ZERO,
+                Duration::from_secs(60),
+                Some(1),
+            )
+            .await;
+            run_load(
+                &ce,
+                &e,
+                Workload::Identity(bytes),
+                1,
+                Duration::ZERO,
+                Duration::from_secs(60),
+                Some(1),
+            )
+            .await;
             let ours = run_load(
-                &client(t),
+                &ct,
                 t,
                 Workload::Identity(bytes),
                 1,
@@ -196,7 +290,7 @@ pub async fn large() -> Result<(), String> {
             )
             .await;
             let bare = run_load(
-                &client(&e),
+                &ce,
                 &e,
                 Workload::Identity(bytes),
                 1,
@@ -226,6 +320,16 @@ pub async fn large() -> Result<(), String> {
         let feed = std::sync::Arc::new(
             Feed::shared_memory(&c, t.family, Workload::Identity(bytes), 1).await?,
         );
+        // One request first: the output region's pages are touched once.
+        run_feed(
+            &c,
+            &feed,
+            1,
+            Duration::ZERO,
+            Duration::from_secs(60),
+            Some(1),
+        )
+        .await;
         let placed = run_feed(
             &c,
             &feed,

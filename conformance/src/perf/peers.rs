@@ -23,6 +23,9 @@ use serving_client::Client;
 use super::load::{Stats, Workload, run_load};
 use crate::target::{Family, Target, Transport};
 
+/// Rounds per level.
+const ROUNDS: usize = 3;
+
 /// The workspace root (the conformance crate's parent).
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -321,23 +324,35 @@ pub async fn peers(
         }
     }
     println!(
-        "add (two FP32 [2, 2] inputs), {:.0} s per level after {:.0} s of warm-up; every server in its own process",
+        "add (two FP32 [2, 2] inputs); every server in its own process; {ROUNDS} rounds in alternation of {:.0} s after {:.0} s of warm-up, the median round shown (by throughput)",
         window.as_secs_f64(),
         warmup.as_secs_f64()
     );
     for transport in [Transport::Grpc, Transport::Http] {
         for &c in levels {
-            let mut figures = Vec::new();
-            for s in &servers {
-                let url = match transport {
-                    Transport::Grpc => &s.grpc,
-                    Transport::Http => &s.http,
-                };
-                let t = target(url, transport);
-                let stats =
-                    run_load(&client(&t)?, &t, Workload::Add, c, warmup, window, None).await;
-                figures.push((s.name, stats));
+            // Rounds in alternation, so that a slow spell of the machine
+            // falls on every server alike; each server's median round.
+            let mut rounds: Vec<Vec<Stats>> = servers.iter().map(|_| Vec::new()).collect();
+            for _ in 0..ROUNDS {
+                for (s, seen) in servers.iter().zip(&mut rounds) {
+                    let url = match transport {
+                        Transport::Grpc => &s.grpc,
+                        Transport::Http => &s.http,
+                    };
+                    let t = target(url, transport);
+                    seen.push(
+                        run_load(&client(&t)?, &t, Workload::Add, c, warmup, window, None).await,
+                    );
+                }
             }
+            let figures: Vec<(&str, Stats)> = servers
+                .iter()
+                .zip(rounds)
+                .map(|(s, mut seen)| {
+                    seen.sort_by(|a, b| a.rate().total_cmp(&b.rate()));
+                    (s.name, seen.swap_remove(seen.len() / 2))
+                })
+                .collect();
             let ours = figures[0].1.rate();
             let row: Vec<String> = figures
                 .iter()

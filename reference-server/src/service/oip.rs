@@ -18,6 +18,10 @@ use crate::engine::registry::Lookup;
 use crate::engine::{EngineError, InputProblem, JobRequest, MethodInfo, ServableVersion};
 use crate::error::ServeError;
 
+/// Outputs placed in shared memory from this size on are copied there on a
+/// blocking thread, not on the async worker.
+const OFF_RUNTIME_COPY: usize = 1 << 20;
+
 /// Name of this server in server metadata.
 pub(crate) const SERVER_NAME: &str = "serving-reference-server";
 /// Protocol extensions always served (Triton's names).
@@ -283,7 +287,25 @@ pub(crate) async fn infer(
             let mut out = NamedTensor::new(wanted.name.clone(), t);
             if let Some(p) = placements.remove(wanted.name.as_str()) {
                 let bytes = serving_proto::oip::raw_contents(&out.tensor);
-                state.shared_memory.write_output(&wanted.name, &p, &bytes)?;
+                let slot = state
+                    .shared_memory
+                    .output_slot(&wanted.name, &p, bytes.len())?;
+                let len = bytes.len();
+                if len >= OFF_RUNTIME_COPY {
+                    // A copy of this size takes milliseconds: off the
+                    // async workers, which serve every other connection.
+                    tokio::task::spawn_blocking(move || slot.write(&bytes))
+                        .await
+                        .map_err(|e| {
+                            ServeError::Internal(format!(
+                                "writing output '{}' to shared memory failed: {e}",
+                                quote(&wanted.name)
+                            ))
+                        })?;
+                } else {
+                    slot.write(&bytes);
+                }
+                let bytes_len = len;
                 // The placement as asked, with the size actually written.
                 out.parameters = wanted
                     .parameters
@@ -293,7 +315,7 @@ pub(crate) async fn infer(
                     .collect();
                 out.parameters.insert(
                     serving_proto::oip::shared_memory::BYTE_SIZE.into(),
-                    serving_proto::oip::Parameter::Int64(bytes.len() as i64),
+                    serving_proto::oip::Parameter::Int64(bytes_len as i64),
                 );
             }
             named.push(out);

@@ -277,36 +277,60 @@ impl SharedMemory {
         Ok(Bytes::from_owner(Slice { region, range }))
     }
 
-    /// Writes an output's bytes where `p` places them, which must hold them.
-    pub(crate) fn write_output(
+    /// Where output `output` of `len` bytes goes: the placement `p`,
+    /// checked to lie in a registered region and to hold `len` bytes.
+    pub(crate) fn output_slot(
         &self,
         output: &str,
         p: &Placement,
-        bytes: &[u8],
-    ) -> Result<(), ServeError> {
+        len: usize,
+    ) -> Result<OutputSlot, ServeError> {
         let (region, range) = self
             .locate(p)
             .map_err(|e| ServeError::InvalidArgument(format!("output '{}': {e}", quote(output))))?;
-        if bytes.len() > range.len() {
+        if len > range.len() {
             return Err(ServeError::InvalidArgument(format!(
-                "output '{}' is {} bytes, more than the {} bytes of shared memory given for it (shared_memory_byte_size)",
+                "output '{}' is {len} bytes, more than the {} bytes of shared memory given for it (shared_memory_byte_size)",
                 quote(output),
-                bytes.len(),
                 range.len()
             )));
         }
+        Ok(OutputSlot { region, range })
+    }
+
+    /// Writes an output's bytes where `p` places them, which must hold them.
+    #[cfg(test)]
+    fn write_output(&self, output: &str, p: &Placement, bytes: &[u8]) -> Result<(), ServeError> {
+        self.output_slot(output, p, bytes.len())?.write(bytes);
+        Ok(())
+    }
+}
+
+/// A checked place in a registered region for one output's bytes; it keeps
+/// the region mapped while it lives (an unregistration meanwhile unmaps
+/// nothing), so it can be written on another thread.
+pub(crate) struct OutputSlot {
+    region: Arc<Region>,
+    range: std::ops::Range<usize>,
+}
+
+impl OutputSlot {
+    /// Copies `bytes` (at most the slot's length, as checked when it was
+    /// made) to the start of the slot.
+    pub(crate) fn write(&self, bytes: &[u8]) {
+        let len = bytes.len().min(self.range.len());
         // SAFETY: `range` lies inside the mapping (checked by `locate`
         // against the region's length, which is the mapping's), the
-        // mapping is writable and lives as long as `region`, and the
-        // source is server memory, disjoint from the mapping.
+        // mapping is writable and lives as long as `region`, `len` is
+        // within `range`, and the source is server memory, disjoint from
+        // the mapping.
         unsafe {
             std::ptr::copy_nonoverlapping(
                 bytes.as_ptr(),
-                region.map.as_mut_ptr().add(range.start),
-                bytes.len(),
+                self.region.map.as_mut_ptr().add(self.range.start),
+                len,
             );
         }
-        Ok(())
     }
 }
 
