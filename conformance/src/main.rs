@@ -324,6 +324,7 @@ async fn perf(
     #[cfg(feature = "reference")]
     use conformance::perf::bench as b;
     use std::time::Duration;
+    let stolen_from = conformance::perf::steal::CpuTimes::now();
     let window = Duration::from_secs_f64(duration.max(0.1));
     #[cfg(not(feature = "reference"))]
     let result = match bench {
@@ -365,6 +366,12 @@ async fn perf(
         )),
         None => load(&concurrency, warmup, window, requests, workload, placed).await,
     };
+    if let (Some(a), Some(b)) = (stolen_from, conformance::perf::steal::CpuTimes::now()) {
+        println!(
+            "machine: {:.1}% of CPU time stolen by the hypervisor during this run",
+            a.stolen_since(b)
+        );
+    }
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -470,6 +477,7 @@ async fn analyze(
 ) -> Result<(), String> {
     use conformance::perf::analyzer::{Schedule, csv as to_csv, level};
     use std::sync::Arc;
+    let stolen_from = conformance::perf::steal::CpuTimes::now();
     let workload = parse_workload(workload)?;
     let suite = conformance::Suite::from_env_with_limit(None, 0, 512).await?;
     let mut levels = Vec::new();
@@ -502,6 +510,12 @@ async fn analyze(
     if let Some(path) = csv {
         std::fs::write(path, to_csv(&levels))
             .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    }
+    if let (Some(a), Some(b)) = (stolen_from, conformance::perf::steal::CpuTimes::now()) {
+        println!(
+            "machine: {:.1}% of CPU time stolen by the hypervisor during this run",
+            a.stolen_since(b)
+        );
     }
     #[cfg(feature = "reference")]
     if let Some(c) = suite.control {

@@ -16,6 +16,7 @@ pub mod memory;
 pub mod peers;
 #[cfg(feature = "reference")]
 pub mod stalled;
+pub mod steal;
 
 pub use feed::Feed;
 pub use load::{Stats, Workload, run_feed, run_load};
