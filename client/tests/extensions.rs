@@ -83,6 +83,50 @@ fn urls(s: &Running) -> [String; 2] {
     ]
 }
 
+/// A model name is one path segment on REST: `identity/versions/1` or
+/// `identity?x` name no model (unescaped, they addressed `identity`'s own
+/// routes and succeeded), and a name the server knows arrives intact.
+#[tokio::test]
+async fn names_with_path_characters_address_no_other_route() {
+    let dir = repository();
+    let server = serve(dir.path(), false).await;
+    let client = Client::new(&format!("http://{}", server.rest_address)).unwrap();
+    for name in [
+        "identity/versions/1",
+        "identity?x=1",
+        "identity#y",
+        "identity/config",
+        "../identity",
+        "identity%2F",
+    ] {
+        let e = client.model_metadata(name, None).await.unwrap_err();
+        assert!(matches!(e, Error::NotFound { .. }), "{name}: {e:?}");
+        let e = client.model_config(name, None).await.unwrap_err();
+        assert!(matches!(e, Error::NotFound { .. }), "{name}: {e:?}");
+        let e = client
+            .infer(name)
+            .input("x", Tensor::from_slice(&[1], &[1f32]).unwrap())
+            .send()
+            .await
+            .unwrap_err();
+        assert!(matches!(e, Error::NotFound { .. }), "{name}: {e:?}");
+        assert!(
+            !client.model_ready(name, None).await.unwrap_or(false),
+            "{name}"
+        );
+    }
+    // The same calls with the plain name still work.
+    assert_eq!(
+        client
+            .model_metadata("identity", Some("1"))
+            .await
+            .unwrap()
+            .name,
+        "identity"
+    );
+    server.shutdown().await;
+}
+
 #[tokio::test]
 async fn config_statistics_and_repository_on_both_transports() {
     let dir = repository();

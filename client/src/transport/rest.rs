@@ -243,10 +243,11 @@ impl Rest {
     }
 
     fn model_path(name: &str, version: &str) -> String {
+        let name = segment(name);
         if version.is_empty() {
             format!("/v2/models/{name}")
         } else {
-            format!("/v2/models/{name}/versions/{version}")
+            format!("/v2/models/{name}/versions/{}", segment(version))
         }
     }
 
@@ -519,7 +520,7 @@ impl Transport for Rest {
             let reply = self
                 .post_json(
                     &ctx,
-                    &format!("/v2/repository/models/{name}/{action}"),
+                    &format!("/v2/repository/models/{}/{action}", segment(name)),
                     &body,
                 )
                 .await?;
@@ -538,7 +539,10 @@ impl Transport for Rest {
                 offset: region.offset,
                 byte_size: region.byte_size,
             };
-            let path = format!("/v2/systemsharedmemory/region/{}/register", region.name);
+            let path = format!(
+                "/v2/systemsharedmemory/region/{}/register",
+                segment(&region.name)
+            );
             let reply = self.post_json(&ctx, &path, &body).await?;
             self.done(reply, &ctx)
         })
@@ -549,7 +553,7 @@ impl Transport for Rest {
             let path = if name.is_empty() {
                 "/v2/systemsharedmemory/unregister".to_owned()
             } else {
-                format!("/v2/systemsharedmemory/region/{name}/unregister")
+                format!("/v2/systemsharedmemory/region/{}/unregister", segment(name))
             };
             let reply = self.post_json(&ctx, &path, &serde_json::json!({})).await?;
             self.done(reply, &ctx)
@@ -565,7 +569,7 @@ impl Transport for Rest {
             let path = if name.is_empty() {
                 "/v2/systemsharedmemory/status".to_owned()
             } else {
-                format!("/v2/systemsharedmemory/region/{name}/status")
+                format!("/v2/systemsharedmemory/region/{}/status", segment(name))
             };
             let reply = self.get(&ctx, &path).await?;
             self.typed(reply, &ctx)
@@ -578,4 +582,31 @@ fn futures_body(parts: Vec<Bytes>) -> reqwest::Body {
         return reqwest::Body::from(one.clone());
     }
     reqwest::Body::wrap(serving_proto::grpc_body::MessageBody::new(parts))
+}
+
+/// What a path segment percent-encodes: controls, space, the characters
+/// that end or split a path (`/ ? #`), `%` itself, and those a URL may not
+/// hold bare. A model named `a/b` is then one segment (`a%2Fb`), which the
+/// server decodes back, instead of another route.
+const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS
+    .add(b' ')
+    .add(b'"')
+    .add(b'#')
+    .add(b'%')
+    .add(b'/')
+    .add(b'<')
+    .add(b'>')
+    .add(b'?')
+    .add(b'[')
+    .add(b'\\')
+    .add(b']')
+    .add(b'^')
+    .add(b'`')
+    .add(b'{')
+    .add(b'|')
+    .add(b'}');
+
+/// `s` as one path segment.
+fn segment(s: &str) -> percent_encoding::PercentEncode<'_> {
+    percent_encoding::utf8_percent_encode(s, SEGMENT)
 }
