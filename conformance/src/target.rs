@@ -62,6 +62,20 @@ pub struct Target {
 }
 
 impl Target {
+    /// A plaintext target of `family` over `transport` at `url`
+    /// (`grpc://host:port` or `http://host:port`; the scheme is dropped).
+    pub fn plain(family: Family, transport: Transport, url: &str) -> Target {
+        Target {
+            family,
+            transport,
+            tls: false,
+            authority: url
+                .trim_start_matches("grpc://")
+                .trim_start_matches("http://")
+                .to_owned(),
+        }
+    }
+
     /// The URL the client takes: `grpc://`, `grpcs://`, `http://`, `https://`.
     pub fn url(&self) -> String {
         let scheme = match (self.transport, self.tls) {

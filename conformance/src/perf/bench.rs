@@ -16,7 +16,7 @@ fn us(d: Duration) -> f64 {
     d.as_secs_f64() * 1e6
 }
 
-fn client(target: &Target) -> Client {
+pub(super) fn client(target: &Target) -> Client {
     Client::builder()
         .endpoint(target.url())
         .protocol(target.family.protocol())
@@ -80,15 +80,6 @@ pub async fn overhead(exe: &std::path::Path, window: Duration) -> Result<(), Str
 async fn out_of_process(exe: &std::path::Path, window: Duration) -> Result<(), String> {
     let (server, sg, sh) = crate::control::spawn_with(exe, 512).await?;
     let (echo, eg, eh) = crate::control::spawn_serve(exe, &["--echo"]).await?;
-    let at = |url: &str, family: Family, transport: Transport| Target {
-        family,
-        transport,
-        tls: false,
-        authority: url
-            .trim_start_matches("grpc://")
-            .trim_start_matches("http://")
-            .to_owned(),
-    };
     println!(
         "out of process (server and echo each in its own process; median of 3 rounds of {:.0} s):",
         window.as_secs_f64()
@@ -99,7 +90,10 @@ async fn out_of_process(exe: &std::path::Path, window: Duration) -> Result<(), S
     );
     for family in [Family::MindSpore, Family::OpenInference] {
         for (transport, ours, bare) in [(Transport::Grpc, &sg, &eg), (Transport::Http, &sh, &eh)] {
-            let (t, e) = (at(ours, family, transport), at(bare, family, transport));
+            let (t, e) = (
+                Target::plain(family, transport, ours),
+                Target::plain(family, transport, bare),
+            );
             let (ct, ce) = (client(&t), client(&e));
             let (mut a, mut b) = (Vec::new(), Vec::new());
             for _ in 0..3 {

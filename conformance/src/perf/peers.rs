@@ -262,28 +262,6 @@ async fn reference(exe: &Path) -> Result<Peer, String> {
     })
 }
 
-fn target(url: &str, transport: Transport) -> Target {
-    Target {
-        family: Family::OpenInference,
-        transport,
-        tls: false,
-        authority: url
-            .trim_start_matches("grpc://")
-            .trim_start_matches("http://")
-            .to_owned(),
-    }
-}
-
-fn client(t: &Target) -> Result<Client, String> {
-    Client::builder()
-        .endpoint(t.url())
-        .protocol(t.family.protocol())
-        .timeout(Duration::from_secs(30))
-        .retries(0)
-        .build()
-        .map_err(|e| e.to_string())
-}
-
 /// One cell: requests per second and p50 µs, or why none.
 fn cell(s: &Stats) -> String {
     if s.errors > 0 && s.requests == 0 {
@@ -324,7 +302,7 @@ pub async fn peers(
         }
     }
     println!(
-        "add (two FP32 [2, 2] inputs); every server in its own process; {ROUNDS} rounds in alternation of {:.0} s after {:.0} s of warm-up, the median round shown (by throughput)",
+        "add (two FP32 [2, 2] inputs); every server in its own process; {ROUNDS} rounds in alternation of {:.1} s after {:.1} s of warm-up, the median round shown (by throughput)",
         window.as_secs_f64(),
         warmup.as_secs_f64()
     );
@@ -339,9 +317,18 @@ pub async fn peers(
                         Transport::Grpc => &s.grpc,
                         Transport::Http => &s.http,
                     };
-                    let t = target(url, transport);
+                    let t = Target::plain(Family::OpenInference, transport, url);
                     seen.push(
-                        run_load(&client(&t)?, &t, Workload::Add, c, warmup, window, None).await,
+                        run_load(
+                            &super::bench::client(&t),
+                            &t,
+                            Workload::Add,
+                            c,
+                            warmup,
+                            window,
+                            None,
+                        )
+                        .await,
                     );
                 }
             }
