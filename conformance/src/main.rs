@@ -396,6 +396,10 @@ async fn load(
     let workload = parse_workload(workload)?;
     let suite = conformance::Suite::from_env_with_limit(None, 0, 512).await?;
     for target in &suite.targets {
+        if placed && target.family == conformance::Family::MindSpore {
+            println!("{target}: skipped, --shared-memory is an Open Inference extension");
+            continue;
+        }
         println!("{target} ({workload:?})");
         let client = suite
             .builder(target)
@@ -482,6 +486,10 @@ async fn analyze(
     let suite = conformance::Suite::from_env_with_limit(None, 0, 512).await?;
     let mut levels = Vec::new();
     for target in &suite.targets {
+        if placed && target.family == conformance::Family::MindSpore {
+            println!("{target}: skipped, --shared-memory is an Open Inference extension");
+            continue;
+        }
         println!("{target} ({workload:?})");
         let client = suite
             .builder(target)
