@@ -361,12 +361,10 @@ impl ClientBuilder {
                     }) as Arc<dyn Transport>
                 }
                 Target::Unix { path } => {
-                    let ep = tonic::transport::Endpoint::from_static("http://localhost")
-                        .connect_timeout(self.connect_timeout)
-                        .http2_adaptive_window(false)
-                        .initial_stream_window_size(8 << 20)
-                        .initial_connection_window_size(8 << 20)
-                        .max_frame_size(GRPC_MAX_FRAME);
+                    let ep = http2_tuned(
+                        tonic::transport::Endpoint::from_static("http://localhost")
+                            .connect_timeout(self.connect_timeout),
+                    );
                     let channel =
                         ep.connect_with_connector_lazy(tower::service_fn(move |_: http::Uri| {
                             let path = path.clone();
@@ -429,6 +427,15 @@ impl ClientBuilder {
 /// connection may buffer of a frame.
 const GRPC_MAX_FRAME: u32 = 1 << 20;
 
+/// The HTTP/2 settings of every gRPC connection, TCP or Unix: fixed 8 MiB
+/// flow-control windows (large tensors on loopback) and 1 MiB frames.
+fn http2_tuned(ep: tonic::transport::Endpoint) -> tonic::transport::Endpoint {
+    ep.http2_adaptive_window(false)
+        .initial_stream_window_size(8 << 20)
+        .initial_connection_window_size(8 << 20)
+        .max_frame_size(GRPC_MAX_FRAME)
+}
+
 impl ClientBuilder {
     /// The tonic endpoint of gRPC endpoint `url` (`authority`, `host`),
     /// connecting to `address` (the authority itself, or one resolved
@@ -446,11 +453,8 @@ impl ClientBuilder {
         let mut ep = tonic::transport::Endpoint::from_shared(format!("{scheme}://{address}"))
             .map_err(|e| config(&e))?
             .connect_timeout(self.connect_timeout)
-            .tcp_nodelay(true)
-            .http2_adaptive_window(false)
-            .initial_stream_window_size(8 << 20)
-            .initial_connection_window_size(8 << 20)
-            .max_frame_size(GRPC_MAX_FRAME);
+            .tcp_nodelay(true);
+        ep = http2_tuned(ep);
         if address != authority {
             // One address of the name: requests still name the host.
             let origin: http::Uri = format!("{scheme}://{authority}")

@@ -181,7 +181,7 @@ impl Stream for StreamResponses {
             }
         }
         let Answers::Open(inner) = &mut self.inner else {
-            return Poll::Pending;
+            unreachable!("an opening stream returned above or became open");
         };
         match Pin::new(&mut **inner).poll_next(cx) {
             Poll::Pending => Poll::Pending,

@@ -366,12 +366,7 @@ async fn perf(
         )),
         None => load(&concurrency, warmup, window, requests, workload, placed).await,
     };
-    if let (Some(a), Some(b)) = (stolen_from, conformance::perf::steal::CpuTimes::now()) {
-        println!(
-            "machine: {:.1}% of CPU time stolen by the hypervisor during this run",
-            a.stolen_since(b)
-        );
-    }
+    conformance::perf::steal::print_since(stolen_from);
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -391,23 +386,14 @@ async fn load(
     placed: bool,
 ) -> Result<(), String> {
     use conformance::perf::run_feed;
-    use std::sync::Arc;
     use std::time::Duration;
     let workload = parse_workload(workload)?;
     let suite = conformance::Suite::from_env_with_limit(None, 0, 512).await?;
+    let most = concurrency.iter().copied().max().unwrap_or(1);
     for target in &suite.targets {
-        if placed && target.family == conformance::Family::MindSpore {
-            println!("{target}: skipped, --shared-memory is an Open Inference extension");
+        let Some((client, feed)) = prepare(&suite, target, workload, placed, most).await? else {
             continue;
-        }
-        println!("{target} ({workload:?})");
-        let client = suite
-            .builder(target)
-            .timeout(Duration::from_secs(300))
-            .build()
-            .map_err(|e| e.to_string())?;
-        let most = concurrency.iter().copied().max().unwrap_or(1);
-        let feed = Arc::new(feed(&client, target, workload, placed, most).await?);
+        };
         for &c in concurrency {
             let s = run_feed(
                 &client,
@@ -420,9 +406,7 @@ async fn load(
             .await;
             println!("  {}", s.line());
         }
-        if let Ok(feed) = Arc::try_unwrap(feed) {
-            feed.release(&client).await;
-        }
+        feed.release(&client).await;
     }
     #[cfg(feature = "reference")]
     if let Some(c) = suite.control {
@@ -480,51 +464,35 @@ async fn analyze(
     csv: Option<&std::path::Path>,
 ) -> Result<(), String> {
     use conformance::perf::analyzer::{Schedule, csv as to_csv, level};
-    use std::sync::Arc;
     let stolen_from = conformance::perf::steal::CpuTimes::now();
     let workload = parse_workload(workload)?;
     let suite = conformance::Suite::from_env_with_limit(None, 0, 512).await?;
     let mut levels = Vec::new();
+    // Output regions: one per client; open-loop requests take turns.
+    let most = schedules
+        .iter()
+        .map(|s| match s {
+            Schedule::Concurrency(c) => *c,
+            _ => 64,
+        })
+        .max()
+        .unwrap_or(1);
     for target in &suite.targets {
-        if placed && target.family == conformance::Family::MindSpore {
-            println!("{target}: skipped, --shared-memory is an Open Inference extension");
+        let Some((client, feed)) = prepare(&suite, target, workload, placed, most).await? else {
             continue;
-        }
-        println!("{target} ({workload:?})");
-        let client = suite
-            .builder(target)
-            .timeout(std::time::Duration::from_secs(300))
-            .build()
-            .map_err(|e| e.to_string())?;
-        // Output regions: one per client; open-loop requests take turns.
-        let most = schedules
-            .iter()
-            .map(|s| match s {
-                Schedule::Concurrency(c) => *c,
-                _ => 64,
-            })
-            .max()
-            .unwrap_or(1);
-        let feed = Arc::new(feed(&client, target, workload, placed, most).await?);
+        };
         for &schedule in schedules {
             let l = level(&client, target, &feed, schedule, measure).await;
             println!("  {}", l.line());
             levels.push(l);
         }
-        if let Ok(feed) = Arc::try_unwrap(feed) {
-            feed.release(&client).await;
-        }
+        feed.release(&client).await;
     }
     if let Some(path) = csv {
         std::fs::write(path, to_csv(&levels))
             .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
     }
-    if let (Some(a), Some(b)) = (stolen_from, conformance::perf::steal::CpuTimes::now()) {
-        println!(
-            "machine: {:.1}% of CPU time stolen by the hypervisor during this run",
-            a.stolen_since(b)
-        );
-    }
+    conformance::perf::steal::print_since(stolen_from);
     #[cfg(feature = "reference")]
     if let Some(c) = suite.control {
         c.running.shutdown().await;
@@ -532,21 +500,40 @@ async fn analyze(
     Ok(())
 }
 
-/// The requests for `target`: tensors in the messages, or placed in system
-/// shared memory for `clients` concurrent clients.
-async fn feed(
-    client: &serving_client::Client,
+/// A client for `target` and its requests: tensors in the messages, or
+/// placed in system shared memory for `clients` concurrent clients (`None`,
+/// with a line, for a MindSpore target then: the extension is Open
+/// Inference's).
+async fn prepare(
+    suite: &conformance::Suite,
     target: &conformance::target::Target,
     workload: conformance::perf::Workload,
     placed: bool,
     clients: usize,
-) -> Result<conformance::perf::Feed, String> {
+) -> Result<
+    Option<(
+        serving_client::Client,
+        std::sync::Arc<conformance::perf::Feed>,
+    )>,
+    String,
+> {
     use conformance::perf::Feed;
-    if placed {
-        Feed::shared_memory(client, target.family, workload, clients).await
-    } else {
-        Ok(Feed::plain(target.family, workload))
+    if placed && target.family == conformance::Family::MindSpore {
+        println!("{target}: skipped, --shared-memory is an Open Inference extension");
+        return Ok(None);
     }
+    println!("{target} ({workload:?})");
+    let client = suite
+        .builder(target)
+        .timeout(std::time::Duration::from_secs(300))
+        .build()
+        .map_err(|e| e.to_string())?;
+    let feed = if placed {
+        Feed::shared_memory(&client, target.family, workload, clients).await?
+    } else {
+        Feed::plain(target.family, workload)
+    };
+    Ok(Some((client, std::sync::Arc::new(feed))))
 }
 
 /// `add` or `identity:BYTES`.

@@ -115,10 +115,7 @@ async fn shared_memory_feeds_place_every_tensor_in_regions() {
             .sum::<u64>()
     };
     assert_eq!(count(&after) - count(&before), 12);
-    std::sync::Arc::try_unwrap(feed)
-        .unwrap()
-        .release(&client)
-        .await;
+    feed.release(&client).await;
     assert!(
         client
             .system_shared_memory_status(None)

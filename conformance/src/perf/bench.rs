@@ -340,9 +340,7 @@ pub async fn large() -> Result<(), String> {
             placed.quantile(0.5).as_secs_f64() * 1e3,
             errors(&placed, &Stats::default())
         );
-        if let Ok(feed) = std::sync::Arc::try_unwrap(feed) {
-            feed.release(&c).await;
-        }
+        feed.release(&c).await;
     }
     control.running.shutdown().await;
     Ok(())

@@ -138,7 +138,7 @@ impl Feed {
     }
 
     /// Unregisters the regions (they are unlinked when the feed drops).
-    pub async fn release(self, client: &Client) {
+    pub async fn release(&self, client: &Client) {
         for r in &self.regions {
             let _ = client.unregister_system_shared_memory(Some(r.name())).await;
         }
@@ -158,5 +158,5 @@ impl Feed {
     }
 
     /// Nothing to release.
-    pub async fn release(self, _client: &Client) {}
+    pub async fn release(&self, _client: &Client) {}
 }

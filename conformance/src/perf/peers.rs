@@ -39,7 +39,9 @@ struct Peer {
     name: &'static str,
     grpc: String,
     http: String,
-    _process: Process,
+    /// What stops the server when dropped: a [`Process`], or the
+    /// kill-on-drop child of [`crate::control::spawn_with`].
+    _process: Box<dyn Send>,
 }
 
 /// A child process stopped with SIGTERM (then killed) when dropped, so
@@ -163,7 +165,7 @@ async fn furnace() -> Result<Peer, String> {
         name: "furnace",
         grpc: format!("grpc://127.0.0.1:{grpc}"),
         http,
-        _process: process,
+        _process: Box::new(process),
     })
 }
 
@@ -228,37 +230,18 @@ async fn mlserver(repo: &Path) -> Result<Peer, String> {
         name: "mlserver",
         grpc: format!("grpc://127.0.0.1:{grpc}"),
         http,
-        _process: process,
+        _process: Box::new(process),
     })
 }
 
 /// The reference server in its own process (`conformance serve`).
 async fn reference(exe: &Path) -> Result<Peer, String> {
-    let log = root().join("target/reference-peer.log");
-    let mut process = spawn(
-        std::process::Command::new(exe).args(["serve", "--max-msg-mb", "512"]),
-        &log,
-    )?;
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let ready = loop {
-        let text = std::fs::read_to_string(&log).unwrap_or_default();
-        if let Some(line) = text.lines().find_map(|l| l.strip_prefix("READY ")) {
-            break line.to_owned();
-        }
-        if Instant::now() > deadline || matches!(process.0.try_wait(), Ok(Some(_))) {
-            return Err(format!(
-                "the reference server did not start (log: {})",
-                log.display()
-            ));
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
-    let (grpc, http) = ready.split_once(' ').ok_or("a malformed READY line")?;
+    let (child, grpc, http) = crate::control::spawn_with(exe, 512).await?;
     Ok(Peer {
         name: "reference",
-        grpc: format!("grpc://{grpc}"),
-        http: format!("http://{http}"),
-        _process: process,
+        grpc,
+        http,
+        _process: Box::new(child),
     })
 }
 

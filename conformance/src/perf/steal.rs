@@ -26,6 +26,17 @@ impl CpuTimes {
     }
 }
 
+/// Prints the share stolen since `from` (a reading taken when the run
+/// began), as the last line of a run; nothing where `/proc/stat` is absent.
+pub fn print_since(from: Option<CpuTimes>) {
+    if let (Some(a), Some(b)) = (from, CpuTimes::now()) {
+        println!(
+            "machine: {:.1}% of CPU time stolen by the hypervisor during this run",
+            a.stolen_since(b)
+        );
+    }
+}
+
 /// `cpu  user nice system idle iowait irq softirq steal guest guest_nice`
 /// (guest time is already counted in user time, so it is left out of the
 /// total).

@@ -287,13 +287,11 @@ pub(crate) async fn infer(
             let mut out = NamedTensor::new(wanted.name.clone(), t);
             if let Some(p) = placements.remove(wanted.name.as_str()) {
                 let bytes = serving_proto::oip::raw_contents(&out.tensor);
-                let slot = state
-                    .shared_memory
-                    .output_slot(&wanted.name, &p, bytes.len())?;
                 let len = bytes.len();
+                let slot = state.shared_memory.output_slot(&wanted.name, &p, len)?;
                 if len >= OFF_RUNTIME_COPY {
-                    // A copy of this size takes milliseconds: off the
-                    // async workers, which serve every other connection.
+                    // From 0.1 ms at 1 MiB to tens of ms at 256 MiB: off
+                    // the async workers, which serve every other connection.
                     tokio::task::spawn_blocking(move || slot.write(&bytes))
                         .await
                         .map_err(|e| {
@@ -305,7 +303,6 @@ pub(crate) async fn infer(
                 } else {
                     slot.write(&bytes);
                 }
-                let bytes_len = len;
                 // The placement as asked, with the size actually written.
                 out.parameters = wanted
                     .parameters
@@ -315,7 +312,7 @@ pub(crate) async fn infer(
                     .collect();
                 out.parameters.insert(
                     serving_proto::oip::shared_memory::BYTE_SIZE.into(),
-                    serving_proto::oip::Parameter::Int64(bytes_len as i64),
+                    serving_proto::oip::Parameter::Int64(len as i64),
                 );
             }
             named.push(out);

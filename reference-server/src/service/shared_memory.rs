@@ -277,8 +277,9 @@ impl SharedMemory {
         Ok(Bytes::from_owner(Slice { region, range }))
     }
 
-    /// Where output `output` of `len` bytes goes: the placement `p`,
-    /// checked to lie in a registered region and to hold `len` bytes.
+    /// Where output `output` of `len` bytes goes: the first `len` bytes of
+    /// placement `p`, checked to lie in a registered region and to hold
+    /// them.
     pub(crate) fn output_slot(
         &self,
         output: &str,
@@ -295,40 +296,46 @@ impl SharedMemory {
                 range.len()
             )));
         }
-        Ok(OutputSlot { region, range })
-    }
-
-    /// Writes an output's bytes where `p` places them, which must hold them.
-    #[cfg(test)]
-    fn write_output(&self, output: &str, p: &Placement, bytes: &[u8]) -> Result<(), ServeError> {
-        self.output_slot(output, p, bytes.len())?.write(bytes);
-        Ok(())
+        Ok(OutputSlot {
+            region,
+            range: range.start..range.start + len,
+        })
     }
 }
 
 /// A checked place in a registered region for one output's bytes; it keeps
 /// the region mapped while it lives (an unregistration meanwhile unmaps
 /// nothing), so it can be written on another thread.
+///
+/// Not guarded against: a client that shrinks its shared-memory object
+/// (`ftruncate`) after registering it makes a write past the new end fault
+/// (SIGBUS), as with Triton's system shared memory. Regions are registered
+/// only where the server allows it (`--allow-shared-memory`), by clients
+/// that hold the routes' credentials and an object on this host.
 pub(crate) struct OutputSlot {
     region: Arc<Region>,
     range: std::ops::Range<usize>,
 }
 
 impl OutputSlot {
-    /// Copies `bytes` (at most the slot's length, as checked when it was
-    /// made) to the start of the slot.
+    /// Copies `bytes`, exactly as many as the slot was made for, into it.
     pub(crate) fn write(&self, bytes: &[u8]) {
-        let len = bytes.len().min(self.range.len());
+        assert_eq!(
+            bytes.len(),
+            self.range.len(),
+            "an output slot is written with the size it was checked for"
+        );
         // SAFETY: `range` lies inside the mapping (checked by `locate`
         // against the region's length, which is the mapping's), the
-        // mapping is writable and lives as long as `region`, `len` is
-        // within `range`, and the source is server memory, disjoint from
-        // the mapping.
+        // mapping is writable and lives as long as `region`, and `bytes`
+        // is exactly `range` long. The source may itself lie in a mapped
+        // region (an input read in place and passed through), even the
+        // same bytes, so the copy allows overlap.
         unsafe {
-            std::ptr::copy_nonoverlapping(
+            std::ptr::copy(
                 bytes.as_ptr(),
                 self.region.map.as_mut_ptr().add(self.range.start),
-                len,
+                bytes.len(),
             );
         }
     }
@@ -400,7 +407,9 @@ mod tests {
             offset,
             byte_size,
         };
-        shm.write_output("y", &at(8, 4), &[1, 2, 3, 4]).unwrap();
+        shm.output_slot("y", &at(8, 4), 4)
+            .unwrap()
+            .write(&[1, 2, 3, 4]);
         assert_eq!(&std::fs::read(&path).unwrap()[1032..1036], &[1, 2, 3, 4]);
         let held = shm.input(&at(8, 4)).unwrap();
         shm.unregister("r").unwrap();
@@ -410,7 +419,7 @@ mod tests {
         shm.register("r", &key, 0, 16).unwrap();
         let e = shm.input(&at(8, 16)).unwrap_err();
         assert!(e.contains("runs past the end of region 'r'"), "{e}");
-        let e = shm.write_output("y", &at(0, 2), &[0; 4]).unwrap_err();
+        let e = shm.output_slot("y", &at(0, 2), 4).err().unwrap();
         assert!(e.to_string().contains("more than the 2 bytes"), "{e}");
         std::fs::remove_file(&path).unwrap();
     }
