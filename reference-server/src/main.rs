@@ -81,6 +81,11 @@ struct Args {
     /// requests are refused at once (MindSpore's set_max_enqueued_requests).
     #[arg(long, default_value_t = reference_server::engine::DEFAULT_QUEUE_LIMIT)]
     max_enqueued_requests: usize,
+    /// A lone request to an idle CPU model whose last run took under this
+    /// many microseconds runs on the connection's own thread, not handed to
+    /// the replica thread (one client's latency); 0 hands every run over.
+    #[arg(long, default_value_t = reference_server::engine::DEFAULT_INLINE_MAX.as_micros() as u64, value_name = "MICROSECONDS")]
+    inline_max_us: u64,
     /// Seconds between polls of the model repository for new and removed
     /// version directories (hot reload); 0 turns it off.
     #[arg(long, default_value_t = 5.0, value_name = "SECONDS")]
@@ -187,6 +192,7 @@ async fn main() -> ExitCode {
         max_msg_mb_size: args.max_msg_mb_size,
         max_incoming_mb: args.max_incoming_mb,
         max_enqueued_requests: args.max_enqueued_requests,
+        inline_max: std::time::Duration::from_micros(args.inline_max_us),
         fault_injection: args.enable_fault_injection,
         poll_interval: (args.repository_poll_interval > 0.0)
             .then(|| std::time::Duration::from_secs_f64(args.repository_poll_interval)),

@@ -56,6 +56,9 @@ pub struct Config {
     pub max_incoming_mb: u32,
     /// The most requests queued or running per servable version.
     pub max_enqueued_requests: usize,
+    /// The longest last run of a method for which a lone request to an
+    /// idle CPU replica runs on its caller's thread; zero: never.
+    pub inline_max: std::time::Duration,
     /// Whether tests may make replicas fail on purpose (never in production).
     pub fault_injection: bool,
     /// How often the repository is polled for new and removed versions;
@@ -92,6 +95,7 @@ impl Default for Config {
             max_msg_mb_size: DEFAULT_MAX_MSG_MB,
             max_incoming_mb: DEFAULT_MAX_INCOMING_MB,
             max_enqueued_requests: crate::engine::DEFAULT_QUEUE_LIMIT,
+            inline_max: crate::engine::DEFAULT_INLINE_MAX,
             fault_injection: false,
             poll_interval: Some(std::time::Duration::from_secs(5)),
             tls: None,
@@ -237,6 +241,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
             default_devices: config.devices.clone(),
             cpu_fallback: config.allow_cpu_fallback,
             queue_limit: config.max_enqueued_requests,
+            inline_max: config.inline_max,
             fault_injection: config.fault_injection,
         },
         default_max_batch_size: config.default_max_batch_size,

@@ -210,6 +210,85 @@ async fn sixty_four_oip_clients_on_both_transports_are_batched_and_get_their_own
     Arc::try_unwrap(server).unwrap().shutdown().await;
 }
 
+/// As `serve`, with a generous inline bound: a debug build's runs are
+/// slower than the default bound allows.
+async fn serve_inline(dir: &std::path::Path) -> Running {
+    common::start(Config {
+        model_repository: Some(dir.to_owned()),
+        poll_interval: None,
+        inline_max: Duration::from_millis(10),
+        ..common::config()
+    })
+    .await
+}
+
+/// Jobs run on their caller's thread (see `engine::scheduler`).
+fn inline_runs(server: &Running, servable: &str) -> u64 {
+    let sv = server.state.registry.get(servable, 0).unwrap();
+    sv.scheduler()
+        .counters()
+        .inline_runs
+        .load(Ordering::Relaxed)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_client_at_a_time_runs_on_its_own_thread_and_is_counted_as_any_run() {
+    let dir = mm(
+        1,
+        "devices = [\"cpu\"]\nintra_op_threads = 1\nmax_batch_size = 8",
+    );
+    let server = serve_inline(dir.path()).await;
+    let http = common::http();
+    for r in 0..40usize {
+        let x = rows_of(r as f32 * 1000.0, 1 + r % 3);
+        let y = if r % 2 == 0 {
+            grpc_infer(&server, "mm", &x, &[]).await.unwrap()
+        } else {
+            let (status, v) = rest_infer(&http, &server, "mm", &x, json!({})).await;
+            assert_eq!(status, 200, "{v}");
+            floats(&v)
+        };
+        assert_eq!(y, x, "request {r}");
+    }
+    let inline = inline_runs(&server, "mm");
+    println!("{inline} of 40 one-at-a-time requests ran inline");
+    // The first run goes to the replica thread (its time is not known
+    // yet); every later one finds the version idle.
+    assert!(inline >= 35, "only {inline} of 40 ran inline");
+    assert!(inline < 40, "the first run cannot be inline");
+    let rows: u64 = (0..40u64).map(|r| 1 + r % 3).sum();
+    assert_eq!(totals(&server, "mm"), (40, rows), "every run counted once");
+    let sv = server.state.registry.get("mm", 0).unwrap();
+    assert_eq!(sv.scheduler().counters().success.get().0, 40);
+    assert_eq!(sv.scheduler().counters().queue_time.count(), 40);
+    drop(sv);
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batching_delay_keeps_every_job_on_the_queue_even_when_idle() {
+    // A configured delay is a promise to wait for other clients' rows: a
+    // lone request still waits for it instead of running at once.
+    let dir = mm(
+        1,
+        "devices = [\"cpu\"]\nintra_op_threads = 1\nmax_batch_size = 8\nbatch_timeout_us = 20000",
+    );
+    let server = serve_inline(dir.path()).await;
+    for r in 0..5usize {
+        let x = rows_of(r as f32, 1);
+        let started = Instant::now();
+        assert_eq!(grpc_infer(&server, "mm", &x, &[]).await.unwrap(), x);
+        assert!(
+            started.elapsed() >= Duration::from_millis(20),
+            "request {r} answered in {:?}, before the batching delay",
+            started.elapsed()
+        );
+    }
+    assert_eq!(inline_runs(&server, "mm"), 0);
+    assert_eq!(runs(&server, "mm"), 5);
+    server.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn oip_and_mindspore_requests_to_one_model_batch_together() {
     let dir = mm(

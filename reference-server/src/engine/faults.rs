@@ -33,6 +33,12 @@ impl Faults {
         }
     }
 
+    /// Whether replicas hold the batches they take now ([`Faults::hold`]):
+    /// then no job may run on its caller's thread either.
+    pub(crate) fn holding(&self) -> bool {
+        self.enabled && lock(&self.hold).0
+    }
+
     /// Whether replica `index` is to fail now (and no longer after).
     pub(crate) fn take_kill(&self, index: usize) -> bool {
         self.enabled

@@ -42,5 +42,5 @@ pub mod stats;
 pub use error::{EngineError, InputProblem};
 pub use method::{DYNAMIC_BATCH, InputInfo, MethodInfo, OutputInfo};
 pub use model::{ModelInfo, TensorSpec};
-pub use scheduler::{JobRequest, JobResult};
+pub use scheduler::{DEFAULT_INLINE_MAX, JobRequest, JobResult};
 pub use servable::{DEFAULT_QUEUE_LIMIT, LoadOptions, ServableVersion};

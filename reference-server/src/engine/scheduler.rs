@@ -14,6 +14,15 @@
 //! - A worker that panics has its jobs put back once for the others and is
 //!   restarted with backoff; while no replica is alive, queued jobs and new
 //!   requests are answered at once.
+//! - A request of one job that finds its version idle (nothing else queued
+//!   or running, a CPU replica free) to a method whose last run took under
+//!   the inline bound ([`DEFAULT_INLINE_MAX`] unless configured) runs on
+//!   the caller's thread instead: the hand-off to the
+//!   replica thread and the wake-up back are most of one client's latency
+//!   for a small model. Everything else about the run (statistics, retries,
+//!   a panic failing the replica, fault injection) is the worker's. Under
+//!   load, with a batching delay, and while test hooks hold the replicas,
+//!   every job goes through the queue, so batches form as before.
 //! - A job whose client goes away (its future dropped) is taken out of the
 //!   queue and never runs; one that is running finishes and its reply is
 //!   dropped. A job whose queue timeout passes while queued is answered
@@ -38,6 +47,7 @@ use super::replica::{Replica, ReplicaSpec, Runner};
 use super::rows;
 use super::stats::{RunTimes, Stats};
 use crate::runtime::Runtime;
+use crate::runtime::device::Device;
 
 /// What a front end submits: one job.
 #[derive(Clone, Debug, Default)]
@@ -69,10 +79,24 @@ pub struct ReplicaStats {
     pub alive: AtomicBool,
 }
 
+/// The default inline bound: the longest last run of a method for which a
+/// request may run on its caller's thread. The caller is an async worker,
+/// which must not block for long.
+pub const DEFAULT_INLINE_MAX: Duration = Duration::from_micros(50);
+
 struct Shared {
     name: String,
     methods: Vec<MethodPlan>,
+    /// Each method's last run, in nanoseconds (`u64::MAX` before the
+    /// first): whether a request to it may run inline.
+    last_run_ns: Vec<AtomicU64>,
+    /// Each replica's sessions, `None` while it is failed. Its worker
+    /// thread holds the lock while it runs a batch, an inline run while
+    /// it runs one job.
+    slots: Vec<Mutex<Option<Replica>>>,
     rules: Rules,
+    /// The inline bound in nanoseconds (0: never inline).
+    inline_max_ns: u64,
     policy: QueuePolicy,
     queue: Mutex<Queue>,
     cond: Condvar,
@@ -100,6 +124,7 @@ struct Context {
 /// The queue and workers of one servable version.
 pub struct Scheduler {
     shared: Arc<Shared>,
+    ctx: Arc<Context>,
 }
 
 impl std::fmt::Debug for Scheduler {
@@ -128,6 +153,7 @@ pub(crate) struct StartSpec {
     pub(crate) threads: usize,
     pub(crate) cpu_fallback: bool,
     pub(crate) queue_limit: usize,
+    pub(crate) inline_max: Duration,
     pub(crate) fault_injection: bool,
 }
 
@@ -176,14 +202,26 @@ impl Scheduler {
     pub(crate) fn start(spec: StartSpec) -> Scheduler {
         let n = spec.replicas.len();
         let deployment = &spec.spec.deployment;
+        let devices: Vec<_> = spec.replicas.iter().map(|r| r.device).collect();
         let shared = Arc::new(Shared {
             name: spec.name.clone(),
+            last_run_ns: spec
+                .methods
+                .iter()
+                .map(|_| AtomicU64::new(u64::MAX))
+                .collect(),
             methods: spec.methods,
+            slots: spec
+                .replicas
+                .into_iter()
+                .map(|r| Mutex::new(Some(r)))
+                .collect(),
             rules: Rules {
                 join: deployment.batching.join,
                 max_delay: deployment.batching.max_delay,
                 preferred: deployment.batching.preferred_batch_sizes.clone(),
             },
+            inline_max_ns: spec.inline_max.as_nanos().min(u64::MAX as u128) as u64,
             policy: deployment.queue.clone(),
             queue: Mutex::new(Queue::new(deployment.queue.priority_levels as usize)),
             cond: Condvar::new(),
@@ -210,18 +248,17 @@ impl Scheduler {
             threads: spec.threads,
             cpu_fallback: spec.cpu_fallback,
         });
-        for (index, replica) in spec.replicas.into_iter().enumerate() {
+        for (index, device) in devices.into_iter().enumerate() {
             let shared = shared.clone();
             let ctx = ctx.clone();
-            let device = replica.device;
             std::thread::Builder::new()
                 .name(format!("replica-{}-{}-{index}", shared.name, ctx.version))
-                .spawn(move || worker(&shared, &ctx, index, replica))
+                .spawn(move || worker(&shared, &ctx, index, device))
                 .unwrap_or_else(|e| {
                     panic!("cannot spawn the worker thread of replica {index} ({device}): {e}")
                 });
         }
-        Scheduler { shared }
+        Scheduler { shared, ctx }
     }
 
     /// Replicas alive now.
@@ -283,6 +320,36 @@ impl Scheduler {
         }
     }
 
+    /// A free CPU replica for `job` to run on the caller's thread, when
+    /// nothing else is queued or running and the job's method runs quickly
+    /// (see the module's documentation).
+    fn idle_replica(
+        &self,
+        job: &Job,
+        now: Instant,
+    ) -> Option<(usize, MutexGuard<'_, Option<Replica>>)> {
+        let shared = &self.shared;
+        let plan = &shared.methods[job.method];
+        // As `Queue::next`: the head of such a method waits for others.
+        let waits_for_rows =
+            plan.info.max_batch_size > 1 && shared.rules.join && !shared.rules.max_delay.is_zero();
+        if shared.faults.holding()
+            || waits_for_rows
+            || shared.outstanding.load(Ordering::SeqCst) != 1
+            || shared.last_run_ns[job.method].load(Ordering::Relaxed) >= shared.inline_max_ns
+            || job.deadline.is_some_and(|d| d <= now)
+        {
+            return None;
+        }
+        shared.slots.iter().enumerate().find_map(|(i, slot)| {
+            let guard = slot.try_lock().ok()?;
+            guard
+                .as_ref()
+                .is_some_and(|r| r.device == Device::Cpu)
+                .then_some((i, guard))
+        })
+    }
+
     /// Submits the jobs of one request to `method` and waits for their
     /// answers, in order. The request as a whole is refused when the
     /// method does not exist, no replica is alive or the queue is full;
@@ -332,7 +399,7 @@ impl Scheduler {
                 }
             };
             let now = Instant::now();
-            let mut q = lock(&shared.queue);
+            let mut jobs: Vec<Job> = Vec::new();
             for (k, c) in checked.into_iter().enumerate() {
                 answers.push(None);
                 let (deadline, timeout, level, checked) = match c {
@@ -344,7 +411,7 @@ impl Scheduler {
                 };
                 let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
                 let (tx, rx) = oneshot::channel();
-                q.push(Job {
+                jobs.push(Job {
                     id,
                     method: index,
                     inputs: checked.inputs,
@@ -374,8 +441,22 @@ impl Scheduler {
                     },
                 ));
             }
-            drop(q);
-            shared.cond.notify_all();
+            let idle = match jobs.as_slice() {
+                [job] if answers.len() == 1 => self.idle_replica(job, now),
+                _ => None,
+            };
+            if let Some((replica, slot)) = idle {
+                shared.stats.inline_runs.fetch_add(1, Ordering::Relaxed);
+                // Answers the job before `wait` below looks.
+                execute(shared, &self.ctx, replica, slot, jobs);
+            } else {
+                let mut q = lock(&shared.queue);
+                for job in jobs {
+                    q.push(job);
+                }
+                drop(q);
+                shared.cond.notify_all();
+            }
         } else {
             answers = checked
                 .into_iter()
@@ -439,13 +520,16 @@ impl Drop for Scheduler {
     }
 }
 
-/// Takes the next batch (see [`super::queue`]); `None` when stopping. Jobs
-/// whose client went away or whose deadline passed are answered here
-/// instead of run.
-fn take(shared: &Shared) -> Option<Vec<Job>> {
+/// Takes the next batch (see [`super::queue`]) for replica `index`;
+/// `None` when stopping or when the replica has failed (an inline run
+/// panicked). Jobs whose client went away or whose deadline passed are
+/// answered here instead of run.
+fn take(shared: &Shared, index: usize) -> Option<Vec<Job>> {
     let mut q = lock(&shared.queue);
     loop {
-        if shared.stopping.load(Ordering::SeqCst) {
+        if shared.stopping.load(Ordering::SeqCst)
+            || !shared.replicas[index].alive.load(Ordering::SeqCst)
+        {
             return None;
         }
         let now = Instant::now();
@@ -485,16 +569,18 @@ fn take(shared: &Shared) -> Option<Vec<Job>> {
     }
 }
 
-fn worker(shared: &Shared, ctx: &Context, index: usize, replica: Replica) {
-    let device = replica.device;
-    let mut replica = Some(replica);
+fn worker(shared: &Shared, ctx: &Context, index: usize, device: Device) {
     let mut backoff = Duration::from_millis(100);
     let stats = &shared.replicas[index];
+    let slot = &shared.slots[index];
     loop {
         if shared.stopping.load(Ordering::SeqCst) {
+            // The sessions are freed here, not by whoever drops the last
+            // handle on the version.
+            drop(lock(slot).take());
             return;
         }
-        let Some(r) = replica.as_mut() else {
+        if !stats.alive.load(Ordering::SeqCst) {
             std::thread::sleep(backoff);
             backoff = (backoff * 2).min(Duration::from_secs(5));
             if shared.faults.restarts_blocked() {
@@ -511,7 +597,7 @@ fn worker(shared: &Shared, ctx: &Context, index: usize, replica: Replica) {
             match Replica::load(&ctx.runtime, spec, device) {
                 Ok((r, _)) => {
                     tracing::info!(servable = %shared.name, version = ctx.version, replica = index, %device, "replica restarted");
-                    replica = Some(r);
+                    *lock(slot) = Some(r);
                     backoff = Duration::from_millis(100);
                     stats.alive.store(true, Ordering::SeqCst);
                     shared.alive.fetch_add(1, Ordering::SeqCst);
@@ -521,66 +607,101 @@ fn worker(shared: &Shared, ctx: &Context, index: usize, replica: Replica) {
                 }
             }
             continue;
-        };
-        let Some(batch) = take(shared) else {
-            return;
+        }
+        let Some(batch) = take(shared, index) else {
+            continue;
         };
         shared.faults.wait_while_held();
-        let started = Instant::now();
-        let kill = shared.faults.take_kill(index);
-        let ran = catch_unwind(AssertUnwindSafe(|| {
-            if kill {
-                panic!("fault injection: replica {index} ({device}) made to fail");
+        execute(shared, ctx, index, lock(slot), batch);
+    }
+}
+
+/// Runs one batch on replica `index` (its slot locked by the caller) and
+/// answers its jobs; a panic fails the replica, whose worker restarts it.
+fn execute(
+    shared: &Shared,
+    ctx: &Context,
+    index: usize,
+    mut slot: MutexGuard<'_, Option<Replica>>,
+    batch: Vec<Job>,
+) {
+    let Some(r) = slot.as_mut() else {
+        // The replica failed after this batch was taken (an inline run
+        // panicked): the batch goes back, unchanged, for the others.
+        drop(slot);
+        {
+            let mut q = lock(&shared.queue);
+            for job in batch.into_iter().rev() {
+                q.push_front(job);
             }
-            run(shared, ctx, r, &batch)
-        }));
-        match ran {
-            Ok(Ok((outputs, times))) => {
-                let rows: usize = batch.iter().map(|j| j.rows).sum();
-                stats.items.fetch_add(rows as u64, Ordering::Relaxed);
-                if shared.methods[batch[0].method].info.batched {
-                    stats.runs.fetch_add(1, Ordering::Relaxed);
-                    shared.stats.record_run(rows, batch.len(), times);
-                } else {
-                    // Each job ran on its own.
-                    let n = batch.len() as u32;
-                    stats.runs.fetch_add(n.into(), Ordering::Relaxed);
-                    let each = RunTimes {
-                        infer: times.infer / n.max(1),
-                        ..times
-                    };
-                    for _ in 0..n {
-                        shared.stats.record_run(1, 1, each);
-                    }
-                }
-                for (job, out) in batch.into_iter().zip(outputs) {
-                    shared
-                        .stats
-                        .queue_time
-                        .observe((started - job.enqueued).as_secs_f64());
-                    shared.stats.queue.add(started - job.enqueued);
-                    answer(shared, job, out.map_err(EngineError::Runtime));
+        }
+        shared.cond.notify_all();
+        return;
+    };
+    let device = r.device;
+    let stats = &shared.replicas[index];
+    let started = Instant::now();
+    let kill = shared.faults.take_kill(index);
+    let ran = catch_unwind(AssertUnwindSafe(|| {
+        if kill {
+            panic!("fault injection: replica {index} ({device}) made to fail");
+        }
+        run(shared, ctx, r, &batch)
+    }));
+    if ran.is_err() {
+        *slot = None;
+    }
+    drop(slot);
+    match ran {
+        Ok(Ok((outputs, times))) => {
+            shared.last_run_ns[batch[0].method].store(
+                started.elapsed().as_nanos().min(u64::MAX as u128) as u64,
+                Ordering::Relaxed,
+            );
+            let rows: usize = batch.iter().map(|j| j.rows).sum();
+            stats.items.fetch_add(rows as u64, Ordering::Relaxed);
+            if shared.methods[batch[0].method].info.batched {
+                stats.runs.fetch_add(1, Ordering::Relaxed);
+                shared.stats.record_run(rows, batch.len(), times);
+            } else {
+                // Each job ran on its own.
+                let n = batch.len() as u32;
+                stats.runs.fetch_add(n.into(), Ordering::Relaxed);
+                let each = RunTimes {
+                    infer: times.infer / n.max(1),
+                    ..times
+                };
+                for _ in 0..n {
+                    shared.stats.record_run(1, 1, each);
                 }
             }
-            Ok(Err(e)) if batch.len() > 1 => {
-                tracing::debug!(servable = %shared.name, jobs = batch.len(), error = %e, "a batch failed; running its jobs alone");
-                retry(shared, batch, |_| EngineError::Runtime(e.clone()));
+            for (job, out) in batch.into_iter().zip(outputs) {
+                shared
+                    .stats
+                    .queue_time
+                    .observe((started - job.enqueued).as_secs_f64());
+                shared.stats.queue.add(started - job.enqueued);
+                answer(shared, job, out.map_err(EngineError::Runtime));
             }
-            Ok(Err(e)) => {
-                for job in batch {
-                    answer(shared, job, Err(EngineError::Runtime(e.clone())));
-                }
+        }
+        Ok(Err(e)) if batch.len() > 1 => {
+            tracing::debug!(servable = %shared.name, jobs = batch.len(), error = %e, "a batch failed; running its jobs alone");
+            retry(shared, batch, |_| EngineError::Runtime(e.clone()));
+        }
+        Ok(Err(e)) => {
+            for job in batch {
+                answer(shared, job, Err(EngineError::Runtime(e.clone())));
             }
-            Err(_) => {
-                tracing::error!(servable = %shared.name, version = ctx.version, replica = index, %device, "replica failed; re-queueing its work and restarting it");
-                replica = None;
-                stats.failures.fetch_add(1, Ordering::Relaxed);
-                stats.alive.store(false, Ordering::SeqCst);
-                let left = shared.alive.fetch_sub(1, Ordering::SeqCst) - 1;
-                retry(shared, batch, |_| EngineError::ReplicasFailed);
-                if left == 0 {
-                    fail_all(shared);
-                }
+        }
+        Err(_) => {
+            tracing::error!(servable = %shared.name, version = ctx.version, replica = index, %device, "replica failed; re-queueing its work and restarting it");
+            stats.failures.fetch_add(1, Ordering::Relaxed);
+            stats.alive.store(false, Ordering::SeqCst);
+            let left = shared.alive.fetch_sub(1, Ordering::SeqCst) - 1;
+            // Wakes the replica's worker, too, to restart it.
+            retry(shared, batch, |_| EngineError::ReplicasFailed);
+            if left == 0 {
+                fail_all(shared);
             }
         }
     }
@@ -588,7 +709,13 @@ fn worker(shared: &Shared, ctx: &Context, index: usize, replica: Replica) {
 
 /// Sends a job its answer and counts it.
 fn answer(shared: &Shared, job: Job, result: Result<Vec<Tensor>, EngineError>) {
-    if job.reply.is_closed() {
+    let Job {
+        reply,
+        enqueued,
+        _admission,
+        ..
+    } = job;
+    if reply.is_closed() {
         // The client went away (or its deadline passed) while it ran; the
         // waiter has counted the failure.
         shared
@@ -597,12 +724,16 @@ fn answer(shared: &Shared, job: Job, result: Result<Vec<Tensor>, EngineError>) {
             .fetch_add(1, Ordering::Relaxed);
         return;
     }
-    let took = job.enqueued.elapsed();
+    let took = enqueued.elapsed();
     match &result {
         Ok(_) => shared.stats.success.add(took),
         Err(_) => shared.stats.fail.add(took),
     }
-    if job.reply.send(result).is_err() {
+    // The request's place in the limit is given back before its client
+    // hears of it: a client's next request must not find this one still
+    // outstanding (and queue behind it instead of running inline).
+    drop(_admission);
+    if reply.send(result).is_err() {
         shared
             .stats
             .cancelled_running

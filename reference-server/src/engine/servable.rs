@@ -21,6 +21,9 @@ pub struct LoadOptions {
     pub cpu_fallback: bool,
     /// The most requests queued or running per servable version.
     pub queue_limit: usize,
+    /// The longest last run of a method for which a lone request to an
+    /// idle CPU replica runs on its caller's thread; zero: never.
+    pub inline_max: std::time::Duration,
     /// Whether tests may make replicas fail on purpose.
     pub fault_injection: bool,
 }
@@ -31,6 +34,7 @@ impl Default for LoadOptions {
             default_devices: vec![Device::Cpu],
             cpu_fallback: false,
             queue_limit: DEFAULT_QUEUE_LIMIT,
+            inline_max: super::scheduler::DEFAULT_INLINE_MAX,
             fault_injection: false,
         }
     }
@@ -133,6 +137,7 @@ impl ServableVersion {
             threads,
             cpu_fallback: options.cpu_fallback,
             queue_limit: spec.deployment.queue.limit.unwrap_or(options.queue_limit),
+            inline_max: options.inline_max,
             fault_injection: options.fault_injection,
         });
         Ok(ServableVersion {

@@ -155,6 +155,9 @@ pub struct Stats {
     pub execution_count: AtomicU64,
     /// Milliseconds since the Unix epoch of the last run's end.
     pub last_inference_ms: AtomicU64,
+    /// Jobs run on their caller's thread because the version was idle
+    /// (counted in the runs above as well).
+    pub inline_runs: AtomicU64,
     by_batch: Mutex<BTreeMap<usize, BatchCounters>>,
 }
 
@@ -176,6 +179,7 @@ impl Default for Stats {
             inference_count: AtomicU64::new(0),
             execution_count: AtomicU64::new(0),
             last_inference_ms: AtomicU64::new(0),
+            inline_runs: AtomicU64::new(0),
             by_batch: Mutex::new(BTreeMap::new()),
         }
     }

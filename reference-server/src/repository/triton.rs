@@ -18,10 +18,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use serving_proto::DataType;
 use serving_proto::model_config::{
     ModelConfig, ModelDynamicBatching, ModelInput, ModelInstanceGroup, ModelOutput,
-    ModelQueuePolicy, TritonType,
+    ModelQueuePolicy, TritonType, triton_type,
 };
 use serving_proto::pb::inference::model_config::SchedulingChoice;
 use serving_proto::pb::inference::model_instance_group::Kind;
@@ -68,27 +67,6 @@ pub struct Defaults {
     pub max_batch_size: u32,
     /// The devices of a model that names none.
     pub devices: Vec<Device>,
-}
-
-/// The data type Triton names `t`.
-pub fn triton_type(t: DataType) -> TritonType {
-    match t {
-        DataType::Bool => TritonType::TypeBool,
-        DataType::Uint8 => TritonType::TypeUint8,
-        DataType::Uint16 => TritonType::TypeUint16,
-        DataType::Uint32 => TritonType::TypeUint32,
-        DataType::Uint64 => TritonType::TypeUint64,
-        DataType::Int8 => TritonType::TypeInt8,
-        DataType::Int16 => TritonType::TypeInt16,
-        DataType::Int32 => TritonType::TypeInt32,
-        DataType::Int64 => TritonType::TypeInt64,
-        DataType::Fp16 => TritonType::TypeFp16,
-        DataType::Fp32 => TritonType::TypeFp32,
-        DataType::Fp64 => TritonType::TypeFp64,
-        DataType::Bf16 => TritonType::TypeBf16,
-        DataType::String | DataType::Bytes => TritonType::TypeString,
-        _ => TritonType::TypeInvalid,
-    }
 }
 
 fn type_name(t: i32) -> String {
@@ -721,6 +699,7 @@ pub fn describe(model: &Signature) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serving_proto::DataType;
     use serving_proto::model_config::parse_text;
 
     fn sig(inputs: &[(&str, DataType, &[i64])], outputs: &[(&str, DataType, &[i64])]) -> Signature {
