@@ -353,26 +353,6 @@ fn reference_toml(m: &Model) -> String {
 }
 
 #[cfg(feature = "reference")]
-fn triton_type(d: DataType) -> &'static str {
-    match d {
-        DataType::Bool => "TYPE_BOOL",
-        DataType::Int8 => "TYPE_INT8",
-        DataType::Int16 => "TYPE_INT16",
-        DataType::Int32 => "TYPE_INT32",
-        DataType::Int64 => "TYPE_INT64",
-        DataType::Uint8 => "TYPE_UINT8",
-        DataType::Uint16 => "TYPE_UINT16",
-        DataType::Uint32 => "TYPE_UINT32",
-        DataType::Uint64 => "TYPE_UINT64",
-        DataType::Fp16 => "TYPE_FP16",
-        DataType::Bf16 => "TYPE_BF16",
-        DataType::Fp32 => "TYPE_FP32",
-        DataType::Fp64 => "TYPE_FP64",
-        _ => "TYPE_STRING",
-    }
-}
-
-#[cfg(feature = "reference")]
 fn triton_tensors(out: &mut String, key: &str, specs: &[TensorSpec]) {
     let _ = writeln!(out, "{key} [");
     for (i, s) in specs.iter().enumerate() {
@@ -394,7 +374,7 @@ fn triton_tensors(out: &mut String, key: &str, specs: &[TensorSpec]) {
             out,
             "  {{ name: \"{}\" data_type: {} dims: [ {dims} ]{reshape} }}{comma}",
             s.name,
-            triton_type(s.dtype)
+            serving_proto::model_config::triton_type(s.dtype).as_str_name()
         );
     }
     let _ = writeln!(out, "]");

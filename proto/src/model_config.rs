@@ -30,6 +30,36 @@ pub use crate::pb::inference::{
     ModelOutput, ModelQueuePolicy, ModelTensorReshape, ModelVersionPolicy,
 };
 
+/// Triton's configuration type of a data type: `BYTES` and MindSpore's
+/// strings are `TYPE_STRING`.
+///
+/// ```
+/// use serving_proto::DataType;
+/// use serving_proto::model_config::{TritonType, triton_type};
+///
+/// assert_eq!(triton_type(DataType::Fp32), TritonType::TypeFp32);
+/// assert_eq!(triton_type(DataType::Bytes).as_str_name(), "TYPE_STRING");
+/// ```
+pub fn triton_type(t: crate::DataType) -> TritonType {
+    use crate::DataType;
+    match t {
+        DataType::Bool => TritonType::TypeBool,
+        DataType::Uint8 => TritonType::TypeUint8,
+        DataType::Uint16 => TritonType::TypeUint16,
+        DataType::Uint32 => TritonType::TypeUint32,
+        DataType::Uint64 => TritonType::TypeUint64,
+        DataType::Int8 => TritonType::TypeInt8,
+        DataType::Int16 => TritonType::TypeInt16,
+        DataType::Int32 => TritonType::TypeInt32,
+        DataType::Int64 => TritonType::TypeInt64,
+        DataType::Fp16 => TritonType::TypeFp16,
+        DataType::Fp32 => TritonType::TypeFp32,
+        DataType::Fp64 => TritonType::TypeFp64,
+        DataType::Bf16 => TritonType::TypeBf16,
+        DataType::String | DataType::Bytes => TritonType::TypeString,
+    }
+}
+
 pub(crate) static POOL: LazyLock<DescriptorPool> = LazyLock::new(|| {
     DescriptorPool::decode(&include_bytes!(concat!(env!("OUT_DIR"), "/descriptors.bin"))[..])
         .expect("the compiled descriptors decode")

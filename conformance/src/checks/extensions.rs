@@ -181,13 +181,6 @@ async fn binary_data(suite: &Suite, target: &Target) -> Outcome {
 
 /// The model configuration's name for an OIP datatype (`FP32` ->
 /// `TYPE_FP32`; BYTES is `TYPE_STRING`).
-fn config_type(datatype: &str) -> String {
-    match datatype {
-        "BYTES" => "TYPE_STRING".into(),
-        d => format!("TYPE_{d}"),
-    }
-}
-
 async fn model_config(suite: &Suite, target: &Target) -> Outcome {
     if let Err(o) = advertised(suite, target, "model_configuration").await {
         return o;
@@ -273,7 +266,9 @@ async fn model_config(suite: &Suite, target: &Target) -> Outcome {
                 let type_name = serving_proto::pb::inference::DataType::try_from(*data_type)
                     .map(|d| d.as_str_name().to_owned())
                     .unwrap_or_else(|_| format!("{data_type}"));
-                if type_name != config_type(&t.datatype) {
+                let expected = DataType::from_oip_name(&t.datatype)
+                    .map(|d| serving_proto::model_config::triton_type(d) as i32);
+                if expected != Some(*data_type) {
                     problems.push(format!(
                         "{what} {}: metadata {}, configuration {type_name}",
                         t.name, t.datatype
@@ -558,25 +553,14 @@ async fn shared_memory_local(suite: &Suite, target: &Target) -> Outcome {
         other => cases.fail(format!("status of {}: {other:?}", input.name())),
     }
     // Other inputs of the identity, if any, travel in the message.
-    let others: Vec<NamedTensor> = identity
-        .pairs
-        .iter()
-        .filter(|p| p.input != pair.input)
-        .map(|p| {
-            let shape: Vec<i64> = p.dims.iter().map(|&d| d.max(1)).collect();
-            let n = shape.iter().product::<i64>() as usize;
-            NamedTensor::new(
-                &p.input,
-                Tensor::from_vec(&shape, vec![0u8; n]).expect("sized"),
-            )
-        })
-        .collect();
+    let others = other_inputs(&identity, pair);
     let placed = client
         .infer(&identity.name)
         .input_in_region(&pair.input, DataType::Uint8, &[N as i64], &input, 0)
         .and_then(|b| b.output_in_region(&pair.output, &output, 0, N));
     let placed = others
-        .into_iter()
+        .iter()
+        .cloned()
         .fold(placed, |b, t| b.map(|b| b.input(t.name, t.tensor)));
     match placed {
         Ok(b) => match b.send().await {
@@ -599,7 +583,10 @@ async fn shared_memory_local(suite: &Suite, target: &Target) -> Outcome {
         .await
     {
         Ok(()) => {
+            // With every other input present, so that only the placement
+            // can be what is refused.
             let mut sent = request_u8(&identity, pair, 64);
+            sent.inputs.extend(others);
             for (k, v) in [
                 (
                     serving_proto::oip::shared_memory::REGION,
@@ -620,15 +607,19 @@ async fn shared_memory_local(suite: &Suite, target: &Target) -> Outcome {
         Err(Error::InvalidArgument { .. }) => cases.pass(),
         other => cases.fail(format!("64 bytes placed in a 16-byte region: {other:?}")),
     }
-    cases.case(
-        client
-            .unregister_system_shared_memory(None)
-            .await
-            .map_err(|e| describe(&e)),
-    );
+    // Only this check's regions: the target may have others' registered.
+    let ours = [input.name(), output.name(), small.as_str()];
+    for name in ours {
+        cases.case(
+            client
+                .unregister_system_shared_memory(Some(name))
+                .await
+                .map_err(|e| format!("unregistering {name}: {}", describe(&e))),
+        );
+    }
     match client.system_shared_memory_status(None).await {
-        Ok(s) if s.is_empty() => cases.pass(),
-        other => cases.fail(format!("after unregistering every region: {other:?}")),
+        Ok(s) if !s.iter().any(|r| ours.contains(&r.name.as_str())) => cases.pass(),
+        other => cases.fail(format!("after unregistering {ours:?}: {other:?}")),
     }
     cases.outcome(format!(
         "1 MiB in and out of shared memory through {}, bit-exact; status, overrun and unregister as specified",
@@ -639,6 +630,24 @@ async fn shared_memory_local(suite: &Suite, target: &Target) -> Outcome {
 #[cfg(not(unix))]
 async fn shared_memory_local(_: &Suite, _: &Target) -> Outcome {
     Outcome::NotApplicable("system shared memory is checked on Unix only".into())
+}
+
+/// Zeros for every input of `identity` but `pair`'s, at their smallest
+/// shapes.
+fn other_inputs(identity: &IdentityModel, pair: &crate::discovery::Pair) -> Vec<NamedTensor> {
+    identity
+        .pairs
+        .iter()
+        .filter(|p| p.input != pair.input)
+        .map(|p| {
+            let shape: Vec<i64> = p.dims.iter().map(|&d| d.max(1)).collect();
+            let n = shape.iter().product::<i64>() as usize;
+            NamedTensor::new(
+                &p.input,
+                Tensor::from_vec(&shape, vec![0u8; n]).expect("sized"),
+            )
+        })
+        .collect()
 }
 
 /// A request of `n` zero bytes for `pair` (placed by the caller).
