@@ -408,6 +408,7 @@ impl ClientBuilder {
         }
         Ok(Client {
             inner: Arc::new(Inner {
+                stats: Default::default(),
                 pool: Pool::new(endpoints, self.balance, self.retries, self.set_aside),
                 protocol: self.protocol,
                 timeout: self.timeout,

@@ -4,7 +4,7 @@
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serving_proto::mindspore::InstanceResult;
 use serving_proto::oip::{InferRequest, InferResponse};
@@ -14,6 +14,7 @@ use crate::builder::ClientBuilder;
 use crate::error::Error;
 use crate::infer::InferBuilder;
 use crate::pool::Pool;
+use crate::stats::{CallTiming, InferStats};
 use crate::stream::{InferStream, StreamResponses};
 use crate::transport::{CallCtx, ModelMetadata, OutputRegions, ServerMetadata, Transport};
 
@@ -39,6 +40,8 @@ pub(crate) struct Inner {
     pub(crate) max_receive: u64,
     pub(crate) headers: Arc<http::HeaderMap>,
     pub(crate) compression: Option<crate::Compression>,
+    /// What [`Client::infer_stats`] reads.
+    pub(crate) stats: crate::stats::Counters,
 }
 
 /// A client of one or more model servers.
@@ -147,6 +150,7 @@ impl Client {
             max_receive: self.inner.max_receive,
             compression: self.inner.compression,
             output_regions: output_regions.cloned(),
+            timing: None,
         }
     }
 
@@ -208,13 +212,32 @@ impl Client {
         regions: Option<&OutputRegions>,
     ) -> Result<InferResponse, Error> {
         self.require(Protocol::OpenInference)?;
-        let ctx = |left| self.ctx(left, regions);
-        self.inner
+        let started = Instant::now();
+        let timing = Arc::new(CallTiming::default());
+        let ctx = |left| {
+            timing.restart();
+            CallCtx {
+                timing: Some(timing.clone()),
+                ..self.ctx(left, regions)
+            }
+        };
+        let response = self
+            .inner
             .pool
             .call("infer", self.inner.timeout, ctx, |t, ctx| {
                 t.infer(ctx, request)
             })
-            .await
+            .await?;
+        self.inner.stats.complete(started.elapsed(), &timing);
+        Ok(response)
+    }
+
+    /// The counters of this client's completed Open Inference `infer`
+    /// calls so far: how many, and the time they spent in all, encoding
+    /// requests and decoding replies (Triton's `InferStat`). Shared by the
+    /// client's clones.
+    pub fn infer_stats(&self) -> InferStats {
+        self.inner.stats.get()
     }
 
     /// Open Inference: opens a stream (Triton's `ModelStreamInfer`) on a

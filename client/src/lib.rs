@@ -81,6 +81,7 @@ mod endpoint;
 mod error;
 mod infer;
 mod pool;
+mod stats;
 mod stream;
 mod tls;
 mod transport;
@@ -100,6 +101,7 @@ pub use control::LoadOptions;
 pub use error::{BoxError, Error, SizeSide, TransportKind};
 pub use infer::InferBuilder;
 pub use pool::Balance;
+pub use stats::InferStats;
 pub use stream::{InferStream, StreamResponses};
 pub use transport::{ModelMetadata, ServerMetadata, TensorMetadata};
 

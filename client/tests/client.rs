@@ -188,6 +188,41 @@ async fn open_inference_on_grpc_and_rest_json_and_binary() {
     server.shutdown().await;
 }
 
+#[tokio::test]
+async fn infer_stats_count_completed_calls_their_encoding_and_decoding() {
+    let server = demo().await;
+    for url in [grpc(&server), http(&server)] {
+        let client = Client::new(&url).unwrap();
+        assert_eq!(client.infer_stats().completed_requests, 0);
+        let before = client.infer_stats();
+        for _ in 0..5 {
+            client
+                .infer("add")
+                .input("x1", square(1.0))
+                .input("x2", square(2.0))
+                .send()
+                .await
+                .unwrap();
+        }
+        // A refused call is not counted.
+        client
+            .infer("add")
+            .input("x1", square(1.0))
+            .send()
+            .await
+            .unwrap_err();
+        let w = client.clone().infer_stats().since(&before);
+        assert_eq!(w.completed_requests, 5, "{url}: {w:?}");
+        assert!(w.send_ns > 0 && w.receive_ns > 0, "{url}: {w:?}");
+        assert!(
+            w.send_ns + w.receive_ns < w.total_request_ns,
+            "{url}: encoding and decoding are parts of the calls: {w:?}"
+        );
+        assert!(w.mean_total().unwrap() > w.mean_send().unwrap());
+    }
+    server.shutdown().await;
+}
+
 /// A TCP port that accepts and counts connections, and answers nothing.
 async fn counting_port() -> (String, Arc<AtomicUsize>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

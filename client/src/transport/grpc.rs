@@ -1,5 +1,7 @@
 //! gRPC: `MSService` and `GRPCInferenceService` over a tonic channel.
 
+use std::time::Instant;
+
 use serving_proto::grpc_body::method::{MODEL_INFER, PREDICT};
 use serving_proto::grpc_body::tensor_path;
 use serving_proto::mindspore::{self, InstanceResult, Outcome};
@@ -240,9 +242,11 @@ impl Transport for Grpc {
 
     fn infer<'a>(&'a self, ctx: CallCtx, req: &'a InferRequest) -> Call<'a, InferResponse> {
         Box::pin(async move {
+            let encoding = Instant::now();
             let msg = oip::grpc::encode_request(req, self.contents)
                 .map_err(|e| Error::Request(e.to_string()))?;
             let chunks = chunked::model_infer_request(msg, ctx.max_send).map_err(sent_too_large)?;
+            ctx.sent(encoding.elapsed());
             let reply: pb::ModelInferResponse = unary::call(
                 &self.channel,
                 &self.label,
@@ -252,8 +256,12 @@ impl Transport for Grpc {
                 &ctx,
             )
             .await?;
+            let decoding = Instant::now();
             let mut external = ctx.outputs_in_shared_memory();
-            oip::grpc::decode_response_with(reply, &mut external).map_err(|e| self.protocol(e))
+            let response =
+                oip::grpc::decode_response_with(reply, &mut external).map_err(|e| self.protocol(e));
+            ctx.received(decoding.elapsed());
+            response
         })
     }
 

@@ -115,6 +115,8 @@ pub(crate) struct CallCtx {
     pub compression: Option<serving_proto::compression::Encoding>,
     /// Where the data of outputs written to shared memory is read.
     pub output_regions: Option<OutputRegions>,
+    /// Where an infer call's encoding and decoding times go.
+    pub timing: Option<Arc<crate::stats::CallTiming>>,
 }
 
 /// Reads the data of an output written to shared memory, given its name
@@ -138,6 +140,20 @@ impl std::fmt::Debug for CallCtx {
 }
 
 impl CallCtx {
+    /// Counts time spent encoding this call's request.
+    pub fn sent(&self, took: Duration) {
+        if let Some(t) = &self.timing {
+            t.sent(took);
+        }
+    }
+
+    /// Counts time spent decoding this call's reply.
+    pub fn received(&self, took: Duration) {
+        if let Some(t) = &self.timing {
+            t.received(took);
+        }
+    }
+
     /// Refuses a request of `size` encoded bytes over the send cap, before
     /// anything is sent.
     pub fn check_send(&self, size: u64) -> Result<(), crate::Error> {

@@ -1,6 +1,8 @@
 //! REST: MindSpore Serving's `POST /model/...` and the Open Inference
 //! Protocol's `/v2` routes, with the binary tensor extension.
 
+use std::time::Instant;
+
 use bytes::{Bytes, BytesMut};
 use serde_json::Value;
 use serving_proto::mindspore::{self, InstanceResult, Outcome, StatusCode};
@@ -202,7 +204,9 @@ impl Rest {
             }
         };
         if let Some(e) = encoding {
+            let inflating = Instant::now();
             body = super::inflate_reply(e, body, ctx.max_receive, &self.label).await?;
+            ctx.received(inflating.elapsed());
         }
         Ok(Reply {
             status,
@@ -369,8 +373,10 @@ impl Transport for Rest {
             if !binary {
                 check_lower_bound(json_lower_bound(req.inputs.iter().map(|i| &i.tensor)), &ctx)?;
             }
+            let encoding = Instant::now();
             let body =
                 oip_rest::encode_request(req, binary).map_err(|e| Error::Request(e.to_string()))?;
+            ctx.sent(encoding.elapsed());
             let sent = body.len() as u64;
             ctx.check_send(sent)?;
             let path = format!(
@@ -395,6 +401,7 @@ impl Transport for Rest {
             if reply.status != 200 {
                 return Err(self.error(&reply, &ctx, sent));
             }
+            let decoding = Instant::now();
             let header_len = match &reply.header_len {
                 None => None,
                 Some(v) => Some(
@@ -402,12 +409,14 @@ impl Transport for Rest {
                         .map_err(|e| self.protocol(e))?,
                 ),
             };
-            let mut resp = oip_rest::decode_response_with(
+            let resp = oip_rest::decode_response_with(
                 reply.body,
                 header_len,
                 &mut ctx.outputs_in_shared_memory(),
             )
-            .map_err(|e| self.protocol(e))?;
+            .map_err(|e| self.protocol(e));
+            ctx.received(decoding.elapsed());
+            let mut resp = resp?;
             if resp.model_name.is_empty() {
                 resp.model_name = req.model_name.clone();
             }

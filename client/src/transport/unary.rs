@@ -131,6 +131,7 @@ pub(crate) async fn call<M: Message + Default>(
     let mut reply = read
         .message
         .ok_or_else(|| failed(Status::internal("Missing response message.")))?;
+    let decoding = std::time::Instant::now();
     if read.compressed {
         let encoding = reply_encoding
             .as_deref()
@@ -144,10 +145,12 @@ pub(crate) async fn call<M: Message + Default>(
             })?;
         reply = super::inflate_reply(encoding, reply, ctx.max_receive, label).await?;
     }
-    M::decode(reply).map_err(|e| Error::Protocol {
+    let decoded = M::decode(reply).map_err(|e| Error::Protocol {
         endpoint: label.to_owned(),
         message: format!("the reply is not a valid protobuf message: {e}"),
-    })
+    });
+    ctx.received(decoding.elapsed());
+    decoded
 }
 
 /// The gRPC code for an HTTP status without a `grpc-status`, per gRPC's
