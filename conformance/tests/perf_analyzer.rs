@@ -40,6 +40,8 @@ async fn levels_are_measured_with_the_servers_breakdown_and_written_as_csv() {
         assert!(l.stats.requests > 0, "{}", l.line());
         let server = l.server.expect("the reference server offers statistics");
         assert!(server.compute_infer > 0.0, "{}", l.line());
+        let client = l.client.expect("the client counts its OIP calls");
+        assert!(client.send > 0.0 && client.receive > 0.0, "{}", l.line());
         levels.push(l);
     }
     let text = csv(&levels);
@@ -50,6 +52,14 @@ async fn levels_are_measured_with_the_servers_breakdown_and_written_as_csv() {
         "{text}"
     );
     assert!(lines[2].starts_with("100,"), "{text}");
+    assert!(
+        lines[0].contains(",Client Send,Network+Server Send/Recv,Server Queue,")
+            && lines[0].contains(",Client Recv,p50 latency,"),
+        "{text}"
+    );
+    for line in &lines[1..] {
+        assert_eq!(line.split(',').count(), 15, "{line}");
+    }
     if let Some(c) = suite.control.take() {
         c.running.shutdown().await;
     }

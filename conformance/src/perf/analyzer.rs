@@ -3,13 +3,15 @@
 //! windows repeated until three in a row agree within a stability
 //! percentage, the server's own breakdown (queue, compute input, infer,
 //! output) from Triton's statistics extension where the server offers it,
-//! and a CSV with perf_analyzer's column names for what is measured.
+//! the client's own encoding and decoding times (the client's
+//! [`InferStats`], as perf_analyzer reads Triton's client's `InferStat`),
+//! and a CSV with perf_analyzer's columns.
 
 use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use serving_client::{Client, ModelStatistics};
+use serving_client::{Client, InferStats, ModelStatistics};
 
 use super::feed::Feed;
 use super::load::{Stats, Workload, quantile, run_feed, send};
@@ -74,6 +76,27 @@ pub struct Breakdown {
     pub compute_output: f64,
 }
 
+/// The client's mean time per request over a window, µs.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct ClientTimes {
+    /// Encoding the request (perf_analyzer's "Client Send").
+    pub send: f64,
+    /// Decoding the reply ("Client Recv").
+    pub receive: f64,
+}
+
+impl ClientTimes {
+    /// Over a window of the client's counters; `None` when no Open
+    /// Inference call completed in it (the counters count those only).
+    fn of(window: &InferStats) -> Option<ClientTimes> {
+        let us = |d: Option<Duration>| d.map(|d| d.as_secs_f64() * 1e6);
+        Some(ClientTimes {
+            send: us(window.mean_send())?,
+            receive: us(window.mean_receive())?,
+        })
+    }
+}
+
 /// Totals of the statistics extension: (count, ns) per stage.
 #[derive(Clone, Copy, Debug, Default)]
 struct Totals([(u64, u64); 4]);
@@ -136,12 +159,21 @@ pub struct Level {
     /// The server's breakdown over the last window, when it offers
     /// statistics.
     pub server: Option<Breakdown>,
+    /// The client's encoding and decoding over the last window (Open
+    /// Inference targets).
+    pub client: Option<ClientTimes>,
 }
 
 impl Level {
     /// One line for people.
     pub fn line(&self) -> String {
         let (name, value) = self.schedule.column();
+        let client = self.client.map_or(String::new(), |c| {
+            format!(
+                "  client: send {:.1} µs, receive {:.1} µs",
+                c.send, c.receive
+            )
+        });
         let server = self.server.map_or(String::new(), |b| {
             format!(
                 "  server: queue {:.1} µs, input {:.1} µs, infer {:.1} µs, output {:.1} µs",
@@ -149,7 +181,7 @@ impl Level {
             )
         });
         format!(
-            "{name} {value}: {}  ({} windows{}){server}",
+            "{name} {value}: {}  ({} windows{}){client}{server}",
             self.stats.line(),
             self.trials,
             if self.stable {
@@ -224,9 +256,12 @@ pub async fn level(
     let _ = window(client, feed, schedule, measure.warmup).await;
     let mut windows = Vec::new();
     let mut server = None;
+    let mut client_times = None;
     while windows.len() < measure.max_trials.max(3) {
         let before = read().await;
+        let counted = client.infer_stats();
         let stats = window(client, feed, schedule, measure.window).await;
+        client_times = ClientTimes::of(&client.infer_stats().since(&counted));
         let after = read().await;
         server = match (before, after) {
             (Some(b), Some(a)) => Some(totals(&a).since(&totals(&b))),
@@ -246,6 +281,7 @@ pub async fn level(
         stable,
         trials,
         server,
+        client: client_times,
     }
 }
 
@@ -325,9 +361,11 @@ pub async fn run_rate(
     stats
 }
 
-/// The levels as CSV with perf_analyzer's column names for what is
-/// measured (latencies in µs; the server's columns where it offers
-/// statistics, else 0 as perf_analyzer writes them), and the target last.
+/// The levels as CSV with perf_analyzer's columns, in its order
+/// (microseconds; the client's and the server's columns 0 where not
+/// measured, as perf_analyzer writes them), and the target last.
+/// "Network+Server Send/Recv" is what the mean latency leaves after the
+/// client's and the server's measured parts, as perf_analyzer computes it.
 pub fn csv(levels: &[Level]) -> String {
     let mut out = String::new();
     let first = levels
@@ -335,29 +373,44 @@ pub fn csv(levels: &[Level]) -> String {
         .map_or("Concurrency", |l| l.schedule.column().0);
     let _ = writeln!(
         out,
-        "{first},Inferences/Second,Server Queue,Server Compute Input,Server Compute Infer,Server Compute Output,p50 latency,p90 latency,p95 latency,p99 latency,Avg latency,Target"
+        "{first},Inferences/Second,Client Send,Network+Server Send/Recv,Server Queue,Server Compute Input,Server Compute Infer,Server Compute Output,Client Recv,p50 latency,p90 latency,p95 latency,p99 latency,Avg latency,Target"
     );
     for l in levels {
         let us = |d: Duration| (d.as_secs_f64() * 1e6).round() as u64;
-        let avg = if l.stats.latencies.is_empty() {
-            0
+        let mean = if l.stats.latencies.is_empty() {
+            0.0
         } else {
-            us(l.stats.latencies.iter().sum::<Duration>() / l.stats.latencies.len() as u32)
+            (l.stats.latencies.iter().sum::<Duration>() / l.stats.latencies.len() as u32)
+                .as_secs_f64()
+                * 1e6
         };
         let b = l.server.unwrap_or_default();
+        let c = l.client.unwrap_or_default();
+        let network = (mean
+            - c.send
+            - c.receive
+            - b.queue
+            - b.compute_input
+            - b.compute_infer
+            - b.compute_output)
+            .max(0.0);
         let _ = writeln!(
             out,
-            "{},{:.2},{},{},{},{},{},{},{},{},{avg},{}",
+            "{},{:.2},{},{},{},{},{},{},{},{},{},{},{},{},{}",
             l.schedule.column().1,
             l.stats.rate(),
+            c.send.round() as u64,
+            network.round() as u64,
             b.queue.round() as u64,
             b.compute_input.round() as u64,
             b.compute_infer.round() as u64,
             b.compute_output.round() as u64,
+            c.receive.round() as u64,
             us(quantile(&l.stats.latencies, 0.5)),
             us(quantile(&l.stats.latencies, 0.9)),
             us(quantile(&l.stats.latencies, 0.95)),
             us(quantile(&l.stats.latencies, 0.99)),
+            mean.round() as u64,
             l.target,
         );
     }
@@ -406,18 +459,21 @@ mod tests {
                 compute_infer: 50.0,
                 compute_output: 2.0,
             }),
+            client: Some(ClientTimes {
+                send: 3.4,
+                receive: 4.0,
+            }),
         };
         let text = csv(&[level]);
         let mut lines = text.lines();
-        assert!(
-            lines
-                .next()
-                .unwrap()
-                .starts_with("Concurrency,Inferences/Second,Server Queue")
-        );
+        assert!(lines.next().unwrap().starts_with(
+            "Concurrency,Inferences/Second,Client Send,Network+Server Send/Recv,Server Queue"
+        ));
+        // 120 - 3.4 - 4 - 10.4 - 1 - 50 - 2 = 49.2 µs of network and
+        // server send/receive.
         assert_eq!(
             lines.next().unwrap(),
-            "4,200.00,10,1,50,2,120,120,120,120,120,oip+grpc://h:1"
+            "4,200.00,3,49,10,1,50,2,4,120,120,120,120,120,oip+grpc://h:1"
         );
     }
 }
