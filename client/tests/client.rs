@@ -104,6 +104,40 @@ async fn mindspore_on_grpc_and_rest() {
 }
 
 #[tokio::test]
+async fn mindspore_rest_refuses_names_its_path_cannot_carry() {
+    // MindSpore servers do not percent-decode /model/{servable}:{method}:
+    // "add/version/1" would reach version 1 of add, "add:x" would call x.
+    let (url, connections) = counting_port().await;
+    let client = Client::mindspore(&format!("http://{url}")).unwrap();
+    for (servable, method) in [
+        ("add/version/1", "add_common"),
+        ("add:add_common", "add_common"),
+        ("add", "add common"),
+        ("add", "add_common?x=1"),
+        ("add%2F", "add_common"),
+        ("", "add_common"),
+    ] {
+        let e = client
+            .predict(servable, method, &[instance(1.0, 2.0)])
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&e, Error::Request(m) if m.contains("cannot be sent in a MindSpore REST path")),
+            "{servable}:{method}: {e:?}"
+        );
+    }
+    assert_eq!(connections.load(Ordering::SeqCst), 0, "refused before connecting");
+    let server = demo().await;
+    let client = Client::mindspore(&http(&server)).unwrap();
+    let results = client
+        .predict("add", "add_common", &[instance(1.0, 2.0)])
+        .await
+        .unwrap();
+    assert!(results[0].is_ok());
+    server.shutdown().await;
+}
+
+#[tokio::test]
 async fn open_inference_on_grpc_and_rest_json_and_binary() {
     let server = demo().await;
     for url in [grpc(&server), http(&server)] {

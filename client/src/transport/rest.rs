@@ -315,6 +315,8 @@ impl Transport for Rest {
                 .map_err(|e| Error::Request(e.to_string()))?;
             let sent = body.len() as u64;
             ctx.check_send(sent)?;
+            let servable = plain_segment("servable", servable)?;
+            let method = plain_segment("method", method)?;
             let path = if version == 0 {
                 format!("{}/model/{servable}:{method}", self.base)
             } else {
@@ -618,4 +620,18 @@ const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS
 /// `s` as one path segment.
 fn segment(s: &str) -> percent_encoding::PercentEncode<'_> {
     percent_encoding::utf8_percent_encode(s, SEGMENT)
+}
+
+/// `s` as it stands in a MindSpore `/model/{servable}:{method}` path, or a
+/// refusal: MindSpore servers do not percent-decode that path, so a name
+/// that would need encoding (or holds the `:` that ends the servable)
+/// cannot be sent there at all.
+fn plain_segment<'s>(what: &str, s: &'s str) -> Result<&'s str, Error> {
+    if !s.is_empty() && !s.contains(':') && segment(s).to_string() == s {
+        return Ok(s);
+    }
+    let shown: String = s.chars().take(128).collect();
+    Err(Error::Request(format!(
+        "the {what} name {shown:?} cannot be sent in a MindSpore REST path: MindSpore servers do not decode one, so it must be non-empty and hold none of '/', ':', '%', '?', '#', spaces or control characters; use gRPC for such a name"
+    )))
 }
