@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::Mutex;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use crate::engine::registry::Registry;
@@ -184,17 +184,27 @@ impl Metrics {
                 );
             }
         }
-        out.push_str("# HELP serving_queue_timeouts_total Jobs refused unrun when their queue timeout passed.\n# TYPE serving_queue_timeouts_total counter\n");
-        for sv in &versions {
-            let _ = writeln!(
-                out,
-                "serving_queue_timeouts_total{{{}}} {}",
-                labels(sv),
-                sv.scheduler()
-                    .counters()
-                    .queue_timeouts
-                    .load(Ordering::Relaxed)
-            );
+        for (name, help, pick) in [
+            (
+                "serving_queue_timeouts_total",
+                "Jobs refused unrun when their queue timeout passed.",
+                (|s| &s.queue_timeouts) as fn(&crate::engine::stats::Stats) -> &AtomicU64,
+            ),
+            (
+                "serving_inline_runs_total",
+                "Jobs run on the thread of the connection that received them, the version being idle (also counted as runs).",
+                |s| &s.inline_runs,
+            ),
+        ] {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+            for sv in &versions {
+                let _ = writeln!(
+                    out,
+                    "{name}{{{}}} {}",
+                    labels(sv),
+                    pick(sv.scheduler().counters()).load(Ordering::Relaxed)
+                );
+            }
         }
         for (name, help, kind) in [
             (

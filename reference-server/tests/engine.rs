@@ -262,6 +262,9 @@ async fn one_client_at_a_time_runs_on_its_own_thread_and_is_counted_as_any_run()
     assert_eq!(sv.scheduler().counters().success.get().0, 40);
     assert_eq!(sv.scheduler().counters().queue_time.count(), 40);
     drop(sv);
+    let text = common::metrics(&server).await;
+    let line = format!("serving_inline_runs_total{{servable=\"mm\",version=\"1\"}} {inline}");
+    assert!(text.contains(&line), "{line} in\n{text}");
     server.shutdown().await;
 }
 
