@@ -264,7 +264,6 @@ impl Suite {
                     output: "y".into(),
                     dims: vec![1],
                 }],
-                batched: false,
                 max_rows: None,
             });
         }
@@ -278,7 +277,6 @@ impl Suite {
                     dims: vec![-1; rank],
                 })
                 .collect(),
-            batched: false,
             max_rows: None,
         })
     }
@@ -383,7 +381,16 @@ impl Suite {
             .pairs
             .iter()
             .map(|p| {
-                let shape: Vec<i64> = p.dims.iter().map(|&d| if d < 0 { 2 } else { d }).collect();
+                let shape: Vec<i64> = p
+                    .dims
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &d)| match (d < 0, i == 0) {
+                        (true, true) => identity.rows(2),
+                        (true, false) => 2,
+                        (false, _) => d,
+                    })
+                    .collect();
                 let n = shape.iter().product::<i64>() as usize;
                 let values: Vec<f32> = (0..n).map(|i| i as f32 + 0.5).collect();
                 (

@@ -38,14 +38,33 @@ pub struct IdentityModel {
     pub dtype: DataType,
     /// Its inputs, in order.
     pub pairs: Vec<Pair>,
-    /// Whether the first dimension is a batch of rows (at least one row):
-    /// the model's configuration says so (`max_batch_size` > 0).
-    pub batched: bool,
-    /// The most rows a request may carry, where it batches.
+    /// The most rows a request may carry, where the first dimension is a
+    /// batch of rows (the model's configuration says so: `max_batch_size`
+    /// > 0); `None` where it is not.
     pub max_rows: Option<usize>,
 }
 
 impl IdentityModel {
+    /// Whether the first dimension is a batch of rows (at least one, at
+    /// most `max_rows`).
+    pub fn batched(&self) -> bool {
+        self.max_rows.is_some()
+    }
+
+    /// `wanted` rows as a request may carry them: for a batched model at
+    /// least one and at most `max_rows`; otherwise as given.
+    pub fn rows(&self, wanted: i64) -> i64 {
+        match self.max_rows {
+            Some(max) => wanted.clamp(1, max.max(1) as i64),
+            None => wanted,
+        }
+    }
+
+    /// Whether a request may carry `shape` as far as rows go.
+    pub fn fits(&self, shape: &[i64]) -> bool {
+        shape.first().is_none_or(|&r| self.rows(r) == r)
+    }
+
     /// The identity signature of `meta`, if it has one.
     pub fn of(meta: &ModelMetadata) -> Option<IdentityModel> {
         let first = meta.inputs.first()?;
@@ -70,7 +89,6 @@ impl IdentityModel {
             name: meta.name.clone(),
             dtype,
             pairs,
-            batched: false,
             max_rows: None,
         })
     }
@@ -157,7 +175,6 @@ impl Capabilities {
     pub fn identity(&self, model: &str) -> Option<IdentityModel> {
         let mut m = IdentityModel::of(self.models.get(model)?)?;
         m.max_rows = self.batched.get(model).copied();
-        m.batched = m.max_rows.is_some();
         Some(m)
     }
 
@@ -196,6 +213,20 @@ mod tests {
         assert_eq!(m.dtype, DataType::Int64);
         assert_eq!(m.pairs[0].output, "out");
         assert_eq!(m.pairs[0].dims, vec![-1, 3]);
+        // Unbatched: rows as given; batched: 1 to max_rows.
+        assert!(!m.batched());
+        assert_eq!((m.rows(0), m.rows(9)), (0, 9));
+        let batched = IdentityModel {
+            max_rows: Some(4),
+            ..m.clone()
+        };
+        assert!(batched.batched());
+        assert_eq!(
+            (batched.rows(0), batched.rows(3), batched.rows(9)),
+            (1, 3, 4)
+        );
+        assert!(batched.fits(&[4, 3]) && !batched.fits(&[5, 3]) && !batched.fits(&[0, 3]));
+        assert!(m.fits(&[5, 3]) && batched.fits(&[]));
         let add = ModelMetadata {
             name: "add".into(),
             inputs: vec![t("x1", "FP32", &[2, 2]), t("x2", "FP32", &[2, 2])],

@@ -97,8 +97,7 @@ fn fp32_inputs(identity: &IdentityModel, n: usize) -> Vec<NamedTensor> {
         .enumerate()
         .map(|(k, p)| {
             let fixed: i64 = p.dims.iter().filter(|&&d| d >= 0).product();
-            let rows = (n as i64 / fixed.max(1))
-                .clamp(1, identity.max_rows.map_or(i64::MAX, |r| r as i64));
+            let rows = identity.rows((n as i64 / fixed.max(1)).max(1));
             let mut first = true;
             let shape: Vec<i64> = p
                 .dims
@@ -326,7 +325,7 @@ async fn statistics(suite: &Suite, target: &Target) -> Outcome {
     // Triton counts each row of a batched request as an inference, and
     // each request as one success.
     let sent = request(&identity, 6);
-    let rows_each = if identity.batched {
+    let rows_each = if identity.batched() {
         sent.inputs[0].tensor.shape().first().copied().unwrap_or(1) as u64
     } else {
         1
@@ -427,7 +426,7 @@ async fn classification(suite: &Suite, target: &Target) -> Outcome {
         Ok(x) => x,
         Err(o) => return o,
     };
-    if identity.batched {
+    if identity.batched() {
         return Outcome::NotApplicable(format!(
             "{} batches: classification is checked on an unbatched FP32 identity",
             identity.name

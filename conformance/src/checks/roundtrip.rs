@@ -419,11 +419,11 @@ async fn special_feed(
     let dtype = x.dtype();
     let identity = suite.identity(target, dtype).await.ok()?;
     let n = x.element_count() as i64;
-    let (index, shape) = identity
-        .pairs
-        .iter()
-        .enumerate()
-        .find_map(|(i, p)| holding(&p.dims, n).map(|s| (i, s)))?;
+    let (index, shape) = identity.pairs.iter().enumerate().find_map(|(i, p)| {
+        holding(&p.dims, n)
+            .filter(|s| identity.fits(s))
+            .map(|s| (i, s))
+    })?;
     let zeros = |dims: &[i64]| {
         let shape: Vec<i64> = dims.iter().map(|&d| if d < 0 { 1 } else { d }).collect();
         let len = serving_proto::tensor::byte_size(dtype, &shape)?;

@@ -214,8 +214,8 @@ pub fn identity_inputs(
                 .dims
                 .iter()
                 .enumerate()
-                .map(|(i, &d)| match (d < 0, i == 0 && identity.batched) {
-                    (true, true) => drawn.next().unwrap_or(1).max(1),
+                .map(|(i, &d)| match (d < 0, i == 0 && identity.batched()) {
+                    (true, true) => identity.rows(drawn.next().unwrap_or(1)),
                     (true, false) => drawn.next().unwrap_or(1),
                     (false, _) => d,
                 })
