@@ -126,7 +126,11 @@ async fn mindspore_rest_refuses_names_its_path_cannot_carry() {
             "{servable}:{method}: {e:?}"
         );
     }
-    assert_eq!(connections.load(Ordering::SeqCst), 0, "refused before connecting");
+    assert_eq!(
+        connections.load(Ordering::SeqCst),
+        0,
+        "refused before connecting"
+    );
     let server = demo().await;
     let client = Client::mindspore(&http(&server)).unwrap();
     let results = client
