@@ -33,10 +33,13 @@ impl Faults {
         }
     }
 
-    /// Whether replicas hold the batches they take now ([`Faults::hold`]):
-    /// then no job may run on its caller's thread either.
-    pub(crate) fn holding(&self) -> bool {
-        self.enabled && lock(&self.hold).0
+    /// Whether a hook waits for a replica's next batch: replicas hold the
+    /// batches they take ([`Faults::hold`]) or one is to fail at its next
+    /// run ([`Faults::kill`]). Then no job runs on its caller's thread,
+    /// which would take the first free replica, not the one the test means.
+    pub(crate) fn engaged(&self) -> bool {
+        self.enabled
+            && (lock(&self.hold).0 || self.kill_next.iter().any(|k| k.load(Ordering::SeqCst)))
     }
 
     /// Whether replica `index` is to fail now (and no longer after).

@@ -1,6 +1,7 @@
 //! One queue per servable version feeding its replicas.
 //!
-//! Each replica is a worker thread that owns its sessions and takes the
+//! Each replica is a worker thread with its sessions (in a slot that an
+//! inline run, below, may hold instead) that takes the
 //! next batch from the shared queue when it is free (`engine::queue`), so
 //! work always goes to a replica with spare capacity. Front ends submit
 //! jobs; each request (one or more jobs) takes one place in the queue
@@ -15,14 +16,16 @@
 //!   restarted with backoff; while no replica is alive, queued jobs and new
 //!   requests are answered at once.
 //! - A request of one job that finds its version idle (nothing else queued
-//!   or running, a CPU replica free) to a method whose last run took under
-//!   the inline bound ([`DEFAULT_INLINE_MAX`] unless configured) runs on
-//!   the caller's thread instead: the hand-off to the
+//!   or running, a CPU replica free) to a method expected to run within
+//!   the inline bound ([`DEFAULT_INLINE_MAX`] unless configured: the
+//!   method's last CPU run, scaled up when this job has more input
+//!   elements) runs on the caller's thread instead: the hand-off to the
 //!   replica thread and the wake-up back are most of one client's latency
 //!   for a small model. Everything else about the run (statistics, retries,
 //!   a panic failing the replica, fault injection) is the worker's. Under
-//!   load, with a batching delay, and while test hooks hold the replicas,
-//!   every job goes through the queue, so batches form as before.
+//!   load, with a batching delay, and while a test hook waits for a
+//!   replica's next batch, every job goes through the queue, so batches
+//!   form as before.
 //! - A job whose client goes away (its future dropped) is taken out of the
 //!   queue and never runs; one that is running finishes and its reply is
 //!   dropped. A job whose queue timeout passes while queued is answered
@@ -87,9 +90,9 @@ pub const DEFAULT_INLINE_MAX: Duration = Duration::from_micros(50);
 struct Shared {
     name: String,
     methods: Vec<MethodPlan>,
-    /// Each method's last run, in nanoseconds (`u64::MAX` before the
-    /// first): whether a request to it may run inline.
-    last_run_ns: Vec<AtomicU64>,
+    /// Each method's last run on a CPU replica: whether a request to it
+    /// may run inline.
+    last_cpu_run: Vec<RunCost>,
     /// Each replica's sessions, `None` while it is failed. Its worker
     /// thread holds the lock while it runs a batch, an inline run while
     /// it runs one job.
@@ -205,11 +208,7 @@ impl Scheduler {
         let devices: Vec<_> = spec.replicas.iter().map(|r| r.device).collect();
         let shared = Arc::new(Shared {
             name: spec.name.clone(),
-            last_run_ns: spec
-                .methods
-                .iter()
-                .map(|_| AtomicU64::new(u64::MAX))
-                .collect(),
+            last_cpu_run: spec.methods.iter().map(|_| RunCost::default()).collect(),
             methods: spec.methods,
             slots: spec
                 .replicas
@@ -333,11 +332,13 @@ impl Scheduler {
         // As `Queue::next`: the head of such a method waits for others.
         let waits_for_rows =
             plan.info.max_batch_size > 1 && shared.rules.join && !shared.rules.max_delay.is_zero();
-        if shared.faults.holding()
+        if shared.faults.engaged()
             || waits_for_rows
             || shared.outstanding.load(Ordering::SeqCst) != 1
-            || shared.last_run_ns[job.method].load(Ordering::Relaxed) >= shared.inline_max_ns
             || job.deadline.is_some_and(|d| d <= now)
+            || shared.last_cpu_run[job.method]
+                .estimate(elements(&job.inputs))
+                .is_none_or(|ns| ns >= shared.inline_max_ns)
         {
             return None;
         }
@@ -446,9 +447,11 @@ impl Scheduler {
                 _ => None,
             };
             if let Some((replica, slot)) = idle {
-                shared.stats.inline_runs.fetch_add(1, Ordering::Relaxed);
-                // Answers the job before `wait` below looks.
-                execute(shared, &self.ctx, replica, slot, jobs);
+                // The job is answered when `wait` below looks, unless the
+                // run panicked: then it was put back for the others.
+                if execute(shared, &self.ctx, replica, slot, jobs) {
+                    shared.stats.inline_runs.fetch_add(1, Ordering::Relaxed);
+                }
             } else {
                 let mut q = lock(&shared.queue);
                 for job in jobs {
@@ -491,6 +494,9 @@ async fn wait(shared: &Shared, mut w: Waiting) -> Result<Vec<Tensor>, EngineErro
     let mut queue_deadline = w.queue_deadline;
     loop {
         tokio::select! {
+            // An answer that is there wins over a deadline that passed
+            // while it was computed (an inline run).
+            biased;
             answer = &mut w.rx => return answer.unwrap_or(Err(EngineError::Unavailable)),
             () = tokio::time::sleep_until(at(queue_deadline)), if queue_deadline.is_some() => {
                 if lock(&shared.queue).remove(w.id).is_some() {
@@ -597,8 +603,11 @@ fn worker(shared: &Shared, ctx: &Context, index: usize, device: Device) {
             match Replica::load(&ctx.runtime, spec, device) {
                 Ok((r, _)) => {
                     tracing::info!(servable = %shared.name, version = ctx.version, replica = index, %device, "replica restarted");
-                    *lock(slot) = Some(r);
                     backoff = Duration::from_millis(100);
+                    // The sessions and the counts change together: an inline
+                    // run that takes the slot sees the replica alive.
+                    let mut s = lock(slot);
+                    *s = Some(r);
                     stats.alive.store(true, Ordering::SeqCst);
                     shared.alive.fetch_add(1, Ordering::SeqCst);
                 }
@@ -618,13 +627,14 @@ fn worker(shared: &Shared, ctx: &Context, index: usize, device: Device) {
 
 /// Runs one batch on replica `index` (its slot locked by the caller) and
 /// answers its jobs; a panic fails the replica, whose worker restarts it.
+/// Returns whether the batch ran and its outputs were sent.
 fn execute(
     shared: &Shared,
     ctx: &Context,
     index: usize,
     mut slot: MutexGuard<'_, Option<Replica>>,
     batch: Vec<Job>,
-) {
+) -> bool {
     let Some(r) = slot.as_mut() else {
         // The replica failed after this batch was taken (an inline run
         // panicked): the batch goes back, unchanged, for the others.
@@ -636,7 +646,12 @@ fn execute(
             }
         }
         shared.cond.notify_all();
-        return;
+        // The failed run may have answered the queue already, finding no
+        // replica left: then these are answered too.
+        if shared.alive.load(Ordering::SeqCst) == 0 {
+            fail_all(shared);
+        }
+        return false;
     };
     let device = r.device;
     let stats = &shared.replicas[index];
@@ -648,16 +663,23 @@ fn execute(
         }
         run(shared, ctx, r, &batch)
     }));
-    if ran.is_err() {
+    // A failed replica's sessions and counts change together, under its
+    // slot: nobody takes a slot that is empty but alive.
+    let left = ran.is_err().then(|| {
         *slot = None;
-    }
+        stats.failures.fetch_add(1, Ordering::Relaxed);
+        stats.alive.store(false, Ordering::SeqCst);
+        shared.alive.fetch_sub(1, Ordering::SeqCst) - 1
+    });
     drop(slot);
     match ran {
         Ok(Ok((outputs, times))) => {
-            shared.last_run_ns[batch[0].method].store(
-                started.elapsed().as_nanos().min(u64::MAX as u128) as u64,
-                Ordering::Relaxed,
-            );
+            if device == Device::Cpu {
+                shared.last_cpu_run[batch[0].method].record(
+                    started.elapsed(),
+                    batch.iter().map(|j| elements(&j.inputs)).sum(),
+                );
+            }
             let rows: usize = batch.iter().map(|j| j.rows).sum();
             stats.items.fetch_add(rows as u64, Ordering::Relaxed);
             if shared.methods[batch[0].method].info.batched {
@@ -683,27 +705,79 @@ fn execute(
                 shared.stats.queue.add(started - job.enqueued);
                 answer(shared, job, out.map_err(EngineError::Runtime));
             }
+            true
         }
         Ok(Err(e)) if batch.len() > 1 => {
             tracing::debug!(servable = %shared.name, jobs = batch.len(), error = %e, "a batch failed; running its jobs alone");
             retry(shared, batch, |_| EngineError::Runtime(e.clone()));
+            false
         }
         Ok(Err(e)) => {
             for job in batch {
                 answer(shared, job, Err(EngineError::Runtime(e.clone())));
             }
+            false
         }
         Err(_) => {
             tracing::error!(servable = %shared.name, version = ctx.version, replica = index, %device, "replica failed; re-queueing its work and restarting it");
-            stats.failures.fetch_add(1, Ordering::Relaxed);
-            stats.alive.store(false, Ordering::SeqCst);
-            let left = shared.alive.fetch_sub(1, Ordering::SeqCst) - 1;
             // Wakes the replica's worker, too, to restart it.
             retry(shared, batch, |_| EngineError::ReplicasFailed);
-            if left == 0 {
+            if left == Some(0) {
                 fail_all(shared);
             }
+            false
         }
+    }
+}
+
+/// The elements of a job's inputs: its size, for the inline estimate.
+fn elements(inputs: &[Option<Tensor>]) -> u64 {
+    inputs
+        .iter()
+        .flatten()
+        .map(|t| t.element_count() as u64)
+        .sum()
+}
+
+/// A method's last run on a CPU replica: its time and its inputs'
+/// elements. Read and written without a lock; a torn pair only skews one
+/// estimate.
+#[derive(Debug)]
+struct RunCost {
+    ns: AtomicU64,
+    elements: AtomicU64,
+}
+
+impl Default for RunCost {
+    fn default() -> RunCost {
+        RunCost {
+            ns: AtomicU64::new(u64::MAX),
+            elements: AtomicU64::new(0),
+        }
+    }
+}
+
+impl RunCost {
+    fn record(&self, took: Duration, elements: u64) {
+        self.ns.store(
+            took.as_nanos().min(u64::MAX as u128) as u64,
+            Ordering::Relaxed,
+        );
+        self.elements.store(elements, Ordering::Relaxed);
+    }
+
+    /// How long a run of `elements` input elements should take: the last
+    /// run's time, scaled up for a larger job and never down (a model's
+    /// fixed cost does not shrink with its inputs); `None` before the
+    /// first run.
+    fn estimate(&self, elements: u64) -> Option<u64> {
+        let ns = self.ns.load(Ordering::Relaxed);
+        if ns == u64::MAX {
+            return None;
+        }
+        let last = self.elements.load(Ordering::Relaxed).max(1);
+        let scaled = u128::from(ns) * u128::from(elements.max(last)) / u128::from(last);
+        Some(scaled.min(u128::from(u64::MAX)) as u64)
     }
 }
 
@@ -838,4 +912,26 @@ fn run(
         output: t2.elapsed(),
     };
     Ok((per_job, times))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_inline_estimate_scales_up_with_a_larger_job_and_never_down() {
+        let cost = RunCost::default();
+        assert_eq!(cost.estimate(8), None, "no run yet");
+        cost.record(Duration::from_micros(10), 8);
+        assert_eq!(cost.estimate(8), Some(10_000));
+        // A model's fixed cost does not shrink with its inputs.
+        assert_eq!(cost.estimate(1), Some(10_000));
+        assert_eq!(cost.estimate(0), Some(10_000));
+        // Eight times the elements: eight times the time.
+        assert_eq!(cost.estimate(64), Some(80_000));
+        // A run of no elements counts as one.
+        cost.record(Duration::from_micros(3), 0);
+        assert_eq!(cost.estimate(5), Some(15_000));
+        assert_eq!(cost.estimate(u64::MAX), Some(u64::MAX));
+    }
 }
