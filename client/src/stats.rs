@@ -28,14 +28,15 @@ use std::time::Duration;
 pub struct InferStats {
     /// Calls answered with their outputs.
     pub completed_requests: u64,
-    /// Nanoseconds from each call's start to its response decoded.
+    /// Nanoseconds from each call's start to its response decoded (a
+    /// retried call's earlier attempts and pauses included).
     pub total_request_ns: u64,
     /// Nanoseconds turning requests into their wire form: the message's
     /// frames on gRPC, the body on REST (compression, done as the bytes
-    /// are sent, not included).
+    /// are sent, not included); a retried call's last attempt only.
     pub send_ns: u64,
     /// Nanoseconds turning replies from their wire form into responses
-    /// (decompression included).
+    /// (decompression included); a retried call's last attempt only.
     pub receive_ns: u64,
 }
 
@@ -89,8 +90,11 @@ pub(crate) struct Counters {
 
 impl Counters {
     pub(crate) fn get(&self) -> InferStats {
+        // First, and paired with the Release in `complete`: every call
+        // counted here has its times in the sums read after.
+        let completed_requests = self.completed.load(Ordering::Acquire);
         InferStats {
-            completed_requests: self.completed.load(Ordering::Relaxed),
+            completed_requests,
             total_request_ns: self.total.load(Ordering::Relaxed),
             send_ns: self.send.load(Ordering::Relaxed),
             receive_ns: self.receive.load(Ordering::Relaxed),

@@ -116,6 +116,9 @@ async fn mindspore_rest_refuses_names_its_path_cannot_carry() {
         ("add", "add_common?x=1"),
         ("add%2F", "add_common"),
         ("", "add_common"),
+        ("..", "add_common"),
+        ("add", "."),
+        ("ädd", "add_common"),
     ] {
         let e = client
             .predict(servable, method, &[instance(1.0, 2.0)])

@@ -307,6 +307,8 @@ impl Transport for Rest {
         instances: &'a [NamedTensors],
     ) -> Call<'a, Vec<InstanceResult>> {
         Box::pin(async move {
+            let servable = plain_segment("servable", servable)?;
+            let method = plain_segment("method", method)?;
             check_lower_bound(
                 json_lower_bound(instances.iter().flat_map(|i| i.values())),
                 &ctx,
@@ -315,8 +317,6 @@ impl Transport for Rest {
                 .map_err(|e| Error::Request(e.to_string()))?;
             let sent = body.len() as u64;
             ctx.check_send(sent)?;
-            let servable = plain_segment("servable", servable)?;
-            let method = plain_segment("method", method)?;
             let path = if version == 0 {
                 format!("{}/model/{servable}:{method}", self.base)
             } else {
@@ -624,14 +624,18 @@ fn segment(s: &str) -> percent_encoding::PercentEncode<'_> {
 
 /// `s` as it stands in a MindSpore `/model/{servable}:{method}` path, or a
 /// refusal: MindSpore servers do not percent-decode that path, so a name
-/// that would need encoding (or holds the `:` that ends the servable)
-/// cannot be sent there at all.
+/// that would need encoding, holds the `:` that ends the servable, or is a
+/// dot segment (which URL normalisation removes) cannot be sent there.
 fn plain_segment<'s>(what: &str, s: &'s str) -> Result<&'s str, Error> {
-    if !s.is_empty() && !s.contains(':') && segment(s).to_string() == s {
+    let unchanged = matches!(
+        std::borrow::Cow::from(segment(s)),
+        std::borrow::Cow::Borrowed(_)
+    );
+    if unchanged && !matches!(s, "" | "." | "..") && !s.contains(':') {
         return Ok(s);
     }
     let shown: String = s.chars().take(128).collect();
     Err(Error::Request(format!(
-        "the {what} name {shown:?} cannot be sent in a MindSpore REST path: MindSpore servers do not decode one, so it must be non-empty and hold none of '/', ':', '%', '?', '#', spaces or control characters; use gRPC for such a name"
+        "the {what} name {shown:?} cannot be sent in a MindSpore REST path: MindSpore servers do not decode one, so it must be non-empty, not '.' or '..', and hold no ':' and nothing that needs percent-encoding (such as '/', '%', '?', '#', spaces, quotes, brackets, control or non-ASCII characters); use gRPC for such a name"
     )))
 }
