@@ -178,8 +178,6 @@ async fn binary_data(suite: &Suite, target: &Target) -> Outcome {
     }
 }
 
-/// The model configuration's name for an OIP datatype (`FP32` ->
-/// `TYPE_FP32`; BYTES is `TYPE_STRING`).
 async fn model_config(suite: &Suite, target: &Target) -> Outcome {
     if let Err(o) = advertised(suite, target, "model_configuration").await {
         return o;
