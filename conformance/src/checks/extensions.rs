@@ -499,9 +499,11 @@ async fn shared_memory_local(suite: &Suite, target: &Target) -> Outcome {
         Ok(m) => m,
         Err(why) => return Outcome::NotApplicable(why),
     };
-    let Some(pair) = identity.pairs.iter().find(|p| p.dims == [-1]) else {
+    // 1 MiB in one input: [N] unbatched, one row of [N] batched.
+    let flat: &[i64] = if identity.batched() { &[-1, -1] } else { &[-1] };
+    let Some(pair) = identity.pairs.iter().find(|p| p.dims == flat) else {
         return Outcome::NotApplicable(format!(
-            "{} has no input of dims [-1] to place 1 MiB in",
+            "{} has no input of dims {flat:?} to place 1 MiB in",
             identity.name
         ));
     };
@@ -553,7 +555,13 @@ async fn shared_memory_local(suite: &Suite, target: &Target) -> Outcome {
     let others = other_inputs(&identity, pair);
     let placed = client
         .infer(&identity.name)
-        .input_in_region(&pair.input, DataType::Uint8, &[N as i64], &input, 0)
+        .input_in_region(
+            &pair.input,
+            DataType::Uint8,
+            &shape_u8(&identity, N),
+            &input,
+            0,
+        )
         .and_then(|b| b.output_in_region(&pair.output, &output, 0, N));
     let placed = others
         .iter()
@@ -647,13 +655,23 @@ fn other_inputs(identity: &IdentityModel, pair: &crate::discovery::Pair) -> Vec<
         .collect()
 }
 
+/// The shape of `n` bytes in one input: `[n]`, or one row of them where
+/// the identity batches (as its other inputs get one row).
+fn shape_u8(identity: &IdentityModel, n: usize) -> Vec<i64> {
+    if identity.batched() {
+        vec![1, n as i64]
+    } else {
+        vec![n as i64]
+    }
+}
+
 /// A request of `n` zero bytes for `pair` (placed by the caller).
 fn request_u8(identity: &IdentityModel, pair: &crate::discovery::Pair, n: usize) -> InferRequest {
     InferRequest {
         model_name: identity.name.clone(),
         inputs: vec![NamedTensor::new(
             &pair.input,
-            Tensor::from_vec(&[n as i64], vec![0u8; n]).expect("n bytes"),
+            Tensor::from_vec(&shape_u8(identity, n), vec![0u8; n]).expect("n bytes"),
         )],
         ..Default::default()
     }

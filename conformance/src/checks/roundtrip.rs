@@ -424,8 +424,22 @@ async fn special_feed(
             .filter(|s| identity.fits(s))
             .map(|s| (i, s))
     })?;
+    // Where the identity batches, every input carries `x`'s rows.
+    let rows = if identity.batched() {
+        shape.first().copied().unwrap_or(1)
+    } else {
+        1
+    };
     let zeros = |dims: &[i64]| {
-        let shape: Vec<i64> = dims.iter().map(|&d| if d < 0 { 1 } else { d }).collect();
+        let shape: Vec<i64> = dims
+            .iter()
+            .enumerate()
+            .map(|(i, &d)| match (d < 0, i == 0) {
+                (true, true) => rows,
+                (true, false) => 1,
+                (false, _) => d,
+            })
+            .collect();
         let len = serving_proto::tensor::byte_size(dtype, &shape)?;
         Tensor::from_raw(dtype, shape, bytes::Bytes::from(vec![0u8; len])).ok()
     };

@@ -198,12 +198,14 @@ pub fn compare(sent: &Tensor, got: &Tensor, carrier: Carrier) -> Result<(), Stri
 }
 
 /// Random inputs for `identity`: each in a shape its declared dims allow
-/// (each -1 drawn; a batch dimension at least 1 row), of its type.
+/// (each -1 drawn; a batch dimension drawn once for all inputs, 1 to the
+/// model's rows), of its type.
 pub fn identity_inputs(
     identity: &crate::discovery::IdentityModel,
     runner: &mut TestRunner,
     carrier: Carrier,
 ) -> Vec<(String, Tensor)> {
+    let mut rows = None;
     identity
         .pairs
         .iter()
@@ -215,7 +217,10 @@ pub fn identity_inputs(
                 .iter()
                 .enumerate()
                 .map(|(i, &d)| match (d < 0, i == 0 && identity.batched()) {
-                    (true, true) => identity.rows(drawn.next().unwrap_or(1)),
+                    (true, true) => {
+                        let first = identity.rows(drawn.next().unwrap_or(1));
+                        *rows.get_or_insert(first)
+                    }
                     (true, false) => drawn.next().unwrap_or(1),
                     (false, _) => d,
                 })

@@ -18,9 +18,12 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
+/// The data type Triton names `t` (kept here for this module's users; the
+/// mapping lives in `serving_proto`).
+pub use serving_proto::model_config::triton_type;
 use serving_proto::model_config::{
     ModelConfig, ModelDynamicBatching, ModelInput, ModelInstanceGroup, ModelOutput,
-    ModelQueuePolicy, TritonType, triton_type,
+    ModelQueuePolicy, TritonType,
 };
 use serving_proto::pb::inference::model_config::SchedulingChoice;
 use serving_proto::pb::inference::model_instance_group::Kind;
