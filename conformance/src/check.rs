@@ -381,16 +381,7 @@ impl Suite {
             .pairs
             .iter()
             .map(|p| {
-                let shape: Vec<i64> = p
-                    .dims
-                    .iter()
-                    .enumerate()
-                    .map(|(i, &d)| match (d < 0, i == 0) {
-                        (true, true) => identity.rows(2),
-                        (true, false) => 2,
-                        (false, _) => d,
-                    })
-                    .collect();
+                let shape = crate::discovery::fill(&p.dims, identity.rows(2), 2);
                 let n = shape.iter().product::<i64>() as usize;
                 let values: Vec<f32> = (0..n).map(|i| i as f32 + 0.5).collect();
                 (

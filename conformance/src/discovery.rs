@@ -28,6 +28,18 @@ pub struct Pair {
     pub dims: Vec<i64>,
 }
 
+/// `dims` made concrete: the first variable dimension (a batched model's
+/// rows) is `first`, every other variable one `rest`.
+pub fn fill(dims: &[i64], first: i64, rest: i64) -> Vec<i64> {
+    let mut first = Some(first);
+    dims.iter()
+        .map(|&d| match d < 0 {
+            true => first.take().unwrap_or(rest),
+            false => d,
+        })
+        .collect()
+}
+
 /// A model whose signature is an identity's: as many outputs as inputs,
 /// each of its input's type and shape, all of one type.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -213,6 +225,8 @@ mod tests {
         assert_eq!(m.dtype, DataType::Int64);
         assert_eq!(m.pairs[0].output, "out");
         assert_eq!(m.pairs[0].dims, vec![-1, 3]);
+        assert_eq!(fill(&[-1, 3, -1, -1], 5, 1), vec![5, 3, 1, 1]);
+        assert_eq!(fill(&[2, 2], 5, 1), vec![2, 2]);
         // Unbatched: rows as given; batched: 1 to max_rows.
         assert!(!m.batched());
         assert_eq!((m.rows(0), m.rows(9)), (0, 9));

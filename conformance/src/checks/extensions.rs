@@ -8,7 +8,7 @@ use serving_client::{Client, Error, InferRequest, NamedTensor, Parameter, Tensor
 use serving_proto::DataType;
 
 use crate::check::{Cases, Check, OIP, Outcome, Suite, describe};
-use crate::discovery::IdentityModel;
+use crate::discovery::{IdentityModel, fill};
 use crate::profile::Role;
 use crate::target::{Target, Transport};
 
@@ -98,16 +98,7 @@ fn fp32_inputs(identity: &IdentityModel, n: usize) -> Vec<NamedTensor> {
         .map(|(k, p)| {
             let fixed: i64 = p.dims.iter().filter(|&&d| d >= 0).product();
             let rows = identity.rows((n as i64 / fixed.max(1)).max(1));
-            let mut first = true;
-            let shape: Vec<i64> = p
-                .dims
-                .iter()
-                .map(|&d| match (d < 0, std::mem::take(&mut first)) {
-                    (true, true) => rows,
-                    (true, false) => 1,
-                    (false, _) => d,
-                })
-                .collect();
+            let shape = fill(&p.dims, rows, 1);
             let count = shape.iter().product::<i64>() as usize;
             let values: Vec<f32> = (0..count)
                 .map(|i| (i * 7 + k) as f32 * 0.25 - 3.0)
@@ -645,7 +636,7 @@ fn other_inputs(identity: &IdentityModel, pair: &crate::discovery::Pair) -> Vec<
         .iter()
         .filter(|p| p.input != pair.input)
         .map(|p| {
-            let shape: Vec<i64> = p.dims.iter().map(|&d| d.max(1)).collect();
+            let shape = fill(&p.dims, 1, 1);
             let n = shape.iter().product::<i64>() as usize;
             NamedTensor::new(
                 &p.input,

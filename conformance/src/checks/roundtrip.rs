@@ -7,7 +7,7 @@ use serving_proto::DataType;
 use super::values::{Carrier, compare, draw, identity_inputs, runner, tensor};
 use crate::call::{self, Failed};
 use crate::check::{BOTH, Cases, Check, MS, OIP, Outcome, Suite, describe};
-use crate::discovery::IdentityModel;
+use crate::discovery::{IdentityModel, fill};
 use crate::models::NUMERIC;
 use crate::target::{Family, Target};
 
@@ -431,15 +431,7 @@ async fn special_feed(
         1
     };
     let zeros = |dims: &[i64]| {
-        let shape: Vec<i64> = dims
-            .iter()
-            .enumerate()
-            .map(|(i, &d)| match (d < 0, i == 0) {
-                (true, true) => rows,
-                (true, false) => 1,
-                (false, _) => d,
-            })
-            .collect();
+        let shape = fill(dims, rows, 1);
         let len = serving_proto::tensor::byte_size(dtype, &shape)?;
         Tensor::from_raw(dtype, shape, bytes::Bytes::from(vec![0u8; len])).ok()
     };
@@ -464,19 +456,8 @@ async fn special_feed(
 /// dimension takes what the fixed ones leave, other variable ones are 1.
 fn holding(dims: &[i64], n: i64) -> Option<Vec<i64>> {
     let fixed: i64 = dims.iter().filter(|&&d| d >= 0).product();
-    let variable = dims.iter().position(|&d| d < 0);
-    match variable {
-        None => (fixed == n).then(|| dims.to_vec()),
-        Some(first) if fixed > 0 && n % fixed == 0 => Some(
-            dims.iter()
-                .enumerate()
-                .map(|(i, &d)| match (d < 0, i == first) {
-                    (true, true) => n / fixed,
-                    (true, false) => 1,
-                    _ => d,
-                })
-                .collect(),
-        ),
-        Some(_) => None,
+    if dims.iter().all(|&d| d >= 0) {
+        return (fixed == n).then(|| dims.to_vec());
     }
+    (fixed > 0 && n % fixed == 0).then(|| fill(dims, n / fixed, 1))
 }
