@@ -71,12 +71,16 @@ impl<'a> InferBuilder<'a> {
     pub async fn send(self) -> Result<InferResponse, Error> {
         #[cfg(all(unix, feature = "shared-memory"))]
         if !self.regions.is_empty() {
-            let regions = std::sync::Arc::new(self.regions);
-            let read: crate::transport::OutputRegions =
-                std::sync::Arc::new(move |name, placement| {
-                    crate::shared_memory::read_output(&regions, name, placement)
-                });
-            return self.client.infer_placed(&self.request, Some(&read)).await;
+            // The output placements are claimed until the call returns,
+            // cancelled or not.
+            let outputs = crate::shared_memory::outputs_in_flight(
+                &self.request,
+                std::sync::Arc::new(self.regions),
+            )?;
+            return self
+                .client
+                .infer_placed(&self.request, Some(&outputs.read))
+                .await;
         }
         self.client.infer_request(&self.request).await
     }
@@ -84,11 +88,17 @@ impl<'a> InferBuilder<'a> {
 
 #[cfg(all(unix, feature = "shared-memory"))]
 impl InferBuilder<'_> {
-    /// An input whose data is already in `region` at `offset` (written with
+    /// An input whose data is in `region` at `offset` (written with
     /// [`crate::shared_memory::SharedMemoryRegion::write`]): the request
     /// carries the region's name, the offset and the size, not the bytes.
     /// The region must be registered with the server
-    /// ([`Client::register_region`]).
+    /// ([`Client::register_region`]) the request is sent to: on a client of
+    /// several endpoints, send it through [`Client::endpoint`].
+    ///
+    /// The server reads the region when the request is sent, so the region
+    /// may be rewritten between sends of the same request; the request's
+    /// tensor for this input holds no view of the region, only a stand-in
+    /// of its type and shape (zeros).
     pub fn input_in_region(
         mut self,
         name: impl Into<String>,
@@ -98,9 +108,9 @@ impl InferBuilder<'_> {
         offset: usize,
     ) -> Result<Self, Error> {
         use serving_proto::oip::shared_memory::{BYTE_SIZE, OFFSET, REGION};
-        // The tensor views the region: the size and bounds are checked
-        // here, and the encoders leave placed data out of the message.
-        let tensor = region.tensor(dtype, shape, offset)?;
+        // The size and bounds are checked here; the encoders leave placed
+        // data out of the message, so the tensor is a stand-in.
+        let tensor = region.placed_input(dtype, shape, offset)?;
         let mut input = NamedTensor::new(name, tensor);
         let size = input.tensor.payload_len();
         input
@@ -118,6 +128,10 @@ impl InferBuilder<'_> {
 
     /// Has the server write output `name` to `region` at `offset`, in at
     /// most `byte_size` bytes; the response's tensor views the region.
+    /// Sending claims those bytes until the call returns: it is refused
+    /// while a view of them lives (an earlier response's output: drop it
+    /// first), and views and writes of them are refused meanwhile (see
+    /// [`crate::shared_memory`]).
     pub fn output_in_region(
         mut self,
         name: impl Into<String>,

@@ -318,6 +318,119 @@ mod shared_memory {
         server.shutdown().await;
     }
 
+    #[test]
+    fn a_write_under_a_live_view_is_refused_and_views_never_change() {
+        let region = SharedMemoryRegion::create(&key("overlap"), 64).unwrap();
+        region.write(0, &(0..64).collect::<Vec<u8>>()).unwrap();
+        let view = region.bytes(4, 16).unwrap();
+        let before = view.to_vec();
+        // The write of a view over its own bytes.
+        let e = region.write(0, &view).unwrap_err();
+        match &e {
+            Error::SharedMemory { message, .. } => {
+                assert!(message.contains("live view"), "{message}")
+            }
+            e => panic!("{e:?}"),
+        }
+        // A slice outliving the view holds the view's bytes (4..20),
+        // through every clone of the region.
+        let slice = view.slice(8..12);
+        drop(view);
+        assert!(region.clone().write(19, &[0]).is_err());
+        assert!(region.clone().write(0, &[0; 5]).is_err());
+        // Next to it, and from it to elsewhere, writes copy.
+        region.write(3, &[0]).unwrap();
+        region.write(20, &[0]).unwrap();
+        region.write(32, &slice).unwrap();
+        assert_eq!(slice[..], before[8..12]);
+        assert_eq!(region.bytes(32, 4).unwrap()[..], before[8..12]);
+        // A tensor is a view too.
+        let t = region.tensor(DataType::Uint8, &[8], 40).unwrap();
+        assert!(region.write(47, &[1]).is_err());
+        assert_eq!(t.raw().unwrap()[..], [40, 41, 42, 43, 44, 45, 46, 47]);
+        drop((t, slice));
+        region.write(0, &[7; 64]).unwrap();
+        assert_eq!(region.bytes(0, 64).unwrap()[..], [7; 64]);
+    }
+
+    #[tokio::test]
+    async fn an_output_still_viewed_is_never_overwritten_by_the_next_request() {
+        let dir = repository();
+        let server = serve(dir.path(), true).await;
+        for (t, url) in urls(&server).into_iter().enumerate() {
+            let client = Client::new(&url).unwrap();
+            let input = SharedMemoryRegion::create(&key(&format!("live-in{t}")), 64).unwrap();
+            let output = SharedMemoryRegion::create(&key(&format!("live-out{t}")), 64).unwrap();
+            client.register_region(&input).await.unwrap();
+            client.register_region(&output).await.unwrap();
+            let send = || {
+                client
+                    .infer("bytes")
+                    .input_in_region("x", DataType::Uint8, &[64], &input, 0)
+                    .unwrap()
+                    .output_in_region("y", &output, 0, 64)
+                    .unwrap()
+            };
+            let request = send().request().clone();
+            let regions = [output.clone()];
+            input.write(0, &[1; 64]).unwrap();
+            let first = client
+                .infer_request_placed(&request, &regions)
+                .await
+                .unwrap();
+            let y = first.tensor("y").unwrap().clone();
+            assert_eq!(y.raw().unwrap()[..], [1; 64], "{url}");
+            // The request holds no view of its input: it may be rewritten
+            // between sends.
+            input.write(0, &[2; 64]).unwrap();
+            // The output's bytes are viewed: neither the next request nor
+            // a write may change them.
+            for e in [
+                client
+                    .infer_request_placed(&request, &regions)
+                    .await
+                    .unwrap_err(),
+                send().send().await.unwrap_err(),
+                output.write(0, &[3]).unwrap_err(),
+            ] {
+                assert!(matches!(e, Error::SharedMemory { .. }), "{url}: {e:?}");
+            }
+            assert_eq!(y.raw().unwrap()[..], [1; 64], "{url}: changed under a view");
+            drop((first, y));
+            // While a request is in flight, its output bytes are not
+            // viewed; once it returns, its output is.
+            let mut call = std::pin::pin!(send().send());
+            let polled = std::future::poll_fn(|cx| {
+                std::task::Poll::Ready(call.as_mut().poll(cx).is_pending())
+            })
+            .await;
+            assert!(polled, "{url}: answered without a round trip");
+            assert!(output.bytes(0, 4).is_err(), "{url}");
+            let second = call.await.unwrap();
+            assert_eq!(
+                second.tensor("y").unwrap().raw().unwrap()[..],
+                [2; 64],
+                "{url}"
+            );
+            assert_eq!(output.bytes(0, 64).unwrap()[..], [2; 64], "{url}");
+            drop(second);
+            // A call cancelled in flight (dropped after its first poll, as a
+            // timeout or a select! drops it) leaves no claim behind.
+            {
+                let mut call = std::pin::pin!(client.infer_request_placed(&request, &regions));
+                let polled = std::future::poll_fn(|cx| {
+                    std::task::Poll::Ready(call.as_mut().poll(cx).is_pending())
+                })
+                .await;
+                assert!(polled, "{url}");
+                assert!(output.write(0, &[0; 64]).is_err(), "{url}");
+            }
+            output.write(0, &[0; 64]).unwrap();
+            client.unregister_system_shared_memory(None).await.unwrap();
+        }
+        server.shutdown().await;
+    }
+
     #[tokio::test]
     async fn a_server_without_shared_memory_refuses_registration_as_a_region_error() {
         let dir = repository();
