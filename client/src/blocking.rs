@@ -55,6 +55,20 @@ impl Client {
         &self.inner
     }
 
+    /// See [`crate::Client::endpoints`].
+    pub fn endpoints(&self) -> Vec<&str> {
+        self.inner.endpoints()
+    }
+
+    /// See [`crate::Client::endpoint`]: a blocking client of endpoint
+    /// `index` alone, sharing this one's runtime.
+    pub fn endpoint(&self, index: usize) -> Option<Client> {
+        Some(Client {
+            inner: self.inner.endpoint(index)?,
+            runtime: self.runtime.clone(),
+        })
+    }
+
     /// A client from a configured builder.
     pub fn from_builder(builder: ClientBuilder) -> Result<Client, Error> {
         let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -157,8 +157,13 @@ impl ClientBuilder {
         self
     }
 
-    /// How many times a retryable failure (unreachable or busy server) is
-    /// retried on another endpoint, within the call's deadline (default 2).
+    /// How many times a retryable failure (unreachable or busy server) of
+    /// an idempotent call is retried on another endpoint, within the call's
+    /// deadline (default 2); once every endpoint has been tried, after a
+    /// pause of up to 25 ms doubled per attempt (at most 800 ms), half of
+    /// it random. Calls that change a server's state (loading, unloading,
+    /// registering shared memory) are never retried, and calls bound to an
+    /// endpoint are retried there only: see [`crate::Client::endpoint`].
     pub fn retries(mut self, retries: usize) -> ClientBuilder {
         self.retries = retries;
         self
@@ -417,6 +422,7 @@ impl ClientBuilder {
                 headers: Arc::new(headers),
                 compression: self.compression,
             }),
+            pin: None,
         })
     }
 }

@@ -13,7 +13,7 @@ use serving_proto::{NamedTensors, Tensor};
 use crate::builder::ClientBuilder;
 use crate::error::Error;
 use crate::infer::InferBuilder;
-use crate::pool::Pool;
+use crate::pool::{Pool, Retry, Route};
 use crate::stats::{CallTiming, InferStats};
 use crate::stream::{InferStream, StreamResponses};
 use crate::transport::{CallCtx, ModelMetadata, OutputRegions, ServerMetadata, Transport};
@@ -67,20 +67,31 @@ pub(crate) struct Inner {
 #[derive(Clone)]
 pub struct Client {
     pub(crate) inner: Arc<Inner>,
+    /// The one endpoint every call goes to ([`Client::endpoint`]), if any.
+    pub(crate) pin: Option<usize>,
+}
+
+/// What a call does to a server, which decides where it may go and
+/// whether it is sent again after a retryable failure.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum CallKind {
+    /// Idempotent, and the same wherever it goes (inference, health,
+    /// metadata, configuration, statistics, the repository index):
+    /// balanced, and retried on other endpoints.
+    Any,
+    /// Idempotent, but about one server's state (inference placing tensors
+    /// in shared memory, the regions' status): sent to the endpoint meant,
+    /// and retried there only.
+    Bound,
+    /// Changes one server's state (load, unload, registering and
+    /// unregistering shared memory): sent to the endpoint meant, once.
+    Control,
 }
 
 impl std::fmt::Debug for Client {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Client")
-            .field(
-                "endpoints",
-                &self
-                    .inner
-                    .pool
-                    .transports()
-                    .map(|t| t.label())
-                    .collect::<Vec<_>>(),
-            )
+            .field("endpoints", &self.endpoints())
             .field("protocol", &self.inner.protocol)
             .finish()
     }
@@ -141,6 +152,68 @@ impl Client {
         }
     }
 
+    /// The endpoints' URLs, in the order given to the builder: what
+    /// [`Client::endpoint`] picks from. A client from
+    /// [`Client::endpoint`] has the one.
+    pub fn endpoints(&self) -> Vec<&str> {
+        let all = self.inner.pool.transports().map(|t| t.label());
+        match self.pin {
+            Some(i) => all.skip(i).take(1).collect(),
+            None => all.collect(),
+        }
+    }
+
+    /// A client of endpoint `index` alone (of [`Client::endpoints`]),
+    /// sharing this client's connections, settings and counters: every
+    /// call goes to that endpoint, and retries of idempotent calls too.
+    /// `None` past the last endpoint.
+    ///
+    /// Calls that act on one server's state are refused
+    /// ([`Error::Config`]) on a client of several endpoints, because the
+    /// endpoint they are meant for is the caller's to say: loading and
+    /// unloading models, registering, unregistering and listing shared
+    /// memory, and inference with tensors placed in shared memory (which
+    /// must reach the server the regions are registered with). They go
+    /// through this. A client of one endpoint sends them there.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), serving_client::Error> {
+    /// let client = serving_client::Client::builder()
+    ///     .endpoints(["grpc://10.0.0.1:8001", "grpc://10.0.0.2:8001"])
+    ///     .build()?;
+    /// for i in 0..client.endpoints().len() {
+    ///     client.endpoint(i).expect("in range").load_model("add").await?;
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn endpoint(&self, index: usize) -> Option<Client> {
+        match self.pin {
+            Some(_) => (index == 0).then(|| self.clone()),
+            None => (index < self.inner.pool.len()).then(|| Client {
+                inner: self.inner.clone(),
+                pin: Some(index),
+            }),
+        }
+    }
+
+    /// Where a call of `kind` may go, and whether it is retried.
+    fn route(&self, name: &str, kind: CallKind) -> Result<(Route, Retry), Error> {
+        let retry = match kind {
+            CallKind::Control => Retry::Never,
+            CallKind::Any | CallKind::Bound => Retry::Idempotent,
+        };
+        let n = self.inner.pool.len();
+        match (self.pin, kind) {
+            (Some(i), _) => Ok((Route::Endpoint(i), retry)),
+            (None, CallKind::Any) => Ok((Route::Balanced, retry)),
+            (None, _) if n == 1 => Ok((Route::Endpoint(0), retry)),
+            (None, _) => Err(Error::Config(format!(
+                "{name} acts on one server, and this client has {n} endpoints: send it through Client::endpoint(i), to the endpoint it is meant for"
+            ))),
+        }
+    }
+
     /// The context of one attempt with `timeout` left.
     fn ctx(&self, timeout: Option<Duration>, output_regions: Option<&OutputRegions>) -> CallCtx {
         CallCtx {
@@ -154,16 +227,31 @@ impl Client {
         }
     }
 
-    /// Runs `op` on an endpoint (see [`Pool::call`]).
+    /// Runs idempotent `op` on an endpoint (see [`Pool::call`]).
     pub(crate) async fn call<'a, T, F, Fut>(&'a self, name: &'static str, op: F) -> Result<T, Error>
     where
         F: Fn(&'a dyn Transport, CallCtx) -> Fut,
         Fut: Future<Output = Result<T, Error>> + 'a,
     {
+        self.call_as(name, CallKind::Any, op).await
+    }
+
+    /// Runs `op`, a call of `kind`, on an endpoint (see [`Pool::call`]).
+    pub(crate) async fn call_as<'a, T, F, Fut>(
+        &'a self,
+        name: &'static str,
+        kind: CallKind,
+        op: F,
+    ) -> Result<T, Error>
+    where
+        F: Fn(&'a dyn Transport, CallCtx) -> Fut,
+        Fut: Future<Output = Result<T, Error>> + 'a,
+    {
+        let (route, retry) = self.route(name, kind)?;
         let ctx = |left| self.ctx(left, None);
         self.inner
             .pool
-            .call(name, self.inner.timeout, ctx, op)
+            .call(name, route, retry, self.inner.timeout, ctx, op)
             .await
     }
 
@@ -212,6 +300,17 @@ impl Client {
         regions: Option<&OutputRegions>,
     ) -> Result<InferResponse, Error> {
         self.require(Protocol::OpenInference)?;
+        // Tensors placed in shared memory must reach the server that has
+        // the regions registered.
+        use serving_proto::oip::shared_memory::is_placed;
+        let placed = request.inputs.iter().any(|i| is_placed(&i.parameters))
+            || request.outputs.iter().any(|o| is_placed(&o.parameters));
+        let kind = if placed {
+            CallKind::Bound
+        } else {
+            CallKind::Any
+        };
+        let (route, retry) = self.route("infer with tensors in shared memory", kind)?;
         let started = Instant::now();
         let timing = Arc::new(CallTiming::default());
         let ctx = |left| {
@@ -224,7 +323,7 @@ impl Client {
         let response = self
             .inner
             .pool
-            .call("infer", self.inner.timeout, ctx, |t, ctx| {
+            .call("infer", route, retry, self.inner.timeout, ctx, |t, ctx| {
                 t.infer(ctx, request)
             })
             .await?;
@@ -245,8 +344,9 @@ impl Client {
     /// read their answers from the [`StreamResponses`] in request order.
     /// Several streams may be open at once, on one connection. The stream
     /// has no deadline of its own (the client's timeout is per call); drop
-    /// the answers to cancel it. Without a gRPC endpoint:
-    /// [`Error::NotSupported`].
+    /// the answers to cancel it. It opens on the first gRPC endpoint (on a
+    /// client from [`Client::endpoint`], its endpoint). Without a gRPC
+    /// endpoint: [`Error::NotSupported`].
     ///
     /// ```no_run
     /// # async fn demo() -> Result<(), serving_client::Error> {
@@ -280,6 +380,8 @@ impl Client {
             .inner
             .pool
             .transports()
+            .skip(self.pin.unwrap_or(0))
+            .take(if self.pin.is_some() { 1 } else { usize::MAX })
             .find_map(Transport::as_grpc)
             .ok_or(Error::NotSupported {
                 what: "streaming (ModelStreamInfer)",

@@ -8,6 +8,7 @@ use bytes::Bytes;
 use serving_proto::oip::extensions::{RepositoryModel, SystemSharedMemoryRegion};
 use serving_proto::pb::inference::{ModelConfig, ModelStatistics};
 
+use crate::client::CallKind;
 use crate::{Client, Error};
 
 /// What a repository load call carries besides the model's name: a
@@ -92,6 +93,9 @@ impl Client {
     /// Triton: loads (or reloads) `model` from the repository and returns
     /// once it is loaded; a model that fails to load is an error with the
     /// server's reason.
+    ///
+    /// Sent once, to one server: never retried, and on a client of several
+    /// endpoints refused unless sent through [`Client::endpoint`].
     pub async fn load_model(&self, model: &str) -> Result<(), Error> {
         self.load_model_with(model, &LoadOptions::new()).await
     }
@@ -99,23 +103,27 @@ impl Client {
     /// Triton: loads `model` with a configuration or files of the call's
     /// own (see [`LoadOptions`]).
     pub async fn load_model_with(&self, model: &str, options: &LoadOptions) -> Result<(), Error> {
-        self.call("load_model", |t, ctx| {
+        self.call_as("load_model", CallKind::Control, |t, ctx| {
             t.model_control(ctx, model, Some(options))
         })
         .await
     }
 
     /// Triton: unloads every version of `model`; requests already running
-    /// finish.
+    /// finish. Sent once, to one server, as [`Client::load_model`].
     pub async fn unload_model(&self, model: &str) -> Result<(), Error> {
-        self.call("unload_model", |t, ctx| t.model_control(ctx, model, None))
-            .await
+        self.call_as("unload_model", CallKind::Control, |t, ctx| {
+            t.model_control(ctx, model, None)
+        })
+        .await
     }
 
     /// Triton: registers `byte_size` bytes at `offset` of the POSIX
     /// shared-memory object `key` as region `name`, for inputs and outputs
     /// placed there (see [`crate::shared_memory`]). Needs a server on the
-    /// same host that allows it.
+    /// same host that allows it. Sent once, to one server, as
+    /// [`Client::load_model`]: send the requests placing tensors in the
+    /// region to the same endpoint.
     pub async fn register_system_shared_memory(
         &self,
         name: &str,
@@ -130,9 +138,11 @@ impl Client {
             byte_size,
         };
         let region = &region;
-        self.call("register_system_shared_memory", |t, ctx| {
-            t.register_system_shared_memory(ctx, region)
-        })
+        self.call_as(
+            "register_system_shared_memory",
+            CallKind::Control,
+            |t, ctx| t.register_system_shared_memory(ctx, region),
+        )
         .await
         .map_err(|e| match e {
             // The server could not open or map the object, or does not
@@ -155,23 +165,27 @@ impl Client {
         })
     }
 
-    /// Triton: unregisters region `name` (`None`: every region).
+    /// Triton: unregisters region `name` (`None`: every region). Sent
+    /// once, to one server, as [`Client::load_model`].
     pub async fn unregister_system_shared_memory(&self, name: Option<&str>) -> Result<(), Error> {
         let name = name.unwrap_or_default();
-        self.call("unregister_system_shared_memory", |t, ctx| {
-            t.unregister_system_shared_memory(ctx, name)
-        })
+        self.call_as(
+            "unregister_system_shared_memory",
+            CallKind::Control,
+            |t, ctx| t.unregister_system_shared_memory(ctx, name),
+        )
         .await
     }
 
     /// Triton: the registered system shared-memory regions (`name` given:
-    /// that one).
+    /// that one), of one server: on a client of several endpoints, ask
+    /// through [`Client::endpoint`].
     pub async fn system_shared_memory_status(
         &self,
         name: Option<&str>,
     ) -> Result<Vec<SystemSharedMemoryRegion>, Error> {
         let name = name.unwrap_or_default();
-        self.call("system_shared_memory_status", |t, ctx| {
+        self.call_as("system_shared_memory_status", CallKind::Bound, |t, ctx| {
             t.system_shared_memory_status(ctx, name)
         })
         .await

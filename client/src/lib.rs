@@ -13,8 +13,12 @@
 //!   numbers; a busy server is [`Error::Unavailable`], which
 //!   [`Error::is_retryable`].
 //! - **Several endpoints**: requests spread over them, a failing endpoint is
-//!   set aside for a while, and retryable failures are retried on another
-//!   within the call's deadline.
+//!   set aside for a while, and retryable failures of idempotent calls
+//!   (inference, health, metadata, statistics) are retried on another within
+//!   the call's deadline, after a jittered pause once every endpoint has
+//!   been tried. Calls that act on one server's state (loading, unloading,
+//!   shared memory) are sent once, to the endpoint meant:
+//!   [`Client::endpoint`].
 //!
 //! The one-line case:
 //!
