@@ -1,6 +1,20 @@
 //! JSON helpers shared by the REST codecs of both protocols: numeric elements
-//! to and from JSON values with range checks, and nesting of flat values.
+//! to and from JSON values with range checks, nesting of flat values, and
+//! the pieces of the streaming decoders (no `Value` tree of the body): a
+//! validating skip, a bounded re-rendering of a value's text, and parsing
+//! of one value from a slice.
+//!
+//! The streaming decoders read a body with serde_json's own parser, so what
+//! they refuse as JSON and the error's text are what `serde_json::from_slice`
+//! into a `Value` reports. Parts kept as `RawValue` (a borrowed slice of the
+//! body, checked only for structure) are parsed again in full later; where
+//! that finds a fault, or a request is refused for its content, the whole
+//! body is first re-validated with [`validate`], so a body that is not JSON
+//! is reported as such, at the place `Value` parsing reports it.
 
+use std::fmt;
+
+use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
 use serde_json::{Number, Value};
 
 use crate::DataType;
@@ -15,6 +29,48 @@ pub(crate) enum NumberError {
     Range(String),
 }
 
+/// A JSON scalar as the parser reports it (serde_json reads non-negative
+/// integers as `U64`, negative ones as `I64`, everything else as `F64`).
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Scalar {
+    /// A non-negative integer.
+    U64(u64),
+    /// A negative integer.
+    I64(i64),
+    /// A number with a fraction or exponent (or out of the integer ranges).
+    F64(f64),
+    /// `true` or `false`.
+    Bool(bool),
+    /// Anything else: `null`, a string, an array or an object.
+    Other,
+}
+
+impl Scalar {
+    /// The scalar of a parsed value.
+    pub(crate) fn of(value: &Value) -> Scalar {
+        match value {
+            Value::Bool(b) => Scalar::Bool(*b),
+            Value::Number(n) => match (n.as_u64(), n.as_i64()) {
+                (Some(u), _) => Scalar::U64(u),
+                (None, Some(i)) => Scalar::I64(i),
+                _ => Scalar::F64(n.as_f64().unwrap_or(f64::NAN)),
+            },
+            _ => Scalar::Other,
+        }
+    }
+
+    /// The value's text as `Value::to_string` writes it (`Other`: empty).
+    pub(crate) fn text(self) -> String {
+        match self {
+            Scalar::U64(u) => u.to_string(),
+            Scalar::I64(i) => i.to_string(),
+            Scalar::F64(f) => Number::from_f64(f).map_or_else(|| "null".into(), |n| n.to_string()),
+            Scalar::Bool(b) => b.to_string(),
+            Scalar::Other => String::new(),
+        }
+    }
+}
+
 /// Appends the little-endian bytes of `value` as one element of `dtype`.
 /// Integers must be JSON integers within range; floats accept any JSON number
 /// within range; bools accept only `true`/`false`.
@@ -23,43 +79,53 @@ pub(crate) fn push_element(
     value: &Value,
     out: &mut Vec<u8>,
 ) -> Result<(), NumberError> {
-    fn int<T: TryFrom<i64> + TryFrom<u64>>(value: &Value) -> Result<T, NumberError> {
-        let Value::Number(n) = value else {
-            return Err(NumberError::Kind);
-        };
-        if let Some(i) = n.as_i64() {
-            T::try_from(i).map_err(|_| NumberError::Range(n.to_string()))
-        } else if let Some(u) = n.as_u64() {
-            T::try_from(u).map_err(|_| NumberError::Range(n.to_string()))
-        } else {
-            Err(NumberError::Kind)
+    push_scalar(dtype, Scalar::of(value), out)
+}
+
+/// [`push_element`] of a scalar.
+#[inline]
+pub(crate) fn push_scalar(
+    dtype: DataType,
+    value: Scalar,
+    out: &mut Vec<u8>,
+) -> Result<(), NumberError> {
+    #[inline]
+    fn int<T: TryFrom<i64> + TryFrom<u64>>(value: Scalar) -> Result<T, NumberError> {
+        match value {
+            Scalar::U64(u) => T::try_from(u).map_err(|_| NumberError::Range(value.text())),
+            Scalar::I64(i) => T::try_from(i).map_err(|_| NumberError::Range(value.text())),
+            _ => Err(NumberError::Kind),
         }
     }
-    fn float(value: &Value) -> Result<f64, NumberError> {
+    #[inline]
+    fn float(value: Scalar) -> Result<f64, NumberError> {
         match value {
-            Value::Number(n) => n.as_f64().ok_or(NumberError::Kind),
+            Scalar::U64(u) => Ok(u as f64),
+            Scalar::I64(i) => Ok(i as f64),
+            Scalar::F64(f) => Ok(f),
             _ => Err(NumberError::Kind),
         }
     }
     // A finite value is in range when it rounds to a finite value of the
     // type: the shortest text of f32::MAX (`3.4028235e38`, what numpy
     // prints) is a little above it and rounds to it.
+    #[inline]
     fn narrow<T>(
-        value: &Value,
+        value: Scalar,
         convert: impl Fn(f64) -> T,
         finite: impl Fn(&T) -> bool,
     ) -> Result<T, NumberError> {
         let v = float(value)?;
         let narrowed = convert(v);
         if v.is_finite() && !finite(&narrowed) {
-            Err(NumberError::Range(value.to_string()))
+            Err(NumberError::Range(value.text()))
         } else {
             Ok(narrowed)
         }
     }
     match dtype {
         DataType::Bool => match value {
-            Value::Bool(b) => out.push(u8::from(*b)),
+            Scalar::Bool(b) => out.push(u8::from(b)),
             _ => return Err(NumberError::Kind),
         },
         DataType::Int8 => out.extend_from_slice(&int::<i8>(value)?.to_le_bytes()),
@@ -170,6 +236,455 @@ pub(crate) fn nest(shape: &[i64], values: &mut impl Iterator<Item = Value>) -> V
                 .map(|_| nest(rest, values))
                 .collect(),
         ),
+    }
+}
+
+/// The nesting serde_json refuses: the 128th array or object inside
+/// another ("recursion limit exceeded").
+pub(crate) const MAX_LEVEL: usize = 128;
+
+/// The error of a nested value that would be too deep in the whole body (a
+/// value parsed on its own starts serde_json's count afresh).
+fn too_deep<E: de::Error>() -> E {
+    E::custom("recursion limit exceeded")
+}
+
+/// The level of a container inside `level` enclosing ones, or the error
+/// serde_json reports for it in the whole body.
+#[inline]
+pub(crate) fn enter<E: de::Error>(level: usize) -> Result<usize, E> {
+    if level + 1 >= MAX_LEVEL {
+        Err(too_deep())
+    } else {
+        Ok(level + 1)
+    }
+}
+
+/// Parses the whole of `bytes` (trailing whitespace only) with `seed`.
+pub(crate) fn parse_all<'de, S: DeserializeSeed<'de>>(
+    bytes: &'de [u8],
+    seed: S,
+) -> Result<S::Value, serde_json::Error> {
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let value = seed.deserialize(&mut de)?;
+    de.end()?;
+    Ok(value)
+}
+
+/// Parses the whole of `text` (trailing whitespace only) with `seed`.
+pub(crate) fn parse_text<'de, S: DeserializeSeed<'de>>(
+    text: &'de str,
+    seed: S,
+) -> Result<S::Value, serde_json::Error> {
+    let mut de = serde_json::Deserializer::from_str(text);
+    let value = seed.deserialize(&mut de)?;
+    de.end()?;
+    Ok(value)
+}
+
+/// Parses the first value of `text` with `seed` (what follows is ignored:
+/// a value found inside a larger, already checked one).
+pub(crate) fn parse_first<'de, S: DeserializeSeed<'de>>(
+    text: &'de str,
+    seed: S,
+) -> Result<S::Value, serde_json::Error> {
+    seed.deserialize(&mut serde_json::Deserializer::from_str(text))
+}
+
+/// Checks that `bytes` is one JSON value as `serde_json::from_slice` into
+/// a `Value` would, with the same error, without building the tree.
+pub(crate) fn validate(bytes: &[u8]) -> Result<(), serde_json::Error> {
+    parse_all(bytes, Validate { level: 0 })
+}
+
+/// Parses and discards one value, checking it as `Value` parsing does
+/// (strings, numbers, nesting); `level` is the number of arrays and objects
+/// around it in the whole body.
+#[derive(Clone, Copy)]
+pub(crate) struct Validate {
+    pub level: usize,
+}
+
+impl<'de> DeserializeSeed<'de> for Validate {
+    type Value = ();
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Validate {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_str<E>(self, _: &str) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_unit<E>(self) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        let level = enter(self.level)?;
+        while seq.next_element_seed(Validate { level })?.is_some() {}
+        Ok(())
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let level = enter(self.level)?;
+        while map.next_key_seed(Validate { level })?.is_some() {
+            map.next_value_seed(Validate { level })?;
+        }
+        Ok(())
+    }
+}
+
+/// A string value, or the fact that the value is of another kind (which is
+/// parsed and discarded).
+#[derive(Clone, Debug)]
+pub(crate) enum Text<'a> {
+    /// A string, borrowed from the body where it has no escapes.
+    Str(std::borrow::Cow<'a, str>),
+    /// Another kind of value.
+    Other,
+}
+
+/// Reads a [`Text`]; `level` as for [`Validate`].
+#[derive(Clone, Copy)]
+pub(crate) struct TextSeed {
+    pub level: usize,
+}
+
+impl<'de> DeserializeSeed<'de> for TextSeed {
+    type Value = Text<'de>;
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Text<'de>, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for TextSeed {
+    type Value = Text<'de>;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_borrowed_str<E>(self, s: &'de str) -> Result<Text<'de>, E> {
+        Ok(Text::Str(s.into()))
+    }
+    fn visit_str<E>(self, s: &str) -> Result<Text<'de>, E> {
+        Ok(Text::Str(s.to_owned().into()))
+    }
+    fn visit_string<E>(self, s: String) -> Result<Text<'de>, E> {
+        Ok(Text::Str(s.into()))
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<Text<'de>, E> {
+        Ok(Text::Other)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<Text<'de>, E> {
+        Ok(Text::Other)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<Text<'de>, E> {
+        Ok(Text::Other)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Text<'de>, E> {
+        Ok(Text::Other)
+    }
+    fn visit_unit<E>(self) -> Result<Text<'de>, E> {
+        Ok(Text::Other)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Text<'de>, A::Error> {
+        Validate { level: self.level }.visit_seq(seq)?;
+        Ok(Text::Other)
+    }
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Text<'de>, A::Error> {
+        Validate { level: self.level }.visit_map(map)?;
+        Ok(Text::Other)
+    }
+}
+
+/// The byte length of the first `chars` characters of `s`.
+fn char_prefix(s: &str, chars: usize) -> usize {
+    s.char_indices().nth(chars).map_or(s.len(), |(i, _)| i)
+}
+
+/// Re-renders one value as `Value::to_string` writes it (compact, object
+/// keys sorted, the last of repeated keys kept), without building the tree.
+/// With a `cap`, only the first `cap` bytes are exact (each part is cut
+/// once the text is that long, and the parts that follow are only
+/// checked), so the work and memory stay in proportion to `cap`.
+#[derive(Clone, Copy)]
+pub(crate) struct Render {
+    pub cap: usize,
+    pub level: usize,
+}
+
+impl Render {
+    /// The first `max` bytes of the text of a string value `s`, cut on a
+    /// character boundary, as `Value::to_string` writes them.
+    pub(crate) fn string(s: &str, max: usize) -> String {
+        // Each character takes at least one byte of the quoted text.
+        let shown = &s[..char_prefix(s, max)];
+        let mut text = serde_json::to_string(shown).unwrap_or_default();
+        text.truncate(text.floor_char_boundary(max));
+        text
+    }
+}
+
+impl<'de> DeserializeSeed<'de> for Render {
+    type Value = String;
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<String, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Render {
+    type Value = String;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_bool<E>(self, b: bool) -> Result<String, E> {
+        Ok(Scalar::Bool(b).text())
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<String, E> {
+        Ok(Scalar::I64(v).text())
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<String, E> {
+        Ok(Scalar::U64(v).text())
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<String, E> {
+        Ok(Scalar::F64(v).text())
+    }
+    fn visit_str<E>(self, s: &str) -> Result<String, E> {
+        let shown = &s[..char_prefix(s, self.cap.saturating_add(1))];
+        Ok(serde_json::to_string(shown).unwrap_or_default())
+    }
+    fn visit_unit<E>(self) -> Result<String, E> {
+        Ok("null".into())
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<String, A::Error> {
+        let level = enter(self.level)?;
+        let child = Render { level, ..self };
+        let mut out = String::from("[");
+        let mut first = true;
+        while out.len() <= self.cap {
+            match seq.next_element_seed(child)? {
+                None => {
+                    out.push(']');
+                    return Ok(out);
+                }
+                Some(text) => {
+                    if !first {
+                        out.push(',');
+                    }
+                    first = false;
+                    out.push_str(&text);
+                }
+            }
+        }
+        while seq.next_element_seed(Validate { level })?.is_some() {}
+        Ok(out)
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<String, A::Error> {
+        let level = enter(self.level)?;
+        let child = Render { level, ..self };
+        // The smallest keys are the ones written first; an entry takes at
+        // least one byte, so `cap + 1` of them decide the first `cap`.
+        let keep = self.cap.saturating_add(1);
+        let mut entries = std::collections::BTreeMap::new();
+        while let Some(key) = map.next_key::<String>()? {
+            let value = map.next_value_seed(child)?;
+            entries.insert(key, value);
+            if entries.len() > keep {
+                entries.pop_last();
+            }
+        }
+        let mut out = String::from("{");
+        for (i, (key, value)) in entries.iter().enumerate() {
+            if out.len() > self.cap {
+                return Ok(out);
+            }
+            if i > 0 {
+                out.push(',');
+            }
+            out.push_str(&serde_json::to_string(key).unwrap_or_default());
+            out.push(':');
+            out.push_str(value);
+        }
+        out.push('}');
+        Ok(out)
+    }
+}
+
+/// The shape of a nested JSON array from the first element at each depth
+/// (the lengths of the arrays met descending through first elements, up to
+/// an empty array or a non-array), and the offset of the value where the
+/// descent stopped, read from the text of an array that has already been
+/// checked for structure (a `RawValue`). One pass over the bytes; nothing
+/// is parsed.
+pub(crate) fn first_path(text: &[u8]) -> (Vec<i64>, usize) {
+    fn skip_ws(text: &[u8], mut i: usize) -> usize {
+        while i < text.len() && matches!(text[i], b' ' | b'\t' | b'\n' | b'\r') {
+            i += 1;
+        }
+        i
+    }
+    let mut i = skip_ws(text, 0);
+    let mut open = 0usize;
+    loop {
+        if text.get(i) != Some(&b'[') {
+            break;
+        }
+        let inner = skip_ws(text, i + 1);
+        if text.get(inner) == Some(&b']') {
+            break;
+        }
+        open += 1;
+        i = inner;
+    }
+    let leaf = i;
+    // Count the elements of the open arrays, innermost first: commas at
+    // their own level, skipping strings and other containers.
+    let mut lengths = vec![1i64; open];
+    let mut current = open;
+    let mut nested = 0usize;
+    while current > 0 && i < text.len() {
+        match text[i] {
+            b'"' => {
+                i += 1;
+                while i < text.len() {
+                    match text[i] {
+                        b'\\' => i += 2,
+                        b'"' => break,
+                        _ => i += 1,
+                    }
+                }
+            }
+            b'[' | b'{' => nested += 1,
+            b']' | b'}' => {
+                if nested > 0 {
+                    nested -= 1;
+                } else {
+                    current -= 1;
+                }
+            }
+            b',' if nested == 0 => lengths[current - 1] += 1,
+            _ => {}
+        }
+        i += 1;
+    }
+    (lengths, leaf)
+}
+
+/// JSON texts for the differential tests of the streaming decoders: any
+/// value, with repeated keys, odd numbers and strings, deep nesting, and
+/// now and then a fault.
+#[cfg(test)]
+pub(crate) mod text_gen {
+    use proptest::prelude::*;
+
+    /// A scalar's text.
+    pub(crate) fn scalar() -> impl Strategy<Value = String> {
+        prop_oneof![
+            4 => (-3i64..300).prop_map(|v| v.to_string()),
+            2 => prop_oneof![
+                Just("0.5"), Just("-1.25"), Just("1.0"), Just("1e2"), Just("-0"), Just("0.1"),
+                Just("1e400"), Just("-1e-400"), Just("3.4028236e38"), Just("3.4028235e38"),
+                Just("65520"), Just("65504.0"), Just("128"), Just("-129"), Just("256"),
+                Just("2147483648"), Just("-2147483649"), Just("9223372036854775808"),
+                Just("18446744073709551616"), Just("-9223372036854775809"), Just("1E15"),
+            ]
+            .prop_map(String::from),
+            1 => any::<i64>().prop_map(|v| v.to_string()),
+            1 => any::<u64>().prop_map(|v| v.to_string()),
+            1 => any::<f64>()
+                .prop_filter("finite", |v| v.is_finite())
+                .prop_map(|v| format!("{v:e}")),
+            2 => prop_oneof![Just("null"), Just("true"), Just("false")].prop_map(String::from),
+            3 => string(),
+        ]
+    }
+
+    /// A string's text, with escapes now and then.
+    pub(crate) fn string() -> impl Strategy<Value = String> {
+        prop_oneof![
+            6 => "[a-z0-9 ]{0,6}".prop_map(|s| format!("\"{s}\"")),
+            1 => "[a-zé日\\x00-\\x1f\"\\\\/]{0,50}".prop_map(|s| serde_json::to_string(&s).unwrap()),
+            1 => prop_oneof![
+                Just(r#""\u0041\/\n""#), Just(r#""\ud800""#), Just(r#""\ud83d\ude00""#),
+                Just(r#""AA==""#), Just(r#""AAAAAA==""#), Just(r#""AAA""#), Just(r#""""#),
+            ]
+            .prop_map(String::from),
+        ]
+    }
+
+    /// Any value, up to a few levels deep.
+    pub(crate) fn value() -> impl Strategy<Value = String> {
+        scalar().prop_recursive(4, 24, 5, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..5)
+                    .prop_map(|v| format!("[{}]", v.join(","))),
+                prop::collection::vec((key(), inner), 0..4).prop_map(|v| object(&v)),
+            ]
+        })
+    }
+
+    /// An object key.
+    pub(crate) fn key() -> impl Strategy<Value = String> {
+        prop_oneof![
+            3 => "[a-c]{0,2}".prop_map(|s| format!("\"{s}\"")),
+            1 => string(),
+        ]
+    }
+
+    /// An object of `(key text, value text)`.
+    pub(crate) fn object(entries: &[(String, String)]) -> String {
+        let parts: Vec<String> = entries.iter().map(|(k, v)| format!("{k}:{v}")).collect();
+        format!("{{{}}}", parts.join(","))
+    }
+
+    /// Nested arrays of `leaf` values, rectangular or not.
+    pub(crate) fn nested(leaf: BoxedStrategy<String>) -> impl Strategy<Value = String> {
+        leaf.prop_recursive(4, 40, 4, |inner| {
+            prop_oneof![
+                4 => (inner.clone(), 0usize..4).prop_map(|(v, n)| format!("[{}]", vec![v; n].join(","))),
+                2 => prop::collection::vec(inner, 0..4).prop_map(|v| format!("[{}]", v.join(","))),
+            ]
+        })
+    }
+
+    /// `text` with a fault now and then: cut short, a byte changed, a value
+    /// nested deeper than serde_json parses.
+    pub(crate) fn faulty(text: String) -> impl Strategy<Value = String> {
+        let len = text.len();
+        prop_oneof![
+            12 => Just(text.clone()),
+            1 => (0..=len).prop_map({
+                let text = text.clone();
+                move |i| text[..text.floor_char_boundary(i)].to_owned()
+            }),
+            1 => (0..=len, prop_oneof![Just("]"), Just("}"), Just(","), Just("\""), Just("x"), Just(" ")])
+                .prop_map({
+                    let text = text.clone();
+                    move |(i, b)| {
+                        let i = text.floor_char_boundary(i);
+                        format!("{}{b}{}", &text[..i], &text[i..])
+                    }
+                }),
+        ]
+    }
+
+    /// `inner` inside `depth` arrays.
+    pub(crate) fn deep(inner: &str, depth: usize) -> String {
+        format!("{}{inner}{}", "[".repeat(depth), "]".repeat(depth))
     }
 }
 
