@@ -13,6 +13,7 @@
 //! | [`oip::rest`] | Open Inference Protocol REST JSON and the binary tensor extension |
 //! | [`size`] | encoded sizes of requests, computed before they are built or sent |
 //! | [`frame`] | the gRPC length-prefixed frame header and its size limit |
+//! | [`decode_cost`] | what decoding a `ModelInferRequest` or `PredictRequest` would allocate, read from its bytes before decoding |
 //! | [`gather`] | a request arriving in pieces gathered into one buffer, memory in proportion to the bytes received, under a server-wide [`gather::Budget`] |
 //! | `compression` | gzip and deflate bodies, inflated under a size bound (feature `compression`) |
 //! | [`chunked`] | `Predict` / `ModelInfer` messages framed as chunks that share the tensors' bytes (no encode copy) |
@@ -39,6 +40,7 @@
 struct ReadmeExample;
 
 pub mod chunked;
+pub mod decode_cost;
 #[cfg(feature = "compression")]
 pub mod compression;
 pub mod dtype;
