@@ -63,6 +63,15 @@ pub enum InflateError {
         /// The limit.
         limit: usize,
     },
+    /// The caller's memory budget refused the output (see
+    /// [`inflate_charged`]).
+    #[error("the {} body inflates to more than the server's memory for requests allows now ({inflated} bytes so far); retry later", .encoding.name())]
+    Refused {
+        /// Its encoding.
+        encoding: Encoding,
+        /// Bytes inflated when refused.
+        inflated: usize,
+    },
     /// It is not valid data of its encoding.
     #[error("the body is not valid {} data: {source}", .encoding.name())]
     Corrupt {
@@ -73,55 +82,89 @@ pub enum InflateError {
     },
 }
 
-/// The size of the pieces output is inflated into: memory follows the
-/// bytes actually produced, and no piece is ever reallocated (a growing
-/// buffer would hold its old and new copies at once).
-const PIECE: usize = 1 << 20;
+/// The first read of a body: output that fits it is the result as it is;
+/// a larger body is measured and inflated again into a buffer of exactly
+/// its size.
+const FIRST: usize = 1 << 20;
 
 /// Inflates `body`, refusing output past `limit` bytes: the memory held is
-/// at most the limit plus one piece while inflating, and twice the output
-/// only at the end, when its pieces are joined.
+/// at most the output's size (or 1 MiB), never a growing buffer's old and
+/// new copies (see [`inflate_charged`]).
 pub fn inflate(encoding: Encoding, body: &[u8], limit: usize) -> Result<Vec<u8>, InflateError> {
-    let mut reader: Box<dyn Read> = match encoding {
+    inflate_charged(encoding, body, limit, &mut |_| true)
+}
+
+fn decoder(encoding: Encoding, body: &[u8]) -> Box<dyn Read + '_> {
+    match encoding {
         Encoding::Gzip => Box::new(flate2::read::MultiGzDecoder::new(body)),
         Encoding::Deflate => Box::new(flate2::read::ZlibDecoder::new(body)),
-    };
-    let mut pieces: Vec<Vec<u8>> = Vec::new();
-    let mut total = 0usize;
-    loop {
-        let mut piece = vec![
-            0u8;
-            PIECE
-                .min(limit.saturating_add(1).saturating_sub(total))
-                .max(1)
-        ];
-        let mut filled = 0;
-        while filled < piece.len() {
-            match reader.read(&mut piece[filled..]) {
-                Ok(0) => break,
-                Ok(n) => filled += n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(source) => return Err(InflateError::Corrupt { encoding, source }),
-            }
+    }
+}
+
+/// Fills `buf` from `reader`; the bytes read (fewer only at the end).
+fn fill(reader: &mut dyn Read, buf: &mut [u8], encoding: Encoding) -> Result<usize, InflateError> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match reader.read(&mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(source) => return Err(InflateError::Corrupt { encoding, source }),
         }
-        total += filled;
+    }
+    Ok(filled)
+}
+
+/// [`inflate`], telling `hold` before each allocation how many bytes it
+/// will hold in all from then on: memory a server charges to its budget
+/// as it inflates. Output of up to 1 MiB is read into one buffer. A larger
+/// output is first measured (inflated again into that buffer as scratch,
+/// refused once past the limit), then inflated anew into a buffer of
+/// exactly its size, the first one freed: twice the work for large
+/// bodies, and memory of exactly the output instead of its pieces and
+/// their joined copy (2x). `hold` returning false refuses the body with
+/// [`InflateError::Refused`].
+pub fn inflate_charged(
+    encoding: Encoding,
+    body: &[u8],
+    limit: usize,
+    hold: &mut dyn FnMut(usize) -> bool,
+) -> Result<Vec<u8>, InflateError> {
+    let refused = |inflated| InflateError::Refused { encoding, inflated };
+    let first = FIRST.min(limit.saturating_add(1));
+    if !hold(first) {
+        return Err(refused(0));
+    }
+    let mut reader = decoder(encoding, body);
+    let mut out = vec![0u8; first];
+    let filled = fill(&mut reader, &mut out, encoding)?;
+    if filled > limit {
+        return Err(InflateError::TooLarge { encoding, limit });
+    }
+    if filled < first {
+        out.truncate(filled);
+        return Ok(out);
+    }
+    // Measure the rest in the first buffer, reused as scratch.
+    let mut total = filled;
+    loop {
+        let n = fill(&mut reader, &mut out, encoding)?;
+        total += n;
         if total > limit {
             return Err(InflateError::TooLarge { encoding, limit });
         }
-        let ended = filled < piece.len();
-        piece.truncate(filled);
-        pieces.push(piece);
-        if ended {
+        if n < out.len() {
             break;
         }
     }
-    if pieces.len() == 1 {
-        return Ok(pieces.pop().unwrap_or_default());
+    drop(out);
+    if !hold(total) {
+        return Err(refused(total));
     }
-    let mut out = Vec::with_capacity(total);
-    for p in pieces {
-        out.extend_from_slice(&p);
-    }
+    let mut out = vec![0u8; total];
+    let filled = fill(&mut decoder(encoding, body), &mut out, encoding)?;
+    debug_assert_eq!(filled, total, "the same body inflates the same");
+    out.truncate(filled);
     Ok(out)
 }
 
@@ -236,6 +279,24 @@ mod tests {
                 inflate(e, &compress_chunks(e, &chunks), usize::MAX).unwrap(),
                 body
             );
+        }
+    }
+
+    #[test]
+    fn a_large_body_is_held_once_at_its_exact_size() {
+        let body: Vec<u8> = (0..(5 << 20) + 77u32).map(|i| (i % 13) as u8).collect();
+        for e in [Encoding::Gzip, Encoding::Deflate] {
+            let packed = compress(e, &body);
+            let mut asked = Vec::new();
+            let out = inflate_charged(e, &packed, 8 << 20, &mut |n| {
+                asked.push(n);
+                true
+            })
+            .unwrap();
+            assert_eq!(out, body);
+            assert_eq!(asked, [FIRST, body.len()]);
+            let e = inflate_charged(e, &packed, 8 << 20, &mut |n| n <= FIRST).unwrap_err();
+            assert!(matches!(e, InflateError::Refused { inflated, .. } if inflated == body.len()));
         }
     }
 

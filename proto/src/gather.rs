@@ -37,6 +37,7 @@
 //! assert_eq!(budget.held(), 0);
 //! ```
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
@@ -109,6 +110,56 @@ impl Budget {
 
     fn give(&self, bytes: u64) {
         self.held.fetch_sub(bytes, Ordering::AcqRel);
+    }
+
+    /// Takes `bytes` for as long as the returned [`Charge`] lives: memory
+    /// a request holds after it has arrived (the message while it is
+    /// decoded and run, the structures decoding builds).
+    pub fn charge(self: &Arc<Self>, bytes: u64) -> Result<Charge, Exhausted> {
+        self.take(bytes)?;
+        Ok(Charge {
+            budget: self.clone(),
+            bytes,
+        })
+    }
+}
+
+/// Bytes taken from a [`Budget`] and given back when dropped.
+#[derive(Debug)]
+pub struct Charge {
+    budget: Arc<Budget>,
+    bytes: u64,
+}
+
+impl Charge {
+    /// Takes `more` bytes into this charge.
+    pub fn grow(&mut self, more: u64) -> Result<(), Exhausted> {
+        self.budget.take(more)?;
+        self.bytes += more;
+        Ok(())
+    }
+
+    /// Makes this charge `bytes`: takes what more it needs, or gives back
+    /// what it no longer does.
+    pub fn set(&mut self, bytes: u64) -> Result<(), Exhausted> {
+        if bytes > self.bytes {
+            self.grow(bytes - self.bytes)
+        } else {
+            self.budget.give(self.bytes - bytes);
+            self.bytes = bytes;
+            Ok(())
+        }
+    }
+
+    /// Bytes held by this charge.
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+}
+
+impl Drop for Charge {
+    fn drop(&mut self) {
+        self.budget.give(self.bytes);
     }
 }
 
@@ -213,11 +264,15 @@ impl<'a> Gather<'a> {
         }
     }
 
-    /// Allocates the message's buffer (taking it from the budget), copies
-    /// the pieces into it and gives theirs back.
+    /// Allocates the message's buffer (taking from the budget what the
+    /// pieces do not already hold), copies the pieces into it and gives
+    /// theirs back. The alignment padding (under [`ALIGN`] bytes) is not
+    /// charged, so that a message of the budget's whole size fits an idle
+    /// server.
     fn allocate(&mut self) -> Result<(), Exhausted> {
         let size = self.len + ALIGN;
-        self.budget.take(size as u64)?;
+        let charged = self.len as u64;
+        self.budget.take(charged.saturating_sub(self.taken))?;
         let mut buf = Vec::with_capacity(size);
         let pad = match self.aligned {
             Some(offset) => {
@@ -230,8 +285,10 @@ impl<'a> Gather<'a> {
         for piece in self.pieces.drain(..) {
             buf.extend_from_slice(&piece);
         }
-        self.budget.give(self.taken);
-        self.taken = size as u64;
+        if self.taken > charged {
+            self.budget.give(self.taken - charged);
+        }
+        self.taken = self.taken.max(charged);
         self.buf = Some((buf, pad));
         Ok(())
     }
@@ -331,10 +388,40 @@ mod tests {
         assert!(e.to_string().ends_with("retry later"), "{e}");
         drop(a);
         b.push(Bytes::from(vec![0; 200_000])).unwrap();
-        // An eighth of the message: the buffer of 4 MiB does not fit.
+        // An eighth of the message: the rest of the buffer of 4 MiB does
+        // not fit.
         let e = b.push(Bytes::from(vec![0; 400_000])).unwrap_err();
-        assert_eq!(e.wanted, (4 << 20) + ALIGN as u64);
+        assert_eq!(e.wanted, (4 << 20) - 200_000);
         drop(b);
+        assert_eq!(budget.held(), 0);
+    }
+
+    #[test]
+    fn a_message_of_the_whole_budget_fits_an_idle_server() {
+        let budget = Budget::new(1 << 20);
+        let mut g = Gather::new(&budget, 1 << 20, Some(5));
+        for _ in 0..16 {
+            g.push(Bytes::from(vec![1u8; 64 << 10])).unwrap();
+        }
+        assert!(g.is_complete());
+        assert_eq!(budget.held(), 1 << 20);
+        assert_eq!(g.finish().len(), 1 << 20);
+        assert_eq!(budget.held(), 0);
+    }
+
+    #[test]
+    fn a_charge_grows_within_the_budget_and_is_given_back() {
+        let budget = Arc::new(Budget::new(1000));
+        let mut charge = budget.charge(600).unwrap();
+        charge.grow(300).unwrap();
+        assert_eq!(charge.bytes(), 900);
+        let e = charge.grow(200).unwrap_err();
+        assert_eq!((e.held, e.wanted, e.limit), (900, 200, 1000));
+        assert!(budget.charge(101).is_err());
+        charge.set(100).unwrap();
+        assert_eq!(budget.held(), 100);
+        charge.set(1000).unwrap();
+        drop(charge);
         assert_eq!(budget.held(), 0);
     }
 

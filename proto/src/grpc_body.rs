@@ -125,12 +125,15 @@ where
         .map(|r| r.map_err(|e| ReadError::Body(e.into())))
 }
 
-/// The two unary RPCs that carry tensors, as HTTP/2 paths.
+/// The RPCs that carry tensors, as HTTP/2 paths.
 pub mod method {
     /// `mindspore.serving.proto.MSService/Predict`.
     pub const PREDICT: &str = "/mindspore.serving.proto.MSService/Predict";
     /// `inference.GRPCInferenceService/ModelInfer`.
     pub const MODEL_INFER: &str = "/inference.GRPCInferenceService/ModelInfer";
+    /// `inference.GRPCInferenceService/ModelStreamInfer`, the one streaming
+    /// RPC.
+    pub const MODEL_STREAM_INFER: &str = "/inference.GRPCInferenceService/ModelStreamInfer";
 }
 
 /// Where the first tensor's bytes lie in each message, as a path of field
