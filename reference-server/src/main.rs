@@ -115,6 +115,11 @@ struct Args {
     /// Only for local clients you trust.
     #[arg(long)]
     allow_shared_memory: bool,
+    /// The most shared memory mapped for registered regions at once, MiB
+    /// (address space: a region maps its bytes only). A registration
+    /// beyond it is refused with UNAVAILABLE / 503.
+    #[arg(long, default_value_t = server::DEFAULT_MAX_SHARED_MEMORY_MB, value_name = "MIB", value_parser = clap::value_parser!(u64).range(1..))]
+    max_shared_memory_mb: u64,
     /// Compress gRPC replies with this encoding for clients that accept it.
     #[arg(long, value_name = "ENCODING", default_value = "none", value_parser = ["none", "gzip", "deflate"])]
     grpc_response_compression: String,
@@ -207,6 +212,7 @@ async fn main() -> ExitCode {
         auth_token: args.auth_token,
         drain_timeout: std::time::Duration::from_secs_f64(args.drain_timeout.max(0.0)),
         allow_shared_memory: args.allow_shared_memory,
+        max_shared_memory_mb: args.max_shared_memory_mb,
         grpc_response_compression: serving_proto::compression::Encoding::from_name(
             &args.grpc_response_compression,
         ),

@@ -73,6 +73,10 @@ pub struct Config {
     /// Let clients register system shared memory and place tensors in it
     /// (Triton's `--allow-client-shm`; off by default).
     pub allow_shared_memory: bool,
+    /// The most shared memory mapped for registered regions at once, MiB
+    /// (address space, not memory: see `docs/server.md`); 0 refuses every
+    /// region.
+    pub max_shared_memory_mb: u64,
     /// Compress gRPC replies for clients that accept the encoding (Triton's
     /// `--grpc-infer-response-compression-level`); `None`, the default,
     /// sends them uncompressed.
@@ -102,6 +106,7 @@ impl Default for Config {
             auth_token: None,
             drain_timeout: std::time::Duration::from_secs(30),
             allow_shared_memory: false,
+            max_shared_memory_mb: DEFAULT_MAX_SHARED_MEMORY_MB,
             grpc_response_compression: None,
         }
     }
@@ -112,6 +117,11 @@ pub const DEFAULT_MAX_MSG_MB: u32 = 100;
 
 /// The default memory for requests still arriving, MiB.
 pub const DEFAULT_MAX_INCOMING_MB: u32 = 1024;
+
+/// The default cap on shared memory mapped for registered regions, MiB:
+/// 1 TiB, a 128th of a 47-bit address space and more than the RAM-backed
+/// `/dev/shm` of most hosts holds.
+pub const DEFAULT_MAX_SHARED_MEMORY_MB: u64 = 1 << 20;
 
 /// Why the server did not start.
 #[derive(Debug, thiserror::Error)]
@@ -276,6 +286,9 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     state.failures = watcher.as_ref().map(Watcher::published);
     if config.allow_shared_memory {
         state.allow_shared_memory();
+        state
+            .shared_memory
+            .set_max_mapped(config.max_shared_memory_mb.saturating_mul(1 << 20));
     }
     state.grpc_response_compression = config.grpc_response_compression;
     state.watcher = watcher.map(std::sync::Mutex::new);

@@ -11,6 +11,14 @@
 //! safe, the mapping goes when the last of them ends. Inputs are read in
 //! place (ONNX Runtime reads the mapping; no copy).
 //!
+//! What a region costs the server: a mapping of exactly its bytes (from
+//! the page below `offset` to the page holding its last byte), never the
+//! whole object, and no descriptor: the object is closed once mapped, so
+//! registered regions cannot run the process out of descriptors (and new
+//! connections with it). The mapped bytes of all regions, counted until
+//! their mapping goes, are capped (`--max-shared-memory-mb`), as is their
+//! number ([`MAX_REGIONS`]), so that clients cannot take the address space.
+//!
 //! What shared memory cannot protect against: a client that shrinks the
 //! object of a region while a request is reading it makes the server fault
 //! (as Triton does). Serve shared memory only to local clients you trust.
@@ -18,7 +26,9 @@
 #![allow(unsafe_code)]
 
 use std::collections::BTreeMap;
-use std::os::unix::fs::FileTypeExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use bytes::Bytes;
@@ -35,18 +45,42 @@ pub(crate) const DISABLED: &str =
 /// The most regions registered at once.
 pub(crate) const MAX_REGIONS: usize = 1024;
 
+/// The most bytes mapped for regions at once unless the server is told
+/// otherwise (`--max-shared-memory-mb`).
+pub(crate) const DEFAULT_MAX_MAPPED: u64 = crate::server::DEFAULT_MAX_SHARED_MEMORY_MB << 20;
+
 /// The directory of the POSIX shared-memory namespace.
 const SHM_DIR: &str = "/dev/shm";
 
-/// One registered region: `byte_size` bytes at `offset` of object `key`.
+/// One registered region: `byte_size` bytes at `offset` of object `key`,
+/// mapped (those bytes only; the object's descriptor is closed).
 #[derive(Debug)]
 pub(crate) struct Region {
     pub(crate) name: String,
     pub(crate) key: String,
     pub(crate) offset: u64,
     pub(crate) byte_size: u64,
-    file: std::fs::File,
+    /// The object's path, and its device and inode when it was mapped: the
+    /// size check before each use looks the object up by name.
+    path: PathBuf,
+    object: (u64, u64),
     map: memmap2::MmapRaw,
+    /// The region's bytes counted against the cap; given back after the
+    /// mapping goes (fields drop in order).
+    _counted: Counted,
+}
+
+/// Bytes counted against the cap on mapped shared memory until dropped.
+#[derive(Debug)]
+struct Counted {
+    mapped: Arc<AtomicU64>,
+    bytes: u64,
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.mapped.fetch_sub(self.bytes, Ordering::AcqRel);
+    }
 }
 
 /// The status of one region.
@@ -63,6 +97,10 @@ pub(crate) struct Status {
 pub(crate) struct SharedMemory {
     enabled: bool,
     regions: RwLock<BTreeMap<String, Arc<Region>>>,
+    /// Bytes of the mappings alive (registered, or unregistered and still
+    /// held by requests), and the most there may be.
+    mapped: Arc<AtomicU64>,
+    max_mapped: u64,
 }
 
 /// A key's name in the namespace: one path segment after an optional
@@ -83,7 +121,8 @@ fn object_name(key: &str) -> Result<&str, ServeError> {
     Ok(name)
 }
 
-fn open(key: &str) -> Result<std::fs::File, ServeError> {
+/// Opens object `key` and reads its metadata once.
+fn open(key: &str) -> Result<(std::fs::File, std::fs::Metadata, PathBuf), ServeError> {
     use rustix::fs::{Mode, OFlags};
     let name = object_name(key)?;
     let path = std::path::Path::new(SHM_DIR).join(name);
@@ -100,14 +139,15 @@ fn open(key: &str) -> Result<std::fs::File, ServeError> {
     )
     .map_err(|e| failed(e.into()))?;
     let file = std::fs::File::from(fd);
-    let kind = file.metadata().map_err(failed)?.file_type();
+    let metadata = file.metadata().map_err(failed)?;
+    let kind = metadata.file_type();
     if !kind.is_file() || kind.is_fifo() || kind.is_socket() {
         return Err(ServeError::InvalidArgument(format!(
             "shared memory object '{}' is not a regular object",
             quote(key)
         )));
     }
-    Ok(file)
+    Ok((file, metadata, path))
 }
 
 impl SharedMemory {
@@ -116,7 +156,42 @@ impl SharedMemory {
         SharedMemory {
             enabled,
             regions: RwLock::new(BTreeMap::new()),
+            mapped: Arc::new(AtomicU64::new(0)),
+            max_mapped: DEFAULT_MAX_MAPPED,
         }
+    }
+
+    /// Caps the bytes mapped for all regions at once
+    /// (`--max-shared-memory-mb`).
+    pub(crate) fn set_max_mapped(&mut self, bytes: u64) {
+        self.max_mapped = bytes;
+    }
+
+    /// Counts `byte_size` more bytes of region `name` against the cap, or
+    /// says why it cannot.
+    fn count(&self, name: &str, byte_size: u64) -> Result<Counted, ServeError> {
+        let max = self.max_mapped;
+        if byte_size > max {
+            return Err(ServeError::InvalidArgument(format!(
+                "shared memory region '{}' of {byte_size} bytes is larger than the {max} bytes this server maps for all regions (--max-shared-memory-mb)",
+                quote(name)
+            )));
+        }
+        self.mapped
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |now| {
+                now.checked_add(byte_size).filter(|&total| total <= max)
+            })
+            .map_err(|now| {
+                ServeError::Unavailable(format!(
+                    "shared memory region '{}' of {byte_size} bytes would bring the shared memory this server maps to {} bytes, over its limit of {max} bytes (--max-shared-memory-mb); {now} bytes are mapped now: unregister some first",
+                    quote(name),
+                    now.saturating_add(byte_size)
+                ))
+            })?;
+        Ok(Counted {
+            mapped: self.mapped.clone(),
+            bytes: byte_size,
+        })
     }
 
     /// Whether clients may use shared memory.
@@ -153,8 +228,8 @@ impl SharedMemory {
                 quote(name)
             )));
         }
-        let file = open(key)?;
-        let size = file.metadata().map(|m| m.len()).unwrap_or(0);
+        let (file, metadata, path) = open(key)?;
+        let size = metadata.len();
         if offset.checked_add(byte_size).is_none_or(|end| end > size) {
             return Err(ServeError::InvalidArgument(format!(
                 "shared memory region '{}' of {byte_size} bytes at offset {offset} runs past the end of object '{}', which holds {size} bytes",
@@ -174,6 +249,11 @@ impl SharedMemory {
                 quote(name)
             ))
         })?;
+        let counted = self.count(name, byte_size)?;
+        // Only the region's bytes: memmap2 maps from the page below
+        // `offset` (mmap takes page-aligned offsets) and points past the
+        // in-page delta; the object is closed right after, which leaves
+        // the mapping in place.
         let map = memmap2::MmapOptions::new()
             .offset(offset)
             .len(len)
@@ -184,6 +264,7 @@ impl SharedMemory {
                     quote(key)
                 ))
             })?;
+        drop(file);
         let mut regions = self.regions.write().unwrap_or_else(|e| e.into_inner());
         if regions.len() >= MAX_REGIONS {
             return Err(ServeError::Unavailable(format!(
@@ -204,8 +285,10 @@ impl SharedMemory {
                 key: key.to_owned(),
                 offset,
                 byte_size,
-                file,
+                path,
+                object: (metadata.dev(), metadata.ino()),
                 map,
+                _counted: counted,
             }),
         );
         Ok(())
@@ -259,9 +342,16 @@ impl SharedMemory {
             .cloned()
             .ok_or_else(|| not_registered(&p.region).to_string())?;
         let range = p.range(region.byte_size).map_err(|e| e.to_string())?;
-        // The object may have been shrunk since it was registered.
-        let size = region.file.metadata().map(|m| m.len()).unwrap_or(0);
-        if region.offset + region.byte_size > size {
+        // The object may have been shrunk since it was registered. The
+        // server holds no descriptor of it, so it looks it up by name: while
+        // the name is the object mapped, its size is checked; once the
+        // object is unlinked or replaced it cannot be (nor can it in
+        // Triton, which never checks), and the mapping is used as it is.
+        if let Ok(m) = std::fs::symlink_metadata(&region.path)
+            && (m.dev(), m.ino()) == region.object
+            && region.offset + region.byte_size > m.len()
+        {
+            let size = m.len();
             return Err(format!(
                 "shared memory object '{}' of region '{}' is now {size} bytes, smaller than the region; register it again",
                 quote(&region.key),
@@ -421,6 +511,77 @@ mod tests {
         assert!(e.contains("runs past the end of region 'r'"), "{e}");
         let e = shm.output_slot("y", &at(0, 2), 4).err().unwrap();
         assert!(e.to_string().contains("more than the 2 bytes"), "{e}");
+        std::fs::remove_file(&path).unwrap();
+    }
+
+    #[test]
+    fn mapped_bytes_are_capped_and_given_back_when_the_mapping_goes() {
+        let key = format!("/serving-test-cap-{}", std::process::id());
+        let path = std::path::Path::new(SHM_DIR).join(&key[1..]);
+        std::fs::write(&path, vec![0u8; 1 << 16]).unwrap();
+        let mut shm = SharedMemory::new(true);
+        shm.set_max_mapped(8192);
+        shm.register("a", &key, 100, 6000).unwrap();
+        let e = shm.register("b", &key, 0, 4096).unwrap_err();
+        assert!(matches!(e, ServeError::Unavailable(_)), "{e:?}");
+        let text = e.to_string();
+        assert!(
+            text.contains("10096 bytes, over its limit of 8192 bytes")
+                && text.contains("6000 bytes are mapped now"),
+            "{text}"
+        );
+        let e = shm.register("c", &key, 0, 8193).unwrap_err();
+        assert!(matches!(e, ServeError::InvalidArgument(_)), "{e:?}");
+        assert!(e.to_string().contains("larger than the 8192 bytes"), "{e}");
+        // A request holding "a" keeps its bytes counted after it goes.
+        let held = shm
+            .input(&Placement {
+                region: "a".into(),
+                offset: 0,
+                byte_size: 8,
+            })
+            .unwrap();
+        shm.unregister("a").unwrap();
+        assert!(shm.register("b", &key, 0, 4096).is_err());
+        drop(held);
+        shm.register("b", &key, 0, 4096).unwrap();
+        shm.register("c", &key, 4096, 4096).unwrap();
+        assert_eq!(shm.mapped.load(Ordering::Acquire), 8192);
+        shm.unregister("").unwrap();
+        assert_eq!(shm.mapped.load(Ordering::Acquire), 0);
+        // A refusal counts nothing.
+        assert!(
+            shm.register("x", "/serving-test-never-created", 0, 8)
+                .is_err()
+        );
+        assert_eq!(shm.mapped.load(Ordering::Acquire), 0);
+        std::fs::remove_file(&path).unwrap();
+    }
+
+    #[test]
+    fn a_shrunk_object_is_refused_while_its_name_is_the_object() {
+        let key = format!("/serving-test-shrink-{}", std::process::id());
+        let path = std::path::Path::new(SHM_DIR).join(&key[1..]);
+        std::fs::write(&path, vec![0u8; 8192]).unwrap();
+        let shm = SharedMemory::new(true);
+        shm.register("r", &key, 4000, 4000).unwrap();
+        let at = Placement {
+            region: "r".into(),
+            offset: 0,
+            byte_size: 8,
+        };
+        shm.input(&at).unwrap();
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_len(4096)
+            .unwrap();
+        let e = shm.input(&at).unwrap_err();
+        assert!(
+            e.contains("is now 4096 bytes, smaller than the region"),
+            "{e}"
+        );
         std::fs::remove_file(&path).unwrap();
     }
 }
