@@ -1,7 +1,7 @@
 //! JSON decoding throughput and peak memory of the REST decoders.
 //!
 //! ```sh
-//! cargo run --release -p serving-proto --example json_throughput [MB]
+//! cargo run --release -p serving-proto --example json_throughput [MB [FILTER]]
 //! ```
 //!
 //! Builds request bodies of about `MB` megabytes (default 100): OIP REST
@@ -225,12 +225,16 @@ fn main() {
         .nth(1)
         .and_then(|a| a.parse().ok())
         .unwrap_or(100);
+    let filter = std::env::args().nth(2).unwrap_or_default();
     let runs = 3;
     println!(
         "{:<36} {:>8} {:>9} {:>12} {:>13}",
         "body", "MB", "MB/s", "peak MB", "peak / body"
     );
     for (name, body, is_oip) in cases(target_mb * 1_000_000) {
+        if !name.contains(&filter) {
+            continue;
+        }
         let len = body.len();
         let bytes = Bytes::from(body);
         let mut best = Duration::MAX;

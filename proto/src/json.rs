@@ -349,6 +349,26 @@ impl<'de> Visitor<'de> for Validate {
     }
 }
 
+/// The index of a map key among `names`, read without allocating.
+pub(crate) struct KeySeed(pub &'static [&'static str]);
+
+impl<'de> DeserializeSeed<'de> for KeySeed {
+    type Value = Option<usize>;
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Option<usize>, D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl<'de> Visitor<'de> for KeySeed {
+    type Value = Option<usize>;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a key")
+    }
+    fn visit_str<E>(self, s: &str) -> Result<Option<usize>, E> {
+        Ok(self.0.iter().position(|k| *k == s))
+    }
+}
+
 /// A string value, or the fact that the value is of another kind (which is
 /// parsed and discarded).
 #[derive(Clone, Debug)]
@@ -524,6 +544,15 @@ impl<'de> Visitor<'de> for Render {
     }
 }
 
+/// The high bit of each byte of `x` that equals `c` (exact: no carries
+/// between bytes).
+#[inline]
+fn bytes_equal(x: u64, c: u8) -> u64 {
+    const LOW7: u64 = 0x7F7F_7F7F_7F7F_7F7F;
+    let y = x ^ (0x0101_0101_0101_0101 * u64::from(c));
+    !(((y & LOW7).wrapping_add(LOW7)) | y | LOW7)
+}
+
 /// The shape of a nested JSON array from the first element at each depth
 /// (the lengths of the arrays met descending through first elements, up to
 /// an empty array or a non-array), and the offset of the value where the
@@ -557,6 +586,23 @@ pub(crate) fn first_path(text: &[u8]) -> (Vec<i64>, usize) {
     let mut current = open;
     let mut nested = 0usize;
     while current > 0 && i < text.len() {
+        // Eight bytes at a time while they hold no quote, bracket or brace
+        // (a run of numbers): only their commas count.
+        if let Some(chunk) = text.get(i..i + 8).and_then(|c| <[u8; 8]>::try_from(c).ok()) {
+            let x = u64::from_le_bytes(chunk);
+            let structural = bytes_equal(x, b'"')
+                | bytes_equal(x, b'[')
+                | bytes_equal(x, b']')
+                | bytes_equal(x, b'{')
+                | bytes_equal(x, b'}');
+            if structural == 0 {
+                if nested == 0 {
+                    lengths[current - 1] += i64::from(bytes_equal(x, b',').count_ones() as u8);
+                }
+                i += 8;
+                continue;
+            }
+        }
         match text[i] {
             b'"' => {
                 i += 1;
@@ -699,6 +745,36 @@ mod tests {
         let mut back = Vec::new();
         push_element(dtype, &value, &mut back).unwrap();
         (text, back)
+    }
+
+    proptest::proptest! {
+        /// The shape read from the text is the one of the parsed value, and
+        /// the descent stops at its first leaf.
+        #[test]
+        fn first_path_reads_the_shape_of_the_parsed_array(
+            text in text_gen::nested(proptest::prelude::Strategy::boxed(text_gen::value())),
+            long in proptest::prelude::any::<bool>(),
+        ) {
+            let text = if long { text.replace(',', " ,  \n\t").replace("1", "1234567890123") } else { text };
+            let Ok(value) = serde_json::from_str::<Value>(&text) else {
+                return Ok(());
+            };
+            if !value.is_array() {
+                return Ok(());
+            }
+            let mut shape = Vec::new();
+            let mut leaf = &value;
+            while let Value::Array(items) = leaf {
+                let Some(first) = items.first() else { break };
+                shape.push(items.len() as i64);
+                leaf = first;
+            }
+            let (found, at) = first_path(text.as_bytes());
+            proptest::prop_assert_eq!(&found, &shape, "{}", text);
+            let mut de = serde_json::Deserializer::from_str(&text[at..]);
+            let first = <Value as serde::Deserialize>::deserialize(&mut de).unwrap();
+            proptest::prop_assert_eq!(&first, leaf, "{}", text);
+        }
     }
 
     #[test]

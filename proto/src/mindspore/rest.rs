@@ -7,14 +7,19 @@
 //! on body-content errors. Where MindSpore silently narrows a JSON integer to
 //! int32 or a number to float32, this codec refuses the value and names it.
 
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+
 use crate::text::quote;
 use base64::Engine;
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use bytes::Bytes;
+use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 use super::{Outcome, ServableError, StatusCode};
-use crate::json::{self, NumberError};
+use crate::json::{self, KeySeed, NumberError, Render, Scalar, Text, TextSeed, Validate};
 use crate::tensor::element_count;
 use crate::{DataType, NamedTensors, Tensor, TensorData, UnsupportedType};
 
@@ -175,6 +180,10 @@ pub enum ParseError {
         quote(.0)
     )]
     IntRange(String),
+    /// A b64 BOOL element that is neither 0 nor 1 (MindSpore passes it on;
+    /// we refuse it, as the gRPC decoder does).
+    #[error("{0}")]
+    InvalidBool(String),
     /// A JSON number outside float32 (MindSpore narrows it silently).
     #[error(
         "json number {} is out of the float32 range; send it in a b64 object with 'type' fp64",
@@ -199,11 +208,905 @@ pub fn check_body(body: &[u8], max_bytes: usize) -> Result<(), RestError> {
 
 /// Decodes a request body into its instances. `max_bytes` is the server's
 /// body limit (`max_msg_mb_size` MiB).
+///
+/// One streaming pass over the body, no `Value` tree: each input's value
+/// is kept as the body's text until its instance is complete, then decoded
+/// straight into its tensor (a nested array into a buffer sized from its
+/// shape, read from the text first). The errors, their texts and which one
+/// wins when several apply are those of [`decode_instances`] over the
+/// parsed body.
 pub fn decode_request(body: &[u8], max_bytes: usize) -> Result<Vec<NamedTensors>, RestError> {
     check_body(body, max_bytes)?;
-    let json: Value =
-        serde_json::from_slice(body).map_err(|e| RestError::IllegalJson(e.to_string()))?;
-    Ok(decode_instances(&json)?)
+    let instances = match json::parse_all(body, TopSeed) {
+        Ok(Some(instances)) => instances,
+        Ok(None) => Err(ParseError::InstancesKey(0).into()),
+        Err(e) => {
+            return Err(match json::validate(body) {
+                Err(e) => RestError::IllegalJson(e.to_string()),
+                Ok(()) => RestError::IllegalJson(e.to_string()),
+            });
+        }
+    };
+    instances.map_err(|fail| match json::validate(body) {
+        Err(e) => RestError::IllegalJson(e.to_string()),
+        Ok(()) => match fail {
+            Fail::Parse(e) => RestError::Parse(e),
+            Fail::Json(message) => RestError::IllegalJson(message),
+        },
+    })
+}
+
+/// Why a body was refused while it was read.
+enum Fail {
+    /// For its content.
+    Parse(ParseError),
+    /// A part of the JSON parsed on its own is not valid where it stands in
+    /// the body: the message of that parse (the whole body is validated
+    /// before the error is reported).
+    Json(String),
+}
+
+impl From<ParseError> for Fail {
+    fn from(e: ParseError) -> Fail {
+        Fail::Parse(e)
+    }
+}
+
+fn json_fail(e: serde_json::Error) -> Fail {
+    Fail::Json(e.to_string())
+}
+
+/// The body: its `instances` decoded, or `None` when it is not an object or
+/// has no `instances` (the last of repeated keys counts).
+struct TopSeed;
+
+impl<'de> DeserializeSeed<'de> for TopSeed {
+    type Value = Option<Result<Vec<NamedTensors>, Fail>>;
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for TopSeed {
+    type Value = Option<Result<Vec<NamedTensors>, Fail>>;
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_unit<E>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
+        Validate { level: 0 }.visit_seq(seq)?;
+        Ok(None)
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut instances = None;
+        while let Some(key) = map.next_key_seed(KeySeed(&["instances"]))? {
+            match key {
+                Some(_) => instances = Some(map.next_value_seed(InstancesSeed)?),
+                None => map.next_value_seed(Validate { level: 1 })?,
+            }
+        }
+        Ok(instances)
+    }
+}
+
+/// An instance's inputs as the body's text, by name (the last of repeated
+/// names counts; the values it replaces are checked).
+type RawInstance<'a> = BTreeMap<String, &'a RawValue>;
+
+/// Checks the values of an instance that were not read (it failed, and a
+/// repeated `instances` may yet replace it).
+fn check_instance<E: de::Error>(instance: &RawInstance<'_>, level: usize) -> Result<(), E> {
+    for raw in instance.values() {
+        json::parse_text(raw.get(), Validate { level }).map_err(E::custom)?;
+    }
+    Ok(())
+}
+
+/// Decodes an instance whose values are inside `level` arrays and objects,
+/// checking the values not read if it fails.
+fn instance<E: de::Error>(
+    raw: &RawInstance<'_>,
+    level: usize,
+) -> Result<Result<NamedTensors, Fail>, E> {
+    let decoded = decode_raw_instance(raw, level);
+    if decoded.is_err() {
+        check_instance(raw, level)?;
+    }
+    Ok(decoded)
+}
+
+struct InstancesSeed;
+
+impl<'de> DeserializeSeed<'de> for InstancesSeed {
+    type Value = Result<Vec<NamedTensors>, Fail>;
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for InstancesSeed {
+    type Value = Result<Vec<NamedTensors>, Fail>;
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+        Ok(Err(ParseError::NoKeyMode.into()))
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+        Ok(Err(ParseError::NoKeyMode.into()))
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+        Ok(Err(ParseError::NoKeyMode.into()))
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+        Ok(Err(ParseError::NoKeyMode.into()))
+    }
+    fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
+        Ok(Err(ParseError::NoKeyMode.into()))
+    }
+    fn visit_unit<E>(self) -> Result<Self::Value, E> {
+        Ok(Err(ParseError::NoKeyMode.into()))
+    }
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+        // `{"instances": {...}}`: one instance.
+        let raw = read_instance(map, 1)?;
+        if raw.is_empty() {
+            return Ok(Err(ParseError::EmptyObject.into()));
+        }
+        Ok(instance::<A::Error>(&raw, 2)?.map(|one| vec![one]))
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut instances = Ok(Vec::new());
+        let mut index = 0;
+        loop {
+            let Ok(list) = instances.as_mut() else {
+                while seq.next_element_seed(Validate { level: 2 })?.is_some() {}
+                break;
+            };
+            let Some(item) = seq.next_element_seed(InstanceSeed { level: 2 })? else {
+                if index == 0 {
+                    instances = Err(ParseError::InstancesEmpty.into());
+                }
+                break;
+            };
+            let decoded = match item {
+                None if index == 0 => Err(ParseError::NoKeyMode.into()),
+                None => Err(ParseError::InstanceNotObject.into()),
+                Some(raw) if raw.is_empty() => Err(ParseError::InstanceEmpty.into()),
+                Some(raw) => instance::<A::Error>(&raw, 3)?,
+            };
+            match decoded {
+                Ok(one) => list.push(one),
+                Err(e) => instances = Err(e),
+            }
+            index += 1;
+        }
+        Ok(instances)
+    }
+}
+
+/// An instance: its values as text, or `None` when it is not an object.
+struct InstanceSeed {
+    level: usize,
+}
+
+impl<'de> DeserializeSeed<'de> for InstanceSeed {
+    type Value = Option<RawInstance<'de>>;
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for InstanceSeed {
+    type Value = Option<RawInstance<'de>>;
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_unit<E>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
+        Validate { level: self.level }.visit_seq(seq)?;
+        Ok(None)
+    }
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+        read_instance(map, self.level).map(Some)
+    }
+}
+
+/// Reads an instance object inside `level` arrays and objects.
+fn read_instance<'de, A: MapAccess<'de>>(
+    mut map: A,
+    level: usize,
+) -> Result<RawInstance<'de>, A::Error> {
+    let level = json::enter(level)?;
+    let mut raw = RawInstance::new();
+    while let Some(key) = map.next_key::<String>()? {
+        if let Some(before) = raw.insert(key, map.next_value()?) {
+            json::parse_text(before.get(), Validate { level }).map_err(de::Error::custom)?;
+        }
+    }
+    Ok(raw)
+}
+
+fn decode_raw_instance(raw: &RawInstance<'_>, level: usize) -> Result<NamedTensors, Fail> {
+    let mut tensors = NamedTensors::new();
+    for (key, value) in raw {
+        if key.is_empty() {
+            return Err(ParseError::EmptyKey.into());
+        }
+        tensors.insert(key.clone(), decode_raw_value(value.get(), level)?);
+    }
+    Ok(tensors)
+}
+
+/// Decodes one input value from its text, inside `level` arrays and
+/// objects: a scalar, a rectangular array or a b64 object.
+fn decode_raw_value(text: &str, level: usize) -> Result<Tensor, Fail> {
+    match text.as_bytes().first() {
+        Some(b'[') => decode_raw_array(text, level),
+        Some(b'n') => Err(ParseError::Null.into()),
+        _ => match json::parse_text(text, LeafSeed { level }).map_err(json_fail)? {
+            Leaf::Object(fields) => decode_raw_object(&fields, level + 1),
+            Leaf::Str(s) => Ok(string_tensor(vec![], Bytes::copy_from_slice(s.as_bytes()))),
+            Leaf::Scalar(scalar) => {
+                let dtype = leaf_kind(scalar).ok_or(ParseError::LeafKind)?;
+                let mut raw = Vec::with_capacity(4);
+                push_scalar_leaf(dtype, scalar, &mut raw)?;
+                Ok(numeric(dtype, vec![], raw))
+            }
+            Leaf::Null | Leaf::Array => Err(ParseError::LeafKind.into()),
+        },
+    }
+}
+
+/// The tensor type of a JSON scalar: int -> INT32, float -> FP32, bool.
+fn leaf_kind(scalar: Scalar) -> Option<DataType> {
+    match scalar {
+        Scalar::Bool(_) => Some(DataType::Bool),
+        Scalar::F64(_) => Some(DataType::Fp32),
+        Scalar::U64(_) | Scalar::I64(_) => Some(DataType::Int32),
+        Scalar::Other => None,
+    }
+}
+
+fn push_scalar_leaf(dtype: DataType, v: Scalar, out: &mut Vec<u8>) -> Result<(), ParseError> {
+    json::push_scalar(dtype, v, out).map_err(|e| match (e, dtype) {
+        (NumberError::Range(text), DataType::Int32) => ParseError::IntRange(text),
+        (NumberError::Range(text), _) => ParseError::FloatRange(text),
+        (NumberError::Kind, _) => ParseError::ElementsNotEqual,
+    })
+}
+
+/// A value read as one leaf: arrays are only checked.
+enum Leaf<'a> {
+    Scalar(Scalar),
+    Str(Cow<'a, str>),
+    Null,
+    Array,
+    Object(Fields<'a>),
+}
+
+struct LeafSeed {
+    level: usize,
+}
+
+impl<'de> DeserializeSeed<'de> for LeafSeed {
+    type Value = Leaf<'de>;
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Leaf<'de>, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for LeafSeed {
+    type Value = Leaf<'de>;
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_bool<E>(self, b: bool) -> Result<Leaf<'de>, E> {
+        Ok(Leaf::Scalar(Scalar::Bool(b)))
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<Leaf<'de>, E> {
+        Ok(Leaf::Scalar(Scalar::I64(v)))
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<Leaf<'de>, E> {
+        Ok(Leaf::Scalar(Scalar::U64(v)))
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<Leaf<'de>, E> {
+        Ok(Leaf::Scalar(Scalar::F64(v)))
+    }
+    fn visit_borrowed_str<E>(self, s: &'de str) -> Result<Leaf<'de>, E> {
+        Ok(Leaf::Str(s.into()))
+    }
+    fn visit_str<E>(self, s: &str) -> Result<Leaf<'de>, E> {
+        Ok(Leaf::Str(s.to_owned().into()))
+    }
+    fn visit_unit<E>(self) -> Result<Leaf<'de>, E> {
+        Ok(Leaf::Null)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Leaf<'de>, A::Error> {
+        Validate { level: self.level }.visit_seq(seq)?;
+        Ok(Leaf::Array)
+    }
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Leaf<'de>, A::Error> {
+        Ok(Leaf::Object(
+            FieldsSeed { level: self.level }.visit_map(map)?,
+        ))
+    }
+}
+
+/// The fields of an object as found, by key: at most four distinct keys
+/// are kept (a fourth means too many), the last of repeated keys counts and
+/// the text it replaces is checked.
+struct Fields<'a> {
+    entries: BTreeMap<String, Field<'a>>,
+}
+
+enum Field<'a> {
+    B64(&'a RawValue),
+    Type(Text<'a>),
+    Shape(&'a RawValue),
+    Other,
+}
+
+struct FieldsSeed {
+    level: usize,
+}
+
+impl<'de> FieldsSeed {
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Fields<'de>, A::Error> {
+        let level = json::enter(self.level)?;
+        let mut entries = BTreeMap::new();
+        while let Some(key) = map.next_key::<String>()? {
+            if entries.len() > 3 && !entries.contains_key(&key) {
+                map.next_value_seed(Validate { level })?;
+                continue;
+            }
+            let field = match key.as_str() {
+                "b64" => Field::B64(map.next_value()?),
+                "type" => Field::Type(map.next_value_seed(TextSeed { level })?),
+                "shape" => Field::Shape(map.next_value()?),
+                _ => {
+                    map.next_value_seed(Validate { level })?;
+                    Field::Other
+                }
+            };
+            if let Some(Field::B64(before) | Field::Shape(before)) = entries.insert(key, field) {
+                json::parse_text(before.get(), Validate { level }).map_err(de::Error::custom)?;
+            }
+        }
+        Ok(Fields { entries })
+    }
+}
+
+/// A validated b64 object: its type and shape, and the base64 value's text.
+struct RawB64Object<'a> {
+    dtype: DataType,
+    shape: Vec<i64>,
+    b64: &'a RawValue,
+}
+
+/// MindSpore's `CheckObj` over the fields of an object whose values are
+/// inside `level` arrays and objects: keys in sorted order, each checked as
+/// it comes.
+fn check_fields<'a>(fields: &Fields<'a>, level: usize) -> Result<RawB64Object<'a>, Fail> {
+    if fields.entries.is_empty() {
+        return Err(ParseError::EmptyObject.into());
+    }
+    if fields.entries.len() > 3 {
+        return Err(ParseError::ObjectTooManyKeys.into());
+    }
+    let mut b64 = None;
+    let mut dtype = DataType::Bytes;
+    let mut shape = Vec::new();
+    for (key, field) in &fields.entries {
+        match field {
+            Field::B64(raw) => b64 = Some(*raw),
+            Field::Type(Text::Str(name)) => {
+                dtype = DataType::from_mindspore_rest_name(name)
+                    .ok_or_else(|| ParseError::TypeIllegal(name.to_string()))?;
+            }
+            Field::Type(Text::Other) => return Err(ParseError::TypeNotString.into()),
+            Field::Shape(raw) => shape = check_raw_shape(raw.get(), level)?,
+            Field::Other => return Err(ParseError::ObjectUnknownKey(key.clone()).into()),
+        }
+    }
+    let b64 = b64.ok_or(ParseError::ObjectB64Count)?;
+    Ok(RawB64Object { dtype, shape, b64 })
+}
+
+/// The checks of [`check_shape`] on a shape's text.
+fn check_raw_shape(text: &str, level: usize) -> Result<Vec<i64>, Fail> {
+    if !text.starts_with('[') {
+        return Err(ParseError::ShapeNotArray.into());
+    }
+    let rendered = || -> Result<String, Fail> {
+        json::parse_text(
+            text,
+            Render {
+                cap: usize::MAX,
+                level,
+            },
+        )
+        .map_err(json_fail)
+    };
+    let (shape, fault) = json::parse_text(text, ShapeSeed { level }).map_err(json_fail)?;
+    match fault {
+        Some(ShapeFault::AfterZero) => return Err(ParseError::ShapeInvalid(rendered()?).into()),
+        Some(ShapeFault::NotUnsigned) => return Err(ParseError::ShapeNotUnsigned.into()),
+        Some(ShapeFault::TooLarge) => return Err(ParseError::ShapeTooLarge(rendered()?).into()),
+        None => {}
+    }
+    if element_count(&shape)
+        .and_then(|n| n.checked_mul(8))
+        .is_none()
+    {
+        return Err(ParseError::ShapeTooLarge(rendered()?).into());
+    }
+    Ok(shape)
+}
+
+/// The first fault of a b64 object's shape, in [`check_shape`]'s order.
+enum ShapeFault {
+    AfterZero,
+    NotUnsigned,
+    TooLarge,
+}
+
+struct ShapeSeed {
+    level: usize,
+}
+
+impl<'de> DeserializeSeed<'de> for ShapeSeed {
+    type Value = (Vec<i64>, Option<ShapeFault>);
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_seq(self)
+    }
+}
+
+impl<'de> Visitor<'de> for ShapeSeed {
+    type Value = (Vec<i64>, Option<ShapeFault>);
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("an array")
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let level = json::enter(self.level)?;
+        let mut shape = Vec::new();
+        let mut fault = None;
+        while fault.is_none() {
+            let Some(dim) = seq.next_element_seed(UnsignedSeed { level })? else {
+                break;
+            };
+            fault = if shape.last() == Some(&0) {
+                Some(ShapeFault::AfterZero)
+            } else {
+                match dim.map(i64::try_from) {
+                    None => Some(ShapeFault::NotUnsigned),
+                    Some(Err(_)) => Some(ShapeFault::TooLarge),
+                    Some(Ok(d)) => {
+                        shape.push(d);
+                        None
+                    }
+                }
+            };
+        }
+        while seq.next_element_seed(Validate { level })?.is_some() {}
+        shape.shrink_to_fit();
+        Ok((shape, fault))
+    }
+}
+
+/// A JSON unsigned integer, else `None`.
+struct UnsignedSeed {
+    level: usize,
+}
+
+impl<'de> DeserializeSeed<'de> for UnsignedSeed {
+    type Value = Option<u64>;
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Option<u64>, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for UnsignedSeed {
+    type Value = Option<u64>;
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<Option<u64>, E> {
+        Ok(Some(v))
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<Option<u64>, E> {
+        Ok(None)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Option<u64>, E> {
+        Ok(None)
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<Option<u64>, E> {
+        Ok(None)
+    }
+    fn visit_str<E>(self, _: &str) -> Result<Option<u64>, E> {
+        Ok(None)
+    }
+    fn visit_unit<E>(self) -> Result<Option<u64>, E> {
+        Ok(None)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Option<u64>, A::Error> {
+        Validate { level: self.level }.visit_seq(seq)?;
+        Ok(None)
+    }
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Option<u64>, A::Error> {
+        Validate { level: self.level }.visit_map(map)?;
+        Ok(None)
+    }
+}
+
+/// The bytes of a `b64` value given as text.
+fn decode_raw_b64(raw: &RawValue, level: usize) -> Result<Vec<u8>, Fail> {
+    if !raw.get().starts_with('"') {
+        return Err(ParseError::B64NotString.into());
+    }
+    match json::parse_text(raw.get(), TextSeed { level }).map_err(json_fail)? {
+        Text::Str(text) => B64
+            .decode(text.as_bytes())
+            .map_err(|_| ParseError::B64Illegal(text.into_owned()).into()),
+        Text::Other => Err(ParseError::B64NotString.into()),
+    }
+}
+
+/// [`decode_object`] over an object's fields (values inside `level`).
+fn decode_raw_object(fields: &Fields<'_>, level: usize) -> Result<Tensor, Fail> {
+    let obj = check_fields(fields, level)?;
+    let count = element_count(&obj.shape).unwrap_or(usize::MAX);
+    match obj.dtype.item_size() {
+        None => {
+            if count != 1 {
+                return Err(ParseError::ObjectStringNotScalar.into());
+            }
+            let data = decode_raw_b64(obj.b64, level)?;
+            Ok(string_like(obj.dtype, obj.shape, Bytes::from(data)))
+        }
+        Some(item) => {
+            let data = decode_raw_b64(obj.b64, level)?;
+            if Some(data.len()) != count.checked_mul(item) {
+                return Err(ParseError::B64Size {
+                    decoded: data.len(),
+                    type_name: obj.dtype.mindspore_rest_name(),
+                    type_size: item,
+                    elements: count,
+                }
+                .into());
+            }
+            b64_numeric(obj.dtype, obj.shape, data)
+        }
+    }
+}
+
+/// [`decode_array`] over an array's text (inside `level` arrays and
+/// objects), in the same order of checks: the shape and the first leaf
+/// (read from the text before anything is parsed), the type, then one
+/// parse that walks the array against the shape and writes the leaves
+/// into a buffer sized from the shape (when the text can hold that many
+/// leaves: two bytes each with their commas).
+fn decode_raw_array(text: &str, level: usize) -> Result<Tensor, Fail> {
+    let (shape, at) = json::first_path(text.as_bytes());
+    if shape.is_empty() {
+        return Err(ParseError::ArrayShapeEmpty.into());
+    }
+    let leaf_level = level + shape.len();
+    let first =
+        json::parse_first(&text[at..], LeafSeed { level: leaf_level }).map_err(json_fail)?;
+    let (dtype, objects) = match &first {
+        Leaf::Object(fields) => (check_fields(fields, leaf_level + 1)?.dtype, true),
+        Leaf::Array | Leaf::Null => return Err(ParseError::ArrayTypeUnknown.into()),
+        Leaf::Str(_) => (DataType::String, false),
+        Leaf::Scalar(scalar) => (
+            leaf_kind(*scalar).ok_or(ParseError::ArrayTypeUnknown)?,
+            false,
+        ),
+    };
+    // The product may exceed what the body holds (a ragged array); it is only
+    // compared, never allocated.
+    let count = element_count(&shape).unwrap_or(usize::MAX);
+    if dtype.is_variable() && count != 1 {
+        return Err(ParseError::ArrayStringCount.into());
+    }
+    if objects && !dtype.is_variable() {
+        return Err(ParseError::ArrayObjectType.into());
+    }
+    let values = !dtype.is_variable();
+    let store = values && count <= text.len().div_ceil(2);
+    let (fault, mut raw, value_fault) = walk(text, &shape, dtype, values, store, level)?;
+    if let Some(fault) = fault {
+        return Err(fault.into());
+    }
+    if !values {
+        // Exactly one leaf, checked above and by the walk.
+        let element = match first {
+            Leaf::Str(s) if !objects => Bytes::copy_from_slice(s.as_bytes()),
+            Leaf::Object(fields) => {
+                let obj = check_fields(&fields, leaf_level + 1)?;
+                Bytes::from(decode_raw_b64(obj.b64, leaf_level + 1)?)
+            }
+            _ => return Err(ParseError::LeafKind.into()),
+        };
+        return Ok(string_like(dtype, shape, element));
+    }
+    if let Some(fault) = value_fault {
+        return Err(fault.into());
+    }
+    if !store {
+        // Not reached: a rectangular array of `count` leaves takes at least
+        // `2 * count - 1` bytes. Walk again, keeping the leaves.
+        raw = walk(text, &shape, dtype, values, true, level)?.1;
+    }
+    Ok(numeric(dtype, shape, raw))
+}
+
+/// Walks a nested array's text against `shape`: the walk's fault, the
+/// leaves (when `store`) and the first leaf that is not an element.
+fn walk(
+    text: &str,
+    shape: &[i64],
+    dtype: DataType,
+    values: bool,
+    store: bool,
+    level: usize,
+) -> Result<(Option<ParseError>, Vec<u8>, Option<ParseError>), Fail> {
+    let count = element_count(shape).unwrap_or(usize::MAX);
+    let mut state = WalkState {
+        shape,
+        dtype,
+        values,
+        count,
+        store,
+        raw: Vec::new(),
+        leaves: 0,
+        value_fault: None,
+        failed: false,
+    };
+    if store {
+        state
+            .raw
+            .reserve_exact(count * dtype.item_size().unwrap_or(1));
+    }
+    let fault = json::parse_text(
+        text,
+        Walk {
+            state: &mut state,
+            depth: 0,
+            level,
+        },
+    )
+    .map_err(json_fail)?;
+    Ok((fault, state.raw, state.value_fault))
+}
+
+/// What a walk over a nested array keeps: [`collect_leaves`]'s checks,
+/// then [`decode_array`]'s checks of each leaf, with the leaves written to
+/// `raw`.
+struct WalkState<'s> {
+    shape: &'s [i64],
+    dtype: DataType,
+    /// Whether leaves are checked and kept (numeric types).
+    values: bool,
+    count: usize,
+    store: bool,
+    raw: Vec<u8>,
+    leaves: usize,
+    /// The first leaf that is not an element of the type.
+    value_fault: Option<ParseError>,
+    /// Whether the walk found a fault (leaves no longer matter).
+    failed: bool,
+}
+
+impl WalkState<'_> {
+    /// The index of the next leaf, if its value is still checked.
+    #[inline]
+    fn next(&mut self) -> Option<usize> {
+        let i = self.leaves;
+        self.leaves += 1;
+        (self.values && !self.failed && self.value_fault.is_none() && i < self.count).then_some(i)
+    }
+
+    #[inline]
+    fn scalar(&mut self, value: Scalar) {
+        if self.next().is_none() {
+            return;
+        }
+        if leaf_kind(value) != Some(self.dtype) {
+            self.value_fault = Some(ParseError::ElementsNotEqual);
+            return;
+        }
+        match push_scalar_leaf(self.dtype, value, &mut self.raw) {
+            Ok(()) => {
+                if !self.store {
+                    self.raw.clear();
+                }
+            }
+            Err(e) => self.value_fault = Some(e),
+        }
+    }
+
+    fn not_scalar(&mut self, fault: ParseError) {
+        if self.next().is_some() {
+            self.value_fault = Some(fault);
+        }
+    }
+}
+
+/// A node of a nested array at `depth` (an array is expected): its fault in
+/// [`collect_leaves`]'s order, the node's own before its children's.
+struct Walk<'a, 's> {
+    state: &'a mut WalkState<'s>,
+    depth: usize,
+    level: usize,
+}
+
+impl<'de> DeserializeSeed<'de> for Walk<'_, '_> {
+    type Value = Option<ParseError>;
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl Walk<'_, '_> {
+    fn not_array(self) -> Option<ParseError> {
+        self.state.failed = true;
+        Some(ParseError::NotArray)
+    }
+}
+
+impl<'de> Visitor<'de> for Walk<'_, '_> {
+    type Value = Option<ParseError>;
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+        Ok(self.not_array())
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+        Ok(self.not_array())
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+        Ok(self.not_array())
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+        Ok(self.not_array())
+    }
+    fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
+        Ok(self.not_array())
+    }
+    fn visit_unit<E>(self) -> Result<Self::Value, E> {
+        Ok(self.not_array())
+    }
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+        Validate { level: self.level }.visit_map(map)?;
+        Ok(self.not_array())
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let level = json::enter(self.level)?;
+        let last = self.depth + 1 == self.state.shape.len();
+        let mut first_fault = None;
+        let mut len = 0usize;
+        loop {
+            let item = if self.state.failed {
+                seq.next_element_seed(Validate { level })?.map(|()| None)
+            } else if last {
+                seq.next_element_seed(LeafItem {
+                    state: &mut *self.state,
+                    level,
+                })?
+            } else {
+                seq.next_element_seed(Walk {
+                    state: &mut *self.state,
+                    depth: self.depth + 1,
+                    level,
+                })?
+            };
+            let Some(fault) = item else { break };
+            len += 1;
+            if first_fault.is_none() && fault.is_some() {
+                first_fault = fault;
+                self.state.failed = true;
+            }
+        }
+        let expected = self.state.shape[self.depth];
+        if len as i64 != expected {
+            self.state.failed = true;
+            return Ok(Some(ParseError::Ragged {
+                size: len,
+                dim: self.depth,
+                expected,
+            }));
+        }
+        Ok(first_fault)
+    }
+}
+
+/// An element of an array at the last depth: a leaf (checked and kept), or
+/// an array or `null` (a fault of the walk).
+struct LeafItem<'a, 's> {
+    state: &'a mut WalkState<'s>,
+    level: usize,
+}
+
+impl<'de> DeserializeSeed<'de> for LeafItem<'_, '_> {
+    type Value = Option<ParseError>;
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for LeafItem<'_, '_> {
+    type Value = Option<ParseError>;
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_bool<E>(self, b: bool) -> Result<Self::Value, E> {
+        self.state.scalar(Scalar::Bool(b));
+        Ok(None)
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<Self::Value, E> {
+        self.state.scalar(Scalar::I64(v));
+        Ok(None)
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<Self::Value, E> {
+        self.state.scalar(Scalar::U64(v));
+        Ok(None)
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<Self::Value, E> {
+        self.state.scalar(Scalar::F64(v));
+        Ok(None)
+    }
+    fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
+        self.state.not_scalar(ParseError::ElementsNotEqual);
+        Ok(None)
+    }
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+        Validate { level: self.level }.visit_map(map)?;
+        self.state.not_scalar(ParseError::LeafKind);
+        Ok(None)
+    }
+    fn visit_unit<E>(self) -> Result<Self::Value, E> {
+        Ok(Some(ParseError::LeafKind))
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
+        Validate { level: self.level }.visit_seq(seq)?;
+        Ok(Some(ParseError::LeafKind))
+    }
 }
 
 /// Decodes the instances of an already parsed request body.
@@ -281,6 +1184,17 @@ fn push_leaf(dtype: DataType, v: &Value, out: &mut Vec<u8>) -> Result<(), ParseE
         (NumberError::Range(text), _) => ParseError::FloatRange(text),
         (NumberError::Kind, _) => ParseError::ElementsNotEqual,
     })
+}
+
+/// The tensor of a b64 object's bytes (of the right size), refusing BOOL
+/// bytes other than 0 and 1.
+fn b64_numeric<E: From<ParseError>>(
+    dtype: DataType,
+    shape: Vec<i64>,
+    data: Vec<u8>,
+) -> Result<Tensor, E> {
+    Tensor::from_raw(dtype, shape, Bytes::from(data))
+        .map_err(|e| ParseError::InvalidBool(e.to_string()).into())
 }
 
 fn numeric(dtype: DataType, shape: Vec<i64>, raw: Vec<u8>) -> Tensor {
@@ -381,7 +1295,7 @@ fn decode_object(map: &Map<String, Value>) -> Result<Tensor, ParseError> {
                     elements: count,
                 });
             }
-            Ok(numeric(obj.dtype, obj.shape, data))
+            b64_numeric(obj.dtype, obj.shape, data)
         }
     }
 }
@@ -784,4 +1698,222 @@ fn typed(dtype: DataType, shape: Vec<i64>, leaves: &[&Value]) -> Result<Tensor, 
         json::push_element(dtype, v, &mut raw).map_err(|_| format!("value {v} is not {dtype}"))?;
     }
     Tensor::from_raw(dtype, shape, Bytes::from(raw)).map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::json::text_gen::{deep, faulty, key, nested, object, scalar, string, value};
+    use proptest::prelude::*;
+
+    /// The decoder as it was: the body parsed into a `Value`, then
+    /// [`decode_instances`].
+    fn reference(body: &[u8], max_bytes: usize) -> Result<Vec<NamedTensors>, RestError> {
+        check_body(body, max_bytes)?;
+        let json: Value =
+            serde_json::from_slice(body).map_err(|e| RestError::IllegalJson(e.to_string()))?;
+        Ok(decode_instances(&json)?)
+    }
+
+    fn same(body: &str) {
+        let new = decode_request(body.as_bytes(), usize::MAX);
+        let old = reference(body.as_bytes(), usize::MAX);
+        assert_eq!(format!("{new:?}"), format!("{old:?}"), "body {body}");
+    }
+
+    fn quoted(s: &str) -> String {
+        format!("\"{s}\"")
+    }
+
+    const TYPES: &[&str] = &[
+        "bool", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64", "fp16",
+        "float16", "fp32", "float32", "fp64", "float64", "str", "bytes",
+    ];
+
+    fn b64_object() -> impl Strategy<Value = String> {
+        let b64 = prop_oneof![
+            6 => prop::collection::vec(any::<u8>(), 0..9).prop_map(|b| quoted(&B64.encode(b))),
+            1 => string(),
+            1 => value(),
+        ];
+        let ty = prop_oneof![
+            8 => prop::sample::select(TYPES).prop_map(quoted),
+            1 => Just(quoted("INt")),
+            1 => value(),
+        ];
+        let shape = prop_oneof![
+            6 => prop::collection::vec(0u8..3, 0..3).prop_map(|d| {
+                let d: Vec<String> = d.iter().map(u8::to_string).collect();
+                format!("[{}]", d.join(","))
+            }),
+            1 => prop_oneof![
+                Just("[1,0,2]"), Just("[0,\"x\",{\"b\":1,\"a\":[1E15]}]"), Just("[-1]"), Just("[1.5]"),
+                Just("[18446744073709551615]"), Just("[4294967296,4294967296]"), Just("3"),
+            ]
+            .prop_map(String::from),
+            1 => value(),
+        ];
+        let field = prop_oneof![
+            4 => (Just(quoted("b64")), b64.boxed()),
+            3 => (Just(quoted("type")), ty.boxed()),
+            3 => (Just(quoted("shape")), shape.boxed()),
+            1 => (key(), value().boxed()),
+        ];
+        prop::collection::vec(field, 0..5).prop_map(|f| object(&f))
+    }
+
+    fn leaf() -> BoxedStrategy<String> {
+        prop_oneof![
+            10 => scalar(),
+            2 => b64_object(),
+            1 => value(),
+        ]
+        .boxed()
+    }
+
+    /// A rectangular array of one kind of leaf.
+    fn rectangular() -> impl Strategy<Value = String> {
+        (0..3, prop::collection::vec(1usize..4, 1..4))
+            .prop_flat_map(|(kind, shape)| {
+                let n: usize = shape.iter().product();
+                let leaf = match kind {
+                    0 => (-5i64..300).prop_map(|v| v.to_string()).boxed(),
+                    1 => (-1e3f64..1e3).prop_map(|v| format!("{v:?}")).boxed(),
+                    _ => prop_oneof![Just("true"), Just("false")]
+                        .prop_map(String::from)
+                        .boxed(),
+                };
+                (Just(shape), prop::collection::vec(leaf, n))
+            })
+            .prop_map(|(shape, leaves)| {
+                fn nest(shape: &[usize], leaves: &mut std::slice::Iter<'_, String>) -> String {
+                    match shape.split_first() {
+                        None => leaves.next().cloned().unwrap_or_default(),
+                        Some((&d, rest)) => {
+                            let items: Vec<String> = (0..d).map(|_| nest(rest, leaves)).collect();
+                            format!("[{}]", items.join(","))
+                        }
+                    }
+                }
+                nest(&shape, &mut leaves.iter())
+            })
+    }
+
+    fn tensor() -> impl Strategy<Value = String> {
+        prop_oneof![
+            4 => rectangular().boxed(),
+            4 => nested(leaf()).boxed(),
+            2 => b64_object().boxed(),
+            1 => value().boxed(),
+        ]
+    }
+
+    fn instance() -> impl Strategy<Value = String> {
+        let name = prop_oneof![6 => Just(quoted("x")), 6 => Just(quoted("y")), 1 => key()];
+        prop::collection::vec((name, tensor()), 1..4).prop_map(|f| object(&f))
+    }
+
+    fn body() -> impl Strategy<Value = String> {
+        let instances = prop_oneof![
+            6 => prop::collection::vec(prop_oneof![12 => instance().boxed(), 1 => value().boxed()], 1..4)
+                .prop_map(|i| format!("[{}]", i.join(","))),
+            3 => instance().boxed(),
+            1 => value(),
+            1 => Just("[]".to_owned()),
+        ];
+        let junk = prop::collection::vec((key(), value()), 0..3);
+        let fields = (instances, junk, any::<u8>()).prop_map(|(instances, mut fields, at)| {
+            fields.insert(
+                at as usize % (fields.len() + 1),
+                (quoted("instances"), instances),
+            );
+            object(&fields)
+        });
+        prop_oneof![
+            12 => fields.boxed(),
+            1 => prop::collection::vec((key(), value()), 0..3).prop_map(|f| object(&f)).boxed(),
+            1 => value().boxed(),
+        ]
+        .prop_flat_map(faulty)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(4000))]
+
+        /// The streaming decoder decodes what the tree-based one did and
+        /// refuses what it refused, with the same error.
+        #[test]
+        fn decoder_agrees_with_the_tree_based_one(body in body()) {
+            same(&body);
+            // Spaced out (strings change too; both decoders read the same).
+            same(&body.replace(',', " ,\n").replace('[', "[ ").replace(']', "\t]"));
+        }
+    }
+
+    #[test]
+    fn decoder_agrees_on_nesting_around_the_parser_limit() {
+        for depth in 118..=130 {
+            for body in [
+                format!(r#"{{"instances":{{"x":{}}}}}"#, deep("1", depth)),
+                format!(r#"{{"instances":[{{"x":{}}}]}}"#, deep("1", depth)),
+                format!(r#"{{"instances":[{{"x":[[1],{}]}}]}}"#, deep("1", depth)),
+                format!(r#"{{"instances":[{{"x":[1,{}]}}]}}"#, deep("1", depth)),
+                format!(
+                    r#"{{"instances":[{{"x":{{"b64":"AA==","shape":{}}}}}]}}"#,
+                    deep("1", depth)
+                ),
+                format!(
+                    r#"{{"instances":[{{"x":{}}}]}}"#,
+                    deep("{\"b64\":\"AA==\"}", depth)
+                ),
+                format!(r#"{{"instances":[{{"":1,"x":{}}}]}}"#, deep("1", depth)),
+                format!(
+                    r#"{{"instances":[{{"x":{}}}],"instances":[{{"x":1}}]}}"#,
+                    deep("1", depth)
+                ),
+                format!(r#"{{"instances":[{{"x":{},"x":1}}]}}"#, deep("1", depth)),
+            ] {
+                same(&body);
+            }
+        }
+    }
+
+    #[test]
+    fn decoder_agrees_on_odd_values() {
+        for value in [
+            r#""\ud800""#,
+            "1e400",
+            "[1e400]",
+            "[[1],[1e400]]",
+            r#"{"b64":"\ud800"}"#,
+            r#"{"b64":"AA==","shape":[0,1e400]}"#,
+            r#"{"b64":"AA==","b64":1e400}"#,
+            r#"{"b64":"AA==","type":"int8","shape":[1,0,{"z":1E15,"a":"\u0000"}]}"#,
+            r#"[[1,2],[3,"\ud800"]]"#,
+            r#"[[1,2],[3]]"#,
+            r#"[{"b64":"AA=="},[{"b64":"AA=="}]]"#,
+            r#"[[[{"b64":"AA==","type":"str"}]]]"#,
+            "[[[[]]]]",
+            "[[1],[[2]]]",
+            "[[1],2]",
+            r#"[true,{"b64":"AA=="},null,[1]]"#,
+            "[2147483648]",
+            "[1.5,3.5e38]",
+        ] {
+            same(&format!(r#"{{"instances":{{"x":{value}}}}}"#));
+            same(&format!(
+                r#"{{"instances":[{{"x":{value}}},{{"x":1}}],"instances":[{{"y":2}}]}}"#
+            ));
+            same(&format!(r#"{{"instances":[{{"":1,"x":{value}}}]}}"#));
+        }
+        for body in [
+            &b"{\"instances\":{\"x\":\"\xff\"}}"[..],
+            b"{\"instances\":{\"x\":[\"\xff\"]}}",
+            b"{\"instances\":{\"x\":{\"b64\":\"\xff\"}}}",
+        ] {
+            let new = decode_request(body, usize::MAX);
+            let old = reference(body, usize::MAX);
+            assert_eq!(format!("{new:?}"), format!("{old:?}"));
+        }
+    }
 }
