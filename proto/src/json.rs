@@ -225,9 +225,76 @@ fn shortest_half(v: f32, same: impl Fn(f64) -> bool) -> f64 {
     f64::from(v)
 }
 
-/// Nests flat row-major `values` into arrays of `shape`. A scalar shape `[]`
+/// Appends the compact JSON text of `value`, as `Value::to_string` writes
+/// it (writing to a vector cannot fail).
+pub(crate) fn write_value<T: serde::Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) {
+    let _ = serde_json::to_writer(&mut *out, value);
+}
+
+/// Appends leaves nested in arrays of `shape`, row-major, as [`nest`] does:
+/// `leaf(out, i)` writes leaf `i` and returns false past the last one (then
+/// `null` is written); a scalar shape writes the one leaf.
+pub(crate) fn write_nested(
+    out: &mut Vec<u8>,
+    shape: &[i64],
+    next: &mut usize,
+    leaf: &mut dyn FnMut(&mut Vec<u8>, usize) -> bool,
+) {
+    match shape.split_first() {
+        None => {
+            let i = *next;
+            *next += 1;
+            if !leaf(out, i) {
+                out.extend_from_slice(b"null");
+            }
+        }
+        Some((&d, rest)) => {
+            out.push(b'[');
+            for k in 0..usize::try_from(d).unwrap_or(0) {
+                if k > 0 {
+                    out.push(b',');
+                }
+                write_nested(out, rest, next, leaf);
+            }
+            out.push(b']');
+        }
+    }
+}
+
+/// Appends the JSON text of numeric element `i` of `raw` (see
+/// [`element_value`]); false when there is no such element.
+pub(crate) fn write_element(out: &mut Vec<u8>, dtype: DataType, raw: &[u8], i: usize) -> bool {
+    let item = dtype.item_size().unwrap_or(1);
+    match raw.get(i * item..(i + 1) * item) {
+        Some(b) => {
+            write_value(out, &element_value(dtype, b));
+            true
+        }
+        None => false,
+    }
+}
+
+/// At most how many bytes one element of `dtype` takes as JSON text, with
+/// its comma (numeric types; the capacity a writer reserves).
+pub(crate) fn element_text_bound(dtype: DataType) -> usize {
+    match dtype {
+        DataType::Bool => 6,
+        DataType::Int8 | DataType::Uint8 => 5,
+        DataType::Int16 | DataType::Uint16 => 7,
+        DataType::Int32 | DataType::Uint32 => 12,
+        DataType::Int64 | DataType::Uint64 => 21,
+        DataType::Fp16 | DataType::Bf16 => 12,
+        DataType::Fp32 => 17,
+        DataType::Fp64 => 26,
+        DataType::String | DataType::Bytes => 3,
+    }
+}
+
+/// Nests flat row-major `values` into arrays of `shape` (the tree-based
+/// encoders, kept for the tests). A scalar shape `[]`
 /// gives the single value itself. The caller guarantees that the number of
 /// values equals the element count of `shape`.
+#[cfg(test)]
 pub(crate) fn nest(shape: &[i64], values: &mut impl Iterator<Item = Value>) -> Value {
     match shape.split_first() {
         None => values.next().unwrap_or(Value::Null),

@@ -1429,55 +1429,103 @@ pub fn encode_error(text: &str) -> String {
 
 /// Encodes the reply body of an outcome (spec §3.6): a whole-request failure
 /// as `{"error_msg": ...}`, otherwise `{"instances": [...]}` with a
-/// `{"error_msg": ...}` object in place of each failed instance.
+/// `{"error_msg": ...}` object in place of each failed instance. The JSON
+/// is written straight into one buffer (keys in sorted order), no `Value`
+/// tree.
 pub fn encode_response(outcome: &Outcome) -> Result<String, ResponseError> {
     let results = match outcome {
         Outcome::Failed(e) => return Ok(encode_error(&e.message)),
         Outcome::Instances(results) => results,
     };
-    let mut instances = Vec::with_capacity(results.len());
-    for result in results {
+    let capacity: usize = results
+        .iter()
+        .flatten()
+        .flat_map(|tensors| tensors.iter())
+        .map(|(name, t)| name.len() + value_capacity(t))
+        .sum();
+    let mut out = Vec::with_capacity(capacity + 64);
+    out.extend_from_slice(b"{\"instances\":[");
+    for (i, result) in results.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
         match result {
             Err(e) => {
-                instances.push(serde_json::json!({ "error_msg": crate::text::bounded(&e.message) }))
+                out.extend_from_slice(b"{\"error_msg\":");
+                json::write_value(&mut out, &crate::text::bounded(&e.message));
+                out.push(b'}');
             }
             Ok(tensors) if tensors.is_empty() => return Err(ResponseError::EmptyInstance),
             Ok(tensors) => {
-                let mut obj = Map::new();
-                for (name, t) in tensors {
-                    obj.insert(name.clone(), output_value(t)?);
+                out.push(b'{');
+                for (k, (name, t)) in tensors.iter().enumerate() {
+                    if k > 0 {
+                        out.push(b',');
+                    }
+                    json::write_value(&mut out, name);
+                    out.push(b':');
+                    write_output(&mut out, t)?;
                 }
-                instances.push(Value::Object(obj));
+                out.push(b'}');
             }
         }
     }
-    Ok(serde_json::json!({ "instances": instances }).to_string())
+    out.extend_from_slice(b"]}");
+    Ok(into_string(out))
 }
 
-fn b64_value(bytes: &[u8]) -> Value {
-    serde_json::json!({ "b64": B64.encode(bytes) })
+/// The text written by the JSON writers (always UTF-8).
+fn into_string(out: Vec<u8>) -> String {
+    String::from_utf8(out).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
 }
 
-fn output_value(t: &Tensor) -> Result<Value, ResponseError> {
+/// A capacity for the JSON of a tensor's value.
+fn value_capacity(t: &Tensor) -> usize {
+    let data = match t.data() {
+        TensorData::Raw(raw) => {
+            (raw.len() / 3 + 1) * 4 + t.element_count() * json::element_text_bound(t.dtype())
+        }
+        TensorData::Elements(e) => e.iter().map(|e| e.len() / 3 * 4 + 16).sum(),
+    };
+    64 + 24 * t.shape().len() + data
+}
+
+/// Appends a `{"b64": ...}` object.
+fn write_b64(out: &mut Vec<u8>, bytes: &[u8]) {
+    out.extend_from_slice(b"{\"b64\":");
+    json::write_value(out, &B64.encode(bytes));
+    out.push(b'}');
+}
+
+/// Appends an output tensor as MindSpore writes it.
+fn write_output(out: &mut Vec<u8>, t: &Tensor) -> Result<(), ResponseError> {
+    let mut next = 0;
     match t.data() {
         TensorData::Elements(elements) => {
             if t.shape().len() > 1 {
                 return Err(ResponseError::StringShape(t.shape().len()));
             }
-            let mut values = elements.iter().map(|e| match t.dtype() {
-                DataType::String => Value::String(String::from_utf8_lossy(e).into_owned()),
-                _ => b64_value(e),
+            let string = t.dtype() == DataType::String;
+            json::write_nested(out, t.shape(), &mut next, &mut |out, i| {
+                let Some(e) = elements.get(i) else {
+                    return false;
+                };
+                if string {
+                    json::write_value(out, &String::from_utf8_lossy(e));
+                } else {
+                    write_b64(out, e);
+                }
+                true
             });
-            Ok(json::nest(t.shape(), &mut values))
         }
         TensorData::Raw(raw) => {
-            let item = t.dtype().item_size().unwrap_or(1);
-            let mut values = raw
-                .chunks_exact(item)
-                .map(|b| json::element_value(t.dtype(), b));
-            Ok(json::nest(t.shape(), &mut values))
+            let dtype = t.dtype();
+            json::write_nested(out, t.shape(), &mut next, &mut |out, i| {
+                json::write_element(out, dtype, raw, i)
+            });
         }
     }
+    Ok(())
 }
 
 /// A request the client cannot express in MindSpore REST JSON.
@@ -1506,20 +1554,46 @@ pub enum EncodeError {
 /// tensors and non-finite floats become b64 objects with explicit type and
 /// shape, so values arrive exactly. Strings become JSON strings.
 pub fn encode_request(instances: &[NamedTensors]) -> Result<String, EncodeError> {
-    let mut list = Vec::with_capacity(instances.len());
-    for instance in instances {
-        let mut obj = Map::new();
-        for (name, t) in instance {
-            obj.insert(name.clone(), request_value(name, t)?);
+    let capacity: usize = instances
+        .iter()
+        .flatten()
+        .map(|(name, t)| name.len() + value_capacity(t))
+        .sum();
+    let mut out = Vec::with_capacity(capacity + 64);
+    out.extend_from_slice(b"{\"instances\":[");
+    for (i, instance) in instances.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
         }
-        list.push(Value::Object(obj));
+        out.push(b'{');
+        for (k, (name, t)) in instance.iter().enumerate() {
+            if k > 0 {
+                out.push(b',');
+            }
+            json::write_value(&mut out, name);
+            out.push(b':');
+            write_request_value(&mut out, name, t)?;
+        }
+        out.push(b'}');
     }
-    Ok(serde_json::json!({ "instances": list }).to_string())
+    out.extend_from_slice(b"]}");
+    Ok(into_string(out))
 }
 
-fn request_value(name: &str, t: &Tensor) -> Result<Value, EncodeError> {
+/// Appends `{"b64": ..., "shape": [...], "type": ...}`.
+fn write_typed_b64(out: &mut Vec<u8>, bytes: &[u8], t: &Tensor) {
+    out.extend_from_slice(b"{\"b64\":");
+    json::write_value(out, &B64.encode(bytes));
+    out.extend_from_slice(b",\"shape\":");
+    json::write_value(out, t.shape());
+    out.extend_from_slice(b",\"type\":");
+    json::write_value(out, t.dtype().mindspore_rest_name());
+    out.push(b'}');
+}
+
+fn write_request_value(out: &mut Vec<u8>, name: &str, t: &Tensor) -> Result<(), EncodeError> {
     t.dtype().to_mindspore()?;
-    let shape_json = || Value::from(t.shape().to_vec());
+    let mut next = 0;
     match t.data() {
         TensorData::Elements(elements) => {
             let [element] = elements.as_slice() else {
@@ -1530,15 +1604,15 @@ fn request_value(name: &str, t: &Tensor) -> Result<Value, EncodeError> {
                 });
             };
             match std::str::from_utf8(element) {
-                Ok(text) if t.dtype() == DataType::String => Ok(json::nest(
-                    t.shape(),
-                    &mut std::iter::once(Value::from(text)),
-                )),
-                _ => Ok(serde_json::json!({
-                    "b64": B64.encode(element),
-                    "type": t.dtype().mindspore_rest_name(),
-                    "shape": shape_json(),
-                })),
+                Ok(text) if t.dtype() == DataType::String => {
+                    json::write_nested(out, t.shape(), &mut next, &mut |out, i| {
+                        if i == 0 {
+                            json::write_value(out, text);
+                        }
+                        i == 0
+                    });
+                }
+                _ => write_typed_b64(out, element, t),
             }
         }
         TensorData::Raw(raw) => {
@@ -1549,19 +1623,16 @@ fn request_value(name: &str, t: &Tensor) -> Result<Value, EncodeError> {
                         .chunks_exact(4)
                         .all(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]).is_finite()));
             if plain {
-                let mut values = raw
-                    .chunks_exact(t.dtype().item_size().unwrap_or(1))
-                    .map(|b| json::element_value(t.dtype(), b));
-                Ok(json::nest(t.shape(), &mut values))
+                let dtype = t.dtype();
+                json::write_nested(out, t.shape(), &mut next, &mut |out, i| {
+                    json::write_element(out, dtype, raw, i)
+                });
             } else {
-                Ok(serde_json::json!({
-                    "b64": B64.encode(raw),
-                    "type": t.dtype().mindspore_rest_name(),
-                    "shape": shape_json(),
-                }))
+                write_typed_b64(out, raw, t);
             }
         }
     }
+    Ok(())
 }
 
 /// A reply body that is not MindSpore REST JSON.
@@ -1850,6 +1921,85 @@ mod tests {
         }
     }
 
+    fn tensor_value() -> impl Strategy<Value = Tensor> {
+        let dtypes = vec![
+            DataType::Bool,
+            DataType::Int8,
+            DataType::Int16,
+            DataType::Int32,
+            DataType::Int64,
+            DataType::Uint8,
+            DataType::Uint16,
+            DataType::Uint32,
+            DataType::Uint64,
+            DataType::Fp16,
+            DataType::Bf16,
+            DataType::Fp32,
+            DataType::Fp64,
+            DataType::Bytes,
+            DataType::String,
+        ];
+        (
+            prop::sample::select(dtypes),
+            prop::collection::vec(0i64..3, 0..3),
+        )
+            .prop_flat_map(|(dtype, shape)| {
+                let n = shape.iter().product::<i64>() as usize;
+                let data: BoxedStrategy<TensorData> = match dtype.item_size() {
+                    None => prop::collection::vec(
+                        prop_oneof![
+                            prop::collection::vec(any::<u8>(), 0..5),
+                            "[a-z\"\u{0}é]{0,4}".prop_map(String::into_bytes),
+                        ],
+                        n,
+                    )
+                    .prop_map(|e| TensorData::Elements(e.into_iter().map(Bytes::from).collect()))
+                    .boxed(),
+                    Some(_) if dtype == DataType::Bool => prop::collection::vec(0u8..2, n)
+                        .prop_map(|b| TensorData::Raw(Bytes::from(b)))
+                        .boxed(),
+                    Some(item) => prop::collection::vec(any::<u8>(), n * item)
+                        .prop_map(|b| TensorData::Raw(Bytes::from(b)))
+                        .boxed(),
+                };
+                (Just(dtype), Just(shape), data)
+            })
+            .prop_map(|(dtype, shape, data)| Tensor::new(dtype, shape, data).unwrap())
+    }
+
+    fn named_tensors() -> impl Strategy<Value = NamedTensors> {
+        prop::collection::btree_map("[a-z\"\u{1}é]{0,3}", tensor_value(), 0..3)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(1000))]
+
+        /// The streaming encoders write the bytes the tree-based ones wrote.
+        #[test]
+        fn encoders_write_what_the_tree_based_ones_wrote(
+            instances in prop::collection::vec(named_tensors(), 0..3),
+            failed in prop::collection::vec(any::<bool>(), 3),
+            message in "[a-z\"\u{0}é]{0,8}",
+        ) {
+            prop_assert_eq!(encode_request(&instances), reference::encode_request(&instances));
+            let results = instances
+                .iter()
+                .zip(&failed)
+                .map(|(i, &f)| {
+                    if f {
+                        Err(ServableError::new(StatusCode::Failed, message.clone()))
+                    } else {
+                        Ok(i.clone())
+                    }
+                })
+                .collect();
+            let outcome = Outcome::Instances(results);
+            prop_assert_eq!(encode_response(&outcome), reference::encode_response(&outcome));
+            let outcome = Outcome::Failed(ServableError::new(StatusCode::Failed, message));
+            prop_assert_eq!(encode_response(&outcome), reference::encode_response(&outcome));
+        }
+    }
+
     #[test]
     fn decoder_agrees_on_nesting_around_the_parser_limit() {
         for depth in 118..=130 {
@@ -1914,6 +2064,128 @@ mod tests {
             let new = decode_request(body, usize::MAX);
             let old = reference(body, usize::MAX);
             assert_eq!(format!("{new:?}"), format!("{old:?}"));
+        }
+    }
+}
+
+/// The encoders as they were, over a `Value` tree: what the streaming
+/// encoders are compared with.
+#[cfg(test)]
+mod reference {
+    use super::*;
+
+    /// Encodes the reply body of an outcome (spec §3.6): a whole-request failure
+    /// as `{"error_msg": ...}`, otherwise `{"instances": [...]}` with a
+    /// `{"error_msg": ...}` object in place of each failed instance.
+    pub(super) fn encode_response(outcome: &Outcome) -> Result<String, ResponseError> {
+        let results = match outcome {
+            Outcome::Failed(e) => return Ok(encode_error(&e.message)),
+            Outcome::Instances(results) => results,
+        };
+        let mut instances = Vec::with_capacity(results.len());
+        for result in results {
+            match result {
+                Err(e) => instances
+                    .push(serde_json::json!({ "error_msg": crate::text::bounded(&e.message) })),
+                Ok(tensors) if tensors.is_empty() => return Err(ResponseError::EmptyInstance),
+                Ok(tensors) => {
+                    let mut obj = Map::new();
+                    for (name, t) in tensors {
+                        obj.insert(name.clone(), output_value(t)?);
+                    }
+                    instances.push(Value::Object(obj));
+                }
+            }
+        }
+        Ok(serde_json::json!({ "instances": instances }).to_string())
+    }
+
+    fn b64_value(bytes: &[u8]) -> Value {
+        serde_json::json!({ "b64": B64.encode(bytes) })
+    }
+
+    fn output_value(t: &Tensor) -> Result<Value, ResponseError> {
+        match t.data() {
+            TensorData::Elements(elements) => {
+                if t.shape().len() > 1 {
+                    return Err(ResponseError::StringShape(t.shape().len()));
+                }
+                let mut values = elements.iter().map(|e| match t.dtype() {
+                    DataType::String => Value::String(String::from_utf8_lossy(e).into_owned()),
+                    _ => b64_value(e),
+                });
+                Ok(json::nest(t.shape(), &mut values))
+            }
+            TensorData::Raw(raw) => {
+                let item = t.dtype().item_size().unwrap_or(1);
+                let mut values = raw
+                    .chunks_exact(item)
+                    .map(|b| json::element_value(t.dtype(), b));
+                Ok(json::nest(t.shape(), &mut values))
+            }
+        }
+    }
+
+    /// Encodes instances as a request body. INT32, FP32 and BOOL tensors become
+    /// plain JSON (scalars or nested arrays); every other numeric type, empty
+    /// tensors and non-finite floats become b64 objects with explicit type and
+    /// shape, so values arrive exactly. Strings become JSON strings.
+    pub(super) fn encode_request(instances: &[NamedTensors]) -> Result<String, EncodeError> {
+        let mut list = Vec::with_capacity(instances.len());
+        for instance in instances {
+            let mut obj = Map::new();
+            for (name, t) in instance {
+                obj.insert(name.clone(), request_value(name, t)?);
+            }
+            list.push(Value::Object(obj));
+        }
+        Ok(serde_json::json!({ "instances": list }).to_string())
+    }
+
+    fn request_value(name: &str, t: &Tensor) -> Result<Value, EncodeError> {
+        t.dtype().to_mindspore()?;
+        let shape_json = || Value::from(t.shape().to_vec());
+        match t.data() {
+            TensorData::Elements(elements) => {
+                let [element] = elements.as_slice() else {
+                    return Err(EncodeError::StringCount {
+                        name: name.to_owned(),
+                        dtype: t.dtype(),
+                        count: elements.len(),
+                    });
+                };
+                match std::str::from_utf8(element) {
+                    Ok(text) if t.dtype() == DataType::String => Ok(json::nest(
+                        t.shape(),
+                        &mut std::iter::once(Value::from(text)),
+                    )),
+                    _ => Ok(serde_json::json!({
+                        "b64": B64.encode(element),
+                        "type": t.dtype().mindspore_rest_name(),
+                        "shape": shape_json(),
+                    })),
+                }
+            }
+            TensorData::Raw(raw) => {
+                let plain = matches!(t.dtype(), DataType::Int32 | DataType::Fp32 | DataType::Bool)
+                    && !raw.is_empty()
+                    && (t.dtype() != DataType::Fp32
+                        || raw
+                            .chunks_exact(4)
+                            .all(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]).is_finite()));
+                if plain {
+                    let mut values = raw
+                        .chunks_exact(t.dtype().item_size().unwrap_or(1))
+                        .map(|b| json::element_value(t.dtype(), b));
+                    Ok(json::nest(t.shape(), &mut values))
+                } else {
+                    Ok(serde_json::json!({
+                        "b64": B64.encode(raw),
+                        "type": t.dtype().mindspore_rest_name(),
+                        "shape": shape_json(),
+                    }))
+                }
+            }
         }
     }
 }

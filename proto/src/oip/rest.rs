@@ -13,7 +13,7 @@ use crate::text::quote;
 use bytes::Bytes;
 use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
 use serde_json::value::RawValue;
-use serde_json::{Map, Number, Value};
+use serde_json::{Number, Value};
 
 use super::contents::{decode_raw, encode_raw, raw_len};
 use super::{
@@ -101,14 +101,6 @@ fn param_to_json(p: &Parameter) -> Value {
         Parameter::Double(v) => Number::from_f64(*v).map_or(Value::Null, Value::Number),
         Parameter::String(s) => Value::String(s.clone()),
     }
-}
-
-fn params_to_json(p: &Parameters) -> Value {
-    Value::Object(
-        p.iter()
-            .map(|(k, v)| (k.clone(), param_to_json(v)))
-            .collect(),
-    )
 }
 
 /// Why a body was refused while it was read.
@@ -1282,60 +1274,105 @@ pub fn decode_response_with(
     decode_response_json(body, header_len, Some(external))
 }
 
-fn flat_data(t: &Tensor) -> Value {
-    match t.data() {
-        TensorData::Elements(elements) => Value::Array(
-            elements
-                .iter()
-                .map(|e| Value::String(String::from_utf8_lossy(e).into_owned()))
-                .collect(),
-        ),
-        TensorData::Raw(raw) => Value::Array(
-            raw.chunks_exact(t.dtype().item_size().unwrap_or(1))
-                .map(|b| json::element_value(t.dtype(), b))
-                .collect(),
-        ),
+/// Appends a parameters object.
+fn write_params(out: &mut Vec<u8>, p: &Parameters) {
+    out.push(b'{');
+    for (i, (name, value)) in p.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        json::write_value(out, name);
+        out.push(b':');
+        json::write_value(out, &param_to_json(value));
     }
+    out.push(b'}');
 }
 
-/// Encodes tensors into JSON objects, moving binary ones into `parts`.
-fn encode_tensor_list(
-    tensors: &[NamedTensor],
-    binary: impl Fn(&NamedTensor) -> bool,
-    parts: &mut Vec<Bytes>,
-) -> Result<Vec<Value>, OipError> {
+/// A capacity for the JSON of `tensors` (their data written as text).
+fn text_capacity(tensors: &[NamedTensor]) -> usize {
     tensors
         .iter()
         .map(|t| {
-            let mut obj = Map::new();
-            obj.insert("name".into(), Value::String(t.name.clone()));
-            obj.insert(
-                "datatype".into(),
-                Value::from(datatype_name(&t.name, t.tensor.dtype())?),
-            );
-            obj.insert("shape".into(), Value::from(t.tensor.shape().to_vec()));
-            let mut parameters = t.parameters.clone();
-            if shared_memory::is_placed(&t.parameters) {
-                // Written to shared memory: no data in the body.
-            } else if binary(t) {
-                parameters.insert(
-                    BINARY_DATA_SIZE.into(),
-                    Parameter::Uint64(raw_len(&t.tensor) as u64),
-                );
-                parts.push(encode_raw(&t.tensor));
-            } else {
-                obj.insert("data".into(), flat_data(&t.tensor));
-            }
-            if !parameters.is_empty() {
-                obj.insert("parameters".into(), params_to_json(&parameters));
-            }
-            Ok(Value::Object(obj))
+            let data = match t.tensor.data() {
+                TensorData::Raw(_) => {
+                    t.tensor.element_count() * json::element_text_bound(t.tensor.dtype())
+                }
+                TensorData::Elements(e) => e.iter().map(|e| e.len() + 3).sum(),
+            };
+            128 + t.name.len() + 24 * t.tensor.shape().len() + data
         })
-        .collect()
+        .sum()
 }
 
-fn finish(top: Map<String, Value>, binary_parts: Vec<Bytes>) -> HttpBody {
-    let header = Bytes::from(Value::Object(top).to_string());
+/// Appends tensors as a JSON array of objects (keys in sorted order, as a
+/// `Value` object writes them), moving binary ones into `parts`.
+fn write_tensor_list(
+    out: &mut Vec<u8>,
+    tensors: &[NamedTensor],
+    binary: impl Fn(&NamedTensor) -> bool,
+    parts: &mut Vec<Bytes>,
+) -> Result<(), OipError> {
+    out.push(b'[');
+    for (i, t) in tensors.iter().enumerate() {
+        let datatype = datatype_name(&t.name, t.tensor.dtype())?;
+        if i > 0 {
+            out.push(b',');
+        }
+        let placed = shared_memory::is_placed(&t.parameters);
+        let as_binary = !placed && binary(t);
+        let mut parameters = Cow::Borrowed(&t.parameters);
+        if as_binary {
+            parameters.to_mut().insert(
+                BINARY_DATA_SIZE.into(),
+                Parameter::Uint64(raw_len(&t.tensor) as u64),
+            );
+            parts.push(encode_raw(&t.tensor));
+        }
+        out.push(b'{');
+        if !placed && !as_binary {
+            out.extend_from_slice(b"\"data\":");
+            let count = t.tensor.element_count();
+            let mut next = 0;
+            match t.tensor.data() {
+                TensorData::Elements(elements) => json::write_nested(
+                    out,
+                    &[count as i64],
+                    &mut next,
+                    &mut |out, i| match elements.get(i) {
+                        Some(e) => {
+                            json::write_value(out, &String::from_utf8_lossy(e));
+                            true
+                        }
+                        None => false,
+                    },
+                ),
+                TensorData::Raw(raw) => {
+                    let dtype = t.tensor.dtype();
+                    json::write_nested(out, &[count as i64], &mut next, &mut |out, i| {
+                        json::write_element(out, dtype, raw, i)
+                    });
+                }
+            }
+            out.push(b',');
+        }
+        out.extend_from_slice(b"\"datatype\":");
+        json::write_value(out, datatype);
+        out.extend_from_slice(b",\"name\":");
+        json::write_value(out, &t.name);
+        if !parameters.is_empty() {
+            out.extend_from_slice(b",\"parameters\":");
+            write_params(out, &parameters);
+        }
+        out.extend_from_slice(b",\"shape\":");
+        json::write_value(out, t.tensor.shape());
+        out.push(b'}');
+    }
+    out.push(b']');
+    Ok(())
+}
+
+fn finish(header: Vec<u8>, binary_parts: Vec<Bytes>) -> HttpBody {
+    let header = Bytes::from(header);
     let header_len = (!binary_parts.is_empty()).then_some(header.len());
     let mut parts = Vec::with_capacity(1 + binary_parts.len());
     parts.push(header);
@@ -1345,34 +1382,46 @@ fn finish(top: Map<String, Value>, binary_parts: Vec<Bytes>) -> HttpBody {
 
 /// Encodes a request body (what a client sends): with `binary`, every input
 /// travels as binary data; otherwise as flat JSON `data` (lossy for NaN and
-/// infinities, which JSON cannot carry).
+/// infinities, which JSON cannot carry). The JSON is written straight into
+/// one buffer (keys in sorted order), no `Value` tree.
 pub fn encode_request(req: &InferRequest, binary: bool) -> Result<HttpBody, OipError> {
     let mut parts = Vec::new();
-    let mut top = Map::new();
+    let capacity = if binary {
+        256
+    } else {
+        text_capacity(&req.inputs)
+    };
+    let mut out = Vec::with_capacity(capacity + 256);
+    out.push(b'{');
     if !req.id.is_empty() {
-        top.insert("id".into(), Value::String(req.id.clone()));
+        out.extend_from_slice(b"\"id\":");
+        json::write_value(&mut out, &req.id);
+        out.push(b',');
+    }
+    out.extend_from_slice(b"\"inputs\":");
+    write_tensor_list(&mut out, &req.inputs, |_| binary, &mut parts)?;
+    if !req.outputs.is_empty() {
+        out.extend_from_slice(b",\"outputs\":[");
+        for (i, o) in req.outputs.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            out.extend_from_slice(b"{\"name\":");
+            json::write_value(&mut out, &o.name);
+            if !o.parameters.is_empty() {
+                out.extend_from_slice(b",\"parameters\":");
+                write_params(&mut out, &o.parameters);
+            }
+            out.push(b'}');
+        }
+        out.push(b']');
     }
     if !req.parameters.is_empty() {
-        top.insert("parameters".into(), params_to_json(&req.parameters));
+        out.extend_from_slice(b",\"parameters\":");
+        write_params(&mut out, &req.parameters);
     }
-    let inputs = encode_tensor_list(&req.inputs, |_| binary, &mut parts)?;
-    top.insert("inputs".into(), Value::Array(inputs));
-    if !req.outputs.is_empty() {
-        let outputs = req
-            .outputs
-            .iter()
-            .map(|o| {
-                let mut obj = Map::new();
-                obj.insert("name".into(), Value::String(o.name.clone()));
-                if !o.parameters.is_empty() {
-                    obj.insert("parameters".into(), params_to_json(&o.parameters));
-                }
-                Value::Object(obj)
-            })
-            .collect();
-        top.insert("outputs".into(), Value::Array(outputs));
-    }
-    Ok(finish(top, parts))
+    out.push(b'}');
+    Ok(finish(out, parts))
 }
 
 /// Which outputs a request wants as binary data: each output's own
@@ -1424,23 +1473,33 @@ pub fn encode_response(
     binary: impl Fn(&str) -> bool,
 ) -> Result<HttpBody, OipError> {
     let mut parts = Vec::new();
-    let mut top = Map::new();
-    top.insert("model_name".into(), Value::String(resp.model_name.clone()));
-    if !resp.model_version.is_empty() {
-        top.insert(
-            "model_version".into(),
-            Value::String(resp.model_version.clone()),
-        );
-    }
+    let capacity: usize = resp
+        .outputs
+        .iter()
+        .filter(|t| !binary(&t.name))
+        .map(|t| text_capacity(std::slice::from_ref(t)))
+        .sum();
+    let mut out = Vec::with_capacity(capacity + 256);
+    out.push(b'{');
     if !resp.id.is_empty() {
-        top.insert("id".into(), Value::String(resp.id.clone()));
+        out.extend_from_slice(b"\"id\":");
+        json::write_value(&mut out, &resp.id);
+        out.push(b',');
     }
+    out.extend_from_slice(b"\"model_name\":");
+    json::write_value(&mut out, &resp.model_name);
+    if !resp.model_version.is_empty() {
+        out.extend_from_slice(b",\"model_version\":");
+        json::write_value(&mut out, &resp.model_version);
+    }
+    out.extend_from_slice(b",\"outputs\":");
+    write_tensor_list(&mut out, &resp.outputs, |t| binary(&t.name), &mut parts)?;
     if !resp.parameters.is_empty() {
-        top.insert("parameters".into(), params_to_json(&resp.parameters));
+        out.extend_from_slice(b",\"parameters\":");
+        write_params(&mut out, &resp.parameters);
     }
-    let outputs = encode_tensor_list(&resp.outputs, |t| binary(&t.name), &mut parts)?;
-    top.insert("outputs".into(), Value::Array(outputs));
-    Ok(finish(top, parts))
+    out.push(b'}');
+    Ok(finish(out, parts))
 }
 
 /// `{"error": "<message>"}`.
@@ -1453,6 +1512,15 @@ pub fn encode_error(message: &str) -> String {
 #[cfg(test)]
 pub(super) mod reference {
     use super::*;
+    use serde_json::Map;
+
+    fn params_to_json(p: &Parameters) -> Value {
+        Value::Object(
+            p.iter()
+                .map(|(k, v)| (k.clone(), param_to_json(v)))
+                .collect(),
+        )
+    }
 
     /// Splits a body into the parsed JSON header and the binary rest.
     fn split_body(
@@ -1749,6 +1817,124 @@ pub(super) mod reference {
         })
     }
 
+    /// The encoders as they were, over a `Value` tree.
+    fn flat_data(t: &Tensor) -> Value {
+        match t.data() {
+            TensorData::Elements(elements) => Value::Array(
+                elements
+                    .iter()
+                    .map(|e| Value::String(String::from_utf8_lossy(e).into_owned()))
+                    .collect(),
+            ),
+            TensorData::Raw(raw) => Value::Array(
+                raw.chunks_exact(t.dtype().item_size().unwrap_or(1))
+                    .map(|b| json::element_value(t.dtype(), b))
+                    .collect(),
+            ),
+        }
+    }
+
+    /// Encodes tensors into JSON objects, moving binary ones into `parts`.
+    fn encode_tensor_list(
+        tensors: &[NamedTensor],
+        binary: impl Fn(&NamedTensor) -> bool,
+        parts: &mut Vec<Bytes>,
+    ) -> Result<Vec<Value>, OipError> {
+        tensors
+            .iter()
+            .map(|t| {
+                let mut obj = Map::new();
+                obj.insert("name".into(), Value::String(t.name.clone()));
+                obj.insert(
+                    "datatype".into(),
+                    Value::from(datatype_name(&t.name, t.tensor.dtype())?),
+                );
+                obj.insert("shape".into(), Value::from(t.tensor.shape().to_vec()));
+                let mut parameters = t.parameters.clone();
+                if shared_memory::is_placed(&t.parameters) {
+                    // Written to shared memory: no data in the body.
+                } else if binary(t) {
+                    parameters.insert(
+                        BINARY_DATA_SIZE.into(),
+                        Parameter::Uint64(raw_len(&t.tensor) as u64),
+                    );
+                    parts.push(encode_raw(&t.tensor));
+                } else {
+                    obj.insert("data".into(), flat_data(&t.tensor));
+                }
+                if !parameters.is_empty() {
+                    obj.insert("parameters".into(), params_to_json(&parameters));
+                }
+                Ok(Value::Object(obj))
+            })
+            .collect()
+    }
+
+    fn finish_tree(top: Map<String, Value>, binary_parts: Vec<Bytes>) -> HttpBody {
+        let header = Bytes::from(Value::Object(top).to_string());
+        let header_len = (!binary_parts.is_empty()).then_some(header.len());
+        let mut parts = Vec::with_capacity(1 + binary_parts.len());
+        parts.push(header);
+        parts.extend(binary_parts);
+        HttpBody { header_len, parts }
+    }
+
+    /// Encodes a request body (what a client sends): with `binary`, every input
+    /// travels as binary data; otherwise as flat JSON `data` (lossy for NaN and
+    /// infinities, which JSON cannot carry).
+    pub(crate) fn encode_request(req: &InferRequest, binary: bool) -> Result<HttpBody, OipError> {
+        let mut parts = Vec::new();
+        let mut top = Map::new();
+        if !req.id.is_empty() {
+            top.insert("id".into(), Value::String(req.id.clone()));
+        }
+        if !req.parameters.is_empty() {
+            top.insert("parameters".into(), params_to_json(&req.parameters));
+        }
+        let inputs = encode_tensor_list(&req.inputs, |_| binary, &mut parts)?;
+        top.insert("inputs".into(), Value::Array(inputs));
+        if !req.outputs.is_empty() {
+            let outputs = req
+                .outputs
+                .iter()
+                .map(|o| {
+                    let mut obj = Map::new();
+                    obj.insert("name".into(), Value::String(o.name.clone()));
+                    if !o.parameters.is_empty() {
+                        obj.insert("parameters".into(), params_to_json(&o.parameters));
+                    }
+                    Value::Object(obj)
+                })
+                .collect();
+            top.insert("outputs".into(), Value::Array(outputs));
+        }
+        Ok(finish_tree(top, parts))
+    }
+
+    pub(crate) fn encode_response(
+        resp: &InferResponse,
+        binary: impl Fn(&str) -> bool,
+    ) -> Result<HttpBody, OipError> {
+        let mut parts = Vec::new();
+        let mut top = Map::new();
+        top.insert("model_name".into(), Value::String(resp.model_name.clone()));
+        if !resp.model_version.is_empty() {
+            top.insert(
+                "model_version".into(),
+                Value::String(resp.model_version.clone()),
+            );
+        }
+        if !resp.id.is_empty() {
+            top.insert("id".into(), Value::String(resp.id.clone()));
+        }
+        if !resp.parameters.is_empty() {
+            top.insert("parameters".into(), params_to_json(&resp.parameters));
+        }
+        let outputs = encode_tensor_list(&resp.outputs, |t| binary(&t.name), &mut parts)?;
+        top.insert("outputs".into(), Value::Array(outputs));
+        Ok(finish_tree(top, parts))
+    }
+
     /// Decodes a response body as the tree-based decoder did.
     pub(crate) fn decode_response(
         body: Bytes,
@@ -2019,6 +2205,118 @@ mod tests {
             // Spaced out (strings change too; both decoders read the same).
             let spaced = body.replace(',', " ,\n").replace('[', "[ ").replace(']', "\t]");
             same_request(spaced.as_bytes(), &[]);
+        }
+    }
+
+    fn any_name() -> impl Strategy<Value = String> {
+        prop_oneof![
+            4 => "[a-z]{1,4}",
+            1 => "[a-z\"\\\\\u{0}-\u{1f}é日/]{0,6}",
+        ]
+    }
+
+    fn parameters() -> impl Strategy<Value = Parameters> {
+        let value = prop_oneof![
+            any::<bool>().prop_map(Parameter::Bool),
+            any::<i64>().prop_map(Parameter::Int64),
+            any::<u64>().prop_map(Parameter::Uint64),
+            any::<f64>().prop_map(Parameter::Double),
+            prop_oneof![Just(f64::NAN), Just(f64::INFINITY), Just(0.1)].prop_map(Parameter::Double),
+            any_name().prop_map(Parameter::String),
+        ];
+        let name = prop_oneof![
+            4 => any_name(),
+            1 => Just(BINARY_DATA_SIZE.to_owned()),
+            1 => Just("shared_memory_region".to_owned()),
+        ];
+        prop::collection::btree_map(name, value, 0..3)
+    }
+
+    fn named_tensor() -> impl Strategy<Value = NamedTensor> {
+        let dtypes = vec![
+            DataType::Bool,
+            DataType::Int8,
+            DataType::Int16,
+            DataType::Int32,
+            DataType::Int64,
+            DataType::Uint8,
+            DataType::Uint16,
+            DataType::Uint32,
+            DataType::Uint64,
+            DataType::Fp16,
+            DataType::Bf16,
+            DataType::Fp32,
+            DataType::Fp64,
+            DataType::Bytes,
+            DataType::String,
+        ];
+        (
+            prop::sample::select(dtypes),
+            prop::collection::vec(0i64..3, 0..3),
+        )
+            .prop_flat_map(|(dtype, shape)| {
+                let n = shape.iter().product::<i64>() as usize;
+                let data: BoxedStrategy<TensorData> = match dtype.item_size() {
+                    None => prop::collection::vec(prop::collection::vec(any::<u8>(), 0..5), n)
+                        .prop_map(|e| {
+                            TensorData::Elements(e.into_iter().map(Bytes::from).collect())
+                        })
+                        .boxed(),
+                    Some(_) if dtype == DataType::Bool => prop::collection::vec(0u8..2, n)
+                        .prop_map(|b| TensorData::Raw(Bytes::from(b)))
+                        .boxed(),
+                    Some(item) => prop::collection::vec(any::<u8>(), n * item)
+                        .prop_map(|b| TensorData::Raw(Bytes::from(b)))
+                        .boxed(),
+                };
+                (Just(dtype), Just(shape), data, any_name(), parameters())
+            })
+            .prop_map(|(dtype, shape, data, name, parameters)| NamedTensor {
+                name,
+                tensor: Tensor::new(dtype, shape, data).unwrap(),
+                parameters,
+            })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(1000))]
+
+        /// The streaming encoders write the bytes the tree-based ones wrote.
+        #[test]
+        fn encoders_write_what_the_tree_based_ones_wrote(
+            inputs in prop::collection::vec(named_tensor(), 0..3),
+            outputs in prop::collection::vec((any_name(), parameters()), 0..3),
+            id in prop_oneof![Just(String::new()), any_name()],
+            parameters in parameters(),
+            binary in any::<bool>(),
+            which in any::<u8>(),
+        ) {
+            let req = InferRequest {
+                model_name: "m".into(),
+                model_version: String::new(),
+                id: id.clone(),
+                parameters: parameters.clone(),
+                inputs: inputs.clone(),
+                outputs: outputs
+                    .into_iter()
+                    .map(|(name, parameters)| RequestedOutput { name, parameters })
+                    .collect(),
+            };
+            prop_assert_eq!(encode_request(&req, binary), reference::encode_request(&req, binary));
+            for version in ["", "1"] {
+                let resp = InferResponse {
+                    model_name: id.clone(),
+                    model_version: version.into(),
+                    id: id.clone(),
+                    parameters: parameters.clone(),
+                    outputs: inputs.clone(),
+                };
+                let binary = |name: &str| name.len() % 2 == usize::from(which % 2);
+                prop_assert_eq!(
+                    encode_response(&resp, binary),
+                    reference::encode_response(&resp, binary)
+                );
+            }
         }
     }
 
