@@ -9,6 +9,16 @@
 //! `[min(k, elements)]`. Values are written as C's `std::to_string` does
 //! (six decimals for floating point, integers as they are); ties keep the
 //! lower index first.
+//!
+//! The text is bounded as it is written: a row's top k are selected first,
+//! then formatted into one buffer that is checked against the reply limit
+//! after every class, so that a large k on a large output (a 2 MiB FP64
+//! output of values near 1e308 prints 83 MB) is refused having written at
+//! most the limit, not after building it all.
+
+use std::io::Write;
+
+use bytes::Bytes;
 
 use serving_proto::oip::Parameters;
 use serving_proto::text::quote;
@@ -37,12 +47,13 @@ pub(crate) fn class_count(
 }
 
 /// The top-`k` classification of output `name`, `batched` when dimension 0
-/// is the rows of a batching model.
+/// is the rows of a batching model, its text at most `max_text` bytes.
 pub(crate) fn classify(
     name: &str,
     tensor: &Tensor,
     k: usize,
     batched: bool,
+    max_text: usize,
 ) -> Result<Tensor, ServeError> {
     let shape = tensor.shape();
     let rows = match (batched, shape.first()) {
@@ -61,17 +72,20 @@ pub(crate) fn classify(
             quote(name)
         ))
     };
-    let strings = match tensor.dtype() {
-        DataType::Uint8 => top::<u8>(tensor, per_row, k, |v| v.to_string()),
-        DataType::Uint16 => top::<u16>(tensor, per_row, k, |v| v.to_string()),
-        DataType::Uint32 => top::<u32>(tensor, per_row, k, |v| v.to_string()),
-        DataType::Uint64 => top::<u64>(tensor, per_row, k, |v| v.to_string()),
-        DataType::Int8 => top::<i8>(tensor, per_row, k, |v| v.to_string()),
-        DataType::Int16 => top::<i16>(tensor, per_row, k, |v| v.to_string()),
-        DataType::Int32 => top::<i32>(tensor, per_row, k, |v| v.to_string()),
-        DataType::Int64 => top::<i64>(tensor, per_row, k, |v| v.to_string()),
-        DataType::Fp32 => top::<f32>(tensor, per_row, k, |v| c_fixed(f64::from(v))),
-        DataType::Fp64 => top::<f64>(tensor, per_row, k, c_fixed),
+    let text = Text::new(max_text);
+    let written = match tensor.dtype() {
+        DataType::Uint8 => top::<u8>(tensor, per_row, k, text, plain),
+        DataType::Uint16 => top::<u16>(tensor, per_row, k, text, plain),
+        DataType::Uint32 => top::<u32>(tensor, per_row, k, text, plain),
+        DataType::Uint64 => top::<u64>(tensor, per_row, k, text, plain),
+        DataType::Int8 => top::<i8>(tensor, per_row, k, text, plain),
+        DataType::Int16 => top::<i16>(tensor, per_row, k, text, plain),
+        DataType::Int32 => top::<i32>(tensor, per_row, k, text, plain),
+        DataType::Int64 => top::<i64>(tensor, per_row, k, text, plain),
+        DataType::Fp32 => top::<f32>(tensor, per_row, k, text, |t, v| {
+            c_fixed(t, f64::from(v))
+        }),
+        DataType::Fp64 => top::<f64>(tensor, per_row, k, text, c_fixed),
         other => {
             return Err(refuse(&format!(
                 "its datatype is {}",
@@ -79,26 +93,84 @@ pub(crate) fn classify(
             )));
         }
     }
-    .ok_or_else(|| refuse("its data is not numeric"))?;
+    .ok_or_else(|| refuse("its data is not numeric"))?
+    .map_err(|TooLong| {
+        ServeError::ResourceExhausted(format!(
+            "the classification of output '{}' takes more than {max_text} bytes of text, the most a reply carries (--max-msg-mb-size); ask for fewer classes",
+            quote(name)
+        ))
+    })?;
     let kept = k.min(per_row) as i64;
     let shape = match rows {
         Some(r) => vec![r as i64, kept],
         None => vec![kept],
     };
-    Tensor::from_byte_strings(&shape, &strings).map_err(|e| {
+    Tensor::from_elements(DataType::Bytes, shape, written.into_elements()).map_err(|e| {
         ServeError::Internal(format!("classification of output '{}': {e}", quote(name)))
     })
 }
 
+/// The classes' text, written into one buffer of at most `max` bytes:
+/// each class is a slice of it, no string of its own.
+struct Text {
+    buf: Vec<u8>,
+    ends: Vec<usize>,
+    max: usize,
+}
+
+/// The text passed its bound.
+struct TooLong;
+
+impl Text {
+    fn new(max: usize) -> Text {
+        Text {
+            buf: Vec::new(),
+            ends: Vec::new(),
+            max,
+        }
+    }
+
+    /// Ends the class just written, refusing once past the bound.
+    fn end(&mut self) -> Result<(), TooLong> {
+        if self.buf.len() > self.max {
+            return Err(TooLong);
+        }
+        self.ends.push(self.buf.len());
+        Ok(())
+    }
+
+    fn into_elements(self) -> Vec<Bytes> {
+        let buf = Bytes::from(self.buf);
+        let mut start = 0;
+        self.ends
+            .into_iter()
+            .map(|end| {
+                let element = buf.slice(start..end);
+                start = end;
+                element
+            })
+            .collect()
+    }
+}
+
+/// An integer as it is.
+fn plain<T: std::fmt::Display>(text: &mut Text, v: T) {
+    let _ = write!(text.buf, "{v}");
+}
+
 /// C's `std::to_string` of a double: `%f`.
-fn c_fixed(v: f64) -> String {
-    if v.is_nan() {
-        return if v.is_sign_negative() { "-nan" } else { "nan" }.into();
-    }
-    if v.is_infinite() {
-        return if v < 0.0 { "-inf" } else { "inf" }.into();
-    }
-    format!("{v:.6}")
+fn c_fixed(text: &mut Text, v: f64) {
+    let _ = if v.is_nan() {
+        text.buf.write_all(if v.is_sign_negative() {
+            b"-nan"
+        } else {
+            b"nan"
+        })
+    } else if v.is_infinite() {
+        text.buf.write_all(if v < 0.0 { b"-inf" } else { b"inf" })
+    } else {
+        write!(text.buf, "{v:.6}")
+    };
 }
 
 /// Whether `v` has no order, not even with itself (NaN).
@@ -106,20 +178,21 @@ fn unordered<T: PartialOrd>(v: T) -> bool {
     v.partial_cmp(&v).is_none()
 }
 
-/// The `"value:index"` strings of the top `k` of each row of `per_row`
-/// elements; `None` when the tensor holds no raw data of type `T`.
+/// The `"value:index"` text of the top `k` of each row of `per_row`
+/// elements, written into `text`; `None` when the tensor holds no raw data
+/// of type `T`.
 fn top<T: Element + PartialOrd>(
     tensor: &Tensor,
     per_row: usize,
     k: usize,
-    show: impl Fn(T) -> String,
-) -> Option<Vec<String>> {
+    mut text: Text,
+    show: impl Fn(&mut Text, T),
+) -> Option<Result<Text, TooLong>> {
     let values = tensor.to_vec::<T>().ok()?;
     if per_row == 0 {
-        return Some(Vec::new());
+        return Some(Ok(text));
     }
     let kept = k.min(per_row);
-    let mut out = Vec::with_capacity(values.len() / per_row * kept);
     let mut order: Vec<usize> = Vec::with_capacity(per_row);
     for row in values.chunks(per_row) {
         order.clear();
@@ -138,9 +211,15 @@ fn top<T: Element + PartialOrd>(
             order.truncate(kept);
         }
         order.sort_by(by);
-        out.extend(order.iter().map(|&i| format!("{}:{i}", show(row[i]))));
+        for &i in &order {
+            show(&mut text, row[i]);
+            let _ = write!(text.buf, ":{i}");
+            if let Err(e) = text.end() {
+                return Some(Err(e));
+            }
+        }
     }
-    Some(out)
+    Some(Ok(text))
 }
 
 #[cfg(test)]
@@ -158,7 +237,7 @@ mod tests {
     #[test]
     fn rows_are_classified_apart_highest_first() {
         let t = Tensor::from_slice(&[2, 4], &[0.1f32, 0.7, 0.2, 0.7, 5.0, 1.0, 3.0, 2.0]).unwrap();
-        let c = classify("y", &t, 3, true).unwrap();
+        let c = classify("y", &t, 3, true, 1 << 20).unwrap();
         assert_eq!(c.shape(), &[2, 3]);
         assert_eq!(c.dtype(), DataType::Bytes);
         assert_eq!(
@@ -177,7 +256,7 @@ mod tests {
     #[test]
     fn an_unbatched_output_is_one_row_and_k_is_clamped() {
         let t = Tensor::from_slice(&[1, 3], &[3i64, 9, -1]).unwrap();
-        let c = classify("y", &t, 10, false).unwrap();
+        let c = classify("y", &t, 10, false, 1 << 20).unwrap();
         assert_eq!(c.shape(), &[3]);
         assert_eq!(strings(&c), ["9:1", "3:0", "-1:2"]);
     }
@@ -185,20 +264,33 @@ mod tests {
     #[test]
     fn nan_sorts_last_and_prints_as_c_does() {
         let t = Tensor::from_slice(&[3], &[f64::NAN, 1.5, f64::NEG_INFINITY]).unwrap();
-        let c = classify("y", &t, 3, false).unwrap();
+        let c = classify("y", &t, 3, false, 1 << 20).unwrap();
         assert_eq!(strings(&c), ["1.500000:1", "-inf:2", "nan:0"]);
+    }
+
+    #[test]
+    fn text_past_the_bound_is_refused_as_it_is_written() {
+        let values = vec![1e308f64; 4096];
+        let t = Tensor::from_slice(&[4096], &values).unwrap();
+        // Each class prints 316 bytes: all of them need 1.3 MB.
+        let e = classify("y", &t, 4096, false, 64 << 10).unwrap_err();
+        assert!(matches!(e, ServeError::ResourceExhausted(_)), "{e:?}");
+        assert!(e.to_string().contains("more than 65536 bytes"), "{e}");
+        let c = classify("y", &t, 100, false, 64 << 10).unwrap();
+        assert_eq!(c.element_count(), 100);
+        assert!(strings(&c)[99].ends_with(".000000:99"));
     }
 
     #[test]
     fn texts_and_bools_are_refused() {
         let t = Tensor::from_strings(&[1], &["a"]).unwrap();
-        let e = classify("y", &t, 1, false).unwrap_err();
+        let e = classify("y", &t, 1, false, 1 << 20).unwrap_err();
         assert!(
             e.to_string().contains("output 'y' cannot be classified"),
             "{e}"
         );
         let t = Tensor::from_slice(&[1], &[true]).unwrap();
-        assert!(classify("y", &t, 1, false).is_err());
+        assert!(classify("y", &t, 1, false, 1 << 20).is_err());
         let mut p = Parameters::new();
         p.insert(PARAMETER.into(), serving_proto::oip::Parameter::Int64(0));
         assert!(class_count("y", &p).is_err());

@@ -282,7 +282,13 @@ pub(crate) async fn infer(
             })?;
             let mut t = as_oip(t.clone());
             if let Some(k) = classification::class_count(&wanted.name, &wanted.parameters)? {
-                t = classification::classify(&wanted.name, &t, k, info.batched)?;
+                t = classification::classify(
+                    &wanted.name,
+                    &t,
+                    k,
+                    info.batched,
+                    state.max_msg_bytes,
+                )?;
             }
             let mut out = NamedTensor::new(wanted.name.clone(), t);
             if let Some(p) = placements.remove(wanted.name.as_str()) {
