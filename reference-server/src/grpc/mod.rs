@@ -4,9 +4,11 @@
 
 pub(crate) mod deadline;
 pub(crate) mod inflate;
+pub(crate) mod memory;
 pub(crate) mod mindspore;
 pub(crate) mod oip;
 pub(crate) mod size_limit;
+pub(crate) mod stream;
 pub(crate) mod zero_copy;
 
 use std::sync::Arc;

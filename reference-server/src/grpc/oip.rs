@@ -85,14 +85,92 @@ impl OipGrpc {
             .record(Front::OipGrpc, &model, class, started.elapsed());
         result
     }
+    /// Answers a stream of requests: each is an ordinary job, batched with
+    /// every other client's, prioritised, refused when its deadline passes.
+    /// Up to [`STREAM_IN_FLIGHT`] run at once; answers come in request
+    /// order (as Triton's for a model that is not decoupled), each with its
+    /// request's id. When the client goes away, the requests still queued
+    /// or running are cancelled. Each request comes with the budget charge
+    /// for what it holds, given back once it is answered.
+    pub(crate) fn run_stream<S>(
+        &self,
+        mut incoming: S,
+        deadline: Option<Instant>,
+        status_errors: bool,
+    ) -> AnswerStream
+    where
+        S: Stream<Item = Result<(pb::ModelInferRequest, Held), Status>> + Send + Unpin + 'static,
+    {
+        let (tx, mut rx) = tokio::sync::mpsc::channel(16);
+        let this = self.clone();
+        tokio::spawn(async move {
+            let mut running = FuturesOrdered::new();
+            let mut input_done = false;
+            loop {
+                if input_done && running.is_empty() {
+                    return;
+                }
+                tokio::select! {
+                    msg = incoming.next(), if !input_done && running.len() < STREAM_IN_FLIGHT => {
+                        match msg {
+                            Some(Ok((m, held))) => {
+                                let this = this.clone();
+                                let (id, model, version) =
+                                    (m.id.clone(), m.model_name.clone(), m.model_version.clone());
+                                running.push_back(async move {
+                                    // What the request holds is charged
+                                    // until it is answered.
+                                    let _held = held;
+                                    this.infer_recorded(m, deadline)
+                                        .await
+                                        .map_err(|e| (e, id, model, version))
+                                });
+                            }
+                            None => input_done = true,
+                            Some(Err(e)) => {
+                                // The stream itself broke (a bad frame):
+                                // nothing more can be read from it.
+                                let _ = tx.send(Err(e)).await;
+                                return;
+                            }
+                        }
+                    }
+                    Some(answer) = running.next(), if !running.is_empty() => {
+                        let item = match answer {
+                            Ok(resp) => Ok(pb::ModelStreamInferResponse {
+                                error_message: String::new(),
+                                infer_response: Some(resp),
+                            }),
+                            Err((e, _, _, _)) if status_errors => Err(e),
+                            Err((e, id, model, version)) => Ok(in_band(&e, id, model, version)),
+                        };
+                        let ends = item.is_err();
+                        // A send fails only when the client went away:
+                        // returning drops the running requests, which
+                        // cancels them.
+                        if tx.send(item).await.is_err() || ends {
+                            return;
+                        }
+                    }
+                    () = tx.closed() => return,
+                }
+            }
+        });
+        let answers = futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx));
+        Box::pin(answers)
+    }
 }
 
 fn status(e: ServeError) -> Status {
     e.to_status()
 }
 
+/// What one request of a stream holds from the server's memory budget,
+/// given back when it is answered (`None` where tonic read it).
+pub(crate) type Held = Option<serving_proto::gather::Charge>;
+
 /// The answers of a stream, in the order of its requests.
-type AnswerStream =
+pub(crate) type AnswerStream =
     Pin<Box<dyn Stream<Item = Result<pb::ModelStreamInferResponse, Status>> + Send>>;
 
 /// An in-band stream error, as Triton sends it: the text, and the
@@ -188,61 +266,12 @@ impl GrpcInferenceService for OipGrpc {
             .get(STATUS_ERRORS_HEADER)
             .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"true"));
         let deadline = super::deadline::deadline_of(request.metadata());
-        let mut incoming = request.into_inner();
-        let (tx, mut rx) = tokio::sync::mpsc::channel(16);
-        let this = self.clone();
-        tokio::spawn(async move {
-            let mut running = FuturesOrdered::new();
-            let mut input_done = false;
-            loop {
-                if input_done && running.is_empty() {
-                    return;
-                }
-                tokio::select! {
-                    msg = incoming.message(), if !input_done && running.len() < STREAM_IN_FLIGHT => {
-                        match msg {
-                            Ok(Some(m)) => {
-                                let this = this.clone();
-                                let (id, model, version) =
-                                    (m.id.clone(), m.model_name.clone(), m.model_version.clone());
-                                running.push_back(async move {
-                                    this.infer_recorded(m, deadline)
-                                        .await
-                                        .map_err(|e| (e, id, model, version))
-                                });
-                            }
-                            Ok(None) => input_done = true,
-                            Err(e) => {
-                                // The stream itself broke (a bad frame):
-                                // nothing more can be read from it.
-                                let _ = tx.send(Err(e)).await;
-                                return;
-                            }
-                        }
-                    }
-                    Some(answer) = running.next(), if !running.is_empty() => {
-                        let item = match answer {
-                            Ok(resp) => Ok(pb::ModelStreamInferResponse {
-                                error_message: String::new(),
-                                infer_response: Some(resp),
-                            }),
-                            Err((e, _, _, _)) if status_errors => Err(e),
-                            Err((e, id, model, version)) => Ok(in_band(&e, id, model, version)),
-                        };
-                        let ends = item.is_err();
-                        // A send fails only when the client went away:
-                        // returning drops the running requests, which
-                        // cancels them.
-                        if tx.send(item).await.is_err() || ends {
-                            return;
-                        }
-                    }
-                    () = tx.closed() => return,
-                }
-            }
-        });
-        let answers = futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx));
-        Ok(Response::new(Box::pin(answers)))
+        let incoming = request.into_inner().map(|m| m.map(|m| (m, None)));
+        Ok(Response::new(self.run_stream(
+            incoming,
+            deadline,
+            status_errors,
+        )))
     }
 
     async fn model_config(

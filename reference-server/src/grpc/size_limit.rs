@@ -65,7 +65,7 @@ where
 }
 
 /// The one streaming RPC: its messages are checked as they come.
-const STREAM_INFER: &str = "/inference.GRPCInferenceService/ModelStreamInfer";
+use serving_proto::grpc_body::method::MODEL_STREAM_INFER as STREAM_INFER;
 
 type BoxFuture<T> = Pin<Box<dyn std::future::Future<Output = T> + Send>>;
 

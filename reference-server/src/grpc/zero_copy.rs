@@ -1,5 +1,6 @@
 //! The two RPCs that carry tensors, `MSService/Predict` and
-//! `GRPCInferenceService/ModelInfer`, framed without tonic's codec.
+//! `GRPCInferenceService/ModelInfer`, framed without tonic's codec, and the
+//! stream `ModelStreamInfer` (see [`super::stream`]).
 //!
 //! tonic decodes into a buffer it grows as frames arrive and encodes every
 //! reply by copying it, tensor bytes included, into a second buffer. Here
@@ -20,13 +21,13 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Request, Response};
 use http_body::Body;
 use prost::Message;
-use serving_proto::chunked;
 use serving_proto::compression::{self, Encoding};
 use serving_proto::frame::{FrameError, TooLarge};
-use serving_proto::grpc_body::method::{MODEL_INFER, PREDICT};
+use serving_proto::grpc_body::method::{MODEL_INFER, MODEL_STREAM_INFER, PREDICT};
 use serving_proto::grpc_body::{MessageBody, ReadError, read_unary_compressed, tensor_path};
 use serving_proto::pb::inference::grpc_inference_service_server::GrpcInferenceService;
 use serving_proto::pb::mindspore::ms_service_server::MsService;
+use serving_proto::{chunked, decode_cost};
 use tonic::Status;
 use tonic::metadata::MetadataMap;
 
@@ -34,8 +35,9 @@ use super::mindspore::MindSporeGrpc;
 use super::oip::OipGrpc;
 use crate::service::State;
 
-/// A tower service answering [`PREDICT`] and [`MODEL_INFER`] itself and
-/// passing every other request to `inner`.
+/// A tower service answering [`PREDICT`], [`MODEL_INFER`] and
+/// [`MODEL_STREAM_INFER`] itself and passing every other request to
+/// `inner`, each of those under the control-message limit.
 #[derive(Clone, Debug)]
 pub(crate) struct ZeroCopy<S> {
     inner: S,
@@ -90,6 +92,7 @@ where
                         req,
                         &state,
                         tensor_path::PREDICT_REQUEST,
+                        decode_cost::predict_request,
                         chunked::predict_reply,
                         |r| async move { ms.predict(r).await },
                     )
@@ -103,17 +106,24 @@ where
                         req,
                         &state,
                         tensor_path::MODEL_INFER_REQUEST,
+                        decode_cost::model_infer_request,
                         chunked::model_infer_response,
                         |r| async move { oip.model_infer(r).await },
                     )
                     .await)
                 })
             }
+            MODEL_STREAM_INFER => {
+                let oip = self.oip.clone();
+                Box::pin(async move { Ok(super::stream::model_stream_infer(req, oip, state)) })
+            }
             _ => {
                 let clone = self.inner.clone();
                 let mut inner = std::mem::replace(&mut self.inner, clone);
                 let path = req.uri().path().to_owned();
-                let limit = state.max_msg_bytes as u64;
+                // The other RPCs are control calls with small messages, held
+                // to what REST's control routes take.
+                let limit = crate::service::CONTROL_BODY_MAX as u64;
                 let encoding = req
                     .headers()
                     .get("grpc-encoding")
@@ -147,6 +157,7 @@ async fn unary<B, M, R, F, Fut>(
     req: Request<B>,
     state: &State,
     tensor_path: &[u32],
+    cost: fn(&[u8]) -> u64,
     encode: fn(R, u64) -> Result<Vec<Bytes>, TooLarge>,
     handle: F,
 ) -> Response<tonic::body::Body>
@@ -159,22 +170,9 @@ where
 {
     let limit = state.max_msg_bytes as u64;
     let (parts, mut body) = req.into_parts();
-    let encoding = match parts.headers.get("grpc-encoding") {
-        None => None,
-        Some(v) if v == "identity" => None,
-        Some(v) => match v.to_str().ok().and_then(Encoding::from_name) {
-            Some(e) => Some(e),
-            None => {
-                let mut status = Status::unimplemented(format!(
-                    "Content is compressed with `{}` which isn't supported",
-                    serving_proto::text::quote(&String::from_utf8_lossy(v.as_bytes()))
-                ));
-                status
-                    .metadata_mut()
-                    .insert("grpc-accept-encoding", ACCEPTED.parse().expect("ASCII"));
-                return status.into_http();
-            }
-        },
+    let encoding = match request_encoding(&parts.headers) {
+        Ok(e) => e,
+        Err(status) => return status.into_http(),
     };
     let read = match read_unary_compressed(
         &mut body,
@@ -194,35 +192,18 @@ where
     if read.compressed
         && let Some(encoding) = encoding
     {
-        // Inflating is CPU work in proportion to the message: off the
-        // connection's thread, and bounded by the limit as it inflates.
-        let packed = message;
-        let inflated = tokio::task::spawn_blocking(move || {
-            compression::inflate(encoding, &packed, limit as usize)
-        })
-        .await;
-        message = match inflated {
-            Ok(Ok(bytes)) => Bytes::from(bytes),
-            Ok(Err(e @ compression::InflateError::TooLarge { .. })) => {
-                return Status::resource_exhausted(format!(
-                    "Received message larger than max: {e}"
-                ))
-                .into_http();
-            }
-            Ok(Err(e)) => return Status::internal(e.to_string()).into_http(),
-            Err(e) => return Status::internal(e.to_string()).into_http(),
+        message = match super::memory::inflate(state, encoding, message, limit).await {
+            Ok(m) => m,
+            Err(status) => return status.into_http(),
         };
     }
-    // The reply is compressed when the server is configured to and the
-    // client accepts it (as Triton's --grpc-infer-response-compression-level).
-    let reply_encoding = state.grpc_response_compression.filter(|e| {
-        parts
-            .headers
-            .get_all("grpc-accept-encoding")
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .any(|v| compression::accepted(v).contains(e))
-    });
+    // The message and what decoding it builds stay charged until the
+    // reply is written.
+    let _charge = match super::memory::charge_message(state, message.len(), cost(&message)) {
+        Ok(c) => c,
+        Err(status) => return status.into_http(),
+    };
+    let reply_encoding = reply_encoding(state, &parts.headers);
     let message = match M::decode(message) {
         Ok(m) => m,
         Err(e) => return Status::internal(e.to_string()).into_http(),
@@ -264,6 +245,40 @@ where
         }
         Err(status) => status.into_http(),
     }
+}
+
+/// The request's `grpc-encoding`: `None` for none or identity, an
+/// UNIMPLEMENTED status (as tonic's) for one this server does not speak.
+pub(crate) fn request_encoding(headers: &HeaderMap) -> Result<Option<Encoding>, Status> {
+    match headers.get("grpc-encoding") {
+        None => Ok(None),
+        Some(v) if v == "identity" => Ok(None),
+        Some(v) => match v.to_str().ok().and_then(Encoding::from_name) {
+            Some(e) => Ok(Some(e)),
+            None => {
+                let mut status = Status::unimplemented(format!(
+                    "Content is compressed with `{}` which isn't supported",
+                    serving_proto::text::quote(&String::from_utf8_lossy(v.as_bytes()))
+                ));
+                status
+                    .metadata_mut()
+                    .insert("grpc-accept-encoding", ACCEPTED.parse().expect("ASCII"));
+                Err(status)
+            }
+        },
+    }
+}
+
+/// The encoding of the replies: the server's configured one when the
+/// client accepts it (as Triton's --grpc-infer-response-compression-level).
+pub(crate) fn reply_encoding(state: &State, headers: &HeaderMap) -> Option<Encoding> {
+    state.grpc_response_compression.filter(|e| {
+        headers
+            .get_all("grpc-accept-encoding")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .any(|v| compression::accepted(v).contains(e))
+    })
 }
 
 /// tonic answers an RPC no service has with a bare UNIMPLEMENTED; say

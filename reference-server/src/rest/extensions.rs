@@ -20,11 +20,7 @@ use serving_proto::pb::inference::ModelStatisticsResponse;
 use super::oip::error;
 use super::{ReadError, read_body};
 use crate::error::ServeError;
-use crate::service::{State, model_config, repository, statistics};
-
-/// The most bytes of a control request's JSON body (repository and
-/// shared-memory calls).
-const CONTROL_BODY_MAX: usize = 64 << 10;
+use crate::service::{CONTROL_BODY_MAX, State, model_config, repository, statistics};
 
 fn ok(result: Result<Value, ServeError>) -> Response {
     match result {

@@ -126,9 +126,11 @@ pub struct State {
     pub watcher: Option<std::sync::Mutex<crate::repository::watch::Watcher>>,
     /// The repository's failures, published by the watcher after each poll.
     pub failures: Option<std::sync::Arc<std::sync::RwLock<Vec<crate::repository::watch::Failure>>>>,
-    /// Memory held by requests still arriving (gRPC messages and REST
-    /// bodies), over all connections (`--max-incoming-mb`).
-    pub incoming: serving_proto::gather::Budget,
+    /// Memory held by requests, over all connections
+    /// (`--max-incoming-mb`): bodies and messages while they arrive, and
+    /// gRPC messages with what decoding them builds until they are
+    /// answered.
+    pub incoming: std::sync::Arc<serving_proto::gather::Budget>,
     /// Shared-memory regions clients registered (`--allow-shared-memory`).
     pub(crate) shared_memory: shared_memory::SharedMemory,
     /// The compression of gRPC replies, for clients that accept it
@@ -136,6 +138,10 @@ pub struct State {
     pub grpc_response_compression: Option<serving_proto::compression::Encoding>,
     ready: AtomicBool,
 }
+
+/// The most bytes of a control request's body (repository, shared-memory,
+/// configuration and statistics calls, on both transports).
+pub(crate) const CONTROL_BODY_MAX: usize = 64 << 10;
 
 impl State {
     /// A state serving `registry` with a message limit and a budget for
@@ -147,7 +153,7 @@ impl State {
             metrics: Default::default(),
             watcher: None,
             failures: None,
-            incoming: serving_proto::gather::Budget::new(max_incoming_bytes),
+            incoming: std::sync::Arc::new(serving_proto::gather::Budget::new(max_incoming_bytes)),
             shared_memory: shared_memory::SharedMemory::new(false),
             grpc_response_compression: None,
             ready: AtomicBool::new(false),

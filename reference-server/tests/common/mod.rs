@@ -228,16 +228,7 @@ pub async fn raw_grpc_framed(
     headers: &[(&str, &str)],
 ) -> RawReply {
     use http_body_util::{BodyExt, Full};
-    let tcp = tokio::net::TcpStream::connect(s.grpc_address)
-        .await
-        .unwrap();
-    let (mut send, conn) = hyper::client::conn::http2::handshake(
-        hyper_util::rt::TokioExecutor::new(),
-        hyper_util::rt::TokioIo::new(tcp),
-    )
-    .await
-    .unwrap();
-    tokio::spawn(conn);
+    let mut send = h2(s).await;
     let mut req = http::Request::post(format!("http://{}{path}", s.grpc_address))
         .header("content-type", "application/grpc")
         .header("te", "trailers");
@@ -263,6 +254,26 @@ pub async fn raw_grpc_framed(
         body: collected.to_bytes(),
         headers: parts.headers,
     }
+}
+
+/// A bare HTTP/2 connection to the gRPC port (its driver spawned), for
+/// requests whose body the test feeds as it likes.
+pub async fn h2<B>(s: &Running) -> hyper::client::conn::http2::SendRequest<B>
+where
+    B: http_body::Body<Data = bytes::Bytes> + Send + Unpin + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let tcp = tokio::net::TcpStream::connect(s.grpc_address)
+        .await
+        .unwrap();
+    let (send, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tcp),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    send
 }
 
 /// A model `y = x W ... W` over float32 rows of `width` (batch dimension

@@ -1,0 +1,79 @@
+//! What a gRPC request holds of the server's memory, charged to the budget
+//! (`--max-incoming-mb`) before it is allocated: a compressed message while
+//! it inflates, and a whole message with the structures decoding it builds
+//! (counted from its bytes by [`serving_proto::decode_cost`]) until it is
+//! answered.
+
+use bytes::Bytes;
+use serving_proto::compression::{self, Encoding};
+use serving_proto::gather::{Charge, Exhausted};
+use tonic::Status;
+
+use crate::service::State;
+
+/// Charges `bytes` for a request; a request that could never fit the budget
+/// is RESOURCE_EXHAUSTED, one that does not fit now UNAVAILABLE (retry).
+pub(crate) fn charge(state: &State, bytes: u64, what: &str) -> Result<Charge, Status> {
+    state.incoming.charge(bytes).map_err(|e| refusal(e, what))
+}
+
+/// The status of a refused charge.
+fn refusal(e: Exhausted, what: &str) -> Status {
+    if e.wanted > e.limit {
+        Status::resource_exhausted(format!(
+            "{what} needs {} bytes of server memory, more than the {} bytes this server gives all requests together (--max-incoming-mb)",
+            e.wanted, e.limit
+        ))
+    } else {
+        Status::unavailable(e.to_string())
+    }
+}
+
+/// Charges a received message of `len` bytes and the `decoded` bytes of
+/// structures decoding it builds.
+pub(crate) fn charge_message(state: &State, len: usize, decoded: u64) -> Result<Charge, Status> {
+    charge(
+        state,
+        (len as u64).saturating_add(decoded),
+        "the request, decoded,",
+    )
+}
+
+/// Inflates `packed` under `limit` bytes, off the connection's thread,
+/// charging the output before it is allocated (see
+/// [`compression::inflate_charged`]); the charge is given back once the
+/// message is inflated, for [`charge_message`] to take what it keeps.
+pub(crate) async fn inflate(
+    state: &State,
+    encoding: Encoding,
+    packed: Bytes,
+    limit: u64,
+) -> Result<Bytes, Status> {
+    let mut charge = charge(state, 0, "inflating the request")?;
+    let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+    let inflated = tokio::task::spawn_blocking(move || {
+        let mut refused = None;
+        let result = compression::inflate_charged(encoding, &packed, limit, &mut |n| match charge
+            .set(n as u64)
+        {
+            Ok(()) => true,
+            Err(e) => {
+                refused = Some(e);
+                false
+            }
+        });
+        (result, refused)
+    })
+    .await;
+    match inflated {
+        Ok((Ok(bytes), _)) => Ok(Bytes::from(bytes)),
+        Ok((Err(e @ compression::InflateError::TooLarge { .. }), _)) => Err(
+            Status::resource_exhausted(format!("Received message larger than max: {e}")),
+        ),
+        Ok((Err(compression::InflateError::Refused { .. }), Some(e))) => {
+            Err(refusal(e, "inflating the request"))
+        }
+        Ok((Err(e), _)) => Err(Status::internal(e.to_string())),
+        Err(e) => Err(Status::internal(e.to_string())),
+    }
+}
