@@ -5,17 +5,20 @@
 
 use libfuzzer_sys::fuzz_target;
 use prost::Message;
-use serving_fuzz::{assert_bounded, check_tensor, reset};
+use serving_fuzz::{assert_charged, check_tensor, reset};
 use serving_proto::oip::grpc::{self, Contents};
 use serving_proto::pb::inference::ModelInferRequest;
 
 fuzz_target!(|data: &[u8]| {
+    // What the server charges to its budget before decoding: every
+    // allocation of the decode must lie within it.
+    let charged = serving_proto::decode_cost::model_infer_request(data);
     reset();
     let Ok(message) = ModelInferRequest::decode(data) else {
         return;
     };
     let decoded = grpc::decode_request(message);
-    assert_bounded(data.len(), "ModelInferRequest");
+    assert_charged(data.len(), charged, "ModelInferRequest");
     let Ok(request) = decoded else { return };
     for input in &request.inputs {
         check_tensor(&input.tensor);

@@ -3,7 +3,9 @@
 //! under a limit, compressed ones inflated under the same limit, each
 //! decoded as a `ModelInferRequest`. Properties: never a panic; a message
 //! is never over the limit, before or after inflating; the bytes held for
-//! the message in progress never exceed what arrived; allocations bounded.
+//! the message in progress never exceed what arrived; allocations bounded
+//! (a message whose decoding `decode_cost` charges more than the target's
+//! budget is refused undecoded, as the server does).
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -15,6 +17,9 @@ use serving_proto::oip::grpc as codec;
 use serving_proto::pb::inference::ModelInferRequest;
 
 const LIMIT: usize = 32 << 10;
+/// The decoded bytes a message may be charged: no more than the smallest
+/// allocation bound asserted.
+const BUDGET: usize = 64 * (LIMIT / 64);
 
 fuzz_target!(|data: &[u8]| {
     let Some((&control, body)) = data.split_first() else {
@@ -45,6 +50,13 @@ fuzz_target!(|data: &[u8]| {
                         message
                     };
                     assert!(message.len() <= LIMIT);
+                    // The server charges what decoding builds to its budget
+                    // first: a message the target's budget (the bound
+                    // asserted below) cannot hold is refused undecoded.
+                    let charged = serving_proto::decode_cost::model_infer_request(&message);
+                    if charged > BUDGET as u64 {
+                        continue;
+                    }
                     let Ok(m) = ModelInferRequest::decode(message) else {
                         continue;
                     };
@@ -61,4 +73,5 @@ fuzz_target!(|data: &[u8]| {
         assert!(split.partial() <= received);
     }
     assert_bounded(body.len().max(LIMIT / 64), "stream frames");
+    debug_assert!(BUDGET <= serving_fuzz::bound(LIMIT / 64));
 });

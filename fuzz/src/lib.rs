@@ -59,6 +59,22 @@ pub fn assert_bounded(input_len: usize, what: &str) {
     );
 }
 
+/// Asserts that nothing allocated more than [`bound`], or more than
+/// `charged` (what the server charges to its budget for decoding the
+/// input, from `serving_proto::decode_cost`) and 64 KiB, since [`reset`].
+pub fn assert_charged(input_len: usize, charged: u64, what: &str) {
+    let largest = LARGEST.load(Ordering::Relaxed);
+    let allowed = bound(input_len).max(
+        usize::try_from(charged)
+            .unwrap_or(usize::MAX)
+            .saturating_add(64 << 10),
+    );
+    assert!(
+        largest <= allowed,
+        "{what}: one allocation of {largest} bytes for an input of {input_len} bytes charged {charged}"
+    );
+}
+
 /// A decoded tensor's data agrees with its dtype and shape: byte length
 /// equals element count times item size.
 pub fn check_tensor(t: &Tensor) {
