@@ -1,11 +1,12 @@
-//! The request messages of the RPCs tonic serves (streams and the control
-//! RPCs), each handed to tonic only once all its bytes are in, and
-//! inflated first if compressed.
+//! The request messages of the RPCs tonic serves (the control RPCs, under
+//! [`crate::service::CONTROL_BODY_MAX`]; `ModelStreamInfer` is read by
+//! [`super::stream`]), each handed to tonic only once all its bytes are
+//! in, and inflated first if compressed.
 //!
 //! tonic reserves a message's buffer from its frame header's claim, before
-//! the bytes arrive (800 stalled ModelStreamInfer streams claiming 99 MiB
-//! each cost it +521 MiB), and inflates into a buffer that doubles as it
-//! fills, so a compression bomb can cost it about twice the message limit.
+//! the bytes arrive (800 stalled streams claiming 99 MiB each cost it +521
+//! MiB), and inflates into a buffer that doubles as it fills, so a
+//! compression bomb can cost it about twice the message limit.
 //! Here each message is split off the body as it arrives
 //! ([`serving_proto::frame::Splitter`], which holds only the bytes
 //! received), inflated into pieces under the limit
