@@ -723,7 +723,6 @@ impl<'de> Visitor<'de> for ShapeSeed {
             };
         }
         while seq.next_element_seed(Validate { level })?.is_some() {}
-        shape.shrink_to_fit();
         Ok((shape, fault))
     }
 }

@@ -21,7 +21,7 @@ use super::{
     RequestedOutput, checked_count, datatype_name, external_input, resolve_datatype, shared_memory,
 };
 use crate::json::{self, KeySeed, NumberError, Render, Scalar, Text, TextSeed, Validate};
-use crate::{DataType, Tensor, TensorData};
+use crate::{DataType, Tensor, TensorData, TensorError};
 
 /// The header that gives the length of the JSON part of a binary body.
 pub const HEADER_LENGTH: &str = "Inference-Header-Content-Length";
@@ -401,10 +401,7 @@ impl<'de> Visitor<'de> for ShapeSeed {
         if dims.is_none() {
             while seq.next_element_seed(Validate { level })?.is_some() {}
         }
-        Ok(dims.map(|mut d| {
-            d.shrink_to_fit();
-            d
-        }))
+        Ok(dims)
     }
 }
 
@@ -1142,17 +1139,23 @@ fn tensor_from_json_data(
         // keeping them.
         sink = read_leaves(text, dtype, count, true)?;
     }
-    if dtype.is_variable() {
-        return Tensor::from_elements(dtype, shape.clone(), sink.elements).map_err(|_| {
-            OipError::Shape {
-                name: name.to_owned(),
-                shape,
-            }
-            .into()
-        });
-    }
-    Tensor::from_raw(dtype, shape.clone(), Bytes::from(sink.raw))
-        .map_err(|e| super::value_error(name, shape)(e).into())
+    // The shape moves into the tensor (it may be as long as the body); an
+    // error gives it back.
+    let tensor = if dtype.is_variable() {
+        Tensor::from_elements(dtype, shape, sink.elements)
+    } else {
+        Tensor::from_raw(dtype, shape, Bytes::from(sink.raw))
+    };
+    tensor.map_err(|e| {
+        let shape = match &e {
+            TensorError::NegativeDim { shape }
+            | TensorError::Overflow { shape, .. }
+            | TensorError::DataSize { shape, .. }
+            | TensorError::ElementCount { shape, .. } => shape.clone(),
+            _ => Vec::new(),
+        };
+        crate::oip::value_error(name, shape)(e).into()
+    })
 }
 
 fn decode_request_json(
