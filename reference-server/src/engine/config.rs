@@ -157,16 +157,149 @@ impl Default for QueuePolicy {
 }
 
 impl QueuePolicy {
-    /// Checks the levels: at least one, the default among them.
+    /// Checks the levels: at least one, at most [`MAX_PRIORITY_LEVELS`],
+    /// the default among them.
     pub fn check(&self) -> Result<(), String> {
         if self.priority_levels == 0 {
             return Err("priority_levels must be at least 1".into());
+        }
+        if self.priority_levels > MAX_PRIORITY_LEVELS {
+            return Err(over(
+                "priority_levels",
+                self.priority_levels,
+                MAX_PRIORITY_LEVELS,
+            ));
         }
         if !(1..=self.priority_levels).contains(&self.default_priority) {
             return Err(format!(
                 "default_priority_level {} is outside the priority levels 1..={}",
                 self.default_priority, self.priority_levels
             ));
+        }
+        Ok(())
+    }
+}
+
+// Bounds on what a repository configuration sets. A model repository is
+// untrusted input: each number it sets is checked against one of these
+// before anything is allocated or started for it, so that a hostile or
+// mistaken configuration fails its own load (naming the field, the value
+// and the bound) instead of exhausting the server. They are far above what
+// real deployments use (docs/server.md, "Bounds on repository
+// configurations").
+
+/// The most request priority levels (the queue holds one list per level).
+pub const MAX_PRIORITY_LEVELS: u32 = 1024;
+/// The most replicas of one servable version on one device (Triton's
+/// `instance_group[i].count`; a device named repeatedly in
+/// `servable.toml`'s `devices`).
+pub const MAX_REPLICAS_PER_DEVICE: usize = 64;
+/// The most replicas of one servable version, over all devices (each is an
+/// ONNX Runtime session with its own copy of the models).
+pub const MAX_REPLICAS: usize = 256;
+/// The most ONNX Runtime intra-op threads of one replica.
+pub const MAX_INTRA_OP_THREADS: usize = 256;
+/// The most intra-op threads of one servable version: replicas times
+/// threads per replica, where the threads are configured.
+pub const MAX_THREADS: usize = 1024;
+/// The most rows of one run (`max_batch_size`, each preferred batch size).
+pub const MAX_BATCH_SIZE: usize = 1 << 20;
+/// The most requests queued or running per servable version (`queue_limit`,
+/// Triton's `max_queue_size`).
+pub const MAX_QUEUE_LIMIT: usize = 1 << 20;
+/// The longest batching delay or default queue timeout, in microseconds
+/// (one hour).
+pub const MAX_DELAY_US: u64 = 3_600_000_000;
+/// The most elements a configured tensor shape holds: every fixed
+/// dimension, and the product of the fixed dimensions (computed without
+/// wrapping), is at most this.
+pub const MAX_ELEMENTS: i64 = 1 << 40;
+/// The highest GPU id a configuration may name.
+pub const MAX_GPU_ID: i32 = 1023;
+
+/// The error of a configured number over its bound: `{field} {value} is
+/// over the bound {bound}`.
+pub fn over(field: &str, value: impl std::fmt::Display, bound: impl std::fmt::Display) -> String {
+    format!("{field} {value} is over the bound {bound}")
+}
+
+/// Checks a number a configuration sets against its bound.
+pub fn at_most<T: PartialOrd + std::fmt::Display>(
+    field: &str,
+    value: T,
+    bound: T,
+) -> Result<(), String> {
+    if value > bound {
+        Err(over(field, value, bound))
+    } else {
+        Ok(())
+    }
+}
+
+/// Checks a configured shape: each dimension is -1 (any) or between 0 and
+/// [`MAX_ELEMENTS`], and the product of the fixed ones, computed without
+/// wrapping, is at most [`MAX_ELEMENTS`].
+pub fn check_dims(field: &str, dims: &[i64]) -> Result<(), String> {
+    let mut product: i64 = 1;
+    for &d in dims {
+        if d < -1 {
+            return Err(format!(
+                "{field} {dims:?} holds {d}; a dimension is -1 (any) or at least 0"
+            ));
+        }
+        if d > MAX_ELEMENTS {
+            return Err(format!(
+                "{field} {dims:?} holds {d}, over the bound {MAX_ELEMENTS}"
+            ));
+        }
+        if d > 0 {
+            product = product
+                .checked_mul(d)
+                .filter(|&p| p <= MAX_ELEMENTS)
+                .ok_or_else(|| {
+                    format!(
+                        "{field} {dims:?}: the product of the dimensions is over the bound {MAX_ELEMENTS}"
+                    )
+                })?;
+        }
+    }
+    Ok(())
+}
+
+impl Deployment {
+    /// Checks the replicas (per device and in all) and the threads against
+    /// their bounds; `devices_field` and `threads_field` name the
+    /// configuration's fields in the messages.
+    pub fn check_bounds(&self, devices_field: &str, threads_field: &str) -> Result<(), String> {
+        let mut per: std::collections::HashMap<Device, usize> = Default::default();
+        for d in &self.devices {
+            *per.entry(*d).or_default() += 1;
+        }
+        if let Some((device, n)) = self
+            .devices
+            .iter()
+            .map(|d| (d, per[d]))
+            .find(|&(_, n)| n > MAX_REPLICAS_PER_DEVICE)
+        {
+            return Err(format!(
+                "{devices_field}: {n} replicas on {device} is over the bound {MAX_REPLICAS_PER_DEVICE} per device"
+            ));
+        }
+        let replicas = self.devices.len();
+        if replicas > MAX_REPLICAS {
+            return Err(format!(
+                "{devices_field}: {replicas} replicas is over the bound {MAX_REPLICAS}"
+            ));
+        }
+        if let Some(threads) = self.intra_op_threads {
+            at_most(threads_field, threads, MAX_INTRA_OP_THREADS)?;
+            let total = threads.saturating_mul(replicas.max(1));
+            if total > MAX_THREADS {
+                return Err(format!(
+                    "{threads_field} {threads} times {} replicas is {total} threads, over the bound {MAX_THREADS}",
+                    replicas.max(1)
+                ));
+            }
         }
         Ok(())
     }

@@ -35,7 +35,8 @@ use std::collections::BTreeSet;
 use serde::Deserialize;
 
 use crate::engine::config::{
-    Batching, Deployment, MethodSpec, ModelSpec, QueuePolicy, ServableSpec, StageSpec,
+    Batching, Deployment, MAX_BATCH_SIZE, MAX_DELAY_US, MAX_QUEUE_LIMIT, MethodSpec, ModelSpec,
+    QueuePolicy, ServableSpec, StageSpec, at_most, over,
 };
 use crate::runtime::device::Device;
 
@@ -140,6 +141,27 @@ impl ServableConfig {
     /// What the engine runs: the models, methods and deployment, checked.
     pub fn spec(&self) -> Result<ServableSpec, String> {
         let d = &self.deployment;
+        if let Some(n) = d.max_batch_size {
+            at_most("max_batch_size", n, MAX_BATCH_SIZE)?;
+        }
+        for (i, &p) in d.preferred_batch_sizes.iter().enumerate() {
+            if p > MAX_BATCH_SIZE {
+                return Err(over(
+                    &format!("preferred_batch_sizes[{i}]"),
+                    p,
+                    MAX_BATCH_SIZE,
+                ));
+            }
+        }
+        if let Some(n) = d.queue_limit {
+            at_most("queue_limit", n, MAX_QUEUE_LIMIT)?;
+        }
+        if let Some(us) = d.batch_timeout_us {
+            at_most("batch_timeout_us", us, MAX_DELAY_US)?;
+        }
+        if let Some(us) = d.default_queue_timeout_us {
+            at_most("default_queue_timeout_us", us, MAX_DELAY_US)?;
+        }
         let levels = d.priority_levels.unwrap_or(1);
         let queue = QueuePolicy {
             limit: d.queue_limit,
@@ -156,7 +178,7 @@ impl ServableConfig {
                 "preferred_batch_sizes holds {bad}; sizes are at least 1"
             ));
         }
-        Ok(ServableSpec {
+        let spec = ServableSpec {
             models: self
                 .model
                 .iter()
@@ -196,7 +218,10 @@ impl ServableConfig {
                 },
                 queue,
             },
-        })
+        };
+        spec.deployment
+            .check_bounds("devices", "intra_op_threads")?;
+        Ok(spec)
     }
 
     /// The devices of the deployment, parsed.
@@ -214,7 +239,7 @@ impl ServableConfig {
             if !models.insert(m.name.as_str()) {
                 return Err(format!("model '{}' is declared twice", m.name));
             }
-            if m.file.is_empty() || m.file.contains("..") || m.file.starts_with('/') {
+            if !super::is_inside_path(&m.file) {
                 return Err(format!(
                     "model '{}': file '{}' must be a path inside the version directory",
                     m.name, m.file

@@ -18,9 +18,10 @@ pub mod config;
 pub mod triton;
 pub mod watch;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
+use std::ffi::OsString;
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 
 use config::ServableConfig;
@@ -125,6 +126,15 @@ impl ServableDir {
         version_dir(&self.dir, self.flat, version)
     }
 
+    /// The file `file` of version `version`, resolved inside the model
+    /// directory (see [`resolve_beneath`]), or the error that it leads
+    /// outside; the error names the file as configured, and is the same
+    /// whether or not anything exists where it leads.
+    pub fn model_path(&self, version: u64, file: &str) -> Result<PathBuf, RepositoryError> {
+        resolve_beneath(&self.dir, &relative(self.flat, version, file))
+            .map_err(|Escape| fail(&self.version_dir(version).join(file), ESCAPES))
+    }
+
     /// The configuration file, for messages and fingerprints.
     pub fn config_file(&self) -> PathBuf {
         self.dir.join(match self.format {
@@ -134,28 +144,154 @@ impl ServableDir {
     }
 }
 
-/// The version numbers of a model directory: positive integer names.
+/// The reason given for a model file, version directory or configuration
+/// file that leads outside its model directory.
+pub const ESCAPES: &str = "leads outside the model directory (through '..', an absolute path or a symbolic link); model files resolve inside it";
+
+/// A path that leads outside the directory it must stay in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Escape;
+
+/// The most symbolic links followed resolving one path (Linux's own limit).
+const MAX_LINKS: usize = 40;
+
+/// Whether `file` is a relative path that stays inside the directory it is
+/// joined to, read as written: not empty, not absolute, no `..` segment.
+/// (Symbolic links are [`resolve_beneath`]'s.)
+pub fn is_inside_path(file: &str) -> bool {
+    let path = Path::new(file);
+    !file.contains('\0')
+        && path
+            .components()
+            .all(|c| matches!(c, Component::Normal(_) | Component::CurDir))
+        && path.components().any(|c| matches!(c, Component::Normal(_)))
+}
+
+/// What `rel` names inside `root`, with every symbolic link on the way
+/// followed, as long as each step stays inside `root`: `Err(Escape)` as
+/// soon as a `..`, an absolute path or a link's target leads outside it.
+/// Nothing outside `root` is ever looked at, so the answer never depends on
+/// what exists there (a client reading the repository index learns nothing
+/// of the server's file system). A path that does not exist is followed as
+/// written; the result then does not exist either. The result is an
+/// absolute path with no symbolic link in it, under `root`'s canonical
+/// path.
+pub fn resolve_beneath(root: &Path, rel: &Path) -> Result<PathBuf, Escape> {
+    enum Part {
+        Parent,
+        Name(OsString),
+    }
+    fn parts(path: &Path) -> Result<Vec<Part>, Escape> {
+        path.components()
+            .filter_map(|c| match c {
+                Component::Normal(n) => Some(Ok(Part::Name(n.to_owned()))),
+                Component::ParentDir => Some(Ok(Part::Parent)),
+                Component::CurDir => None,
+                Component::RootDir | Component::Prefix(_) => Some(Err(Escape)),
+            })
+            .collect()
+    }
+    let base = fs::canonicalize(root).map_err(|_| Escape)?;
+    let mut pending: VecDeque<Part> = parts(rel)?.into();
+    let mut current = base.clone();
+    let mut links = 0;
+    while let Some(part) = pending.pop_front() {
+        let name = match part {
+            Part::Parent if current == base => return Err(Escape),
+            Part::Parent => {
+                current.pop();
+                continue;
+            }
+            Part::Name(name) => name,
+        };
+        let next = current.join(&name);
+        match fs::symlink_metadata(&next) {
+            Ok(meta) if meta.file_type().is_symlink() => {
+                links += 1;
+                if links > MAX_LINKS {
+                    return Err(Escape);
+                }
+                let target = fs::read_link(&next).map_err(|_| Escape)?;
+                let target = if target.is_absolute() {
+                    current = base.clone();
+                    target
+                        .strip_prefix(&base)
+                        .or_else(|_| target.strip_prefix(root))
+                        .map_err(|_| Escape)?
+                        .to_owned()
+                } else {
+                    target
+                };
+                for p in parts(&target)?.into_iter().rev() {
+                    pending.push_front(p);
+                }
+            }
+            _ => current = next,
+        }
+    }
+    Ok(current)
+}
+
+/// The version numbers of a model directory: positive integer names of
+/// directories, and of symbolic links to directories inside the model
+/// directory. A link that leads outside counts as a version (whose load
+/// then fails), so that the versions listed never depend on what exists
+/// outside.
 pub fn versions(dir: &Path) -> Result<Vec<u64>, RepositoryError> {
     let mut found: Vec<u64> = fs::read_dir(dir)
         .map_err(|e| fail(dir, e.to_string()))?
         .filter_map(Result::ok)
-        .filter(|e| e.path().is_dir())
-        .filter_map(|e| e.file_name().to_str()?.parse::<u64>().ok())
-        .filter(|&v| v > 0)
+        .filter_map(|e| {
+            let v = e.file_name().to_str()?.parse::<u64>().ok()?;
+            let kind = e.file_type().ok()?;
+            let listed = kind.is_dir()
+                || (kind.is_symlink()
+                    && match resolve_beneath(dir, Path::new(&e.file_name())) {
+                        Err(Escape) => true,
+                        Ok(p) => p.is_dir(),
+                    });
+            (listed && v > 0).then_some(v)
+        })
         .collect();
     found.sort_unstable();
     Ok(found)
+}
+
+/// A configuration file of a model directory, resolved inside it: `None`
+/// when there is none (or it is not a file), an error when it is a link
+/// that leads outside the directory.
+fn config_path(dir: &Path, name: &str) -> Result<Option<PathBuf>, RepositoryError> {
+    let path = dir.join(name);
+    match fs::symlink_metadata(&path) {
+        Err(_) => Ok(None),
+        Ok(meta) if meta.file_type().is_symlink() => match resolve_beneath(dir, Path::new(name)) {
+            Err(Escape) => Err(fail(&path, ESCAPES)),
+            Ok(p) => Ok(p.is_file().then_some(p)),
+        },
+        Ok(meta) => Ok(meta.is_file().then_some(path)),
+    }
+}
+
+/// The path of version `version`'s `file` relative to the model directory.
+fn relative(flat: bool, version: u64, file: &str) -> PathBuf {
+    if flat {
+        PathBuf::from(file)
+    } else {
+        Path::new(&version.to_string()).join(file)
+    }
 }
 
 /// The first `.onnx` file of the version directories, for the error that
 /// helps a user write a configuration.
 fn some_onnx(dir: &Path, flat: bool, versions: &[u64]) -> Option<PathBuf> {
     versions.iter().find_map(|&v| {
-        let mut files: Vec<PathBuf> = fs::read_dir(version_dir(dir, flat, v))
+        let vdir = resolve_beneath(dir, &relative(flat, v, "")).ok()?;
+        let mut files: Vec<PathBuf> = fs::read_dir(vdir)
             .ok()?
             .filter_map(Result::ok)
-            .map(|e| e.path())
-            .filter(|p| p.extension().is_some_and(|e| e == "onnx"))
+            .map(|e| e.file_name())
+            .filter(|n| Path::new(n).extension().is_some_and(|e| e == "onnx"))
+            .filter_map(|n| resolve_beneath(dir, &relative(flat, v, n.to_str()?)).ok())
             .collect();
         files.sort();
         files.into_iter().next()
@@ -191,6 +327,8 @@ pub fn scan_named(
     allow_flat: bool,
 ) -> Result<ServableDir, RepositoryError> {
     let name = name.to_owned();
+    let toml = config_path(dir, "servable.toml")?;
+    let pbtxt = config_path(dir, "config.pbtxt")?;
     let toml_path = dir.join("servable.toml");
     let pbtxt_path = dir.join("config.pbtxt");
     let mut versions = versions(dir)?;
@@ -198,32 +336,35 @@ pub fn scan_named(
     if flat {
         versions = vec![1];
     }
-    let format = match (toml_path.is_file(), pbtxt_path.is_file()) {
-        (true, true) => {
+    let format = match (toml, pbtxt) {
+        (Some(_), Some(_)) => {
             return Err(fail(
                 dir,
                 "both servable.toml and config.pbtxt: a model directory is in one format; keep one",
             ));
         }
-        (true, false) => {
-            let text =
-                fs::read_to_string(&toml_path).map_err(|e| fail(&toml_path, e.to_string()))?;
+        (Some(file), None) => {
+            let text = fs::read_to_string(&file).map_err(|e| fail(&toml_path, e.to_string()))?;
             Format::Servable(
                 ServableConfig::parse(&text).map_err(|reason| fail(&toml_path, reason))?,
             )
         }
-        (false, true) => {
-            let text =
-                fs::read_to_string(&pbtxt_path).map_err(|e| fail(&pbtxt_path, e.to_string()))?;
+        (None, Some(file)) => {
+            let text = fs::read_to_string(&file).map_err(|e| fail(&pbtxt_path, e.to_string()))?;
             let config = serving_proto::model_config::parse_text(&text)
                 .map_err(|e| fail(&pbtxt_path, e.to_string()))?;
             triton::check(&config, &name).map_err(|reason| fail(&pbtxt_path, reason))?;
             Format::Triton(Some(Box::new(config)))
         }
-        (false, false) => {
-            let bare = versions
-                .iter()
-                .any(|&v| version_dir(dir, flat, v).join(triton::MODEL_FILE).is_file());
+        (None, None) => {
+            // A model file that leads outside counts as present (its load
+            // then fails), whether or not anything exists there.
+            let bare = versions.iter().any(|&v| {
+                match resolve_beneath(dir, &relative(flat, v, triton::MODEL_FILE)) {
+                    Err(Escape) => true,
+                    Ok(p) => p.is_file(),
+                }
+            });
             if !bare {
                 let mut reason = format!(
                     "neither servable.toml nor config.pbtxt, and no version directory (1/, 2/, ...) holds {}; see docs/server.md, \"Model repositories\"",
@@ -385,15 +526,16 @@ pub fn load_version(
     options: &Options,
 ) -> Result<Loaded, RepositoryError> {
     let vdir = servable.version_dir(version);
-    let read = |file: &Path| -> Result<Vec<u8>, RepositoryError> {
-        if !file.is_file() {
-            return Err(fail(
-                file,
-                format!("the model file is missing from version {version}"),
-            ));
+    // The model file `name`, resolved inside the model directory, read;
+    // errors name it as configured.
+    let read = |name: &str, missing: String| -> Result<Vec<u8>, RepositoryError> {
+        let file = vdir.join(name);
+        let resolved = servable.model_path(version, name)?;
+        if !resolved.is_file() {
+            return Err(fail(&file, missing));
         }
         tracing::info!(file = %file.display(), "loading model");
-        fs::read(file).map_err(|e| fail(file, e.to_string()))
+        fs::read(&resolved).map_err(|e| fail(&file, e.to_string()))
     };
     let (spec, models, triton) = match &servable.format {
         Format::Servable(config) => {
@@ -402,21 +544,21 @@ pub fn load_version(
                 .map_err(|reason| fail(&servable.config_file(), reason))?;
             let mut models = Vec::with_capacity(config.model.len());
             for model in &config.model {
-                let file = vdir.join(&model.file);
-                if !file.is_file() {
-                    return Err(fail(
-                        &file,
-                        format!("model '{}' is missing from version {version}", model.name),
-                    ));
-                }
-                models.push(read(&file)?);
+                models.push(read(
+                    &model.file,
+                    format!("model '{}' is missing from version {version}", model.name),
+                )?);
             }
             (spec, models, None)
         }
         Format::Triton(config) => {
             let config = config.as_deref();
-            let file = vdir.join(triton::model_file(config));
-            let bytes = read(&file)?;
+            let name = triton::model_file(config);
+            let file = vdir.join(name);
+            let bytes = read(
+                name,
+                format!("the model file is missing from version {version}"),
+            )?;
             let signature = crate::onnx::signature(&bytes).map_err(|reason| fail(&file, reason))?;
             let defaults = triton::Defaults {
                 max_batch_size: options.default_max_batch_size,
@@ -445,4 +587,56 @@ pub fn load_version(
     )
     .map_err(|e| fail(&vdir, e.to_string()))?;
     Ok(Loaded { version, triton })
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::symlink;
+
+    #[test]
+    fn paths_as_written_stay_inside() {
+        for ok in ["model.onnx", "sub/model.onnx", "./model.onnx", "a..b.onnx"] {
+            assert!(is_inside_path(ok), "{ok}");
+        }
+        for bad in ["", ".", "../x.onnx", "sub/../../x", "/etc/hostname", "a\0b"] {
+            assert!(!is_inside_path(bad), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn links_are_followed_only_inside_the_root() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("m");
+        fs::create_dir_all(root.join("shared")).unwrap();
+        fs::create_dir_all(root.join("1")).unwrap();
+        fs::write(root.join("shared/model.onnx"), b"x").unwrap();
+        fs::write(tmp.path().join("outside.onnx"), b"x").unwrap();
+        let canonical = fs::canonicalize(&root).unwrap();
+        symlink("../shared/model.onnx", root.join("1/in.onnx")).unwrap();
+        symlink(root.join("shared"), root.join("2")).unwrap();
+        symlink("../../outside.onnx", root.join("1/out.onnx")).unwrap();
+        symlink("../../missing.onnx", root.join("1/gone.onnx")).unwrap();
+        symlink("/etc", root.join("3")).unwrap();
+        symlink("loop", root.join("1/loop")).unwrap();
+        let r = |rel: &str| resolve_beneath(&root, Path::new(rel));
+        assert_eq!(r("1/in.onnx"), Ok(canonical.join("shared/model.onnx")));
+        assert_eq!(r("2/model.onnx"), Ok(canonical.join("shared/model.onnx")));
+        assert_eq!(r("1/none.onnx"), Ok(canonical.join("1/none.onnx")));
+        assert_eq!(
+            r("1/../shared/model.onnx"),
+            Ok(canonical.join("shared/model.onnx"))
+        );
+        for bad in [
+            "1/out.onnx",
+            "1/gone.onnx",
+            "3/hostname",
+            "3/nothing",
+            "1/loop",
+            "..",
+        ] {
+            assert_eq!(r(bad), Err(Escape), "{bad}");
+        }
+        assert_eq!(versions(&root).unwrap(), vec![1, 2, 3]);
+    }
 }

@@ -32,8 +32,9 @@ use serving_proto::pb::inference::model_version_policy::PolicyChoice;
 
 use crate::engine::MethodInfo;
 use crate::engine::config::{
-    Batching, Deployment, MethodSpec, ModelSpec, QueuePolicy, RequestTimeouts, ServableSpec,
-    StageSpec,
+    Batching, Deployment, MAX_BATCH_SIZE, MAX_DELAY_US, MAX_GPU_ID, MAX_INTRA_OP_THREADS,
+    MAX_PRIORITY_LEVELS, MAX_QUEUE_LIMIT, MAX_REPLICAS, MAX_REPLICAS_PER_DEVICE, MethodSpec,
+    ModelSpec, QueuePolicy, RequestTimeouts, ServableSpec, StageSpec, at_most, check_dims,
 };
 use crate::onnx::{Declared, Signature};
 use crate::runtime::device::Device;
@@ -106,8 +107,31 @@ pub fn served(config: Option<&ModelConfig>, on_disk: &[u64]) -> Vec<u64> {
     }
 }
 
+/// The parameter that sets ONNX Runtime's intra-op threads per replica.
+const THREADS: &str = "intra_op_thread_count";
+
+/// `parameters["intra_op_thread_count"]`, checked: a positive integer at
+/// most [`MAX_INTRA_OP_THREADS`].
+fn intra_op_threads(config: &ModelConfig) -> Result<Option<usize>, String> {
+    let Some(p) = config.parameters.get(THREADS) else {
+        return Ok(None);
+    };
+    let field = format!("parameters[\"{THREADS}\"]");
+    let n = p
+        .string_value
+        .trim()
+        .parse::<u64>()
+        .ok()
+        .filter(|&n| n > 0)
+        .ok_or_else(|| format!("{field} \"{}\" is not a positive integer", p.string_value))?;
+    at_most(&field, n, MAX_INTRA_OP_THREADS as u64)?;
+    Ok(Some(n as usize))
+}
+
 /// Checks the fields of a configuration that do not depend on the model
-/// file: the name, the platform, and the fields with no meaning here.
+/// file: the name, the platform, the model file's path, the fields with no
+/// meaning here, and every number against its bound
+/// (`crate::engine::config::MAX_*`).
 pub fn check(config: &ModelConfig, directory: &str) -> Result<(), String> {
     if !config.name.is_empty() && config.name != directory {
         return Err(format!(
@@ -125,6 +149,14 @@ pub fn check(config: &ModelConfig, directory: &str) -> Result<(), String> {
         return Err(format!(
             "backend \"{}\" is not served: this server runs ONNX models (backend \"{BACKEND}\")",
             config.backend
+        ));
+    }
+    if !config.default_model_filename.is_empty()
+        && !super::is_inside_path(&config.default_model_filename)
+    {
+        return Err(format!(
+            "default_model_filename \"{}\" must be a path inside the version directory: relative, without '..'",
+            config.default_model_filename
         ));
     }
     let unsupported =
@@ -157,7 +189,36 @@ pub fn check(config: &ModelConfig, directory: &str) -> Result<(), String> {
         if g.count < 0 {
             return Err(format!("instance_group[{i}].count {} is negative", g.count));
         }
+        at_most(
+            &format!("instance_group[{i}].count"),
+            g.count as usize,
+            MAX_REPLICAS_PER_DEVICE,
+        )?;
+        if g.gpus.len() > MAX_REPLICAS {
+            return Err(format!(
+                "instance_group[{i}].gpus lists {} GPUs, over the bound {MAX_REPLICAS}",
+                g.gpus.len()
+            ));
+        }
+        if let Some(&id) = g.gpus.iter().find(|&&id| !(0..=MAX_GPU_ID).contains(&id)) {
+            return Err(format!(
+                "instance_group[{i}].gpus holds {id}; GPU ids are 0 to {MAX_GPU_ID}"
+            ));
+        }
     }
+    for i in &config.input {
+        check_dims(&format!("input '{}' dims", i.name), &i.dims)?;
+        if let Some(r) = &i.reshape {
+            check_dims(&format!("input '{}' reshape.shape", i.name), &r.shape)?;
+        }
+    }
+    for o in &config.output {
+        check_dims(&format!("output '{}' dims", o.name), &o.dims)?;
+        if let Some(r) = &o.reshape {
+            check_dims(&format!("output '{}' reshape.shape", o.name), &r.shape)?;
+        }
+    }
+    intra_op_threads(config)?;
     for i in &config.input {
         let field = |f: &str| format!("input '{}' {f}", i.name);
         if i.is_shape_tensor {
@@ -188,6 +249,11 @@ pub fn check(config: &ModelConfig, directory: &str) -> Result<(), String> {
             config.max_batch_size
         ));
     }
+    at_most(
+        "max_batch_size",
+        config.max_batch_size as usize,
+        MAX_BATCH_SIZE,
+    )?;
     if let Some(SchedulingChoice::DynamicBatching(d)) = &config.scheduling_choice {
         if !d.priority_queue_policy.is_empty() {
             return unsupported(
@@ -199,6 +265,41 @@ pub fn check(config: &ModelConfig, directory: &str) -> Result<(), String> {
             return Err(format!(
                 "dynamic_batching.preferred_batch_size holds {p}; sizes are at least 1"
             ));
+        }
+        for (i, &p) in d.preferred_batch_size.iter().enumerate() {
+            at_most(
+                &format!("dynamic_batching.preferred_batch_size[{i}]"),
+                p as usize,
+                MAX_BATCH_SIZE,
+            )?;
+        }
+        at_most(
+            "dynamic_batching.max_queue_delay_microseconds",
+            d.max_queue_delay_microseconds,
+            MAX_DELAY_US,
+        )?;
+        let levels = u64::from(MAX_PRIORITY_LEVELS);
+        at_most(
+            "dynamic_batching.priority_levels",
+            d.priority_levels,
+            levels,
+        )?;
+        at_most(
+            "dynamic_batching.default_priority_level",
+            d.default_priority_level,
+            levels,
+        )?;
+        if let Some(q) = &d.default_queue_policy {
+            at_most(
+                "dynamic_batching.default_queue_policy.default_timeout_microseconds",
+                q.default_timeout_microseconds,
+                MAX_DELAY_US,
+            )?;
+            at_most(
+                "dynamic_batching.default_queue_policy.max_queue_size",
+                q.max_queue_size as usize,
+                MAX_QUEUE_LIMIT,
+            )?;
         }
         if d.default_queue_policy
             .as_ref()
@@ -240,11 +341,7 @@ fn ignored(config: &ModelConfig) -> Vec<String> {
     if let Some(SchedulingChoice::DynamicBatching(d)) = &config.scheduling_choice {
         note(d.preserve_ordering, "dynamic_batching.preserve_ordering");
     }
-    for key in config
-        .parameters
-        .keys()
-        .filter(|k| *k != "intra_op_thread_count")
-    {
+    for key in config.parameters.keys().filter(|k| *k != THREADS) {
         out.push(format!("parameters[\"{key}\"]"));
     }
     out
@@ -521,25 +618,15 @@ pub fn translate(
     queue
         .check()
         .map_err(|e| format!("dynamic_batching: {e}"))?;
-    let intra_op_threads = match c.parameters.get("intra_op_thread_count") {
-        None => None,
-        Some(p) => Some(
-            p.string_value
-                .trim()
-                .parse::<usize>()
-                .ok()
-                .filter(|&n| n > 0)
-                .ok_or_else(|| {
-                    format!(
-                        "parameters[\"intra_op_thread_count\"] \"{}\" is not a positive integer",
-                        p.string_value
-                    )
-                })?,
-        ),
-    };
+    let intra_op_threads = intra_op_threads(&c)?;
     let devices = devices(&c.instance_group, &defaults.devices);
     if !devices.is_empty() {
         c.instance_group = groups_of(&devices);
+    }
+    for (what, declared) in [("input", &model.inputs), ("output", &model.outputs)] {
+        for d in declared {
+            check_dims(&format!("{file} {what} '{}' shape", d.name), &d.dims)?;
+        }
     }
     let spec = ServableSpec {
         models: vec![ModelSpec {
@@ -578,6 +665,8 @@ pub fn translate(
             queue,
         },
     };
+    spec.deployment
+        .check_bounds("instance_group", &format!("parameters[\"{THREADS}\"]"))?;
     Ok(Translated {
         ignored: ignored(&c),
         spec,
