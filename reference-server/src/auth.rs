@@ -78,3 +78,47 @@ where
         Box::pin(self.inner.call(req))
     }
 }
+
+/// A tower layer refusing REST requests without the token (the two health
+/// checks excepted) before the router sees them: every refused request,
+/// whatever its path and method, gets the same 401 (no `allow` header, no
+/// hint of which routes exist).
+#[derive(Clone, Debug)]
+pub(crate) struct RestAuth<S> {
+    inner: S,
+    token: Option<Arc<str>>,
+}
+
+impl<S> RestAuth<S> {
+    /// Wraps `inner`; `None` lets everything through.
+    pub(crate) fn new(inner: S, token: Option<Arc<str>>) -> RestAuth<S> {
+        RestAuth { inner, token }
+    }
+}
+
+impl<S, B> tower::Service<http::Request<B>> for RestAuth<S>
+where
+    S: tower::Service<http::Request<B>, Response = axum::response::Response>,
+{
+    type Response = axum::response::Response;
+    type Error = S::Error;
+    type Future = futures_util::future::Either<
+        std::future::Ready<Result<axum::response::Response, S::Error>>,
+        S::Future,
+    >;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        if let Some(token) = &self.token
+            && !OPEN_REST.contains(&req.uri().path())
+            && !authorized(req.headers(), token)
+        {
+            let refusal = crate::rest::unauthenticated(req.uri().path());
+            return futures_util::future::Either::Left(std::future::ready(Ok(refusal)));
+        }
+        futures_util::future::Either::Right(self.inner.call(req))
+    }
+}

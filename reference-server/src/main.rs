@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::Parser;
 use reference_server::runtime::device::{self, Device};
@@ -53,8 +54,9 @@ struct Args {
     exit_on_error: bool,
     /// `max_batch_size` given to a Triton model without config.pbtxt (or
     /// without tensors in it) when all its inputs and outputs have a
-    /// dynamic first dimension; 0 turns that batching off.
-    #[arg(long, default_value_t = reference_server::repository::DEFAULT_MAX_BATCH_SIZE, value_name = "N")]
+    /// dynamic first dimension; 0 turns that batching off; at most
+    /// 2147483647 (Triton's max_batch_size is an int32).
+    #[arg(long, default_value_t = reference_server::repository::DEFAULT_MAX_BATCH_SIZE, value_name = "N", value_parser = clap::value_parser!(u32).range(0..=i64::from(i32::MAX)))]
     default_max_batch_size: u32,
     /// A device for the demo and for servables that name none; repeat for one
     /// replica each: cpu, cuda:N, cann:N.
@@ -88,8 +90,8 @@ struct Args {
     inline_max_us: u64,
     /// Seconds between polls of the model repository for new and removed
     /// version directories (hot reload); 0 turns it off.
-    #[arg(long, default_value_t = 5.0, value_name = "SECONDS")]
-    repository_poll_interval: f64,
+    #[arg(long, default_value = "5", value_name = "SECONDS", value_parser = seconds)]
+    repository_poll_interval: Duration,
     /// PEM certificate chain: serve TLS on both ports (with --tls-key).
     #[arg(long, value_name = "FILE", requires = "tls_key")]
     tls_cert: Option<PathBuf>,
@@ -108,8 +110,22 @@ struct Args {
     )]
     auth_token: Option<String>,
     /// Seconds a shutdown (SIGTERM, Ctrl-C) waits for open requests.
-    #[arg(long, default_value_t = 30.0, value_name = "SECONDS")]
-    drain_timeout: f64,
+    #[arg(long, default_value = "30", value_name = "SECONDS", value_parser = seconds)]
+    drain_timeout: Duration,
+    /// Seconds a new connection may take to send its first request's
+    /// headers or the HTTP/2 preface (a TLS handshake included) before it
+    /// is closed.
+    #[arg(long, default_value = "10", value_name = "SECONDS", value_parser = positive_seconds)]
+    connection_first_bytes_timeout: Duration,
+    /// Seconds a connection with no request in flight stays open (HTTP/2
+    /// clients get a GOAWAY); 0: as long as the client keeps it.
+    #[arg(long, default_value = "300", value_name = "SECONDS", value_parser = seconds)]
+    connection_idle_timeout: Duration,
+    /// The most connections open at once over all ports; at the cap the
+    /// server stops accepting until one closes. Default: 10000, or the
+    /// descriptor limit (ulimit -n) less a reserve when that is lower.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=server::MAX_CONNECTIONS as u64))]
+    max_connections: Option<u64>,
     /// Let clients register system shared memory (/dev/shm) and place
     /// inputs and outputs in it (Triton's system_shared_memory extension).
     /// Only for local clients you trust.
@@ -129,6 +145,36 @@ struct Args {
     /// Print the version and the ONNX Runtime this server would use, then exit.
     #[arg(long, short = 'V')]
     version: bool,
+}
+
+/// A number of seconds, 0 to a year (`inf`, `NaN`, negative and larger
+/// values are refused: they panicked, or overflowed the clocks).
+fn seconds(text: &str) -> Result<Duration, String> {
+    let range = || {
+        format!(
+            "give a number of seconds from 0 to {}",
+            server::MAX_TIMEOUT.as_secs()
+        )
+    };
+    let value: f64 = text.trim().parse().map_err(|_| range())?;
+    if !value.is_finite() || value < 0.0 {
+        return Err(range());
+    }
+    Duration::try_from_secs_f64(value)
+        .ok()
+        .filter(|d| *d <= server::MAX_TIMEOUT)
+        .ok_or_else(range)
+}
+
+/// [`seconds`], more than 0.
+fn positive_seconds(text: &str) -> Result<Duration, String> {
+    match seconds(text)? {
+        d if d.is_zero() => Err(format!(
+            "give a number of seconds more than 0, at most {}",
+            server::MAX_TIMEOUT.as_secs()
+        )),
+        d => Ok(d),
+    }
 }
 
 fn print_version(args: &Args) {
@@ -199,8 +245,7 @@ async fn main() -> ExitCode {
         max_enqueued_requests: args.max_enqueued_requests,
         inline_max: std::time::Duration::from_micros(args.inline_max_us),
         fault_injection: args.enable_fault_injection,
-        poll_interval: (args.repository_poll_interval > 0.0)
-            .then(|| std::time::Duration::from_secs_f64(args.repository_poll_interval)),
+        poll_interval: Some(args.repository_poll_interval).filter(|d| !d.is_zero()),
         tls: match (args.tls_cert, args.tls_key) {
             (Some(certificate), Some(private_key)) => Some(reference_server::tls::TlsFiles {
                 certificate,
@@ -210,7 +255,10 @@ async fn main() -> ExitCode {
             _ => None,
         },
         auth_token: args.auth_token,
-        drain_timeout: std::time::Duration::from_secs_f64(args.drain_timeout.max(0.0)),
+        drain_timeout: args.drain_timeout,
+        connection_first_bytes_timeout: args.connection_first_bytes_timeout,
+        connection_idle_timeout: Some(args.connection_idle_timeout).filter(|d| !d.is_zero()),
+        max_connections: args.max_connections.map(|n| n as usize),
         allow_shared_memory: args.allow_shared_memory,
         max_shared_memory_mb: args.max_shared_memory_mb,
         grpc_response_compression: serving_proto::compression::Encoding::from_name(

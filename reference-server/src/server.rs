@@ -70,6 +70,17 @@ pub struct Config {
     pub auth_token: Option<String>,
     /// How long a shutdown waits for open requests to finish.
     pub drain_timeout: std::time::Duration,
+    /// How long a new connection may take to send its first request's
+    /// headers (HTTP/1.1) or the HTTP/2 preface, a TLS handshake included,
+    /// before it is closed; more than zero.
+    pub connection_first_bytes_timeout: std::time::Duration,
+    /// How long a connection with no request in flight stays open (HTTP/2
+    /// clients get a GOAWAY); `None`: as long as the client keeps it.
+    pub connection_idle_timeout: Option<std::time::Duration>,
+    /// The most connections open at once over all the server's ports (at
+    /// the cap, the server stops accepting until one closes), 1 to
+    /// [`MAX_CONNECTIONS`]; `None`: [`default_max_connections`].
+    pub max_connections: Option<usize>,
     /// Let clients register system shared memory and place tensors in it
     /// (Triton's `--allow-client-shm`; off by default).
     pub allow_shared_memory: bool,
@@ -105,6 +116,9 @@ impl Default for Config {
             tls: None,
             auth_token: None,
             drain_timeout: std::time::Duration::from_secs(30),
+            connection_first_bytes_timeout: DEFAULT_FIRST_BYTES_TIMEOUT,
+            connection_idle_timeout: Some(DEFAULT_IDLE_TIMEOUT),
+            max_connections: None,
             allow_shared_memory: false,
             max_shared_memory_mb: DEFAULT_MAX_SHARED_MEMORY_MB,
             grpc_response_compression: None,
@@ -117,6 +131,28 @@ pub const DEFAULT_MAX_MSG_MB: u32 = 100;
 
 /// The default memory for requests still arriving, MiB.
 pub const DEFAULT_MAX_INCOMING_MB: u32 = 1024;
+
+/// The default time from accepting a connection to its first request's
+/// headers or HTTP/2 preface.
+pub const DEFAULT_FIRST_BYTES_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The default time a connection with no request in flight stays open.
+pub const DEFAULT_IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// The longest connection timeout (and the longest duration any flag
+/// takes): one year.
+pub const MAX_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(365 * 24 * 3600);
+
+/// The largest `max_connections`.
+pub const MAX_CONNECTIONS: usize = 1 << 20;
+
+/// The connection cap when [`Config::max_connections`] is `None`: 10000,
+/// or the process's descriptor limit (`RLIMIT_NOFILE`) less a reserve (an
+/// eighth of it, at least 32, at most half) when that is lower, so that
+/// the descriptors model files and shared memory need are left.
+pub fn default_max_connections() -> usize {
+    serve::default_max_connections()
+}
 
 /// The default cap on shared memory mapped for registered regions, MiB:
 /// 1 TiB, a 128th of a 47-bit address space and more than the RAM-backed
@@ -140,6 +176,16 @@ pub enum StartError {
         incoming: u32,
         /// `max_msg_mb_size`.
         message: u32,
+    },
+    /// A setting outside the range it must be in.
+    #[error("{setting} {value} is out of range: {range}")]
+    OutOfRange {
+        /// The flag.
+        setting: &'static str,
+        /// The value given.
+        value: String,
+        /// What it must be.
+        range: &'static str,
     },
     /// `model_name` cannot be a model name (one URL path segment).
     #[error(
@@ -214,6 +260,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
             message: config.max_msg_mb_size,
         });
     }
+    check_ranges(&config)?;
     let max_msg_bytes = config.max_msg_mb_size as usize * 1024 * 1024;
     let (grpc_tls, rest_tls) = match &config.tls {
         Some(files) => (
@@ -330,6 +377,15 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let (grpc_service, health) = grpc::routes(state.clone(), token.clone());
     let rest_service = rest::router(state.clone(), token);
     let grace = config.drain_timeout;
+    let limits = serve::Limits {
+        first_bytes: config.connection_first_bytes_timeout,
+        idle: config.connection_idle_timeout,
+        connections: Arc::new(tokio::sync::Semaphore::new(
+            config
+                .max_connections
+                .unwrap_or_else(default_max_connections),
+        )),
+    };
     let mut tasks = vec![];
     if let Some(listener) = unix_listener {
         tasks.push(tokio::spawn(serve::serve(
@@ -338,6 +394,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
             grpc_tls.clone(),
             signal(stopped.clone()),
             grace,
+            limits.clone(),
         )));
     }
     tasks.extend([
@@ -347,13 +404,15 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
             grpc_tls,
             signal(stopped.clone()),
             grace,
+            limits.clone(),
         )),
         tokio::spawn(serve::serve(
             rest_listener,
-            rest_service.into_service(),
+            rest_service,
             rest_tls,
             signal(stopped.clone()),
             grace,
+            limits,
         )),
     ]);
     if let (Some(every), true) = (config.poll_interval, state.watcher.is_some()) {
@@ -375,6 +434,48 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         unix_socket: config.grpc_unix.clone(),
         health,
     })
+}
+
+/// Refuses settings that would wrap, overflow a clock or close every
+/// connection.
+fn check_ranges(config: &Config) -> Result<(), StartError> {
+    let out = |setting, value: String, range| {
+        Err(StartError::OutOfRange {
+            setting,
+            value,
+            range,
+        })
+    };
+    if i32::try_from(config.default_max_batch_size).is_err() {
+        return out(
+            "--default-max-batch-size",
+            config.default_max_batch_size.to_string(),
+            "0 to 2147483647 (Triton's max_batch_size is an int32)",
+        );
+    }
+    let first = config.connection_first_bytes_timeout;
+    if first.is_zero() || first > MAX_TIMEOUT {
+        return out(
+            "--connection-first-bytes-timeout",
+            format!("{first:?}"),
+            "more than 0, at most a year",
+        );
+    }
+    if let Some(idle) = config.connection_idle_timeout
+        && (idle.is_zero() || idle > MAX_TIMEOUT)
+    {
+        return out(
+            "--connection-idle-timeout",
+            format!("{idle:?}"),
+            "more than 0, at most a year (None: no limit)",
+        );
+    }
+    if let Some(n) = config.max_connections
+        && !(1..=MAX_CONNECTIONS).contains(&n)
+    {
+        return out("--max-connections", n.to_string(), "1 to 1048576");
+    }
+    Ok(())
 }
 
 /// Binds a Unix socket, replacing a stale socket file (never another kind

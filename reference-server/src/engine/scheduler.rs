@@ -200,9 +200,24 @@ impl Drop for Pending {
     }
 }
 
+/// A replica's worker thread could not be started (the process is out of
+/// threads or memory): the version fails to load, and the replicas already
+/// started stop.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot start the worker thread of replica {replica} ({device}): {source}")]
+pub struct SpawnError {
+    /// The replica's index.
+    pub replica: usize,
+    /// Its device.
+    pub device: Device,
+    /// Why the thread did not start.
+    #[source]
+    pub source: std::io::Error,
+}
+
 impl Scheduler {
     /// Starts one worker thread per replica.
-    pub(crate) fn start(spec: StartSpec) -> Scheduler {
+    pub(crate) fn start(spec: StartSpec) -> Result<Scheduler, SpawnError> {
         let n = spec.replicas.len();
         let deployment = &spec.spec.deployment;
         let devices: Vec<_> = spec.replicas.iter().map(|r| r.device).collect();
@@ -247,17 +262,21 @@ impl Scheduler {
             threads: spec.threads,
             cpu_fallback: spec.cpu_fallback,
         });
+        // Dropped on a failure below, it stops the workers already started.
+        let scheduler = Scheduler { shared, ctx };
         for (index, device) in devices.into_iter().enumerate() {
-            let shared = shared.clone();
-            let ctx = ctx.clone();
+            let shared = scheduler.shared.clone();
+            let ctx = scheduler.ctx.clone();
             std::thread::Builder::new()
                 .name(format!("replica-{}-{}-{index}", shared.name, ctx.version))
                 .spawn(move || worker(&shared, &ctx, index, device))
-                .unwrap_or_else(|e| {
-                    panic!("cannot spawn the worker thread of replica {index} ({device}): {e}")
-                });
+                .map_err(|source| SpawnError {
+                    replica: index,
+                    device,
+                    source,
+                })?;
         }
-        Scheduler { shared, ctx }
+        Ok(scheduler)
     }
 
     /// Replicas alive now.

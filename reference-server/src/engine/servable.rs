@@ -139,7 +139,8 @@ impl ServableVersion {
             queue_limit: spec.deployment.queue.limit.unwrap_or(options.queue_limit),
             inline_max: options.inline_max,
             fault_injection: options.fault_injection,
-        });
+        })
+        .map_err(|e| fail(e.to_string()))?;
         Ok(ServableVersion {
             name: name.to_owned(),
             version,

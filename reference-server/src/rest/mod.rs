@@ -29,8 +29,17 @@ use serving_proto::text::quote;
 
 use crate::service::State;
 
-/// The REST router.
-pub(crate) fn router(state: Arc<State>, token: Option<Arc<str>>) -> Router {
+/// The REST service: authentication, then the router.
+pub(crate) fn router(state: Arc<State>, token: Option<Arc<str>>) -> crate::auth::RestAuth<Router> {
+    // Authentication wraps the router, not its routes: a refused request
+    // learns nothing of which paths exist (a route's layer ran after
+    // routing, and a 401 on a known path with another method carried the
+    // router's `allow` header).
+    crate::auth::RestAuth::new(routes(state), token)
+}
+
+/// The routes, behind the encoding checks.
+fn routes(state: Arc<State>) -> Router {
     Router::new()
         .route("/v2", get(oip::server_metadata))
         .route("/v2/health/live", get(oip::live))
@@ -140,32 +149,18 @@ pub(crate) fn router(state: Arc<State>, token: Option<Arc<str>>) -> Router {
                 .gzip(true)
                 .deflate(true),
         )
-        .layer(axum::middleware::from_fn_with_state(token, require_token))
 }
 
-/// Refuses a request without the bearer token (`--auth-token`) with 401
-/// and the protocol's error body, unless its path is one of the open
-/// health checks ([`crate::auth::OPEN_REST`]), matched exactly.
-async fn require_token(
-    axum::extract::State(token): axum::extract::State<Option<Arc<str>>>,
-    req: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> Response {
-    let path = req.uri().path();
-    match &token {
-        Some(token)
-            if !crate::auth::OPEN_REST.contains(&path)
-                && !crate::auth::authorized(req.headers(), token) =>
-        {
-            let mut refusal = error_response(path, StatusCode::UNAUTHORIZED, crate::auth::REFUSAL);
-            refusal.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                http::HeaderValue::from_static("Bearer"),
-            );
-            refusal
-        }
-        _ => next.run(req).await,
-    }
+/// The answer to a request without the bearer token (`--auth-token`): 401
+/// with `WWW-Authenticate: Bearer` and the protocol's error body (see
+/// [`crate::auth::RestAuth`]).
+pub(crate) fn unauthenticated(path: &str) -> Response {
+    let mut refusal = error_response(path, StatusCode::UNAUTHORIZED, crate::auth::REFUSAL);
+    refusal.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        http::HeaderValue::from_static("Bearer"),
+    );
+    refusal
 }
 
 /// An error answer in the form of the protocol `path` belongs to:
