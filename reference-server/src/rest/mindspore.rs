@@ -10,10 +10,26 @@ use axum::extract::State as Extract;
 use axum::response::{IntoResponse, Response};
 use http::{HeaderMap, Method, StatusCode, Uri, header};
 use serving_proto::mindspore::rest::{self as codec, RestError};
-use serving_proto::mindspore::{ServableError, url};
+use serving_proto::mindspore::{Outcome, ServableError, url};
 
+use super::oip::{BLOCKING_BYTES, off_workers};
 use super::{ReadError, read_body};
 use crate::service::{State, mindspore as service};
+
+const SHUTTING_DOWN: &str = "the server is shutting down";
+
+/// The tensor bytes of a reply (what its JSON is written from).
+fn outcome_bytes(outcome: &Outcome) -> usize {
+    match outcome {
+        Outcome::Failed(_) => 0,
+        Outcome::Instances(results) => results
+            .iter()
+            .flatten()
+            .flat_map(|tensors| tensors.values())
+            .map(|t| t.payload_len())
+            .sum(),
+    }
+}
 
 fn json(status: StatusCode, body: String) -> Response {
     (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
@@ -75,9 +91,12 @@ async fn answer(
         Err(ReadError::Transport(e)) => return error(StatusCode::BAD_REQUEST, &e),
         Err(ReadError::Busy(e)) => return error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
     };
-    let instances = match codec::decode_request(&bytes, limit) {
-        Ok(i) => i,
-        Err(e) => return error(StatusCode::BAD_REQUEST, &e.to_string()),
+    let large = bytes.len() >= BLOCKING_BYTES;
+    let decoded = off_workers(large, move || codec::decode_request(&bytes, limit)).await;
+    let instances = match decoded {
+        Some(Ok(i)) => i,
+        Some(Err(e)) => return error(StatusCode::BAD_REQUEST, &e.to_string()),
+        None => return error(StatusCode::SERVICE_UNAVAILABLE, SHUTTING_DOWN),
     };
     let target = match url::parse(uri.path()) {
         Ok(t) => t,
@@ -101,12 +120,18 @@ async fn answer(
             "Deadline Exceeded: the request's Request-Timeout-Ms passed before it completed",
         );
     };
-    match codec::encode_response(&answer.outcome) {
+    let class = answer.class;
+    let outcome = answer.outcome;
+    let large = outcome_bytes(&outcome) >= BLOCKING_BYTES / 4;
+    let Some(encoded) = off_workers(large, move || codec::encode_response(&outcome)).await else {
+        return error(StatusCode::SERVICE_UNAVAILABLE, SHUTTING_DOWN);
+    };
+    match encoded {
         Ok(body) if body.len() > limit => error(
             StatusCode::PAYLOAD_TOO_LARGE,
             &format!("Sent message larger than max ({} vs. {limit})", body.len()),
         ),
-        Ok(body) => json(answer.class.http(), body),
+        Ok(body) => json(class.http(), body),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
     }
 }

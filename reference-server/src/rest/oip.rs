@@ -17,6 +17,33 @@ use super::{ReadError, read_body};
 use crate::error::ServeError;
 use crate::service::{State, oip};
 
+/// Bodies (and replies) of at least this many bytes are decoded (and
+/// encoded) on the blocking pool: a 100 MB JSON body takes most of a
+/// second to read, which would stall every other connection on the worker.
+pub(super) const BLOCKING_BYTES: usize = 1 << 20;
+
+/// Runs `f` on the blocking pool when `large`, else here. A panic in `f`
+/// goes on as a panic here; `None` when the runtime is shutting down.
+pub(super) async fn off_workers<T: Send + 'static>(
+    large: bool,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Option<T> {
+    if !large {
+        return Some(f());
+    }
+    match tokio::task::spawn_blocking(f).await {
+        Ok(v) => Some(v),
+        Err(e) => match e.try_into_panic() {
+            Ok(panic) => std::panic::resume_unwind(panic),
+            Err(_) => None,
+        },
+    }
+}
+
+fn shutting_down() -> ServeError {
+    ServeError::Unavailable("the server is shutting down".into())
+}
+
 pub(crate) fn error(e: &ServeError) -> Response {
     (
         e.http_status(),
@@ -127,7 +154,7 @@ pub(crate) async fn infer_version(
 }
 
 async fn run(
-    state: &State,
+    state: &Arc<State>,
     model: String,
     version: String,
     headers: &HeaderMap,
@@ -159,7 +186,7 @@ pub(crate) async fn metrics(Extract(state): Extract<Arc<State>>) -> Response {
 }
 
 async fn infer_inner(
-    state: &State,
+    state: &Arc<State>,
     model: String,
     version: String,
     headers: &HeaderMap,
@@ -193,7 +220,14 @@ async fn infer_inner(
     let mut req = if header_len == Some(0) {
         raw_binary(state, &model, &version, bytes)?
     } else {
-        codec::decode_request_with(bytes, header_len, &mut |_, p| state.shared_memory.input(p))?
+        let decoding = state.clone();
+        off_workers(bytes.len() >= BLOCKING_BYTES, move || {
+            codec::decode_request_with(bytes, header_len, &mut |_, p| {
+                decoding.shared_memory.input(p)
+            })
+        })
+        .await
+        .ok_or_else(shutting_down)??
     };
     req.model_name = model;
     req.model_version = version;
@@ -211,7 +245,17 @@ async fn infer_inner(
                     .into(),
             )
         })??;
-    let body = codec::encode_response(&resp, |name| binary.wants(name))?;
+    let text_bytes: usize = resp
+        .outputs
+        .iter()
+        .filter(|t| !binary.wants(&t.name))
+        .map(|t| t.tensor.payload_len())
+        .sum();
+    let body = off_workers(text_bytes >= BLOCKING_BYTES / 4, move || {
+        codec::encode_response(&resp, |name| binary.wants(name))
+    })
+    .await
+    .ok_or_else(shutting_down)??;
     if body.len() > limit {
         return Err(ServeError::ResourceExhausted(format!(
             "Sent message larger than max ({} vs. {limit})",
