@@ -180,7 +180,8 @@ fn unordered<T: PartialOrd>(v: T) -> bool {
 
 /// The `"value:index"` text of the top `k` of each row of `per_row`
 /// elements, written into `text`; `None` when the tensor holds no raw data
-/// of type `T`.
+/// of type `T` (or rows of more than `u32::MAX` elements, which no message
+/// carries).
 fn top<T: Element + PartialOrd>(
     tensor: &Tensor,
     per_row: usize,
@@ -188,18 +189,23 @@ fn top<T: Element + PartialOrd>(
     mut text: Text,
     show: impl Fn(&mut Text, T),
 ) -> Option<Result<Text, TooLong>> {
-    let values = tensor.to_vec::<T>().ok()?;
+    // Values are read in place from the output's bytes (no copy of the
+    // output), and rows are ordered through u32 indices.
+    let raw = tensor.raw().filter(|_| tensor.dtype() == T::DTYPE)?;
+    let item = std::mem::size_of::<T>();
     if per_row == 0 {
         return Some(Ok(text));
     }
     let kept = k.min(per_row);
-    let mut order: Vec<usize> = Vec::with_capacity(per_row);
-    for row in values.chunks(per_row) {
+    let width = u32::try_from(per_row).ok()?;
+    let mut order: Vec<u32> = Vec::with_capacity(per_row);
+    for row in raw.chunks(per_row * item) {
+        let at = |i: u32| T::read_le(&row[i as usize * item..][..item]);
         order.clear();
-        order.extend(0..row.len());
+        order.extend(0..width.min((row.len() / item) as u32));
         // Highest first; NaN below every number; ties by lower index.
-        let by = |a: &usize, b: &usize| {
-            let (x, y) = (row[*a], row[*b]);
+        let by = |a: &u32, b: &u32| {
+            let (x, y) = (at(*a), at(*b));
             match y.partial_cmp(&x) {
                 Some(o) => o,
                 None => unordered(x).cmp(&unordered(y)),
@@ -212,7 +218,7 @@ fn top<T: Element + PartialOrd>(
         }
         order.sort_by(by);
         for &i in &order {
-            show(&mut text, row[i]);
+            show(&mut text, at(i));
             let _ = write!(text.buf, ":{i}");
             if let Err(e) = text.end() {
                 return Some(Err(e));
