@@ -120,7 +120,8 @@ enum Command {
         /// FP32 input of BYTES bytes).
         #[arg(long, default_value = "add")]
         workload: String,
-        /// A benchmark instead: overhead, throughput, large, memory, peers or stalled.
+        /// A benchmark instead: overhead, throughput, large, memory, peers, stalled
+        /// or hostile.
         #[arg(long)]
         bench: Option<String>,
         /// Where the tensors travel: `none` (in the messages) or `system`
@@ -361,8 +362,12 @@ async fn perf(
             Ok(exe) => conformance::perf::stalled::stalled(&exe, 800, 4).await,
             Err(e) => Err(e.to_string()),
         },
+        Some("hostile") => match std::env::current_exe() {
+            Ok(exe) => conformance::perf::hostile::hostile(&exe).await,
+            Err(e) => Err(e.to_string()),
+        },
         Some(other) => Err(format!(
-            "unknown benchmark '{other}': overhead, throughput, large, memory, peers or stalled"
+            "unknown benchmark '{other}': overhead, throughput, large, memory, peers, stalled or hostile"
         )),
         None => load(&concurrency, warmup, window, requests, workload, placed).await,
     };
