@@ -40,9 +40,9 @@
 struct ReadmeExample;
 
 pub mod chunked;
-pub mod decode_cost;
 #[cfg(feature = "compression")]
 pub mod compression;
+pub mod decode_cost;
 pub mod dtype;
 pub mod frame;
 pub mod gather;
