@@ -847,7 +847,11 @@ fn decode_raw_array(text: &str, level: usize) -> Result<Tensor, Fail> {
     }
     let values = !dtype.is_variable();
     let store = values && count <= text.len().div_ceil(2);
-    let (fault, mut raw, value_fault) = walk(text, &shape, dtype, values, store, level)?;
+    let Walked {
+        fault,
+        mut raw,
+        value_fault,
+    } = walk(text, &shape, dtype, values, store, level)?;
     if let Some(fault) = fault {
         return Err(fault.into());
     }
@@ -869,7 +873,7 @@ fn decode_raw_array(text: &str, level: usize) -> Result<Tensor, Fail> {
     if !store {
         // Not reached: a rectangular array of `count` leaves takes at least
         // `2 * count - 1` bytes. Walk again, keeping the leaves.
-        raw = walk(text, &shape, dtype, values, true, level)?.1;
+        raw = walk(text, &shape, dtype, values, true, level)?.raw;
     }
     Ok(numeric(dtype, shape, raw))
 }
@@ -883,7 +887,7 @@ fn walk(
     values: bool,
     store: bool,
     level: usize,
-) -> Result<(Option<ParseError>, Vec<u8>, Option<ParseError>), Fail> {
+) -> Result<Walked, Fail> {
     let count = element_count(shape).unwrap_or(usize::MAX);
     let mut state = WalkState {
         shape,
@@ -910,7 +914,22 @@ fn walk(
         },
     )
     .map_err(json_fail)?;
-    Ok((fault, state.raw, state.value_fault))
+    Ok(Walked {
+        fault,
+        raw: state.raw,
+        value_fault: state.value_fault,
+    })
+}
+
+/// What [`walk`] found.
+struct Walked {
+    /// The walk's fault (the array is not rectangular, or holds arrays or
+    /// `null` where leaves are).
+    fault: Option<ParseError>,
+    /// The leaves, when kept.
+    raw: Vec<u8>,
+    /// The first leaf that is not an element of the type.
+    value_fault: Option<ParseError>,
 }
 
 /// What a walk over a nested array keeps: [`collect_leaves`]'s checks,
