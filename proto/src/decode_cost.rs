@@ -7,10 +7,9 @@
 //! of empty inputs asks for gigabytes before any check can run. The
 //! walkers here count, in one pass over the wire format and with no
 //! allocation, an upper bound of the bytes [`prost::Message::decode`]
-//! allocates for [`ModelInferRequest`](crate::pb::inference::ModelInferRequest)
-//! and [`PredictRequest`](crate::pb::mindspore::PredictRequest) (the
-//! `bytes` fields decoded from a [`bytes::Bytes`] share its buffer and
-//! cost only their handle). A server charges that figure to its memory
+//! allocates for [`ModelInferRequest`] and [`PredictRequest`] (the `bytes`
+//! fields decoded from a [`bytes::Bytes`] share its buffer and cost only
+//! their handle). A server charges that figure to its memory
 //! budget, or refuses the message, before decoding it.
 //!
 //! The bound counts every vector at three times its elements (vectors grow
