@@ -12,9 +12,9 @@
 //! their handle). A server charges that figure to its memory
 //! budget, or refuses the message, before decoding it.
 //!
-//! The bound counts every vector at three times its elements (vectors grow
-//! by doubling, and the old buffer lives while the new one is filled),
-//! every map entry as a tree node's share, and every string
+//! The bound counts every vector at four times its elements (vectors grow
+//! by doubling, the old buffer lives while the new one is filled, and the
+//! first allocation holds four), every map entry as a tree node's share, and every string
 //! copied; a malformed message is walked up to the point where prost
 //! would stop, so the figure bounds what prost allocates before it fails.
 //!
@@ -89,8 +89,13 @@ struct Schema<'a> {
 }
 
 /// A vector's peak over its elements' size: it doubles, and the old
-/// buffer is alive while it is copied into the new one.
-const VEC_GROWTH: u64 = 3;
+/// buffer is alive while it is copied into the new one (3x); its first
+/// allocation holds 4 elements (Rust's smallest capacity for elements of
+/// up to 1 KiB), so one element costs 4.
+const VEC_GROWTH: u64 = 4;
+
+/// The smallest allocation of a non-empty string.
+const MIN_STRING: u64 = 8;
 
 /// A BTreeMap node holds up to 11 entries and is allocated whole: a map's
 /// first entry costs a node, each later one twice its share of a node
@@ -204,6 +209,37 @@ fn varint(buf: &[u8], at: &mut usize) -> Option<u64> {
     None
 }
 
+/// How deep prost follows nested groups before it refuses the message.
+const MAX_GROUP_DEPTH: u32 = 100;
+
+/// Skips the group of field `number` whose start tag was just read, up to
+/// and past its end tag, as prost does; `None` where prost refuses it.
+fn skip_group(buf: &[u8], at: &mut usize, number: u64, depth: u32) -> Option<()> {
+    if depth >= MAX_GROUP_DEPTH {
+        return None;
+    }
+    loop {
+        let key = varint(buf, at)?;
+        let (inner, wire) = (key >> 3, key & 7);
+        match wire {
+            0 => {
+                varint(buf, at)?;
+            }
+            1 | 5 => {
+                let width = if wire == 1 { 8 } else { 4 };
+                *at = at.checked_add(width).filter(|&end| end <= buf.len())?;
+            }
+            2 => {
+                let len = usize::try_from(varint(buf, at)?).ok()?;
+                *at = at.checked_add(len).filter(|&end| end <= buf.len())?;
+            }
+            3 => skip_group(buf, at, inner, depth + 1)?,
+            4 if inner == number => return Some(()),
+            _ => return None,
+        }
+    }
+}
+
 /// The bytes allocated decoding the fields of one message of `schema` (its
 /// own struct excluded: the caller counts where it lives).
 fn walk(buf: &[u8], schema: &Schema<'_>, depth: u32) -> u64 {
@@ -248,7 +284,15 @@ fn walk(buf: &[u8], schema: &Schema<'_>, depth: u32) -> u64 {
                 at = end;
                 Some(slice)
             }
-            // Groups and invalid wire types: prost stops here.
+            // A group: prost skips one on a field it does not know (and
+            // goes on decoding after it), and refuses one on a field it
+            // knows, as it refuses an end-group or invalid wire type.
+            3 if !schema.fields.iter().any(|(n, _)| u64::from(*n) == number) => {
+                if skip_group(buf, &mut at, number, 0).is_none() {
+                    break;
+                }
+                continue;
+            }
             _ => break,
         };
         let Some(&(_, kind)) = schema.fields.iter().find(|(n, _)| u64::from(*n) == number) else {
@@ -279,7 +323,8 @@ fn field_cost(kind: Kind, wire: u64, payload: Option<&[u8]>, depth: u32) -> u64 
         }
     };
     match (kind, payload) {
-        (Kind::Str, Some(text)) => text.len() as u64,
+        (Kind::Str, Some(text)) if text.is_empty() => 0,
+        (Kind::Str, Some(text)) => (text.len() as u64).max(MIN_STRING),
         (Kind::Bytes, _) => 0,
         (Kind::Message(schema), Some(body)) => {
             // Boxed where prost boxes; counting the struct either way is a
@@ -380,6 +425,25 @@ mod tests {
             cost >= 800_000 + 1000 * size_of::<InferParameter>() as u64,
             "{cost}"
         );
+    }
+
+    #[test]
+    fn fields_after_an_unknown_group_are_counted() {
+        // An empty group on unknown field 100 (`a3 06 a4 06`), nested
+        // groups, then empty inputs: prost skips the groups and decodes
+        // the inputs.
+        let mut wire = vec![
+            0xa3, 0x06, 0xa4, 0x06, 0xab, 0x06, 0xb3, 0x06, 0x08, 0x01, 0xb4, 0x06, 0xac, 0x06,
+        ];
+        for _ in 0..1000 {
+            wire.extend_from_slice(&[0x2a, 0x00]);
+        }
+        let decoded = ModelInferRequest::decode(&wire[..]).unwrap();
+        assert_eq!(decoded.inputs.len(), 1000);
+        let input = size_of::<model_infer_request::InferInputTensor>() as u64;
+        assert!(model_infer_request(&wire) >= 1000 * input);
+        // A group on a field the message knows is refused by prost.
+        assert!(ModelInferRequest::decode(&[0x2b, 0x2c][..]).is_err());
     }
 
     #[test]

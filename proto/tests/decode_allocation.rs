@@ -200,6 +200,21 @@ fn piece() -> impl Strategy<Value = Vec<u8>> {
             }
             out
         }),
+        // Groups on unknown fields (prost skips them and decodes on),
+        // nested, and one on a known field (refused).
+        (0usize..3).prop_map(|depth| {
+            let mut out = Vec::new();
+            for d in 0..depth {
+                varint(u64::from(100 + d as u32) << 3 | 3, &mut out);
+            }
+            varint(u64::from(200u32) << 3 | 3, &mut out);
+            varint(u64::from(200u32) << 3 | 4, &mut out);
+            for d in (0..depth).rev() {
+                varint(u64::from(100 + d as u32) << 3 | 4, &mut out);
+            }
+            out
+        }),
+        Just(vec![0x2b, 0x2c]),
         prop::collection::vec(any::<u8>(), 0..64),
     ]
 }
@@ -214,6 +229,10 @@ fn decoding_allocates_no_more_than_the_walker_counts() {
         field(5, &[], &mut empty_inputs);
     }
     check(&empty_inputs);
+    // The same behind an empty group on an unknown field.
+    let mut grouped = vec![0xa3, 0x06, 0xa4, 0x06];
+    grouped.extend_from_slice(&empty_inputs);
+    check(&grouped);
     assert!(
         decode_cost::model_infer_request(&empty_inputs) > 100 * empty_inputs.len() as u64,
         "the walker sees the amplification"
