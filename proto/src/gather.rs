@@ -5,7 +5,8 @@
 //! A gRPC frame header or a `Content-Length` announces a size before the
 //! bytes come, and a client can announce 99 MiB and stall. [`Gather`]
 //! never trusts the announcement for memory: the pieces that arrive are
-//! kept as they are (no copy) until an eighth of the message is in; only
+//! kept as they are (no copy; small ones copied into one staging buffer,
+//! see [`COPY_BELOW`]) until an eighth of the message is in; only
 //! then is the message's buffer allocated, the pieces copied into it once
 //! and dropped, and the rest written straight into it. So a request holds
 //! at most 8x what it has sent (a stalled one exactly what it sent), every
@@ -48,6 +49,14 @@ pub const ALIGN: usize = 64;
 
 /// The buffer is allocated once `1 / SWITCH` of the message is in.
 pub const SWITCH: usize = 8;
+
+/// Until then, pieces smaller than this are copied into one staging
+/// buffer (charged at its capacity) rather than kept as they came: a piece
+/// is a slice of the connection's receive buffer and keeps all of it
+/// alive (an HTTP/2 frame's padding included), and costs a handle of its
+/// own, so a client sending one byte per padded frame could make each
+/// charged byte hold hundreds.
+pub const COPY_BELOW: usize = 64 << 10;
 
 /// Memory held by requests still arriving, over a whole server.
 #[derive(Debug)]
@@ -181,6 +190,8 @@ pub struct Gather<'a> {
     received: usize,
     /// The pieces received, until the buffer exists.
     pieces: Vec<Bytes>,
+    /// Small pieces received after the last of `pieces`, copied.
+    staging: Vec<u8>,
     /// The buffer and the padding before the message in it.
     buf: Option<(Vec<u8>, usize)>,
 }
@@ -197,6 +208,7 @@ impl<'a> Gather<'a> {
             len,
             received: 0,
             pieces: Vec::new(),
+            staging: Vec::new(),
             buf: None,
         }
     }
@@ -232,9 +244,22 @@ impl<'a> Gather<'a> {
         match &mut self.buf {
             Some((buf, _)) => buf.extend_from_slice(&data),
             None if (self.received + take) * SWITCH < self.len => {
-                self.budget.take(take as u64)?;
-                self.taken += take as u64;
-                self.pieces.push(data);
+                if take < COPY_BELOW {
+                    let need = self.staging.len() + take;
+                    if need > self.staging.capacity() {
+                        let capacity = need.next_power_of_two();
+                        let more = capacity - self.staging.capacity();
+                        self.budget.take(more as u64)?;
+                        self.taken += more as u64;
+                        self.staging.reserve_exact(capacity - self.staging.len());
+                    }
+                    self.staging.extend_from_slice(&data);
+                } else {
+                    self.budget.take(take as u64)?;
+                    self.taken += take as u64;
+                    self.flush();
+                    self.pieces.push(data);
+                }
             }
             None => {
                 self.allocate()?;
@@ -252,8 +277,17 @@ impl<'a> Gather<'a> {
         self.received == self.len
     }
 
+    /// Moves the staged small pieces behind the others.
+    fn flush(&mut self) {
+        if !self.staging.is_empty() {
+            self.pieces
+                .push(Bytes::from(std::mem::take(&mut self.staging)));
+        }
+    }
+
     /// The message gathered so far, giving its budget back.
     pub fn finish(mut self) -> Bytes {
+        self.flush();
         match self.buf.take() {
             Some((buf, pad)) => Bytes::from(buf).slice(pad..),
             None => match self.pieces.as_slice() {
@@ -285,6 +319,8 @@ impl<'a> Gather<'a> {
         for piece in self.pieces.drain(..) {
             buf.extend_from_slice(&piece);
         }
+        buf.extend_from_slice(&self.staging);
+        self.staging = Vec::new();
         if self.taken > charged {
             self.budget.give(self.taken - charged);
         }
@@ -315,7 +351,8 @@ mod tests {
         let mut g = Gather::new(&budget, len, None);
         assert_eq!(budget.held(), 0);
         g.push(Bytes::from(vec![1; 1000])).unwrap();
-        assert_eq!(budget.held(), 1000);
+        // Copied into the staging buffer, charged at its capacity.
+        assert_eq!(budget.held(), 1024);
         let chunk = Bytes::from(vec![3u8; 1 << 20]);
         let mut sent = 1000;
         while sent < len {
@@ -422,6 +459,38 @@ mod tests {
         assert_eq!(budget.held(), 100);
         charge.set(1000).unwrap();
         drop(charge);
+        assert_eq!(budget.held(), 0);
+    }
+
+    #[test]
+    fn small_pieces_are_copied_and_charged_at_their_capacity() {
+        let budget = Budget::unlimited();
+        let mut g = Gather::new(&budget, 8 << 20, None);
+        // One useful byte in each 4 KiB receive buffer: kept as slices,
+        // each would hold its whole buffer for one charged byte.
+        let mut kept = Vec::new();
+        for i in 0..1000u32 {
+            let buffer = Bytes::from(vec![(i % 251) as u8; 4096]);
+            kept.push(buffer.as_ptr());
+            g.push(buffer.slice(..1)).unwrap();
+        }
+        assert_eq!(budget.held(), 1024, "the staging buffer's capacity");
+        g.push(Bytes::from(vec![7u8; COPY_BELOW])).unwrap();
+        assert_eq!(budget.held(), 1024 + COPY_BELOW as u64);
+        g.push(Bytes::from_static(&[9, 9])).unwrap();
+        drop(g);
+        assert_eq!(budget.held(), 0);
+        let mut g = Gather::new(&budget, 3000, None);
+        for i in 0..3000u32 {
+            g.push(Bytes::from(vec![(i % 251) as u8])).unwrap();
+        }
+        let message = g.finish();
+        assert!(
+            message
+                .iter()
+                .enumerate()
+                .all(|(i, &b)| b == (i % 251) as u8)
+        );
         assert_eq!(budget.held(), 0);
     }
 
