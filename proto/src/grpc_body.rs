@@ -25,6 +25,9 @@ pub struct MessageBody {
     /// Bytes of `chunks` not yet yielded.
     remaining: u64,
     trailers: Option<HeaderMap>,
+    /// Memory charged for the request this body answers, given back when
+    /// the body is dropped (sent, or abandoned by the client).
+    held: Option<crate::gather::Charge>,
 }
 
 impl MessageBody {
@@ -34,6 +37,7 @@ impl MessageBody {
             remaining: chunks.iter().map(|c| c.len() as u64).sum(),
             chunks: chunks.into(),
             trailers: None,
+            held: None,
         }
     }
 
@@ -43,6 +47,13 @@ impl MessageBody {
             trailers: Some(trailers),
             ..MessageBody::new(chunks)
         }
+    }
+
+    /// This body, holding `charge` until it is dropped: a server's reply
+    /// keeps its request's memory charged until it has been sent.
+    pub fn holding(mut self, charge: crate::gather::Charge) -> MessageBody {
+        self.held = Some(charge);
+        self
     }
 }
 

@@ -30,31 +30,42 @@ fn refusal(e: Exhausted, what: &str) -> Status {
 }
 
 /// Charges a received message of `len` bytes and the `decoded` bytes of
-/// structures decoding it builds.
-pub(crate) fn charge_message(state: &State, len: usize, decoded: u64) -> Result<Charge, Status> {
-    charge(
-        state,
-        (len as u64).saturating_add(decoded),
-        "the request, decoded,",
-    )
+/// structures decoding it builds, continuing `inflating` (the charge its
+/// inflation held, which then becomes this one) when it was compressed.
+pub(crate) fn charge_message(
+    state: &State,
+    inflating: Option<Charge>,
+    len: usize,
+    decoded: u64,
+) -> Result<Charge, Status> {
+    let bytes = (len as u64).saturating_add(decoded);
+    let what = "the request, decoded,";
+    match inflating {
+        Some(mut charge) => match charge.set(bytes) {
+            Ok(()) => Ok(charge),
+            Err(e) => Err(refusal(e, what)),
+        },
+        None => charge(state, bytes, what),
+    }
 }
 
 /// Inflates `packed` under `limit` bytes, off the connection's thread,
-/// charging the output before it is allocated (see
-/// [`compression::inflate_charged`]); the charge is given back once the
-/// message is inflated, for [`charge_message`] to take what it keeps.
+/// charging the compressed bytes and the output before it is allocated
+/// (see [`compression::inflate_charged`]); the charge comes back with the
+/// message, for [`charge_message`] to turn into what the message keeps.
 pub(crate) async fn inflate(
     state: &State,
     encoding: Encoding,
     packed: Bytes,
     limit: u64,
-) -> Result<Bytes, Status> {
-    let mut charge = charge(state, 0, "inflating the request")?;
+) -> Result<(Bytes, Charge), Status> {
+    let packed_len = packed.len() as u64;
+    let mut charge = charge(state, packed_len, "inflating the request")?;
     let limit = usize::try_from(limit).unwrap_or(usize::MAX);
     let inflated = tokio::task::spawn_blocking(move || {
         let mut refused = None;
         let result = compression::inflate_charged(encoding, &packed, limit, &mut |n| match charge
-            .set(n as u64)
+            .set(packed_len.saturating_add(n as u64))
         {
             Ok(()) => true,
             Err(e) => {
@@ -62,18 +73,18 @@ pub(crate) async fn inflate(
                 false
             }
         });
-        (result, refused)
+        (result, refused, charge)
     })
     .await;
     match inflated {
-        Ok((Ok(bytes), _)) => Ok(Bytes::from(bytes)),
-        Ok((Err(e @ compression::InflateError::TooLarge { .. }), _)) => Err(
+        Ok((Ok(bytes), _, charge)) => Ok((Bytes::from(bytes), charge)),
+        Ok((Err(e @ compression::InflateError::TooLarge { .. }), _, _)) => Err(
             Status::resource_exhausted(format!("Received message larger than max: {e}")),
         ),
-        Ok((Err(compression::InflateError::Refused { .. }), Some(e))) => {
+        Ok((Err(compression::InflateError::Refused { .. }), Some(e), _)) => {
             Err(refusal(e, "inflating the request"))
         }
-        Ok((Err(e), _)) => Err(Status::internal(e.to_string())),
+        Ok((Err(e), _, _)) => Err(Status::internal(e.to_string())),
         Err(e) => Err(Status::internal(e.to_string())),
     }
 }

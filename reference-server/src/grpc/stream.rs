@@ -172,16 +172,20 @@ async fn request(
     mut message: Bytes,
     limit: u64,
 ) -> Read {
+    let mut inflating = None;
     if compressed {
         let Some(encoding) = encoding else {
             return Err(Status::internal(
                 "protocol error: received message with compressed-flag but no grpc-encoding was specified",
             ));
         };
-        message = memory::inflate(state, encoding, message, limit).await?;
+        let (inflated, charge) = memory::inflate(state, encoding, message, limit).await?;
+        message = inflated;
+        inflating = Some(charge);
     }
     let held = memory::charge_message(
         state,
+        inflating,
         message.len(),
         decode_cost::model_infer_request(&message),
     )?;

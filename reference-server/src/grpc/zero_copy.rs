@@ -189,20 +189,22 @@ where
     let Some(mut message) = read.message else {
         return Status::internal("Missing request message.").into_http();
     };
+    let mut inflating = None;
     if read.compressed
         && let Some(encoding) = encoding
     {
-        message = match super::memory::inflate(state, encoding, message, limit).await {
-            Ok(m) => m,
+        (message, inflating) = match super::memory::inflate(state, encoding, message, limit).await {
+            Ok((m, charge)) => (m, Some(charge)),
             Err(status) => return status.into_http(),
         };
     }
     // The message and what decoding it builds stay charged until the
-    // reply is written.
-    let _charge = match super::memory::charge_message(state, message.len(), cost(&message)) {
-        Ok(c) => c,
-        Err(status) => return status.into_http(),
-    };
+    // reply's body has been sent (the body holds the charge).
+    let charge =
+        match super::memory::charge_message(state, inflating, message.len(), cost(&message)) {
+            Ok(c) => c,
+            Err(status) => return status.into_http(),
+        };
     let reply_encoding = reply_encoding(state, &parts.headers);
     let message = match M::decode(message) {
         Ok(m) => m,
@@ -225,7 +227,7 @@ where
             }
             let mut trailers = HeaderMap::new();
             trailers.insert("grpc-status", HeaderValue::from_static("0"));
-            let body = MessageBody::with_trailers(chunks, trailers);
+            let body = MessageBody::with_trailers(chunks, trailers).holding(charge);
             let mut response = Response::new(tonic::body::Body::new(body));
             *response.headers_mut() = metadata.into_headers();
             response.headers_mut().insert(
