@@ -206,6 +206,21 @@ pub fn check(config: &ModelConfig, directory: &str) -> Result<(), String> {
             ));
         }
     }
+    // The replicas the groups ask for, counted before their device list is
+    // built (thousands of groups of 64 instances on 256 GPUs each would
+    // otherwise build a list of millions first); groups that name no GPU
+    // count once per instance here, and their devices are checked again
+    // once known.
+    let replicas = config
+        .instance_group
+        .iter()
+        .map(|g| (g.count.max(1) as usize).saturating_mul(g.gpus.len().max(1)))
+        .fold(0usize, usize::saturating_add);
+    if replicas > MAX_REPLICAS {
+        return Err(format!(
+            "instance_group: {replicas} replicas is over the bound {MAX_REPLICAS}"
+        ));
+    }
     for i in &config.input {
         check_dims(&format!("input '{}' dims", i.name), &i.dims)?;
         if let Some(r) = &i.reshape {
