@@ -121,6 +121,9 @@ struct Text {
 /// The text passed its bound.
 struct TooLong;
 
+/// What one class costs besides its text: a `Bytes` handle and its end.
+const HANDLE: usize = std::mem::size_of::<Bytes>() + std::mem::size_of::<usize>();
+
 impl Text {
     fn new(max: usize) -> Text {
         Text {
@@ -130,9 +133,12 @@ impl Text {
         }
     }
 
-    /// Ends the class just written, refusing once past the bound.
+    /// Ends the class just written, refusing once past the bound: the text
+    /// and each class's handle (its `Bytes` and its end, 40 bytes) count,
+    /// so that a million classes of `0:0` are bounded as well as long ones.
     fn end(&mut self) -> Result<(), TooLong> {
-        if self.buf.len() > self.max {
+        let handles = (self.ends.len() + 1).saturating_mul(HANDLE);
+        if self.buf.len().saturating_add(handles) > self.max {
             return Err(TooLong);
         }
         self.ends.push(self.buf.len());
