@@ -73,10 +73,11 @@ struct Args {
     /// Largest gRPC message and REST body, in MiB (1 to 512).
     #[arg(long, default_value_t = server::DEFAULT_MAX_MSG_MB)]
     max_msg_mb_size: u32,
-    /// The most memory, over all connections, held by requests still
-    /// arriving (gRPC messages and REST bodies), MiB; at least
+    /// The most memory, over all connections, held by requests: gRPC
+    /// messages and REST bodies while they arrive, and gRPC messages with
+    /// what decoding them builds until they are answered, MiB; at least
     /// --max-msg-mb-size. Beyond it, data that needs more is refused with
-    /// UNAVAILABLE / 503.
+    /// UNAVAILABLE / 503 (RESOURCE_EXHAUSTED when it could never fit).
     #[arg(long, default_value_t = server::DEFAULT_MAX_INCOMING_MB, value_name = "MIB")]
     max_incoming_mb: u32,
     /// The most requests queued or running per servable version; beyond it
