@@ -323,7 +323,7 @@ fn field_cost(kind: Kind, wire: u64, payload: Option<&[u8]>, depth: u32) -> u64 
         }
     };
     match (kind, payload) {
-        (Kind::Str, Some(text)) if text.is_empty() => 0,
+        (Kind::Str, Some([])) => 0,
         (Kind::Str, Some(text)) => (text.len() as u64).max(MIN_STRING),
         (Kind::Bytes, _) => 0,
         (Kind::Message(schema), Some(body)) => {
