@@ -27,13 +27,14 @@
 //! use bytes::Bytes;
 //! use serving_proto::gather::{ALIGN, Budget, Gather};
 //!
-//! let budget = Budget::new(1 << 20);
-//! let mut g = Gather::new(&budget, 100_000, Some(7));
-//! g.push(Bytes::from(vec![1u8; 10_000])).unwrap();
-//! assert_eq!(budget.held(), 10_000);
-//! g.push(Bytes::from(vec![2u8; 90_000])).unwrap();
+//! let budget = Budget::new(4 << 20);
+//! let mut g = Gather::new(&budget, 1_000_000, Some(7));
+//! // An eighth of the message not yet in: the piece is kept as it came.
+//! g.push(Bytes::from(vec![1u8; 100_000])).unwrap();
+//! assert_eq!(budget.held(), 100_000);
+//! g.push(Bytes::from(vec![2u8; 900_000])).unwrap();
 //! let message = g.finish();
-//! assert_eq!(message.len(), 100_000);
+//! assert_eq!(message.len(), 1_000_000);
 //! assert_eq!((message.as_ptr() as usize + 7) % ALIGN, 0);
 //! assert_eq!(budget.held(), 0);
 //! ```
