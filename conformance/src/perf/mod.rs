@@ -10,6 +10,7 @@ pub mod baselines;
 pub mod bench;
 pub mod echo;
 pub mod feed;
+#[cfg(feature = "reference")]
 pub mod hostile;
 pub mod load;
 pub mod memory;
