@@ -1940,23 +1940,7 @@ mod tests {
     }
 
     fn tensor_value() -> impl Strategy<Value = Tensor> {
-        let dtypes = vec![
-            DataType::Bool,
-            DataType::Int8,
-            DataType::Int16,
-            DataType::Int32,
-            DataType::Int64,
-            DataType::Uint8,
-            DataType::Uint16,
-            DataType::Uint32,
-            DataType::Uint64,
-            DataType::Fp16,
-            DataType::Bf16,
-            DataType::Fp32,
-            DataType::Fp64,
-            DataType::Bytes,
-            DataType::String,
-        ];
+        let dtypes = DataType::ALL.to_vec();
         (
             prop::sample::select(dtypes),
             prop::collection::vec(0i64..3, 0..3),
