@@ -10,11 +10,14 @@
 //! (six decimals for floating point, integers as they are); ties keep the
 //! lower index first.
 //!
-//! The text is bounded as it is written: a row's top k are selected first,
-//! then formatted into one buffer that is checked against the reply limit
-//! after every class, so that a large k on a large output (a 2 MiB FP64
-//! output of values near 1e308 prints 83 MB) is refused having written at
-//! most the limit, not after building it all.
+//! The text is bounded before it is written: a row's top k are selected
+//! first, then formatted into one buffer checked against the reply limit
+//! after every class. When the classes could together pass the limit (k
+//! times the longest text a class of the type can have), a first pass
+//! only measures the text, formatting each class into a scratch buffer it
+//! reuses: a large k on a large output (a 2 MiB FP64 output of values near
+//! 1e308 prints 83 MB) is refused having held no text at all, and text
+//! that fits is written into a buffer of exactly its size.
 
 use std::io::Write;
 
@@ -72,20 +75,20 @@ pub(crate) fn classify(
             quote(name)
         ))
     };
-    let text = Text::new(max_text);
+    let classes = rows.unwrap_or(1).saturating_mul(k.min(per_row));
     let written = match tensor.dtype() {
-        DataType::Uint8 => top::<u8>(tensor, per_row, k, text, plain),
-        DataType::Uint16 => top::<u16>(tensor, per_row, k, text, plain),
-        DataType::Uint32 => top::<u32>(tensor, per_row, k, text, plain),
-        DataType::Uint64 => top::<u64>(tensor, per_row, k, text, plain),
-        DataType::Int8 => top::<i8>(tensor, per_row, k, text, plain),
-        DataType::Int16 => top::<i16>(tensor, per_row, k, text, plain),
-        DataType::Int32 => top::<i32>(tensor, per_row, k, text, plain),
-        DataType::Int64 => top::<i64>(tensor, per_row, k, text, plain),
-        DataType::Fp32 => top::<f32>(tensor, per_row, k, text, |t, v| {
+        DataType::Uint8 => written::<u8>(tensor, per_row, k, classes, max_text, plain),
+        DataType::Uint16 => written::<u16>(tensor, per_row, k, classes, max_text, plain),
+        DataType::Uint32 => written::<u32>(tensor, per_row, k, classes, max_text, plain),
+        DataType::Uint64 => written::<u64>(tensor, per_row, k, classes, max_text, plain),
+        DataType::Int8 => written::<i8>(tensor, per_row, k, classes, max_text, plain),
+        DataType::Int16 => written::<i16>(tensor, per_row, k, classes, max_text, plain),
+        DataType::Int32 => written::<i32>(tensor, per_row, k, classes, max_text, plain),
+        DataType::Int64 => written::<i64>(tensor, per_row, k, classes, max_text, plain),
+        DataType::Fp32 => written::<f32>(tensor, per_row, k, classes, max_text, |t, v| {
             c_fixed(t, f64::from(v))
         }),
-        DataType::Fp64 => top::<f64>(tensor, per_row, k, text, c_fixed),
+        DataType::Fp64 => written::<f64>(tensor, per_row, k, classes, max_text, c_fixed),
         other => {
             return Err(refuse(&format!(
                 "its datatype is {}",
@@ -110,12 +113,55 @@ pub(crate) fn classify(
     })
 }
 
+/// The text of `classes` classes of the top `k` of each row, within
+/// `max` bytes: measured first when it could pass `max`, so that text too
+/// long is refused before any is held; `None` as [`top`].
+fn written<T: Element + PartialOrd>(
+    tensor: &Tensor,
+    per_row: usize,
+    k: usize,
+    classes: usize,
+    max: usize,
+    show: impl Fn(&mut Text, T) + Copy,
+) -> Option<Result<Text, TooLong>> {
+    let most = classes.saturating_mul(longest_class(T::DTYPE) + HANDLE);
+    let capacity = if most > max {
+        let mut measure = Text::measuring(max);
+        if let Err(e) = top(tensor, per_row, k, &mut measure, show)? {
+            return Some(Err(e));
+        }
+        measure.total
+    } else {
+        classes.saturating_mul(longest_class(T::DTYPE))
+    };
+    let mut text = Text::new(capacity.min(max), classes, max);
+    Some(top(tensor, per_row, k, &mut text, show)?.map(|()| text))
+}
+
+/// The longest text of one class of `dtype`: its value as classification
+/// writes it, `:` and a `u32` index.
+fn longest_class(dtype: DataType) -> usize {
+    let value = match dtype {
+        // `%f` of -f64::MAX: the sign, 309 digits, the point and six
+        // decimals.
+        DataType::Fp32 | DataType::Fp64 => 317,
+        // `-9223372036854775808`, `18446744073709551615`.
+        _ => 20,
+    };
+    value + 1 + 10
+}
+
 /// The classes' text, written into one buffer of at most `max` bytes:
-/// each class is a slice of it, no string of its own.
+/// each class is a slice of it, no string of its own. A measuring text
+/// keeps only the class being written and counts the rest.
 struct Text {
     buf: Vec<u8>,
     ends: Vec<usize>,
     max: usize,
+    /// Measuring: the bytes of the classes already ended.
+    measuring: bool,
+    total: usize,
+    count: usize,
 }
 
 /// The text passed its bound.
@@ -125,23 +171,47 @@ struct TooLong;
 const HANDLE: usize = std::mem::size_of::<Bytes>() + std::mem::size_of::<usize>();
 
 impl Text {
-    fn new(max: usize) -> Text {
+    fn new(capacity: usize, classes: usize, max: usize) -> Text {
         Text {
-            buf: Vec::new(),
-            ends: Vec::new(),
+            buf: Vec::with_capacity(capacity),
+            ends: Vec::with_capacity(classes.min(max / HANDLE)),
             max,
+            measuring: false,
+            total: 0,
+            count: 0,
         }
     }
+
+    fn measuring(max: usize) -> Text {
+        Text {
+            buf: Vec::with_capacity(Self::SCRATCH),
+            ends: Vec::new(),
+            max,
+            measuring: true,
+            total: 0,
+            count: 0,
+        }
+    }
+
+    /// Room for the longest class a measuring text writes.
+    const SCRATCH: usize = 512;
 
     /// Ends the class just written, refusing once past the bound: the text
     /// and each class's handle (its `Bytes` and its end, 40 bytes) count,
     /// so that a million classes of `0:0` are bounded as well as long ones.
     fn end(&mut self) -> Result<(), TooLong> {
-        let handles = (self.ends.len() + 1).saturating_mul(HANDLE);
-        if self.buf.len().saturating_add(handles) > self.max {
+        self.count += 1;
+        let handles = self.count.saturating_mul(HANDLE);
+        let text = self.total.saturating_add(self.buf.len());
+        if text.saturating_add(handles) > self.max {
             return Err(TooLong);
         }
-        self.ends.push(self.buf.len());
+        if self.measuring {
+            self.total = text;
+            self.buf.clear();
+        } else {
+            self.ends.push(self.buf.len());
+        }
         Ok(())
     }
 
@@ -192,15 +262,15 @@ fn top<T: Element + PartialOrd>(
     tensor: &Tensor,
     per_row: usize,
     k: usize,
-    mut text: Text,
+    text: &mut Text,
     show: impl Fn(&mut Text, T),
-) -> Option<Result<Text, TooLong>> {
+) -> Option<Result<(), TooLong>> {
     // Values are read in place from the output's bytes (no copy of the
     // output), and rows are ordered through u32 indices.
     let raw = tensor.raw().filter(|_| tensor.dtype() == T::DTYPE)?;
     let item = std::mem::size_of::<T>();
     if per_row == 0 {
-        return Some(Ok(text));
+        return Some(Ok(()));
     }
     let kept = k.min(per_row);
     let width = u32::try_from(per_row).ok()?;
@@ -224,14 +294,14 @@ fn top<T: Element + PartialOrd>(
         }
         order.sort_by(by);
         for &i in &order {
-            show(&mut text, at(i));
+            show(text, at(i));
             let _ = write!(text.buf, ":{i}");
             if let Err(e) = text.end() {
                 return Some(Err(e));
             }
         }
     }
-    Some(Ok(text))
+    Some(Ok(()))
 }
 
 #[cfg(test)]
@@ -291,6 +361,28 @@ mod tests {
         let c = classify("y", &t, 100, false, 64 << 10).unwrap();
         assert_eq!(c.element_count(), 100);
         assert!(strings(&c)[99].ends_with(".000000:99"));
+    }
+
+    #[test]
+    fn text_that_could_pass_the_bound_is_measured_before_it_is_held() {
+        let values = vec![1e308f64; 4096];
+        let t = Tensor::from_slice(&[4096], &values).unwrap();
+        // 100 classes of up to 328 bytes and their handles could pass
+        // 36,000 bytes: measured (31,890 bytes and 4,000 of handles), then
+        // written into a buffer of exactly its size.
+        let text = written::<f64>(&t, 4096, 100, 100, 36_000, c_fixed)
+            .unwrap()
+            .ok()
+            .unwrap();
+        assert!(text.buf.len() > 30_000, "{}", text.buf.len());
+        assert_eq!(text.buf.capacity(), text.buf.len());
+        assert_eq!(text.ends.len(), 100);
+        // Too long: refused by the measuring pass.
+        assert!(
+            written::<f64>(&t, 4096, 4096, 4096, 64 << 10, c_fixed)
+                .unwrap()
+                .is_err()
+        );
     }
 
     #[test]
