@@ -31,6 +31,9 @@ pub(crate) enum ServeError {
     /// A name already taken (a shared memory region).
     #[error("{0}")]
     AlreadyExists(String),
+    /// The request's body stopped arriving (`--request-body-timeout`).
+    #[error("{0}")]
+    BodyStalled(String),
 }
 
 impl ServeError {
@@ -46,6 +49,7 @@ impl ServeError {
             ServeError::Internal(_) => tonic::Status::internal(m),
             ServeError::FailedPrecondition(_) => tonic::Status::failed_precondition(m),
             ServeError::AlreadyExists(_) => tonic::Status::already_exists(m),
+            ServeError::BodyStalled(_) => tonic::Status::deadline_exceeded(m),
         }
     }
 
@@ -60,6 +64,7 @@ impl ServeError {
             ServeError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             ServeError::FailedPrecondition(_) => StatusCode::BAD_REQUEST,
             ServeError::AlreadyExists(_) => StatusCode::CONFLICT,
+            ServeError::BodyStalled(_) => StatusCode::REQUEST_TIMEOUT,
         }
     }
 }

@@ -31,6 +31,7 @@
 #![warn(unreachable_pub)]
 
 mod auth;
+mod body_stall;
 pub mod demo;
 pub mod engine;
 mod error;

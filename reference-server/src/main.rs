@@ -122,6 +122,12 @@ struct Args {
     /// clients get a GOAWAY); 0: as long as the client keeps it.
     #[arg(long, default_value = "300", value_name = "SECONDS", value_parser = seconds)]
     connection_idle_timeout: Duration,
+    /// Seconds a request's body may send nothing while the server reads
+    /// it before the request fails (REST 408, gRPC DEADLINE_EXCEEDED); a
+    /// stream between two messages may be silent as long as it likes; 0:
+    /// no limit.
+    #[arg(long, default_value = "60", value_name = "SECONDS", value_parser = seconds)]
+    request_body_timeout: Duration,
     /// The most connections open at once over all ports; at the cap the
     /// server stops accepting until one closes. Default: 10000, or the
     /// descriptor limit (ulimit -n) less a reserve when that is lower.
@@ -259,6 +265,7 @@ async fn main() -> ExitCode {
         drain_timeout: args.drain_timeout,
         connection_first_bytes_timeout: args.connection_first_bytes_timeout,
         connection_idle_timeout: Some(args.connection_idle_timeout).filter(|d| !d.is_zero()),
+        request_body_timeout: Some(args.request_body_timeout).filter(|d| !d.is_zero()),
         max_connections: args.max_connections.map(|n| n as usize),
         allow_shared_memory: args.allow_shared_memory,
         max_shared_memory_mb: args.max_shared_memory_mb,

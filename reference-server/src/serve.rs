@@ -14,6 +14,8 @@
 //!   nothing, or half a preface, no longer holds a descriptor forever;
 //! - a connection with no request in flight for [`Limits::idle`] is closed
 //!   (gracefully: HTTP/2 clients get a GOAWAY);
+//! - a request's body that sends nothing for [`Limits::body_stall`] while
+//!   it is read fails ([`crate::body_stall`]);
 //! - when `accept` fails for want of descriptors (`EMFILE`, `ENFILE`) or
 //!   memory, the loop sleeps with a doubling backoff (10 ms to 1 s) and logs
 //!   one line per [`LOG_EVERY`], instead of retrying at once, which spun a
@@ -37,6 +39,8 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::{Semaphore, watch};
 use tokio::time::Instant;
+
+use crate::body_stall::Stalling;
 
 /// A listening socket: TCP, or a Unix domain socket for gRPC on one host.
 pub(crate) trait Listener: Send + 'static {
@@ -113,6 +117,9 @@ pub(crate) struct Limits {
     pub(crate) idle: Option<Duration>,
     /// Permits for open connections, shared by the server's listeners.
     pub(crate) connections: Arc<Semaphore>,
+    /// How long a request's body may send nothing while it is read (see
+    /// [`crate::body_stall`]); `None`: no limit.
+    pub(crate) body_stall: Option<Duration>,
 }
 
 /// The default connection cap: 10000, or the descriptor limit
@@ -165,7 +172,7 @@ pub(crate) async fn serve<L, S, B>(
     limits: Limits,
 ) where
     L: Listener,
-    S: tower::Service<Request<Incoming>, Response = Response<B>, Error = Infallible>
+    S: tower::Service<Request<Stalling<Incoming>>, Response = Response<B>, Error = Infallible>
         + Clone
         + Send
         + 'static,
@@ -251,6 +258,7 @@ pub(crate) async fn serve<L, S, B>(
         let service = TowerToHyperService::new(Track {
             inner: service.clone(),
             activity: activity.clone(),
+            body_stall: limits.body_stall,
         });
         let builder = builder.clone();
         let phase = phase_rx.clone();
@@ -501,11 +509,12 @@ async fn drive(
 struct Track<S> {
     inner: S,
     activity: Arc<Activity>,
+    body_stall: Option<Duration>,
 }
 
 impl<S, B> tower::Service<Request<Incoming>> for Track<S>
 where
-    S: tower::Service<Request<Incoming>, Response = Response<B>>,
+    S: tower::Service<Request<Stalling<Incoming>>, Response = Response<B>>,
     S::Future: Unpin,
 {
     type Response = Response<TrackedBody<B>>;
@@ -518,8 +527,11 @@ where
 
     fn call(&mut self, req: Request<Incoming>) -> Self::Future {
         let guard = InFlight::new(self.activity.clone());
+        let (mut parts, body) = req.into_parts();
+        let (body, switch) = Stalling::new(body, self.body_stall);
+        parts.extensions.insert(switch);
         TrackedFuture {
-            inner: self.inner.call(req),
+            inner: self.inner.call(Request::from_parts(parts, body)),
             guard: Some(guard),
         }
     }

@@ -77,6 +77,10 @@ pub struct Config {
     /// How long a connection with no request in flight stays open (HTTP/2
     /// clients get a GOAWAY); `None`: as long as the client keeps it.
     pub connection_idle_timeout: Option<std::time::Duration>,
+    /// How long a request's body may send nothing while it is read before
+    /// the request fails (REST 408, gRPC `DEADLINE_EXCEEDED`); a stream
+    /// between two messages is not bounded; `None`: no limit.
+    pub request_body_timeout: Option<std::time::Duration>,
     /// The most connections open at once over all the server's ports (at
     /// the cap, the server stops accepting until one closes), 1 to
     /// [`MAX_CONNECTIONS`]; `None`: [`default_max_connections`].
@@ -118,6 +122,7 @@ impl Default for Config {
             drain_timeout: std::time::Duration::from_secs(30),
             connection_first_bytes_timeout: DEFAULT_FIRST_BYTES_TIMEOUT,
             connection_idle_timeout: Some(DEFAULT_IDLE_TIMEOUT),
+            request_body_timeout: Some(DEFAULT_BODY_TIMEOUT),
             max_connections: None,
             allow_shared_memory: false,
             max_shared_memory_mb: DEFAULT_MAX_SHARED_MEMORY_MB,
@@ -138,6 +143,9 @@ pub const DEFAULT_FIRST_BYTES_TIMEOUT: std::time::Duration = std::time::Duration
 
 /// The default time a connection with no request in flight stays open.
 pub const DEFAULT_IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// The default time a request's body may send nothing while it is read.
+pub const DEFAULT_BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// The longest connection timeout (and the longest duration any flag
 /// takes): one year.
@@ -380,6 +388,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let limits = serve::Limits {
         first_bytes: config.connection_first_bytes_timeout,
         idle: config.connection_idle_timeout,
+        body_stall: config.request_body_timeout,
         connections: Arc::new(tokio::sync::Semaphore::new(
             config
                 .max_connections
@@ -467,6 +476,15 @@ fn check_ranges(config: &Config) -> Result<(), StartError> {
         return out(
             "--connection-idle-timeout",
             format!("{idle:?}"),
+            "more than 0, at most a year (None: no limit)",
+        );
+    }
+    if let Some(stall) = config.request_body_timeout
+        && (stall.is_zero() || stall > MAX_TIMEOUT)
+    {
+        return out(
+            "--request-body-timeout",
+            format!("{stall:?}"),
             "more than 0, at most a year (None: no limit)",
         );
     }

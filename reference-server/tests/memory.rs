@@ -17,6 +17,7 @@ use reference_server::server::{Config, Running};
 use serving_proto::DataType;
 use serving_proto::compression::{self, Encoding};
 use serving_proto::pb::inference as oip_pb;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const INFER: &str = "/inference.GRPCInferenceService/ModelInfer";
 const STREAM: &str = "/inference.GRPCInferenceService/ModelStreamInfer";
@@ -68,6 +69,18 @@ fn size_request(len: usize) -> oip_pb::ModelInferRequest {
     }
 }
 
+/// The messages of a gRPC body's frames.
+fn frames(body: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let mut rest = body;
+    std::iter::from_fn(move || {
+        let (header, after) = rest.split_at_checked(5)?;
+        let len = u32::from_be_bytes(header[1..5].try_into().ok()?) as usize;
+        let (message, after) = after.split_at_checked(len)?;
+        rest = after;
+        Some(message)
+    })
+}
+
 async fn still_serves(server: &Running, len: usize) {
     let mut oip = common::oip(server).await;
     let reply = oip
@@ -106,13 +119,31 @@ async fn messages_that_decode_to_more_than_the_budget_are_refused_before_decodin
         );
         assert_eq!(server.state.incoming.held(), 0, "{what}: all given back");
     }
-    // The same on a stream: the stream ends with the status.
-    let mut framed = vec![0u8];
-    let message = empty_entries(b"size", 5, count);
-    framed.extend_from_slice(&(message.len() as u32).to_be_bytes());
-    framed.extend_from_slice(&message);
+    // The same on a stream: the refused message is answered in its turn,
+    // in band, and the stream goes on to serve the next one.
+    let mut framed = vec![];
+    for message in [
+        empty_entries(b"size", 5, count),
+        size_request(1000).encode_to_vec(),
+    ] {
+        framed.push(0u8);
+        framed.extend_from_slice(&(message.len() as u32).to_be_bytes());
+        framed.extend_from_slice(&message);
+    }
     let reply = common::raw_grpc_framed(&server, STREAM, framed, &[]).await;
-    assert_eq!(reply.code, 8, "{}", reply.message);
+    assert_eq!(reply.code, 0, "{}", reply.message);
+    let answers: Vec<oip_pb::ModelStreamInferResponse> = frames(&reply.body)
+        .map(|m| oip_pb::ModelStreamInferResponse::decode(m).unwrap())
+        .collect();
+    assert_eq!(answers.len(), 2, "{answers:?}");
+    assert!(
+        answers[0].error_message.contains("bytes of server memory"),
+        "{:?}",
+        answers[0].error_message
+    );
+    assert_eq!(answers[1].error_message, "");
+    let served = answers[1].infer_response.as_ref().unwrap();
+    assert_eq!(served.raw_output_contents[0][..], 1000i64.to_le_bytes());
     // Ordinary requests of the same size are served.
     still_serves(&server, 4 << 20).await;
     assert_eq!(server.state.incoming.held(), 0);
@@ -260,7 +291,7 @@ async fn control_rpcs_take_control_sized_messages() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_classification_is_refused_having_written_at_most_the_reply_limit() {
+async fn a_classification_longer_than_the_reply_limit_is_refused_before_it_is_written() {
     // A 2 MiB FP64 output of values near 1e308: each class prints 316
     // bytes, all of them 83 MB.
     let repo = tempfile::tempdir().unwrap();
@@ -314,5 +345,132 @@ async fn a_classification_is_refused_having_written_at_most_the_reply_limit() {
     // The same output with a k whose text fits is answered.
     let reply = oip.model_infer(request(1000)).await.unwrap().into_inner();
     assert_eq!(reply.outputs[0].shape, [1000]);
+    server.shutdown().await;
+}
+
+/// Reads one gRPC message from `body`, or `None` at the body's end (its
+/// trailers then in `trailers`).
+async fn next_answer(
+    body: &mut hyper::body::Incoming,
+    got: &mut Vec<u8>,
+    trailers: &mut Option<http::HeaderMap>,
+) -> Option<oip_pb::ModelStreamInferResponse> {
+    use http_body_util::BodyExt;
+    loop {
+        if got.len() >= 5 {
+            let len = u32::from_be_bytes(got[1..5].try_into().unwrap()) as usize;
+            if got.len() >= 5 + len {
+                let answer = oip_pb::ModelStreamInferResponse::decode(&got[5..5 + len]).unwrap();
+                got.drain(..5 + len);
+                return Some(answer);
+            }
+        }
+        let frame = body.frame().await?.unwrap();
+        match frame.into_data() {
+            Ok(data) => got.extend_from_slice(&data),
+            Err(frame) => {
+                *trailers = frame.into_trailers().ok();
+                return None;
+            }
+        }
+    }
+}
+
+fn framed(message: &[u8]) -> Bytes {
+    let mut out = vec![0u8];
+    out.extend_from_slice(&(message.len() as u32).to_be_bytes());
+    out.extend_from_slice(message);
+    Bytes::from(out)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_body_fails_at_the_body_timeout_and_a_silent_stream_does_not() {
+    let repo = common::repository();
+    let server = common::start(Config {
+        model_repository: Some(repo.path().to_owned()),
+        request_body_timeout: Some(Duration::from_secs(1)),
+        ..common::config()
+    })
+    .await;
+    let message = framed(&size_request(1 << 20).encode_to_vec());
+    let half = message.slice(..message.len() / 2);
+    let within = |took: Duration, what: &str| {
+        assert!(
+            took >= Duration::from_millis(900) && took < Duration::from_secs(5),
+            "{what}: failed after {took:?}, not at the 1 s timeout"
+        );
+    };
+
+    // A unary call that sends half its message, then nothing.
+    let mut send = common::h2(&server).await;
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let req = http::Request::post(format!("http://{}{INFER}", server.grpc_address))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(http_body_util::StreamBody::new(Frames(rx)))
+        .unwrap();
+    let started = Instant::now();
+    let pending = send.send_request(req);
+    tx.send(Ok(http_body::Frame::data(half.clone())))
+        .await
+        .unwrap();
+    let response = pending.await.unwrap();
+    within(started.elapsed(), "unary gRPC");
+    let status = response.headers().get("grpc-status").unwrap();
+    assert_eq!(status, "4", "DEADLINE_EXCEEDED: {:?}", response.headers());
+    assert_eq!(server.state.incoming.held(), 0, "given back");
+
+    // A REST request whose body stops after 10 of its 1000 bytes.
+    let mut tcp = tokio::net::TcpStream::connect(server.rest_address)
+        .await
+        .unwrap();
+    let started = Instant::now();
+    tcp.write_all(
+        b"POST /v2/models/size/infer HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 1000\r\n\r\n{\"inputs\":",
+    )
+    .await
+    .unwrap();
+    let mut reply = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(8), tcp.read_to_end(&mut reply)).await;
+    within(started.elapsed(), "REST");
+    let reply = String::from_utf8_lossy(&reply);
+    assert!(reply.starts_with("HTTP/1.1 408"), "{reply}");
+    assert!(reply.contains("--request-body-timeout"), "{reply}");
+
+    // A stream: silent between its messages for longer than the timeout,
+    // and served; then half a message and nothing, which ends it.
+    let mut send = common::h2(&server).await;
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let req = http::Request::post(format!("http://{}{STREAM}", server.grpc_address))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(http_body_util::StreamBody::new(Frames(rx)))
+        .unwrap();
+    let response = send.send_request(req).await.unwrap();
+    let mut body = response.into_body();
+    let (mut got, mut trailers) = (Vec::new(), None);
+    for _ in 0..2 {
+        tx.send(Ok(http_body::Frame::data(message.clone())))
+            .await
+            .unwrap();
+        let answer = next_answer(&mut body, &mut got, &mut trailers)
+            .await
+            .unwrap();
+        assert_eq!(answer.error_message, "");
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+    }
+    let started = Instant::now();
+    tx.send(Ok(http_body::Frame::data(half))).await.unwrap();
+    assert!(
+        next_answer(&mut body, &mut got, &mut trailers)
+            .await
+            .is_none()
+    );
+    within(started.elapsed(), "stream");
+    let trailers = trailers.unwrap();
+    assert_eq!(trailers.get("grpc-status").unwrap(), "4", "{trailers:?}");
+    assert_eq!(server.state.incoming.held(), 0);
+    drop(tx);
+    still_serves(&server, 1000).await;
     server.shutdown().await;
 }

@@ -11,6 +11,26 @@ use tonic::Status;
 
 use crate::service::State;
 
+/// Why a message could not be taken in.
+#[derive(Debug)]
+pub(crate) enum Refused {
+    /// The server's memory for requests is spent (or the message could
+    /// never fit it): the message itself may be fine, so a stream answers
+    /// it like a failed request and goes on.
+    Budget(Status),
+    /// The message is bad (it inflates past the limit, or is not valid
+    /// compressed data): a stream ends.
+    Message(Status),
+}
+
+impl From<Refused> for Status {
+    fn from(r: Refused) -> Status {
+        match r {
+            Refused::Budget(s) | Refused::Message(s) => s,
+        }
+    }
+}
+
 /// Charges `bytes` for a request; a request that could never fit the budget
 /// is RESOURCE_EXHAUSTED, one that does not fit now UNAVAILABLE (retry).
 pub(crate) fn charge(state: &State, bytes: u64, what: &str) -> Result<Charge, Status> {
@@ -37,15 +57,15 @@ pub(crate) fn charge_message(
     inflating: Option<Charge>,
     len: usize,
     decoded: u64,
-) -> Result<Charge, Status> {
+) -> Result<Charge, Refused> {
     let bytes = (len as u64).saturating_add(decoded);
     let what = "the request, decoded,";
     match inflating {
         Some(mut charge) => match charge.set(bytes) {
             Ok(()) => Ok(charge),
-            Err(e) => Err(refusal(e, what)),
+            Err(e) => Err(Refused::Budget(refusal(e, what))),
         },
-        None => charge(state, bytes, what),
+        None => charge(state, bytes, what).map_err(Refused::Budget),
     }
 }
 
@@ -58,9 +78,9 @@ pub(crate) async fn inflate(
     encoding: Encoding,
     packed: Bytes,
     limit: u64,
-) -> Result<(Bytes, Charge), Status> {
+) -> Result<(Bytes, Charge), Refused> {
     let packed_len = packed.len() as u64;
-    let mut charge = charge(state, packed_len, "inflating the request")?;
+    let mut charge = charge(state, packed_len, "inflating the request").map_err(Refused::Budget)?;
     let limit = usize::try_from(limit).unwrap_or(usize::MAX);
     let inflated = tokio::task::spawn_blocking(move || {
         let mut refused = None;
@@ -78,13 +98,13 @@ pub(crate) async fn inflate(
     .await;
     match inflated {
         Ok((Ok(bytes), _, charge)) => Ok((Bytes::from(bytes), charge)),
-        Ok((Err(e @ compression::InflateError::TooLarge { .. }), _, _)) => Err(
+        Ok((Err(e @ compression::InflateError::TooLarge { .. }), _, _)) => Err(Refused::Message(
             Status::resource_exhausted(format!("Received message larger than max: {e}")),
-        ),
+        )),
         Ok((Err(compression::InflateError::Refused { .. }), Some(e), _)) => {
-            Err(refusal(e, "inflating the request"))
+            Err(Refused::Budget(refusal(e, "inflating the request")))
         }
-        Ok((Err(e), _, _)) => Err(Status::internal(e.to_string())),
-        Err(e) => Err(Status::internal(e.to_string())),
+        Ok((Err(e), _, _)) => Err(Refused::Message(Status::internal(e.to_string()))),
+        Err(e) => Err(Refused::Message(Status::internal(e.to_string()))),
     }
 }

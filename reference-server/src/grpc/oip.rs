@@ -7,6 +7,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Instant;
 
+use futures_util::future::Either;
 use futures_util::stream::{FuturesOrdered, Stream, StreamExt};
 use serving_proto::oip::grpc::{self as codec, Contents};
 use serving_proto::pb::inference::{
@@ -99,9 +100,11 @@ impl OipGrpc {
         status_errors: bool,
     ) -> AnswerStream
     where
-        S: Stream<Item = Result<(pb::ModelInferRequest, Held), Status>> + Send + Unpin + 'static,
+        S: Stream<Item = Result<StreamRequest, Status>> + Send + Unpin + 'static,
     {
-        let (tx, mut rx) = tokio::sync::mpsc::channel(16);
+        // One answer waits in the channel at most: the others wait, still
+        // charged, in `running`.
+        let (tx, mut rx) = tokio::sync::mpsc::channel(1);
         let this = self.clone();
         tokio::spawn(async move {
             let mut running = FuturesOrdered::new();
@@ -113,18 +116,23 @@ impl OipGrpc {
                 tokio::select! {
                     msg = incoming.next(), if !input_done && running.len() < STREAM_IN_FLIGHT => {
                         match msg {
-                            Some(Ok((m, held))) => {
+                            Some(Ok(StreamRequest::Run(m, held))) => {
                                 let this = this.clone();
                                 let (id, model, version) =
                                     (m.id.clone(), m.model_name.clone(), m.model_version.clone());
-                                running.push_back(async move {
-                                    // What the request holds is charged
-                                    // until it is answered.
-                                    let _held = held;
-                                    this.infer_recorded(m, deadline)
+                                running.push_back(Either::Left(async move {
+                                    let answer = this
+                                        .infer_recorded(m, deadline)
                                         .await
-                                        .map_err(|e| (e, id, model, version))
-                                });
+                                        .map_err(|e| (e, id, model, version));
+                                    (answer, held)
+                                }));
+                            }
+                            Some(Ok(StreamRequest::Refused(e))) => {
+                                // Read whole but not decoded: its id and
+                                // model are unknown.
+                                let answer = Err((e, String::new(), String::new(), String::new()));
+                                running.push_back(Either::Right(std::future::ready((answer, None))));
                             }
                             None => input_done = true,
                             Some(Err(e)) => {
@@ -135,7 +143,7 @@ impl OipGrpc {
                             }
                         }
                     }
-                    Some(answer) = running.next(), if !running.is_empty() => {
+                    Some((answer, held)) = running.next(), if !running.is_empty() => {
                         let item = match answer {
                             Ok(resp) => Ok(pb::ModelStreamInferResponse {
                                 error_message: String::new(),
@@ -147,8 +155,11 @@ impl OipGrpc {
                         let ends = item.is_err();
                         // A send fails only when the client went away:
                         // returning drops the running requests, which
-                        // cancels them.
-                        if tx.send(item).await.is_err() || ends {
+                        // cancels them. What the request held is charged
+                        // until its answer is handed on.
+                        let sent = tx.send(item).await;
+                        drop(held);
+                        if sent.is_err() || ends {
                             return;
                         }
                     }
@@ -159,6 +170,17 @@ impl OipGrpc {
         let answers = futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx));
         Box::pin(answers)
     }
+}
+
+/// One request of a stream as its reader hands it on.
+#[derive(Debug)]
+pub(crate) enum StreamRequest {
+    /// Decoded, with what it holds of the server's memory budget.
+    Run(pb::ModelInferRequest, Held),
+    /// Read whole but refused before it was decoded (the server's memory
+    /// for requests is spent): answered in its turn like a failed request,
+    /// and the stream goes on.
+    Refused(Status),
 }
 
 fn status(e: ServeError) -> Status {
@@ -266,7 +288,9 @@ impl GrpcInferenceService for OipGrpc {
             .get(STATUS_ERRORS_HEADER)
             .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"true"));
         let deadline = super::deadline::deadline_of(request.metadata());
-        let incoming = request.into_inner().map(|m| m.map(|m| (m, None)));
+        let incoming = request
+            .into_inner()
+            .map(|m| m.map(|m| StreamRequest::Run(m, None)));
         Ok(Response::new(self.run_stream(
             incoming,
             deadline,

@@ -28,14 +28,16 @@ use tonic::Status;
 use tonic::metadata::MetadataMap;
 
 use super::memory;
-use super::oip::{Held, OipGrpc, STATUS_ERRORS_HEADER};
+use super::memory::Refused;
+use super::oip::{OipGrpc, STATUS_ERRORS_HEADER, StreamRequest};
 use super::zero_copy::{ACCEPTED, reply_encoding, request_encoding};
+use crate::body_stall::{self, StallSwitch};
 use crate::service::State;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// One request read from the stream, or the error that ends it.
-type Read = Result<(pb::ModelInferRequest, Held), Status>;
+type Read = Result<StreamRequest, Status>;
 
 /// Answers one `ModelStreamInfer` call: the response headers at once (a
 /// client may wait for them before it sends), then an answer per request.
@@ -49,6 +51,12 @@ where
     B::Error: Into<BoxError>,
 {
     let (parts, body) = req.into_parts();
+    // A stream may be silent between messages as long as it likes; the
+    // body's stall timer runs only while a message is partly read.
+    let switch = parts.extensions.get::<StallSwitch>().cloned();
+    if let Some(s) = &switch {
+        s.disarm();
+    }
     let encoding = match request_encoding(&parts.headers) {
         Ok(e) => e,
         Err(status) => return status.into_http(),
@@ -62,7 +70,7 @@ where
     // One request read ahead at most: the rest waits in the connection's
     // flow-control window, not in this server's memory.
     let (tx, mut rx) = mpsc::channel::<Read>(1);
-    tokio::spawn(read_requests(body, encoding, state, tx));
+    tokio::spawn(read_requests(body, encoding, state, tx, switch));
     let requests = futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx));
     let answers = oip.run_stream(Box::pin(requests), deadline, status_errors);
     let frames = futures_util::stream::unfold(Some(answers), move |answers| async move {
@@ -137,6 +145,7 @@ async fn read_requests<B>(
     encoding: Option<Encoding>,
     state: Arc<State>,
     tx: mpsc::Sender<Read>,
+    switch: Option<StallSwitch>,
 ) where
     B: Body<Data = Bytes> + Unpin + Send + 'static,
     B::Error: Into<BoxError>,
@@ -145,7 +154,7 @@ async fn read_requests<B>(
     let mut leftover = Bytes::new();
     loop {
         let read = tokio::select! {
-            read = next_message(&mut body, &mut leftover, &state, limit) => read,
+            read = next_message(&mut body, &mut leftover, &state, limit, switch.as_ref()) => read,
             // The answers went away (the client reset the stream): stop
             // reading.
             () = tx.closed() => return,
@@ -164,7 +173,9 @@ async fn read_requests<B>(
     }
 }
 
-/// Inflates (when compressed), charges and decodes one message.
+/// Inflates (when compressed), charges and decodes one message. A message
+/// refused for the server's memory is answered in its turn and the stream
+/// goes on; a bad one ends the stream.
 async fn request(
     state: &State,
     encoding: Option<Encoding>,
@@ -179,19 +190,27 @@ async fn request(
                 "protocol error: received message with compressed-flag but no grpc-encoding was specified",
             ));
         };
-        let (inflated, charge) = memory::inflate(state, encoding, message, limit).await?;
-        message = inflated;
-        inflating = Some(charge);
+        match memory::inflate(state, encoding, message, limit).await {
+            Ok((inflated, charge)) => {
+                message = inflated;
+                inflating = Some(charge);
+            }
+            Err(Refused::Budget(status)) => return Ok(StreamRequest::Refused(status)),
+            Err(Refused::Message(status)) => return Err(status),
+        }
     }
-    let held = memory::charge_message(
+    let held = match memory::charge_message(
         state,
         inflating,
         message.len(),
         decode_cost::model_infer_request(&message),
-    )?;
+    ) {
+        Ok(held) => held,
+        Err(refused) => return Ok(StreamRequest::Refused(refused.into())),
+    };
     let request =
         pb::ModelInferRequest::decode(message).map_err(|e| Status::internal(e.to_string()))?;
-    Ok((request, Some(held)))
+    Ok(StreamRequest::Run(request, Some(held)))
 }
 
 /// The next whole message of the body and its compressed flag: `None` at
@@ -204,6 +223,7 @@ async fn next_message<B>(
     leftover: &mut Bytes,
     state: &State,
     limit: u64,
+    switch: Option<&StallSwitch>,
 ) -> Result<Option<(bool, Bytes)>, Status>
 where
     B: Body<Data = Bytes> + Unpin,
@@ -212,7 +232,13 @@ where
     let mut header = [0u8; frame::HEADER_LEN];
     let mut have = 0;
     let mut gathering: Option<(bool, Gather<'_>)> = None;
+    let set_switch = |mid_message: bool| {
+        if let Some(s) = switch {
+            if mid_message { s.arm() } else { s.disarm() }
+        }
+    };
     loop {
+        set_switch(have > 0 || gathering.is_some());
         let mut data = if leftover.is_empty() {
             let polled =
                 std::future::poll_fn(|cx| std::pin::Pin::new(&mut *body).poll_frame(cx)).await;
@@ -223,7 +249,7 @@ where
                     (got, None) => Err(truncated(got, frame::HEADER_LEN)),
                 };
             };
-            let frame = frame.map_err(|e| Status::from_error(e.into()))?;
+            let frame = frame.map_err(|e| body_status(e.into()))?;
             let Ok(data) = frame.into_data() else {
                 continue;
             };
@@ -255,6 +281,7 @@ where
             .push(data.clone())
             .map_err(|e| Status::unavailable(e.to_string()))?;
         if g.is_complete() {
+            set_switch(false);
             *leftover = data.slice(took..);
             let compressed = *compressed;
             let message = gathering
@@ -263,6 +290,15 @@ where
                 .unwrap_or_default();
             return Ok(Some((compressed, message)));
         }
+    }
+}
+
+/// The status of a body that failed: a stalled one is `DEADLINE_EXCEEDED`.
+pub(crate) fn body_status(e: BoxError) -> Status {
+    if body_stall::is_stalled(&*e) {
+        Status::deadline_exceeded(e.to_string())
+    } else {
+        Status::from_error(e)
     }
 }
 

@@ -195,7 +195,7 @@ where
     {
         (message, inflating) = match super::memory::inflate(state, encoding, message, limit).await {
             Ok((m, charge)) => (m, Some(charge)),
-            Err(status) => return status.into_http(),
+            Err(refused) => return Status::from(refused).into_http(),
         };
     }
     // The message and what decoding it builds stay charged until the
@@ -203,7 +203,7 @@ where
     let charge =
         match super::memory::charge_message(state, inflating, message.len(), cost(&message)) {
             Ok(c) => c,
-            Err(status) => return status.into_http(),
+            Err(refused) => return Status::from(refused).into_http(),
         };
     let reply_encoding = reply_encoding(state, &parts.headers);
     let message = match M::decode(message) {
@@ -318,7 +318,7 @@ fn read_status(e: ReadError) -> Status {
     match e {
         ReadError::Frame(FrameError::TooLarge(e)) => Status::resource_exhausted(e.to_string()),
         ReadError::Busy(e) => Status::unavailable(e.to_string()),
-        ReadError::Body(e) => Status::from_error(e),
+        ReadError::Body(e) => super::stream::body_status(e),
         other => Status::internal(other.to_string()),
     }
 }

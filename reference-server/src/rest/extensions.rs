@@ -42,6 +42,7 @@ async fn control_body(
                 "the request body is larger than {CONTROL_BODY_MAX} bytes, the most a control request takes"
             )),
             ReadError::Transport(t) => ServeError::InvalidArgument(t),
+            ReadError::Stalled(t) => ServeError::BodyStalled(t),
             ReadError::Busy(e) => ServeError::Unavailable(e.to_string()),
         })?;
     if bytes.iter().all(u8::is_ascii_whitespace) {

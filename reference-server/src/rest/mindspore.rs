@@ -89,6 +89,7 @@ async fn answer(
             return error(StatusCode::PAYLOAD_TOO_LARGE, &e.to_string());
         }
         Err(ReadError::Transport(e)) => return error(StatusCode::BAD_REQUEST, &e),
+        Err(ReadError::Stalled(e)) => return error(StatusCode::REQUEST_TIMEOUT, &e),
         Err(ReadError::Busy(e)) => return error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
     };
     let large = bytes.len() >= BLOCKING_BYTES;

@@ -278,7 +278,13 @@ pub(crate) async fn read_body(
     let mut first: Option<Bytes> = None;
     let mut gather: Option<Gather<'_>> = None;
     while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|e| ReadError::Transport(e.to_string()))?;
+        let frame = frame.map_err(|e| {
+            if crate::body_stall::is_stalled(&e) {
+                ReadError::Stalled(e.to_string())
+            } else {
+                ReadError::Transport(e.to_string())
+            }
+        })?;
         let Ok(data) = frame.into_data() else {
             continue;
         };
@@ -334,6 +340,8 @@ pub(crate) enum ReadError {
     TooBig(TooBig),
     /// The connection failed.
     Transport(String),
+    /// The body stopped arriving (`--request-body-timeout`).
+    Stalled(String),
     /// The server's memory for requests still arriving is spent.
     Busy(Exhausted),
 }

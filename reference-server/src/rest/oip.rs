@@ -212,6 +212,7 @@ async fn infer_inner(
                 ServeError::ResourceExhausted(format!("http message is bigger than {limit}"))
             }
             ReadError::Transport(t) => ServeError::InvalidArgument(t),
+            ReadError::Stalled(t) => ServeError::BodyStalled(t),
             ReadError::Busy(e) => ServeError::Unavailable(e.to_string()),
         })?;
     let header_len = header_text
