@@ -48,6 +48,7 @@ pub mod frame;
 pub mod gather;
 #[cfg(feature = "grpc-body")]
 pub mod grpc_body;
+pub mod json_charge;
 #[cfg(feature = "model-config")]
 pub mod json_mapping;
 pub mod mindspore;

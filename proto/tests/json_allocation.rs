@@ -31,9 +31,13 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
+use serving_proto::gather::Budget;
+use serving_proto::json_charge;
 use serving_proto::mindspore::rest as ms;
 use serving_proto::oip::rest as oip;
 
@@ -92,6 +96,53 @@ fn measure<T>(f: impl FnOnce() -> T) -> (usize, usize) {
 
 const SLACK: usize = 64 << 10;
 
+/// Decodes `bytes` with `decoder` under `json_charge::charged` with a
+/// budget of `limit`: the peak, what the result holds, and the charge (or
+/// `None`, refused).
+fn decode_charged(decoder: Decoder, bytes: &Bytes, limit: u64) -> (usize, usize, Option<u64>) {
+    let budget = Arc::new(Budget::new(limit));
+    let mut charged = None;
+    let (peak, retained) = measure(|| {
+        let r = json_charge::charged(budget.charge(0).unwrap(), || match decoder {
+            Decoder::OipRequest => oip::decode_request(bytes.clone(), None).map(|_| ()).is_ok(),
+            Decoder::MindSpore => ms::decode_request(bytes, usize::MAX).map(|_| ()).is_ok(),
+            Decoder::OipResponse => unreachable!("replies are decoded by clients, uncharged"),
+        });
+        charged = r.as_ref().ok().map(|(_, c)| c.bytes());
+        r
+    });
+    assert_eq!(budget.held(), 0, "given back");
+    (peak, retained, charged)
+}
+
+/// The charge covers what a decode builds: what its result holds is
+/// charged, its peak is within the charge, the parse state (a body's
+/// worth) and the slack, and with half that budget it is refused having
+/// held no more than the budget allowed.
+fn check_charged(decoder: Decoder, what: &str, body: &[u8], per_byte: usize) {
+    let bytes = Bytes::copy_from_slice(body);
+    let n = body.len();
+    let (peak, retained, charged) = decode_charged(decoder, &bytes, u64::MAX / 2);
+    let charged = charged.expect("an unlimited budget refuses nothing") as usize;
+    assert!(
+        charged + SLACK >= retained,
+        "{decoder:?} {what}: the result holds {retained} bytes, {charged} charged"
+    );
+    assert!(
+        peak <= charged + charged / 2 + per_byte * n + SLACK,
+        "{decoder:?} {what}: peak {peak} bytes, {charged} charged, body {n}"
+    );
+    if charged > 4 * SLACK {
+        let limit = charged / 2;
+        let (peak, _, refused) = decode_charged(decoder, &bytes, limit as u64);
+        assert_eq!(refused, None, "{decoder:?} {what}: fits half its charge");
+        assert!(
+            peak <= limit + limit / 2 + per_byte * n + SLACK,
+            "{decoder:?} {what}: refused at {limit} bytes of budget, peak {peak}"
+        );
+    }
+}
+
 /// Which decoder a body is for.
 #[derive(Clone, Copy, Debug)]
 enum Decoder {
@@ -137,6 +188,9 @@ fn check(decoder: Decoder, kind: Kind, what: &str, body: &[u8]) -> (usize, usize
         peak <= tight + SLACK,
         "{decoder:?} {what}: peak {peak} bytes for one tensor in a body of {n}"
     );
+    if !matches!(decoder, Decoder::OipResponse) {
+        check_charged(decoder, what, body, per_byte);
+    }
     (peak, retained)
 }
 

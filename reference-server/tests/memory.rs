@@ -474,3 +474,49 @@ async fn a_stalled_body_fails_at_the_body_timeout_and_a_silent_stream_does_not()
     still_serves(&server, 1000).await;
     server.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rest_bodies_that_decode_to_more_than_the_budget_are_refused_while_decoding() {
+    let (_repo, server) = small_server(8).await;
+    let http = common::http();
+    // 3 MB of text; 1M elements of 32-byte handles (32 MB) decoded.
+    let count = 1_000_000;
+    let data = vec![r#""""#; count].join(",");
+    let body = format!(
+        r#"{{"inputs":[{{"name":"x","shape":[{count}],"datatype":"BYTES","data":[{data}]}}]}}"#
+    );
+    // A MindSpore body of 500k instances of one input: 4 MB of text, a map
+    // of a few hundred bytes each.
+    let instances = vec![r#"{"x":1}"#; 500_000].join(",");
+    let ms_body = format!(r#"{{"instances":[{instances}]}}"#);
+    for (path, body, what) in [
+        ("/v2/models/size/infer", body, "OIP BYTES of empty strings"),
+        ("/model/size:predict", ms_body, "MindSpore tiny instances"),
+    ] {
+        assert!(body.len() < 8 << 20, "{what}: {}", body.len());
+        let reply = http
+            .post(common::rest(&server, path))
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        let status = reply.status();
+        let text = reply.text().await.unwrap();
+        assert_eq!(status, 413, "{what}: {text}");
+        assert!(
+            text.contains("needs at least") && text.contains("--max-incoming-mb"),
+            "{what}: {text}"
+        );
+        assert_eq!(server.state.incoming.held(), 0, "{what}: all given back");
+    }
+    // Ordinary REST requests are served, and give back what they held.
+    let reply = http
+        .post(common::rest(&server, "/v2/models/size/infer"))
+        .body(r#"{"inputs":[{"name":"x","shape":[3],"datatype":"UINT8","data":[1,2,3]}]}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reply.status(), 200, "{}", reply.text().await.unwrap());
+    assert_eq!(server.state.incoming.held(), 0);
+    server.shutdown().await;
+}

@@ -20,6 +20,7 @@ use serde_json::{Map, Value};
 
 use super::{Outcome, ServableError, StatusCode};
 use crate::json::{self, KeySeed, NumberError, Render, Scalar, Text, TextSeed, Validate};
+use crate::json_charge;
 use crate::tensor::element_count;
 use crate::{DataType, NamedTensors, Tensor, TensorData, UnsupportedType};
 
@@ -329,7 +330,18 @@ fn instance<E: de::Error>(
     if decoded.is_err() {
         check_instance(raw, level)?;
     }
+    // The instance's text map is dropped by the caller once decoded.
+    json_charge::shrink(raw_instance_cost(raw));
     Ok(decoded)
+}
+
+/// What [`read_instance`] charges for a map of the instance's text.
+fn raw_instance_cost(raw: &RawInstance<'_>) -> usize {
+    json_charge::map_node::<String, &RawValue>()
+        + raw
+            .keys()
+            .map(|k| json_charge::map_entry::<String, &RawValue>(k.len()))
+            .sum::<usize>()
 }
 
 struct InstancesSeed;
@@ -393,7 +405,11 @@ impl<'de> Visitor<'de> for InstancesSeed {
                 Some(raw) => instance::<A::Error>(&raw, 3)?,
             };
             match decoded {
-                Ok(one) => list.push(one),
+                Ok(one) => {
+                    json_charge::grow(2 * std::mem::size_of::<NamedTensors>())
+                        .map_err(de::Error::custom)?;
+                    list.push(one);
+                }
                 Err(e) => instances = Err(e),
             }
             index += 1;
@@ -453,7 +469,14 @@ fn read_instance<'de, A: MapAccess<'de>>(
 ) -> Result<RawInstance<'de>, A::Error> {
     let level = json::enter(level)?;
     let mut raw = RawInstance::new();
+    json_charge::grow(json_charge::map_node::<String, &RawValue>()).map_err(de::Error::custom)?;
     while let Some(key) = map.next_key::<String>()? {
+        if raw.contains_key(&key) {
+            // Replaced: charged once.
+        } else {
+            json_charge::grow(json_charge::map_entry::<String, &RawValue>(key.len()))
+                .map_err(de::Error::custom)?;
+        }
         if let Some(before) = raw.insert(key, map.next_value()?) {
             json::parse_text(before.get(), Validate { level }).map_err(de::Error::custom)?;
         }
@@ -463,10 +486,12 @@ fn read_instance<'de, A: MapAccess<'de>>(
 
 fn decode_raw_instance(raw: &RawInstance<'_>, level: usize) -> Result<NamedTensors, Fail> {
     let mut tensors = NamedTensors::new();
+    json_charge::grow(json_charge::map_node::<String, Tensor>()).map_err(refused)?;
     for (key, value) in raw {
         if key.is_empty() {
             return Err(ParseError::EmptyKey.into());
         }
+        json_charge::grow(json_charge::map_entry::<String, Tensor>(key.len())).map_err(refused)?;
         tensors.insert(key.clone(), decode_raw_value(value.get(), level)?);
     }
     Ok(tensors)
@@ -480,9 +505,13 @@ fn decode_raw_value(text: &str, level: usize) -> Result<Tensor, Fail> {
         Some(b'n') => Err(ParseError::Null.into()),
         _ => match json::parse_text(text, LeafSeed { level }).map_err(json_fail)? {
             Leaf::Object(fields) => decode_raw_object(&fields, level + 1),
-            Leaf::Str(s) => Ok(string_tensor(vec![], Bytes::copy_from_slice(s.as_bytes()))),
+            Leaf::Str(s) => {
+                json_charge::grow(element_cost(s.len())).map_err(refused)?;
+                Ok(string_tensor(vec![], Bytes::copy_from_slice(s.as_bytes())))
+            }
             Leaf::Scalar(scalar) => {
                 let dtype = leaf_kind(scalar).ok_or(ParseError::LeafKind)?;
+                json_charge::grow(16).map_err(refused)?;
                 let mut raw = Vec::with_capacity(4);
                 push_scalar_leaf(dtype, scalar, &mut raw)?;
                 Ok(numeric(dtype, vec![], raw))
@@ -652,11 +681,14 @@ fn check_raw_shape(text: &str, level: usize) -> Result<Vec<i64>, Fail> {
     if !text.starts_with('[') {
         return Err(ParseError::ShapeNotArray.into());
     }
+    // The error quotes the shape's first bytes: rendering more than an
+    // error text's worth would only be held (a shape of `1E15`s renders
+    // 4.5 times its text).
     let rendered = || -> Result<String, Fail> {
         json::parse_text(
             text,
             Render {
-                cap: usize::MAX,
+                cap: crate::text::MESSAGE_MAX,
                 level,
             },
         )
@@ -777,6 +809,8 @@ fn decode_raw_b64(raw: &RawValue, level: usize) -> Result<Vec<u8>, Fail> {
     if !raw.get().starts_with('"') {
         return Err(ParseError::B64NotString.into());
     }
+    // At most 3 bytes per 4 of text.
+    json_charge::grow(element_cost(raw.get().len() / 4 * 3 + 3)).map_err(refused)?;
     match json::parse_text(raw.get(), TextSeed { level }).map_err(json_fail)? {
         Text::Str(text) => B64
             .decode(text.as_bytes())
@@ -858,7 +892,10 @@ fn decode_raw_array(text: &str, level: usize) -> Result<Tensor, Fail> {
     if !values {
         // Exactly one leaf, checked above and by the walk.
         let element = match first {
-            Leaf::Str(s) if !objects => Bytes::copy_from_slice(s.as_bytes()),
+            Leaf::Str(s) if !objects => {
+                json_charge::grow(element_cost(s.len())).map_err(refused)?;
+                Bytes::copy_from_slice(s.as_bytes())
+            }
             Leaf::Object(fields) => {
                 let obj = check_fields(&fields, leaf_level + 1)?;
                 Bytes::from(decode_raw_b64(obj.b64, leaf_level + 1)?)
@@ -901,9 +938,9 @@ fn walk(
         failed: false,
     };
     if store {
-        state
-            .raw
-            .reserve_exact(count * dtype.item_size().unwrap_or(1));
+        let bytes = count * dtype.item_size().unwrap_or(1);
+        json_charge::grow(bytes).map_err(refused)?;
+        state.raw.reserve_exact(bytes);
     }
     let fault = json::parse_text(
         text,
@@ -1217,6 +1254,18 @@ fn b64_numeric<E: From<ParseError>>(
 
 fn numeric(dtype: DataType, shape: Vec<i64>, raw: Vec<u8>) -> Tensor {
     Tensor::from_raw(dtype, shape, Bytes::from(raw)).expect("shape and data were built together")
+}
+
+/// What one string or bytes element of `len` bytes costs: its bytes and
+/// the tensor's list of one handle.
+fn element_cost(len: usize) -> usize {
+    json_charge::block(len) + json_charge::block(std::mem::size_of::<Bytes>())
+}
+
+/// The decode's error when the memory budget refused it (replaced by the
+/// refusal itself, see [`json_charge::charged`]).
+fn refused(e: json_charge::Refused) -> Fail {
+    Fail::Json(e.to_string())
 }
 
 fn string_tensor(shape: Vec<i64>, element: Bytes) -> Tensor {

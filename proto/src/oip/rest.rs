@@ -21,6 +21,7 @@ use super::{
     RequestedOutput, checked_count, datatype_name, external_input, resolve_datatype, shared_memory,
 };
 use crate::json::{self, KeySeed, NumberError, Render, Scalar, Text, TextSeed, Validate};
+use crate::json_charge::{self, Prepaid};
 use crate::{DataType, Tensor, TensorData, TensorError};
 
 /// The header that gives the length of the JSON part of a binary body.
@@ -205,8 +206,17 @@ impl<'de> Visitor<'de> for ParamsSeed {
         let level = json::enter(self.level)?;
         let mut params = Parameters::new();
         let mut bad = BTreeSet::new();
+        json_charge::grow(json_charge::map_node::<String, Parameter>())
+            .map_err(de::Error::custom)?;
         while let Some(key) = map.next_key::<String>()? {
-            match map.next_value_seed(ParamSeed { level })? {
+            let value = map.next_value_seed(ParamSeed { level })?;
+            let text = match &value {
+                Some(Parameter::String(t)) => json_charge::block(t.len()),
+                _ => 0,
+            };
+            json_charge::grow(json_charge::map_entry::<String, Parameter>(key.len()) + text)
+                .map_err(de::Error::custom)?;
+            match value {
                 Some(p) => {
                     bad.remove(&key);
                     params.insert(key, p);
@@ -394,7 +404,14 @@ impl<'de> Visitor<'de> for ShapeSeed {
         while let Some(dims_so_far) = dims.as_mut() {
             match seq.next_element_seed(DimSeed { level })? {
                 None => break,
-                Some(Some(d)) => dims_so_far.push(d),
+                Some(Some(d)) => {
+                    if dims_so_far.len() == dims_so_far.capacity() {
+                        // The vector is about to grow (to twice, at least 4).
+                        let more = dims_so_far.capacity().max(4) * 8;
+                        json_charge::grow(more).map_err(de::Error::custom)?;
+                    }
+                    dims_so_far.push(d);
+                }
                 Some(None) => dims = None,
             }
         }
@@ -623,7 +640,10 @@ impl<'de> Visitor<'de> for ListSeed<'_, '_> {
             };
             let data = head.as_ref().and_then(|h| h.data);
             match decode_item(head, index, self.key, &mut rest, self.ctx.external.as_mut()) {
-                Ok(t) => list.push(t),
+                Ok(t) => {
+                    json_charge::grow(item_cost(&t)).map_err(de::Error::custom)?;
+                    list.push(t);
+                }
                 Err(e) => {
                     // The list may yet be replaced by a repeated key: the
                     // `data` it did not read must be valid all the same.
@@ -706,7 +726,14 @@ impl<'de> Visitor<'de> for RequestedSeed {
                     })
                 });
             match output {
-                Ok(o) => list.push(o),
+                Ok(o) => {
+                    json_charge::grow(
+                        2 * std::mem::size_of::<RequestedOutput>()
+                            + json_charge::block(o.name.len()),
+                    )
+                    .map_err(de::Error::custom)?;
+                    list.push(o);
+                }
                 Err(e) => outputs = Err(e),
             }
         }
@@ -910,6 +937,13 @@ fn decode_item(
     })
 }
 
+/// What a decoded tensor of a list holds besides its data and its shape
+/// (charged as they are allocated): its entry in the list (twice, as the
+/// list grows) and its name.
+fn item_cost(t: &NamedTensor) -> usize {
+    2 * std::mem::size_of::<NamedTensor>() + json_charge::block(t.name.len())
+}
+
 /// The arrays and objects around a tensor's `data`: the body, the list,
 /// the tensor.
 const DATA_LEVEL: usize = 3;
@@ -935,6 +969,8 @@ struct Sink {
     store: bool,
     raw: Vec<u8>,
     elements: Vec<Bytes>,
+    /// The strings of BYTES elements, charged ahead.
+    prepaid: Prepaid,
     leaves: usize,
     first: Option<(usize, LeafFault)>,
 }
@@ -986,6 +1022,12 @@ impl Sink {
         if !self.dtype.is_variable() {
             self.first = Some((i, LeafFault::Kind(Render::string(s, SHOWN))));
         } else if self.store {
+            if self.prepaid.take(json_charge::block(s.len())).is_err() {
+                // Refused by the budget: nothing more is kept (the decode's
+                // error is then the refusal).
+                self.first = Some((i, LeafFault::Kind(String::new())));
+                return;
+            }
             self.elements.push(Bytes::copy_from_slice(s.as_bytes()));
         }
     }
@@ -1070,10 +1112,16 @@ fn read_leaves(text: &str, dtype: DataType, count: usize, store: bool) -> Result
         store,
         raw: Vec::new(),
         elements: Vec::new(),
+        prepaid: Prepaid::default(),
         leaves: 0,
         first: None,
     };
     if store {
+        let bytes = match dtype.item_size() {
+            Some(item) => count * item,
+            None => count * std::mem::size_of::<Bytes>(),
+        };
+        json_charge::grow(bytes).map_err(|e| Fail::Json(e.to_string()))?;
         match dtype.item_size() {
             Some(item) => sink.raw.reserve_exact(count * item),
             None => sink.elements.reserve_exact(count),

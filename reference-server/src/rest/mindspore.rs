@@ -13,7 +13,7 @@ use serving_proto::mindspore::rest::{self as codec, RestError};
 use serving_proto::mindspore::{Outcome, ServableError, url};
 
 use super::oip::{BLOCKING_BYTES, off_workers};
-use super::{ReadError, read_body};
+use super::{ReadError, memory, read_body};
 use crate::service::{State, mindspore as service};
 
 const SHUTTING_DOWN: &str = "the server is shutting down";
@@ -92,12 +92,26 @@ async fn answer(
         Err(ReadError::Stalled(e)) => return error(StatusCode::REQUEST_TIMEOUT, &e),
         Err(ReadError::Busy(e)) => return error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
     };
+    // The body and what decoding it builds stay charged until the request
+    // is answered.
     let large = bytes.len() >= BLOCKING_BYTES;
-    let decoded = off_workers(large, move || codec::decode_request(&bytes, limit)).await;
-    let instances = match decoded {
-        Some(Ok(i)) => i,
-        Some(Err(e)) => return error(StatusCode::BAD_REQUEST, &e.to_string()),
-        None => return error(StatusCode::SERVICE_UNAVAILABLE, SHUTTING_DOWN),
+    let decoded = match memory::charge_body(&state, bytes.len()) {
+        Ok(charge) => {
+            memory::decode(charge, large, move || codec::decode_request(&bytes, limit)).await
+        }
+        Err(refused) => Err(refused),
+    };
+    let (instances, _charge) = match decoded {
+        Ok((Ok(i), charge)) => (i, charge),
+        Ok((Err(e), _)) => return error(StatusCode::BAD_REQUEST, &e.to_string()),
+        Err(refused) => {
+            let status = if refused.never_fits() {
+                StatusCode::PAYLOAD_TOO_LARGE
+            } else {
+                StatusCode::SERVICE_UNAVAILABLE
+            };
+            return error(status, &refused.to_string());
+        }
     };
     let target = match url::parse(uri.path()) {
         Ok(t) => t,

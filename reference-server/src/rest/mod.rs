@@ -11,6 +11,7 @@
 
 pub(crate) mod encoding;
 pub(crate) mod extensions;
+pub(crate) mod memory;
 pub(crate) mod mindspore;
 pub(crate) mod oip;
 

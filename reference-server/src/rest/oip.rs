@@ -13,7 +13,7 @@ use serde_json::json;
 use serving_proto::oip::rest::{self as codec, HEADER_LENGTH};
 use serving_proto::text::quote;
 
-use super::{ReadError, read_body};
+use super::{ReadError, memory, read_body};
 use crate::error::ServeError;
 use crate::service::{State, oip};
 
@@ -218,17 +218,21 @@ async fn infer_inner(
     let header_len = header_text
         .map(|text| codec::parse_header_length(text, bytes.len()))
         .transpose()?;
-    let mut req = if header_len == Some(0) {
-        raw_binary(state, &model, &version, bytes)?
+    // The body and what decoding it builds stay charged until the request
+    // is answered.
+    let charge = memory::charge_body(state, bytes.len())?;
+    let (mut req, _charge) = if header_len == Some(0) {
+        (raw_binary(state, &model, &version, bytes)?, charge)
     } else {
         let decoding = state.clone();
-        off_workers(bytes.len() >= BLOCKING_BYTES, move || {
+        let large = bytes.len() >= BLOCKING_BYTES;
+        let (decoded, charge) = memory::decode(charge, large, move || {
             codec::decode_request_with(bytes, header_len, &mut |_, p| {
                 decoding.shared_memory.input(p)
             })
         })
-        .await
-        .ok_or_else(shutting_down)??
+        .await?;
+        (decoded?, charge)
     };
     req.model_name = model;
     req.model_version = version;
