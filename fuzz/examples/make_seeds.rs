@@ -6,12 +6,12 @@ use std::path::Path;
 
 use bytes::Bytes;
 use prost::Message;
+use serving_proto::compression::{self, Encoding};
 use serving_proto::mindspore::{self, Outcome, ServableError, StatusCode};
+use serving_proto::oip::shared_memory;
 use serving_proto::oip::{
     self, InferRequest, InferResponse, NamedTensor, Parameter, RequestedOutput,
 };
-use serving_proto::compression::{self, Encoding};
-use serving_proto::oip::shared_memory;
 use serving_proto::{NamedTensors, Tensor};
 
 fn write(target: &str, name: &str, bytes: &[u8]) {
@@ -221,9 +221,12 @@ fn main() {
                 .parameters
                 .insert(shared_memory::OFFSET.into(), Parameter::Int64(8));
             // REST: the JSON without the input's data.
-            let mut value: serde_json::Value =
-                serde_json::from_slice(&oip::rest::encode_request(&placed, false).unwrap().to_bytes())
-                    .unwrap();
+            let mut value: serde_json::Value = serde_json::from_slice(
+                &oip::rest::encode_request(&placed, false)
+                    .unwrap()
+                    .to_bytes(),
+            )
+            .unwrap();
             value["inputs"][0].as_object_mut().unwrap().remove("data");
             let mut seed = vec![4u8];
             seed.extend(value.to_string().as_bytes());

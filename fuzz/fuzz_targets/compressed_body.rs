@@ -22,12 +22,15 @@ fuzz_target!(|data: &[u8]| {
         assert_bounded(data.len().max(LIMIT / 64), "inflate");
         if data.len() <= LIMIT {
             let packed = compression::compress(encoding, data);
-            let back = compression::inflate(encoding, &packed, LIMIT).expect("our own body inflates");
+            let back =
+                compression::inflate(encoding, &packed, LIMIT).expect("our own body inflates");
             assert_eq!(back, data);
-            assert!(matches!(
-                compression::inflate(encoding, &packed, data.len().saturating_sub(1)),
-                Err(InflateError::TooLarge { .. })
-            ) || data.is_empty());
+            assert!(
+                matches!(
+                    compression::inflate(encoding, &packed, data.len().saturating_sub(1)),
+                    Err(InflateError::TooLarge { .. })
+                ) || data.is_empty()
+            );
         }
     }
 });

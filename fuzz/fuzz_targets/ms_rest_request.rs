@@ -22,10 +22,15 @@ fuzz_target!(|data: &[u8]| {
         let _ = url::parse(path);
     }
     let budget = std::sync::Arc::new(Budget::new(1 << 20));
-    let charged =
-        json_charge::charged(budget.charge(0).unwrap(), || rest::decode_request(body, body.len()));
+    let charged = json_charge::charged(budget.charge(0).unwrap(), || {
+        rest::decode_request(body, body.len())
+    });
     if let Ok((_, charge)) = &charged {
-        assert_charged(data.len(), charge.bytes(), "MindSpore REST request, charged");
+        assert_charged(
+            data.len(),
+            charge.bytes(),
+            "MindSpore REST request, charged",
+        );
     }
     drop(charged);
     assert_eq!(budget.held(), 0, "a charged decode gives everything back");
