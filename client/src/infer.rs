@@ -116,12 +116,8 @@ impl InferBuilder<'_> {
         input
             .parameters
             .insert(REGION.into(), Parameter::String(region.name().into()));
-        input
-            .parameters
-            .insert(OFFSET.into(), Parameter::Uint64(offset as u64));
-        input
-            .parameters
-            .insert(BYTE_SIZE.into(), Parameter::Uint64(size as u64));
+        input.parameters.insert(OFFSET.into(), int64(offset));
+        input.parameters.insert(BYTE_SIZE.into(), int64(size));
         self.request.inputs.push(input);
         Ok(self)
     }
@@ -143,8 +139,8 @@ impl InferBuilder<'_> {
         region.range(offset, byte_size)?;
         let mut parameters = serving_proto::oip::Parameters::new();
         parameters.insert(REGION.into(), Parameter::String(region.name().into()));
-        parameters.insert(OFFSET.into(), Parameter::Uint64(offset as u64));
-        parameters.insert(BYTE_SIZE.into(), Parameter::Uint64(byte_size as u64));
+        parameters.insert(OFFSET.into(), int64(offset));
+        parameters.insert(BYTE_SIZE.into(), int64(byte_size));
         self.request.outputs.push(RequestedOutput {
             name: name.into(),
             parameters,
@@ -153,4 +149,11 @@ impl InferBuilder<'_> {
             .insert(region.name().to_owned(), region.clone());
         Ok(self)
     }
+}
+
+/// A placement's offset or size as Triton takes it: `int64_param` (what
+/// tritonclient sends; Triton refuses `uint64_param` there). A region is
+/// mapped, so its offsets and sizes are below `isize::MAX`.
+fn int64(n: usize) -> Parameter {
+    Parameter::Int64(i64::try_from(n).unwrap_or(i64::MAX))
 }

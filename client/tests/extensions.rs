@@ -251,15 +251,27 @@ mod shared_memory {
                 .unwrap();
             assert_eq!(one[0].key, input.key(), "{url}");
 
-            let response = client
+            let builder = client
                 .infer("bytes")
                 .input_in_region("x", DataType::Uint8, &[N as i64], &input, 0)
                 .unwrap()
                 .output_in_region("y", &output, 0, N)
-                .unwrap()
-                .send()
-                .await
                 .unwrap();
+            // Offsets and sizes travel as `int64_param`, the only form
+            // Triton takes (tritonclient's).
+            {
+                use serving_proto::oip::Parameter;
+                use serving_proto::oip::shared_memory::{BYTE_SIZE, OFFSET};
+                let request = builder.request();
+                for parameters in [
+                    &request.inputs[0].parameters,
+                    &request.outputs[0].parameters,
+                ] {
+                    assert_eq!(parameters[OFFSET], Parameter::Int64(0), "{url}");
+                    assert_eq!(parameters[BYTE_SIZE], Parameter::Int64(N as i64), "{url}");
+                }
+            }
+            let response = builder.send().await.unwrap();
             let y = response.tensor("y").unwrap();
             assert_eq!(y.shape(), &[N as i64], "{url}");
             assert!(y.raw().unwrap()[..] == data[..], "{url}: not bit-exact");

@@ -34,6 +34,9 @@ pub(crate) enum ServeError {
     /// The request's body stopped arriving (`--request-body-timeout`).
     #[error("{0}")]
     BodyStalled(String),
+    /// A feature this server does not have (CUDA shared memory).
+    #[error("{0}")]
+    Unsupported(String),
 }
 
 impl ServeError {
@@ -50,6 +53,7 @@ impl ServeError {
             ServeError::FailedPrecondition(_) => tonic::Status::failed_precondition(m),
             ServeError::AlreadyExists(_) => tonic::Status::already_exists(m),
             ServeError::BodyStalled(_) => tonic::Status::deadline_exceeded(m),
+            ServeError::Unsupported(_) => tonic::Status::unimplemented(m),
         }
     }
 
@@ -65,6 +69,7 @@ impl ServeError {
             ServeError::FailedPrecondition(_) => StatusCode::BAD_REQUEST,
             ServeError::AlreadyExists(_) => StatusCode::CONFLICT,
             ServeError::BodyStalled(_) => StatusCode::REQUEST_TIMEOUT,
+            ServeError::Unsupported(_) => StatusCode::BAD_REQUEST,
         }
     }
 }

@@ -19,7 +19,7 @@ use super::mindspore::check_reply_size;
 use crate::error::ServeError;
 use crate::metrics::Front;
 use crate::service::Class;
-use crate::service::{State, model_config, oip, repository, statistics};
+use crate::service::{State, cuda_shared_memory, model_config, oip, repository, statistics};
 
 /// The `GRPCInferenceService` implementation.
 #[derive(Clone, Debug)]
@@ -34,9 +34,6 @@ pub(crate) const STATUS_ERRORS_HEADER: &str = "triton_grpc_error";
 /// The most requests of one stream running at once; the stream's next
 /// request is read when one of them is answered.
 pub(crate) const STREAM_IN_FLIGHT: usize = 256;
-
-/// CUDA shared memory's answer.
-const NO_CUDA: &str = "CUDA shared memory is not supported: this server keeps tensors in host memory; use system shared memory (--allow-shared-memory)";
 
 impl OipGrpc {
     /// A service over the shared state.
@@ -424,23 +421,27 @@ impl GrpcInferenceService for OipGrpc {
 
     async fn cuda_shared_memory_status(
         &self,
-        _: Request<pb::CudaSharedMemoryStatusRequest>,
+        request: Request<pb::CudaSharedMemoryStatusRequest>,
     ) -> Result<Response<pb::CudaSharedMemoryStatusResponse>, Status> {
-        Err(Status::unimplemented(NO_CUDA))
+        cuda_shared_memory::status(&request.into_inner().name).map_err(status)?;
+        Ok(Response::new(pb::CudaSharedMemoryStatusResponse::default()))
     }
 
     async fn cuda_shared_memory_register(
         &self,
-        _: Request<pb::CudaSharedMemoryRegisterRequest>,
+        request: Request<pb::CudaSharedMemoryRegisterRequest>,
     ) -> Result<Response<pb::CudaSharedMemoryRegisterResponse>, Status> {
-        Err(Status::unimplemented(NO_CUDA))
+        Err(status(cuda_shared_memory::register(
+            &request.into_inner().name,
+        )))
     }
 
     async fn cuda_shared_memory_unregister(
         &self,
-        _: Request<pb::CudaSharedMemoryUnregisterRequest>,
+        request: Request<pb::CudaSharedMemoryUnregisterRequest>,
     ) -> Result<Response<pb::CudaSharedMemoryUnregisterResponse>, Status> {
-        Err(Status::unimplemented(NO_CUDA))
+        cuda_shared_memory::unregister(&request.into_inner().name).map_err(status)?;
+        Ok(Response::new(pb::CudaSharedMemoryUnregisterResponse {}))
     }
 
     async fn trace_setting(

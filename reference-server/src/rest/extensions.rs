@@ -20,7 +20,9 @@ use serving_proto::pb::inference::ModelStatisticsResponse;
 use super::oip::error;
 use super::{ReadError, read_body};
 use crate::error::ServeError;
-use crate::service::{CONTROL_BODY_MAX, State, model_config, repository, statistics};
+use crate::service::{
+    CONTROL_BODY_MAX, State, cuda_shared_memory, model_config, repository, statistics,
+};
 
 fn ok(result: Result<Value, ServeError>) -> Response {
     match result {
@@ -269,11 +271,32 @@ pub(crate) async fn shm_unregister_region(
     ok(state.shared_memory.unregister(&name).map(|()| json!({})))
 }
 
-/// The CUDA shared memory, trace and logging routes: not served, and why.
-pub(crate) async fn cuda_shared_memory() -> Response {
-    not_served(
-        "CUDA shared memory is not supported: this server keeps tensors in host memory; use system shared memory (--allow-shared-memory)",
-    )
+/// `GET /v2/cudasharedmemory/status`: no region (see
+/// [`cuda_shared_memory`]).
+pub(crate) async fn cuda_status_all() -> Response {
+    ok(cuda_shared_memory::status("").map(|()| json!([])))
+}
+
+/// `GET /v2/cudasharedmemory/region/{name}/status`: not found.
+pub(crate) async fn cuda_status_region(Path(name): Path<String>) -> Response {
+    ok(cuda_shared_memory::status(&name).map(|()| json!([])))
+}
+
+/// `POST /v2/cudasharedmemory/region/{name}/register`: refused.
+pub(crate) async fn cuda_register(Path(name): Path<String>) -> Response {
+    ok(Err::<serde_json::Value, _>(cuda_shared_memory::register(
+        &name,
+    )))
+}
+
+/// `POST /v2/cudasharedmemory/unregister`: nothing to unregister.
+pub(crate) async fn cuda_unregister_all() -> Response {
+    ok(cuda_shared_memory::unregister("").map(|()| json!({})))
+}
+
+/// `POST /v2/cudasharedmemory/region/{name}/unregister`.
+pub(crate) async fn cuda_unregister_region(Path(name): Path<String>) -> Response {
+    ok(cuda_shared_memory::unregister(&name).map(|()| json!({})))
 }
 
 /// `/v2/trace/setting` and `/v2/models/{model}/trace/setting`.

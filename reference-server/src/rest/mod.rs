@@ -103,23 +103,23 @@ fn routes(state: Arc<State>) -> Router {
         )
         .route(
             "/v2/cudasharedmemory/status",
-            get(extensions::cuda_shared_memory),
+            get(extensions::cuda_status_all),
         )
         .route(
             "/v2/cudasharedmemory/region/{name}/status",
-            get(extensions::cuda_shared_memory),
+            get(extensions::cuda_status_region),
         )
         .route(
             "/v2/cudasharedmemory/region/{name}/register",
-            post(extensions::cuda_shared_memory),
+            post(extensions::cuda_register),
         )
         .route(
             "/v2/cudasharedmemory/unregister",
-            post(extensions::cuda_shared_memory),
+            post(extensions::cuda_unregister_all),
         )
         .route(
             "/v2/cudasharedmemory/region/{name}/unregister",
-            post(extensions::cuda_shared_memory),
+            post(extensions::cuda_unregister_region),
         )
         .route(
             "/v2/trace/setting",

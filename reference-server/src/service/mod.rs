@@ -4,6 +4,7 @@
 //! rules, texts and codes.
 
 pub(crate) mod classification;
+pub(crate) mod cuda_shared_memory;
 pub(crate) mod mindspore;
 pub(crate) mod model_config;
 pub(crate) mod oip;

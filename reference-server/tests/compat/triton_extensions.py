@@ -238,8 +238,19 @@ for client, name in [(gb, "gRPC"), (hb, "REST")]:
     raises(lambda: client.get_system_shared_memory_status(), "shared memory is disabled; start the server with --allow-shared-memory",
            f"{name}: shared memory off says how to turn it on")
     raises(lambda: client.register_system_shared_memory("r", "/r", 8), "--allow-shared-memory", f"{name}: register refused while off")
-raises(lambda: g.get_cuda_shared_memory_status(), "CUDA shared memory is not supported", "gRPC CUDA shared memory says why")
-raises(lambda: h.get_cuda_shared_memory_status(), "CUDA shared memory is not supported", "REST CUDA shared memory says why")
+# CUDA shared memory, as Triton without a GPU answers it: no regions, and
+# clean-up calls succeed (tritonclient's examples and perf_analyzer call
+# them at exit); a registration is refused with what to use instead.
+status = g.get_cuda_shared_memory_status(as_json=True)
+check(not status.get("regions"), f"gRPC CUDA shared memory lists no region: {status}")
+check(h.get_cuda_shared_memory_status() == [], "REST CUDA shared memory lists no region")
+for client, name in [(g, "gRPC"), (h, "REST")]:
+    client.unregister_cuda_shared_memory()
+    client.unregister_cuda_shared_memory("never_registered")
+    raises(lambda: client.register_cuda_shared_memory("c", b"\0" * 64, 0, 8), "CUDA shared memory is not supported",
+           f"{name}: a CUDA registration says why it is refused")
+    raises(lambda: client.get_cuda_shared_memory_status("c"), "Unable to find cuda shared memory region",
+           f"{name}: a named CUDA region is not found")
 
 g.close()
 h.close()
