@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Starts NVIDIA Triton Inference Server 2.51.0 (provisioned by
+# conformance/triton/provision.sh, which this runs first) in the background on
+# loopback, waits until /v2/health/ready answers (all models loaded: Triton's
+# default strict readiness), and prints its PID, the one thing on stdout:
+#
+#   pid=$(conformance/triton/start.sh REPO HTTP GRPC METRICS [LOG [ARG...]])
+#   trap 'kill $pid 2>/dev/null; while kill -0 $pid 2>/dev/null; do sleep 0.2; done' EXIT
+#
+# REPO is the model repository; HTTP, GRPC and METRICS the ports (from
+# free_ports 3 in conformance/peers/lib.sh); LOG the server's log (default
+# target/triton/tritonserver.log); ARGs go on to tritonserver, e.g.
+# --disable-auto-complete-config (one stub start less per Python model: ready
+# in about 0.3 s instead of 2 s; config.pbtxt must then be complete),
+# --log-verbose=1, --model-control-mode=explicit --load-model=NAME,
+# --exit-timeout-secs=5.
+#
+# SIGTERM stops it in about 2 s (it unloads the models first). Kill it with
+# SIGTERM, not SIGKILL: the Python backend keeps a /dev/shm region
+# (triton_python_backend_shm_region_*) that only a clean exit removes.
+# When start.sh fails (the server exited, or was not ready in 3 minutes) it
+# stops the server and prints the log's end on stderr.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+if [ $# -lt 4 ]; then
+  echo "usage: $0 REPO HTTP_PORT GRPC_PORT METRICS_PORT [LOG [TRITONSERVER-ARG...]]" >&2
+  exit 2
+fi
+repo=$(realpath "$1")
+http=$2 grpc=$3 metrics=$4
+log=${5:-target/triton/tritonserver.log}
+shift $(($# < 5 ? $# : 5))
+conformance/triton/provision.sh >/dev/null
+source target/triton/env.sh
+source conformance/peers/lib.sh
+mkdir -p "$(dirname "$log")"
+"$TRITONSERVER" --model-repository "$repo" \
+  --http-address 127.0.0.1 --http-port "$http" \
+  --grpc-address 127.0.0.1 --grpc-port "$grpc" \
+  --metrics-address 127.0.0.1 --metrics-port "$metrics" \
+  "$@" >"$log" 2>&1 </dev/null &
+pid=$!
+trap 'kill $pid 2>/dev/null' EXIT
+wait_ready Triton "$pid" "$http" "$log" >&2
+trap - EXIT
+echo "$pid"
