@@ -207,9 +207,14 @@ fn rest_json_forms() {
     assert_eq!(r.parameters["n"], Parameter::Int64(-1));
     assert_eq!(r.parameters["big"], Parameter::Uint64(u64::MAX));
     assert_eq!(r.parameters["f"], Parameter::Double(0.5));
+    // Outputs listed: `binary_data_output` does not apply (Triton's rule);
+    // each listed output's own `binary_data` does.
     let binary = oip_rest::BinaryOutputs::of(&r);
     assert!(!binary.wants("y"));
-    assert!(binary.wants("z"));
+    assert!(!binary.wants("z"));
+    let mut none_listed = r.clone();
+    none_listed.outputs.clear();
+    assert!(oip_rest::BinaryOutputs::of(&none_listed).wants("y"));
     let resp = InferResponse {
         model_name: "add".into(),
         model_version: "1".into(),

@@ -362,12 +362,31 @@ impl Transport for Rest {
                 .inputs
                 .iter()
                 .any(|i| i.tensor.payload_len() >= self.binary_threshold);
+            // Binary outputs when the inputs go binary, asked for as Triton
+            // reads it: `binary_data_output` applies only when no output is
+            // listed; a listed output says so with its own `binary_data`.
+            let asks =
+                |params: &serving_proto::oip::Parameters, key: &str| params.contains_key(key);
+            let unasked = if req.outputs.is_empty() {
+                !asks(&req.parameters, BINARY_DATA_OUTPUT)
+            } else {
+                req.outputs
+                    .iter()
+                    .any(|o| !asks(&o.parameters, oip_rest::BINARY_DATA))
+            };
             let mut owned;
-            let req = if binary && !req.parameters.contains_key(BINARY_DATA_OUTPUT) {
+            let req = if binary && unasked {
                 owned = req.clone();
-                owned
-                    .parameters
-                    .insert(BINARY_DATA_OUTPUT.into(), Parameter::Bool(true));
+                if owned.outputs.is_empty() {
+                    owned
+                        .parameters
+                        .insert(BINARY_DATA_OUTPUT.into(), Parameter::Bool(true));
+                }
+                for o in &mut owned.outputs {
+                    o.parameters
+                        .entry(oip_rest::BINARY_DATA.into())
+                        .or_insert(Parameter::Bool(true));
+                }
                 &owned
             } else {
                 req

@@ -1484,14 +1484,18 @@ pub struct BinaryOutputs {
 }
 
 impl BinaryOutputs {
-    /// The choice a request makes.
+    /// The choice a request makes, as Triton reads it: `binary_data_output`
+    /// applies only when the request lists no outputs (it then asks for
+    /// all of them); a listed output is binary when its own `binary_data`
+    /// says so.
     pub fn of(req: &InferRequest) -> BinaryOutputs {
         BinaryOutputs {
-            all: req
-                .parameters
-                .get(BINARY_DATA_OUTPUT)
-                .and_then(Parameter::as_bool)
-                .unwrap_or(false),
+            all: req.outputs.is_empty()
+                && req
+                    .parameters
+                    .get(BINARY_DATA_OUTPUT)
+                    .and_then(Parameter::as_bool)
+                    .unwrap_or(false),
             per_output: req
                 .outputs
                 .iter()

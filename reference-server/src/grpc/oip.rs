@@ -50,18 +50,13 @@ impl OipGrpc {
         let state = &self.state;
         // An unknown model is NOT_FOUND whatever the tensors hold.
         oip::resolve(state, &msg.model_name, &msg.model_version).map_err(status)?;
-        // Answer in the form the client used: raw if it sent raw contents.
-        let contents = if msg.raw_input_contents.is_empty()
-            && msg.inputs.iter().any(|i| i.contents.is_some())
-        {
-            Contents::Typed
-        } else {
-            Contents::Raw
-        };
         let req = codec::decode_request_with(msg, &mut |_, p| state.shared_memory.input(p))
             .map_err(|e| status(e.into()))?;
         let resp = oip::infer(state, req, deadline).await.map_err(status)?;
-        let reply = codec::encode_response(&resp, contents).map_err(|e| status(e.into()))?;
+        // Outputs are raw whatever form the inputs took, as Triton answers
+        // (clients read `raw_output_contents`; tritonclient's typed-contents
+        // examples do).
+        let reply = codec::encode_response(&resp, Contents::Raw).map_err(|e| status(e.into()))?;
         check_reply_size(&reply, state.max_msg_bytes)?;
         Ok(reply)
     }
