@@ -738,6 +738,80 @@ async fn a_queue_timeout_answers_at_once_and_the_job_never_runs() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_job_past_its_queue_timeout_is_delayed_behind_jobs_on_time_not_refused() {
+    // Triton's `timeout_action: DELAY` (here servable.toml's
+    // `queue_timeout_action = "delay"`).
+    let dir = slow_repository("default_queue_timeout_us = 30000\nqueue_timeout_action = \"delay\"");
+    let server = serve_held(dir.path()).await;
+    let blocker = occupy(&server).await;
+    let sv = server.state.registry.get("slow", 0).unwrap();
+    let faults = sv.scheduler().faults();
+    let send = |name: &'static str, params: &'static [(&'static str, u64)]| {
+        let server = server.clone();
+        let task = tokio::spawn(async move {
+            common::oip(&server)
+                .await
+                .model_infer(slow_request(1.0, 8, params))
+                .await
+        });
+        (name, task)
+    };
+    // `late` waits past its 30 ms; `on_time` comes after it, with a
+    // timeout of its own of 10 s.
+    let mut tasks = vec![send("late", &[])];
+    let start = Instant::now();
+    while sv
+        .scheduler()
+        .counters()
+        .queue_delays
+        .load(Ordering::Relaxed)
+        == 0
+    {
+        assert!(start.elapsed() < Duration::from_secs(10), "late is delayed");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    tasks.push(send("on_time", &[("timeout", 10_000_000)]));
+    while sv.scheduler().outstanding() < 3 {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let mut order = Vec::new();
+    let mut blocker = Some(blocker);
+    for _ in 0..3 {
+        assert!(faults.step());
+        let start = Instant::now();
+        loop {
+            if let Some(b) = blocker.take_if(|b| b.is_finished()) {
+                b.await.unwrap().unwrap();
+                order.push("blocker");
+                break;
+            }
+            if let Some(i) = tasks.iter().position(|(_, t)| t.is_finished()) {
+                let (name, t) = tasks.remove(i);
+                let reply = t
+                    .await
+                    .unwrap()
+                    .expect("a delayed job is answered, not refused");
+                assert_eq!(reply.get_ref().outputs[0].shape, vec![8, 256]);
+                order.push(name);
+                break;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "a step runs a batch"
+            );
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+    assert_eq!(order, vec!["blocker", "on_time", "late"], "run order");
+    let counters = sv.scheduler().counters();
+    assert_eq!(counters.queue_timeouts.load(Ordering::Relaxed), 0);
+    assert_eq!(counters.queue_delays.load(Ordering::Relaxed), 1);
+    faults.hold(false);
+    drop(sv);
+    Arc::try_unwrap(server).unwrap().shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_cancelled_queued_job_never_runs() {
     let dir = slow_repository("");
     let server = serve_held(dir.path()).await;

@@ -333,8 +333,8 @@ async fn bad_configurations_name_the_file_and_the_reason() {
             "config.pbtxt: platform \"pytorch_libtorch\" is not served",
         ),
         (
-            "name: \"m\"\ninstance_group [ { kind: KIND_MODEL } ]",
-            "config.pbtxt: field 'instance_group[0].kind: KIND_MODEL' is not supported",
+            "name: \"m\"\ninstance_group [ { kind: KIND_CPU profile: \"p\" } ]",
+            "config.pbtxt: field 'instance_group[0].profile' is not supported",
         ),
     ];
     for (text, want) in cases {

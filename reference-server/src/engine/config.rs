@@ -106,6 +106,36 @@ pub struct QueuePolicy {
     pub default_timeout: Option<Duration>,
     /// How a job's own queue timeout counts beside the default.
     pub request_timeouts: RequestTimeouts,
+    /// What becomes of a job whose queue timeout passes.
+    pub timeout_action: TimeoutAction,
+    /// Levels with a policy of their own (Triton's
+    /// `priority_queue_policy`), by level (1 the highest).
+    pub levels: BTreeMap<u32, LevelPolicy>,
+}
+
+/// What becomes of a job whose queue timeout passes before it runs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum TimeoutAction {
+    /// It is refused, unrun.
+    #[default]
+    Reject,
+    /// It stays queued, behind every job of its level and the levels above
+    /// whose timeout has not passed (Triton's `DELAY`).
+    Delay,
+}
+
+/// The queue policy of one priority level, in place of the defaults.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LevelPolicy {
+    /// How long a job of this level may wait in the queue.
+    pub default_timeout: Option<Duration>,
+    /// How a job's own queue timeout counts beside it.
+    pub request_timeouts: RequestTimeouts,
+    /// What becomes of a job whose queue timeout passes.
+    pub timeout_action: TimeoutAction,
+    /// The most jobs queued (not running) at this level; `None`: no bound
+    /// of its own.
+    pub max_queued: Option<usize>,
 }
 
 impl Default for Batching {
@@ -152,11 +182,23 @@ impl Default for QueuePolicy {
             default_priority: 1,
             default_timeout: None,
             request_timeouts: RequestTimeouts::Override,
+            timeout_action: TimeoutAction::Reject,
+            levels: BTreeMap::new(),
         }
     }
 }
 
 impl QueuePolicy {
+    /// The policy of `level` (1 the highest): its own, or the defaults.
+    pub fn level(&self, level: u32) -> LevelPolicy {
+        self.levels.get(&level).cloned().unwrap_or(LevelPolicy {
+            default_timeout: self.default_timeout,
+            request_timeouts: self.request_timeouts,
+            timeout_action: self.timeout_action,
+            max_queued: None,
+        })
+    }
+
     /// Checks the levels: at least one, at most [`MAX_PRIORITY_LEVELS`],
     /// the default among them.
     pub fn check(&self) -> Result<(), String> {
@@ -174,6 +216,16 @@ impl QueuePolicy {
             return Err(format!(
                 "default_priority_level {} is outside the priority levels 1..={}",
                 self.default_priority, self.priority_levels
+            ));
+        }
+        if let Some(level) = self
+            .levels
+            .keys()
+            .find(|&&l| !(1..=self.priority_levels).contains(&l))
+        {
+            return Err(format!(
+                "priority_queue_policy names level {level}, outside the priority levels 1..={}",
+                self.priority_levels
             ));
         }
         Ok(())

@@ -60,6 +60,15 @@ pub enum EngineError {
         /// The limit.
         limit: usize,
     },
+    /// The job's priority level holds its limit of queued jobs (its own
+    /// `max_queue_size` in Triton's `priority_queue_policy`).
+    #[error("{limit} jobs are queued at priority level {level}, its limit")]
+    LevelFull {
+        /// The level, 1 the highest.
+        level: u32,
+        /// Its limit.
+        limit: usize,
+    },
     /// The job's deadline passed before it ran (or while it ran: its result
     /// is dropped).
     #[error("the deadline passed before the job completed")]

@@ -1,5 +1,7 @@
 //! The queue of one servable version: jobs by priority level (FIFO within
-//! a level), and the rule that forms a batch from it.
+//! a level; jobs whose queue timeout passed and that are delayed rather
+//! than refused come after a level's jobs on time), and the rule that forms
+//! a batch from it.
 //!
 //! A free replica looks at the *head*, the oldest job of the highest
 //! non-empty level. A job that must run alone (a retry) runs by itself.
@@ -55,10 +57,18 @@ pub(crate) struct Job {
     pub(crate) _admission: Arc<Admission>,
 }
 
-/// Jobs by level.
+/// Jobs by level, each level in two lanes: jobs on time, then jobs whose
+/// queue timeout passed and were delayed (Triton's `timeout_action:
+/// DELAY`). Lanes are taken in order: level 1 on time, level 1 delayed,
+/// level 2 on time, ...
 #[derive(Debug)]
 pub(crate) struct Queue {
     levels: Vec<VecDeque<Job>>,
+}
+
+/// The lane of jobs on time at level index `level`.
+fn on_time(level: usize) -> usize {
+    2 * level
 }
 
 /// What a free replica should do next.
@@ -84,19 +94,47 @@ pub(crate) struct Rules {
 impl Queue {
     pub(crate) fn new(levels: usize) -> Queue {
         Queue {
-            levels: (0..levels.max(1)).map(|_| VecDeque::new()).collect(),
+            levels: (0..2 * levels.max(1)).map(|_| VecDeque::new()).collect(),
         }
     }
 
+    /// The on-time lane of a job's level.
+    fn lane(&self, job: &Job) -> usize {
+        on_time(job.level.min(self.levels.len() / 2 - 1))
+    }
+
     pub(crate) fn push(&mut self, job: Job) {
-        let level = job.level.min(self.levels.len() - 1);
-        self.levels[level].push_back(job);
+        let lane = self.lane(&job);
+        self.levels[lane].push_back(job);
     }
 
     /// Puts a job back at the front of its level (a retry).
     pub(crate) fn push_front(&mut self, job: Job) {
-        let level = job.level.min(self.levels.len() - 1);
-        self.levels[level].push_front(job);
+        let lane = self.lane(&job);
+        self.levels[lane].push_front(job);
+    }
+
+    /// Jobs queued at level index `level`, on time or delayed.
+    pub(crate) fn queued_at(&self, level: usize) -> usize {
+        let lane = on_time(level.min(self.levels.len() / 2 - 1));
+        self.levels[lane].len() + self.levels[lane + 1].len()
+    }
+
+    /// Moves a queued job whose queue timeout passed behind the jobs on
+    /// time of its level (and of the levels above, which come first
+    /// anyway); `false` when it is no longer queued.
+    pub(crate) fn delay(&mut self, id: u64) -> bool {
+        for lane in (0..self.levels.len()).step_by(2) {
+            if let Some(i) = self.levels[lane].iter().position(|j| j.id == id) {
+                let job = self.levels[lane].remove(i).expect("found");
+                self.levels[lane + 1].push_back(job);
+                return true;
+            }
+            if self.levels[lane + 1].iter().any(|j| j.id == id) {
+                return true;
+            }
+        }
+        false
     }
 
     /// Takes a queued job out by id.
@@ -188,5 +226,53 @@ impl Queue {
         }
         jobs.reverse();
         Next::Run(jobs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(id: u64, level: usize) -> Job {
+        let (reply, _) = oneshot::channel();
+        Job {
+            id,
+            method: 0,
+            inputs: Vec::new(),
+            rows: 1,
+            signature: Vec::new(),
+            deadline: None,
+            level,
+            enqueued: Instant::now(),
+            attempts: 0,
+            alone: true,
+            reply,
+            _admission: Arc::new(Admission(Arc::new(AtomicUsize::new(1)))),
+        }
+    }
+
+    fn order(q: &Queue) -> Vec<u64> {
+        q.levels.iter().flatten().map(|j| j.id).collect()
+    }
+
+    #[test]
+    fn a_delayed_job_waits_behind_its_level_on_time_and_before_lower_levels() {
+        let mut q = Queue::new(2);
+        for (id, level) in [(1, 0), (2, 0), (3, 1)] {
+            q.push(job(id, level));
+        }
+        assert!(q.delay(1));
+        assert_eq!(order(&q), [2, 1, 3]);
+        // Jobs that come later, on time, still go first.
+        q.push(job(4, 0));
+        assert_eq!(order(&q), [2, 4, 1, 3]);
+        assert_eq!((q.queued_at(0), q.queued_at(1)), (3, 1));
+        // Delayed twice, or gone: nothing moves.
+        assert!(q.delay(1));
+        assert!(!q.delay(99));
+        assert_eq!(order(&q), [2, 4, 1, 3]);
+        assert!(q.remove(1).is_some());
+        assert!(!q.delay(1));
+        assert_eq!(q.drain().len(), 3);
     }
 }

@@ -40,7 +40,7 @@ use std::time::{Duration, Instant};
 use serving_proto::{NamedTensors, Tensor};
 use tokio::sync::oneshot;
 
-use super::config::{QueuePolicy, ServableSpec};
+use super::config::{QueuePolicy, ServableSpec, TimeoutAction};
 use super::error::EngineError;
 use super::faults::Faults;
 use super::method::MethodPlan;
@@ -170,6 +170,8 @@ struct Waiting {
     rx: oneshot::Receiver<Result<Vec<Tensor>, EngineError>>,
     deadline: Option<Instant>,
     queue_deadline: Option<Instant>,
+    /// Past its queue deadline, the job is delayed rather than refused.
+    delay: bool,
     enqueued: Instant,
 }
 
@@ -429,6 +431,18 @@ impl Scheduler {
                         continue;
                     }
                 };
+                let policy = shared.policy.level(level as u32 + 1);
+                if let Some(max) = policy.max_queued {
+                    let ahead = jobs.iter().filter(|j| j.level == level).count();
+                    if lock(&shared.queue).queued_at(level) + ahead >= max {
+                        shared.stats.fail.add(Duration::ZERO);
+                        answers[k] = Some(Err(EngineError::LevelFull {
+                            level: level as u32 + 1,
+                            limit: max,
+                        }));
+                        continue;
+                    }
+                }
                 let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
                 let (tx, rx) = oneshot::channel();
                 jobs.push(Job {
@@ -445,10 +459,9 @@ impl Scheduler {
                     reply: tx,
                     _admission: admission.clone(),
                 });
-                let queue_deadline = shared
-                    .policy
+                let queue_deadline = policy
                     .request_timeouts
-                    .apply(timeout, shared.policy.default_timeout)
+                    .apply(timeout, policy.default_timeout)
                     .and_then(|t| now.checked_add(t));
                 waiting.push((
                     k,
@@ -457,6 +470,7 @@ impl Scheduler {
                         rx,
                         deadline,
                         queue_deadline,
+                        delay: policy.timeout_action == TimeoutAction::Delay,
                         enqueued: now,
                     },
                 ));
@@ -518,6 +532,16 @@ async fn wait(shared: &Shared, mut w: Waiting) -> Result<Vec<Tensor>, EngineErro
             biased;
             answer = &mut w.rx => return answer.unwrap_or(Err(EngineError::Unavailable)),
             () = tokio::time::sleep_until(at(queue_deadline)), if queue_deadline.is_some() => {
+                if w.delay {
+                    // Still queued or not, it is no longer refused for
+                    // its queue timeout: delayed behind the jobs on time.
+                    if lock(&shared.queue).delay(w.id) {
+                        shared.stats.queue_delays.fetch_add(1, Ordering::Relaxed);
+                        shared.cond.notify_all();
+                    }
+                    queue_deadline = None;
+                    continue;
+                }
                 if lock(&shared.queue).remove(w.id).is_some() {
                     shared.stats.queue_timeouts.fetch_add(1, Ordering::Relaxed);
                     shared.stats.fail.add(w.enqueued.elapsed());

@@ -137,6 +137,9 @@ pub struct Stats {
     pub cancelled_running: AtomicU64,
     /// Jobs refused unrun when their queue timeout passed.
     pub queue_timeouts: AtomicU64,
+    /// Jobs whose queue timeout passed and that were delayed behind the
+    /// jobs on time (`timeout_action: DELAY`), not refused.
+    pub queue_delays: AtomicU64,
     /// Jobs answered with their outputs, with the time from queue to reply.
     pub success: Timed,
     /// Jobs answered with an error after they were queued.
@@ -170,6 +173,7 @@ impl Default for Stats {
             cancelled_queued: AtomicU64::new(0),
             cancelled_running: AtomicU64::new(0),
             queue_timeouts: AtomicU64::new(0),
+            queue_delays: AtomicU64::new(0),
             success: Timed::default(),
             fail: Timed::default(),
             queue: Timed::default(),

@@ -28,6 +28,7 @@
 //! priority_levels = 2         # request priorities 1 (highest) ..= 2
 //! default_priority_level = 2  # for requests that ask for none
 //! default_queue_timeout_us = 100000   # refuse jobs queued longer, unrun
+//! queue_timeout_action = "reject"     # or "delay": keep them, behind the rest
 //! ```
 
 use std::collections::BTreeSet;
@@ -36,7 +37,7 @@ use serde::Deserialize;
 
 use crate::engine::config::{
     Batching, Deployment, MAX_BATCH_SIZE, MAX_DELAY_US, MAX_QUEUE_LIMIT, MethodSpec, ModelSpec,
-    QueuePolicy, ServableSpec, StageSpec, at_most, over,
+    QueuePolicy, ServableSpec, StageSpec, TimeoutAction, at_most, over,
 };
 use crate::runtime::device::Device;
 
@@ -128,6 +129,21 @@ pub struct DeploymentConfig {
     /// in microseconds (default: no limit); a request's own `timeout`
     /// parameter takes precedence.
     pub default_queue_timeout_us: Option<u64>,
+    /// What becomes of a job past its queue timeout: `"reject"` (refused
+    /// unrun, the default) or `"delay"` (kept, behind the jobs of its level
+    /// and the levels above whose timeout has not passed; Triton's
+    /// `timeout_action: DELAY`).
+    pub queue_timeout_action: Option<QueueTimeoutAction>,
+}
+
+/// `queue_timeout_action`.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum QueueTimeoutAction {
+    /// Refuse the job unrun.
+    Reject,
+    /// Keep it, behind the jobs on time.
+    Delay,
 }
 
 impl ServableConfig {
@@ -170,6 +186,10 @@ impl ServableConfig {
             default_timeout: d
                 .default_queue_timeout_us
                 .map(std::time::Duration::from_micros),
+            timeout_action: match d.queue_timeout_action {
+                Some(QueueTimeoutAction::Delay) => TimeoutAction::Delay,
+                _ => TimeoutAction::Reject,
+            },
             ..QueuePolicy::default()
         };
         queue.check()?;

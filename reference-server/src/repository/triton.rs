@@ -32,9 +32,10 @@ use serving_proto::pb::inference::model_version_policy::PolicyChoice;
 
 use crate::engine::MethodInfo;
 use crate::engine::config::{
-    Batching, Deployment, MAX_BATCH_SIZE, MAX_DELAY_US, MAX_GPU_ID, MAX_INTRA_OP_THREADS,
-    MAX_PRIORITY_LEVELS, MAX_QUEUE_LIMIT, MAX_REPLICAS, MAX_REPLICAS_PER_DEVICE, MethodSpec,
-    ModelSpec, QueuePolicy, RequestTimeouts, ServableSpec, StageSpec, at_most, check_dims,
+    Batching, Deployment, LevelPolicy, MAX_BATCH_SIZE, MAX_DELAY_US, MAX_GPU_ID,
+    MAX_INTRA_OP_THREADS, MAX_PRIORITY_LEVELS, MAX_QUEUE_LIMIT, MAX_REPLICAS,
+    MAX_REPLICAS_PER_DEVICE, MethodSpec, ModelSpec, QueuePolicy, RequestTimeouts, ServableSpec,
+    StageSpec, TimeoutAction as EngineTimeoutAction, at_most, check_dims,
 };
 use crate::onnx::{Declared, Signature};
 use crate::runtime::device::Device;
@@ -171,12 +172,6 @@ pub fn check(config: &ModelConfig, directory: &str) -> Result<(), String> {
         );
     }
     for (i, g) in config.instance_group.iter().enumerate() {
-        if g.kind == Kind::Model as i32 {
-            return unsupported(
-                &format!("instance_group[{i}].kind: KIND_MODEL"),
-                "name the devices with KIND_CPU or KIND_GPU",
-            );
-        }
         if !g.profile.is_empty() {
             return unsupported(&format!("instance_group[{i}].profile"), "TensorRT profiles");
         }
@@ -270,12 +265,6 @@ pub fn check(config: &ModelConfig, directory: &str) -> Result<(), String> {
         MAX_BATCH_SIZE,
     )?;
     if let Some(SchedulingChoice::DynamicBatching(d)) = &config.scheduling_choice {
-        if !d.priority_queue_policy.is_empty() {
-            return unsupported(
-                "dynamic_batching.priority_queue_policy",
-                "one queue policy for all levels (default_queue_policy)",
-            );
-        }
         if let Some(&p) = d.preferred_batch_size.iter().find(|&&p| p <= 0) {
             return Err(format!(
                 "dynamic_batching.preferred_batch_size holds {p}; sizes are at least 1"
@@ -304,26 +293,33 @@ pub fn check(config: &ModelConfig, directory: &str) -> Result<(), String> {
             d.default_priority_level,
             levels,
         )?;
-        if let Some(q) = &d.default_queue_policy {
+        let policies = d
+            .default_queue_policy
+            .iter()
+            .map(|q| ("dynamic_batching.default_queue_policy".to_owned(), q))
+            .chain(d.priority_queue_policy.iter().map(|(level, q)| {
+                (
+                    format!("dynamic_batching.priority_queue_policy[{level}]"),
+                    q,
+                )
+            }));
+        for (field, q) in policies {
             at_most(
-                "dynamic_batching.default_queue_policy.default_timeout_microseconds",
+                &format!("{field}.default_timeout_microseconds"),
                 q.default_timeout_microseconds,
                 MAX_DELAY_US,
             )?;
             at_most(
-                "dynamic_batching.default_queue_policy.max_queue_size",
+                &format!("{field}.max_queue_size"),
                 q.max_queue_size as usize,
                 MAX_QUEUE_LIMIT,
             )?;
-        }
-        if d.default_queue_policy
-            .as_ref()
-            .is_some_and(|q| q.timeout_action == TimeoutAction::Delay as i32)
-        {
-            return unsupported(
-                "dynamic_batching.default_queue_policy.timeout_action: DELAY",
-                "a job past its queue timeout is refused (REJECT)",
-            );
+            if TimeoutAction::try_from(q.timeout_action).is_err() {
+                return Err(format!(
+                    "{field}.timeout_action {} is neither REJECT nor DELAY",
+                    q.timeout_action
+                ));
+            }
         }
     }
     Ok(())
@@ -451,6 +447,41 @@ fn devices(groups: &[ModelInstanceGroup], defaults: &[Device]) -> Vec<Device> {
         }
     }
     out
+}
+
+/// How a request's own `timeout` counts under a Triton queue policy.
+fn request_timeouts(q: Option<&ModelQueuePolicy>) -> RequestTimeouts {
+    match q {
+        None => RequestTimeouts::Override,
+        Some(q) if q.allow_timeout_override => RequestTimeouts::Shorten,
+        Some(_) => RequestTimeouts::Ignore,
+    }
+}
+
+/// What a Triton queue policy does with a job past its queue timeout.
+fn timeout_action(q: Option<&ModelQueuePolicy>) -> EngineTimeoutAction {
+    match q.map(|q| TimeoutAction::try_from(q.timeout_action)) {
+        Some(Ok(TimeoutAction::Delay)) => EngineTimeoutAction::Delay,
+        _ => EngineTimeoutAction::Reject,
+    }
+}
+
+/// A queue policy as Triton writes it.
+fn queue_policy_of(
+    default_timeout: Option<Duration>,
+    request_timeouts: RequestTimeouts,
+    action: EngineTimeoutAction,
+    max_queue_size: Option<usize>,
+) -> ModelQueuePolicy {
+    ModelQueuePolicy {
+        timeout_action: match action {
+            EngineTimeoutAction::Delay => TimeoutAction::Delay as i32,
+            _ => TimeoutAction::Reject as i32,
+        },
+        default_timeout_microseconds: default_timeout.map_or(0, |t| t.as_micros() as u64),
+        allow_timeout_override: request_timeouts != RequestTimeouts::Ignore,
+        max_queue_size: max_queue_size.map_or(0, |n| u32::try_from(n).unwrap_or(u32::MAX)),
+    }
 }
 
 /// The instance groups of the devices, for the completed configuration.
@@ -624,11 +655,27 @@ pub fn translate(
             .map(|q| q.default_timeout_microseconds)
             .filter(|&us| us > 0)
             .map(Duration::from_micros),
-        request_timeouts: match queue_policy {
-            None => RequestTimeouts::Override,
-            Some(q) if q.allow_timeout_override => RequestTimeouts::Shorten,
-            Some(_) => RequestTimeouts::Ignore,
-        },
+        request_timeouts: request_timeouts(queue_policy),
+        timeout_action: timeout_action(queue_policy),
+        levels: dynamic
+            .as_ref()
+            .map(|d| {
+                d.priority_queue_policy
+                    .iter()
+                    .map(|(&level, q)| {
+                        let policy = LevelPolicy {
+                            default_timeout: Some(q.default_timeout_microseconds)
+                                .filter(|&us| us > 0)
+                                .map(Duration::from_micros),
+                            request_timeouts: request_timeouts(Some(q)),
+                            timeout_action: timeout_action(Some(q)),
+                            max_queued: Some(q.max_queue_size as usize).filter(|&n| n > 0),
+                        };
+                        (u32::try_from(level).unwrap_or(u32::MAX), policy)
+                    })
+                    .collect()
+            })
+            .unwrap_or_default(),
     };
     queue
         .check()
@@ -726,14 +773,25 @@ pub fn config_of(
         } else {
             0
         },
-        default_queue_policy: Some(ModelQueuePolicy {
-            timeout_action: TimeoutAction::Reject as i32,
-            default_timeout_microseconds: queue.default_timeout.map_or(0, |t| t.as_micros() as u64),
-            allow_timeout_override: queue.request_timeouts != RequestTimeouts::Ignore,
-            max_queue_size: queue
-                .limit
-                .map_or(0, |n| u32::try_from(n).unwrap_or(u32::MAX)),
-        }),
+        default_queue_policy: Some(queue_policy_of(
+            queue.default_timeout,
+            queue.request_timeouts,
+            queue.timeout_action,
+            queue.limit,
+        )),
+        priority_queue_policy: queue
+            .levels
+            .iter()
+            .map(|(&level, p)| {
+                let policy = queue_policy_of(
+                    p.default_timeout,
+                    p.request_timeouts,
+                    p.timeout_action,
+                    p.max_queued,
+                );
+                (u64::from(level), policy)
+            })
+            .collect(),
         ..Default::default()
     });
     ModelConfig {
@@ -886,10 +944,11 @@ mod tests {
         assert!(
             e("platform: \"tensorrt_plan\"").contains("platform \"tensorrt_plan\" is not served")
         );
-        assert!(e("instance_group [ { kind: KIND_MODEL } ]").contains("KIND_MODEL"));
-        assert!(
-            e("dynamic_batching { default_queue_policy { timeout_action: DELAY } }")
-                .contains("DELAY")
+        assert_eq!(
+            e(
+                "dynamic_batching { priority_levels: 2 priority_queue_policy { key: 3 value: { } } }"
+            ),
+            "dynamic_batching: priority_queue_policy names level 3, outside the priority levels 1..=2"
         );
     }
 
@@ -934,7 +993,41 @@ optimization { graph { level: 1 } }
         assert_eq!(d.queue.default_priority, 2);
         assert_eq!(d.queue.limit, Some(7));
         assert_eq!(d.queue.request_timeouts, RequestTimeouts::Shorten);
+        assert_eq!(d.queue.timeout_action, EngineTimeoutAction::Reject);
         assert_eq!(t.ignored, vec!["optimization".to_string()]);
+        // Per-level policies, DELAY, KIND_MODEL (the devices the server
+        // was given), as Triton serves them; the completed configuration
+        // says them back.
+        let c = parse_text(
+            r#"max_batch_size: 8
+dynamic_batching {
+  priority_levels: 2
+  default_queue_policy { timeout_action: DELAY default_timeout_microseconds: 500 }
+  priority_queue_policy { key: 1 value: { default_timeout_microseconds: 9 max_queue_size: 4 } }
+}
+instance_group [ { count: 2 kind: KIND_MODEL } ]
+"#,
+        )
+        .unwrap();
+        let t = translate("m", Some(&c), &model, &defaults()).unwrap();
+        let q = &t.spec.deployment.queue;
+        assert_eq!(q.timeout_action, EngineTimeoutAction::Delay);
+        assert_eq!(q.level(2).timeout_action, EngineTimeoutAction::Delay);
+        assert_eq!(q.level(2).default_timeout, Some(Duration::from_micros(500)));
+        let one = q.level(1);
+        assert_eq!(one.timeout_action, EngineTimeoutAction::Reject);
+        assert_eq!(one.default_timeout, Some(Duration::from_micros(9)));
+        assert_eq!(one.max_queued, Some(4));
+        assert_eq!(t.spec.deployment.devices.len(), 2);
+        let back = &t.config;
+        let Some(SchedulingChoice::DynamicBatching(d)) = &back.scheduling_choice else {
+            panic!("{back:?}");
+        };
+        assert_eq!(
+            d.default_queue_policy.as_ref().unwrap().timeout_action,
+            TimeoutAction::Delay as i32
+        );
+        assert_eq!(d.priority_queue_policy[&1].max_queue_size, 4);
         // Without dynamic_batching, requests run alone, up to 8 rows each.
         let alone = parse_text("max_batch_size: 8").unwrap();
         let t = translate("m", Some(&alone), &model, &defaults()).unwrap();

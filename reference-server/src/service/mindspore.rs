@@ -100,6 +100,9 @@ fn error(e: &EngineError, t: &Target<'_>) -> (ServableError, Class) {
             Class::Unavailable,
         ),
         EngineError::QueueFull { limit } => (ServableError::queue_full(*limit), Class::Unavailable),
+        EngineError::LevelFull { limit, .. } => {
+            (ServableError::queue_full(*limit), Class::Unavailable)
+        }
         EngineError::Deadline | EngineError::QueueTimeout => (deadline(), Class::DeadlineExceeded),
         EngineError::Runtime(detail) => (
             ServableError::new(

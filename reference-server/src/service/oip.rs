@@ -30,6 +30,10 @@ pub(crate) const EXTENSIONS: &[&str] = &[
     "classification",
     "model_configuration",
     "model_repository",
+    // Request and tensor `parameters` are read and carried.
+    "parameters",
+    // The request parameters `priority` and `timeout`.
+    "schedule_policy",
     "statistics",
 ];
 
@@ -164,6 +168,9 @@ fn error(e: EngineError, model: &str, info: Option<&MethodInfo>) -> ServeError {
         }
         EngineError::QueueFull { limit } => ServeError::Unavailable(format!(
             "model '{model}' has {limit} requests queued, its limit; retry later"
+        )),
+        EngineError::LevelFull { level, limit } => ServeError::Unavailable(format!(
+            "model '{model}' has {limit} requests queued at priority level {level}, that level's limit; retry later"
         )),
         EngineError::Deadline => ServeError::DeadlineExceeded(
             "Deadline Exceeded: the request's deadline passed before it completed".into(),
