@@ -21,8 +21,10 @@ Run it with the Triton venv's python (tritonclient + numpy):
       --b-http 127.0.0.1:1500 --b-grpc 127.0.0.1:5500 --b-name ours \
       [--sections server,infer,...] [--json OUT.json] [--width 300]
 
-Sections (default: all): server health metadata config infer infer_bad
-classify params stats repository shm cudashm trace stream http_misc.
+Sections (default: all but `crash`): server health metadata config infer
+infer_bad classify params stats shm cudashm trace stream http_misc repository.
+Section `crash` holds the probes that kill Triton 2.51 (classification of a
+BYTES output: SIGFPE); ask for it by name, last.
 The `repository` section loads/unloads models: run it last (it is last in
 the default order) and against a Triton in --model-control-mode=explicit
 to see explicit-mode behaviour.
@@ -536,7 +538,7 @@ probe("infer", "raw gRPC identity_int64 typed int64_contents")(lambda s: raw_grp
                        ("x3", [1, 1, 1], "INT64", "int64_contents", [8])])))
 probe("infer", "raw gRPC identity_bytes typed bytes_contents")(lambda s: raw_grpc(s, "ModelInfer", typed_request(
     "identity_bytes", [("x0", [1], "BYTES", "bytes_contents", [b"a"]),
-                       ("x1", [2], "BYTES", "bytes_contents", [b"", b"\xff\x00z"]),
+                       ("x1", [2], "BYTES", "bytes_contents", [b"", "z\u00e9".encode()]),
                        ("x2", [1, 1], "BYTES", "bytes_contents", [b"hello"]),
                        ("x3", [1, 1, 1], "BYTES", "bytes_contents", [b"w"])])))
 probe("infer", "raw gRPC identity_bool typed bool_contents")(lambda s: raw_grpc(s, "ModelInfer", typed_request(
@@ -565,7 +567,7 @@ probe("infer", "raw gRPC add typed count short (3 of 4)")(lambda s: raw_grpc(s, 
 def identity_arrays(dtype):
     if dtype == "BYTES":
         mk = lambda vals: np.array(vals, dtype=np.object_)  # noqa: E731
-        return [mk([b"a"]), mk([b"", b"\xff\x00z"]), mk([[b"hello"]]), mk([[[b"w", "é".encode()]]])]
+        return [mk([b"a"]), mk([b"", "z\u00e9".encode()]), mk([[b"hello"]]), mk([[[b"w", "\u20ac".encode()]]])]
     npdt = {"FP32": np.float32, "INT64": np.int64, "BOOL": np.bool_, "FP16": np.float16,
             "UINT8": np.uint8, "INT32": np.int32}[dtype]
     if dtype == "BOOL":
@@ -573,7 +575,7 @@ def identity_arrays(dtype):
     if dtype == "INT64":
         return [np.array([2 ** 62 + 1], npdt), np.array([-1, 2 ** 63 - 1], npdt), np.array([[7]], npdt), np.array([[[8, -9]]], npdt)]
     if dtype in ("FP32", "FP16"):
-        return [np.array([1.5], npdt), np.array([-0.0, 3.25], npdt), np.array([[1e-3]], npdt), np.array([[[np.inf, 65504]]], npdt)]
+        return [np.array([1.5], npdt), np.array([-0.0, 3.25], npdt), np.array([[1e-3]], npdt), np.array([[[-2.5, 65504]]], npdt)]
     return [np.array([1], npdt), np.array([0, 2], npdt), np.array([[3]], npdt), np.array([[[4, 5]]], npdt)]
 
 
@@ -602,7 +604,7 @@ def _(s):
         {"name": "x0", "shape": [1], "datatype": "BYTES", "data": ["a"]},
         {"name": "x1", "shape": [2], "datatype": "BYTES", "data": ["", "héllo"]},
         {"name": "x2", "shape": [1, 1], "datatype": "BYTES", "data": ["x"]},
-        {"name": "x3", "shape": [1, 1, 1], "datatype": "BYTES", "data": ["\u0000nul"]}]})
+        {"name": "x3", "shape": [1, 1, 1], "datatype": "BYTES", "data": ["\u20ac"]}]})
 
 
 @probe("infer", "raw JSON identity_bool (true/false, and 0/1)")
@@ -636,7 +638,7 @@ def _(s):
 def _(s):
     return raw_http(s, "POST", "/v2/models/identity_fp16/infer", {"inputs": [
         {"name": "x0", "shape": [1], "datatype": "FP16", "data": [1.5]},
-        {"name": "x1", "shape": [2], "datatype": "FP16", "data": [0.1, 70000]},
+        {"name": "x1", "shape": [2], "datatype": "FP16", "data": [0.1, 2]},
         {"name": "x2", "shape": [1, 1], "datatype": "FP16", "data": [-2]},
         {"name": "x3", "shape": [1, 1, 1], "datatype": "FP16", "data": [1e-8]}]})
 
@@ -645,6 +647,49 @@ def _(s):
 def _(s):
     return raw_http(s, "POST", "/v2/models/identity_string/infer",
                     {"inputs": [{"name": "x", "shape": [1], "datatype": "BYTES", "data": ["héllo"]}]})
+
+
+@probe("infer", "http client identity_fp32 JSON with inf/nan (client writes Infinity/NaN)")
+def _(s):
+    import tritonclient.http as httpclient
+    xs = [np.array([np.nan], np.float32), np.array([np.inf, -np.inf], np.float32), np.array([[1]], np.float32), np.array([[[2]]], np.float32)]
+    return call(lambda: h_infer_answer(s.hc.infer(
+        "identity_fp32", [hin(f"x{i}", x, "FP32", False) for i, x in enumerate(xs)],
+        outputs=[httpclient.InferRequestedOutput(f"y{i}", binary_data=False) for i in range(4)])))
+
+
+@probe("infer", "http client identity_fp32 binary with inf/nan, JSON outputs")
+def _(s):
+    import tritonclient.http as httpclient
+    xs = [np.array([np.nan], np.float32), np.array([np.inf, -np.inf], np.float32), np.array([[1]], np.float32), np.array([[[2]]], np.float32)]
+    return call(lambda: h_infer_answer(s.hc.infer(
+        "identity_fp32", [hin(f"x{i}", x, "FP32", True) for i, x in enumerate(xs)],
+        outputs=[httpclient.InferRequestedOutput(f"y{i}", binary_data=False) for i in range(4)])))
+
+
+@probe("infer", "http client identity_bytes binary non-UTF-8 and NUL")
+def _(s):
+    mk = lambda vals: np.array(vals, dtype=np.object_)  # noqa: E731
+    xs = [mk([b"a"]), mk([b"", b"\xff\x00z"]), mk([[b"\x00"]]), mk([[[b"w"]]])]
+    return call(lambda: h_infer_answer(s.hc.infer("identity_bytes", [hin(f"x{i}", x, "BYTES") for i, x in enumerate(xs)])))
+
+
+@probe("infer", "raw JSON identity_bytes with NUL char in string")
+def _(s):
+    return raw_http(s, "POST", "/v2/models/identity_bytes/infer", {"inputs": [
+        {"name": "x0", "shape": [1], "datatype": "BYTES", "data": ["a"]},
+        {"name": "x1", "shape": [1], "datatype": "BYTES", "data": ["b"]},
+        {"name": "x2", "shape": [1, 1], "datatype": "BYTES", "data": ["x"]},
+        {"name": "x3", "shape": [1, 1, 1], "datatype": "BYTES", "data": ["\u0000nul"]}]})
+
+
+@probe("infer", "raw JSON identity_fp64-like precision: FP32 0.1 and 16777217")
+def _(s):
+    return raw_http(s, "POST", "/v2/models/identity_fp32/infer", {"inputs": [
+        {"name": "x0", "shape": [1], "datatype": "FP32", "data": [0.1]},
+        {"name": "x1", "shape": [2], "datatype": "FP32", "data": [16777217, 3.4e38]},
+        {"name": "x2", "shape": [1, 1], "datatype": "FP32", "data": [1e-45]},
+        {"name": "x3", "shape": [1, 1, 1], "datatype": "FP32", "data": [-0.0]}]})
 
 
 @probe("infer", "raw JSON identity_fp32 empty tensor x1 [0]")
@@ -914,7 +959,9 @@ probe("classify", "raw JSON classification -1")(lambda s: raw_http(s, "POST", "/
 probe("classify", "raw JSON classification \"2\" (string)")(lambda s: raw_http(s, "POST", "/v2/models/multi_output/infer", {
     "inputs": [{"name": "x", "shape": [2], "datatype": "FP32", "data": [1, 2]}],
     "outputs": [{"name": "double", "parameters": {"classification": "2"}}]}))
-probe("classify", "raw JSON classification 2 identity_bytes (BYTES output)")(lambda s: raw_http(s, "POST", "/v2/models/identity_bytes/infer", {
+# Triton 2.51 dies of SIGFPE ("trap divide error" in the kernel log) on this
+# one: it is in section `crash`, run only when asked for by name.
+probe("crash", "raw JSON classification 2 identity_bytes (BYTES output)")(lambda s: raw_http(s, "POST", "/v2/models/identity_bytes/infer", {
     "inputs": [{"name": "x0", "shape": [1], "datatype": "BYTES", "data": ["a"]},
                {"name": "x1", "shape": [1], "datatype": "BYTES", "data": ["a"]},
                {"name": "x2", "shape": [1, 1], "datatype": "BYTES", "data": ["a"]},
@@ -1032,8 +1079,10 @@ probe("stats", "raw GET /v2/models/stats")(lambda s: (lambda r: {"status": r.get
 # ---- shared memory
 
 
-def _shm_key():
-    return "/dp_" + uuid.uuid4().hex[:10]
+def _shm_key(tag):
+    """The same key for both servers (each probe destroys its regions), so
+    that status answers compare."""
+    return f"/dp_{os.getpid()}_{tag}"
 
 
 @probe("shm", "system shm status (empty) http/grpc")
@@ -1046,7 +1095,7 @@ def _shm_infer(s, proto):
     import tritonclient.utils.shared_memory as shm
     mod = __import__("tritonclient." + proto, fromlist=["x"])
     c = s.hc if proto == "http" else s.gc
-    key_in, key_out = _shm_key(), _shm_key()
+    key_in, key_out = _shm_key("in"), _shm_key("out")
     hin_ = shm.create_shared_memory_region("dp_in", key_in, 32)
     hout = shm.create_shared_memory_region("dp_out", key_out, 16)
     ans = {}
@@ -1054,6 +1103,7 @@ def _shm_infer(s, proto):
         shm.set_shared_memory_region(hin_, [A22, B22])
         ans["register_in"] = call(lambda: c.register_system_shared_memory("dp_in", key_in, 32))
         ans["register_out"] = call(lambda: c.register_system_shared_memory("dp_out", key_out, 16))
+        ans["register_same_key_new_name_first"] = call(lambda: c.register_system_shared_memory("dp_in_alias", key_in, 16, offset=16))
         st = call(lambda: c.get_system_shared_memory_status() if proto == "http" else c.get_system_shared_memory_status(as_json=True))
         ans["status"] = st
         i1 = mod.InferInput("x1", [2, 2], "FP32")
@@ -1092,7 +1142,7 @@ def _shm_infer(s, proto):
         ans["register_bad_key"] = call(lambda: c.register_system_shared_memory("dp_bad", "/dp_no_such_key_x", 32))
         ans["register_offset_beyond"] = call(lambda: c.register_system_shared_memory("dp_off", key_in, 16, offset=4096 * 4))
         ans["register_size_beyond"] = call(lambda: c.register_system_shared_memory("dp_big", key_in, 1 << 20))
-        ans["register_same_key_new_name"] = call(lambda: c.register_system_shared_memory("dp_in2", key_in, 32))
+        ans["register_same_key_new_name_after_failures"] = call(lambda: c.register_system_shared_memory("dp_in2", key_in, 32))
         ans["status_one"] = call(lambda: c.get_system_shared_memory_status("dp_in") if proto == "http" else c.get_system_shared_memory_status("dp_in", as_json=True))
         ans["status_unknown"] = call(lambda: c.get_system_shared_memory_status("nope") if proto == "http" else c.get_system_shared_memory_status("nope", as_json=True))
         ans["unregister_one"] = call(lambda: c.unregister_system_shared_memory("dp_in"))
@@ -1113,7 +1163,7 @@ probe("shm", "system shm register/status/infer/unregister over grpc")(lambda s: 
 @probe("shm", "raw HTTP shm register body variants")
 def _(s):
     import tritonclient.utils.shared_memory as shm
-    key = _shm_key()
+    key = _shm_key("raw")
     hnd = shm.create_shared_memory_region("dp_raw", key, 64)
     try:
         out = {
@@ -1135,7 +1185,7 @@ def _(s):
 @probe("shm", "raw JSON infer with shared_memory params on output only")
 def _(s):
     import tritonclient.utils.shared_memory as shm
-    key = _shm_key()
+    key = _shm_key("o")
     hnd = shm.create_shared_memory_region("dp_o", key, 16)
     try:
         reg = call(lambda: s.hc.register_system_shared_memory("dp_o", key, 16))
@@ -1366,6 +1416,8 @@ def _(s):
 
 SECTIONS = ["server", "health", "metadata", "config", "infer", "infer_bad", "classify", "params",
             "stats", "shm", "cudashm", "trace", "stream", "http_misc", "repository"]
+# Probes that kill Triton 2.51; never in the default list.
+EXTRA_SECTIONS = ["crash"]
 
 # --------------------------------------------------------------------------
 # comparison
@@ -1404,6 +1456,16 @@ def mask(path, v):
     return v
 
 
+def port_open(hostport):
+    import socket
+    host, port = hostport.rsplit(":", 1)
+    try:
+        socket.create_connection((host, int(port)), timeout=2).close()
+        return True
+    except OSError:
+        return False
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -1419,13 +1481,15 @@ def main():
     p.add_argument("--json", help="write every answer of both servers here")
     p.add_argument("--width", type=int, default=300, help="truncate shown values to this many characters")
     p.add_argument("--show-same", action="store_true", help="also list probes whose answers agree")
+    p.add_argument("--ignore", action="append", default=[],
+                   help="regex on flattened paths to leave out of the comparison (repeatable), e.g. 'headers\\.vary$'")
     args = ap.parse_args()
     if args.cmd == "repos":
         write_repos(args.suite, args.out)
         return 0
 
     sections = [x for x in args.sections.split(",") if x]
-    bad = [x for x in sections if x not in SECTIONS]
+    bad = [x for x in sections if x not in SECTIONS + EXTRA_SECTIONS]
     if bad:
         print(f"unknown sections {bad}; known: {SECTIONS}", file=sys.stderr)
         return 1
@@ -1433,6 +1497,7 @@ def main():
     b = Side(args.b_name, args.b_http, args.b_grpc)
     record = []
     ndiff = 0
+    down = set()
     for section in sections:
         print(f"\n=============== section {section}")
         for sec, name, fn in PROBES:
@@ -1445,9 +1510,13 @@ def main():
                 except Exception:  # noqa: BLE001  a bug in the probe, not a server answer
                     answers.append({"probe_crashed": traceback.format_exc(limit=3)})
             record.append({"section": sec, "probe": name, a.label: answers[0], b.label: answers[1]})
+            for side in (a, b):
+                if side.label not in down and not port_open(side.http):
+                    down.add(side.label)
+                    print(f"\n!!! {side.label} stopped answering (HTTP port closed) after probe [{sec}] {name}")
             fa = {k: mask(k, v) for k, v in flatten(answers[0]).items()}
             fb = {k: mask(k, v) for k, v in flatten(answers[1]).items()}
-            keys = sorted(set(fa) | set(fb))
+            keys = sorted(k for k in set(fa) | set(fb) if not any(re.search(r, k) for r in args.ignore))
             diffs = [(k, fa.get(k, "<absent>"), fb.get(k, "<absent>")) for k in keys
                      if fa.get(k, "<absent>") != fb.get(k, "<absent>")]
             if not diffs:
@@ -1461,6 +1530,8 @@ def main():
                 print(f"      {a.label:>7}: {show(va, args.width)}")
                 print(f"      {b.label:>7}: {show(vb, args.width)}")
     print(f"\n{ndiff} probe(s) differ out of {sum(1 for s, *_ in PROBES if s in sections)}")
+    if down:
+        print(f"servers that went down during the run: {sorted(down)}")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(record, f, indent=1, default=str, ensure_ascii=False)

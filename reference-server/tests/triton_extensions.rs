@@ -48,12 +48,15 @@ output [ { name: "y" data_type: TYPE_FP32 dims: [ -1 ] } ]
 name: "rows"
 max_batch_size: 32
 input [ {{ name: "x" data_type: TYPE_FP32 dims: [ 10 ] }} ]
-output [ {{ name: "y" data_type: TYPE_FP32 dims: [ 10 ] }} ]
+output [ {{ name: "y" data_type: TYPE_FP32 dims: [ 10 ] label_filename: "labels.txt" }} ]
 dynamic_batching {{ max_queue_delay_microseconds: {rows_delay_us} }}
 "#
         )
         .as_bytes(),
     );
+    // Labels of the first nine classes: the tenth has none.
+    let labels: String = (0..9).map(|i| format!("class{i}\n")).collect();
+    common::write(d, "rows/labels.txt", labels.as_bytes());
     common::write(
         d,
         "rows/1/model.onnx",

@@ -5,6 +5,7 @@
 //! engine reads no file and knows no format.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::runtime::device::Device;
@@ -42,6 +43,9 @@ pub struct MethodSpec {
     pub outputs: Vec<String>,
     /// The model stages.
     pub stages: Vec<StageSpec>,
+    /// Class labels of outputs, by output name: label `i` names element
+    /// `i` of a row (Triton's `label_filename`), for classification.
+    pub labels: BTreeMap<String, Arc<[String]>>,
     /// Inputs and outputs whose shape, as clients see it, differs from the
     /// model's: by name, the shape of one row (batched methods) or of the
     /// whole tensor, with as many elements as the model's (`-1` for one

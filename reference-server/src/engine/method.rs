@@ -12,6 +12,7 @@
 //! runs each job whole, one per run, with the model's shapes.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use ort::value::TensorElementType;
 use serving_proto::{DataType, NamedTensors, Tensor};
@@ -79,6 +80,8 @@ pub struct OutputInfo {
     /// The shape clients see of one row (or whole output), when the method
     /// reshapes the model's.
     reshape: Option<Vec<i64>>,
+    /// Class labels: label `i` names element `i` of a row.
+    pub labels: Option<Arc<[String]>>,
 }
 
 #[derive(Clone, Debug)]
@@ -272,6 +275,7 @@ impl MethodPlan {
                 dtype,
                 shape: if batched { rows_first(&unit) } else { unit },
                 reshape,
+                labels: spec.labels.get(output).cloned(),
             });
         }
         let max_batch_size = if batched {

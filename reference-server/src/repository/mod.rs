@@ -497,6 +497,51 @@ fn list_model_dirs(repo: &Path) -> std::io::Result<BTreeMap<String, PathBuf>> {
         .collect())
 }
 
+/// The most bytes of a label file (`label_filename`): labels are names of
+/// classes, a few bytes each; 64 MiB holds millions.
+pub const MAX_LABEL_FILE_BYTES: u64 = 64 << 20;
+
+/// The labels of an output, one per line of `name` in the model directory
+/// (Triton's `label_filename`: beside `config.pbtxt`, not in a version).
+fn read_labels(servable: &ServableDir, name: &str) -> Result<Arc<[String]>, RepositoryError> {
+    let file = servable.dir.join(name);
+    let outside = || {
+        fail(
+            &file,
+            "label_filename must be a path inside the model directory: relative, without '..'"
+                .to_owned(),
+        )
+    };
+    if !is_inside_path(name) {
+        return Err(outside());
+    }
+    let resolved = resolve_beneath(&servable.dir, Path::new(name)).map_err(|Escape| outside())?;
+    let opened =
+        fs::File::open(&resolved).map_err(|e| fail(&file, format!("label_filename: {e}")))?;
+    let len = opened
+        .metadata()
+        .map_err(|e| fail(&file, e.to_string()))?
+        .len();
+    if len > MAX_LABEL_FILE_BYTES {
+        return Err(fail(
+            &file,
+            format!("label_filename: {len} bytes, over the bound {MAX_LABEL_FILE_BYTES}"),
+        ));
+    }
+    let mut text = String::new();
+    std::io::Read::read_to_string(
+        &mut std::io::Read::take(opened, MAX_LABEL_FILE_BYTES),
+        &mut text,
+    )
+    .map_err(|e| {
+        fail(
+            &file,
+            format!("label_filename: {e} (labels are UTF-8 text, one per line)"),
+        )
+    })?;
+    Ok(text.lines().map(str::to_owned).collect())
+}
+
 /// A loaded version, and for a Triton model its configuration as completed.
 #[derive(Debug)]
 pub struct Loaded {
@@ -574,7 +619,19 @@ pub fn load_version(
             for field in &t.ignored {
                 tracing::warn!(model = %servable.name, field = %field, file = %where_.display(), "configuration field ignored: it only tunes performance in Triton's backends");
             }
-            (t.spec, vec![bytes], Some(t.config))
+            let mut spec = t.spec;
+            for o in t
+                .config
+                .output
+                .iter()
+                .filter(|o| !o.label_filename.is_empty())
+            {
+                let labels = read_labels(servable, &o.label_filename)?;
+                if let Some(method) = spec.methods.first_mut() {
+                    method.labels.insert(o.name.clone(), labels);
+                }
+            }
+            (spec, vec![bytes], Some(t.config))
         }
     };
     let version = ServableVersion::load(

@@ -707,6 +707,8 @@ pub fn translate(
             }],
             reshape,
             optional,
+            // Read from the model directory by the repository.
+            labels: BTreeMap::new(),
         }],
         deployment: Deployment {
             devices,

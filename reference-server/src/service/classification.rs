@@ -1,6 +1,8 @@
 //! Triton's `classification` extension: an output asked for with the
 //! parameter `classification` (tritonclient's `class_count`) k comes back
-//! as its top k classes, BYTES strings `"<value>:<index>"`, highest first.
+//! as its top k classes, BYTES strings `"<value>:<index>"`, highest first,
+//! and `"<value>:<index>:<label>"` where the model's configuration gives
+//! the output a label file (`label_filename`) with a label for the index.
 //!
 //! The layout is Triton's: for a model whose requests batch, each row of
 //! the output (`[rows, ...]`) is classified over all of its elements and
@@ -50,12 +52,14 @@ pub(crate) fn class_count(
 }
 
 /// The top-`k` classification of output `name`, `batched` when dimension 0
-/// is the rows of a batching model, its text at most `max_text` bytes.
+/// is the rows of a batching model, its text at most `max_text` bytes;
+/// `labels` name the elements of a row.
 pub(crate) fn classify(
     name: &str,
     tensor: &Tensor,
     k: usize,
     batched: bool,
+    labels: Option<&[String]>,
     max_text: usize,
 ) -> Result<Tensor, ServeError> {
     let shape = tensor.shape();
@@ -77,18 +81,18 @@ pub(crate) fn classify(
     };
     let classes = rows.unwrap_or(1).saturating_mul(k.min(per_row));
     let written = match tensor.dtype() {
-        DataType::Uint8 => written::<u8>(tensor, per_row, k, classes, max_text, plain),
-        DataType::Uint16 => written::<u16>(tensor, per_row, k, classes, max_text, plain),
-        DataType::Uint32 => written::<u32>(tensor, per_row, k, classes, max_text, plain),
-        DataType::Uint64 => written::<u64>(tensor, per_row, k, classes, max_text, plain),
-        DataType::Int8 => written::<i8>(tensor, per_row, k, classes, max_text, plain),
-        DataType::Int16 => written::<i16>(tensor, per_row, k, classes, max_text, plain),
-        DataType::Int32 => written::<i32>(tensor, per_row, k, classes, max_text, plain),
-        DataType::Int64 => written::<i64>(tensor, per_row, k, classes, max_text, plain),
-        DataType::Fp32 => written::<f32>(tensor, per_row, k, classes, max_text, |t, v| {
+        DataType::Uint8 => written::<u8>(tensor, per_row, k, classes, labels, max_text, plain),
+        DataType::Uint16 => written::<u16>(tensor, per_row, k, classes, labels, max_text, plain),
+        DataType::Uint32 => written::<u32>(tensor, per_row, k, classes, labels, max_text, plain),
+        DataType::Uint64 => written::<u64>(tensor, per_row, k, classes, labels, max_text, plain),
+        DataType::Int8 => written::<i8>(tensor, per_row, k, classes, labels, max_text, plain),
+        DataType::Int16 => written::<i16>(tensor, per_row, k, classes, labels, max_text, plain),
+        DataType::Int32 => written::<i32>(tensor, per_row, k, classes, labels, max_text, plain),
+        DataType::Int64 => written::<i64>(tensor, per_row, k, classes, labels, max_text, plain),
+        DataType::Fp32 => written::<f32>(tensor, per_row, k, classes, labels, max_text, |t, v| {
             c_fixed(t, f64::from(v))
         }),
-        DataType::Fp64 => written::<f64>(tensor, per_row, k, classes, max_text, c_fixed),
+        DataType::Fp64 => written::<f64>(tensor, per_row, k, classes, labels, max_text, c_fixed),
         other => {
             return Err(refuse(&format!(
                 "its datatype is {}",
@@ -116,26 +120,32 @@ pub(crate) fn classify(
 /// The text of `classes` classes of the top `k` of each row, within
 /// `max` bytes: measured first when it could pass `max`, so that text too
 /// long is refused before any is held; `None` as [`top`].
+#[allow(clippy::too_many_arguments)]
 fn written<T: Element + PartialOrd>(
     tensor: &Tensor,
     per_row: usize,
     k: usize,
     classes: usize,
+    labels: Option<&[String]>,
     max: usize,
     show: impl Fn(&mut Text, T) + Copy,
 ) -> Option<Result<Text, TooLong>> {
-    let most = classes.saturating_mul(longest_class(T::DTYPE) + HANDLE);
+    let label = labels
+        .and_then(|l| l.iter().map(String::len).max())
+        .map_or(0, |n| n + 1);
+    let longest = longest_class(T::DTYPE).saturating_add(label);
+    let most = classes.saturating_mul(longest.saturating_add(HANDLE));
     let capacity = if most > max {
         let mut measure = Text::measuring(max);
-        if let Err(e) = top(tensor, per_row, k, &mut measure, show)? {
+        if let Err(e) = top(tensor, per_row, k, labels, &mut measure, show)? {
             return Some(Err(e));
         }
         measure.total
     } else {
-        classes.saturating_mul(longest_class(T::DTYPE))
+        classes.saturating_mul(longest)
     };
     let mut text = Text::new(capacity.min(max), classes, max);
-    Some(top(tensor, per_row, k, &mut text, show)?.map(|()| text))
+    Some(top(tensor, per_row, k, labels, &mut text, show)?.map(|()| text))
 }
 
 /// The longest text of one class of `dtype`: its value as classification
@@ -262,6 +272,7 @@ fn top<T: Element + PartialOrd>(
     tensor: &Tensor,
     per_row: usize,
     k: usize,
+    labels: Option<&[String]>,
     text: &mut Text,
     show: impl Fn(&mut Text, T),
 ) -> Option<Result<(), TooLong>> {
@@ -296,6 +307,10 @@ fn top<T: Element + PartialOrd>(
         for &i in &order {
             show(text, at(i));
             let _ = write!(text.buf, ":{i}");
+            if let Some(label) = labels.and_then(|l| l.get(i as usize)) {
+                text.buf.push(b':');
+                text.buf.extend_from_slice(label.as_bytes());
+            }
             if let Err(e) = text.end() {
                 return Some(Err(e));
             }
@@ -319,7 +334,7 @@ mod tests {
     #[test]
     fn rows_are_classified_apart_highest_first() {
         let t = Tensor::from_slice(&[2, 4], &[0.1f32, 0.7, 0.2, 0.7, 5.0, 1.0, 3.0, 2.0]).unwrap();
-        let c = classify("y", &t, 3, true, 1 << 20).unwrap();
+        let c = classify("y", &t, 3, true, None, 1 << 20).unwrap();
         assert_eq!(c.shape(), &[2, 3]);
         assert_eq!(c.dtype(), DataType::Bytes);
         assert_eq!(
@@ -336,9 +351,21 @@ mod tests {
     }
 
     #[test]
+    fn labels_follow_the_index_where_the_model_has_them() {
+        let t = Tensor::from_slice(&[1, 3], &[0.1f32, 0.7, 0.2]).unwrap();
+        let labels: Vec<String> = vec!["cat".into(), "dog".into()];
+        let c = classify("y", &t, 3, true, Some(&labels), 1 << 20).unwrap();
+        // Index 2 has no label: Triton writes none.
+        assert_eq!(
+            strings(&c),
+            ["0.700000:1:dog", "0.200000:2", "0.100000:0:cat"]
+        );
+    }
+
+    #[test]
     fn an_unbatched_output_is_one_row_and_k_is_clamped() {
         let t = Tensor::from_slice(&[1, 3], &[3i64, 9, -1]).unwrap();
-        let c = classify("y", &t, 10, false, 1 << 20).unwrap();
+        let c = classify("y", &t, 10, false, None, 1 << 20).unwrap();
         assert_eq!(c.shape(), &[3]);
         assert_eq!(strings(&c), ["9:1", "3:0", "-1:2"]);
     }
@@ -346,7 +373,7 @@ mod tests {
     #[test]
     fn nan_sorts_last_and_prints_as_c_does() {
         let t = Tensor::from_slice(&[3], &[f64::NAN, 1.5, f64::NEG_INFINITY]).unwrap();
-        let c = classify("y", &t, 3, false, 1 << 20).unwrap();
+        let c = classify("y", &t, 3, false, None, 1 << 20).unwrap();
         assert_eq!(strings(&c), ["1.500000:1", "-inf:2", "nan:0"]);
     }
 
@@ -355,10 +382,10 @@ mod tests {
         let values = vec![1e308f64; 4096];
         let t = Tensor::from_slice(&[4096], &values).unwrap();
         // Each class prints 316 bytes: all of them need 1.3 MB.
-        let e = classify("y", &t, 4096, false, 64 << 10).unwrap_err();
+        let e = classify("y", &t, 4096, false, None, 64 << 10).unwrap_err();
         assert!(matches!(e, ServeError::ResourceExhausted(_)), "{e:?}");
         assert!(e.to_string().contains("more than 65536 bytes"), "{e}");
-        let c = classify("y", &t, 100, false, 64 << 10).unwrap();
+        let c = classify("y", &t, 100, false, None, 64 << 10).unwrap();
         assert_eq!(c.element_count(), 100);
         assert!(strings(&c)[99].ends_with(".000000:99"));
     }
@@ -370,7 +397,7 @@ mod tests {
         // 100 classes of up to 328 bytes and their handles could pass
         // 36,000 bytes: measured (31,890 bytes and 4,000 of handles), then
         // written into a buffer of exactly its size.
-        let text = written::<f64>(&t, 4096, 100, 100, 36_000, c_fixed)
+        let text = written::<f64>(&t, 4096, 100, 100, None, 36_000, c_fixed)
             .unwrap()
             .ok()
             .unwrap();
@@ -379,7 +406,7 @@ mod tests {
         assert_eq!(text.ends.len(), 100);
         // Too long: refused by the measuring pass.
         assert!(
-            written::<f64>(&t, 4096, 4096, 4096, 64 << 10, c_fixed)
+            written::<f64>(&t, 4096, 4096, 4096, None, 64 << 10, c_fixed)
                 .unwrap()
                 .is_err()
         );
@@ -388,13 +415,13 @@ mod tests {
     #[test]
     fn texts_and_bools_are_refused() {
         let t = Tensor::from_strings(&[1], &["a"]).unwrap();
-        let e = classify("y", &t, 1, false, 1 << 20).unwrap_err();
+        let e = classify("y", &t, 1, false, None, 1 << 20).unwrap_err();
         assert!(
             e.to_string().contains("output 'y' cannot be classified"),
             "{e}"
         );
         let t = Tensor::from_slice(&[1], &[true]).unwrap();
-        assert!(classify("y", &t, 1, false, 1 << 20).is_err());
+        assert!(classify("y", &t, 1, false, None, 1 << 20).is_err());
         let mut p = Parameters::new();
         p.insert(PARAMETER.into(), serving_proto::oip::Parameter::Int64(0));
         assert!(class_count("y", &p).is_err());

@@ -289,11 +289,17 @@ pub(crate) async fn infer(
             })?;
             let mut t = as_oip(t.clone());
             if let Some(k) = classification::class_count(&wanted.name, &wanted.parameters)? {
+                let labels = info
+                    .outputs
+                    .iter()
+                    .find(|o| o.name == wanted.name)
+                    .and_then(|o| o.labels.as_deref());
                 t = classification::classify(
                     &wanted.name,
                     &t,
                     k,
                     info.batched,
+                    labels,
                     state.max_msg_bytes,
                 )?;
             }

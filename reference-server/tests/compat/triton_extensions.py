@@ -198,8 +198,12 @@ for mod, client, name in [(grpcclient, g, "gRPC"), (httpclient, h, "REST")]:
         val = np.array([[float(p[0]) for p in row] for row in parsed], dtype=np.float32)
         check(np.array_equal(idx, top), f"{name} top-4 indices equal numpy's argsort (binary={binary})")
         check(np.allclose(val, np.take_along_axis(scores, top, axis=1), atol=1e-6), f"{name} top-4 values")
+        # label_filename: "value:index:label", and no label past the file's.
+        check(all((p[2] == f"class{int(p[1])}") if int(p[1]) < 9 else len(p) == 2 for row in parsed for p in row),
+              f"{name} classes carry the labels of label_filename (binary={binary})")
 one = h.infer("identity", rows_inputs(httpclient, scores[0]), outputs=[httpclient.InferRequestedOutput("y", class_count=2)])
 check(one.as_numpy("y").shape == (2,), "a model without batching classifies the whole output: [k]")
+check(all(len(s.decode().split(":")) == 2 for s in one.as_numpy("y")), "a model without labels: value:index")
 
 # -- system shared memory -------------------------------------------------------
 MB64 = 64 << 20
