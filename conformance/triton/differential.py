@@ -48,7 +48,6 @@ import sys
 import threading
 import time
 import traceback
-import uuid
 
 import numpy as np
 
@@ -1158,6 +1157,23 @@ def _shm_infer(s, proto):
 
 probe("shm", "system shm register/status/infer/unregister over http")(lambda s: _shm_infer(s, "http"))
 probe("shm", "system shm register/status/infer/unregister over grpc")(lambda s: _shm_infer(s, "grpc"))
+
+
+@probe("shm", "register: same key twice (two names); offset 16 (not page-aligned)")
+def _(s):
+    import tritonclient.utils.shared_memory as shm
+    key = _shm_key("twice")
+    hnd = shm.create_shared_memory_region("dp_t", key, 8192)
+    try:
+        return {"first": call(lambda: s.hc.register_system_shared_memory("dp_t1", key, 32)),
+                "same_key_second_name": call(lambda: s.hc.register_system_shared_memory("dp_t2", key, 32)),
+                "unregister_all": call(lambda: s.hc.unregister_system_shared_memory()),
+                "offset_16": call(lambda: s.gc.register_system_shared_memory("dp_t3", key, 16, offset=16)),
+                "offset_4096": call(lambda: s.gc.register_system_shared_memory("dp_t4", key, 16, offset=4096)),
+                "status": call(lambda: s.gc.get_system_shared_memory_status(as_json=True))}
+    finally:
+        call(lambda: s.hc.unregister_system_shared_memory())
+        shm.destroy_shared_memory_region(hnd)
 
 
 @probe("shm", "raw HTTP shm register body variants")

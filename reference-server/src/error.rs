@@ -3,6 +3,8 @@
 
 use http::StatusCode;
 
+use crate::service::Class;
+
 /// A request the server refuses or cannot complete.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -40,37 +42,33 @@ pub(crate) enum ServeError {
 }
 
 impl ServeError {
+    /// The row of the error table (DESIGN.md) this error is: the one
+    /// mapping from which its gRPC status, HTTP status and metrics label
+    /// follow.
+    pub(crate) fn class(&self) -> Class {
+        match self {
+            ServeError::InvalidArgument(_) => Class::InvalidArgument,
+            ServeError::NotFound(_) => Class::NotFound,
+            ServeError::ResourceExhausted(_) => Class::ResourceExhausted,
+            ServeError::Unavailable(_) => Class::Unavailable,
+            ServeError::DeadlineExceeded(_) => Class::DeadlineExceeded,
+            ServeError::Internal(_) => Class::Internal,
+            ServeError::FailedPrecondition(_) => Class::FailedPrecondition,
+            ServeError::AlreadyExists(_) => Class::AlreadyExists,
+            ServeError::BodyStalled(_) => Class::RequestTimeout,
+            ServeError::Unsupported(_) => Class::Unimplemented,
+        }
+    }
+
     /// The gRPC status.
     pub(crate) fn to_status(&self) -> tonic::Status {
         let m = serving_proto::text::bounded(&self.to_string()).into_owned();
-        match self {
-            ServeError::InvalidArgument(_) => tonic::Status::invalid_argument(m),
-            ServeError::NotFound(_) => tonic::Status::not_found(m),
-            ServeError::ResourceExhausted(_) => tonic::Status::resource_exhausted(m),
-            ServeError::Unavailable(_) => tonic::Status::unavailable(m),
-            ServeError::DeadlineExceeded(_) => tonic::Status::deadline_exceeded(m),
-            ServeError::Internal(_) => tonic::Status::internal(m),
-            ServeError::FailedPrecondition(_) => tonic::Status::failed_precondition(m),
-            ServeError::AlreadyExists(_) => tonic::Status::already_exists(m),
-            ServeError::BodyStalled(_) => tonic::Status::deadline_exceeded(m),
-            ServeError::Unsupported(_) => tonic::Status::unimplemented(m),
-        }
+        tonic::Status::new(self.class().grpc(), m)
     }
 
     /// The HTTP status.
     pub(crate) fn http_status(&self) -> StatusCode {
-        match self {
-            ServeError::InvalidArgument(_) => StatusCode::BAD_REQUEST,
-            ServeError::NotFound(_) => StatusCode::NOT_FOUND,
-            ServeError::ResourceExhausted(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            ServeError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-            ServeError::DeadlineExceeded(_) => StatusCode::GATEWAY_TIMEOUT,
-            ServeError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
-            ServeError::FailedPrecondition(_) => StatusCode::BAD_REQUEST,
-            ServeError::AlreadyExists(_) => StatusCode::CONFLICT,
-            ServeError::BodyStalled(_) => StatusCode::REQUEST_TIMEOUT,
-            ServeError::Unsupported(_) => StatusCode::BAD_REQUEST,
-        }
+        self.class().http()
     }
 }
 

@@ -436,6 +436,22 @@ async fn a_stalled_body_fails_at_the_body_timeout_and_a_silent_stream_does_not()
     let reply = String::from_utf8_lossy(&reply);
     assert!(reply.starts_with("HTTP/1.1 408"), "{reply}");
     assert!(reply.contains("--request-body-timeout"), "{reply}");
+    // The metrics record the error's own class, not one read back from
+    // the 408 (which used to count as INTERNAL).
+    let metrics = common::http()
+        .get(common::rest(&server, "/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(
+            r#"serving_requests_total{protocol="oip",transport="rest",model="size",code="DEADLINE_EXCEEDED"} 1"#
+        ),
+        "{metrics}"
+    );
 
     // A stream: silent between its messages for longer than the timeout,
     // and served; then half a message and nothing, which ends it.

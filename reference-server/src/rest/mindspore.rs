@@ -14,6 +14,7 @@ use serving_proto::mindspore::{Outcome, ServableError, url};
 
 use super::oip::{BLOCKING_BYTES, off_workers};
 use super::{ReadError, memory, read_body};
+use crate::service::Class;
 use crate::service::{State, mindspore as service};
 
 const SHUTTING_DOWN: &str = "the server is shutting down";
@@ -35,8 +36,17 @@ fn json(status: StatusCode, body: String) -> Response {
     (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
-fn error(status: StatusCode, text: &str) -> Response {
-    json(status, codec::encode_error(text))
+/// An error answer of `class`, which the metrics record as it is (not
+/// read back from the HTTP status).
+fn error(class: Class, text: &str) -> Response {
+    classed(class.http(), class, codec::encode_error(text))
+}
+
+/// A JSON answer with its status and class.
+fn classed(status: StatusCode, class: Class, body: String) -> Response {
+    let mut response = json(status, body);
+    response.extensions_mut().insert(class);
+    response
 }
 
 /// Handles a request on MindSpore's grammar, and records it.
@@ -53,7 +63,11 @@ pub(crate) async fn predict(
         .map(|u| u.servable)
         .unwrap_or_default();
     let response = answer(state, method, uri, headers, body).await;
-    let class = crate::service::Class::of_http(response.status());
+    let class = response
+        .extensions()
+        .get::<Class>()
+        .copied()
+        .unwrap_or_else(|| Class::of_http(response.status()));
     metrics_state.record(
         crate::metrics::Front::MindSporeRest,
         &model,
@@ -73,9 +87,10 @@ async fn answer(
     let deadline = super::deadline_of(&headers);
     // MindSpore's order: method, body size, JSON, URL.
     if method != Method::POST {
-        return error(
+        return classed(
             StatusCode::METHOD_NOT_ALLOWED,
-            &RestError::OnlyPost.to_string(),
+            Class::InvalidArgument,
+            codec::encode_error(&RestError::OnlyPost.to_string()),
         );
     }
     let limit = state.max_msg_bytes;
@@ -86,11 +101,11 @@ async fn answer(
                 limit,
                 size: t.size as usize,
             };
-            return error(StatusCode::PAYLOAD_TOO_LARGE, &e.to_string());
+            return error(Class::ResourceExhausted, &e.to_string());
         }
-        Err(ReadError::Transport(e)) => return error(StatusCode::BAD_REQUEST, &e),
-        Err(ReadError::Stalled(e)) => return error(StatusCode::REQUEST_TIMEOUT, &e),
-        Err(ReadError::Busy(e)) => return error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
+        Err(ReadError::Transport(e)) => return error(Class::InvalidArgument, &e),
+        Err(ReadError::Stalled(e)) => return error(Class::RequestTimeout, &e),
+        Err(ReadError::Busy(e)) => return error(Class::Unavailable, &e.to_string()),
     };
     // The body and what decoding it builds stay charged until the request
     // is answered.
@@ -103,23 +118,23 @@ async fn answer(
     };
     let (instances, _charge) = match decoded {
         Ok((Ok(i), charge)) => (i, charge),
-        Ok((Err(e), _)) => return error(StatusCode::BAD_REQUEST, &e.to_string()),
+        Ok((Err(e), _)) => return error(Class::InvalidArgument, &e.to_string()),
         Err(refused) => {
-            let status = if refused.never_fits() {
-                StatusCode::PAYLOAD_TOO_LARGE
+            let class = if refused.never_fits() {
+                Class::ResourceExhausted
             } else {
-                StatusCode::SERVICE_UNAVAILABLE
+                Class::Unavailable
             };
-            return error(status, &refused.to_string());
+            return error(class, &refused.to_string());
         }
     };
     let target = match url::parse(uri.path()) {
         Ok(t) => t,
-        Err(e) => return error(StatusCode::BAD_REQUEST, &RestError::from(e).to_string()),
+        Err(e) => return error(Class::InvalidArgument, &RestError::from(e).to_string()),
     };
     if !state.is_ready() {
         let e = ServableError::servable_not_available(&target.servable, &target.method, 0);
-        return error(StatusCode::SERVICE_UNAVAILABLE, &e.message);
+        return error(Class::Unavailable, &e.message);
     }
     let work = service::predict(
         &state,
@@ -131,7 +146,7 @@ async fn answer(
     );
     let Some(answer) = super::until(deadline, work).await else {
         return error(
-            StatusCode::GATEWAY_TIMEOUT,
+            Class::DeadlineExceeded,
             "Deadline Exceeded: the request's Request-Timeout-Ms passed before it completed",
         );
     };
@@ -139,14 +154,14 @@ async fn answer(
     let outcome = answer.outcome;
     let large = outcome_bytes(&outcome) >= BLOCKING_BYTES / 4;
     let Some(encoded) = off_workers(large, move || codec::encode_response(&outcome)).await else {
-        return error(StatusCode::SERVICE_UNAVAILABLE, SHUTTING_DOWN);
+        return error(Class::Unavailable, SHUTTING_DOWN);
     };
     match encoded {
         Ok(body) if body.len() > limit => error(
-            StatusCode::PAYLOAD_TOO_LARGE,
+            Class::ResourceExhausted,
             &format!("Sent message larger than max ({} vs. {limit})", body.len()),
         ),
-        Ok(body) => json(class.http(), body),
-        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+        Ok(body) => classed(class.http(), class, body),
+        Err(e) => error(Class::Internal, &e.to_string()),
     }
 }

@@ -162,11 +162,11 @@ async fn run(
 ) -> Response {
     let started = std::time::Instant::now();
     let name = model.clone();
-    let response = match infer_inner(state, model, version, headers, body).await {
-        Ok(r) => r,
-        Err(e) => error(&e),
+    // The class is the error's own, not read back from the status.
+    let (response, class) = match infer_inner(state, model, version, headers, body).await {
+        Ok(r) => (r, crate::service::Class::Ok),
+        Err(e) => (error(&e), e.class()),
     };
-    let class = crate::service::Class::of_http(response.status());
     state.record(
         crate::metrics::Front::OipRest,
         &name,

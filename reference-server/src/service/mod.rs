@@ -28,6 +28,8 @@ pub enum Class {
     Unavailable,
     /// The deadline or queue timeout passed.
     DeadlineExceeded,
+    /// The request's body stopped arriving (`--request-body-timeout`).
+    RequestTimeout,
     /// Missing or bad credentials.
     Unauthenticated,
     /// The model failed to run.
@@ -51,6 +53,7 @@ impl Class {
             Class::ResourceExhausted => S::PAYLOAD_TOO_LARGE,
             Class::Unavailable => S::SERVICE_UNAVAILABLE,
             Class::DeadlineExceeded => S::GATEWAY_TIMEOUT,
+            Class::RequestTimeout => S::REQUEST_TIMEOUT,
             Class::Unauthenticated => S::UNAUTHORIZED,
             Class::Internal => S::INTERNAL_SERVER_ERROR,
             Class::Unimplemented => S::NOT_IMPLEMENTED,
@@ -66,12 +69,31 @@ impl Class {
             400 | 405 | 415 => Class::InvalidArgument,
             401 => Class::Unauthenticated,
             404 => Class::NotFound,
+            408 => Class::RequestTimeout,
             409 => Class::AlreadyExists,
             501 => Class::Unimplemented,
             413 => Class::ResourceExhausted,
             503 => Class::Unavailable,
             504 => Class::DeadlineExceeded,
             _ => Class::Internal,
+        }
+    }
+
+    /// The gRPC status code of the class.
+    pub fn grpc(self) -> tonic::Code {
+        use tonic::Code as C;
+        match self {
+            Class::Ok => C::Ok,
+            Class::InvalidArgument => C::InvalidArgument,
+            Class::NotFound => C::NotFound,
+            Class::ResourceExhausted => C::ResourceExhausted,
+            Class::Unavailable => C::Unavailable,
+            Class::DeadlineExceeded | Class::RequestTimeout => C::DeadlineExceeded,
+            Class::Unauthenticated => C::Unauthenticated,
+            Class::Internal => C::Internal,
+            Class::Unimplemented => C::Unimplemented,
+            Class::FailedPrecondition => C::FailedPrecondition,
+            Class::AlreadyExists => C::AlreadyExists,
         }
     }
 
@@ -100,7 +122,7 @@ impl Class {
             Class::NotFound => "NOT_FOUND",
             Class::ResourceExhausted => "RESOURCE_EXHAUSTED",
             Class::Unavailable => "UNAVAILABLE",
-            Class::DeadlineExceeded => "DEADLINE_EXCEEDED",
+            Class::DeadlineExceeded | Class::RequestTimeout => "DEADLINE_EXCEEDED",
             Class::Unauthenticated => "UNAUTHENTICATED",
             Class::Internal => "INTERNAL",
             Class::Unimplemented => "UNIMPLEMENTED",

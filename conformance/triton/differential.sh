@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Runs conformance/triton/differential.py end to end: writes the two model
+# repositories (Python-backend models for Triton 2.51, the suite's ONNX
+# models for the reference server), starts both servers fresh on free
+# loopback ports, runs the battery, stops both servers.
+#
+#   conformance/triton/differential.sh OUT [SERVER [CONFORMANCE [MODE [SECTIONS]]]]
+#
+# OUT         folder for the repositories, the logs and the results
+#             (OUT/diff-MODE.txt, OUT/answers-MODE.json)
+# SERVER      reference-server binary (default target/debug/reference-server;
+#             copy it elsewhere first if a build may replace it)
+# CONFORMANCE conformance binary (default target/debug/conformance)
+# MODE        default | explicit: Triton's model control mode
+#             (explicit: --model-control-mode=explicit --load-model=*)
+# SECTIONS    differential.py --sections (default: all but `crash`)
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+out=$(realpath -m "${1:?usage: $0 OUT [SERVER [CONFORMANCE [MODE [SECTIONS]]]]}")
+server=${2:-target/debug/reference-server}
+conformance=${3:-target/debug/conformance}
+mode=${4:-default}
+sections=${5:-}
+mkdir -p "$out"
+conformance/triton/provision.sh >/dev/null
+source target/triton/env.sh
+source conformance/peers/lib.sh
+py=$TRITON_PYTHON_BIN/python
+if [ ! -d "$out/repos/ours" ]; then
+  "$conformance" models --layout triton --out "$out/suite-models" >/dev/null
+  "$py" conformance/triton/differential.py repos --suite "$out/suite-models" --out "$out/repos"
+fi
+read -r th tg tm oh og < <(free_ports 5)
+targs=()
+[ "$mode" = explicit ] && targs=(--model-control-mode=explicit '--load-model=*')
+tpid=$(conformance/triton/start.sh "$out/repos/triton" "$th" "$tg" "$tm" "$out/triton-$mode.log" "${targs[@]}")
+"$server" --model-repository "$out/repos/ours" --rest-address "127.0.0.1:$oh" \
+  --grpc-address "127.0.0.1:$og" --allow-shared-memory >"$out/ours-$mode.log" 2>&1 </dev/null &
+opid=$!
+# The Python backend's stubs, by PID: when Triton dies (the `crash` section)
+# they outlive it, holding their /dev/shm region; the trap stops them too.
+stubs=$(pgrep -P "$tpid" | tr '\n' ' ' || true)
+trap 'kill $tpid $opid 2>/dev/null; while kill -0 $tpid 2>/dev/null; do sleep 0.2; done; sleep 1; kill -9 $stubs 2>/dev/null || true' EXIT
+wait_ready reference-server "$opid" "$oh" "$out/ours-$mode.log" >&2
+echo "Triton ($mode) pid $tpid: HTTP $th gRPC $tg; ours pid $opid: HTTP $oh gRPC $og" >&2
+"$py" conformance/triton/differential.py probe \
+  --a-http "127.0.0.1:$th" --a-grpc "127.0.0.1:$tg" --a-name triton \
+  --b-http "127.0.0.1:$oh" --b-grpc "127.0.0.1:$og" --b-name ours \
+  ${sections:+--sections "$sections"} --width 400 \
+  --json "$out/answers-$mode.json" | tee "$out/diff-$mode.txt"
