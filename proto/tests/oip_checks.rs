@@ -351,3 +351,44 @@ fn binary_extension_errors() {
     assert_eq!(raw.inputs[0].tensor.element_count(), 2);
     assert!(oip_rest::decode_request(Bytes::from_static(&[0; 8]), Some(0)).is_err());
 }
+
+#[test]
+fn a_reply_output_without_data_is_read_where_its_request_placed_it() {
+    use serving_proto::oip::RequestedOutput;
+    use serving_proto::oip::shared_memory::{BYTE_SIZE, OFFSET, REGION};
+    // Triton's reply for an output written to shared memory: no data, no
+    // parameters.
+    let body = Bytes::from_static(
+        br#"{"model_name":"m","outputs":[{"name":"y","datatype":"INT32","shape":[2]},{"name":"z","datatype":"INT32","shape":[1],"data":[7]}]}"#,
+    );
+    let requested = vec![
+        RequestedOutput {
+            name: "y".into(),
+            parameters: [
+                (REGION.to_owned(), Parameter::String("out".into())),
+                (OFFSET.to_owned(), Parameter::Int64(8)),
+                (BYTE_SIZE.to_owned(), Parameter::Int64(8)),
+            ]
+            .into(),
+        },
+        RequestedOutput {
+            name: "z".into(),
+            parameters: Default::default(),
+        },
+    ];
+    let asked = std::cell::RefCell::new(Vec::new());
+    let mut external = |name: &str, p: &serving_proto::oip::shared_memory::Placement| {
+        asked
+            .borrow_mut()
+            .push((name.to_owned(), p.region.clone(), p.offset, p.byte_size));
+        Ok(Bytes::from_static(&[1, 0, 0, 0, 2, 0, 0, 0]))
+    };
+    let resp =
+        oip_rest::decode_response_placed(body.clone(), None, &requested, &mut external).unwrap();
+    assert_eq!(*asked.borrow(), [("y".to_owned(), "out".to_owned(), 8, 8)]);
+    assert_eq!(resp.outputs[0].tensor.to_vec::<i32>().unwrap(), [1, 2]);
+    assert!(resp.outputs[0].parameters.is_empty(), "nothing added");
+    assert_eq!(resp.outputs[1].tensor.to_vec::<i32>().unwrap(), [7]);
+    // Without the request's placements, such an output is an error.
+    assert!(oip_rest::decode_response_with(body, None, &mut external).is_err());
+}

@@ -430,9 +430,13 @@ impl Transport for Rest {
                         .map_err(|e| self.protocol(e))?,
                 ),
             };
-            let resp = oip_rest::decode_response_with(
+            // Outputs placed in shared memory come back without data:
+            // with their placement (this server), or with nothing (Triton),
+            // read then where the request placed them.
+            let resp = oip_rest::decode_response_placed(
                 reply.body,
                 header_len,
+                &req.outputs,
                 &mut ctx.outputs_in_shared_memory(),
             )
             .map_err(|e| self.protocol(e));

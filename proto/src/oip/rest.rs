@@ -566,6 +566,9 @@ struct Ctx<'e> {
     mode: Mode,
     binary: Bytes,
     external: Option<External<'e>>,
+    /// A reply's request outputs: where an output without data of its own
+    /// was placed.
+    requested: &'e [RequestedOutput],
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -639,7 +642,15 @@ impl<'de> Visitor<'de> for ListSeed<'_, '_> {
                 break;
             };
             let data = head.as_ref().and_then(|h| h.data);
-            match decode_item(head, index, self.key, &mut rest, self.ctx.external.as_mut()) {
+            let requested = self.ctx.requested;
+            match decode_item(
+                head,
+                index,
+                self.key,
+                &mut rest,
+                self.ctx.external.as_mut(),
+                requested,
+            ) {
                 Ok(t) => {
                     json_charge::grow(item_cost(&t)).map_err(de::Error::custom)?;
                     list.push(t);
@@ -865,6 +876,7 @@ fn decode_item(
     key: &str,
     rest: &mut Bytes,
     external: Option<&mut External<'_>>,
+    requested: &[RequestedOutput],
 ) -> Result<NamedTensor, Fail> {
     let what = || format!("{key}[{index}]");
     let Some(head) = head else {
@@ -881,8 +893,17 @@ fn decode_item(
         .into());
     };
     let mut parameters = params(head.parameters)?;
+    // An output with neither data, binary data nor a placement of its own
+    // was written where its request placed it (Triton's replies say
+    // nothing of it).
+    let placed_by_request = requested
+        .iter()
+        .find(|o| o.name == name)
+        .filter(|_| head.data.is_none() && !parameters.contains_key(BINARY_DATA_SIZE))
+        .filter(|_| matches!(super::shared_memory::placement(&parameters), Ok(None)));
+    let placement = placed_by_request.map_or(&parameters, |o| &o.parameters);
     if let Some(external) = external
-        && let Some(bytes) = external_input(&name, &parameters, external)?
+        && let Some(bytes) = external_input(&name, placement, external)?
     {
         if head.data.is_some() || parameters.contains_key(BINARY_DATA_SIZE) {
             return Err(OipError::PlacedWithData { name }.into());
@@ -1217,6 +1238,7 @@ fn decode_request_json(
         mode: Mode::Request,
         binary: body.slice(len..),
         external: Some(external),
+        requested: &[],
     };
     let top = read_top(json, &mut ctx)?;
     let refused = |f: Fail| refuse(json, f);
@@ -1245,10 +1267,11 @@ fn decode_request_json(
     })
 }
 
-fn decode_response_json(
+fn decode_response_json<'e>(
     body: Bytes,
     header_len: Option<usize>,
-    external: Option<External<'_>>,
+    external: Option<External<'e>>,
+    requested: &'e [RequestedOutput],
 ) -> Result<InferResponse, OipError> {
     let len = json_len(&body, header_len)?;
     let json = &body[..len];
@@ -1256,6 +1279,7 @@ fn decode_response_json(
         mode: Mode::Response,
         binary: body.slice(len..),
         external,
+        requested,
     };
     let top = read_top(json, &mut ctx)?;
     let refused = |f: Fail| refuse(json, f);
@@ -1311,7 +1335,7 @@ pub fn decode_raw_binary_request(
 
 /// Decodes a response body (what a client receives).
 pub fn decode_response(body: Bytes, header_len: Option<usize>) -> Result<InferResponse, OipError> {
-    decode_response_json(body, header_len, None)
+    decode_response_json(body, header_len, None, &[])
 }
 
 /// Decodes a response body whose outputs may have been written to shared
@@ -1322,7 +1346,22 @@ pub fn decode_response_with(
     header_len: Option<usize>,
     external: External<'_>,
 ) -> Result<InferResponse, OipError> {
-    decode_response_json(body, header_len, Some(external))
+    decode_response_json(body, header_len, Some(external), &[])
+}
+
+/// [`decode_response_with`] for the reply to a request whose `outputs`
+/// placed some in shared memory: an output that comes back with neither
+/// data, binary data nor a placement of its own was written where the
+/// request placed it, and is read from `external` there (Triton's replies
+/// carry no parameters for such outputs; this server's carry the
+/// placement).
+pub fn decode_response_placed<'e>(
+    body: Bytes,
+    header_len: Option<usize>,
+    requested: &'e [RequestedOutput],
+    external: External<'e>,
+) -> Result<InferResponse, OipError> {
+    decode_response_json(body, header_len, Some(external), requested)
 }
 
 /// Appends a parameters object.
