@@ -1,6 +1,7 @@
 //! `reference-server`: serves the built-in demo, or a model repository, over
 //! the MindSpore Serving protocol and the Open Inference Protocol.
 
+use std::io::Write as _;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -185,20 +186,26 @@ fn positive_seconds(text: &str) -> Result<Duration, String> {
 }
 
 fn print_version(args: &Args) {
-    println!("reference-server {}", env!("CARGO_PKG_VERSION"));
+    let mut out = std::io::stdout().lock();
+    // A closed pipe (`--version | head -1`) ends the output, not the process
+    // with a panic.
+    let _ = writeln!(out, "reference-server {}", env!("CARGO_PKG_VERSION"));
     let family = device::family_of(&args.devices).map_or(library::Family::Cpu, |f| f);
     let resolver = library::Resolver::from_env(args.ort_lib.clone(), family);
     match resolver.locate() {
         Ok(Some(found)) => {
             let version =
                 tensor_io::library_version(&found.path).unwrap_or_else(|| "unknown".into());
-            println!(
+            let _ = writeln!(
+                out,
                 "ONNX Runtime {version} at {} ({})",
                 found.path.display(),
                 found.origin
             );
         }
-        _ => println!("ONNX Runtime: {}", resolver.describe()),
+        _ => {
+            let _ = writeln!(out, "ONNX Runtime: {}", resolver.describe());
+        }
     }
 }
 
@@ -281,22 +288,33 @@ async fn main() -> ExitCode {
         }
     };
     // Readiness lines: MindSpore Serving's banners, which harnesses grep for,
-    // then one line with both addresses.
-    println!(
+    // then one line with both addresses. A reader that went away (a closed
+    // pipe) does not stop the server.
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(
+        out,
         "Serving: Serving gRPC server start success, listening on {}",
         running.grpc_address
     );
-    println!(
+    let _ = writeln!(
+        out,
         "Serving: Serving RESTful server start success, listening on {}",
         running.rest_address
     );
     if let Some(path) = &running.unix_socket {
-        println!("Serving: gRPC also listening on unix:{}", path.display());
+        let _ = writeln!(
+            out,
+            "Serving: gRPC also listening on unix:{}",
+            path.display()
+        );
     }
-    println!(
+    let _ = writeln!(
+        out,
         "reference-server ready: gRPC {} REST {}",
         running.grpc_address, running.rest_address
     );
+    let _ = out.flush();
+    drop(out);
     terminate().await;
     tracing::info!("stopping: finishing open requests");
     running.shutdown().await;

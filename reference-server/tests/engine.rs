@@ -321,7 +321,7 @@ async fn oip_and_mindspore_requests_to_one_model_batch_together() {
                 .await
                 .unwrap()
                 .into_inner();
-            let Outcome::Instances(r) = mindspore::grpc::decode_reply(reply, 2).unwrap() else {
+            let Outcome::Instances(r) = mindspore::grpc::decode_reply(reply, 3).unwrap() else {
                 panic!("the MindSpore request failed")
             };
             r.into_iter()
@@ -916,7 +916,7 @@ async fn mindspore_string_bytes_that_are_not_utf8_fail_their_instance_only() {
         "text",
         "echo",
         0,
-        &[instance(b"ok"), instance(&[0xff, 0xfe])],
+        &[instance(b"ok"), instance(&[0xff, 0xfe]), instance(b"a\0b")],
     )
     .unwrap();
     let reply = common::ms(&server)
@@ -925,7 +925,7 @@ async fn mindspore_string_bytes_that_are_not_utf8_fail_their_instance_only() {
         .await
         .unwrap()
         .into_inner();
-    let Outcome::Instances(r) = mindspore::grpc::decode_reply(reply, 2).unwrap() else {
+    let Outcome::Instances(r) = mindspore::grpc::decode_reply(reply, 3).unwrap() else {
         panic!("the request failed as a whole")
     };
     assert!(r[0].is_ok());
@@ -935,5 +935,14 @@ async fn mindspore_string_bytes_that_are_not_utf8_fail_their_instance_only() {
         e.message,
         "Given model input 0 element 0 is not UTF-8 text, which the model's string input requires"
     );
+    // A NUL byte, which ONNX Runtime's C strings cannot carry: the client's
+    // error (it was a 500, "Attempted to pass invalid string to C").
+    let e = r[2].as_ref().unwrap_err();
+    assert_eq!(
+        e.code, 2,
+        "invalid input, not a system error: {}",
+        e.message
+    );
+    assert!(e.message.contains("holds a NUL byte at 1"), "{}", e.message);
     server.shutdown().await;
 }

@@ -123,4 +123,15 @@ pub enum InputProblem {
         /// The element's index.
         element: usize,
     },
+    /// A string element holding a NUL byte, which ONNX Runtime's string
+    /// tensors cannot carry.
+    #[error(
+        "element {element} holds a NUL byte at {at}, which ONNX Runtime's string tensors cannot carry"
+    )]
+    Nul {
+        /// The element's index.
+        element: usize,
+        /// The byte's position in it.
+        at: usize,
+    },
 }

@@ -372,6 +372,9 @@ impl MethodPlan {
             if let Some(element) = tensor_io::first_non_utf8(&t) {
                 return Err(invalid(InputProblem::NotUtf8 { element }));
             }
+            if let Some((element, at)) = tensor_io::first_nul(&t) {
+                return Err(invalid(InputProblem::Nul { element, at }));
+            }
             signature.push(Some((t.dtype(), unit.unwrap_or_default().to_vec())));
             inputs.push(Some(t));
         }

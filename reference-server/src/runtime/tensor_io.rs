@@ -119,6 +119,16 @@ pub fn first_non_utf8(t: &Tensor) -> Option<usize> {
         .position(|e| std::str::from_utf8(e).is_err())
 }
 
+/// The first element of a string tensor holding a NUL byte, and where:
+/// ONNX Runtime's C API takes strings as C strings and refuses them
+/// (Triton's ONNX backend cuts them at the NUL instead).
+pub fn first_nul(t: &Tensor) -> Option<(usize, usize)> {
+    t.elements()?
+        .iter()
+        .enumerate()
+        .find_map(|(i, e)| Some((i, e.iter().position(|&b| b == 0)?)))
+}
+
 /// An input value for ONNX element type `e` over the tensor's bytes:
 /// borrowed without a copy when aligned, copied otherwise. BOOL bytes are
 /// normalised to 0/1.

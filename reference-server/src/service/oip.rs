@@ -151,6 +151,9 @@ fn error(e: EngineError, model: &str, info: Option<&MethodInfo>) -> ServeError {
                 InputProblem::NotUtf8 { element } => format!(
                     "input '{input}' of model '{model}': element {element} is not UTF-8 text, which this model's string input (an ONNX string tensor) requires"
                 ),
+                InputProblem::Nul { element, at } => format!(
+                    "input '{input}' of model '{model}': element {element} holds a NUL byte at {at}, which this model's string input (an ONNX string tensor) cannot carry; send text without NUL bytes"
+                ),
                 InputProblem::NoRows => format!(
                     "input '{input}' of model '{model}' has no rows: dimension 0 is the batch, at least 1"
                 ),
