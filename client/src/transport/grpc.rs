@@ -258,8 +258,11 @@ impl Transport for Grpc {
             .await?;
             let decoding = Instant::now();
             let mut external = ctx.outputs_in_shared_memory();
-            let response =
-                oip::grpc::decode_response_with(reply, &mut external).map_err(|e| self.protocol(e));
+            // Outputs placed in shared memory come back without data: with
+            // their placement (this server), or with nothing (Triton), read
+            // then where the request placed them.
+            let response = oip::grpc::decode_response_placed(reply, &req.outputs, &mut external)
+                .map_err(|e| self.protocol(e));
             ctx.received(decoding.elapsed());
             response
         })

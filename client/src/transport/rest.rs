@@ -367,12 +367,17 @@ impl Transport for Rest {
             // listed; a listed output says so with its own `binary_data`.
             let asks =
                 |params: &serving_proto::oip::Parameters, key: &str| params.contains_key(key);
+            // Outputs placed in shared memory travel in neither form (Triton
+            // refuses `binary_data` beside a region).
+            let placed = |o: &serving_proto::oip::RequestedOutput| {
+                serving_proto::oip::shared_memory::is_placed(&o.parameters)
+            };
             let unasked = if req.outputs.is_empty() {
                 !asks(&req.parameters, BINARY_DATA_OUTPUT)
             } else {
                 req.outputs
                     .iter()
-                    .any(|o| !asks(&o.parameters, oip_rest::BINARY_DATA))
+                    .any(|o| !placed(o) && !asks(&o.parameters, oip_rest::BINARY_DATA))
             };
             let mut owned;
             let req = if binary && unasked {
@@ -382,7 +387,7 @@ impl Transport for Rest {
                         .parameters
                         .insert(BINARY_DATA_OUTPUT.into(), Parameter::Bool(true));
                 }
-                for o in &mut owned.outputs {
+                for o in owned.outputs.iter_mut().filter(|o| !placed(o)) {
                     o.parameters
                         .entry(oip_rest::BINARY_DATA.into())
                         .or_insert(Parameter::Bool(true));

@@ -106,14 +106,32 @@ fn decode_tensors(
     tensors: Vec<WireTensor>,
     raw: Vec<Bytes>,
     mut external: Option<External<'_>>,
+    requested: &[RequestedOutput],
 ) -> Result<Vec<NamedTensor>, OipError> {
     let reads = external.is_some();
     let mut aligned = false;
+    // Where a reply's output was placed by its request, when the reply
+    // itself does not say (Triton's replies carry no parameters for
+    // outputs written to shared memory).
+    let placed_by_request = |t: &WireTensor| {
+        let own = t
+            .parameters
+            .get(shared_memory::REGION)
+            .is_some_and(|p| p.parameter_choice.is_some());
+        if own || has_typed(&t.contents) {
+            return None;
+        }
+        requested
+            .iter()
+            .find(|o| o.name == t.name && shared_memory::is_placed(&o.parameters))
+    };
     let placed = |t: &WireTensor| {
         reads
-            && t.parameters
+            && (t
+                .parameters
                 .get(shared_memory::REGION)
                 .is_some_and(|p| p.parameter_choice.is_some())
+                || placed_by_request(t).is_some())
     };
     if !raw.is_empty() {
         if tensors.iter().any(|t| has_typed(&t.contents)) {
@@ -136,9 +154,11 @@ fn decode_tensors(
         .into_iter()
         .map(|t| {
             let dtype = resolve_datatype(&t.name, &t.datatype)?;
+            let by_request = placed_by_request(&t);
             let parameters = params_from_pb(t.parameters);
+            let placement = by_request.map_or(&parameters, |o| &o.parameters);
             let from_external = match external.as_mut() {
-                Some(external) => external_input(&t.name, &parameters, external)?,
+                Some(external) => external_input(&t.name, placement, external)?,
                 None => None,
             };
             let tensor = match from_external {
@@ -164,20 +184,25 @@ fn decode_tensors(
 }
 
 /// The wire parts of tensors: (name, datatype, shape, parameters, contents)
-/// and the raw list, in the chosen form.
+/// and the raw list, in the chosen form. A tensor placed in shared memory
+/// has an empty raw entry that keeps the list in step when `in_step` (a
+/// reply's outputs, as Triton answers), and none otherwise (a request's
+/// inputs, as tritonclient sends them: Triton takes the raw entries of the
+/// inputs not placed, in order, and gave an input the empty entry of the
+/// one placed before it).
 fn encode_tensors(
     tensors: &[NamedTensor],
     contents: Contents,
+    in_step: bool,
 ) -> Result<(Vec<WireTensor>, Vec<Bytes>), OipError> {
     let raw = contents == Contents::Raw || tensors.iter().any(|t| needs_raw(t.tensor.dtype()));
     let mut wire = Vec::with_capacity(tensors.len());
     let mut raws = Vec::new();
     for t in tensors {
         let datatype = datatype_name(&t.name, t.tensor.dtype())?;
-        // An output written to shared memory travels without its data (an
-        // empty raw entry keeps the raw list in step with the outputs).
+        // A tensor in shared memory travels without its data.
         let typed = if shared_memory::is_placed(&t.parameters) {
-            if raw {
+            if raw && in_step {
                 raws.push(Bytes::new());
             }
             None
@@ -217,7 +242,7 @@ pub fn decode_request_with(
         model_version: req.model_version,
         id: req.id,
         parameters: params_from_pb(req.parameters),
-        inputs: decode_tensors(wire, req.raw_input_contents, Some(external))?,
+        inputs: decode_tensors(wire, req.raw_input_contents, Some(external), &[])?,
         outputs: req
             .outputs
             .into_iter()
@@ -234,7 +259,7 @@ pub fn encode_request(
     req: &InferRequest,
     contents: Contents,
 ) -> Result<pb::ModelInferRequest, OipError> {
-    let (wire, raw) = encode_tensors(&req.inputs, contents)?;
+    let (wire, raw) = encode_tensors(&req.inputs, contents, false)?;
     Ok(pb::ModelInferRequest {
         model_name: req.model_name.clone(),
         model_version: req.model_version.clone(),
@@ -255,7 +280,7 @@ pub fn encode_request(
 
 /// Decodes a `ModelInferResponse` (what a client receives).
 pub fn decode_response(resp: pb::ModelInferResponse) -> Result<InferResponse, OipError> {
-    decode_response_inner(resp, None)
+    decode_response_inner(resp, None, &[])
 }
 
 /// Decodes a `ModelInferResponse` whose outputs may have been written to
@@ -265,12 +290,26 @@ pub fn decode_response_with(
     resp: pb::ModelInferResponse,
     external: External<'_>,
 ) -> Result<InferResponse, OipError> {
-    decode_response_inner(resp, Some(external))
+    decode_response_inner(resp, Some(external), &[])
+}
+
+/// [`decode_response_with`] for the reply to a request whose `outputs`
+/// placed some in shared memory: an output that comes back with no data
+/// (an empty raw entry, or none) and no placement of its own was written
+/// where the request placed it, and is read from `external` there, as
+/// Triton answers.
+pub fn decode_response_placed(
+    resp: pb::ModelInferResponse,
+    requested: &[RequestedOutput],
+    external: External<'_>,
+) -> Result<InferResponse, OipError> {
+    decode_response_inner(resp, Some(external), requested)
 }
 
 fn decode_response_inner(
     resp: pb::ModelInferResponse,
     external: Option<External<'_>>,
+    requested: &[RequestedOutput],
 ) -> Result<InferResponse, OipError> {
     let wire = resp.outputs.into_iter().map(WireTensor::from).collect();
     Ok(InferResponse {
@@ -278,7 +317,7 @@ fn decode_response_inner(
         model_version: resp.model_version,
         id: resp.id,
         parameters: params_from_pb(resp.parameters),
-        outputs: decode_tensors(wire, resp.raw_output_contents, external)?,
+        outputs: decode_tensors(wire, resp.raw_output_contents, external, requested)?,
     })
 }
 
@@ -288,7 +327,7 @@ pub fn encode_response(
     resp: &InferResponse,
     contents: Contents,
 ) -> Result<pb::ModelInferResponse, OipError> {
-    let (wire, raw) = encode_tensors(&resp.outputs, contents)?;
+    let (wire, raw) = encode_tensors(&resp.outputs, contents, true)?;
     Ok(pb::ModelInferResponse {
         model_name: resp.model_name.clone(),
         model_version: resp.model_version.clone(),
