@@ -96,6 +96,33 @@ impl Model {
 }
 
 impl Model {
+    /// The model as Triton can declare it: Triton has no scalar tensors in
+    /// a model without a batch dimension ("cannot have empty reshape for
+    /// non-batching model as scalar tensors are not supported"), so each
+    /// scalar becomes `[1]`, in the ONNX graph and the configuration alike.
+    /// Clients then send `[1]` (the suite reads the shape from the
+    /// metadata: [`crate::call::scalar_shape`]).
+    pub fn for_triton(&self) -> Model {
+        let one = |specs: &[TensorSpec]| -> Vec<TensorSpec> {
+            specs
+                .iter()
+                .map(|s| TensorSpec {
+                    shape: if s.shape.is_empty() {
+                        vec![1]
+                    } else {
+                        s.shape.clone()
+                    },
+                    ..s.clone()
+                })
+                .collect()
+        };
+        Model {
+            inputs: one(&self.inputs),
+            outputs: one(&self.outputs),
+            ..self.clone()
+        }
+    }
+
     /// A model (MindSpore method `predict`, no batch dimension) whose ONNX
     /// graph declares exactly `inputs` and `outputs` (variable dimensions
     /// named by position) and runs `nodes`: (operator, inputs, outputs).
@@ -269,12 +296,21 @@ pub fn model_set() -> Vec<Model> {
 pub enum Layout {
     /// This project's reference server: `servable.toml` and version folders.
     Reference,
-    /// Triton: `config.pbtxt` and version folders.
+    /// Triton: `config.pbtxt` and version folders, ONNX models (scalars
+    /// as `[1]`, as Triton declares them).
     Triton,
+    /// Triton's Python backend: the same configurations with
+    /// `backend: "python"` and a `model.py` computing what each ONNX graph
+    /// does, for a Triton without an ONNX Runtime backend (the one on
+    /// PyPI, `nvidia-pytriton`).
+    TritonPython,
     /// Seldon MLServer: `model-settings.json` and a Python runtime over
     /// the `onnxruntime` package.
     Mlserver,
 }
+
+/// The Python-backend model every `triton-python` model folder carries.
+pub const TRITON_PYTHON_MODEL: &str = include_str!("../triton/model.py");
 
 /// The MLServer runtime every model folder carries.
 pub const MLSERVER_RUNTIME: &str = include_str!("../mlserver/onnx_runtime.py");
@@ -312,9 +348,19 @@ pub fn write(layout: Layout, out: &Path, options: ReferenceOptions) -> std::io::
                 }
             }
             Layout::Triton => {
+                let model = model.for_triton();
                 std::fs::create_dir_all(dir.join("1"))?;
                 std::fs::write(dir.join("1/model.onnx"), model.onnx())?;
-                std::fs::write(dir.join("config.pbtxt"), triton_config(&model))?;
+                std::fs::write(dir.join("config.pbtxt"), triton_config(&model, None))?;
+            }
+            Layout::TritonPython => {
+                let model = model.for_triton();
+                std::fs::create_dir_all(dir.join("1"))?;
+                std::fs::write(dir.join("1/model.py"), TRITON_PYTHON_MODEL)?;
+                std::fs::write(
+                    dir.join("config.pbtxt"),
+                    triton_config(&model, Some("python")),
+                )?;
             }
             Layout::Mlserver => {
                 std::fs::create_dir_all(&dir)?;
@@ -357,22 +403,15 @@ fn triton_tensors(out: &mut String, key: &str, specs: &[TensorSpec]) {
     let _ = writeln!(out, "{key} [");
     for (i, s) in specs.iter().enumerate() {
         let comma = if i + 1 < specs.len() { "," } else { "" };
-        // Triton writes a scalar as dims [1] reshaped to [].
-        let (dims, reshape) = if s.shape.is_empty() {
-            ("1".to_string(), " reshape: { shape: [ ] }")
-        } else {
-            (
-                s.shape
-                    .iter()
-                    .map(i64::to_string)
-                    .collect::<Vec<_>>()
-                    .join(", "),
-                "",
-            )
-        };
+        let dims = s
+            .shape
+            .iter()
+            .map(i64::to_string)
+            .collect::<Vec<_>>()
+            .join(", ");
         let _ = writeln!(
             out,
-            "  {{ name: \"{}\" data_type: {} dims: [ {dims} ]{reshape} }}{comma}",
+            "  {{ name: \"{}\" data_type: {} dims: [ {dims} ] }}{comma}",
             s.name,
             serving_proto::model_config::triton_type(s.dtype).as_str_name()
         );
@@ -381,11 +420,12 @@ fn triton_tensors(out: &mut String, key: &str, specs: &[TensorSpec]) {
 }
 
 #[cfg(feature = "reference")]
-fn triton_config(m: &Model) -> String {
-    let mut out = format!(
-        "name: \"{}\"\nplatform: \"onnxruntime_onnx\"\nmax_batch_size: 0\n",
-        m.name
-    );
+fn triton_config(m: &Model, backend: Option<&str>) -> String {
+    let engine = match backend {
+        Some(b) => format!("backend: \"{b}\""),
+        None => "platform: \"onnxruntime_onnx\"".to_owned(),
+    };
+    let mut out = format!("name: \"{}\"\n{engine}\nmax_batch_size: 0\n", m.name);
     triton_tensors(&mut out, "input", &m.inputs);
     triton_tensors(&mut out, "output", &m.outputs);
     out
@@ -415,26 +455,32 @@ mod tests {
 
     #[test]
     fn every_layout_is_written() {
-        for layout in [Layout::Reference, Layout::Triton, Layout::Mlserver] {
+        for layout in [
+            Layout::Reference,
+            Layout::Triton,
+            Layout::TritonPython,
+            Layout::Mlserver,
+        ] {
             let dir = tempfile::tempdir().unwrap();
             write(layout, dir.path(), ReferenceOptions::default()).unwrap();
             for m in model_set() {
                 let d = dir.path().join(&m.name);
                 let expected = match layout {
                     Layout::Reference => d.join("servable.toml"),
-                    Layout::Triton => d.join("config.pbtxt"),
+                    Layout::Triton | Layout::TritonPython => d.join("config.pbtxt"),
                     _ => d.join("model-settings.json"),
                 };
                 assert!(expected.is_file(), "{}", expected.display());
             }
         }
-        let cfg = triton_config(&identity4(DataType::Fp16));
+        // Scalars as Triton has them: [1], no empty reshape.
+        let cfg = triton_config(&identity4(DataType::Fp16).for_triton(), None);
         assert!(
-            cfg.contains(
-                "{ name: \"x0\" data_type: TYPE_FP16 dims: [ 1 ] reshape: { shape: [ ] } },"
-            ),
+            cfg.contains("{ name: \"x0\" data_type: TYPE_FP16 dims: [ 1 ] },"),
             "{cfg}"
         );
+        let py = triton_config(&identity4(DataType::Fp16).for_triton(), Some("python"));
+        assert!(py.contains("backend: \"python\""), "{py}");
         assert!(
             cfg.contains("{ name: \"y3\" data_type: TYPE_FP16 dims: [ -1, -1, -1 ] }"),
             "{cfg}"

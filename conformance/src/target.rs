@@ -165,8 +165,14 @@ pub fn parse(list: &str) -> Result<Vec<Target>, TargetError> {
 /// only where one is declared.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct Limits {
-    /// gRPC, both families.
+    /// OIP gRPC (and MindSpore gRPC where [`Limits::ms_grpc`] says
+    /// nothing more).
     pub grpc: Option<u64>,
+    /// MindSpore gRPC when no limit is declared: its `max_msg_mb_size`
+    /// default, 100 MiB. (The Open Inference Protocol names no gRPC limit:
+    /// Triton's is 2 GiB, gRPC's own default 4 MiB; an undeclared one is
+    /// not checked.)
+    pub ms_grpc: Option<u64>,
     /// MindSpore REST.
     pub ms_http: Option<u64>,
     /// OIP REST.
@@ -178,6 +184,7 @@ impl Limits {
     pub fn all(bytes: u64) -> Limits {
         Limits {
             grpc: Some(bytes),
+            ms_grpc: Some(bytes),
             ms_http: Some(bytes),
             oip_http: Some(bytes),
         }
@@ -186,7 +193,8 @@ impl Limits {
     /// The limit of `target`, if it declares one.
     pub fn of(&self, target: &Target) -> Option<u64> {
         match (target.transport, target.family) {
-            (Transport::Grpc, _) => self.grpc,
+            (Transport::Grpc, Family::OpenInference) => self.grpc,
+            (Transport::Grpc, Family::MindSpore) => self.grpc.or(self.ms_grpc),
             (Transport::Http, Family::MindSpore) => self.ms_http,
             (Transport::Http, Family::OpenInference) => self.oip_http,
         }
@@ -215,8 +223,9 @@ pub fn parse_limit_mb(name: &'static str, value: &str) -> Result<Option<u64>, Ta
 pub struct Environment {
     /// `SERVING_TARGET`, parsed; empty: start the reference server.
     pub targets: Vec<Target>,
-    /// The limits: `SERVING_TARGET_MAX_MSG_MB` (gRPC and MindSpore REST,
-    /// default 100), `SERVING_TARGET_MAX_MSG_MB_GRPC` and
+    /// The limits: `SERVING_TARGET_MAX_MSG_MB` (gRPC and MindSpore REST;
+    /// MindSpore's default 100 MiB for MindSpore targets, none declared
+    /// for OIP gRPC), `SERVING_TARGET_MAX_MSG_MB_GRPC` and
     /// `SERVING_TARGET_MAX_MSG_MB_HTTP` (both REST families), each a
     /// number of MiB or `none`.
     pub limits: Limits,
@@ -237,11 +246,14 @@ impl Environment {
                 Err(_) => Ok(None),
             }
         };
-        let both = var("SERVING_TARGET_MAX_MSG_MB")?.unwrap_or(Some(100 << 20));
+        const MINDSPORE_DEFAULT: Option<u64> = Some(100 << 20);
+        let both = var("SERVING_TARGET_MAX_MSG_MB")?;
         let http = var("SERVING_TARGET_MAX_MSG_MB_HTTP")?;
+        let grpc = var("SERVING_TARGET_MAX_MSG_MB_GRPC")?.or(both);
         let limits = Limits {
-            grpc: var("SERVING_TARGET_MAX_MSG_MB_GRPC")?.unwrap_or(both),
-            ms_http: http.unwrap_or(both),
+            grpc: grpc.flatten(),
+            ms_grpc: grpc.unwrap_or(MINDSPORE_DEFAULT),
+            ms_http: http.or(both).unwrap_or(MINDSPORE_DEFAULT),
             oip_http: http.flatten(),
         };
         let ca = std::env::var_os("SERVING_TARGET_CA").map(PathBuf::from);
@@ -277,11 +289,21 @@ mod tests {
         assert!(parse_limit_mb("X", "4MB").is_err());
         let limits = Limits {
             grpc: Some(1),
+            ms_grpc: Some(3),
             ms_http: Some(2),
             oip_http: None,
         };
         assert_eq!(limits.of(&t[0]), Some(1));
         assert_eq!(limits.of(&t[1]), Some(2));
+        // No OIP gRPC limit declared: none is assumed (MindSpore's default
+        // stays MindSpore's).
+        let undeclared = Limits {
+            grpc: None,
+            ..limits
+        };
+        assert_eq!(undeclared.of(&t[0]), None);
+        let ms_grpc = parse("ms+grpc://h:1").unwrap();
+        assert_eq!(undeclared.of(&ms_grpc[0]), Some(3));
         for bad in [
             "grpc://h:1",
             "x+grpc://h:1",

@@ -569,7 +569,17 @@ async fn oip_rest_case(suite: &Suite, target: &Target, case: &OipCase) -> Result
     let inputs: Vec<serde_json::Value> = case
         .inputs
         .iter()
-        .map(|(name, dt, shape, v)| serde_json::json!({"name": name, "datatype": dt, "shape": shape, "data": v}))
+        .map(|(name, dt, shape, v)| {
+            // Values written as the datatype's JSON (integers for INT32), so
+            // that a wrong datatype is refused by the type check, not by
+            // JSON parsing of floats as integers.
+            let data: serde_json::Value = if dt.starts_with("INT") || dt.starts_with("UINT") {
+                v.iter().map(|&x| x as i64).collect::<Vec<_>>().into()
+            } else {
+                v.clone().into()
+            };
+            serde_json::json!({"name": name, "datatype": dt, "shape": shape, "data": data})
+        })
         .collect();
     let body = serde_json::json!({ "inputs": inputs }).to_string();
     let path = if case.version.is_empty() {

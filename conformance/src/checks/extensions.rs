@@ -572,12 +572,17 @@ async fn shared_memory_local(suite: &Suite, target: &Target) -> Outcome {
         },
         Err(e) => cases.fail(e.to_string()),
     }
-    // A placement past the end of the registered region, sent by hand.
-    let small = format!("{}-small", input.name());
-    let overrun = match client
-        .register_system_shared_memory(&small, input.key(), 0, 16)
-        .await
-    {
+    // A placement past the end of a registered region of 16 bytes, sent
+    // by hand. The region is an object of its own: Triton refuses a second
+    // registration of a key already registered ("Invalid shared memory
+    // region"), so the overrun is not checked through a second name for
+    // `input`'s.
+    let small_region = match SharedMemoryRegion::create(&key("small"), 16) {
+        Ok(r) => r,
+        Err(e) => return Outcome::Fail(format!("creating the small region: {e}")),
+    };
+    let small = small_region.name().to_owned();
+    let overrun = match client.register_region(&small_region).await {
         Ok(()) => {
             // With every other input present, so that only the placement
             // can be what is refused.

@@ -48,6 +48,7 @@ async fn boundary(suite: &Suite, target: &Target) -> Outcome {
     let Some(limit) = suite.limits.of(target) else {
         return Outcome::NotApplicable(match (target.family, target.transport) {
             (Family::OpenInference, Transport::Http) => "the Open Inference Protocol names no REST body limit, and none is declared for this target (SERVING_TARGET_MAX_MSG_MB_HTTP or the profile's limits.http)".into(),
+            (Family::OpenInference, Transport::Grpc) => "the Open Inference Protocol names no gRPC message limit (Triton's is 2 GiB, gRPC's default 4 MiB), and none is declared for this target (SERVING_TARGET_MAX_MSG_MB_GRPC or the profile's limits.grpc_mb)".into(),
             _ => "no message limit is declared for this transport (SERVING_TARGET_MAX_MSG_MB, the profile's limits)".into(),
         });
     };
