@@ -212,11 +212,20 @@ fn encode_tensors(
         } else {
             Some(encode_typed(&t.tensor))
         };
+        // A reply's output placed in shared memory says nothing of it, as
+        // Triton's (the request said where).
+        let parameters = if in_step && shared_memory::is_placed(&t.parameters) {
+            let mut p = t.parameters.clone();
+            p.retain(|k, _| !k.starts_with(shared_memory::PREFIX));
+            params_to_pb(&p)
+        } else {
+            params_to_pb(&t.parameters)
+        };
         wire.push(WireTensor {
             name: t.name.clone(),
             datatype: datatype.to_owned(),
             shape: t.tensor.shape().to_vec(),
-            parameters: params_to_pb(&t.parameters),
+            parameters,
             contents: typed,
         });
     }

@@ -1395,12 +1395,18 @@ fn text_capacity(tensors: &[NamedTensor]) -> usize {
 }
 
 /// Appends tensors as a JSON array of objects (keys in sorted order, as a
-/// `Value` object writes them), moving binary ones into `parts`.
+/// `Value` object writes them), moving binary ones into `parts`. A tensor
+/// placed in shared memory has no data, and keeps its placement in its
+/// `parameters` when `keep_placement` (a request's inputs); a reply's
+/// outputs say nothing of it, as Triton's (NVIDIA's C++ client reads
+/// `binary_data_size` from any output that has `parameters` and no data,
+/// and failed on ours).
 fn write_tensor_list(
     out: &mut Vec<u8>,
     tensors: &[NamedTensor],
     binary: impl Fn(&NamedTensor) -> bool,
     parts: &mut Vec<Bytes>,
+    keep_placement: bool,
 ) -> Result<(), OipError> {
     out.push(b'[');
     for (i, t) in tensors.iter().enumerate() {
@@ -1411,6 +1417,11 @@ fn write_tensor_list(
         let placed = shared_memory::is_placed(&t.parameters);
         let as_binary = !placed && binary(t);
         let mut parameters = Cow::Borrowed(&t.parameters);
+        if placed && !keep_placement {
+            parameters
+                .to_mut()
+                .retain(|k, _| !k.starts_with(shared_memory::PREFIX));
+        }
         if as_binary {
             parameters.to_mut().insert(
                 BINARY_DATA_SIZE.into(),
@@ -1489,7 +1500,7 @@ pub fn encode_request(req: &InferRequest, binary: bool) -> Result<HttpBody, OipE
         out.push(b',');
     }
     out.extend_from_slice(b"\"inputs\":");
-    write_tensor_list(&mut out, &req.inputs, |_| binary, &mut parts)?;
+    write_tensor_list(&mut out, &req.inputs, |_| binary, &mut parts, true)?;
     if !req.outputs.is_empty() {
         out.extend_from_slice(b",\"outputs\":[");
         for (i, o) in req.outputs.iter().enumerate() {
@@ -1587,7 +1598,13 @@ pub fn encode_response(
         json::write_value(&mut out, &resp.model_version);
     }
     out.extend_from_slice(b",\"outputs\":");
-    write_tensor_list(&mut out, &resp.outputs, |t| binary(&t.name), &mut parts)?;
+    write_tensor_list(
+        &mut out,
+        &resp.outputs,
+        |t| binary(&t.name),
+        &mut parts,
+        false,
+    )?;
     if !resp.parameters.is_empty() {
         out.extend_from_slice(b",\"parameters\":");
         write_params(&mut out, &resp.parameters);
@@ -1933,6 +1950,7 @@ pub(super) mod reference {
         tensors: &[NamedTensor],
         binary: impl Fn(&NamedTensor) -> bool,
         parts: &mut Vec<Bytes>,
+        keep_placement: bool,
     ) -> Result<Vec<Value>, OipError> {
         tensors
             .iter()
@@ -1947,6 +1965,9 @@ pub(super) mod reference {
                 let mut parameters = t.parameters.clone();
                 if shared_memory::is_placed(&t.parameters) {
                     // Written to shared memory: no data in the body.
+                    if !keep_placement {
+                        parameters.retain(|k, _| !k.starts_with(shared_memory::PREFIX));
+                    }
                 } else if binary(t) {
                     parameters.insert(
                         BINARY_DATA_SIZE.into(),
@@ -1985,7 +2006,7 @@ pub(super) mod reference {
         if !req.parameters.is_empty() {
             top.insert("parameters".into(), params_to_json(&req.parameters));
         }
-        let inputs = encode_tensor_list(&req.inputs, |_| binary, &mut parts)?;
+        let inputs = encode_tensor_list(&req.inputs, |_| binary, &mut parts, true)?;
         top.insert("inputs".into(), Value::Array(inputs));
         if !req.outputs.is_empty() {
             let outputs = req
@@ -2024,7 +2045,7 @@ pub(super) mod reference {
         if !resp.parameters.is_empty() {
             top.insert("parameters".into(), params_to_json(&resp.parameters));
         }
-        let outputs = encode_tensor_list(&resp.outputs, |t| binary(&t.name), &mut parts)?;
+        let outputs = encode_tensor_list(&resp.outputs, |t| binary(&t.name), &mut parts, false)?;
         top.insert("outputs".into(), Value::Array(outputs));
         Ok(finish_tree(top, parts))
     }

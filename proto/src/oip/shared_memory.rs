@@ -25,6 +25,8 @@ use crate::text::quote;
 pub const REGION: &str = "shared_memory_region";
 /// The offset of the data in the region, in bytes (integer, default 0).
 pub const OFFSET: &str = "shared_memory_offset";
+/// What the placement parameters' names begin with.
+pub const PREFIX: &str = "shared_memory_";
 /// The size of the data, in bytes (integer).
 pub const BYTE_SIZE: &str = "shared_memory_byte_size";
 
