@@ -278,10 +278,9 @@ impl ClientBuilder {
 
     /// Builds the client. No connection is opened yet.
     pub fn build(self) -> Result<Client, Error> {
-        // reqwest is built here with rustls and no bundled provider; a
-        // process without a default provider gets ring, so other reqwest
-        // clients of the program keep working too.
-        let _ = rustls::crypto::ring::default_provider().install_default();
+        // No process-wide rustls provider is installed: every TLS
+        // configuration here names its provider (ring) itself, so the
+        // program's own choice of default provider, or none, stays its own.
         if self.endpoints.is_empty() {
             return Err(Error::Config(
                 "no endpoint: add one with .endpoint(url)".into(),

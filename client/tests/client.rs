@@ -608,6 +608,12 @@ async fn tls_with_a_custom_ca_a_client_identity_and_a_server_name_override() {
             .await
             .unwrap();
         assert!(r[0].is_ok(), "{url}");
+        // TLS worked with no process-wide rustls provider, and the client
+        // installed none: that choice is the program's.
+        assert!(
+            rustls::crypto::CryptoProvider::get_default().is_none(),
+            "{url}: the client installed a default provider"
+        );
         // Without the identity, mutual TLS refuses the client.
         let anonymous = Client::builder()
             .endpoint(&url)
