@@ -96,6 +96,12 @@ pub struct Runner<'a> {
     pub models: &'a [ModelInfo],
     /// The replica.
     pub replica: &'a mut Replica,
+    /// Time spent making the runtime's input values from the tensors
+    /// (Triton's `compute_input`), over the runs so far.
+    pub input_time: std::time::Duration,
+    /// Time spent taking the outputs from the runtime's values (Triton's
+    /// `compute_output`).
+    pub output_time: std::time::Duration,
 }
 
 impl Runner<'_> {
@@ -108,6 +114,7 @@ impl Runner<'_> {
         inputs: &[Option<&Tensor>],
     ) -> Result<Vec<Tensor>, String> {
         let info = &self.models[index];
+        let started = std::time::Instant::now();
         let values = info
             .inputs
             .iter()
@@ -116,14 +123,21 @@ impl Runner<'_> {
             .map(|(spec, t)| Ok((spec.name.clone(), tensor_io::input_value(spec.element, t)?)))
             .collect::<Result<Vec<_>, String>>()?;
         let session = &mut self.replica.sessions[index];
+        let ran = std::time::Instant::now();
+        self.input_time += ran - started;
         let mut outputs = session.run(values).map_err(|e| e.to_string())?;
+        let taking = std::time::Instant::now();
         let given: Vec<&Tensor> = inputs.iter().flatten().copied().collect();
-        info.outputs
+        let taken = info
+            .outputs
             .iter()
             .map(|spec| match outputs.remove(&spec.name) {
                 Some(v) => tensor_io::output_tensor(v, &given),
                 None => Err(format!("the model produced no output '{}'", spec.name)),
             })
-            .collect()
+            .collect();
+        drop(outputs);
+        self.output_time += taking.elapsed();
+        taken
     }
 }

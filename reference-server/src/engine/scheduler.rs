@@ -907,6 +907,18 @@ fn run(
     let mut runner = Runner {
         models: &ctx.models,
         replica,
+        input_time: Duration::ZERO,
+        output_time: Duration::ZERO,
+    };
+    // Making the runtime's values from the tensors is input time, taking
+    // the outputs from its values output time (Triton's compute_input and
+    // compute_output); the rest of a model's run is infer time.
+    let split = |runner: &Runner<'_>, total: Duration| {
+        (
+            runner.input_time,
+            total.saturating_sub(runner.input_time + runner.output_time),
+            runner.output_time,
+        )
     };
     if !plan.info.batched {
         let t0 = Instant::now();
@@ -914,9 +926,11 @@ fn run(
             .iter()
             .map(|job| plan.run(&mut runner, job.inputs.clone(), 1))
             .collect();
+        let (input, infer, output) = split(&runner, t0.elapsed());
         let times = RunTimes {
-            infer: t0.elapsed(),
-            ..Default::default()
+            input,
+            infer,
+            output,
         };
         return Ok((each, times));
     }
@@ -932,6 +946,7 @@ fn run(
     let t1 = Instant::now();
     let outputs = plan.run(&mut runner, inputs, rows)?;
     let t2 = Instant::now();
+    let (model_input, model_infer, model_output) = split(&runner, t2 - t1);
     let per_job = if batch.len() == 1 {
         vec![Ok(outputs)]
     } else {
@@ -950,9 +965,9 @@ fn run(
             .collect::<Result<Vec<_>, String>>()?
     };
     let times = RunTimes {
-        input: t1 - t0,
-        infer: t2 - t1,
-        output: t2.elapsed(),
+        input: (t1 - t0) + model_input,
+        infer: model_infer,
+        output: t2.elapsed() + model_output,
     };
     Ok((per_job, times))
 }

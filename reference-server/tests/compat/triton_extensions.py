@@ -105,6 +105,10 @@ inf = sh["inference_stats"]
 check(sh["inference_count"] == sent, f"inference_count counts the rows sent ({sh['inference_count']})")
 check(inf["success"]["count"] == sent and inf["fail"]["count"] == 1, "success and fail counts match the requests")
 check(inf["queue"]["count"] == sent and inf["compute_infer"]["count"] == sent, "queue and compute counts per request")
+# compute_input and compute_output are measured (making the runtime's values,
+# taking its outputs), as perf_analyzer's columns read them; they were 0.
+check(all(int(inf[k]["ns"]) > 0 for k in ("compute_input", "compute_infer", "compute_output")),
+      f"compute_input, compute_infer and compute_output take time: {[inf[k]['ns'] for k in ('compute_input', 'compute_infer', 'compute_output')]}")
 batches = {b["batch_size"]: b["compute_infer"]["count"] for b in sh["batch_stats"]}
 check(sum(size * n for size, n in batches.items()) == sent, f"batch_stats add up to the rows: {batches}")
 check(sum(batches.values()) == sh["execution_count"] < sent, f"the rows ran batched in {sh['execution_count']} runs")
@@ -256,6 +260,12 @@ for client, name in [(g, "gRPC"), (h, "REST")]:
            f"{name}: a CUDA registration says why it is refused")
     raises(lambda: client.get_cuda_shared_memory_status("c"), "Unable to find cuda shared memory region",
            f"{name}: a named CUDA region is not found")
+
+# A model without batching (its runs are not joined): the runtime's input and
+# output conversions are measured all the same.
+ist = stats(h, "identity", False)["inference_stats"]
+check(ist["success"]["count"] > 0 and all(int(ist[k]["ns"]) > 0 for k in ("compute_input", "compute_output")),
+      f"identity: compute_input and compute_output measured: {ist['compute_input']}, {ist['compute_output']}")
 
 g.close()
 h.close()
