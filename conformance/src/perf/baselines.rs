@@ -30,10 +30,7 @@ pub fn ort_add(warmup: usize, iterations: usize) -> Result<Vec<Duration>, String
     };
     let (mut replica, infos) =
         Replica::load(&runtime, spec, Device::Cpu).map_err(|e| e.to_string())?;
-    let mut runner = Runner {
-        models: &infos,
-        replica: &mut replica,
-    };
+    let mut runner = Runner::new(&infos, &mut replica);
     let x = Tensor::from_vec(&[2, 2], vec![1f32, 2.0, 3.0, 4.0]).expect("4");
     let mut lat = Vec::with_capacity(iterations);
     for i in 0..warmup + iterations {

@@ -104,7 +104,17 @@ pub struct Runner<'a> {
     pub output_time: std::time::Duration,
 }
 
-impl Runner<'_> {
+impl<'a> Runner<'a> {
+    /// A runner of `replica`'s sessions of `models`, its times at zero.
+    pub fn new(models: &'a [ModelInfo], replica: &'a mut Replica) -> Runner<'a> {
+        Runner {
+            models,
+            replica,
+            input_time: std::time::Duration::ZERO,
+            output_time: std::time::Duration::ZERO,
+        }
+    }
+
     /// Runs model `index` with inputs in model order (`None` for an input
     /// left out: the model runs without it); returns the outputs in model
     /// order.

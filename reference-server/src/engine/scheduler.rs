@@ -904,12 +904,7 @@ fn run(
     batch: &[Job],
 ) -> Result<(Vec<Outputs>, RunTimes), String> {
     let plan = &shared.methods[batch[0].method];
-    let mut runner = Runner {
-        models: &ctx.models,
-        replica,
-        input_time: Duration::ZERO,
-        output_time: Duration::ZERO,
-    };
+    let mut runner = Runner::new(&ctx.models, replica);
     // Making the runtime's values from the tensors is input time, taking
     // the outputs from its values output time (Triton's compute_input and
     // compute_output); the rest of a model's run is infer time.
