@@ -321,7 +321,7 @@ async fn oip_and_mindspore_requests_to_one_model_batch_together() {
                 .await
                 .unwrap()
                 .into_inner();
-            let Outcome::Instances(r) = mindspore::grpc::decode_reply(reply, 3).unwrap() else {
+            let Outcome::Instances(r) = mindspore::grpc::decode_reply(reply, 2).unwrap() else {
                 panic!("the MindSpore request failed")
             };
             r.into_iter()
