@@ -1,4 +1,4 @@
-//! What a REST JSON decode builds, charged to a [`Budget`] before it is
+//! What a REST JSON decode builds, charged to a [`Budget`](crate::gather::Budget) before it is
 //! allocated.
 //!
 //! The JSON decoders ([`crate::oip::rest`], [`crate::mindspore::rest`])
