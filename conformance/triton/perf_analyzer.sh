@@ -48,8 +48,12 @@ for mode in "${modes[@]}"; do
   [ "$protocol" = http ] && port=$http
   status=0
   # shellcheck disable=SC2086
+  # A check of what works, not a benchmark (conformance perf and
+  # docs/benchmarks.md measure): any three measurements count as stable, so
+  # that a busy machine cannot fail it with "Failed to obtain stable
+  # measurement".
   timeout 120 "$PERF_ANALYZER" -m add -u "127.0.0.1:$port" -i "$protocol" $args \
-    --measurement-interval 1000 >"$out/$name.log" 2>&1 || status=$?
+    --measurement-interval 1000 --stability-percentage 1000 >"$out/$name.log" 2>&1 || status=$?
   problems=$(grep -iE "error|warn|fail|unable" "$out/$name.log" |
     grep -vE "^WARNING: Unable to parse 'nv_gpu_(utilization|power_usage|memory_used_bytes|memory_total_bytes)' metric\.$" || true)
   throughput=$(grep -m1 -E "throughput:" "$out/$name.log" || true)
