@@ -23,7 +23,7 @@ use std::time::Duration;
 pub use serving_proto::model_config::triton_type;
 use serving_proto::model_config::{
     ModelConfig, ModelDynamicBatching, ModelInput, ModelInstanceGroup, ModelOutput,
-    ModelQueuePolicy, TritonType,
+    ModelQueuePolicy, ModelVersionPolicy, TritonType,
 };
 use serving_proto::pb::inference::model_config::SchedulingChoice;
 use serving_proto::pb::inference::model_instance_group::Kind;
@@ -485,7 +485,7 @@ fn queue_policy_of(
 }
 
 /// The instance groups of the devices, for the completed configuration.
-pub fn groups_of(devices: &[Device]) -> Vec<ModelInstanceGroup> {
+pub fn groups_of(model: &str, devices: &[Device]) -> Vec<ModelInstanceGroup> {
     let mut by: BTreeMap<Option<i32>, i32> = BTreeMap::new();
     for d in devices {
         let key = match d {
@@ -494,10 +494,17 @@ pub fn groups_of(devices: &[Device]) -> Vec<ModelInstanceGroup> {
         };
         *by.entry(key).or_default() += 1;
     }
+    // Named as Triton names groups it completes: the model's name for one,
+    // `<model>_<i>` for several.
+    let several = by.len() > 1;
     by.into_iter()
         .enumerate()
         .map(|(i, (gpu, count))| ModelInstanceGroup {
-            name: format!("group_{i}"),
+            name: if several {
+                format!("{model}_{i}")
+            } else {
+                model.to_owned()
+            },
             kind: if gpu.is_some() { Kind::Gpu } else { Kind::Cpu } as i32,
             count,
             gpus: gpu.into_iter().collect(),
@@ -683,7 +690,7 @@ pub fn translate(
     let intra_op_threads = intra_op_threads(&c)?;
     let devices = devices(&c.instance_group, &defaults.devices);
     if !devices.is_empty() {
-        c.instance_group = groups_of(&devices);
+        c.instance_group = groups_of(&c.name, &devices);
     }
     for (what, declared) in [("input", &model.inputs), ("output", &model.outputs)] {
         for d in declared {
@@ -731,11 +738,42 @@ pub fn translate(
     };
     spec.deployment
         .check_bounds("instance_group", &format!("parameters[\"{THREADS}\"]"))?;
+    let ignored = ignored(&c);
+    complete_as_triton(&mut c, &file);
     Ok(Translated {
-        ignored: ignored(&c),
+        ignored,
         spec,
         config: c,
     })
+}
+
+/// The fields Triton 2.51 fills in a configuration it serves, filled the
+/// same way, so that the configuration endpoint answers as Triton's: the
+/// ONNX Runtime backend beside its platform, the model file's name, the
+/// version policy (the latest one), and the dynamic batcher's preferred
+/// size (the largest batch, which changes nothing: a full batch runs at
+/// once anyway). Pinned-memory `optimization`, which Triton fills too,
+/// has no meaning on this server and is left out.
+fn complete_as_triton(c: &mut ModelConfig, file: &str) {
+    if c.backend.is_empty() && c.platform == PLATFORM {
+        c.backend = BACKEND.to_owned();
+    }
+    if c.default_model_filename.is_empty() {
+        c.default_model_filename = file.to_owned();
+    }
+    if c.version_policy.is_none() {
+        c.version_policy = Some(ModelVersionPolicy {
+            policy_choice: Some(PolicyChoice::Latest(
+                serving_proto::pb::inference::model_version_policy::Latest { num_versions: 1 },
+            )),
+        });
+    }
+    if let Some(SchedulingChoice::DynamicBatching(d)) = &mut c.scheduling_choice
+        && d.preferred_batch_size.is_empty()
+        && c.max_batch_size > 0
+    {
+        d.preferred_batch_size = vec![c.max_batch_size];
+    }
 }
 
 /// The Triton configuration equivalent to one method of a servable that
@@ -827,7 +865,7 @@ pub fn config_of(
             })
             .collect(),
         scheduling_choice: dynamic.map(SchedulingChoice::DynamicBatching),
-        instance_group: groups_of(devices),
+        instance_group: groups_of(name, devices),
         ..Default::default()
     }
 }
@@ -1034,6 +1072,42 @@ instance_group [ { count: 2 kind: KIND_MODEL } ]
         let alone = parse_text("max_batch_size: 8").unwrap();
         let t = translate("m", Some(&alone), &model, &defaults()).unwrap();
         assert!(!t.spec.deployment.batching.join);
+    }
+
+    #[test]
+    fn the_configuration_is_completed_as_triton_completes_it() {
+        let model = sig(
+            &[("x", DataType::Fp32, &[-1, 3])],
+            &[("y", DataType::Fp32, &[-1, 3])],
+        );
+        let c = parse_text("platform: \"onnxruntime_onnx\" max_batch_size: 8 dynamic_batching { }")
+            .unwrap();
+        let t = translate("m", Some(&c), &model, &defaults()).unwrap();
+        let c = &t.config;
+        assert_eq!(c.backend, "onnxruntime");
+        assert_eq!(c.default_model_filename, "model.onnx");
+        assert_eq!(
+            c.version_policy,
+            Some(ModelVersionPolicy {
+                policy_choice: Some(PolicyChoice::Latest(
+                    serving_proto::pb::inference::model_version_policy::Latest { num_versions: 1 }
+                ))
+            })
+        );
+        let Some(SchedulingChoice::DynamicBatching(d)) = &c.scheduling_choice else {
+            panic!("{c:?}");
+        };
+        assert_eq!(d.preferred_batch_size, [8]);
+        // The engine's batching is as configured: no preferred size.
+        assert!(t.spec.deployment.batching.preferred_batch_sizes.is_empty());
+        // Groups the server completes (the devices it serves on): the
+        // model's name for one, `<model>_<i>` for several.
+        assert_eq!(groups_of("m", &[Device::Cpu, Device::Cpu])[0].name, "m");
+        let groups = groups_of("m", &[Device::Cpu, Device::Cuda(0)]);
+        assert_eq!(
+            groups.iter().map(|g| g.name.as_str()).collect::<Vec<_>>(),
+            ["m_0", "m_1"]
+        );
     }
 
     #[test]

@@ -29,7 +29,7 @@ pub(crate) fn model_config(
         // A configuration without instance groups serves on the server's
         // default devices: say which, as Triton completes it.
         if config.instance_group.is_empty() {
-            config.instance_group = triton::groups_of(sv.devices());
+            config.instance_group = triton::groups_of(&config.name, sv.devices());
         }
         return Ok(config);
     }
