@@ -5,9 +5,9 @@
 use std::sync::Arc;
 
 use prost::Message;
+use serving_proto::mindspore;
 use serving_proto::mindspore::{Outcome, ServableError, StatusCode};
 use serving_proto::pb::mindspore::{self as pb, ms_service_server::MsService};
-use serving_proto::{frame, mindspore};
 use tonic::{Request, Response, Status};
 
 use crate::metrics::Front;
@@ -28,12 +28,7 @@ impl MindSporeGrpc {
 
 /// A reply over the limit is refused with gRPC's own text.
 pub(crate) fn check_reply_size(message: &impl Message, limit: usize) -> Result<(), Status> {
-    frame::check_size(
-        frame::Direction::Sent,
-        message.encoded_len() as u64,
-        limit as u64,
-    )
-    .map_err(|e| Status::resource_exhausted(e.to_string()))
+    crate::service::check_reply_size(message.encoded_len(), limit).map_err(|e| e.to_status())
 }
 
 #[tonic::async_trait]

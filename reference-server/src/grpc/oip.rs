@@ -19,6 +19,7 @@ use super::mindspore::check_reply_size;
 use crate::error::ServeError;
 use crate::metrics::Front;
 use crate::service::Class;
+use crate::service::shared_memory::SharedMemory;
 use crate::service::{State, cuda_shared_memory, model_config, oip, repository, statistics};
 
 /// The `GRPCInferenceService` implementation.
@@ -389,15 +390,14 @@ impl GrpcInferenceService for OipGrpc {
         request: Request<pb::SystemSharedMemoryRegisterRequest>,
     ) -> Result<Response<pb::SystemSharedMemoryRegisterResponse>, Status> {
         let r = request.into_inner();
-        let state = self.state.clone();
-        // Opening and mapping a file is blocking work.
-        tokio::task::spawn_blocking(move || {
-            state
-                .shared_memory
-                .register(&r.name, &r.key, r.offset, r.byte_size)
-        })
+        SharedMemory::register_off_workers(
+            self.state.clone(),
+            r.name,
+            r.key,
+            r.offset,
+            r.byte_size,
+        )
         .await
-        .map_err(|e| Status::internal(e.to_string()))?
         .map_err(status)?;
         Ok(Response::new(pb::SystemSharedMemoryRegisterResponse {}))
     }

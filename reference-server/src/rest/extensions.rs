@@ -20,6 +20,7 @@ use serving_proto::pb::inference::ModelStatisticsResponse;
 use super::oip::error;
 use super::{ReadError, read_body};
 use crate::error::ServeError;
+use crate::service::shared_memory::SharedMemory;
 use crate::service::{
     CONTROL_BODY_MAX, State, cuda_shared_memory, model_config, repository, statistics,
 };
@@ -248,12 +249,7 @@ pub(crate) async fn shm_register(
             offset,
             byte_size,
         } = typed(body)?;
-        let state = state.clone();
-        tokio::task::spawn_blocking(move || {
-            state.shared_memory.register(&name, &key, offset, byte_size)
-        })
-        .await
-        .map_err(|e| ServeError::Internal(e.to_string()))?
+        SharedMemory::register_off_workers(state.clone(), name, key, offset, byte_size).await
     };
     ok(result.await.map(|()| json!({})))
 }

@@ -157,11 +157,10 @@ async fn answer(
         return error(Class::Unavailable, SHUTTING_DOWN);
     };
     match encoded {
-        Ok(body) if body.len() > limit => error(
-            Class::ResourceExhausted,
-            &format!("Sent message larger than max ({} vs. {limit})", body.len()),
-        ),
-        Ok(body) => classed(class.http(), class, body),
+        Ok(body) => match crate::service::check_reply_size(body.len(), limit) {
+            Ok(()) => classed(class.http(), class, body),
+            Err(e) => error(e.class(), &e.to_string()),
+        },
         Err(e) => error(Class::Internal, &e.to_string()),
     }
 }

@@ -261,12 +261,7 @@ async fn infer_inner(
     })
     .await
     .ok_or_else(shutting_down)??;
-    if body.len() > limit {
-        return Err(ServeError::ResourceExhausted(format!(
-            "Sent message larger than max ({} vs. {limit})",
-            body.len()
-        )));
-    }
+    crate::service::check_reply_size(body.len(), limit)?;
     let len = body.len();
     let mut response = Response::new(Body::from_stream(futures_util::stream::iter(
         body.parts.into_iter().map(Ok::<_, Infallible>),

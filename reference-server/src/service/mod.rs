@@ -12,6 +12,18 @@ pub(crate) mod repository;
 pub(crate) mod shared_memory;
 pub(crate) mod statistics;
 
+/// A reply of `size` bytes against the message limit `limit`, on every
+/// protocol and transport: `Sent message larger than max (size vs.
+/// limit)`, gRPC's own text.
+pub(crate) fn check_reply_size(size: usize, limit: usize) -> Result<(), crate::error::ServeError> {
+    serving_proto::frame::check_size(
+        serving_proto::frame::Direction::Sent,
+        size as u64,
+        limit as u64,
+    )
+    .map_err(|e| crate::error::ServeError::ResourceExhausted(e.to_string()))
+}
+
 /// The result class of an answer: the rows of DESIGN.md's error table,
 /// shared by the HTTP statuses and the metrics' `code` label.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

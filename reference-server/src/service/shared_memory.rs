@@ -294,6 +294,22 @@ impl SharedMemory {
         Ok(())
     }
 
+    /// [`SharedMemory::register`] on the blocking pool (opening and mapping
+    /// a file is blocking work), for the front ends.
+    pub(crate) async fn register_off_workers(
+        state: std::sync::Arc<crate::service::State>,
+        name: String,
+        key: String,
+        offset: u64,
+        byte_size: u64,
+    ) -> Result<(), ServeError> {
+        tokio::task::spawn_blocking(move || {
+            state.shared_memory.register(&name, &key, offset, byte_size)
+        })
+        .await
+        .map_err(|e| ServeError::Internal(format!("registering a shared memory region: {e}")))?
+    }
+
     /// Unregisters region `name`, or every region for "". Requests using
     /// a region keep it until they end. Unregistering a name that is not
     /// registered succeeds, as in Triton.
