@@ -42,13 +42,9 @@ impl MsService for MindSporeGrpc {
         let req = request.into_inner();
         let spec = req.servable_spec.clone();
         let model = spec.as_ref().map(|s| s.name.clone()).unwrap_or_default();
-        let answer = if !self.state.is_ready() {
-            let s = spec.clone().unwrap_or_default();
-            service::Answer::failed(
-                ServableError::servable_not_available(&s.name, &s.method_name, 0)
-                    .with_code(StatusCode::ServableUnavailable),
-                Class::Unavailable,
-            )
+        let s = spec.clone().unwrap_or_default();
+        let answer = if let Some(unready) = service::unready(&self.state, &s.name, &s.method_name) {
+            unready
         } else {
             match mindspore::grpc::decode_request(req) {
                 Ok(r) => {

@@ -10,7 +10,7 @@ use axum::extract::State as Extract;
 use axum::response::{IntoResponse, Response};
 use http::{HeaderMap, Method, StatusCode, Uri, header};
 use serving_proto::mindspore::rest::{self as codec, RestError};
-use serving_proto::mindspore::{Outcome, ServableError, url};
+use serving_proto::mindspore::{Outcome, url};
 
 use super::oip::{BLOCKING_BYTES, off_workers};
 use super::{ReadError, memory, read_body};
@@ -132,9 +132,8 @@ async fn answer(
         Ok(t) => t,
         Err(e) => return error(Class::InvalidArgument, &RestError::from(e).to_string()),
     };
-    if !state.is_ready() {
-        let e = ServableError::servable_not_available(&target.servable, &target.method, 0);
-        return error(Class::Unavailable, &e.message);
+    if let Some((class, text)) = service::unready_error(&state, &target.servable, &target.method) {
+        return error(class, &text);
     }
     let work = service::predict(
         &state,
