@@ -18,7 +18,7 @@ use serving_proto::oip::extensions::{
 use serving_proto::pb::inference::ModelStatisticsResponse;
 
 use super::oip::error;
-use super::{ReadError, read_body};
+use super::read_body;
 use crate::error::ServeError;
 use crate::service::shared_memory::SharedMemory;
 use crate::service::{
@@ -40,13 +40,12 @@ async fn control_body(
 ) -> Result<serde_json::Map<String, Value>, ServeError> {
     let bytes = read_body(headers, body, CONTROL_BODY_MAX, &state.incoming, None)
         .await
-        .map_err(|e| match e {
-            ReadError::TooBig(_) => ServeError::ResourceExhausted(format!(
-                "the request body is larger than {CONTROL_BODY_MAX} bytes, the most a control request takes"
-            )),
-            ReadError::Transport(t) => ServeError::InvalidArgument(t),
-            ReadError::Stalled(t) => ServeError::BodyStalled(t),
-            ReadError::Busy(e) => ServeError::Unavailable(e.to_string()),
+        .map_err(|e| {
+            e.into_serve_error(|_| {
+                format!(
+                    "the request body is larger than {CONTROL_BODY_MAX} bytes, the most a control request takes"
+                )
+            })
         })?;
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Ok(Default::default());

@@ -13,7 +13,7 @@ use serving_proto::mindspore::rest::{self as codec, RestError};
 use serving_proto::mindspore::{Outcome, url};
 
 use super::oip::{BLOCKING_BYTES, off_workers};
-use super::{ReadError, memory, read_body};
+use super::{memory, read_body};
 use crate::service::Class;
 use crate::service::{State, mindspore as service};
 
@@ -96,16 +96,16 @@ async fn answer(
     let limit = state.max_msg_bytes;
     let bytes = match read_body(&headers, body, limit, &state.incoming, None).await {
         Ok(b) => b,
-        Err(ReadError::TooBig(t)) => {
-            let e = RestError::TooBig {
-                limit,
-                size: t.size as usize,
-            };
-            return error(Class::ResourceExhausted, &e.to_string());
+        Err(e) => {
+            let e = e.into_serve_error(|t| {
+                RestError::TooBig {
+                    limit,
+                    size: t.size as usize,
+                }
+                .to_string()
+            });
+            return error(e.class(), &e.to_string());
         }
-        Err(ReadError::Transport(e)) => return error(Class::InvalidArgument, &e),
-        Err(ReadError::Stalled(e)) => return error(Class::RequestTimeout, &e),
-        Err(ReadError::Busy(e)) => return error(Class::Unavailable, &e.to_string()),
     };
     // The body and what decoding it builds stay charged until the request
     // is answered.

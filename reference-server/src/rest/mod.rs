@@ -346,3 +346,20 @@ pub(crate) enum ReadError {
     /// The server's memory for requests still arriving is spent.
     Busy(Exhausted),
 }
+
+impl ReadError {
+    /// The request's error: a body over the limit with the route's text
+    /// (`too_big`), the others as every route answers them.
+    pub(crate) fn into_serve_error(
+        self,
+        too_big: impl FnOnce(TooBig) -> String,
+    ) -> crate::error::ServeError {
+        use crate::error::ServeError;
+        match self {
+            ReadError::TooBig(t) => ServeError::ResourceExhausted(too_big(t)),
+            ReadError::Transport(t) => ServeError::InvalidArgument(t),
+            ReadError::Stalled(t) => ServeError::BodyStalled(t),
+            ReadError::Busy(e) => ServeError::Unavailable(e.to_string()),
+        }
+    }
+}

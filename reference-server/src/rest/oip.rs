@@ -13,7 +13,7 @@ use serde_json::json;
 use serving_proto::oip::rest::{self as codec, HEADER_LENGTH};
 use serving_proto::text::quote;
 
-use super::{ReadError, memory, read_body};
+use super::{memory, read_body};
 use crate::error::ServeError;
 use crate::service::{State, oip};
 
@@ -207,14 +207,7 @@ async fn infer_inner(
     let aligned = header_text.and_then(|t| t.trim().parse::<usize>().ok());
     let bytes = read_body(headers, body, limit, &state.incoming, aligned)
         .await
-        .map_err(|e| match e {
-            ReadError::TooBig(_) => {
-                ServeError::ResourceExhausted(format!("http message is bigger than {limit}"))
-            }
-            ReadError::Transport(t) => ServeError::InvalidArgument(t),
-            ReadError::Stalled(t) => ServeError::BodyStalled(t),
-            ReadError::Busy(e) => ServeError::Unavailable(e.to_string()),
-        })?;
+        .map_err(|e| e.into_serve_error(|_| format!("http message is bigger than {limit}")))?;
     let header_len = header_text
         .map(|text| codec::parse_header_length(text, bytes.len()))
         .transpose()?;
