@@ -533,6 +533,24 @@ async fn rest_bodies_that_decode_to_more_than_the_budget_are_refused_while_decod
         .await
         .unwrap();
     assert_eq!(reply.status(), 200, "{}", reply.text().await.unwrap());
+    // A raw binary body (`Inference-Header-Content-Length: 0`): the data of
+    // the model's one input, its variable dimension from the body's size.
+    let reply = http
+        .post(common::rest(&server, "/v2/models/size/infer"))
+        .header("inference-header-content-length", "0")
+        .body(vec![7u8; 1000])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reply.status(), 200);
+    let header: usize = reply.headers()["inference-header-content-length"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let body = reply.bytes().await.unwrap();
+    // The answer's output as binary data: n = 1000, INT64.
+    assert_eq!(body[header..], 1000i64.to_le_bytes());
     assert_eq!(server.state.incoming.held(), 0);
     server.shutdown().await;
 }

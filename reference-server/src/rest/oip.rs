@@ -11,7 +11,6 @@ use axum::response::{IntoResponse, Response};
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 use serde_json::json;
 use serving_proto::oip::rest::{self as codec, HEADER_LENGTH};
-use serving_proto::text::quote;
 
 use super::{memory, read_body};
 use crate::error::ServeError;
@@ -215,7 +214,10 @@ async fn infer_inner(
     // is answered.
     let charge = memory::charge_body(state, bytes.len())?;
     let (mut req, _charge) = if header_len == Some(0) {
-        (raw_binary(state, &model, &version, bytes)?, charge)
+        (
+            oip::raw_binary_request(state, &model, &version, bytes)?,
+            charge,
+        )
     } else {
         let decoding = state.clone();
         let large = bytes.len() >= BLOCKING_BYTES;
@@ -273,61 +275,4 @@ async fn infer_inner(
         h.insert(HEADER_LENGTH, HeaderValue::from(n));
     }
     Ok(response)
-}
-
-/// `Inference-Header-Content-Length: 0`: the body is the data of the
-/// model's single input.
-fn raw_binary(
-    state: &State,
-    model: &str,
-    version: &str,
-    bytes: bytes::Bytes,
-) -> Result<serving_proto::oip::InferRequest, ServeError> {
-    let meta = oip::model_metadata(state, model, version)?;
-    let [input] = meta.inputs.as_slice() else {
-        return Err(ServeError::InvalidArgument(format!(
-            "a raw binary request needs a model with one input; '{model}' has {}",
-            meta.inputs.len(),
-            model = quote(model)
-        )));
-    };
-    let dtype = serving_proto::DataType::from_oip_name(&input.datatype).ok_or_else(|| {
-        ServeError::InvalidArgument(format!("input '{}' has no OIP datatype", input.name))
-    })?;
-    let mut shape = input.shape.clone();
-    let variable: Vec<usize> = shape
-        .iter()
-        .enumerate()
-        .filter(|(_, d)| **d < 0)
-        .map(|(i, _)| i)
-        .collect();
-    match (variable.as_slice(), dtype.item_size()) {
-        ([], _) => {}
-        ([i], Some(item)) => {
-            let fixed: i64 = shape.iter().filter(|d| **d >= 0).product();
-            let per = fixed.max(1) as usize * item;
-            if !bytes.len().is_multiple_of(per) {
-                return Err(ServeError::InvalidArgument(format!(
-                    "raw binary body of {} bytes is not a whole number of {} rows",
-                    bytes.len(),
-                    input.datatype
-                )));
-            }
-            shape[*i] = (bytes.len() / per) as i64;
-        }
-        ([i], None) => shape[*i] = 1,
-        _ => {
-            return Err(ServeError::InvalidArgument(format!(
-                "a raw binary request needs at most one variable dimension; input '{}' has {}",
-                input.name,
-                variable.len()
-            )));
-        }
-    }
-    Ok(codec::decode_raw_binary_request(
-        bytes,
-        &input.name,
-        dtype,
-        shape,
-    )?)
 }

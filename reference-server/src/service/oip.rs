@@ -349,6 +349,63 @@ pub(crate) async fn infer(
     })
 }
 
+/// `Inference-Header-Content-Length: 0`: the body is the data of the
+/// model's single input.
+pub(crate) fn raw_binary_request(
+    state: &State,
+    model: &str,
+    version: &str,
+    bytes: bytes::Bytes,
+) -> Result<serving_proto::oip::InferRequest, ServeError> {
+    let meta = model_metadata(state, model, version)?;
+    let [input] = meta.inputs.as_slice() else {
+        return Err(ServeError::InvalidArgument(format!(
+            "a raw binary request needs a model with one input; '{model}' has {}",
+            meta.inputs.len(),
+            model = quote(model)
+        )));
+    };
+    let dtype = serving_proto::DataType::from_oip_name(&input.datatype).ok_or_else(|| {
+        ServeError::InvalidArgument(format!("input '{}' has no OIP datatype", input.name))
+    })?;
+    let mut shape = input.shape.clone();
+    let variable: Vec<usize> = shape
+        .iter()
+        .enumerate()
+        .filter(|(_, d)| **d < 0)
+        .map(|(i, _)| i)
+        .collect();
+    match (variable.as_slice(), dtype.item_size()) {
+        ([], _) => {}
+        ([i], Some(item)) => {
+            let fixed: i64 = shape.iter().filter(|d| **d >= 0).product();
+            let per = fixed.max(1) as usize * item;
+            if !bytes.len().is_multiple_of(per) {
+                return Err(ServeError::InvalidArgument(format!(
+                    "raw binary body of {} bytes is not a whole number of {} rows",
+                    bytes.len(),
+                    input.datatype
+                )));
+            }
+            shape[*i] = (bytes.len() / per) as i64;
+        }
+        ([i], None) => shape[*i] = 1,
+        _ => {
+            return Err(ServeError::InvalidArgument(format!(
+                "a raw binary request needs at most one variable dimension; input '{}' has {}",
+                input.name,
+                variable.len()
+            )));
+        }
+    }
+    Ok(serving_proto::oip::rest::decode_raw_binary_request(
+        bytes,
+        &input.name,
+        dtype,
+        shape,
+    )?)
+}
+
 /// OIP has no STRING: text outputs travel as BYTES.
 fn as_oip(t: Tensor) -> Tensor {
     if t.dtype() != DataType::String {
