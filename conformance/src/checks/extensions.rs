@@ -328,11 +328,22 @@ async fn statistics(suite: &Suite, target: &Target) -> Outcome {
     let mut bad = request(&identity, 6);
     bad.inputs[0].tensor = Tensor::from_vec(&[1, 1, 1, 1, 7], vec![0f32; 7]).expect("7");
     let refused = client.infer_request(&bad).await.is_err();
-    let after = match read().await {
-        Ok(s) => counts(&s),
-        Err(e) => return Outcome::Fail(describe(&e)),
+    // Triton updates a model's statistics after the response is sent: a
+    // read right after the last answer may miss it, so the counts are
+    // read again for up to 2 s until they have grown as sent.
+    let mut tries = 0;
+    let grew = loop {
+        let after = match read().await {
+            Ok(s) => counts(&s),
+            Err(e) => return Outcome::Fail(describe(&e)),
+        };
+        let grew = (after.0 - before.0, after.1 - before.1, after.2 - before.2);
+        tries += 1;
+        if (grew.0 >= 3 * rows_each && grew.1 >= 3) || tries >= 40 {
+            break grew;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     };
-    let grew = (after.0 - before.0, after.1 - before.1, after.2 - before.2);
     if grew.0 != 3 * rows_each || grew.1 != 3 {
         return Outcome::Fail(format!(
             "3 requests of {rows_each} rows on {} raised inference_count by {} (expected {}) and success by {} (expected 3)",
