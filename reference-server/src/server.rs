@@ -462,31 +462,29 @@ fn check_ranges(config: &Config) -> Result<(), StartError> {
             "0 to 2147483647 (Triton's max_batch_size is an int32)",
         );
     }
-    let first = config.connection_first_bytes_timeout;
-    if first.is_zero() || first > MAX_TIMEOUT {
-        return out(
+    let timeouts = [
+        (
             "--connection-first-bytes-timeout",
-            format!("{first:?}"),
+            Some(config.connection_first_bytes_timeout),
             "more than 0, at most a year",
-        );
-    }
-    if let Some(idle) = config.connection_idle_timeout
-        && (idle.is_zero() || idle > MAX_TIMEOUT)
-    {
-        return out(
+        ),
+        (
             "--connection-idle-timeout",
-            format!("{idle:?}"),
+            config.connection_idle_timeout,
             "more than 0, at most a year (None: no limit)",
-        );
-    }
-    if let Some(stall) = config.request_body_timeout
-        && (stall.is_zero() || stall > MAX_TIMEOUT)
-    {
-        return out(
+        ),
+        (
             "--request-body-timeout",
-            format!("{stall:?}"),
+            config.request_body_timeout,
             "more than 0, at most a year (None: no limit)",
-        );
+        ),
+    ];
+    for (flag, timeout, range) in timeouts {
+        if let Some(t) = timeout
+            && (t.is_zero() || t > MAX_TIMEOUT)
+        {
+            return out(flag, format!("{t:?}"), range);
+        }
     }
     if let Some(n) = config.max_connections
         && !(1..=MAX_CONNECTIONS).contains(&n)

@@ -43,8 +43,8 @@ impl MsService for MindSporeGrpc {
         let spec = req.servable_spec.clone();
         let model = spec.as_ref().map(|s| s.name.clone()).unwrap_or_default();
         let s = spec.clone().unwrap_or_default();
-        let answer = if let Some(unready) = service::unready(&self.state, &s.name, &s.method_name) {
-            unready
+        let answer = if let Some(e) = service::unready(&self.state, &s.name, &s.method_name) {
+            service::Answer::failed(e, Class::Unavailable)
         } else {
             match mindspore::grpc::decode_request(req) {
                 Ok(r) => {

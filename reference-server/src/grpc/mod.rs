@@ -65,3 +65,12 @@ pub(crate) fn routes(
         reporter,
     )
 }
+
+/// The status of a body that failed: a stalled one is `DEADLINE_EXCEEDED`.
+pub(crate) fn body_status(e: Box<dyn std::error::Error + Send + Sync>) -> tonic::Status {
+    if crate::body_stall::is_stalled(&*e) {
+        tonic::Status::deadline_exceeded(e.to_string())
+    } else {
+        tonic::Status::from_error(e)
+    }
+}

@@ -31,7 +31,7 @@ use super::memory;
 use super::memory::Refused;
 use super::oip::{OipGrpc, STATUS_ERRORS_HEADER, StreamRequest};
 use super::zero_copy::{ACCEPTED, reply_encoding, request_encoding};
-use crate::body_stall::{self, StallSwitch};
+use crate::body_stall::StallSwitch;
 use crate::service::State;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -249,7 +249,7 @@ where
                     (got, None) => Err(truncated(got, frame::HEADER_LEN)),
                 };
             };
-            let frame = frame.map_err(|e| body_status(e.into()))?;
+            let frame = frame.map_err(|e| super::body_status(e.into()))?;
             let Ok(data) = frame.into_data() else {
                 continue;
             };
@@ -290,15 +290,6 @@ where
                 .unwrap_or_default();
             return Ok(Some((compressed, message)));
         }
-    }
-}
-
-/// The status of a body that failed: a stalled one is `DEADLINE_EXCEEDED`.
-pub(crate) fn body_status(e: BoxError) -> Status {
-    if body_stall::is_stalled(&*e) {
-        Status::deadline_exceeded(e.to_string())
-    } else {
-        Status::from_error(e)
     }
 }
 

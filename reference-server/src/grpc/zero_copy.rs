@@ -318,7 +318,7 @@ fn read_status(e: ReadError) -> Status {
     match e {
         ReadError::Frame(FrameError::TooLarge(e)) => Status::resource_exhausted(e.to_string()),
         ReadError::Busy(e) => Status::unavailable(e.to_string()),
-        ReadError::Body(e) => super::stream::body_status(e),
+        ReadError::Body(e) => super::body_status(e),
         other => Status::internal(other.to_string()),
     }
 }

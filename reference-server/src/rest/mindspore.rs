@@ -132,8 +132,8 @@ async fn answer(
         Ok(t) => t,
         Err(e) => return error(Class::InvalidArgument, &RestError::from(e).to_string()),
     };
-    if let Some((class, text)) = service::unready_error(&state, &target.servable, &target.method) {
-        return error(class, &text);
+    if let Some(e) = service::unready(&state, &target.servable, &target.method) {
+        return error(Class::Unavailable, &e.message);
     }
     let work = service::predict(
         &state,

@@ -194,30 +194,15 @@ fn instance_of(info: &MethodInfo, outputs: NamedTensors) -> Result<NamedTensors,
         .collect()
 }
 
-/// MindSpore's answer while the server is not ready (starting, or
-/// draining for shutdown) to a request for `servable`'s `method`: `None`
-/// once it is ready. Both MindSpore front ends ask before they predict.
-pub(crate) fn unready(state: &State, servable: &str, method: &str) -> Option<Answer> {
+/// MindSpore's error while the server is not ready (starting, or draining
+/// for shutdown) for a request to `servable`'s `method`, of class
+/// [`Class::Unavailable`]: `None` once it is ready. Both MindSpore front
+/// ends ask before they predict.
+pub(crate) fn unready(state: &State, servable: &str, method: &str) -> Option<ServableError> {
     (!state.is_ready()).then(|| {
-        Answer::failed(
-            ServableError::servable_not_available(servable, method, 0)
-                .with_code(StatusCode::ServableUnavailable),
-            Class::Unavailable,
-        )
+        ServableError::servable_not_available(servable, method, 0)
+            .with_code(StatusCode::ServableUnavailable)
     })
-}
-
-/// [`unready`]'s error text and class, for the REST front end.
-pub(crate) fn unready_error(
-    state: &State,
-    servable: &str,
-    method: &str,
-) -> Option<(Class, String)> {
-    let answer = unready(state, servable, method)?;
-    match answer.outcome {
-        serving_proto::mindspore::Outcome::Failed(e) => Some((answer.class, e.message)),
-        serving_proto::mindspore::Outcome::Instances(_) => None,
-    }
 }
 
 /// Runs a MindSpore prediction; every failure is in the outcome.
