@@ -16,9 +16,6 @@
 //! bytes received, the peak over idle, and their ratio (the target: at
 //! most 3x).
 
-use std::convert::Infallible;
-use std::pin::Pin;
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -28,6 +25,7 @@ use prost::Message;
 use serving_proto::pb::inference as pb;
 
 use super::memory;
+use super::stalled::Feed;
 
 /// A server process of its own for one case, so that each idle reading is
 /// a fresh server's (an allocator keeps what an earlier case freed).
@@ -75,17 +73,6 @@ where
         over as f64 / received as f64
     );
     Ok(())
-}
-
-type Item = Result<Frame<Bytes>, Infallible>;
-
-struct Feed(tokio::sync::mpsc::Receiver<Item>);
-
-impl futures_util::Stream for Feed {
-    type Item = Item;
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Item>> {
-        self.0.poll_recv(cx)
-    }
 }
 
 async fn h2<B>(authority: &str) -> Result<hyper::client::conn::http2::SendRequest<B>, String>

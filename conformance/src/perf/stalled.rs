@@ -18,10 +18,10 @@ use hyper::client::conn::http2::SendRequest;
 
 use super::memory;
 
-type Item = Result<Frame<Bytes>, Infallible>;
+pub(super) type Item = Result<Frame<Bytes>, Infallible>;
 
 /// A request body fed from a channel: it stalls while the sender lives.
-struct Feed(tokio::sync::mpsc::Receiver<Item>);
+pub(super) struct Feed(pub(super) tokio::sync::mpsc::Receiver<Item>);
 
 impl futures_util::Stream for Feed {
     type Item = Item;
