@@ -361,6 +361,11 @@ async fn an_oip_request_with_more_rows_than_the_batch_size_is_refused_with_both_
             .unwrap(),
         rows_of(0.0, 4)
     );
+    // As in Triton, a request the checks refuse is not a failed inference
+    // in the statistics: only the one that ran is counted.
+    let sv = server.state.registry.get("mm", 0).unwrap();
+    let counters = sv.scheduler().counters();
+    assert_eq!((counters.success.get().0, counters.fail.get().0), (1, 0));
     // The metadata says rows first.
     let meta = common::get_json(&server, "/v2/models/mm").await;
     assert_eq!(meta["inputs"][0]["shape"], json!([-1, WIDTH]));

@@ -403,12 +403,10 @@ impl Scheduler {
             .collect();
         let mut answers: Vec<Option<Result<Vec<Tensor>, EngineError>>> = Vec::new();
         let mut waiting: Vec<(usize, Waiting)> = Vec::new();
-        // Every job refused here is a failed request in the statistics,
-        // as one that fails later is.
+        // A job refused here never reached the model: as in Triton, whose
+        // statistics leave out requests that fail validation, it is not a
+        // failed inference. Refusals for want of room below are.
         let refused = checked.iter().filter(|c| c.is_err()).count() as u64;
-        if refused > 0 {
-            shared.stats.fail.add_n(refused, Duration::ZERO);
-        }
         if checked.iter().any(Result::is_ok) {
             let admission = match self.admit() {
                 Ok(a) => Arc::new(a),

@@ -142,7 +142,10 @@ pub struct Stats {
     pub queue_delays: AtomicU64,
     /// Jobs answered with their outputs, with the time from queue to reply.
     pub success: Timed,
-    /// Jobs answered with an error after they were queued.
+    /// Jobs that passed the model's checks and were answered with an
+    /// error: refused for want of queue room, timed out, or failed in a
+    /// run. A request the checks refuse (shape, type, priority) is not
+    /// counted, as in Triton.
     pub fail: Timed,
     /// Time in the queue of the jobs that ran.
     pub queue: Timed,

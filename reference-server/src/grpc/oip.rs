@@ -140,9 +140,9 @@ impl OipGrpc {
                         let item = match answer {
                             Ok(resp) => Ok(pb::ModelStreamInferResponse {
                                 error_message: String::new(),
-                                infer_response: Some(resp),
+                                infer_response: Some(final_response(resp)),
                             }),
-                            Err((e, _, _, _)) if status_errors => Err(e),
+                            Err((e, ..)) if status_errors => Err(e),
                             Err((e, id, model, version)) => Ok(in_band(&e, id, model, version)),
                         };
                         let ends = item.is_err();
@@ -188,8 +188,25 @@ pub(crate) type Held = Option<serving_proto::gather::Charge>;
 pub(crate) type AnswerStream =
     Pin<Box<dyn Stream<Item = Result<pb::ModelStreamInferResponse, Status>> + Send>>;
 
-/// An in-band stream error, as Triton sends it: the text, and the
-/// request's id and model so that the client can tell which one failed.
+/// The parameter Triton puts on every streamed response: whether it is the
+/// request's last. A model here answers each request with exactly one
+/// response, so it is always `true`.
+const FINAL_RESPONSE: &str = "triton_final_response";
+
+/// A streamed response, marked as its request's last, as Triton marks it.
+fn final_response(mut resp: pb::ModelInferResponse) -> pb::ModelInferResponse {
+    resp.parameters.insert(
+        FINAL_RESPONSE.to_owned(),
+        pb::InferParameter {
+            parameter_choice: Some(pb::infer_parameter::ParameterChoice::BoolParam(true)),
+        },
+    );
+    resp
+}
+
+/// An in-band stream error: the text, and the request's id (as Triton
+/// 2.51 sends it) with its model and version (which Triton leaves out), so
+/// that the client can tell which request failed and where it went.
 fn in_band(
     e: &Status,
     id: String,
@@ -230,7 +247,7 @@ impl GrpcInferenceService for OipGrpc {
         request: Request<pb::ModelReadyRequest>,
     ) -> Result<Response<pb::ModelReadyResponse>, Status> {
         let r = request.into_inner();
-        let ready = oip::model_ready(&self.state, &r.name, &r.version).map_err(status)?;
+        let ready = oip::grpc_model_ready(&self.state, &r.name, &r.version).map_err(status)?;
         Ok(Response::new(pb::ModelReadyResponse { ready }))
     }
 

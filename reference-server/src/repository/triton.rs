@@ -662,7 +662,13 @@ pub fn translate(
             .map(|q| q.default_timeout_microseconds)
             .filter(|&us| us > 0)
             .map(Duration::from_micros),
-        request_timeouts: request_timeouts(queue_policy),
+        // Without dynamic batching Triton has no queue policy, and a
+        // request's own `timeout` is not applied.
+        request_timeouts: if dynamic.is_some() {
+            request_timeouts(queue_policy)
+        } else {
+            RequestTimeouts::Ignore
+        },
         timeout_action: timeout_action(queue_policy),
         levels: dynamic
             .as_ref()
@@ -989,6 +995,28 @@ mod tests {
                 "dynamic_batching { priority_levels: 2 priority_queue_policy { key: 3 value: { } } }"
             ),
             "dynamic_batching: priority_queue_policy names level 3, outside the priority levels 1..=2"
+        );
+    }
+
+    #[test]
+    fn a_request_timeout_counts_only_with_dynamic_batching_as_in_triton() {
+        let model = sig(
+            &[("x", DataType::Fp32, &[-1, 3])],
+            &[("y", DataType::Fp32, &[-1, 3])],
+        );
+        let timeouts = |text: &str| {
+            let c = parse_text(text).unwrap();
+            translate("m", Some(&c), &model, &defaults())
+                .unwrap()
+                .spec
+                .deployment
+                .queue
+                .request_timeouts
+        };
+        assert_eq!(timeouts("max_batch_size: 8"), RequestTimeouts::Ignore);
+        assert_eq!(
+            timeouts("max_batch_size: 8 dynamic_batching { }"),
+            RequestTimeouts::Override
         );
     }
 

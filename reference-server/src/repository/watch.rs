@@ -21,7 +21,7 @@
 //! version the policy no longer names is unloaded only once the one that
 //! replaces it serves.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -111,8 +111,9 @@ pub struct Watcher {
     /// Versions not loaded, by model and version (0: the model directory
     /// itself, when its configuration is unusable).
     seen: BTreeMap<(String, u64), Seen>,
-    /// Models unloaded on request: not reloaded until asked to load.
-    held: BTreeSet<String>,
+    /// Models unloaded on request, with the versions they had: not
+    /// reloaded until asked to load.
+    held: BTreeMap<String, Vec<u64>>,
     /// The failures, as of the last scan, for readers that must not wait
     /// for a scan in progress.
     published: Arc<std::sync::RwLock<Vec<Failure>>>,
@@ -149,7 +150,7 @@ impl Watcher {
             runtime,
             options,
             seen: BTreeMap::new(),
-            held: BTreeSet::new(),
+            held: BTreeMap::new(),
             published: Arc::default(),
         }
     }
@@ -164,11 +165,14 @@ impl Watcher {
     /// reports them: unavailable, "unloaded").
     fn publish(&self) {
         let mut all = self.failures();
-        all.extend(self.held.iter().map(|model| Failure {
-            model: model.clone(),
-            version: 0,
-            reason: UNLOADED.into(),
-        }));
+        for (model, versions) in &self.held {
+            let versions: &[u64] = if versions.is_empty() { &[0] } else { versions };
+            all.extend(versions.iter().map(|&version| Failure {
+                model: model.clone(),
+                version,
+                reason: UNLOADED.into(),
+            }));
+        }
         *self.published.write().unwrap_or_else(|e| e.into_inner()) = all;
     }
 
@@ -232,10 +236,15 @@ impl Watcher {
     pub fn unload(&mut self, registry: &Registry, name: &str) -> Vec<u64> {
         let versions = registry.versions(name);
         let failing = self.failures().iter().any(|f| f.model == name);
-        if versions.is_empty() && !failing && !self.held.contains(name) {
+        if versions.is_empty() && !failing && !self.held.contains_key(name) {
             return versions;
         }
-        self.held.insert(name.to_owned());
+        // The versions it had, as Triton's index names them; unloading it
+        // again keeps them.
+        let held = self.held.entry(name.to_owned()).or_default();
+        if !versions.is_empty() {
+            held.clone_from(&versions);
+        }
         for &v in &versions {
             registry.remove(name, v);
         }
@@ -284,14 +293,14 @@ impl Watcher {
     fn scan_once(&mut self, registry: &Registry, now: Option<&str>, all_now: bool) -> Changes {
         let mut changes = Changes::default();
         let mut on_disk: BTreeMap<String, PathBuf> = self.source.model_dirs();
-        on_disk.retain(|name, _| !self.held.contains(name));
+        on_disk.retain(|name, _| !self.held.contains_key(name));
         let scanned: BTreeMap<String, Result<ServableDir, RepositoryError>> = on_disk
             .iter()
             .map(|(name, path)| (name.clone(), self.source.scan_dir(name, path)))
             .collect();
         // Unload what is gone from the disk.
         for (name, loaded) in registry.list() {
-            if self.held.contains(&name) {
+            if self.held.contains_key(&name) {
                 continue;
             }
             let present: Vec<u64> = match scanned.get(&name) {

@@ -34,7 +34,8 @@ use crate::error::ServeError;
 /// The output parameter that asks for classification.
 pub(crate) const PARAMETER: &str = "classification";
 
-/// The class count an output asks for, if any: a positive integer.
+/// The class count an output asks for, if any: a non-negative integer,
+/// 0 meaning none, as Triton reads it (its clients' `class_count` default).
 pub(crate) fn class_count(
     output: &str,
     parameters: &Parameters,
@@ -43,9 +44,10 @@ pub(crate) fn class_count(
         return Ok(None);
     };
     match p.as_u64() {
-        Some(k) if k > 0 => Ok(Some(usize::try_from(k).unwrap_or(usize::MAX))),
-        _ => Err(ServeError::InvalidArgument(format!(
-            "output '{}': parameter '{PARAMETER}' must be a positive integer, the number of classes to return",
+        Some(0) => Ok(None),
+        Some(k) => Ok(Some(usize::try_from(k).unwrap_or(usize::MAX))),
+        None => Err(ServeError::InvalidArgument(format!(
+            "output '{}': parameter '{PARAMETER}' must be a non-negative integer, the number of classes to return (0: none)",
             quote(output)
         ))),
     }
@@ -332,6 +334,22 @@ mod tests {
     }
 
     #[test]
+    fn a_class_count_of_zero_asks_for_none_as_in_triton() {
+        use serving_proto::oip::Parameter;
+        let with = |p: Parameter| Parameters::from([(PARAMETER.to_owned(), p)]);
+        assert_eq!(class_count("y", &Parameters::new()).unwrap(), None);
+        assert_eq!(class_count("y", &with(Parameter::Int64(0))).unwrap(), None);
+        assert_eq!(
+            class_count("y", &with(Parameter::Int64(3))).unwrap(),
+            Some(3)
+        );
+        for bad in [Parameter::Int64(-1), Parameter::String("2".into())] {
+            let e = class_count("y", &with(bad)).unwrap_err().to_string();
+            assert!(e.contains("non-negative integer"), "{e}");
+        }
+    }
+
+    #[test]
     fn rows_are_classified_apart_highest_first() {
         let t = Tensor::from_slice(&[2, 4], &[0.1f32, 0.7, 0.2, 0.7, 5.0, 1.0, 3.0, 2.0]).unwrap();
         let c = classify("y", &t, 3, true, None, 1 << 20).unwrap();
@@ -422,8 +440,5 @@ mod tests {
         );
         let t = Tensor::from_slice(&[1], &[true]).unwrap();
         assert!(classify("y", &t, 1, false, None, 1 << 20).is_err());
-        let mut p = Parameters::new();
-        p.insert(PARAMETER.into(), serving_proto::oip::Parameter::Int64(0));
-        assert!(class_count("y", &p).is_err());
     }
 }

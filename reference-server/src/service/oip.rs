@@ -478,3 +478,17 @@ pub(crate) fn model_ready(state: &State, name: &str, version: &str) -> Result<bo
         Err(e) => Err(e),
     }
 }
+
+/// gRPC `ModelReady`: as Triton answers it, a model or version the server
+/// does not have is not ready (`ready: false`), not an error; the reply has
+/// no room for why, which REST's 404 body gives.
+pub(crate) fn grpc_model_ready(
+    state: &State,
+    name: &str,
+    version: &str,
+) -> Result<bool, ServeError> {
+    match model_ready(state, name, version) {
+        Err(ServeError::NotFound(_)) => Ok(false),
+        r => r,
+    }
+}
