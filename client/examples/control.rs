@@ -2,7 +2,7 @@
 //! statistics, the repository index, unloading and loading a model, and a
 //! compressed inference, each reported as offered or not (with the
 //! server's answer). `--require a,b` makes the run fail unless those are
-//! offered and behave: CI runs it against MLServer this way.
+//! offered and behave: CI runs it against MLServer and Triton this way.
 //!
 //! ```sh
 //! cargo run -p reference-server -- --model-repository my-models   # one terminal
@@ -11,7 +11,8 @@
 //! ```
 //!
 //! Features: `config`, `statistics`, `repository` (index, unload, load),
-//! `compression` (gzip: the same outputs as without).
+//! `compression` (gzip: the same outputs as without), `cuda_shared_memory`
+//! (status, and unregistering every region, as tools do at exit).
 
 use std::collections::BTreeSet;
 use std::process::ExitCode;
@@ -131,6 +132,19 @@ async fn try_feature(url: &str, model: &str, feature: &str) -> Result<String, St
                 plain.outputs.len()
             ))
         }
+        "cuda_shared_memory" => {
+            // What tools do at exit on a host without GPUs: read the status,
+            // unregister everything.
+            let regions = client.cuda_shared_memory_status(None).await.map_err(text)?;
+            client
+                .unregister_cuda_shared_memory(None)
+                .await
+                .map_err(text)?;
+            Ok(format!(
+                "status lists {} regions; unregistering every region succeeds",
+                regions.len()
+            ))
+        }
         other => Err(format!("unknown feature {other}")),
     }
 }
@@ -149,7 +163,13 @@ async fn main() -> ExitCode {
         .map(|list| list.split(',').map(str::to_owned).collect())
         .unwrap_or_default();
     let mut failed = false;
-    for feature in ["config", "statistics", "repository", "compression"] {
+    for feature in [
+        "config",
+        "statistics",
+        "repository",
+        "compression",
+        "cuda_shared_memory",
+    ] {
         match try_feature(url, model, feature).await {
             Ok(what) => println!("{url} {feature}: ok: {what}"),
             Err(why) if required.contains(feature) => {

@@ -8,13 +8,17 @@ use std::time::Duration;
 use serving_proto::oip::grpc::Contents;
 
 use crate::client::{Client, Inner, MAX_MESSAGE_SIZE, Protocol};
-use crate::connections::{self, Resolve, SystemResolver};
+use crate::connections::Resolve;
+#[cfg(feature = "grpc")]
+use crate::connections::{self, SystemResolver};
 use crate::endpoint::{self, Target};
 use crate::error::Error;
 use crate::pool::{Balance, Pool};
 use crate::tls::TlsOptions;
 use crate::transport::Transport;
+#[cfg(feature = "grpc")]
 use crate::transport::grpc::Grpc;
+#[cfg(feature = "rest")]
 use crate::transport::rest::Rest;
 
 /// Builds a [`Client`].
@@ -307,7 +311,7 @@ impl ClientBuilder {
                 )));
             }
         }
-        let mut rest_client = None;
+        let mut shared_http = SharedHttp::default();
         let mut endpoints = Vec::with_capacity(self.endpoints.len());
         for url in &self.endpoints {
             let transport = match endpoint::parse(url)? {
@@ -315,97 +319,10 @@ impl ClientBuilder {
                     authority,
                     host,
                     tls,
-                } => {
-                    let channel = match self.resolve_every {
-                        None => connections::several(
-                            &self.grpc_endpoint(url, &authority, &host, tls, &authority)?,
-                            self.connections,
-                        ),
-                        Some(every) => {
-                            let port = authority
-                                .rsplit_once(':')
-                                .and_then(|(_, p)| p.parse().ok())
-                                .ok_or_else(|| {
-                                    Error::Config(format!(
-                                        "endpoint '{url}' has no port to resolve"
-                                    ))
-                                })?;
-                            // Checked once here; each address's endpoint
-                            // is made the same way.
-                            self.grpc_endpoint(url, &authority, &host, tls, &authority)?;
-                            let this = self.clone();
-                            let (url, authority, host_name) =
-                                (url.clone(), authority.clone(), host.clone());
-                            connections::resolved(
-                                self.resolver
-                                    .clone()
-                                    .unwrap_or_else(|| Arc::new(SystemResolver)),
-                                host.trim_start_matches('[')
-                                    .trim_end_matches(']')
-                                    .to_owned(),
-                                port,
-                                every,
-                                self.connections,
-                                move |address| {
-                                    this.grpc_endpoint(
-                                        &url,
-                                        &authority,
-                                        &host_name,
-                                        tls,
-                                        &address.to_string(),
-                                    )
-                                },
-                            )?
-                        }
-                    };
-                    Arc::new(Grpc {
-                        channel,
-                        label: url.clone(),
-                        contents: self.contents,
-                    }) as Arc<dyn Transport>
-                }
-                Target::Unix { path } => {
-                    let ep = http2_tuned(
-                        tonic::transport::Endpoint::from_static("http://localhost")
-                            .connect_timeout(self.connect_timeout),
-                    );
-                    let channel =
-                        ep.connect_with_connector_lazy(tower::service_fn(move |_: http::Uri| {
-                            let path = path.clone();
-                            async move {
-                                let stream = tokio::net::UnixStream::connect(path).await?;
-                                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(stream))
-                            }
-                        }));
-                    Arc::new(Grpc {
-                        channel,
-                        label: url.clone(),
-                        contents: self.contents,
-                    })
-                }
+                } => self.grpc_transport(url, &authority, &host, tls)?,
+                Target::Unix { path } => self.unix_transport(url, path)?,
                 Target::Rest { authority, tls } => {
-                    if rest_client.is_none() {
-                        let mut builder = reqwest::Client::builder()
-                            .connect_timeout(self.connect_timeout)
-                            .tcp_nodelay(true)
-                            .tls_backend_preconfigured(self.tls.rustls()?);
-                        if let Some((interval, timeout)) = self.keep_alive {
-                            builder = builder
-                                .tcp_keepalive(interval)
-                                .http2_keep_alive_interval(interval)
-                                .http2_keep_alive_timeout(timeout)
-                                .http2_keep_alive_while_idle(true);
-                        }
-                        rest_client =
-                            Some(builder.build().map_err(|e| Error::Config(e.to_string()))?);
-                    }
-                    let scheme = if tls { "https" } else { "http" };
-                    Arc::new(Rest {
-                        http: rest_client.clone().expect("built above"),
-                        base: format!("{scheme}://{authority}"),
-                        label: url.clone(),
-                        binary_threshold: self.binary_threshold,
-                    })
+                    self.rest_transport(url, &authority, tls, &mut shared_http)?
                 }
             };
             endpoints.push(transport);
@@ -426,15 +343,170 @@ impl ClientBuilder {
     }
 }
 
+/// The REST client the REST endpoints of one [`Client`] share (one
+/// connection pool); nothing without the `rest` feature.
+#[derive(Default)]
+struct SharedHttp {
+    #[cfg(feature = "rest")]
+    client: Option<reqwest::Client>,
+}
+
+/// The error for an endpoint whose transport this build leaves out.
+#[allow(dead_code, reason = "used by whichever transport is left out")]
+fn without(url: &str, feature: &str) -> Error {
+    Error::Config(format!(
+        "endpoint '{url}' needs the `{feature}` feature of serving-client, which this build leaves out"
+    ))
+}
+
+#[cfg(feature = "grpc")]
+impl ClientBuilder {
+    /// A gRPC endpoint over TCP: several connections, or connections to
+    /// every address its name resolves to.
+    fn grpc_transport(
+        &self,
+        url: &str,
+        authority: &str,
+        host: &str,
+        tls: bool,
+    ) -> Result<Arc<dyn Transport>, Error> {
+        let channel = match self.resolve_every {
+            None => connections::several(
+                &self.grpc_endpoint(url, authority, host, tls, authority)?,
+                self.connections,
+            ),
+            Some(every) => {
+                let port = authority
+                    .rsplit_once(':')
+                    .and_then(|(_, p)| p.parse().ok())
+                    .ok_or_else(|| {
+                        Error::Config(format!("endpoint '{url}' has no port to resolve"))
+                    })?;
+                // Checked once here; each address's endpoint
+                // is made the same way.
+                self.grpc_endpoint(url, authority, host, tls, authority)?;
+                let this = self.clone();
+                let (url, authority, host_name) =
+                    (url.to_owned(), authority.to_owned(), host.to_owned());
+                connections::resolved(
+                    self.resolver
+                        .clone()
+                        .unwrap_or_else(|| Arc::new(SystemResolver)),
+                    host.trim_start_matches('[')
+                        .trim_end_matches(']')
+                        .to_owned(),
+                    port,
+                    every,
+                    self.connections,
+                    move |address| {
+                        this.grpc_endpoint(&url, &authority, &host_name, tls, &address.to_string())
+                    },
+                )?
+            }
+        };
+        Ok(Arc::new(Grpc {
+            channel,
+            label: url.to_owned(),
+            contents: self.contents,
+        }))
+    }
+
+    /// A gRPC endpoint over a Unix socket.
+    fn unix_transport(&self, url: &str, path: String) -> Result<Arc<dyn Transport>, Error> {
+        let ep = http2_tuned(
+            tonic::transport::Endpoint::from_static("http://localhost")
+                .connect_timeout(self.connect_timeout),
+        );
+        let channel = ep.connect_with_connector_lazy(tower::service_fn(move |_: http::Uri| {
+            let path = path.clone();
+            async move {
+                let stream = tokio::net::UnixStream::connect(path).await?;
+                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(stream))
+            }
+        }));
+        Ok(Arc::new(Grpc {
+            channel,
+            label: url.to_owned(),
+            contents: self.contents,
+        }))
+    }
+}
+
+#[cfg(not(feature = "grpc"))]
+impl ClientBuilder {
+    fn grpc_transport(
+        &self,
+        url: &str,
+        _: &str,
+        _: &str,
+        _: bool,
+    ) -> Result<Arc<dyn Transport>, Error> {
+        Err(without(url, "grpc"))
+    }
+
+    fn unix_transport(&self, url: &str, _: String) -> Result<Arc<dyn Transport>, Error> {
+        Err(without(url, "grpc"))
+    }
+}
+
+#[cfg(feature = "rest")]
+impl ClientBuilder {
+    /// A REST endpoint, on the client's shared REST connection pool.
+    fn rest_transport(
+        &self,
+        url: &str,
+        authority: &str,
+        tls: bool,
+        shared_http: &mut SharedHttp,
+    ) -> Result<Arc<dyn Transport>, Error> {
+        if shared_http.client.is_none() {
+            let mut builder = reqwest::Client::builder()
+                .connect_timeout(self.connect_timeout)
+                .tcp_nodelay(true)
+                .tls_backend_preconfigured(self.tls.rustls()?);
+            if let Some((interval, timeout)) = self.keep_alive {
+                builder = builder
+                    .tcp_keepalive(interval)
+                    .http2_keep_alive_interval(interval)
+                    .http2_keep_alive_timeout(timeout)
+                    .http2_keep_alive_while_idle(true);
+            }
+            shared_http.client = Some(builder.build().map_err(|e| Error::Config(e.to_string()))?);
+        }
+        let scheme = if tls { "https" } else { "http" };
+        Ok(Arc::new(Rest {
+            http: shared_http.client.clone().expect("built above"),
+            base: format!("{scheme}://{authority}"),
+            label: url.to_owned(),
+            binary_threshold: self.binary_threshold,
+        }))
+    }
+}
+
+#[cfg(not(feature = "rest"))]
+impl ClientBuilder {
+    fn rest_transport(
+        &self,
+        url: &str,
+        _: &str,
+        _: bool,
+        _: &mut SharedHttp,
+    ) -> Result<Arc<dyn Transport>, Error> {
+        Err(without(url, "rest"))
+    }
+}
+
 /// The largest HTTP/2 frame the client accepts (`SETTINGS_MAX_FRAME_SIZE`),
 /// as the reference server does: a 64 MiB reply arrives in 64 frames instead
 /// of 4,096 of the protocol's default 16 KiB, each a read and a wake-up less.
 /// A frame is held whole before it is handed on, so this is also what one
 /// connection may buffer of a frame.
+#[cfg(feature = "grpc")]
 const GRPC_MAX_FRAME: u32 = 1 << 20;
 
 /// The HTTP/2 settings of every gRPC connection, TCP or Unix: fixed 8 MiB
 /// flow-control windows (large tensors on loopback) and 1 MiB frames.
+#[cfg(feature = "grpc")]
 fn http2_tuned(ep: tonic::transport::Endpoint) -> tonic::transport::Endpoint {
     ep.http2_adaptive_window(false)
         .initial_stream_window_size(8 << 20)
@@ -442,6 +514,7 @@ fn http2_tuned(ep: tonic::transport::Endpoint) -> tonic::transport::Endpoint {
         .max_frame_size(GRPC_MAX_FRAME)
 }
 
+#[cfg(feature = "grpc")]
 impl ClientBuilder {
     /// The tonic endpoint of gRPC endpoint `url` (`authority`, `host`),
     /// connecting to `address` (the authority itself, or one resolved
@@ -480,5 +553,31 @@ impl ClientBuilder {
                 .map_err(|e| config(&e))?;
         }
         Ok(ep)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An endpoint whose transport this build leaves out is refused when
+    /// the client is built, naming the feature; one it has builds.
+    #[tokio::test]
+    async fn an_endpoint_of_a_transport_left_out_names_its_feature() {
+        let built = |url: &str| Client::builder().endpoint(url).build();
+        for (url, feature, on) in [
+            ("grpc://127.0.0.1:1", "grpc", cfg!(feature = "grpc")),
+            ("unix:/tmp/none.sock", "grpc", cfg!(feature = "grpc")),
+            ("http://127.0.0.1:1", "rest", cfg!(feature = "rest")),
+        ] {
+            match built(url) {
+                Ok(_) => assert!(on, "{url} built without the {feature} feature"),
+                Err(Error::Config(m)) => {
+                    assert!(!on, "{url}: {m}");
+                    assert!(m.contains(&format!("the `{feature}` feature")), "{m}");
+                }
+                Err(e) => panic!("{url}: {e:?}"),
+            }
+        }
     }
 }

@@ -15,6 +15,7 @@ use crate::error::Error;
 use crate::infer::InferBuilder;
 use crate::pool::{Pool, Retry, Route};
 use crate::stats::{CallTiming, InferStats};
+#[cfg(feature = "grpc")]
 use crate::stream::{InferStream, StreamResponses};
 use crate::transport::{CallCtx, ModelMetadata, OutputRegions, ServerMetadata, Transport};
 
@@ -374,6 +375,7 @@ impl Client {
     /// # Ok(())
     /// # }
     /// ```
+    #[cfg(feature = "grpc")]
     pub async fn stream(&self) -> Result<(InferStream, StreamResponses), Error> {
         self.require(Protocol::OpenInference)?;
         let grpc = self

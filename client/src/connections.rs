@@ -9,15 +9,21 @@
 //! connections picked at random (power of two choices), and a connection
 //! that breaks is opened again on the next call.
 
+#[cfg(feature = "grpc")]
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
+#[cfg(feature = "grpc")]
 use std::sync::Arc;
+#[cfg(feature = "grpc")]
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
+#[cfg(feature = "grpc")]
 use tonic::transport::channel::Change;
+#[cfg(feature = "grpc")]
 use tonic::transport::{Channel, Endpoint};
 
+#[cfg(feature = "grpc")]
 use crate::Error;
 
 /// Resolves a host name to the addresses of its replicas: what
@@ -50,6 +56,7 @@ impl Resolve for SystemResolver {
 }
 
 /// `n` connections to one endpoint, balanced.
+#[cfg(feature = "grpc")]
 pub(crate) fn several(endpoint: &Endpoint, n: usize) -> Channel {
     if n <= 1 {
         return endpoint.connect_lazy();
@@ -67,6 +74,7 @@ pub(crate) fn several(endpoint: &Endpoint, n: usize) -> Channel {
 /// again every `every`; `n` connections per address. `endpoint_for` makes
 /// the endpoint of one address (TLS names and `:authority` stay the
 /// host's). The first answer is awaited by the first call, not here.
+#[cfg(feature = "grpc")]
 pub(crate) fn resolved(
     resolver: Arc<dyn Resolve>,
     host: String,

@@ -5,10 +5,13 @@
 //! shared serde types of [`serving_proto::oip::extensions`] for the rest).
 
 use bytes::Bytes;
-use serving_proto::oip::extensions::{RepositoryModel, SystemSharedMemoryRegion};
+use serving_proto::oip::extensions::{
+    CudaSharedMemoryRegion, RepositoryModel, SystemSharedMemoryRegion,
+};
 use serving_proto::pb::inference::{ModelConfig, ModelStatistics};
 
 use crate::client::CallKind;
+use crate::transport::CudaRegistration;
 use crate::{Client, Error};
 
 /// What a repository load call carries besides the model's name: a
@@ -187,6 +190,61 @@ impl Client {
         let name = name.unwrap_or_default();
         self.call_as("system_shared_memory_status", CallKind::Bound, |t, ctx| {
             t.system_shared_memory_status(ctx, name)
+        })
+        .await
+    }
+
+    /// Triton: registers `byte_size` bytes of GPU `device_id`'s memory,
+    /// exported by the `cudaIpcMemHandle_t` `raw_handle` (64 bytes), as
+    /// CUDA shared-memory region `name`. Needs a server with a GPU on the
+    /// same host; this project's reference server refuses it
+    /// ([`Error::Unimplemented`]). Sent once, to one server, as
+    /// [`Client::load_model`].
+    pub async fn register_cuda_shared_memory(
+        &self,
+        name: &str,
+        raw_handle: &[u8],
+        device_id: i64,
+        byte_size: u64,
+    ) -> Result<(), Error> {
+        let region = CudaRegistration {
+            name: name.to_owned(),
+            raw_handle: raw_handle.to_vec(),
+            device_id,
+            byte_size,
+        };
+        let region = &region;
+        self.call_as(
+            "register_cuda_shared_memory",
+            CallKind::Control,
+            |t, ctx| t.register_cuda_shared_memory(ctx, region),
+        )
+        .await
+    }
+
+    /// Triton: unregisters CUDA shared-memory region `name` (`None`: every
+    /// region), as tools do when they exit. Sent once, to one server, as
+    /// [`Client::load_model`].
+    pub async fn unregister_cuda_shared_memory(&self, name: Option<&str>) -> Result<(), Error> {
+        let name = name.unwrap_or_default();
+        self.call_as(
+            "unregister_cuda_shared_memory",
+            CallKind::Control,
+            |t, ctx| t.unregister_cuda_shared_memory(ctx, name),
+        )
+        .await
+    }
+
+    /// Triton: the registered CUDA shared-memory regions (`name` given:
+    /// that one), of one server: on a client of several endpoints, ask
+    /// through [`Client::endpoint`].
+    pub async fn cuda_shared_memory_status(
+        &self,
+        name: Option<&str>,
+    ) -> Result<Vec<CudaSharedMemoryRegion>, Error> {
+        let name = name.unwrap_or_default();
+        self.call_as("cuda_shared_memory_status", CallKind::Bound, |t, ctx| {
+            t.cuda_shared_memory_status(ctx, name)
         })
         .await
     }

@@ -154,6 +154,7 @@ impl InferBuilder<'_> {
 /// A placement's offset or size as Triton takes it: `int64_param` (what
 /// tritonclient sends; Triton refuses `uint64_param` there). A region is
 /// mapped, so its offsets and sizes are below `isize::MAX`.
+#[cfg(all(unix, feature = "shared-memory"))]
 fn int64(n: usize) -> Parameter {
     Parameter::Int64(i64::try_from(n).unwrap_or(i64::MAX))
 }

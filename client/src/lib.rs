@@ -6,7 +6,9 @@
 //!   OpenVINO Model Server and TorchServe speak ([`Client::infer`]).
 //! - **Transports**: the endpoint URL's scheme picks gRPC (`grpc://`,
 //!   `grpcs://`, `unix:`) or REST (`http://`, `https://`; large OIP tensors
-//!   travel with the binary tensor extension).
+//!   travel with the binary tensor extension). Each is a default feature,
+//!   `grpc` and `rest`: build with one to leave the other's dependencies
+//!   out.
 //! - **Sizes**: requests over the send cap (512 MiB, configurable lower) fail
 //!   before a byte is sent, with [`Error::MessageTooLarge`] carrying both
 //!   numbers; a server's size refusal is the same variant with the server's
@@ -86,6 +88,7 @@ mod error;
 mod infer;
 mod pool;
 mod stats;
+#[cfg(feature = "grpc")]
 mod stream;
 mod tls;
 mod transport;
@@ -106,12 +109,15 @@ pub use error::{BoxError, Error, SizeSide, TransportKind};
 pub use infer::InferBuilder;
 pub use pool::Balance;
 pub use stats::InferStats;
+#[cfg(feature = "grpc")]
 pub use stream::{InferStream, StreamResponses};
 pub use transport::{ModelMetadata, ServerMetadata, TensorMetadata};
 
 pub use serving_proto::compression::Encoding as Compression;
 pub use serving_proto::mindspore::{InstanceResult, ServableError};
-pub use serving_proto::oip::extensions::{RepositoryModel, SystemSharedMemoryRegion};
+pub use serving_proto::oip::extensions::{
+    CudaSharedMemoryRegion, RepositoryModel, SystemSharedMemoryRegion,
+};
 pub use serving_proto::oip::{InferRequest, InferResponse, NamedTensor, Parameter};
 pub use serving_proto::pb::inference::{ModelConfig, ModelStatistics};
 pub use serving_proto::{DataType, Element, NamedTensors, Tensor, TensorData, TensorError};

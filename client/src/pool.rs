@@ -274,7 +274,7 @@ impl Pool {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "rest"))]
 mod tests {
     use std::sync::Mutex;
 

@@ -3,14 +3,21 @@
 //! (`https://`) alike. Without a custom CA, the platform's trusted roots
 //! verify the server.
 
+#[cfg(feature = "rest")]
 use std::sync::Arc;
 
+#[cfg(feature = "rest")]
 use rustls::client::WebPkiServerVerifier;
+#[cfg(feature = "rest")]
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+#[cfg(feature = "rest")]
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+#[cfg(feature = "rest")]
 use rustls::{DigitallySignedStruct, SignatureScheme};
+#[cfg(feature = "rest")]
 use rustls_pki_types::pem::PemObject;
 
+#[cfg(feature = "rest")]
 use crate::Error;
 
 /// PEM material for TLS connections.
@@ -23,6 +30,7 @@ pub struct TlsOptions {
 
 impl TlsOptions {
     /// The tonic configuration for `grpcs://` endpoints.
+    #[cfg(feature = "grpc")]
     pub(crate) fn tonic(&self, host: &str) -> tonic::transport::ClientTlsConfig {
         let mut c = tonic::transport::ClientTlsConfig::new()
             .domain_name(self.server_name.clone().unwrap_or_else(|| host.to_owned()));
@@ -37,6 +45,7 @@ impl TlsOptions {
     }
 
     /// The rustls configuration for `https://` endpoints.
+    #[cfg(feature = "rest")]
     pub(crate) fn rustls(&self) -> Result<rustls::ClientConfig, Error> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let mut roots = rustls::RootCertStore::empty();
@@ -94,12 +103,14 @@ impl TlsOptions {
 
 /// Verifies the server's certificate against a fixed name instead of the
 /// URL's host (the server-name override).
+#[cfg(feature = "rest")]
 #[derive(Debug)]
 struct NameOverride {
     inner: Arc<WebPkiServerVerifier>,
     name: ServerName<'static>,
 }
 
+#[cfg(feature = "rest")]
 impl ServerCertVerifier for NameOverride {
     fn verify_server_cert(
         &self,

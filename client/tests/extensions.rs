@@ -127,6 +127,43 @@ async fn names_with_path_characters_address_no_other_route() {
     server.shutdown().await;
 }
 
+/// CUDA shared memory against a server without it: no regions, clean-up
+/// succeeds (what tools do at exit), a registration is refused as
+/// unimplemented with the server's reason, on both transports.
+#[tokio::test]
+async fn cuda_shared_memory_calls_on_both_transports() {
+    let dir = repository();
+    let server = serve(dir.path(), true).await;
+    for url in urls(&server) {
+        let client = Client::new(&url).unwrap();
+        assert_eq!(
+            client.cuda_shared_memory_status(None).await.unwrap(),
+            vec![]
+        );
+        client.unregister_cuda_shared_memory(None).await.unwrap();
+        client
+            .unregister_cuda_shared_memory(Some("gpu0"))
+            .await
+            .unwrap();
+        let e = client
+            .register_cuda_shared_memory("gpu0", &[7u8; 64], 0, 1024)
+            .await
+            .unwrap_err();
+        match &e {
+            Error::Unimplemented { message, .. } => assert!(
+                message.contains("CUDA shared memory is not supported"),
+                "{url}: {message}"
+            ),
+            other => panic!("{url}: {other:?}"),
+        }
+        assert_eq!(
+            client.cuda_shared_memory_status(None).await.unwrap(),
+            vec![]
+        );
+    }
+    server.shutdown().await;
+}
+
 #[tokio::test]
 async fn config_statistics_and_repository_on_both_transports() {
     let dir = repository();

@@ -34,3 +34,11 @@ echo "Triton is up: gRPC $grpc, REST $http"
 # not apply (the suite sends no 2 GiB message).
 run_suite Triton target/triton-report conformance/triton/expected-failures.txt \
   "oip+grpc://127.0.0.1:$grpc,oip+http://127.0.0.1:$http"
+# serving-client's control calls against Triton (client/examples/control.rs):
+# configuration, statistics, repository load/unload, gzip, and the CUDA
+# shared-memory calls tools make at exit (Triton without a GPU lists none).
+echo "serving-client control calls against Triton"
+for url in "http://127.0.0.1:$http" "grpc://127.0.0.1:$grpc"; do
+  cargo run -q -p serving-client --example control -- "$url" add \
+    --require config,statistics,repository,compression,cuda_shared_memory
+done

@@ -14,10 +14,14 @@ use serving_proto::pb::mindspore as pb_ms;
 use serving_proto::{NamedTensors, chunked, frame};
 use tonic::transport::Channel;
 
-use serving_proto::oip::extensions::{RepositoryModel, SystemSharedMemoryRegion};
+use serving_proto::oip::extensions::{
+    CudaSharedMemoryRegion, RepositoryModel, SystemSharedMemoryRegion,
+};
 
 use super::unary;
-use super::{Call, CallCtx, ModelMetadata, ServerMetadata, Transport, sent_too_large};
+use super::{
+    Call, CallCtx, CudaRegistration, ModelMetadata, ServerMetadata, Transport, sent_too_large,
+};
 use crate::error::{Error, SizeSide, chain_text, transport_kind, visit_causes};
 
 /// One gRPC endpoint.
@@ -474,15 +478,58 @@ impl Transport for Grpc {
                 .oip(&ctx)
                 .system_shared_memory_status(ctx.grpc_request(msg))
                 .await;
-            // A map by name on the wire; in name order here.
-            let mut regions: Vec<SystemSharedMemoryRegion> = self
-                .reply(r, &ctx)?
-                .regions
-                .into_values()
-                .map(Into::into)
-                .collect();
-            regions.sort_by(|a, b| a.name.cmp(&b.name));
-            Ok(regions)
+            Ok(in_name_order(self.reply(r, &ctx)?.regions))
         })
     }
+
+    fn register_cuda_shared_memory<'a>(
+        &'a self,
+        ctx: CallCtx,
+        region: &'a CudaRegistration,
+    ) -> Call<'a, ()> {
+        Box::pin(async move {
+            let msg = pb::CudaSharedMemoryRegisterRequest {
+                name: region.name.clone(),
+                raw_handle: region.raw_handle.clone().into(),
+                device_id: region.device_id,
+                byte_size: region.byte_size,
+            };
+            let r = self
+                .oip(&ctx)
+                .cuda_shared_memory_register(ctx.grpc_request(msg))
+                .await;
+            self.reply(r, &ctx).map(|_| ())
+        })
+    }
+
+    fn unregister_cuda_shared_memory<'a>(&'a self, ctx: CallCtx, name: &'a str) -> Call<'a, ()> {
+        Box::pin(async move {
+            let msg = pb::CudaSharedMemoryUnregisterRequest { name: name.into() };
+            let r = self
+                .oip(&ctx)
+                .cuda_shared_memory_unregister(ctx.grpc_request(msg))
+                .await;
+            self.reply(r, &ctx).map(|_| ())
+        })
+    }
+
+    fn cuda_shared_memory_status<'a>(
+        &'a self,
+        ctx: CallCtx,
+        name: &'a str,
+    ) -> Call<'a, Vec<CudaSharedMemoryRegion>> {
+        Box::pin(async move {
+            let msg = pb::CudaSharedMemoryStatusRequest { name: name.into() };
+            let r = self
+                .oip(&ctx)
+                .cuda_shared_memory_status(ctx.grpc_request(msg))
+                .await;
+            Ok(in_name_order(self.reply(r, &ctx)?.regions))
+        })
+    }
+}
+
+/// A status reply's regions: a map by name on the wire, in name order here.
+fn in_name_order<S, T: From<S>>(regions: std::collections::BTreeMap<String, S>) -> Vec<T> {
+    regions.into_values().map(Into::into).collect()
 }

@@ -1,8 +1,11 @@
 //! The two transports behind every endpoint ([`Transport`]: gRPC and
 //! REST), and what a call carries ([`CallCtx`]).
 
+#[cfg(feature = "grpc")]
 pub(crate) mod grpc;
+#[cfg(feature = "rest")]
 pub(crate) mod rest;
+#[cfg(feature = "grpc")]
 mod unary;
 
 use std::sync::Arc;
@@ -11,7 +14,9 @@ use std::time::Duration;
 use futures_util::future::BoxFuture;
 use serving_proto::NamedTensors;
 use serving_proto::mindspore::InstanceResult;
-use serving_proto::oip::extensions::{RepositoryModel, SystemSharedMemoryRegion};
+use serving_proto::oip::extensions::{
+    CudaSharedMemoryRegion, RepositoryModel, SystemSharedMemoryRegion,
+};
 use serving_proto::oip::{InferRequest, InferResponse};
 use serving_proto::pb::inference::{ModelConfig, ModelStatistics};
 
@@ -28,6 +33,7 @@ pub(crate) trait Transport: Send + Sync + 'static {
     fn label(&self) -> &str;
 
     /// The gRPC transport, for calls only gRPC has (streaming).
+    #[cfg(feature = "grpc")]
     fn as_grpc(&self) -> Option<&grpc::Grpc> {
         None
     }
@@ -98,6 +104,29 @@ pub(crate) trait Transport: Send + Sync + 'static {
         ctx: CallCtx,
         name: &'a str,
     ) -> Call<'a, Vec<SystemSharedMemoryRegion>>;
+    /// Triton's CUDA shared memory: register a region by its IPC handle.
+    fn register_cuda_shared_memory<'a>(
+        &'a self,
+        ctx: CallCtx,
+        region: &'a CudaRegistration,
+    ) -> Call<'a, ()>;
+    /// Unregister one CUDA region (`name` empty: every region).
+    fn unregister_cuda_shared_memory<'a>(&'a self, ctx: CallCtx, name: &'a str) -> Call<'a, ()>;
+    /// The registered CUDA regions (`name` empty: every region).
+    fn cuda_shared_memory_status<'a>(
+        &'a self,
+        ctx: CallCtx,
+        name: &'a str,
+    ) -> Call<'a, Vec<CudaSharedMemoryRegion>>;
+}
+
+/// A CUDA shared-memory registration as both transports send it.
+pub(crate) struct CudaRegistration {
+    pub(crate) name: String,
+    /// The `cudaIpcMemHandle_t`'s bytes.
+    pub(crate) raw_handle: Vec<u8>,
+    pub(crate) device_id: i64,
+    pub(crate) byte_size: u64,
 }
 
 /// Per-call settings handed to a transport.
@@ -156,6 +185,7 @@ impl CallCtx {
 
     /// Refuses a request of `size` encoded bytes over the send cap, before
     /// anything is sent.
+    #[cfg(feature = "rest")]
     pub fn check_send(&self, size: u64) -> Result<(), crate::Error> {
         serving_proto::frame::check_size(serving_proto::frame::Direction::Sent, size, self.max_send)
             .map_err(sent_too_large)
@@ -181,6 +211,7 @@ impl CallCtx {
     }
 
     /// A tonic request carrying this call's headers and `grpc-timeout`.
+    #[cfg(feature = "grpc")]
     pub fn grpc_request<T>(&self, message: T) -> tonic::Request<T> {
         let mut r = tonic::Request::new(message);
         if !self.headers.is_empty() {
@@ -222,6 +253,7 @@ pub(crate) async fn inflate_reply(
 }
 
 /// Compresses a request body given in pieces, off the async threads.
+#[cfg(feature = "rest")]
 pub(crate) async fn compress_body(
     encoding: serving_proto::compression::Encoding,
     parts: Vec<bytes::Bytes>,

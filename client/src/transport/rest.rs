@@ -11,12 +11,12 @@ use serving_proto::oip::{InferRequest, InferResponse, Parameter};
 use serving_proto::{NamedTensors, TensorData, frame};
 
 use serving_proto::oip::extensions::{
-    ModelControlRequest, RegisterSystemSharedMemory, RepositoryIndexRequest, RepositoryModel,
-    SystemSharedMemoryRegion,
+    CudaSharedMemoryRegion, ModelControlRequest, RawHandle, RegisterCudaSharedMemory,
+    RegisterSystemSharedMemory, RepositoryIndexRequest, RepositoryModel, SystemSharedMemoryRegion,
 };
 use serving_proto::pb::inference::{ModelConfig, ModelStatistics, ModelStatisticsResponse};
 
-use super::{Call, CallCtx, ModelMetadata, ServerMetadata, Transport};
+use super::{Call, CallCtx, CudaRegistration, ModelMetadata, ServerMetadata, Transport};
 use crate::error::{Error, SizeSide, chain_text, transport_kind};
 use serving_proto::compression::Encoding;
 
@@ -609,6 +609,57 @@ impl Transport for Rest {
                 "/v2/systemsharedmemory/status".to_owned()
             } else {
                 format!("/v2/systemsharedmemory/region/{}/status", segment(name))
+            };
+            let reply = self.get(&ctx, &path).await?;
+            self.typed(reply, &ctx)
+        })
+    }
+
+    fn register_cuda_shared_memory<'a>(
+        &'a self,
+        ctx: CallCtx,
+        region: &'a CudaRegistration,
+    ) -> Call<'a, ()> {
+        Box::pin(async move {
+            use base64::Engine as _;
+            let body = RegisterCudaSharedMemory {
+                raw_handle: RawHandle {
+                    b64: base64::engine::general_purpose::STANDARD.encode(&region.raw_handle),
+                },
+                device_id: region.device_id,
+                byte_size: region.byte_size,
+            };
+            let path = format!(
+                "/v2/cudasharedmemory/region/{}/register",
+                segment(&region.name)
+            );
+            let reply = self.post_json(&ctx, &path, &body).await?;
+            self.done(reply, &ctx)
+        })
+    }
+
+    fn unregister_cuda_shared_memory<'a>(&'a self, ctx: CallCtx, name: &'a str) -> Call<'a, ()> {
+        Box::pin(async move {
+            let path = if name.is_empty() {
+                "/v2/cudasharedmemory/unregister".to_owned()
+            } else {
+                format!("/v2/cudasharedmemory/region/{}/unregister", segment(name))
+            };
+            let reply = self.post_json(&ctx, &path, &serde_json::json!({})).await?;
+            self.done(reply, &ctx)
+        })
+    }
+
+    fn cuda_shared_memory_status<'a>(
+        &'a self,
+        ctx: CallCtx,
+        name: &'a str,
+    ) -> Call<'a, Vec<CudaSharedMemoryRegion>> {
+        Box::pin(async move {
+            let path = if name.is_empty() {
+                "/v2/cudasharedmemory/status".to_owned()
+            } else {
+                format!("/v2/cudasharedmemory/region/{}/status", segment(name))
             };
             let reply = self.get(&ctx, &path).await?;
             self.typed(reply, &ctx)

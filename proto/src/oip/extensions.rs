@@ -133,6 +133,49 @@ impl From<SystemSharedMemoryRegion> for pb::system_shared_memory_status_response
     }
 }
 
+/// One registered CUDA shared-memory region
+/// (`GET /v2/cudasharedmemory[/region/{name}]/status`).
+#[derive(Clone, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct CudaSharedMemoryRegion {
+    /// The region's name.
+    pub name: String,
+    /// The GPU that holds it.
+    #[serde(default)]
+    pub device_id: u64,
+    /// The region's size in bytes.
+    pub byte_size: u64,
+}
+
+impl From<pb::cuda_shared_memory_status_response::RegionStatus> for CudaSharedMemoryRegion {
+    fn from(r: pb::cuda_shared_memory_status_response::RegionStatus) -> CudaSharedMemoryRegion {
+        CudaSharedMemoryRegion {
+            name: r.name,
+            device_id: r.device_id,
+            byte_size: r.byte_size,
+        }
+    }
+}
+
+/// The body of `POST /v2/cudasharedmemory/region/{name}/register`: the
+/// `cudaIpcMemHandle_t` of the memory, base64, as Triton's REST route
+/// takes it.
+#[derive(Clone, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct RegisterCudaSharedMemory {
+    /// `{"b64": ...}`: the handle's bytes.
+    pub raw_handle: RawHandle,
+    /// The GPU that holds the memory.
+    pub device_id: i64,
+    /// The region's size in bytes.
+    pub byte_size: u64,
+}
+
+/// A CUDA IPC handle in JSON: its bytes as base64 under `b64`.
+#[derive(Clone, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct RawHandle {
+    /// The handle's bytes, base64.
+    pub b64: String,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
