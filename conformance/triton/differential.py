@@ -1376,7 +1376,14 @@ probe("repository", "raw GET /v2/repository/index")(lambda s: raw_http(s, "GET",
 def _(s):
     out = {}
     out["http_unload"] = call(lambda: s.hc.unload_model("multi_output"))
-    time.sleep(1.0)
+    # Triton unloads in the background (the index says UNLOADING for a
+    # while): wait until it is done, so that what is compared is the end.
+    for _ in range(100):
+        idx = call(lambda: s.hc.get_model_repository_index())
+        if not (isinstance(idx, list) and any(m.get("name") == "multi_output" and m.get("state") == "UNLOADING"
+                                              for m in idx)):
+            break
+        time.sleep(0.1)
     out["ready"] = call(lambda: s.hc.is_model_ready("multi_output"))
     out["metadata"] = call(lambda: s.hc.get_model_metadata("multi_output"))
     out["grpc_metadata"] = call(lambda: s.gc.get_model_metadata("multi_output", as_json=True))
@@ -1469,6 +1476,52 @@ def mask(path, v):
     return v
 
 
+class Expected:
+    """The differences a run may show: `differences.toml`'s entries, each a
+    probe pattern, a field pattern, optionally a pattern for each side's
+    value (keys named by the sides' labels), a kind and a reason. A field
+    that differs and matches no entry is unexpected; an entry that matches
+    nothing in a run of every default section is stale (the difference is
+    gone: remove it, and its row in docs/server.md)."""
+
+    KINDS = ("setup", "deliberate", "pending")
+
+    def __init__(self, path, labels):
+        import tomllib
+        with open(path, "rb") as f:
+            doc = tomllib.load(f)
+        self.entries = []
+        for i, e in enumerate(doc.get("difference", [])):
+            where = f"{path}: difference {i + 1}"
+            missing = [k for k in ("probe", "field", "kind", "reason") if not e.get(k)]
+            if missing:
+                raise ValueError(f"{where} lacks {missing}")
+            if e["kind"] not in self.KINDS:
+                raise ValueError(f"{where}: kind {e['kind']!r} is not one of {self.KINDS}")
+            unknown = set(e) - {"probe", "field", "kind", "reason", *labels}
+            if unknown:
+                raise ValueError(f"{where}: unknown keys {sorted(unknown)}")
+            self.entries.append({
+                "entry": e, "hits": 0,
+                "probe": re.compile(e["probe"]), "field": re.compile(e["field"]),
+                "values": {side: re.compile(e[side], re.S) for side in labels if side in e},
+            })
+
+    def match(self, probe, field, values):
+        """The first entry that explains `field` of `probe` with `values`
+        (label -> value), counted; None when none does."""
+        for x in self.entries:
+            if not (x["probe"].search(probe) and x["field"].search(field)):
+                continue
+            if all(rx.fullmatch(show(values[side], 10 ** 9)) for side, rx in x["values"].items()):
+                x["hits"] += 1
+                return x["entry"]
+        return None
+
+    def stale(self):
+        return [x["entry"] for x in self.entries if x["hits"] == 0]
+
+
 def port_open(hostport):
     import socket
     host, port = hostport.rsplit(":", 1)
@@ -1494,6 +1547,8 @@ def main():
     p.add_argument("--json", help="write every answer of both servers here")
     p.add_argument("--width", type=int, default=300, help="truncate shown values to this many characters")
     p.add_argument("--show-same", action="store_true", help="also list probes whose answers agree")
+    p.add_argument("--expect", help="differences.toml: fail (exit 1) on any difference it does not list, "
+                   "and on any entry no difference matched")
     p.add_argument("--ignore", action="append", default=[],
                    help="regex on flattened paths to leave out of the comparison (repeatable), e.g. 'headers\\.vary$'")
     args = ap.parse_args()
@@ -1508,6 +1563,9 @@ def main():
         return 1
     a = Side(args.a_name, args.a_http, args.a_grpc)
     b = Side(args.b_name, args.b_http, args.b_grpc)
+    expected = Expected(args.expect, (a.label, b.label)) if args.expect else None
+    unexpected = []
+    kinds = {}
     record = []
     ndiff = 0
     down = set()
@@ -1539,7 +1597,16 @@ def main():
             ndiff += 1
             print(f"\n--- DIFF [{sec}] {name}  ({len(diffs)} field(s))")
             for k, va, vb in diffs:
-                print(f"    {k}")
+                mark = ""
+                if expected:
+                    e = expected.match(f"[{sec}] {name}", k, {a.label: va, b.label: vb})
+                    if e is None:
+                        unexpected.append((f"[{sec}] {name}", k, va, vb))
+                        mark = "  <-- UNEXPECTED"
+                    else:
+                        kinds[e["kind"]] = kinds.get(e["kind"], 0) + 1
+                        mark = f"  ({e['kind']})"
+                print(f"    {k}{mark}")
                 print(f"      {a.label:>7}: {show(va, args.width)}")
                 print(f"      {b.label:>7}: {show(vb, args.width)}")
     print(f"\n{ndiff} probe(s) differ out of {sum(1 for s, *_ in PROBES if s in sections)}")
@@ -1550,7 +1617,24 @@ def main():
             json.dump(record, f, indent=1, default=str, ensure_ascii=False)
     a.close()
     b.close()
-    return 0
+    if not expected:
+        return 0
+    failed = bool(down)
+    print(f"\nexpected differences by kind: {kinds}")
+    if unexpected:
+        failed = True
+        print(f"\n{len(unexpected)} difference(s) that {args.expect} does not list:")
+        for probe, k, va, vb in unexpected:
+            print(f"  {probe} :: {k}\n      {a.label}: {show(va, 200)}\n      {b.label}: {show(vb, 200)}")
+    if set(SECTIONS) <= set(sections):
+        stale = expected.stale()
+        if stale:
+            failed = True
+            print(f"\n{len(stale)} entr(ies) of {args.expect} that no difference matched (gone: remove them):")
+            for e in stale:
+                print(f"  probe {e['probe']!r} field {e['field']!r}: {e['reason']}")
+    print("differential: " + ("FAILED" if failed else "every difference is listed"))
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":
