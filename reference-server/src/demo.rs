@@ -8,10 +8,10 @@ use std::sync::Arc;
 use serving_proto::DataType;
 
 use crate::engine::config::ServableSpec;
+use crate::engine::{Backends, LoadError};
 use crate::engine::{LoadOptions, ServableVersion};
 use crate::onnx::{Dim, ModelBuilder, cast_to};
 use crate::repository::config::ServableConfig;
-use crate::runtime::{Runtime, RuntimeError};
 
 /// The demo's servable name.
 pub const SERVABLE: &str = "add";
@@ -81,12 +81,9 @@ pub fn spec() -> ServableSpec {
 }
 
 /// Loads the demo servable, version 1.
-pub fn load(
-    runtime: &Arc<Runtime>,
-    options: &LoadOptions,
-) -> Result<ServableVersion, RuntimeError> {
+pub fn load(backends: &Arc<Backends>, options: &LoadOptions) -> Result<ServableVersion, LoadError> {
     ServableVersion::load(
-        runtime,
+        backends,
         SERVABLE,
         1,
         spec(),

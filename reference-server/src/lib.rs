@@ -5,7 +5,8 @@
 //! | module | job |
 //! |---|---|
 //! | [`server`] | configuration, start-up, readiness and shutdown: the entry point |
-//! | [`engine`] | the protocol-neutral core: jobs, batching, replicas, typed errors |
+//! | [`engine`] | the protocol-neutral core: jobs, batching, replicas, typed errors, the backend interface |
+//! | [`backends`] | what runs models behind that interface: ONNX Runtime |
 //! | [`repository`] | model repositories on disk, `servable.toml`, hot reload |
 //! | [`runtime`] | finding or provisioning ONNX Runtime, devices, sessions, tensors in and out |
 //! | [`onnx`] | writing ONNX models in memory (the demo, test models) |
@@ -31,6 +32,7 @@
 #![warn(unreachable_pub)]
 
 mod auth;
+pub mod backends;
 mod body_stall;
 pub mod demo;
 pub mod engine;

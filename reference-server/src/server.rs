@@ -9,8 +9,8 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tonic_health::ServingStatus;
 
-use crate::engine::LoadOptions;
 use crate::engine::registry::Registry;
+use crate::engine::{Backends, LoadOptions};
 use crate::repository::watch::Watcher;
 use crate::repository::{self, RepositoryError};
 use crate::runtime::device::{self, Device, MixedFamilies};
@@ -206,6 +206,9 @@ pub enum StartError {
     /// ONNX Runtime or a device is unusable.
     #[error(transparent)]
     Runtime(#[from] RuntimeError),
+    /// The built-in demo could not be loaded.
+    #[error(transparent)]
+    Load(crate::engine::LoadError),
     /// The repository is invalid.
     #[error("invalid model repository: {0}")]
     Repository(#[from] RepositoryError),
@@ -233,6 +236,20 @@ pub enum StartError {
     /// A start-up task failed.
     #[error("start-up failed: {0}")]
     Task(String),
+}
+
+impl From<crate::engine::LoadError> for StartError {
+    /// ONNX Runtime's own failures (its library, a device) stay what they
+    /// are; any other is a load failure.
+    fn from(e: crate::engine::LoadError) -> StartError {
+        match e {
+            crate::engine::LoadError::Backend(b) => match b.downcast::<RuntimeError>() {
+                Ok(r) => StartError::Runtime(*r),
+                Err(b) => StartError::Load(crate::engine::LoadError::Backend(b)),
+            },
+            e => StartError::Load(e),
+        }
+    }
 }
 
 /// A started server.
@@ -301,6 +318,9 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let runtime = tokio::task::spawn_blocking(move || Runtime::global(ort_lib, family))
         .await
         .map_err(blocking_err)??;
+    let backends = Arc::new(Backends::new().with(Arc::new(
+        crate::backends::onnxruntime::OnnxRuntime::new(runtime),
+    )));
     let options = repository::Options {
         load: LoadOptions {
             default_devices: config.devices.clone(),
@@ -317,11 +337,11 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
             let registry = Registry::default();
             match source {
                 None => {
-                    registry.insert(demo::load(&runtime, &options.load)?);
+                    registry.insert(demo::load(&backends, &options.load)?);
                     Ok((registry, None))
                 }
                 Some(source) => {
-                    let mut watcher = Watcher::new(source, runtime, options);
+                    let mut watcher = Watcher::new(source, backends, options);
                     watcher.start(&registry, exit_on_error)?;
                     for f in watcher.failures() {
                         tracing::error!(model = %f.model, version = f.version, reason = %f.reason, "model not loaded (--exit-on-error false): reported not ready, retried when it changes");

@@ -4,6 +4,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use reference_server::backends::onnxruntime::OnnxRuntime;
+use reference_server::engine::Backends;
 use reference_server::engine::replica::{Replica, ReplicaSpec, Runner};
 use reference_server::runtime::Runtime;
 use reference_server::runtime::device::{Device, family_of};
@@ -25,17 +27,21 @@ pub fn ort_add(warmup: usize, iterations: usize) -> Result<Vec<Duration>, String
         version: 1,
         spec: &spec,
         models: &models,
+        index: 0,
         threads,
         cpu_fallback: false,
     };
+    let backends = Backends::new().with(Arc::new(OnnxRuntime::new(runtime)));
     let (mut replica, infos) =
-        Replica::load(&runtime, spec, Device::Cpu).map_err(|e| e.to_string())?;
+        Replica::load(&backends, spec, Device::Cpu).map_err(|e| e.to_string())?;
     let mut runner = Runner::new(&infos, &mut replica);
     let x = Tensor::from_vec(&[2, 2], vec![1f32, 2.0, 3.0, 4.0]).expect("4");
     let mut lat = Vec::with_capacity(iterations);
     for i in 0..warmup + iterations {
         let t0 = Instant::now();
-        runner.run_model(0, &[Some(&x), Some(&x)])?;
+        runner
+            .run_model(0, &[Some(&x), Some(&x)])
+            .map_err(|e| e.to_string())?;
         if i >= warmup {
             lat.push(t0.elapsed());
         }

@@ -30,6 +30,27 @@ pub struct ModelSpec {
     pub file: String,
     /// Whether dim 0 of every input and output is the batch.
     pub batched: bool,
+    /// The backend that runs it ([`crate::engine::backend::Backend::name`]).
+    pub backend: String,
+    /// What its backend needs besides the file's bytes (for a Python
+    /// model: where its `model.py` is, its configuration), by name.
+    pub options: BTreeMap<String, String>,
+}
+
+/// The backend of ONNX models, the default.
+pub const ONNX_BACKEND: &str = "onnxruntime";
+
+impl ModelSpec {
+    /// An ONNX model.
+    pub fn onnx(name: impl Into<String>, file: impl Into<String>, batched: bool) -> ModelSpec {
+        ModelSpec {
+            name: name.into(),
+            file: file.into(),
+            batched,
+            backend: ONNX_BACKEND.into(),
+            options: BTreeMap::new(),
+        }
+    }
 }
 
 /// One method: named inputs, model stages run in order, named outputs.

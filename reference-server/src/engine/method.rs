@@ -14,15 +14,14 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use ort::value::TensorElementType;
 use serving_proto::{DataType, NamedTensors, Tensor};
 
+use super::backend::RunError;
 use super::config::{Batching, MethodSpec};
 use super::error::{EngineError, InputProblem};
-use super::model::ModelInfo;
+use super::model::{self, ModelInfo};
 use super::replica::Runner;
 use super::rows;
-use crate::runtime::tensor_io;
 
 /// The largest batch formed for a model whose batch dimension is dynamic,
 /// unless the deployment says otherwise.
@@ -51,9 +50,8 @@ pub struct InputInfo {
     pub name: String,
     /// Its position among the inputs of the first model it feeds.
     pub model_input: usize,
-    /// That model input's ONNX element type.
-    pub element: TensorElementType,
-    /// Its data type (ONNX strings are `String`).
+    /// Its data type: that of the model input (`String` for text, which
+    /// must be UTF-8 without NUL bytes; `Bytes` for any bytes).
     pub dtype: DataType,
     /// The shape a job gives: `[-1, row shape...]` for a batched method,
     /// the model's shape otherwise (or the method's reshape of it); -1
@@ -66,6 +64,18 @@ pub struct InputInfo {
     /// The model's shape of one row (or whole input), when the method
     /// reshapes it.
     model_unit: Option<Vec<i64>>,
+}
+
+impl InputInfo {
+    /// Whether a tensor of `given` type can be this input (text and bytes
+    /// are one wire type).
+    pub fn accepts(&self, given: DataType) -> bool {
+        if self.dtype.is_variable() {
+            given.is_variable()
+        } else {
+            given == self.dtype
+        }
+    }
 }
 
 /// One output of a method.
@@ -236,7 +246,6 @@ impl MethodPlan {
             inputs.push(InputInfo {
                 name: input.clone(),
                 model_input: position,
-                element: model.element,
                 dtype: model.dtype,
                 shape: if batched {
                     rows_first(&unit)
@@ -344,7 +353,7 @@ impl MethodPlan {
                 u.len() == spec.unit.len()
                     && u.iter().zip(&spec.unit).all(|(&d, &s)| s < 0 || d == s)
             });
-            if !tensor_io::accepts(spec.element, t.dtype()) || !fits {
+            if !spec.accepts(t.dtype()) || !fits {
                 return Err(invalid(InputProblem::Mismatch {
                     expected_dtype: spec.dtype,
                     expected_shape: spec.shape.clone(),
@@ -369,11 +378,13 @@ impl MethodPlan {
                     Some(_) => {}
                 }
             }
-            if let Some(element) = tensor_io::first_non_utf8(&t) {
-                return Err(invalid(InputProblem::NotUtf8 { element }));
-            }
-            if let Some((element, at)) = tensor_io::first_nul(&t) {
-                return Err(invalid(InputProblem::Nul { element, at }));
+            if spec.dtype == DataType::String {
+                if let Some(element) = model::first_non_utf8(&t) {
+                    return Err(invalid(InputProblem::NotUtf8 { element }));
+                }
+                if let Some((element, at)) = model::first_nul(&t) {
+                    return Err(invalid(InputProblem::Nul { element, at }));
+                }
             }
             signature.push(Some((t.dtype(), unit.unwrap_or_default().to_vec())));
             inputs.push(Some(t));
@@ -399,7 +410,7 @@ impl MethodPlan {
         runner: &mut Runner<'_>,
         inputs: Vec<Option<Tensor>>,
         rows: usize,
-    ) -> Result<Vec<Tensor>, String> {
+    ) -> Result<Vec<Tensor>, RunError> {
         let batched = self.info.batched;
         let mut values: BTreeMap<&str, Tensor> = BTreeMap::new();
         for (spec, t) in self.info.inputs.iter().zip(inputs) {
@@ -435,10 +446,10 @@ impl MethodPlan {
                     .get(o.name.as_str())
                     .cloned()
                     .ok_or_else(|| format!("output '{}' was not computed", o.name))?;
-                match &o.reshape {
-                    Some(unit) => reshape_to(t, unit, batched),
-                    None => Ok(t),
-                }
+                Ok(match &o.reshape {
+                    Some(unit) => reshape_to(t, unit, batched)?,
+                    None => t,
+                })
             })
             .collect()
     }
@@ -451,7 +462,7 @@ fn run_batched(
     stage: &StagePlan,
     args: &[Option<&Tensor>],
     rows: usize,
-) -> Result<Vec<Tensor>, String> {
+) -> Result<Vec<Tensor>, RunError> {
     let Some(fixed) = stage.fixed_batch.filter(|&f| f != rows) else {
         let outputs = runner.run_model(stage.model, args)?;
         check_rows(&outputs, rows)?;
@@ -480,9 +491,9 @@ fn run_batched(
     if chunks.len() == 1 {
         return Ok(chunks.remove(0));
     }
-    (0..chunks[0].len())
+    Ok((0..chunks[0].len())
         .map(|k| rows::join(&chunks.iter().map(|c| &c[k]).collect::<Vec<_>>()))
-        .collect()
+        .collect::<Result<_, _>>()?)
 }
 
 /// A model without a batch dimension on each row alone, outputs stacked.
@@ -491,7 +502,7 @@ fn run_rows(
     stage: &StagePlan,
     args: &[Option<&Tensor>],
     rows: usize,
-) -> Result<Vec<Tensor>, String> {
+) -> Result<Vec<Tensor>, RunError> {
     let mut per_row: Vec<Vec<Tensor>> = Vec::with_capacity(rows);
     for r in 0..rows {
         let row: Vec<Option<Tensor>> = args
@@ -502,9 +513,9 @@ fn run_rows(
         per_row.push(runner.run_model(stage.model, &refs)?);
     }
     let outputs = per_row.first().map_or(0, Vec::len);
-    (0..outputs)
+    Ok((0..outputs)
         .map(|k| rows::stack(&per_row.iter().map(|r| r[k].clone()).collect::<Vec<_>>()))
-        .collect()
+        .collect::<Result<_, _>>()?)
 }
 
 fn check_rows(outputs: &[Tensor], rows: usize) -> Result<(), String> {

@@ -13,6 +13,7 @@
 //!
 //! | module | job |
 //! |---|---|
+//! | [`backend`] | the interface to what runs models (ONNX Runtime, Python) |
 //! | [`config`] | what the engine knows of a servable: models, methods, deployment |
 //! | [`servable`] | a loaded servable version: models, methods, scheduler |
 //! | [`model`] | one loaded model's inputs and outputs |
@@ -20,12 +21,13 @@
 //! | [`scheduler`] | submitting jobs, replica workers, retries, restarts |
 //! | `queue` | jobs by priority, and how a batch is formed |
 //! | `rows` | joining, padding and splitting tensors along dimension 0 |
-//! | [`replica`] | ONNX Runtime sessions on one device |
+//! | [`replica`] | one instance of each model on one device |
 //! | [`stats`] | counters and histograms per servable version |
 //! | [`error`] | the engine's error kinds |
 //! | [`faults`] | test hooks: failing, blocking and holding replicas |
 //! | [`registry`] | servable versions by name and version |
 
+pub mod backend;
 pub mod config;
 pub mod error;
 pub mod faults;
@@ -39,6 +41,7 @@ pub mod scheduler;
 pub mod servable;
 pub mod stats;
 
+pub use backend::{Backend, Backends, LoadError, ModelInstance, RunError};
 pub use error::{EngineError, InputProblem};
 pub use method::{DYNAMIC_BATCH, InputInfo, MethodInfo, OutputInfo};
 pub use model::{ModelInfo, TensorSpec};

@@ -1,8 +1,7 @@
 //! What the engine knows of one loaded model: its entry in the servable and
-//! its inputs and outputs as ONNX Runtime reports them.
+//! its inputs and outputs as its backend reports them.
 
-use ort::value::TensorElementType;
-use serving_proto::DataType;
+use serving_proto::{DataType, Tensor};
 
 use super::config::ModelSpec;
 
@@ -11,12 +10,27 @@ use super::config::ModelSpec;
 pub struct TensorSpec {
     /// Name inside the model.
     pub name: String,
-    /// ONNX element type.
-    pub element: TensorElementType,
-    /// The protocol type (ONNX strings are `String`).
+    /// The protocol type: `String` for text (an ONNX string tensor: UTF-8
+    /// without NUL bytes), `Bytes` for any bytes.
     pub dtype: DataType,
     /// Dimensions, -1 where dynamic.
     pub shape: Vec<i64>,
+}
+
+/// The first element of a text tensor that is not UTF-8.
+pub fn first_non_utf8(t: &Tensor) -> Option<usize> {
+    t.elements()?
+        .iter()
+        .position(|e| std::str::from_utf8(e).is_err())
+}
+
+/// The first element of a text tensor holding a NUL byte, and where: text
+/// inputs (ONNX Runtime's, which takes them as C strings) cannot carry one.
+pub fn first_nul(t: &Tensor) -> Option<(usize, usize)> {
+    t.elements()?
+        .iter()
+        .enumerate()
+        .find_map(|(i, e)| Some((i, e.iter().position(|&b| b == 0)?)))
 }
 
 /// A model of a servable version and its metadata.

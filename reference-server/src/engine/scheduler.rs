@@ -40,6 +40,7 @@ use std::time::{Duration, Instant};
 use serving_proto::{NamedTensors, Tensor};
 use tokio::sync::oneshot;
 
+use super::backend::{Backends, RunError};
 use super::config::{QueuePolicy, ServableSpec, TimeoutAction};
 use super::error::EngineError;
 use super::faults::Faults;
@@ -49,7 +50,6 @@ use super::queue::{Admission, Job, Next, Queue, Rules};
 use super::replica::{Replica, ReplicaSpec, Runner};
 use super::rows;
 use super::stats::{RunTimes, Stats};
-use crate::runtime::Runtime;
 use crate::runtime::device::Device;
 
 /// What a front end submits: one job.
@@ -115,7 +115,7 @@ struct Shared {
 
 /// What workers need to restart replicas.
 struct Context {
-    runtime: Arc<Runtime>,
+    backends: Arc<Backends>,
     version: u64,
     spec: ServableSpec,
     model_bytes: Vec<Arc<Vec<u8>>>,
@@ -145,7 +145,7 @@ impl std::fmt::Debug for Scheduler {
 
 /// Everything [`Scheduler::start`] needs.
 pub(crate) struct StartSpec {
-    pub(crate) runtime: Arc<Runtime>,
+    pub(crate) backends: Arc<Backends>,
     pub(crate) name: String,
     pub(crate) version: u64,
     pub(crate) spec: ServableSpec,
@@ -256,7 +256,7 @@ impl Scheduler {
             stats: Stats::default(),
         });
         let ctx = Arc::new(Context {
-            runtime: spec.runtime,
+            backends: spec.backends,
             version: spec.version,
             spec: spec.spec,
             model_bytes: spec.model_bytes,
@@ -638,10 +638,11 @@ fn worker(shared: &Shared, ctx: &Context, index: usize, device: Device) {
                 version: ctx.version,
                 spec: &ctx.spec,
                 models: &ctx.model_bytes,
+                index,
                 threads: ctx.threads,
                 cpu_fallback: ctx.cpu_fallback,
             };
-            match Replica::load(&ctx.runtime, spec, device) {
+            match Replica::load(&ctx.backends, spec, device) {
                 Ok((r, _)) => {
                     tracing::info!(servable = %shared.name, version = ctx.version, replica = index, %device, "replica restarted");
                     backoff = Duration::from_millis(100);
@@ -704,6 +705,14 @@ fn execute(
         }
         run(shared, ctx, r, &batch)
     }));
+    // A replica whose instance is gone (a backend's process died or hung)
+    // fails as one that panicked does.
+    let ran = match ran {
+        Ok(Err(RunError::Lost(why))) => Err(why),
+        Ok(Err(RunError::Failed(e))) => Ok(Err(e)),
+        Ok(Ok(out)) => Ok(Ok(out)),
+        Err(panic) => Err(panic_text(&panic)),
+    };
     // A failed replica's sessions and counts change together, under its
     // slot: nobody takes a slot that is empty but alive.
     let left = ran.is_err().then(|| {
@@ -759,8 +768,8 @@ fn execute(
             }
             false
         }
-        Err(_) => {
-            tracing::error!(servable = %shared.name, version = ctx.version, replica = index, %device, "replica failed; re-queueing its work and restarting it");
+        Err(why) => {
+            tracing::error!(servable = %shared.name, version = ctx.version, replica = index, %device, reason = %why, "replica failed; re-queueing its work and restarting it");
             // Wakes the replica's worker, too, to restart it.
             retry(shared, batch, |_| EngineError::ReplicasFailed);
             if left == Some(0) {
@@ -880,6 +889,15 @@ fn retry(shared: &Shared, batch: Vec<Job>, error: impl Fn(&Job) -> EngineError) 
     }
 }
 
+/// What a panic says, for the log.
+fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic".into())
+}
+
 /// With no replica alive, every queued job is answered at once.
 fn fail_all(shared: &Shared) {
     let drained = lock(&shared.queue).drain();
@@ -900,9 +918,10 @@ fn run(
     ctx: &Context,
     replica: &mut Replica,
     batch: &[Job],
-) -> Result<(Vec<Outputs>, RunTimes), String> {
+) -> Result<(Vec<Outputs>, RunTimes), RunError> {
     let plan = &shared.methods[batch[0].method];
     let mut runner = Runner::new(&ctx.models, replica);
+    runner.deadline = batch.iter().filter_map(|j| j.deadline).min();
     // Making the runtime's values from the tensors is input time, taking
     // the outputs from its values output time (Triton's compute_input and
     // compute_output); the rest of a model's run is infer time.
@@ -915,10 +934,15 @@ fn run(
     };
     if !plan.info.batched {
         let t0 = Instant::now();
-        let each = batch
-            .iter()
-            .map(|job| plan.run(&mut runner, job.inputs.clone(), 1))
-            .collect();
+        let mut each = Vec::with_capacity(batch.len());
+        for job in batch {
+            runner.deadline = job.deadline;
+            each.push(match plan.run(&mut runner, job.inputs.clone(), 1) {
+                Ok(out) => Ok(out),
+                Err(RunError::Failed(e)) => Err(e),
+                Err(lost) => return Err(lost),
+            });
+        }
         let (input, infer, output) = split(&runner, t0.elapsed());
         let times = RunTimes {
             input,
@@ -937,6 +961,7 @@ fn run(
         })
         .collect::<Result<Vec<Option<Tensor>>, String>>()?;
     let t1 = Instant::now();
+    runner.jobs = batch.iter().map(|j| j.rows).collect();
     let outputs = plan.run(&mut runner, inputs, rows)?;
     let t2 = Instant::now();
     let (model_input, model_infer, model_output) = split(&runner, t2 - t1);

@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use super::backend::{Backends, LoadError};
 use super::config::ServableSpec;
 use super::error::EngineError;
 use super::method::{MethodInfo, MethodPlan};
@@ -10,7 +11,6 @@ use super::model::ModelInfo;
 use super::replica::{Replica, ReplicaSpec};
 use super::scheduler::{JobRequest, JobResult, Scheduler, StartSpec};
 use crate::runtime::device::Device;
-use crate::runtime::{Runtime, RuntimeError};
 
 /// How to load a servable version.
 #[derive(Clone, Debug)]
@@ -77,15 +77,15 @@ impl ServableVersion {
     /// against the models, and starts one worker per replica. `models`
     /// holds each model's bytes in the order of `spec.models`.
     pub fn load(
-        runtime: &Arc<Runtime>,
+        backends: &Arc<Backends>,
         name: &str,
         version: u64,
         spec: ServableSpec,
         models: Vec<Vec<u8>>,
         options: &LoadOptions,
-    ) -> Result<ServableVersion, RuntimeError> {
-        let fail = |reason: String| RuntimeError::Model {
-            model: format!("{name}/{version}"),
+    ) -> Result<ServableVersion, LoadError> {
+        let fail = |reason: String| LoadError::Servable {
+            servable: format!("{name}/{version}"),
             reason,
         };
         spec.deployment.queue.check().map_err(fail)?;
@@ -102,18 +102,19 @@ impl ServableVersion {
             .intra_op_threads
             .unwrap_or_else(|| (cores / devices.len()).max(1));
         let model_bytes: Vec<Arc<Vec<u8>>> = models.into_iter().map(Arc::new).collect();
-        let replica_spec = ReplicaSpec {
-            servable: name,
-            version,
-            spec: &spec,
-            models: &model_bytes,
-            threads,
-            cpu_fallback: options.cpu_fallback,
-        };
         let mut replicas = Vec::with_capacity(devices.len());
         let mut infos = Vec::new();
-        for &device in &devices {
-            let (replica, models) = Replica::load(runtime, replica_spec, device)?;
+        for (index, &device) in devices.iter().enumerate() {
+            let replica_spec = ReplicaSpec {
+                servable: name,
+                version,
+                spec: &spec,
+                models: &model_bytes,
+                index,
+                threads,
+                cpu_fallback: options.cpu_fallback,
+            };
+            let (replica, models) = Replica::load(backends, replica_spec, device)?;
             tracing::info!(servable = name, version, %device, threads, "replica loaded");
             infos = models;
             replicas.push(replica);
@@ -126,7 +127,7 @@ impl ServableVersion {
             .map_err(fail)?;
         let methods = plans.iter().map(|p| p.info.clone()).collect();
         let scheduler = Scheduler::start(StartSpec {
-            runtime: runtime.clone(),
+            backends: backends.clone(),
             name: name.to_owned(),
             version,
             spec: spec.clone(),

@@ -202,11 +202,7 @@ impl ServableConfig {
             models: self
                 .model
                 .iter()
-                .map(|m| ModelSpec {
-                    name: m.name.clone(),
-                    file: m.file.clone(),
-                    batched: m.with_batch_dim,
-                })
+                .map(|m| ModelSpec::onnx(&m.name, &m.file, m.with_batch_dim))
                 .collect(),
             methods: self
                 .method

@@ -27,8 +27,8 @@ use std::sync::Arc;
 use config::ServableConfig;
 use serving_proto::model_config::ModelConfig;
 
+use crate::engine::Backends;
 use crate::engine::{LoadOptions, ServableVersion};
-use crate::runtime::Runtime;
 
 /// A repository that cannot be served, naming the file and the reason.
 #[derive(Debug, thiserror::Error)]
@@ -565,7 +565,7 @@ impl Loaded {
 
 /// Loads one version of a scanned model directory.
 pub fn load_version(
-    runtime: &Arc<Runtime>,
+    backends: &Arc<Backends>,
     servable: &ServableDir,
     version: u64,
     options: &Options,
@@ -635,7 +635,7 @@ pub fn load_version(
         }
     };
     let version = ServableVersion::load(
-        runtime,
+        backends,
         &servable.name,
         version,
         spec,

@@ -704,11 +704,7 @@ pub fn translate(
         }
     }
     let spec = ServableSpec {
-        models: vec![ModelSpec {
-            name: "model".into(),
-            file: file.clone(),
-            batched: batching,
-        }],
+        models: vec![ModelSpec::onnx("model", file.clone(), batching)],
         methods: vec![MethodSpec {
             name: METHOD.into(),
             inputs: c.input.iter().map(|i| i.name.clone()).collect(),

@@ -27,8 +27,8 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use super::{Options, RepositoryError, ServableDir, Source, load_version};
+use crate::engine::Backends;
 use crate::engine::registry::Registry;
-use crate::runtime::Runtime;
 
 /// What a directory holds, as far as a poll can tell without reading the
 /// files: every entry's relative path, size and modification time.
@@ -106,7 +106,7 @@ pub struct Changes {
 #[derive(Debug)]
 pub struct Watcher {
     source: Source,
-    runtime: Arc<Runtime>,
+    backends: Arc<Backends>,
     options: Options,
     /// Versions not loaded, by model and version (0: the model directory
     /// itself, when its configuration is unusable).
@@ -144,10 +144,10 @@ pub struct Failure {
 
 impl Watcher {
     /// A watcher of `source`.
-    pub fn new(source: Source, runtime: Arc<Runtime>, options: Options) -> Watcher {
+    pub fn new(source: Source, backends: Arc<Backends>, options: Options) -> Watcher {
         Watcher {
             source,
-            runtime,
+            backends,
             options,
             seen: BTreeMap::new(),
             held: BTreeMap::new(),
@@ -196,7 +196,7 @@ impl Watcher {
                 && exit_on_error
             {
                 for v in dir.served(&dir.versions) {
-                    let loaded = load_version(&self.runtime, dir, v, &self.options)?;
+                    let loaded = load_version(&self.backends, dir, v, &self.options)?;
                     registry.insert(loaded.into_version());
                 }
             }
@@ -361,7 +361,7 @@ impl Watcher {
                     }
                     _ => {}
                 }
-                match load_version(&self.runtime, &dir, v, &self.options) {
+                match load_version(&self.backends, &dir, v, &self.options) {
                     Ok(l) => {
                         registry.insert(l.into_version());
                         self.seen.remove(&key);

@@ -60,16 +60,6 @@ pub fn data_type(e: E) -> Option<DataType> {
     })
 }
 
-/// Whether a tensor of `dtype` can feed an ONNX input of element type `e`
-/// (STRING and BYTES both feed ONNX strings).
-pub fn accepts(e: E, dtype: DataType) -> bool {
-    match data_type(e) {
-        Some(DataType::String) => dtype.is_variable(),
-        Some(d) => d == dtype,
-        None => false,
-    }
-}
-
 fn view<'a, T: PrimitiveTensorElementType + std::fmt::Debug>(
     raw: &'a Bytes,
     shape: &[i64],
@@ -108,25 +98,6 @@ fn copied(e: E, shape: &[i64], raw: &[u8]) -> Result<DynTensor, String> {
         unsafe { std::ptr::copy_nonoverlapping(raw.as_ptr(), t.data_ptr_mut().cast::<u8>(), n) };
     }
     Ok(t)
-}
-
-/// The index of the first element of a STRING/BYTES tensor that is not
-/// UTF-8 text, which ONNX string tensors require; `None` if all are (or
-/// the tensor is numeric).
-pub fn first_non_utf8(t: &Tensor) -> Option<usize> {
-    t.elements()?
-        .iter()
-        .position(|e| std::str::from_utf8(e).is_err())
-}
-
-/// The first element of a string tensor holding a NUL byte, and where:
-/// ONNX Runtime's C API takes strings as C strings and refuses them
-/// (Triton's ONNX backend cuts them at the NUL instead).
-pub fn first_nul(t: &Tensor) -> Option<(usize, usize)> {
-    t.elements()?
-        .iter()
-        .enumerate()
-        .find_map(|(i, e)| Some((i, e.iter().position(|&b| b == 0)?)))
 }
 
 /// An input value for ONNX element type `e` over the tensor's bytes:

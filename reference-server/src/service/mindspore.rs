@@ -16,7 +16,6 @@ use serving_proto::text::quote;
 use super::{Class, State};
 use crate::engine::registry::Lookup;
 use crate::engine::{EngineError, InputProblem, JobRequest, MethodInfo};
-use crate::runtime::tensor_io;
 
 /// A MindSpore answer: the outcome the reply carries, and its class (the
 /// HTTP status of the REST routes, the metrics' code).
@@ -150,7 +149,7 @@ fn job_of(info: &MethodInfo, mut instance: NamedTensors) -> Result<NamedTensors,
         let Some(t) = instance.remove(&spec.name) else {
             continue;
         };
-        if !tensor_io::accepts(spec.element, t.dtype()) {
+        if !spec.accepts(t.dtype()) {
             return Err(invalid(dtype_text(i, t.dtype(), spec.dtype)));
         }
         let fixed = spec.unit.iter().all(|&d| d >= 0);

@@ -1,0 +1,4 @@
+//! What runs models, behind the engine's one interface
+//! ([`crate::engine::backend::Backend`]): ONNX Runtime, and Python.
+
+pub mod onnxruntime;
