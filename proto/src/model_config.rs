@@ -60,6 +60,28 @@ pub fn triton_type(t: crate::DataType) -> TritonType {
     }
 }
 
+/// The tensor type of a Triton configuration's `data_type`: the inverse of
+/// [`triton_type`], `TYPE_STRING` read as `Bytes` (any bytes); `None` for
+/// `TYPE_INVALID`.
+///
+/// ```
+/// use serving_proto::DataType;
+/// use serving_proto::model_config::{TritonType, data_type};
+///
+/// assert_eq!(data_type(TritonType::TypeFp32), Some(DataType::Fp32));
+/// assert_eq!(data_type(TritonType::TypeString), Some(DataType::Bytes));
+/// assert_eq!(data_type(TritonType::TypeInvalid), None);
+/// ```
+pub fn data_type(t: TritonType) -> Option<crate::DataType> {
+    if t == TritonType::TypeString {
+        return Some(crate::DataType::Bytes);
+    }
+    crate::DataType::ALL
+        .iter()
+        .copied()
+        .find(|&d| d != crate::DataType::Bytes && triton_type(d) == t)
+}
+
 pub(crate) static POOL: LazyLock<DescriptorPool> = LazyLock::new(|| {
     DescriptorPool::decode(&include_bytes!(concat!(env!("OUT_DIR"), "/descriptors.bin"))[..])
         .expect("the compiled descriptors decode")

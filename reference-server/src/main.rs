@@ -71,6 +71,10 @@ struct Args {
     /// pinned wheel provisioned into SERVING_CACHE_DIR.
     #[arg(long, value_name = "PATH")]
     ort_lib: Option<PathBuf>,
+    /// The Python interpreter of Python models (Triton's Python backend),
+    /// which needs numpy; a model's EXECUTION_ENV_PATH names its own.
+    #[arg(long, value_name = "PATH", default_value = "python3")]
+    python: PathBuf,
     /// Largest gRPC message and REST body, in MiB (1 to 512).
     #[arg(long, default_value_t = server::DEFAULT_MAX_MSG_MB)]
     max_msg_mb_size: u32,
@@ -254,6 +258,7 @@ async fn main() -> ExitCode {
         devices: args.devices,
         allow_cpu_fallback: args.allow_cpu_fallback,
         ort_lib: args.ort_lib,
+        python: args.python,
         max_msg_mb_size: args.max_msg_mb_size,
         max_incoming_mb: args.max_incoming_mb,
         max_enqueued_requests: args.max_enqueued_requests,

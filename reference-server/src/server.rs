@@ -48,6 +48,9 @@ pub struct Config {
     pub allow_cpu_fallback: bool,
     /// An explicit ONNX Runtime library.
     pub ort_lib: Option<PathBuf>,
+    /// The interpreter of Python models (`python3`: the first on the
+    /// `PATH`).
+    pub python: PathBuf,
     /// The message limit in MiB, 1 to 512.
     pub max_msg_mb_size: u32,
     /// The most memory, in MiB, held by requests still arriving (gRPC
@@ -111,6 +114,7 @@ impl Default for Config {
             devices: vec![Device::Cpu],
             allow_cpu_fallback: false,
             ort_lib: None,
+            python: PathBuf::from("python3"),
             max_msg_mb_size: DEFAULT_MAX_MSG_MB,
             max_incoming_mb: DEFAULT_MAX_INCOMING_MB,
             max_enqueued_requests: crate::engine::DEFAULT_QUEUE_LIMIT,
@@ -206,6 +210,10 @@ pub enum StartError {
     /// ONNX Runtime or a device is unusable.
     #[error(transparent)]
     Runtime(#[from] RuntimeError),
+    /// The Python backend could not be prepared.
+    #[cfg(unix)]
+    #[error(transparent)]
+    Python(#[from] crate::backends::python::PythonError),
     /// The built-in demo could not be loaded.
     #[error(transparent)]
     Load(crate::engine::LoadError),
@@ -318,9 +326,14 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let runtime = tokio::task::spawn_blocking(move || Runtime::global(ort_lib, family))
         .await
         .map_err(blocking_err)??;
-    let backends = Arc::new(Backends::new().with(Arc::new(
-        crate::backends::onnxruntime::OnnxRuntime::new(runtime),
+    let backends = Backends::new().with(Arc::new(crate::backends::onnxruntime::OnnxRuntime::new(
+        runtime,
     )));
+    #[cfg(unix)]
+    let python = Arc::new(crate::backends::python::Python::new(config.python.clone())?);
+    #[cfg(unix)]
+    let backends = backends.with(python.clone());
+    let backends = Arc::new(backends);
     let options = repository::Options {
         load: LoadOptions {
             default_devices: config.devices.clone(),
@@ -330,6 +343,8 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
             fault_injection: config.fault_injection,
         },
         default_max_batch_size: config.default_max_batch_size,
+        #[cfg(unix)]
+        python: Some(python),
     };
     let exit_on_error = config.exit_on_error;
     let (registry, watcher) = tokio::task::spawn_blocking(
@@ -583,6 +598,18 @@ impl Running {
         for t in self.tasks {
             let _ = t.await;
         }
+        // Every model is unloaded, as Triton unloads them at exit: each
+        // replica released (a Python model's finalize runs) before this
+        // returns, for up to 30 s.
+        let versions = self.state.registry.clear();
+        let _ = tokio::task::spawn_blocking(move || {
+            for sv in versions {
+                if !sv.scheduler().stop(std::time::Duration::from_secs(30)) {
+                    tracing::warn!(servable = %sv.name, version = sv.version, "replicas still busy at shutdown; not waiting for them");
+                }
+            }
+        })
+        .await;
         if let Some(path) = self.unix_socket {
             let _ = std::fs::remove_file(path);
         }

@@ -2,3 +2,5 @@
 //! ([`crate::engine::backend::Backend`]): ONNX Runtime, and Python.
 
 pub mod onnxruntime;
+#[cfg(unix)]
+pub mod python;

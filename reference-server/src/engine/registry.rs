@@ -74,7 +74,16 @@ impl Registry {
             .collect()
     }
 
-    /// Whether nothing is loaded.
+    /// Removes every version; returns them.
+    pub fn clear(&self) -> Vec<Arc<ServableVersion>> {
+        let all = self.all();
+        for sv in &all {
+            self.remove(&sv.name, sv.version);
+        }
+        all
+    }
+
+    /// Whether no version is loaded.
     pub fn is_empty(&self) -> bool {
         self.servables
             .read()

@@ -128,6 +128,7 @@ struct Context {
 pub struct Scheduler {
     shared: Arc<Shared>,
     ctx: Arc<Context>,
+    workers: Mutex<Vec<std::thread::JoinHandle<()>>>,
 }
 
 impl std::fmt::Debug for Scheduler {
@@ -265,11 +266,15 @@ impl Scheduler {
             cpu_fallback: spec.cpu_fallback,
         });
         // Dropped on a failure below, it stops the workers already started.
-        let scheduler = Scheduler { shared, ctx };
+        let scheduler = Scheduler {
+            shared,
+            ctx,
+            workers: Mutex::new(Vec::new()),
+        };
         for (index, device) in devices.into_iter().enumerate() {
             let shared = scheduler.shared.clone();
             let ctx = scheduler.ctx.clone();
-            std::thread::Builder::new()
+            let handle = std::thread::Builder::new()
                 .name(format!("replica-{}-{}-{index}", shared.name, ctx.version))
                 .spawn(move || worker(&shared, &ctx, index, device))
                 .map_err(|source| SpawnError {
@@ -277,8 +282,28 @@ impl Scheduler {
                     device,
                     source,
                 })?;
+            lock(&scheduler.workers).push(handle);
         }
         Ok(scheduler)
+    }
+
+    /// Stops the workers and waits up to `wait` for them to release their
+    /// replicas (a backend's clean-up, such as a Python model's
+    /// `finalize`, runs then); returns whether they all did. Requests
+    /// still queued are answered as the version goes. Blocking.
+    pub fn stop(&self, wait: Duration) -> bool {
+        self.shared.stopping.store(true, Ordering::SeqCst);
+        self.shared.cond.notify_all();
+        let deadline = Instant::now() + wait;
+        let mut workers = std::mem::take(&mut *lock(&self.workers));
+        while Instant::now() < deadline && !workers.iter().all(|w| w.is_finished()) {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let all = workers.iter().all(|w| w.is_finished());
+        for w in workers.drain(..).filter(|w| w.is_finished()) {
+            let _ = w.join();
+        }
+        all
     }
 
     /// Replicas alive now.

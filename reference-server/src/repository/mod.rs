@@ -15,6 +15,8 @@
 //! ```
 
 pub mod config;
+#[cfg(unix)]
+mod python;
 pub mod triton;
 pub mod watch;
 
@@ -56,6 +58,11 @@ pub struct Options {
     /// every input and output has a dynamic first dimension (Triton's
     /// default is 4); 0 turns that batching off.
     pub default_max_batch_size: u32,
+    /// The Python backend, which completes Python models' configurations
+    /// (`auto_complete_config`) before they load; `None`: Python models
+    /// are refused.
+    #[cfg(unix)]
+    pub python: Option<Arc<crate::backends::python::Python>>,
 }
 
 impl Default for Options {
@@ -63,6 +70,8 @@ impl Default for Options {
         Options {
             load: LoadOptions::default(),
             default_max_batch_size: DEFAULT_MAX_BATCH_SIZE,
+            #[cfg(unix)]
+            python: None,
         }
     }
 }
@@ -604,7 +613,18 @@ pub fn load_version(
                 name,
                 format!("the model file is missing from version {version}"),
             )?;
-            let signature = crate::onnx::signature(&bytes).map_err(|reason| fail(&file, reason))?;
+            let python = if triton::is_python(config) {
+                Some(python::prepare(
+                    servable, version, name, config, &bytes, options,
+                )?)
+            } else {
+                None
+            };
+            let config = python.as_ref().map(|p| &p.config).or(config);
+            let signature = match &python {
+                Some(p) => p.signature.clone(),
+                None => crate::onnx::signature(&bytes).map_err(|reason| fail(&file, reason))?,
+            };
             let defaults = triton::Defaults {
                 max_batch_size: options.default_max_batch_size,
                 devices: options.load.default_devices.clone(),
@@ -620,6 +640,9 @@ pub fn load_version(
                 tracing::warn!(model = %servable.name, field = %field, file = %where_.display(), "configuration field ignored: it only tunes performance in Triton's backends");
             }
             let mut spec = t.spec;
+            if let (Some(p), Some(model)) = (&python, spec.models.first_mut()) {
+                model.options = p.options(&t.config);
+            }
             for o in t
                 .config
                 .output

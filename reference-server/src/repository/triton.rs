@@ -47,6 +47,15 @@ pub const BACKEND: &str = "onnxruntime";
 /// The file a version directory holds unless `default_model_filename` says
 /// otherwise.
 pub const MODEL_FILE: &str = "model.onnx";
+/// Triton's Python backend, and the file its version directories hold.
+pub const PYTHON_BACKEND: &str = "python";
+/// The model file of a Python-backend version.
+pub const PYTHON_FILE: &str = "model.py";
+
+/// Whether a configuration is a Python-backend model's.
+pub fn is_python(config: Option<&ModelConfig>) -> bool {
+    config.is_some_and(|c| c.backend == PYTHON_BACKEND)
+}
 /// The method a Triton model is served as, for MindSpore Serving clients.
 pub const METHOD: &str = "predict";
 
@@ -83,6 +92,7 @@ fn type_name(t: i32) -> String {
 pub fn model_file(config: Option<&ModelConfig>) -> &str {
     match config {
         Some(c) if !c.default_model_filename.is_empty() => &c.default_model_filename,
+        c if is_python(c) => PYTHON_FILE,
         _ => MODEL_FILE,
     }
 }
@@ -142,14 +152,20 @@ pub fn check(config: &ModelConfig, directory: &str) -> Result<(), String> {
     }
     if !config.platform.is_empty() && config.platform != PLATFORM {
         return Err(format!(
-            "platform \"{}\" is not served: this server runs ONNX models (platform \"{PLATFORM}\")",
+            "platform \"{}\" is not served: this server runs ONNX models (platform \"{PLATFORM}\") and Python models (backend \"{PYTHON_BACKEND}\")",
             config.platform
         ));
     }
-    if !config.backend.is_empty() && config.backend != BACKEND {
+    if !config.backend.is_empty() && config.backend != BACKEND && config.backend != PYTHON_BACKEND {
         return Err(format!(
-            "backend \"{}\" is not served: this server runs ONNX models (backend \"{BACKEND}\")",
+            "backend \"{}\" is not served: this server runs ONNX models (backend \"{BACKEND}\") and Python models (backend \"{PYTHON_BACKEND}\")",
             config.backend
+        ));
+    }
+    if config.backend == PYTHON_BACKEND && !config.platform.is_empty() {
+        return Err(format!(
+            "platform \"{}\" with backend \"{PYTHON_BACKEND}\": a Python model names no platform",
+            config.platform
         ));
     }
     if !config.default_model_filename.is_empty()
@@ -703,8 +719,14 @@ pub fn translate(
             check_dims(&format!("{file} {what} '{}' shape", d.name), &d.dims)?;
         }
     }
+    let mut model_spec = ModelSpec::onnx("model", file.clone(), batching);
+    if c.backend == PYTHON_BACKEND {
+        // Where its model.py is and its configuration are the
+        // repository's to add.
+        model_spec.backend = PYTHON_BACKEND.into();
+    }
     let spec = ServableSpec {
-        models: vec![ModelSpec::onnx("model", file.clone(), batching)],
+        models: vec![model_spec],
         methods: vec![MethodSpec {
             name: METHOD.into(),
             inputs: c.input.iter().map(|i| i.name.clone()).collect(),

@@ -1,0 +1,254 @@
+//! The Python backend: Triton Python-backend models (`model.py` with a
+//! `TritonPythonModel`) run unchanged, one worker process per model
+//! instance.
+//!
+//! A worker is the model's interpreter (`python3` on the `PATH`, the
+//! server's `--python`, or the model's `EXECUTION_ENV_PATH` environment)
+//! running `serving_python_worker.py`, with this server's
+//! `triton_python_backend_utils` on its `PYTHONPATH`; it needs numpy and
+//! nothing else. Control messages go over the worker's stdin and stdout;
+//! tensors cross a shared-memory region the server creates and the worker
+//! maps, inputs viewed in place by numpy. A worker that dies, or does not
+//! answer by the batch's deadline and is stopped, fails its replica, which
+//! the engine restarts; the requests get an error and the server stays up.
+//!
+//! | module | job |
+//! |---|---|
+//! | `process` | one worker process: start, control channel, logs, stop |
+//! | `region` | the shared memory a worker and the server exchange tensors through |
+//! | `instance` | a batch as the requests of one `execute` call, and back |
+
+mod instance;
+mod process;
+mod region;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use serving_proto::model_config::{self, ModelConfig, TritonType};
+
+use crate::engine::backend::{Backend, LoadError, ModelInstance, ModelIo, ModelLoad};
+use crate::engine::model::TensorSpec;
+use crate::runtime::device::Device;
+use instance::PythonInstance;
+use process::{Launch, Process};
+
+/// The backend's name, as Triton's configurations give it.
+pub const BACKEND: &str = "python";
+
+/// The options a Python model's [`crate::engine::config::ModelSpec`]
+/// carries.
+pub mod option {
+    /// The `model.py` file.
+    pub const MODEL_FILE: &str = "model_file";
+    /// The model's directory in the repository (Triton's
+    /// `args["model_repository"]`).
+    pub const MODEL_DIR: &str = "model_dir";
+    /// The completed configuration, in Triton's JSON form.
+    pub const MODEL_CONFIG: &str = "model_config";
+    /// The interpreter, when the model names its own environment.
+    pub const PYTHON: &str = "python";
+}
+
+/// The scripts every worker runs, written once per server into a private
+/// directory.
+const WORKER: &str = include_str!("serving_python_worker.py");
+const UTILS: &str = include_str!("triton_python_backend_utils.py");
+
+/// How long loading a model (importing it, `initialize`) may take.
+const LOAD_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// The first size of a worker's region; it grows to what a batch needs.
+const FIRST_REGION: usize = 1 << 20;
+
+/// Runs Python models.
+#[derive(Debug)]
+pub struct Python {
+    python: PathBuf,
+    scripts: tempfile::TempDir,
+}
+
+/// Why the Python backend cannot start.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot prepare the Python backend's scripts in {dir}: {source}")]
+pub struct PythonError {
+    dir: PathBuf,
+    #[source]
+    source: std::io::Error,
+}
+
+impl Python {
+    /// The backend, running models with `python` (an interpreter with
+    /// numpy) unless a model names its own.
+    pub fn new(python: impl Into<PathBuf>) -> Result<Python, PythonError> {
+        let scripts = tempfile::Builder::new()
+            .prefix("serving-python-")
+            .tempdir()
+            .map_err(|source| PythonError {
+                dir: std::env::temp_dir(),
+                source,
+            })?;
+        for (name, text) in [
+            ("serving_python_worker.py", WORKER),
+            ("triton_python_backend_utils.py", UTILS),
+        ] {
+            std::fs::write(scripts.path().join(name), text).map_err(|source| PythonError {
+                dir: scripts.path().to_owned(),
+                source,
+            })?;
+        }
+        Ok(Python {
+            python: python.into(),
+            scripts,
+        })
+    }
+
+    fn launch(&self, python: Option<&str>) -> Launch {
+        Launch {
+            python: python.map_or_else(|| self.python.clone(), PathBuf::from),
+            scripts: self.scripts.path().to_owned(),
+        }
+    }
+
+    /// Completes a model's configuration as Triton does before it loads
+    /// it: the model class's `auto_complete_config`, when it has one, given
+    /// `config` (Triton's JSON form). Blocking: starts a worker for it.
+    pub fn complete_config(
+        &self,
+        model_file: &Path,
+        python: Option<&str>,
+        config: &Value,
+    ) -> Result<Value, String> {
+        let label = format!("{} (auto-complete)", model_file.display());
+        let mut p = Process::start(&self.launch(python), &label, 4096)?;
+        let deadline = Some(Instant::now() + LOAD_TIMEOUT);
+        let load =
+            json!({"op": "load", "model_file": model_file, "model_dir": version_dir(model_file)});
+        p.call(&load, deadline).map_err(|e| e.to_string())?;
+        let reply = p
+            .call(&json!({"op": "auto_complete", "config": config}), deadline)
+            .map_err(|e| e.to_string())?;
+        p.stop();
+        reply
+            .get("config")
+            .cloned()
+            .ok_or_else(|| "auto_complete_config returned no configuration".into())
+    }
+}
+
+/// The directory of `model.py` (its version directory), which the model
+/// imports its own modules from.
+fn version_dir(model_file: &Path) -> PathBuf {
+    model_file
+        .parent()
+        .map_or_else(|| PathBuf::from("."), Path::to_owned)
+}
+
+/// A model's inputs and outputs from its configuration: the batch
+/// dimension first where it batches, BYTES for `TYPE_STRING`.
+pub fn model_io(config: &ModelConfig) -> Result<ModelIo, String> {
+    let batched = config.max_batch_size > 0;
+    let spec = |what: &str, name: &str, data_type: i32, dims: &[i64]| {
+        let dtype = TritonType::try_from(data_type)
+            .ok()
+            .and_then(model_config::data_type)
+            .ok_or_else(|| format!("{what} '{name}' has no data_type"))?;
+        let mut shape = Vec::with_capacity(dims.len() + 1);
+        if batched {
+            shape.push(-1);
+        }
+        shape.extend_from_slice(dims);
+        Ok::<_, String>(TensorSpec {
+            name: name.to_owned(),
+            dtype,
+            shape,
+        })
+    };
+    Ok(ModelIo {
+        inputs: config
+            .input
+            .iter()
+            .map(|i| spec("input", &i.name, i.data_type, &i.dims))
+            .collect::<Result<_, _>>()?,
+        outputs: config
+            .output
+            .iter()
+            .map(|o| spec("output", &o.name, o.data_type, &o.dims))
+            .collect::<Result<_, _>>()?,
+    })
+}
+
+impl Backend for Python {
+    fn name(&self) -> &'static str {
+        BACKEND
+    }
+
+    fn load(
+        &self,
+        load: &ModelLoad<'_>,
+        device: Device,
+    ) -> Result<(Box<dyn ModelInstance>, ModelIo), LoadError> {
+        let label = load.label();
+        let fail = |reason: String| LoadError::Model {
+            model: label.clone(),
+            reason,
+        };
+        let option = |name: &str| {
+            load.model
+                .options
+                .get(name)
+                .ok_or_else(|| fail(format!("the Python backend needs the option '{name}'")))
+        };
+        let model_file = PathBuf::from(option(option::MODEL_FILE)?);
+        let model_dir = option(option::MODEL_DIR)?;
+        let config_json = option(option::MODEL_CONFIG)?;
+        let config = model_config::from_json(config_json)
+            .map_err(|e| fail(format!("its configuration: {e}")))?;
+        let io = model_io(&config).map_err(&fail)?;
+        let python = load.model.options.get(option::PYTHON).map(String::as_str);
+        // Triton's instance names: the group's name and the instance's
+        // index in it.
+        let instance_name = format!("{}_0_{}", config.name, load.replica);
+        let mut process = Process::start(
+            &self.launch(python),
+            &format!("{}/{}", config.name, load.replica),
+            FIRST_REGION,
+        )
+        .map_err(&fail)?;
+        let deadline = Some(Instant::now() + LOAD_TIMEOUT);
+        let load_msg = json!({
+            "op": "load",
+            "model_file": model_file,
+            "model_dir": version_dir(&model_file),
+        });
+        process
+            .call(&load_msg, deadline)
+            .map_err(|e| fail(e.to_string()))?;
+        let (kind, device_id) = match device {
+            Device::Cpu => ("CPU", 0),
+            Device::Cuda(n) => ("GPU", n),
+            Device::Cann(n) => ("NPU", n),
+        };
+        let args = json!({
+            "model_config": config_json,
+            "model_instance_kind": kind,
+            "model_instance_name": instance_name,
+            "model_instance_device_id": device_id.to_string(),
+            "model_repository": model_dir,
+            "model_version": load.version.to_string(),
+            "model_name": config.name,
+        });
+        process
+            .call(&json!({"op": "initialize", "args": args}), deadline)
+            .map_err(|e| fail(format!("initialize: {e}")))?;
+        tracing::info!(model = %config.name, instance = %instance_name, "Python model loaded");
+        let instance = PythonInstance {
+            process: Some(process),
+            inputs: io.inputs.clone(),
+            outputs: io.outputs.clone(),
+            batched: load.model.batched,
+        };
+        Ok((Box::new(instance), io))
+    }
+}

@@ -1,0 +1,259 @@
+//! One Python worker process: its control channel (framed JSON on its
+//! stdin and stdout), its stderr (logged), and the shared-memory region
+//! tensors cross by.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use super::region::Region;
+use crate::engine::backend::RunError;
+
+/// The largest control message a worker may send (its replies describe
+/// tensors; their bytes are in the region).
+const MAX_MESSAGE: usize = 16 << 20;
+
+/// A running worker.
+pub(crate) struct Process {
+    child: Child,
+    stdin: ChildStdin,
+    replies: mpsc::Receiver<Result<Value, String>>,
+    pub(crate) region: Region,
+    label: String,
+}
+
+impl std::fmt::Debug for Process {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Process")
+            .field("pid", &self.child.id())
+            .field("label", &self.label)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Where the worker's scripts are and which interpreter runs them.
+#[derive(Clone, Debug)]
+pub(crate) struct Launch {
+    pub(crate) python: PathBuf,
+    pub(crate) scripts: PathBuf,
+}
+
+impl Process {
+    /// Starts a worker for `label` (`model/version/instance`, for logs)
+    /// with a region of `region_size` bytes mapped.
+    pub(crate) fn start(
+        launch: &Launch,
+        label: &str,
+        region_size: usize,
+    ) -> Result<Process, String> {
+        let mut child = Command::new(&launch.python)
+            .arg("-u")
+            .arg(launch.scripts.join("serving_python_worker.py"))
+            .env("PYTHONPATH", python_path(&launch.scripts))
+            .env("PYTHONDONTWRITEBYTECODE", "1")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("cannot start {}: {e}", launch.python.display()))?;
+        let stdin = child.stdin.take().expect("piped");
+        let stdout = child.stdout.take().expect("piped");
+        let stderr = child.stderr.take().expect("piped");
+        let (tx, replies) = mpsc::channel();
+        let name = label.to_owned();
+        std::thread::Builder::new()
+            .name(format!("py-ctl {label}"))
+            .spawn(move || read_replies(stdout, tx))
+            .map_err(|e| e.to_string())?;
+        std::thread::Builder::new()
+            .name(format!("py-log {label}"))
+            .spawn(move || log_lines(stderr, &name))
+            .map_err(|e| e.to_string())?;
+        let region = Region::create(region_size).map_err(|e| format!("shared memory: {e}"))?;
+        let mut p = Process {
+            child,
+            stdin,
+            replies,
+            region,
+            label: label.to_owned(),
+        };
+        p.announce_region(None)?;
+        Ok(p)
+    }
+
+    /// Tells the worker to map the current region; once it has, the
+    /// region's name is removed (the mappings stay).
+    fn announce_region(&mut self, deadline: Option<Instant>) -> Result<(), String> {
+        let msg = json!({"op": "region", "path": self.region.path(), "size": self.region.len()});
+        self.send(&msg).map_err(|e| e.to_string())?;
+        let reply = self.receive(deadline).map_err(|e| e.to_string())?;
+        self.region.unlink();
+        ok(reply).map(|_| ())
+    }
+
+    fn send(&mut self, msg: &Value) -> Result<(), RunError> {
+        let body = serde_json::to_vec(msg).expect("JSON");
+        let mut frame = Vec::with_capacity(4 + body.len());
+        frame.extend_from_slice(&(body.len() as u32).to_le_bytes());
+        frame.extend_from_slice(&body);
+        self.stdin
+            .write_all(&frame)
+            .and_then(|()| self.stdin.flush())
+            .map_err(|e| self.lost(format!("cannot write to it: {e}")))
+    }
+
+    fn receive(&mut self, deadline: Option<Instant>) -> Result<Value, RunError> {
+        let got = match deadline {
+            None => self.replies.recv().map_err(|_| None),
+            Some(d) => self
+                .replies
+                .recv_timeout(d.saturating_duration_since(Instant::now()))
+                .map_err(|e| match e {
+                    mpsc::RecvTimeoutError::Timeout => Some(()),
+                    mpsc::RecvTimeoutError::Disconnected => None,
+                }),
+        };
+        match got {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => Err(self.lost(e)),
+            Err(None) => Err(self.lost("its control channel closed".into())),
+            Err(Some(())) => {
+                let _ = self.child.kill();
+                Err(RunError::Lost(format!(
+                    "the Python model {} did not answer before the request's deadline and was stopped; it restarts",
+                    self.label
+                )))
+            }
+        }
+    }
+
+    /// The worker is gone or broken: why, with its exit status.
+    fn lost(&mut self, why: String) -> RunError {
+        let _ = self.child.kill();
+        let status = self
+            .child
+            .wait()
+            .map(|s| format!(" ({s})"))
+            .unwrap_or_default();
+        RunError::Lost(format!(
+            "the Python model {} stopped{status}: {why}; it restarts",
+            self.label
+        ))
+    }
+
+    /// Sends `msg` and returns the answer (`Err(Failed)` with the worker's
+    /// text when it refused), serving the worker's requests for a larger
+    /// region on the way.
+    pub(crate) fn call(
+        &mut self,
+        msg: &Value,
+        deadline: Option<Instant>,
+    ) -> Result<Value, RunError> {
+        self.send(msg)?;
+        loop {
+            let reply = self.receive(deadline)?;
+            if reply.get("op").and_then(Value::as_str) == Some("need") {
+                let bytes = reply.get("bytes").and_then(Value::as_u64).unwrap_or(0) as usize;
+                self.grow(bytes, deadline)?;
+                continue;
+            }
+            return ok(reply).map_err(RunError::Failed);
+        }
+    }
+
+    /// Replaces the region with one of at least `bytes`.
+    pub(crate) fn grow(&mut self, bytes: usize, deadline: Option<Instant>) -> Result<(), RunError> {
+        let size = bytes.max(self.region.len().saturating_mul(2));
+        self.region =
+            Region::create(size).map_err(|e| RunError::Failed(format!("shared memory: {e}")))?;
+        self.announce_region(deadline).map_err(RunError::Failed)
+    }
+
+    /// Asks the model to finish (`finalize`) and waits a moment for it.
+    pub(crate) fn stop(mut self) {
+        let deadline = Some(Instant::now() + Duration::from_secs(5));
+        let _ = self.call(&json!({"op": "finalize"}), deadline);
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A worker's answer: its fields when `ok`, its error text otherwise.
+fn ok(reply: Value) -> Result<Value, String> {
+    if reply.get("ok").and_then(Value::as_bool) == Some(true) {
+        Ok(reply)
+    } else {
+        Err(reply
+            .get("error")
+            .and_then(Value::as_str)
+            .unwrap_or("the Python worker answered without a result")
+            .to_owned())
+    }
+}
+
+fn python_path(scripts: &Path) -> std::ffi::OsString {
+    let mut path = scripts.as_os_str().to_owned();
+    if let Some(old) = std::env::var_os("PYTHONPATH") {
+        path.push(":");
+        path.push(old);
+    }
+    path
+}
+
+/// Reads framed replies until the worker's stdout closes.
+fn read_replies(mut stdout: impl Read, tx: mpsc::Sender<Result<Value, String>>) {
+    loop {
+        let mut head = [0u8; 4];
+        if stdout.read_exact(&mut head).is_err() {
+            return;
+        }
+        let n = u32::from_le_bytes(head) as usize;
+        if n > MAX_MESSAGE {
+            let _ = tx.send(Err(format!(
+                "it sent a control message of {n} bytes, over the {MAX_MESSAGE} allowed"
+            )));
+            return;
+        }
+        let mut body = vec![0u8; n];
+        if stdout.read_exact(&mut body).is_err() {
+            return;
+        }
+        let msg = serde_json::from_slice(&body)
+            .map_err(|e| format!("it sent a bad control message: {e}"));
+        let bad = msg.is_err();
+        if tx.send(msg).is_err() || bad {
+            return;
+        }
+    }
+}
+
+/// Logs the worker's stderr: lines of `pb_utils.Logger` at their level,
+/// anything else (prints, tracebacks) at info.
+fn log_lines(stderr: impl Read, label: &str) {
+    for line in BufReader::new(stderr).lines() {
+        let Ok(line) = line else { return };
+        match line.strip_prefix("\u{1e}serving-python ") {
+            Some(rest) => {
+                let (level, text) = rest.split_once(' ').unwrap_or((rest, ""));
+                match level {
+                    "ERROR" => tracing::error!(target: "python", model = label, "{text}"),
+                    "WARN" => tracing::warn!(target: "python", model = label, "{text}"),
+                    "VERBOSE" => tracing::debug!(target: "python", model = label, "{text}"),
+                    _ => tracing::info!(target: "python", model = label, "{text}"),
+                }
+            }
+            None => tracing::info!(target: "python", model = label, "{line}"),
+        }
+    }
+}

@@ -1,0 +1,245 @@
+"""The reference server's Python model worker: one process per model
+instance, started by the server with the model's interpreter.
+
+Control messages travel on the process's stdin and stdout (a 4-byte
+little-endian length, then JSON); tensors travel through one shared-memory
+region the server creates and sizes. Anything the model prints goes to
+stderr, which the server logs: stdout is the control channel alone.
+
+Requests (server to worker), each answered once:
+  {"op": "region", "path", "size"}          map the region (a new one replaces the old)
+  {"op": "load", "model_file", "model_dir"}  import model.py, make the model object
+  {"op": "auto_complete", "config"}         -> {"config"} the completed configuration
+  {"op": "initialize", "args"}              the model's initialize(args)
+  {"op": "execute", "requests"}             -> {"responses"}; may first ask {"op": "need", "bytes"}
+  {"op": "finalize"}                        the model's finalize(), then exit
+Every answer is {"ok": true, ...} or {"ok": false, "error": text}.
+"""
+
+import importlib.util
+import json
+import mmap
+import os
+import struct
+import sys
+import traceback
+
+# stdout is the control channel: keep it, and send fd 1 (print, C code) to
+# stderr before the model's code runs.
+_control_in = os.fdopen(os.dup(0), "rb", buffering=0)
+_control_out = os.fdopen(os.dup(1), "wb", buffering=0)
+os.dup2(2, 1)
+sys.stdout = sys.stderr
+
+import numpy as np  # noqa: E402
+
+import triton_python_backend_utils as pb_utils  # noqa: E402
+
+ALIGN = 64
+
+
+def _read_exact(n):
+    buf = bytearray()
+    while len(buf) < n:
+        chunk = _control_in.read(n - len(buf))
+        if not chunk:
+            return None
+        buf += chunk
+    return bytes(buf)
+
+
+def receive():
+    head = _read_exact(4)
+    if head is None:
+        return None
+    (n,) = struct.unpack("<I", head)
+    body = _read_exact(n)
+    if body is None:
+        return None
+    return json.loads(body)
+
+
+def send(message):
+    body = json.dumps(message, separators=(",", ":")).encode("utf-8")
+    _control_out.write(struct.pack("<I", len(body)) + body)
+
+
+def align(n):
+    return (n + ALIGN - 1) // ALIGN * ALIGN
+
+
+class Worker:
+    def __init__(self):
+        self.region = None
+        self.size = 0
+        self.model = None
+        self.module = None
+
+    # -- the region ----------------------------------------------------------
+
+    def map(self, path, size):
+        fd = os.open(path, os.O_RDWR)
+        try:
+            self.region = mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+        finally:
+            os.close(fd)
+        self.size = size
+
+    def input(self, spec):
+        name, datatype, shape = spec["name"], spec["datatype"], spec["shape"]
+        offset, size = spec["offset"], spec["size"]
+        if datatype == "BYTES":
+            array = pb_utils.deserialize_bytes_tensor(memoryview(self.region)[offset:offset + size])
+            return pb_utils.Tensor(name, array.reshape(shape))
+        bf16 = datatype == "BF16"
+        dtype = np.uint16 if bf16 else pb_utils._OIP_TO_NUMPY.get(datatype)
+        if dtype is None:
+            raise pb_utils.TritonModelException(f"input '{name}': datatype {datatype} has no numpy type")
+        count = size // np.dtype(dtype).itemsize
+        array = np.frombuffer(self.region, dtype=dtype, count=count, offset=offset).reshape(shape)
+        return pb_utils.Tensor(name, array, "BF16" if bf16 else None)
+
+    def write_outputs(self, responses, start):
+        """Lays the responses' outputs out from `start`; returns their
+        descriptions, or the bytes the region must hold when it is short."""
+        layout = []
+        at = start
+        for r in responses:
+            if r is None or r.has_error():
+                layout.append(None)
+                continue
+            entries = []
+            for t in r.output_tensors():
+                array = t.as_numpy()
+                datatype = t.triton_dtype()
+                if datatype == "BYTES":
+                    data = pb_utils.serialize_byte_tensor(array)
+                else:
+                    data = np.ascontiguousarray(array)
+                size = len(data) if isinstance(data, bytes) else data.nbytes
+                entries.append((t.name(), datatype, list(array.shape), data, at, size))
+                at = align(at + size)
+            layout.append(entries)
+        if at > self.size:
+            return None, at
+        out = []
+        view = memoryview(self.region)
+        for entries in layout:
+            if entries is None:
+                out.append(None)
+                continue
+            described = []
+            for name, datatype, shape, data, offset, size in entries:
+                if isinstance(data, bytes):
+                    view[offset:offset + size] = data
+                elif size:
+                    dst = np.frombuffer(self.region, dtype=np.uint8, count=size, offset=offset)
+                    dst[:] = data.reshape(-1).view(np.uint8)
+                described.append({"name": name, "datatype": datatype, "shape": shape,
+                                  "offset": offset, "size": size})
+            out.append(described)
+        return out, at
+
+    # -- the model -------------------------------------------------------------
+
+    def load(self, model_file, model_dir):
+        if model_dir not in sys.path:
+            sys.path.insert(0, model_dir)
+        spec = importlib.util.spec_from_file_location("serving_model", model_file)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        if not hasattr(module, "TritonPythonModel"):
+            raise pb_utils.TritonModelException(f"{model_file} defines no class TritonPythonModel")
+        self.module = module
+        self.model = module.TritonPythonModel()
+
+    def auto_complete(self, config):
+        cls = self.module.TritonPythonModel
+        if not hasattr(cls, "auto_complete_config"):
+            return config
+        completed = cls.auto_complete_config(pb_utils.ModelConfig(config))
+        if not isinstance(completed, pb_utils.ModelConfig):
+            raise pb_utils.TritonModelException(
+                "auto_complete_config must return the ModelConfig it was given")
+        return completed.as_dict()
+
+    def execute(self, message):
+        requests = []
+        end = 0
+        for r in message["requests"]:
+            inputs = [self.input(spec) for spec in r["inputs"]]
+            for spec in r["inputs"]:
+                end = max(end, spec["offset"] + spec["size"])
+            requests.append(pb_utils.InferenceRequest(
+                inputs, r.get("requested_outputs", []), r.get("id", ""), r.get("parameters", {})))
+        responses = self.model.execute(requests)
+        if not isinstance(responses, (list, tuple)) or len(responses) != len(requests):
+            got = len(responses) if isinstance(responses, (list, tuple)) else type(responses).__name__
+            raise pb_utils.TritonModelException(
+                f"execute must return one InferenceResponse per request: {len(requests)} requests, got {got}")
+        for r in responses:
+            if not isinstance(r, pb_utils.InferenceResponse):
+                raise pb_utils.TritonModelException(
+                    f"execute must return InferenceResponse objects, got {type(r).__name__}")
+        start = align(end)
+        described, needed = self.write_outputs(responses, start)
+        if described is None:
+            # The region is too small: ask for one that holds the outputs,
+            # then write them there (the inputs are no longer needed).
+            send({"op": "need", "bytes": needed})
+            reply = receive()
+            if reply is None or reply.get("op") != "region":
+                raise SystemExit(0)
+            self.map(reply["path"], reply["size"])
+            send({"ok": True})
+            described, needed = self.write_outputs(responses, start)
+            if described is None:
+                raise pb_utils.TritonModelException(
+                    f"the outputs need {needed} bytes of shared memory; the region holds {self.size}")
+        answers = []
+        for r, outputs in zip(responses, described):
+            if r.has_error():
+                e = r.error()
+                answers.append({"error": e.message() if hasattr(e, "message") else str(e)})
+            else:
+                answers.append({"outputs": outputs})
+        return answers
+
+
+def main():
+    worker = Worker()
+    while True:
+        message = receive()
+        if message is None:
+            return
+        op = message.get("op")
+        try:
+            if op == "region":
+                worker.map(message["path"], message["size"])
+                send({"ok": True})
+            elif op == "load":
+                worker.load(message["model_file"], message["model_dir"])
+                send({"ok": True})
+            elif op == "auto_complete":
+                send({"ok": True, "config": worker.auto_complete(message["config"])})
+            elif op == "initialize":
+                if hasattr(worker.model, "initialize"):
+                    worker.model.initialize(message["args"])
+                send({"ok": True})
+            elif op == "execute":
+                send({"ok": True, "responses": worker.execute(message)})
+            elif op == "finalize":
+                if worker.model is not None and hasattr(worker.model, "finalize"):
+                    worker.model.finalize()
+                send({"ok": True})
+                return
+            else:
+                send({"ok": False, "error": f"unknown operation {op!r}"})
+        except pb_utils.TritonModelException as e:
+            send({"ok": False, "error": str(e)})
+        except Exception:  # noqa: BLE001  the model's failure, reported to the server
+            send({"ok": False, "error": traceback.format_exc(limit=8)})
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,359 @@
+//! Triton Python-backend models (`model.py`), unchanged, served by real
+//! Python with numpy: the shapes model files take in public repositories.
+//! Several requests per `execute` under concurrent load, strings in and
+//! out, `auto_complete_config`, error responses and exceptions, a worker
+//! that crashes and one that hangs (each restarted, the server up), and
+//! `finalize` on shutdown.
+
+mod common;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use reference_server::server::{self, Config, Running};
+use serde_json::{Value, json};
+
+const ADD_SUB: &str = r#"
+import json
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+class TritonPythonModel:
+    def initialize(self, args):
+        config = json.loads(args["model_config"])
+        out = pb_utils.get_output_config_by_name(config, "OUTPUT0")
+        self.dtype = pb_utils.triton_string_to_numpy(out["data_type"])
+        self.name = args["model_instance_name"]
+
+    def execute(self, requests):
+        responses = []
+        for request in requests:
+            a = pb_utils.get_input_tensor_by_name(request, "INPUT0").as_numpy()
+            b = pb_utils.get_input_tensor_by_name(request, "INPUT1").as_numpy()
+            seen = np.full((a.shape[0], 1), len(requests), dtype=np.int32)
+            responses.append(pb_utils.InferenceResponse(output_tensors=[
+                pb_utils.Tensor("OUTPUT0", (a + b).astype(self.dtype)),
+                pb_utils.Tensor("OUTPUT1", (a - b).astype(self.dtype)),
+                pb_utils.Tensor("REQUESTS", seen),
+            ]))
+        return responses
+"#;
+
+const ADD_SUB_CONFIG: &str = r#"
+name: "add_sub"
+backend: "python"
+max_batch_size: 8
+dynamic_batching { max_queue_delay_microseconds: 20000 }
+input [
+  { name: "INPUT0" data_type: TYPE_FP32 dims: [ 4 ] },
+  { name: "INPUT1" data_type: TYPE_FP32 dims: [ 4 ] }
+]
+output [
+  { name: "OUTPUT0" data_type: TYPE_FP32 dims: [ 4 ] },
+  { name: "OUTPUT1" data_type: TYPE_FP32 dims: [ 4 ] },
+  { name: "REQUESTS" data_type: TYPE_INT32 dims: [ 1 ] }
+]
+"#;
+
+const STRINGS: &str = r#"
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+class TritonPythonModel:
+    def execute(self, requests):
+        out = []
+        for r in requests:
+            x = pb_utils.get_input_tensor_by_name(r, "text").as_numpy()
+            y = np.array([s.upper() + b"!" for s in x.reshape(-1)], dtype=object).reshape(x.shape)
+            n = np.array([len(s) for s in x.reshape(-1)], dtype=np.int64).reshape(x.shape)
+            out.append(pb_utils.InferenceResponse([pb_utils.Tensor("loud", y), pb_utils.Tensor("length", n)]))
+        return out
+"#;
+
+const STRINGS_CONFIG: &str = r#"
+name: "strings"
+backend: "python"
+max_batch_size: 0
+input [ { name: "text" data_type: TYPE_STRING dims: [ -1 ] } ]
+output [ { name: "loud" data_type: TYPE_STRING dims: [ -1 ] }, { name: "length" data_type: TYPE_INT64 dims: [ -1 ] } ]
+"#;
+
+const AUTO: &str = r#"
+import triton_python_backend_utils as pb_utils
+
+class TritonPythonModel:
+    @staticmethod
+    def auto_complete_config(auto_complete_model_config):
+        auto_complete_model_config.add_input({"name": "x", "data_type": "TYPE_FP32", "dims": [-1]})
+        auto_complete_model_config.add_output({"name": "y", "data_type": "TYPE_FP32", "dims": [-1]})
+        auto_complete_model_config.set_max_batch_size(0)
+        return auto_complete_model_config
+
+    def execute(self, requests):
+        return [pb_utils.InferenceResponse([pb_utils.Tensor("y", pb_utils.get_input_tensor_by_name(r, "x").as_numpy() * 3)])
+                for r in requests]
+"#;
+
+const FAILS: &str = r#"
+import triton_python_backend_utils as pb_utils
+
+class TritonPythonModel:
+    def execute(self, requests):
+        out = []
+        for r in requests:
+            x = pb_utils.get_input_tensor_by_name(r, "x").as_numpy()
+            if x[0] == 0:
+                raise ValueError("zero is not allowed here")
+            if x[0] < 0:
+                out.append(pb_utils.InferenceResponse(error=pb_utils.TritonError("x must be positive")))
+            else:
+                out.append(pb_utils.InferenceResponse([pb_utils.Tensor("y", x)]))
+        return out
+"#;
+
+/// Dies at -1, hangs at -2; `finalize` writes the marker file its
+/// configuration names.
+const FRAGILE: &str = r#"
+import json, os, time
+import triton_python_backend_utils as pb_utils
+
+class TritonPythonModel:
+    def initialize(self, args):
+        config = json.loads(args["model_config"])
+        self.marker = config["parameters"]["marker"]["string_value"]
+
+    def execute(self, requests):
+        out = []
+        for r in requests:
+            x = pb_utils.get_input_tensor_by_name(r, "x").as_numpy()
+            if x[0] == -1:
+                os._exit(3)
+            if x[0] == -2:
+                time.sleep(3600)
+            out.append(pb_utils.InferenceResponse([pb_utils.Tensor("y", x)]))
+        return out
+
+    def finalize(self):
+        with open(self.marker, "w") as f:
+            f.write("finalized")
+"#;
+
+fn one_in_one_out(name: &str, extra: &str) -> String {
+    format!(
+        "name: \"{name}\"\nbackend: \"python\"\nmax_batch_size: 0\n{extra}\ninput [ {{ name: \"x\" data_type: TYPE_FP32 dims: [ -1 ] }} ]\noutput [ {{ name: \"y\" data_type: TYPE_FP32 dims: [ -1 ] }} ]\n"
+    )
+}
+
+fn repository(marker: &Path) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let model = |name: &str, config: &str, py: &str| {
+        common::write(d, &format!("{name}/config.pbtxt"), config.as_bytes());
+        common::write(d, &format!("{name}/1/model.py"), py.as_bytes());
+    };
+    model("add_sub", ADD_SUB_CONFIG, ADD_SUB);
+    model("strings", STRINGS_CONFIG, STRINGS);
+    model("auto", "name: \"auto\"\nbackend: \"python\"\n", AUTO);
+    model("fails", &one_in_one_out("fails", ""), FAILS);
+    model(
+        "fragile",
+        &one_in_one_out(
+            "fragile",
+            &format!(
+                "parameters {{ key: \"marker\" value: {{ string_value: \"{}\" }} }}",
+                marker.display()
+            ),
+        ),
+        FRAGILE,
+    );
+    dir
+}
+
+async fn serve(repo: &Path) -> Running {
+    let venv = tokio::task::spawn_blocking(common::compat_venv)
+        .await
+        .unwrap();
+    server::start(Config {
+        grpc_address: ([127, 0, 0, 1], 0).into(),
+        rest_address: ([127, 0, 0, 1], 0).into(),
+        model_repository: Some(repo.to_owned()),
+        poll_interval: None,
+        python: venv.join("bin/python"),
+        ..Config::default()
+    })
+    .await
+    .expect("the Python models load")
+}
+
+async fn infer(http: &reqwest::Client, server: &Running, model: &str, body: Value) -> (u16, Value) {
+    let r = http
+        .post(common::rest(server, &format!("/v2/models/{model}/infer")))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap())
+}
+
+fn x(values: &[f32]) -> Value {
+    json!({"inputs": [{"name": "x", "datatype": "FP32", "shape": [values.len()], "data": values}]})
+}
+
+fn output<'a>(v: &'a Value, name: &str) -> &'a Value {
+    v["outputs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|o| o["name"] == name)
+        .unwrap_or_else(|| panic!("no output {name} in {v}"))
+}
+
+/// Sends `body` until it is answered 200 (a restarting replica answers an
+/// error meanwhile), for up to 30 s.
+async fn until_served(http: &reqwest::Client, server: &Running, model: &str, body: Value) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (status, v) = infer(http, server, model, body.clone()).await;
+        if status == 200 {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never served again: {status} {v}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn triton_python_models_run_unchanged() {
+    let marker_dir = tempfile::tempdir().unwrap();
+    let marker = marker_dir.path().join("finalized");
+    let repo = repository(&marker);
+    let server = serve(repo.path()).await;
+    let http = common::http();
+
+    // 16 concurrent requests to a dynamically batched model: each its own
+    // answer, and the model saw several requests in one execute call.
+    let tasks: Vec<_> = (0..16)
+        .map(|k| {
+            let http = http.clone();
+            let url = common::rest(&server, "/v2/models/add_sub/infer");
+            tokio::spawn(async move {
+                let a: Vec<f32> = (0..4).map(|i| (k * 4 + i) as f32).collect();
+                let body = json!({"inputs": [
+                    {"name": "INPUT0", "datatype": "FP32", "shape": [1, 4], "data": a},
+                    {"name": "INPUT1", "datatype": "FP32", "shape": [1, 4], "data": [1, 1, 1, 1]},
+                ]});
+                let v: Value = http
+                    .post(url)
+                    .json(&body)
+                    .send()
+                    .await
+                    .unwrap()
+                    .json()
+                    .await
+                    .unwrap();
+                (a, v)
+            })
+        })
+        .collect();
+    let mut most = 0;
+    for t in tasks {
+        let (a, v) = t.await.unwrap();
+        let sum: Vec<f64> = a.iter().map(|&v| f64::from(v) + 1.0).collect();
+        let diff: Vec<f64> = a.iter().map(|&v| f64::from(v) - 1.0).collect();
+        assert_eq!(output(&v, "OUTPUT0")["data"], json!(sum), "{v}");
+        assert_eq!(output(&v, "OUTPUT1")["data"], json!(diff), "{v}");
+        most = most.max(output(&v, "REQUESTS")["data"][0].as_i64().unwrap());
+    }
+    assert!(most > 1, "every execute call held one request");
+
+    // Strings in and out, any bytes (BYTES is not text for Python).
+    let (status, v) = infer(
+        &http,
+        &server,
+        "strings",
+        json!({"inputs": [{"name": "text", "datatype": "BYTES", "shape": [2], "data": ["héllo", "ab"]}]}),
+    )
+    .await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(output(&v, "loud")["data"], json!(["HéLLO!", "AB!"]));
+    assert_eq!(output(&v, "length")["data"], json!([6, 2]));
+
+    // auto_complete_config declared the inputs and outputs.
+    let meta = common::get_json(&server, "/v2/models/auto").await;
+    assert_eq!(meta["inputs"][0]["name"], "x", "{meta}");
+    assert_eq!(meta["outputs"][0]["datatype"], "FP32", "{meta}");
+    let config = common::get_json(&server, "/v2/models/auto/config").await;
+    assert_eq!(config["backend"], "python", "{config}");
+    assert_eq!(config["default_model_filename"], "model.py", "{config}");
+    let (status, v) = infer(&http, &server, "auto", x(&[1.0, 2.0])).await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(output(&v, "y")["data"], json!([3.0, 6.0]));
+
+    // A response with an error, and an exception: the request's error,
+    // with the model's text; the model goes on.
+    let (status, v) = infer(&http, &server, "fails", x(&[-1.0])).await;
+    assert_eq!(status, 500, "{v}");
+    assert!(
+        v["error"].as_str().unwrap().contains("x must be positive"),
+        "{v}"
+    );
+    let (status, v) = infer(&http, &server, "fails", x(&[0.0])).await;
+    assert_eq!(status, 500, "{v}");
+    let text = v["error"].as_str().unwrap();
+    assert!(
+        text.contains("ValueError: zero is not allowed here"),
+        "{text}"
+    );
+    let (status, v) = infer(&http, &server, "fails", x(&[5.0])).await;
+    assert_eq!((status, &output(&v, "y")["data"]), (200, &json!([5.0])));
+
+    // A worker that dies: the request fails, the replica restarts, the
+    // model serves again; the other models never stopped.
+    let (status, v) = infer(&http, &server, "fragile", x(&[-1.0])).await;
+    assert_ne!(status, 200, "{v}");
+    let v = until_served(&http, &server, "fragile", x(&[7.0])).await;
+    assert_eq!(output(&v, "y")["data"], json!([7.0]));
+    let (status, _) = infer(&http, &server, "auto", x(&[1.0])).await;
+    assert_eq!(status, 200);
+
+    // A worker that hangs past the request's deadline: the client gets
+    // DEADLINE_EXCEEDED, the worker is stopped at the deadline (not an
+    // hour later), the model serves again.
+    let mut grpc = common::oip(&server).await;
+    let mut request = tonic::Request::new(serving_proto::pb::inference::ModelInferRequest {
+        model_name: "fragile".into(),
+        inputs: vec![
+            serving_proto::pb::inference::model_infer_request::InferInputTensor {
+                name: "x".into(),
+                datatype: "FP32".into(),
+                shape: vec![1],
+                ..Default::default()
+            },
+        ],
+        raw_input_contents: vec![(-2f32).to_le_bytes().to_vec().into()],
+        ..Default::default()
+    });
+    request.set_timeout(Duration::from_secs(1));
+    let e = grpc.model_infer(request).await.unwrap_err();
+    // The server's answer, or the client's own timer firing first.
+    assert!(
+        matches!(
+            e.code(),
+            tonic::Code::DeadlineExceeded | tonic::Code::Cancelled
+        ),
+        "{e:?}"
+    );
+    let v = until_served(&http, &server, "fragile", x(&[8.0])).await;
+    assert_eq!(output(&v, "y")["data"], json!([8.0]));
+
+    // Shutdown finalizes every instance.
+    server.shutdown().await;
+    assert_eq!(
+        std::fs::read_to_string(&marker).ok().as_deref(),
+        Some("finalized")
+    );
+}
