@@ -1486,11 +1486,15 @@ class Expected:
 
     KINDS = ("setup", "deliberate", "pending")
 
-    def __init__(self, path, labels):
+    def __init__(self, paths, labels):
         import tomllib
-        with open(path, "rb") as f:
-            doc = tomllib.load(f)
         self.entries = []
+        for path in paths:
+            with open(path, "rb") as f:
+                doc = tomllib.load(f)
+            self._read(path, doc, labels)
+
+    def _read(self, path, doc, labels):
         for i, e in enumerate(doc.get("difference", [])):
             where = f"{path}: difference {i + 1}"
             missing = [k for k in ("probe", "field", "kind", "reason") if not e.get(k)]
@@ -1518,8 +1522,8 @@ class Expected:
                 return x["entry"]
         return None
 
-    def stale(self):
-        return [x["entry"] for x in self.entries if x["hits"] == 0]
+    def stale(self, unused_ok=()):
+        return [x["entry"] for x in self.entries if x["hits"] == 0 and x["entry"]["kind"] not in unused_ok]
 
 
 def port_open(hostport):
@@ -1547,8 +1551,11 @@ def main():
     p.add_argument("--json", help="write every answer of both servers here")
     p.add_argument("--width", type=int, default=300, help="truncate shown values to this many characters")
     p.add_argument("--show-same", action="store_true", help="also list probes whose answers agree")
-    p.add_argument("--expect", help="differences.toml: fail (exit 1) on any difference it does not list, "
+    p.add_argument("--expect", action="append", default=[],
+                   help="differences.toml (repeatable): fail (exit 1) on any difference they do not list, "
                    "and on any entry no difference matched")
+    p.add_argument("--unused-ok", action="append", default=[],
+                   help="a kind of entry that may match nothing (repeatable), e.g. setup when both run the same models")
     p.add_argument("--ignore", action="append", default=[],
                    help="regex on flattened paths to leave out of the comparison (repeatable), e.g. 'headers\\.vary$'")
     args = ap.parse_args()
@@ -1564,6 +1571,7 @@ def main():
     a = Side(args.a_name, args.a_http, args.a_grpc)
     b = Side(args.b_name, args.b_http, args.b_grpc)
     expected = Expected(args.expect, (a.label, b.label)) if args.expect else None
+    expect_names = ", ".join(args.expect)
     unexpected = []
     kinds = {}
     record = []
@@ -1623,14 +1631,14 @@ def main():
     print(f"\nexpected differences by kind: {kinds}")
     if unexpected:
         failed = True
-        print(f"\n{len(unexpected)} difference(s) that {args.expect} does not list:")
+        print(f"\n{len(unexpected)} difference(s) that {expect_names} does not list:")
         for probe, k, va, vb in unexpected:
             print(f"  {probe} :: {k}\n      {a.label}: {show(va, 200)}\n      {b.label}: {show(vb, 200)}")
     if set(SECTIONS) <= set(sections):
-        stale = expected.stale()
+        stale = expected.stale(args.unused_ok)
         if stale:
             failed = True
-            print(f"\n{len(stale)} entr(ies) of {args.expect} that no difference matched (gone: remove them):")
+            print(f"\n{len(stale)} entr(ies) of {expect_names} that no difference matched (gone: remove them):")
             for e in stale:
                 print(f"  probe {e['probe']!r} field {e['field']!r}: {e['reason']}")
     print("differential: " + ("FAILED" if failed else "every difference is listed"))

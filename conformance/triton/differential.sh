@@ -16,6 +16,9 @@
 # MODE        default | explicit: Triton's model control mode
 #             (explicit: --model-control-mode=explicit --load-model=*)
 # SECTIONS    differential.py --sections (default: all but `crash`)
+# BACKEND     onnx (default): we serve the suite's ONNX models; python: we
+#             serve the same Python-backend models as Triton (our Python
+#             backend against Triton's), results OUT/diff-MODE-python.txt
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 out=$(realpath -m "${1:?usage: $0 OUT [SERVER [CONFORMANCE [MODE [SECTIONS]]]]}")
@@ -23,6 +26,7 @@ server=${2:-target/debug/reference-server}
 conformance=${3:-target/debug/conformance}
 mode=${4:-default}
 sections=${5:-}
+backend=${6:-onnx}
 mkdir -p "$out"
 conformance/triton/provision.sh >/dev/null
 source target/triton/env.sh
@@ -36,7 +40,17 @@ read -r th tg tm oh og < <(free_ports 5)
 targs=()
 [ "$mode" = explicit ] && targs=(--model-control-mode=explicit '--load-model=*')
 tpid=$(conformance/triton/start.sh "$out/repos/triton" "$th" "$tg" "$tm" "$out/triton-$mode.log" "${targs[@]}")
-"$server" --model-repository "$out/repos/ours" --rest-address "127.0.0.1:$oh" \
+ours=("$out/repos/ours")
+expect=(--expect conformance/triton/differences.toml)
+if [ "$backend" = python ]; then
+  # The same model.py files, run by our Python backend with the
+  # interpreter Triton's stubs use; the setup differences go away.
+  ours=("$out/repos/triton" --python "$py")
+  expect=(--expect conformance/triton/differences.toml --expect conformance/triton/differences-python.toml
+    --unused-ok setup)
+  mode=$mode-python
+fi
+"$server" --model-repository "${ours[@]}" --rest-address "127.0.0.1:$oh" \
   --grpc-address "127.0.0.1:$og" --allow-shared-memory >"$out/ours-$mode.log" 2>&1 </dev/null &
 opid=$!
 # The Python backend's stubs, by PID: when Triton dies (the `crash` section)
@@ -48,5 +62,5 @@ echo "Triton ($mode) pid $tpid: HTTP $th gRPC $tg; ours pid $opid: HTTP $oh gRPC
 "$py" conformance/triton/differential.py probe \
   --a-http "127.0.0.1:$th" --a-grpc "127.0.0.1:$tg" --a-name triton \
   --b-http "127.0.0.1:$oh" --b-grpc "127.0.0.1:$og" --b-name ours \
-  ${sections:+--sections "$sections"} --width 400 --expect conformance/triton/differences.toml \
+  ${sections:+--sections "$sections"} --width 400 "${expect[@]}" \
   --json "$out/answers-$mode.json" | tee "$out/diff-$mode.txt"

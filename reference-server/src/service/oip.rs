@@ -47,8 +47,18 @@ pub(crate) fn extensions(state: &State) -> Vec<&'static str> {
     all.sort_unstable();
     all
 }
-/// The platform reported in model metadata.
+/// The platform reported in model metadata for ONNX models.
 pub(crate) const PLATFORM: &str = "onnxruntime_onnx";
+
+/// The platform model metadata reports, as Triton does: a backend model's
+/// backend name (`python`), else the platform of ONNX models.
+fn platform(sv: &crate::engine::ServableVersion) -> &'static str {
+    use crate::repository::triton::PYTHON_BACKEND;
+    match sv.models.first() {
+        Some(m) if m.spec.backend == PYTHON_BACKEND => PYTHON_BACKEND,
+        _ => PLATFORM,
+    }
+}
 
 /// A resolved model: a servable version and one of its methods.
 #[derive(Clone, Debug)]
@@ -453,7 +463,7 @@ pub(crate) fn model_metadata(
     Ok(ModelMetadata {
         name: name.to_owned(),
         versions,
-        platform: PLATFORM.to_owned(),
+        platform: platform(sv).to_owned(),
         inputs: method
             .inputs
             .iter()
