@@ -4,8 +4,7 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::mpsc;
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
@@ -21,7 +20,8 @@ const MAX_MESSAGE: usize = 16 << 20;
 pub(crate) struct Process {
     child: Child,
     stdin: ChildStdin,
-    replies: mpsc::Receiver<Result<Value, String>>,
+    /// Read on the calling thread: a reply wakes no other thread first.
+    stdout: ChildStdout,
     pub(crate) region: Region,
     label: String,
 }
@@ -63,12 +63,7 @@ impl Process {
         let stdin = child.stdin.take().expect("piped");
         let stdout = child.stdout.take().expect("piped");
         let stderr = child.stderr.take().expect("piped");
-        let (tx, replies) = mpsc::channel();
         let name = label.to_owned();
-        std::thread::Builder::new()
-            .name(format!("py-ctl {label}"))
-            .spawn(move || read_replies(stdout, tx))
-            .map_err(|e| e.to_string())?;
         std::thread::Builder::new()
             .name(format!("py-log {label}"))
             .spawn(move || log_lines(stderr, &name))
@@ -77,7 +72,7 @@ impl Process {
         let mut p = Process {
             child,
             stdin,
-            replies,
+            stdout,
             region,
             label: label.to_owned(),
         };
@@ -107,27 +102,18 @@ impl Process {
     }
 
     fn receive(&mut self, deadline: Option<Instant>) -> Result<Value, RunError> {
-        let got = match deadline {
-            None => self.replies.recv().map_err(|_| None),
-            Some(d) => self
-                .replies
-                .recv_timeout(d.saturating_duration_since(Instant::now()))
-                .map_err(|e| match e {
-                    mpsc::RecvTimeoutError::Timeout => Some(()),
-                    mpsc::RecvTimeoutError::Disconnected => None,
-                }),
-        };
-        match got {
-            Ok(Ok(v)) => Ok(v),
-            Ok(Err(e)) => Err(self.lost(e)),
-            Err(None) => Err(self.lost("its control channel closed".into())),
-            Err(Some(())) => {
-                let _ = self.child.kill();
-                Err(RunError::Lost(format!(
-                    "the Python model {} did not answer before the request's deadline and was stopped; it restarts",
-                    self.label
-                )))
-            }
+        if let Some(d) = deadline
+            && !readable_by(&self.stdout, d)
+        {
+            let _ = self.child.kill();
+            return Err(RunError::Lost(format!(
+                "the Python model {} did not answer before the request's deadline and was stopped; it restarts",
+                self.label
+            )));
+        }
+        match read_reply(&mut self.stdout) {
+            Ok(v) => Ok(v),
+            Err(e) => Err(self.lost(e)),
         }
     }
 
@@ -211,31 +197,43 @@ fn python_path(scripts: &Path) -> std::ffi::OsString {
     path
 }
 
-/// Reads framed replies until the worker's stdout closes.
-fn read_replies(mut stdout: impl Read, tx: mpsc::Sender<Result<Value, String>>) {
+/// Whether the worker's stdout has something to read before `deadline`.
+fn readable_by(stdout: &ChildStdout, deadline: Instant) -> bool {
+    use rustix::event::{PollFd, PollFlags, Timespec, poll};
     loop {
-        let mut head = [0u8; 4];
-        if stdout.read_exact(&mut head).is_err() {
-            return;
-        }
-        let n = u32::from_le_bytes(head) as usize;
-        if n > MAX_MESSAGE {
-            let _ = tx.send(Err(format!(
-                "it sent a control message of {n} bytes, over the {MAX_MESSAGE} allowed"
-            )));
-            return;
-        }
-        let mut body = vec![0u8; n];
-        if stdout.read_exact(&mut body).is_err() {
-            return;
-        }
-        let msg = serde_json::from_slice(&body)
-            .map_err(|e| format!("it sent a bad control message: {e}"));
-        let bad = msg.is_err();
-        if tx.send(msg).is_err() || bad {
-            return;
+        let left = deadline.saturating_duration_since(Instant::now());
+        let timeout = Timespec {
+            tv_sec: left.as_secs().min(i64::MAX as u64) as i64,
+            tv_nsec: i64::from(left.subsec_nanos()),
+        };
+        let mut fds = [PollFd::new(stdout, PollFlags::IN)];
+        match poll(&mut fds, Some(&timeout)) {
+            // Readable, closed or failed: the read says which.
+            Ok(n) if n > 0 => return true,
+            Ok(_) => return false,
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(_) => return true,
         }
     }
+}
+
+/// One framed reply: a 4-byte little-endian length, then JSON.
+fn read_reply(stdout: &mut impl Read) -> Result<Value, String> {
+    let mut head = [0u8; 4];
+    stdout
+        .read_exact(&mut head)
+        .map_err(|_| "its control channel closed".to_owned())?;
+    let n = u32::from_le_bytes(head) as usize;
+    if n > MAX_MESSAGE {
+        return Err(format!(
+            "it sent a control message of {n} bytes, over the {MAX_MESSAGE} allowed"
+        ));
+    }
+    let mut body = vec![0u8; n];
+    stdout
+        .read_exact(&mut body)
+        .map_err(|_| "its control channel closed inside a message".to_owned())?;
+    serde_json::from_slice(&body).map_err(|e| format!("it sent a bad control message: {e}"))
 }
 
 /// Logs the worker's stderr: lines of `pb_utils.Logger` at their level,

@@ -116,6 +116,12 @@ class Worker:
                     data = pb_utils.serialize_byte_tensor(array)
                 else:
                     data = np.ascontiguousarray(array)
+                    # An output that is an input, or part of one, already
+                    # lies in the region: described where it is, not copied.
+                    inside = self.offset_in_region(data)
+                    if inside is not None:
+                        entries.append((t.name(), datatype, list(array.shape), None, inside, data.nbytes))
+                        continue
                 size = len(data) if isinstance(data, bytes) else data.nbytes
                 entries.append((t.name(), datatype, list(array.shape), data, at, size))
                 at = align(at + size)
@@ -130,7 +136,9 @@ class Worker:
                 continue
             described = []
             for name, datatype, shape, data, offset, size in entries:
-                if isinstance(data, bytes):
+                if data is None:
+                    pass
+                elif isinstance(data, bytes):
                     view[offset:offset + size] = data
                 elif size:
                     dst = np.frombuffer(self.region, dtype=np.uint8, count=size, offset=offset)
@@ -139,6 +147,16 @@ class Worker:
                                   "offset": offset, "size": size})
             out.append(described)
         return out, at
+
+    def offset_in_region(self, array):
+        """Where a C-contiguous array lies in the region, None if elsewhere."""
+        if self.region is None or array.nbytes == 0 or not array.flags["C_CONTIGUOUS"]:
+            return None
+        base = np.frombuffer(self.region, dtype=np.uint8, count=1).ctypes.data
+        at = array.ctypes.data - base
+        if 0 <= at and at + array.nbytes <= self.size:
+            return at
+        return None
 
     # -- the model -------------------------------------------------------------
 
