@@ -281,6 +281,30 @@ fn blocking_err(e: tokio::task::JoinError) -> StartError {
     StartError::Task(e.to_string())
 }
 
+/// How Python models' BLS requests reach the server's models: as any
+/// Open Inference request, by the service (its checks, its texts), from the
+/// replica thread of the calling model. It holds the state weakly: the
+/// state holds the models.
+#[cfg(unix)]
+fn bls_through(state: &Arc<State>) -> crate::backends::python::Bls {
+    let state = Arc::downgrade(state);
+    let handle = tokio::runtime::Handle::current();
+    Arc::new(move |request, deadline| {
+        let state = state
+            .upgrade()
+            .ok_or_else(|| "the server is shutting down".to_owned())?;
+        let run = || handle.block_on(crate::service::oip::infer(&state, request, deadline));
+        // A replica thread is outside the runtime; a run inline on an
+        // async worker is inside it.
+        let answer = if tokio::runtime::Handle::try_current().is_ok() {
+            tokio::task::block_in_place(run)
+        } else {
+            run()
+        };
+        answer.map_err(|e| e.to_string())
+    })
+}
+
 /// Loads ONNX Runtime and the servables, binds both ports and starts
 /// serving. Returns once the server is ready.
 pub async fn start(config: Config) -> Result<Running, StartError> {
@@ -333,6 +357,8 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let python = Arc::new(crate::backends::python::Python::new(config.python.clone())?);
     #[cfg(unix)]
     let backends = backends.with(python.clone());
+    #[cfg(unix)]
+    let bls_backend = python.clone();
     let backends = Arc::new(backends);
     let options = repository::Options {
         load: LoadOptions {
@@ -383,6 +409,8 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     state.grpc_response_compression = config.grpc_response_compression;
     state.watcher = watcher.map(std::sync::Mutex::new);
     let state = Arc::new(state);
+    #[cfg(unix)]
+    bls_backend.set_bls(bls_through(&state));
     let bind = |what, address| async move {
         TcpListener::bind(address)
             .await

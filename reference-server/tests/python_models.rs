@@ -1,7 +1,8 @@
 //! Triton Python-backend models (`model.py`), unchanged, served by real
 //! Python with numpy: the shapes model files take in public repositories.
 //! Several requests per `execute` under concurrent load, strings in and
-//! out, `auto_complete_config`, error responses and exceptions, a worker
+//! out, `auto_complete_config`, BLS calls to an ONNX and a Python model,
+//! error responses and exceptions, a worker
 //! that crashes and one that hangs (each restarted, the server up), and
 //! `finalize` on shutdown.
 
@@ -138,6 +139,50 @@ class TritonPythonModel:
             f.write("finalized")
 "#;
 
+/// BLS: calls the ONNX model `mul` (x1 * x2 over [2, 2]) and the Python
+/// model `auto` (x * 3), in the server, and returns both; a call to a model
+/// that does not exist comes back as a response with an error.
+const BLS: &str = r#"
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+class TritonPythonModel:
+    def execute(self, requests):
+        out = []
+        for r in requests:
+            x = pb_utils.get_input_tensor_by_name(r, "x").as_numpy()
+            square = x.reshape(2, 2)
+            onnx = pb_utils.InferenceRequest(
+                model_name="mul", requested_output_names=["y"],
+                inputs=[pb_utils.Tensor("x1", square), pb_utils.Tensor("x2", square)]).exec()
+            if onnx.has_error():
+                raise pb_utils.TritonModelException(onnx.error().message())
+            tripled = pb_utils.InferenceRequest(
+                model_name="auto", requested_output_names=["y"],
+                inputs=[pb_utils.Tensor("x", x)]).exec()
+            missing = pb_utils.InferenceRequest(
+                model_name="nope", requested_output_names=["y"], inputs=[pb_utils.Tensor("x", x)]).exec()
+            note = missing.error().message() if missing.has_error() else "no error"
+            out.append(pb_utils.InferenceResponse([
+                pb_utils.Tensor("squared", pb_utils.get_output_tensor_by_name(onnx, "y").as_numpy().reshape(-1)),
+                pb_utils.Tensor("tripled", pb_utils.get_output_tensor_by_name(tripled, "y").as_numpy()),
+                pb_utils.Tensor("note", np.array([note.encode()], dtype=object)),
+            ]))
+        return out
+"#;
+
+const BLS_CONFIG: &str = r#"
+name: "bls"
+backend: "python"
+max_batch_size: 0
+input [ { name: "x" data_type: TYPE_FP32 dims: [ 4 ] } ]
+output [
+  { name: "squared" data_type: TYPE_FP32 dims: [ 4 ] },
+  { name: "tripled" data_type: TYPE_FP32 dims: [ 4 ] },
+  { name: "note" data_type: TYPE_STRING dims: [ 1 ] }
+]
+"#;
+
 fn one_in_one_out(name: &str, extra: &str) -> String {
     format!(
         "name: \"{name}\"\nbackend: \"python\"\nmax_batch_size: 0\n{extra}\ninput [ {{ name: \"x\" data_type: TYPE_FP32 dims: [ -1 ] }} ]\noutput [ {{ name: \"y\" data_type: TYPE_FP32 dims: [ -1 ] }} ]\n"
@@ -155,6 +200,8 @@ fn repository(marker: &Path) -> tempfile::TempDir {
     model("strings", STRINGS_CONFIG, STRINGS);
     model("auto", "name: \"auto\"\nbackend: \"python\"\n", AUTO);
     model("fails", &one_in_one_out("fails", ""), FAILS);
+    model("bls", BLS_CONFIG, BLS);
+    common::write(d, "mul/1/model.onnx", &common::binary_op("Mul"));
     model(
         "fragile",
         &one_in_one_out(
@@ -286,12 +333,28 @@ async fn triton_python_models_run_unchanged() {
     let meta = common::get_json(&server, "/v2/models/auto").await;
     assert_eq!(meta["inputs"][0]["name"], "x", "{meta}");
     assert_eq!(meta["outputs"][0]["datatype"], "FP32", "{meta}");
+    assert_eq!(meta["platform"], "python", "as Triton names it: {meta}");
     let config = common::get_json(&server, "/v2/models/auto/config").await;
     assert_eq!(config["backend"], "python", "{config}");
     assert_eq!(config["default_model_filename"], "model.py", "{config}");
     let (status, v) = infer(&http, &server, "auto", x(&[1.0, 2.0])).await;
     assert_eq!(status, 200, "{v}");
     assert_eq!(output(&v, "y")["data"], json!([3.0, 6.0]));
+
+    // BLS: a Python model calls an ONNX model and a Python model of the
+    // server, and learns of a call that failed.
+    let (status, v) = infer(
+        &http,
+        &server,
+        "bls",
+        json!({"inputs": [{"name": "x", "datatype": "FP32", "shape": [4], "data": [1, 2, 3, 4]}]}),
+    )
+    .await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(output(&v, "squared")["data"], json!([1.0, 4.0, 9.0, 16.0]));
+    assert_eq!(output(&v, "tripled")["data"], json!([3.0, 6.0, 9.0, 12.0]));
+    let note = output(&v, "note")["data"][0].as_str().unwrap().to_owned();
+    assert!(note.contains("model 'nope' is not found"), "{note}");
 
     // A response with an error, and an exception: the request's error,
     // with the model's text; the model goes on.

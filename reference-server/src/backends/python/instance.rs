@@ -21,12 +21,21 @@ fn align(n: usize) -> usize {
 }
 
 /// A loaded Python model instance.
-#[derive(Debug)]
 pub(crate) struct PythonInstance {
+    pub(crate) bls: std::sync::Arc<std::sync::OnceLock<super::Bls>>,
     pub(crate) process: Option<Process>,
     pub(crate) inputs: Vec<TensorSpec>,
     pub(crate) outputs: Vec<TensorSpec>,
     pub(crate) batched: bool,
+}
+
+impl std::fmt::Debug for PythonInstance {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PythonInstance")
+            .field("process", &self.process)
+            .field("batched", &self.batched)
+            .finish_non_exhaustive()
+    }
 }
 
 /// One input of one request, laid out in the region.
@@ -171,6 +180,7 @@ impl ModelInstance for PythonInstance {
         let reply = process.call(
             &json!({"op": "execute", "requests": described}),
             batch.deadline,
+            self.bls.get(),
         )?;
         let taking = Instant::now();
         let out = self.outputs(reply, &jobs);
@@ -276,7 +286,7 @@ impl PythonInstance {
 
 /// BYTES elements in the binary form (a 4-byte little-endian length, then
 /// the bytes), copied out of the region.
-fn split_elements(mut b: &[u8]) -> Result<Vec<Bytes>, String> {
+pub(crate) fn split_elements(mut b: &[u8]) -> Result<Vec<Bytes>, String> {
     let mut out = Vec::new();
     while !b.is_empty() {
         let (head, rest) = b

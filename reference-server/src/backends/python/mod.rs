@@ -23,6 +23,7 @@ mod process;
 mod region;
 
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
@@ -62,11 +63,33 @@ const LOAD_TIMEOUT: Duration = Duration::from_secs(300);
 /// The first size of a worker's region; it grows to what a batch needs.
 const FIRST_REGION: usize = 1 << 20;
 
+/// How a Python model's BLS requests (`InferenceRequest(...).exec()`)
+/// reach the server's models: runs one request, blocking, by the deadline
+/// given; its response, or why not.
+pub type Bls = Arc<
+    dyn Fn(
+            serving_proto::oip::InferRequest,
+            Option<Instant>,
+        ) -> Result<serving_proto::oip::InferResponse, String>
+        + Send
+        + Sync,
+>;
+
 /// Runs Python models.
-#[derive(Debug)]
 pub struct Python {
     python: PathBuf,
     scripts: tempfile::TempDir,
+    bls: Arc<OnceLock<Bls>>,
+}
+
+impl std::fmt::Debug for Python {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Python")
+            .field("python", &self.python)
+            .field("scripts", &self.scripts.path())
+            .field("bls", &self.bls.get().is_some())
+            .finish()
+    }
 }
 
 /// Why the Python backend cannot start.
@@ -101,7 +124,14 @@ impl Python {
         Ok(Python {
             python: python.into(),
             scripts,
+            bls: Arc::default(),
         })
+    }
+
+    /// Lets models call the server's models (BLS) through `bls`; until it
+    /// is set, their calls fail saying so.
+    pub fn set_bls(&self, bls: Bls) {
+        let _ = self.bls.set(bls);
     }
 
     fn launch(&self, python: Option<&str>) -> Launch {
@@ -125,9 +155,13 @@ impl Python {
         let deadline = Some(Instant::now() + LOAD_TIMEOUT);
         let load =
             json!({"op": "load", "model_file": model_file, "model_dir": version_dir(model_file)});
-        p.call(&load, deadline).map_err(|e| e.to_string())?;
+        p.call(&load, deadline, None).map_err(|e| e.to_string())?;
         let reply = p
-            .call(&json!({"op": "auto_complete", "config": config}), deadline)
+            .call(
+                &json!({"op": "auto_complete", "config": config}),
+                deadline,
+                None,
+            )
             .map_err(|e| e.to_string())?;
         p.stop();
         reply
@@ -223,7 +257,7 @@ impl Backend for Python {
             "model_dir": version_dir(&model_file),
         });
         process
-            .call(&load_msg, deadline)
+            .call(&load_msg, deadline, None)
             .map_err(|e| fail(e.to_string()))?;
         let (kind, device_id) = match device {
             Device::Cpu => ("CPU", 0),
@@ -239,11 +273,17 @@ impl Backend for Python {
             "model_version": load.version.to_string(),
             "model_name": config.name,
         });
+        let bls = self.bls.get().cloned();
         process
-            .call(&json!({"op": "initialize", "args": args}), deadline)
+            .call(
+                &json!({"op": "initialize", "args": args}),
+                deadline,
+                bls.as_ref(),
+            )
             .map_err(|e| fail(format!("initialize: {e}")))?;
         tracing::info!(model = %config.name, instance = %instance_name, "Python model loaded");
         let instance = PythonInstance {
+            bls: self.bls.clone(),
             process: Some(process),
             inputs: io.inputs.clone(),
             outputs: io.outputs.clone(),

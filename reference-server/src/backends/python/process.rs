@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
+use super::Bls;
 use super::region::Region;
 use crate::engine::backend::RunError;
 
@@ -138,17 +139,137 @@ impl Process {
         &mut self,
         msg: &Value,
         deadline: Option<Instant>,
+        bls: Option<&Bls>,
     ) -> Result<Value, RunError> {
         self.send(msg)?;
         loop {
             let reply = self.receive(deadline)?;
-            if reply.get("op").and_then(Value::as_str) == Some("need") {
-                let bytes = reply.get("bytes").and_then(Value::as_u64).unwrap_or(0) as usize;
-                self.grow(bytes, deadline)?;
-                continue;
+            match reply.get("op").and_then(Value::as_str) {
+                Some("need") => {
+                    let bytes = reply.get("bytes").and_then(Value::as_u64).unwrap_or(0) as usize;
+                    self.grow(bytes, deadline)?;
+                }
+                Some("infer") => {
+                    let answer = match self.bls(&reply, bls, deadline) {
+                        Ok(a) => a,
+                        Err(BlsFailure::Request(e)) => json!({"ok": false, "error": e}),
+                        Err(BlsFailure::Worker(e)) => return Err(e),
+                    };
+                    self.send(&answer)?;
+                }
+                _ => return ok(reply).map_err(RunError::Failed),
             }
-            return ok(reply).map_err(RunError::Failed);
         }
+    }
+
+    /// Runs a model's BLS request (its inputs in the region) through the
+    /// server and writes the response's outputs into the region at the
+    /// offset the worker gave (from 0 in a larger region if need be).
+    fn bls(
+        &mut self,
+        msg: &Value,
+        bls: Option<&Bls>,
+        deadline: Option<Instant>,
+    ) -> Result<Value, BlsFailure> {
+        let request = BlsFailure::Request;
+        let bls =
+            bls.ok_or_else(|| request("BLS calls are not available in this server".into()))?;
+        let mut inputs = Vec::new();
+        for i in msg
+            .get("inputs")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            let tensor = self.tensor_at(i).map_err(request)?;
+            inputs.push(serving_proto::oip::NamedTensor::new(
+                text_of(i, "name"),
+                tensor,
+            ));
+        }
+        let outputs = msg
+            .get("outputs")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .map(|n| serving_proto::oip::RequestedOutput {
+                name: n.to_owned(),
+                parameters: Default::default(),
+            })
+            .collect();
+        let response = bls(
+            serving_proto::oip::InferRequest {
+                model_name: text_of(msg, "model"),
+                model_version: text_of(msg, "version"),
+                id: text_of(msg, "id"),
+                inputs,
+                outputs,
+                ..Default::default()
+            },
+            deadline,
+        )
+        .map_err(request)?;
+        let data: Vec<(String, &'static str, Vec<i64>, bytes::Bytes)> = response
+            .outputs
+            .iter()
+            .map(|o| {
+                let datatype = match o.tensor.dtype() {
+                    serving_proto::DataType::String | serving_proto::DataType::Bytes => "BYTES",
+                    d => d.oip_name().unwrap_or("BYTES"),
+                };
+                (
+                    o.name.clone(),
+                    datatype,
+                    o.tensor.shape().to_vec(),
+                    serving_proto::oip::raw_contents(&o.tensor),
+                )
+            })
+            .collect();
+        let align = |n: usize| n.div_ceil(64) * 64;
+        let total: usize = data.iter().map(|d| align(d.3.len())).sum();
+        let mut at = msg.get("at").and_then(Value::as_u64).unwrap_or(0) as usize;
+        if at + total > self.region.len() {
+            self.grow(total, deadline).map_err(BlsFailure::Worker)?;
+            at = 0;
+        }
+        let region = self.region.bytes_mut();
+        let mut described = Vec::with_capacity(data.len());
+        for (name, datatype, shape, bytes) in &data {
+            region[at..at + bytes.len()].copy_from_slice(bytes);
+            described.push(json!({"name": name, "datatype": datatype, "shape": shape, "offset": at, "size": bytes.len()}));
+            at = align(at + bytes.len());
+        }
+        Ok(json!({"ok": true, "outputs": described}))
+    }
+
+    /// A tensor the worker laid out in the region, copied out of it.
+    fn tensor_at(&self, spec: &Value) -> Result<serving_proto::Tensor, String> {
+        let name = text_of(spec, "name");
+        let datatype = text_of(spec, "datatype");
+        let dtype = serving_proto::DataType::from_oip_name(&datatype)
+            .ok_or_else(|| format!("input '{name}': unknown datatype {datatype}"))?;
+        let shape: Vec<i64> = spec
+            .get("shape")
+            .and_then(Value::as_array)
+            .map(|a| a.iter().filter_map(Value::as_i64).collect())
+            .unwrap_or_default();
+        let offset = spec.get("offset").and_then(Value::as_u64).unwrap_or(0) as usize;
+        let size = spec.get("size").and_then(Value::as_u64).unwrap_or(0) as usize;
+        let bytes = offset
+            .checked_add(size)
+            .and_then(|end| self.region.bytes().get(offset..end))
+            .ok_or_else(|| format!("input '{name}' lies outside the shared memory"))?;
+        let made = if dtype.is_variable() {
+            serving_proto::Tensor::from_elements(
+                dtype,
+                shape,
+                super::instance::split_elements(bytes)?,
+            )
+        } else {
+            serving_proto::Tensor::from_raw(dtype, shape, bytes::Bytes::copy_from_slice(bytes))
+        };
+        made.map_err(|e| format!("input '{name}': {e}"))
     }
 
     /// Replaces the region with one of at least `bytes`.
@@ -162,7 +283,7 @@ impl Process {
     /// Asks the model to finish (`finalize`) and waits a moment for it.
     pub(crate) fn stop(mut self) {
         let deadline = Some(Instant::now() + Duration::from_secs(5));
-        let _ = self.call(&json!({"op": "finalize"}), deadline);
+        let _ = self.call(&json!({"op": "finalize"}), deadline, None);
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -173,6 +294,17 @@ impl Drop for Process {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Why a BLS request failed: the request (the model gets the text in its
+/// response) or the worker.
+enum BlsFailure {
+    Request(String),
+    Worker(RunError),
+}
+
+fn text_of(v: &Value, key: &str) -> String {
+    v.get(key).and_then(Value::as_str).unwrap_or("").to_owned()
 }
 
 /// A worker's answer: its fields when `ok`, its error text otherwise.

@@ -74,6 +74,7 @@ class Worker:
         self.size = 0
         self.model = None
         self.module = None
+        self.free_from = 0
 
     # -- the region ----------------------------------------------------------
 
@@ -148,6 +149,77 @@ class Worker:
             out.append(described)
         return out, at
 
+    def bls(self, request):
+        """Runs a BLS request through the server: its inputs into the
+        region, the server runs the model and writes the outputs after
+        them; they are copied out (the region is reused)."""
+        tensors = []
+        for t in request.inputs():
+            array = t.as_numpy()
+            datatype = t.triton_dtype()
+            data = pb_utils.serialize_byte_tensor(array) if datatype == "BYTES" else np.ascontiguousarray(array)
+            size = len(data) if isinstance(data, bytes) else data.nbytes
+            tensors.append((t.name(), datatype, list(array.shape), data, size))
+
+        def layout(base):
+            at, placed = base, []
+            for name, datatype, shape, data, size in tensors:
+                placed.append((name, datatype, shape, data, at, size))
+                at = align(at + size)
+            return placed, at
+
+        placed, end = layout(self.free_from)
+        if end > self.size:
+            send({"op": "need", "bytes": end - self.free_from})
+            self.await_region()
+            self.free_from = 0
+            placed, end = layout(0)
+        view = memoryview(self.region)
+        described = []
+        for name, datatype, shape, data, offset, size in placed:
+            if isinstance(data, bytes):
+                view[offset:offset + size] = data
+            elif size:
+                dst = np.frombuffer(self.region, dtype=np.uint8, count=size, offset=offset)
+                dst[:] = data.reshape(-1).view(np.uint8)
+            described.append({"name": name, "datatype": datatype, "shape": shape, "offset": offset, "size": size})
+        version = request.model_version()
+        send({"op": "infer", "model": request.model_name(),
+              "version": "" if version in (-1, None) else str(version),
+              "id": request.request_id(), "inputs": described,
+              "outputs": request.requested_output_names(), "at": end})
+        while True:
+            reply = receive()
+            if reply is None:
+                raise SystemExit(0)
+            if reply.get("op") == "region":
+                self.map(reply["path"], reply["size"])
+                self.free_from = 0
+                send({"ok": True})
+                continue
+            break
+        if not reply.get("ok"):
+            return pb_utils.InferenceResponse(error=pb_utils.TritonError(reply.get("error", "BLS request failed")))
+        outputs = []
+        for o in reply["outputs"]:
+            if o["datatype"] == "BYTES":
+                array = pb_utils.deserialize_bytes_tensor(
+                    bytes(memoryview(self.region)[o["offset"]:o["offset"] + o["size"]])).reshape(o["shape"])
+            else:
+                bf16 = o["datatype"] == "BF16"
+                dtype = np.uint16 if bf16 else pb_utils._OIP_TO_NUMPY[o["datatype"]]
+                count = o["size"] // np.dtype(dtype).itemsize
+                array = np.frombuffer(self.region, dtype=dtype, count=count, offset=o["offset"]).reshape(o["shape"]).copy()
+            outputs.append(pb_utils.Tensor(o["name"], array, "BF16" if o["datatype"] == "BF16" else None))
+        return pb_utils.InferenceResponse(outputs)
+
+    def await_region(self):
+        reply = receive()
+        if reply is None or reply.get("op") != "region":
+            raise SystemExit(0)
+        self.map(reply["path"], reply["size"])
+        send({"ok": True})
+
     def offset_in_region(self, array):
         """Where a C-contiguous array lies in the region, None if elsewhere."""
         if self.region is None or array.nbytes == 0 or not array.flags["C_CONTIGUOUS"]:
@@ -189,7 +261,11 @@ class Worker:
             for spec in r["inputs"]:
                 end = max(end, spec["offset"] + spec["size"])
             requests.append(pb_utils.InferenceRequest(
-                inputs, r.get("requested_outputs", []), r.get("id", ""), r.get("parameters", {})))
+                requested_output_names=r.get("requested_outputs", []), inputs=inputs,
+                request_id=r.get("id", ""), parameters=r.get("parameters", {})))
+        # BLS requests lay their tensors out after the inputs (or from 0 in
+        # a region the server grew meanwhile).
+        self.free_from = align(end)
         responses = self.model.execute(requests)
         if not isinstance(responses, (list, tuple)) or len(responses) != len(requests):
             got = len(responses) if isinstance(responses, (list, tuple)) else type(responses).__name__
@@ -205,11 +281,7 @@ class Worker:
             # The region is too small: ask for one that holds the outputs,
             # then write them there (the inputs are no longer needed).
             send({"op": "need", "bytes": needed})
-            reply = receive()
-            if reply is None or reply.get("op") != "region":
-                raise SystemExit(0)
-            self.map(reply["path"], reply["size"])
-            send({"ok": True})
+            self.await_region()
             described, needed = self.write_outputs(responses, start)
             if described is None:
                 raise pb_utils.TritonModelException(
@@ -226,6 +298,7 @@ class Worker:
 
 def main():
     worker = Worker()
+    pb_utils._bls = worker.bls
     while True:
         message = receive()
         if message is None:

@@ -243,18 +243,22 @@ TRITONSERVER_RESPONSE_COMPLETE_FINAL = 1
 
 
 class InferenceRequest:
-    """A request `execute` receives."""
+    """A request: one `execute` receives, or one a model makes of another
+    model of the server (BLS): `InferenceRequest(model_name=...,
+    requested_output_names=[...], inputs=[...]).exec()`."""
 
-    def __init__(self, inputs, requested_output_names, request_id="", parameters=None,
-                 correlation_id=0, flags=0, model_name="", model_version=-1):
-        self._inputs = {t.name(): t for t in inputs}
-        self._order = list(inputs)
+    def __init__(self, model_name="", requested_output_names=(), inputs=(), request_id="",
+                 correlation_id=0, trace=None, flags=0, timeout=0, preferred_memory=None,
+                 model_version=-1, parameters=None):
+        self._model_name = model_name
         self._requested = list(requested_output_names)
+        self._order = list(inputs)
+        self._inputs = {t.name(): t for t in self._order}
         self._id = request_id
         self._parameters = parameters if isinstance(parameters, str) else json.dumps(parameters or {})
         self._correlation_id = correlation_id
         self._flags = flags
-        self._model_name = model_name
+        self._timeout = timeout
         self._model_version = model_version
 
     def inputs(self):
@@ -276,7 +280,7 @@ class InferenceRequest:
         return self._parameters
 
     def timeout(self):
-        return 0
+        return self._timeout
 
     def is_cancelled(self):
         return False
@@ -284,16 +288,29 @@ class InferenceRequest:
     def model_name(self):
         return self._model_name
 
+    def model_version(self):
+        return self._model_version
+
     def get_response_sender(self):
         raise TritonModelException(
             "get_response_sender: decoupled models are not served by this server yet")
 
-    def exec(self, *args, **kwargs):
-        raise TritonModelException(
-            "InferenceRequest.exec (BLS): calling other models from Python is not served by this server yet")
+    def exec(self, decoupled=False):
+        """Runs this request on model `model_name` of the server, in the
+        server, and returns its InferenceResponse (with `error()` set when
+        it failed)."""
+        if decoupled:
+            raise TritonModelException("exec(decoupled=True): decoupled models are not served by this server yet")
+        if _bls is None:
+            raise TritonModelException("exec: this process is not a model worker of the server")
+        return _bls(self)
 
-    async def async_exec(self, *args, **kwargs):
-        return self.exec(*args, **kwargs)
+    async def async_exec(self, decoupled=False):
+        return self.exec(decoupled)
+
+
+# The worker's way to run a BLS request (set by the worker).
+_bls = None
 
 
 class InferenceResponse:
