@@ -39,6 +39,7 @@ fi
 read -r th tg tm oh og < <(free_ports 5)
 targs=()
 [ "$mode" = explicit ] && targs=(--model-control-mode=explicit '--load-model=*')
+export TRITON_SHM_PREFIX="serving_differential_$$_"
 tpid=$(conformance/triton/start.sh "$out/repos/triton" "$th" "$tg" "$tm" "$out/triton-$mode.log" "${targs[@]}")
 ours=("$out/repos/ours")
 expect=(--expect conformance/triton/differences.toml)
@@ -56,7 +57,7 @@ opid=$!
 # The Python backend's stubs, by PID: when Triton dies (the `crash` section)
 # they outlive it, holding their /dev/shm region; the trap stops them too.
 stubs=$(pgrep -P "$tpid" | tr '\n' ' ' || true)
-trap 'kill $tpid $opid 2>/dev/null; while kill -0 $tpid 2>/dev/null; do sleep 0.2; done; sleep 1; kill -9 $stubs 2>/dev/null || true' EXIT
+trap 'kill $tpid $opid 2>/dev/null; while kill -0 $tpid 2>/dev/null; do sleep 0.2; done; sleep 1; kill -9 $stubs 2>/dev/null || true; rm -f /dev/shm/"$TRITON_SHM_PREFIX"*' EXIT
 wait_ready reference-server "$opid" "$oh" "$out/ours-$mode.log" >&2
 echo "Triton ($mode) pid $tpid: HTTP $th gRPC $tg; ours pid $opid: HTTP $oh gRPC $og" >&2
 "$py" conformance/triton/differential.py probe \
