@@ -4,7 +4,8 @@
 //! out, `auto_complete_config`, BLS calls to an ONNX and a Python model,
 //! error responses and exceptions, a worker
 //! that crashes and one that hangs (each restarted, the server up), and
-//! `finalize` on shutdown.
+//! `finalize` on shutdown; and Python and ONNX models batching side by
+//! side under one concurrent load.
 
 mod common;
 
@@ -419,4 +420,80 @@ async fn triton_python_models_run_unchanged() {
         std::fs::read_to_string(&marker).ok().as_deref(),
         Some("finalized")
     );
+}
+
+/// Python and ONNX models under one concurrent load: 48 clients, half on
+/// each, every answer its own, and both models batched (Python: several
+/// requests in one execute; ONNX: a run of more than one row).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn python_and_onnx_models_batch_side_by_side_under_concurrent_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    common::write(d, "add_sub/config.pbtxt", ADD_SUB_CONFIG.as_bytes());
+    common::write(d, "add_sub/1/model.py", ADD_SUB.as_bytes());
+    common::write(
+        d,
+        "rows/config.pbtxt",
+        b"name: \"rows\"\nmax_batch_size: 8\ndynamic_batching { max_queue_delay_microseconds: 20000 }\n",
+    );
+    common::write(d, "rows/1/model.onnx", &common::matmul_stack(4, 1));
+    let server = serve(d).await;
+    let tasks: Vec<_> = (0..48)
+        .map(|k| {
+            let http = common::http();
+            let python = k % 2 == 0;
+            let url = common::rest(
+                &server,
+                if python {
+                    "/v2/models/add_sub/infer"
+                } else {
+                    "/v2/models/rows/infer"
+                },
+            );
+            tokio::spawn(async move {
+                let a: Vec<f32> = (0..4).map(|i| (k * 4 + i) as f32).collect();
+                let body = if python {
+                    json!({"inputs": [
+                        {"name": "INPUT0", "datatype": "FP32", "shape": [1, 4], "data": a},
+                        {"name": "INPUT1", "datatype": "FP32", "shape": [1, 4], "data": [1, 1, 1, 1]},
+                    ]})
+                } else {
+                    json!({"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 4], "data": a}]})
+                };
+                let r = http.post(url).json(&body).send().await.unwrap();
+                assert_eq!(r.status(), 200);
+                let v: Value = r.json().await.unwrap();
+                (python, a, v)
+            })
+        })
+        .collect();
+    let mut most = 0;
+    for t in tasks {
+        let (python, a, v) = t.await.unwrap();
+        if python {
+            let sum: Vec<f64> = a.iter().map(|&v| f64::from(v) + 1.0).collect();
+            assert_eq!(output(&v, "OUTPUT0")["data"], json!(sum), "{v}");
+            most = most.max(output(&v, "REQUESTS")["data"][0].as_i64().unwrap());
+        } else {
+            // An identity: the client's own row back.
+            let row: Vec<f64> = a.iter().map(|&v| f64::from(v)).collect();
+            assert_eq!(v["outputs"][0]["data"], json!(row), "{v}");
+        }
+    }
+    assert!(
+        most > 1,
+        "the Python model never saw several requests at once"
+    );
+    let stats = common::get_json(&server, "/v2/models/rows/stats").await;
+    let sizes: Vec<i64> = stats["model_stats"][0]["batch_stats"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["batch_size"].as_i64().unwrap())
+        .collect();
+    assert!(
+        sizes.iter().any(|&s| s > 1),
+        "the ONNX model never batched: {sizes:?}"
+    );
+    server.shutdown().await;
 }
