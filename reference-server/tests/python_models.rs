@@ -284,37 +284,43 @@ async fn triton_python_models_run_unchanged() {
 
     // 16 concurrent requests to a dynamically batched model: each its own
     // answer, and the model saw several requests in one execute call.
-    let tasks: Vec<_> = (0..16)
-        .map(|k| {
-            let http = http.clone();
-            let url = common::rest(&server, "/v2/models/add_sub/infer");
-            tokio::spawn(async move {
-                let a: Vec<f32> = (0..4).map(|i| (k * 4 + i) as f32).collect();
-                let body = json!({"inputs": [
-                    {"name": "INPUT0", "datatype": "FP32", "shape": [1, 4], "data": a},
-                    {"name": "INPUT1", "datatype": "FP32", "shape": [1, 4], "data": [1, 1, 1, 1]},
-                ]});
-                let v: Value = http
-                    .post(url)
-                    .json(&body)
-                    .send()
-                    .await
-                    .unwrap()
-                    .json()
-                    .await
-                    .unwrap();
-                (a, v)
-            })
-        })
-        .collect();
+    // (Up to five bursts: on a loaded machine one may trickle in.)
     let mut most = 0;
-    for t in tasks {
-        let (a, v) = t.await.unwrap();
-        let sum: Vec<f64> = a.iter().map(|&v| f64::from(v) + 1.0).collect();
-        let diff: Vec<f64> = a.iter().map(|&v| f64::from(v) - 1.0).collect();
-        assert_eq!(output(&v, "OUTPUT0")["data"], json!(sum), "{v}");
-        assert_eq!(output(&v, "OUTPUT1")["data"], json!(diff), "{v}");
-        most = most.max(output(&v, "REQUESTS")["data"][0].as_i64().unwrap());
+    for _ in 0..5 {
+        let tasks: Vec<_> = (0..16)
+            .map(|k| {
+                let http = http.clone();
+                let url = common::rest(&server, "/v2/models/add_sub/infer");
+                tokio::spawn(async move {
+                    let a: Vec<f32> = (0..4).map(|i| (k * 4 + i) as f32).collect();
+                    let body = json!({"inputs": [
+                        {"name": "INPUT0", "datatype": "FP32", "shape": [1, 4], "data": a},
+                        {"name": "INPUT1", "datatype": "FP32", "shape": [1, 4], "data": [1, 1, 1, 1]},
+                    ]});
+                    let v: Value = http
+                        .post(url)
+                        .json(&body)
+                        .send()
+                        .await
+                        .unwrap()
+                        .json()
+                        .await
+                        .unwrap();
+                    (a, v)
+                })
+            })
+            .collect();
+        for t in tasks {
+            let (a, v) = t.await.unwrap();
+            let sum: Vec<f64> = a.iter().map(|&v| f64::from(v) + 1.0).collect();
+            let diff: Vec<f64> = a.iter().map(|&v| f64::from(v) - 1.0).collect();
+            assert_eq!(output(&v, "OUTPUT0")["data"], json!(sum), "{v}");
+            assert_eq!(output(&v, "OUTPUT1")["data"], json!(diff), "{v}");
+            most = most.max(output(&v, "REQUESTS")["data"][0].as_i64().unwrap());
+        }
+        if most > 1 {
+            break;
+        }
     }
     assert!(most > 1, "every execute call held one request");
 
@@ -438,12 +444,46 @@ async fn python_and_onnx_models_batch_side_by_side_under_concurrent_load() {
     );
     common::write(d, "rows/1/model.onnx", &common::matmul_stack(4, 1));
     let server = serve(d).await;
+    let http = common::http();
+    // Whether a burst is batched depends on when its requests arrive: on a
+    // loaded machine one burst may trickle in, so up to five are sent.
+    let mut seen = (0, Vec::new());
+    for _ in 0..5 {
+        let most = burst(&http, &server).await;
+        let stats = common::get_json(&server, "/v2/models/rows/stats").await;
+        let sizes: Vec<i64> = stats["model_stats"][0]["batch_stats"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|b| b["batch_size"].as_i64().unwrap())
+            .collect();
+        seen = (seen.0.max(most), sizes);
+        if seen.0 > 1 && seen.1.iter().any(|&s| s > 1) {
+            break;
+        }
+    }
+    assert!(
+        seen.0 > 1,
+        "the Python model never saw several requests at once"
+    );
+    assert!(
+        seen.1.iter().any(|&s| s > 1),
+        "the ONNX model never batched: {:?}",
+        seen.1
+    );
+    server.shutdown().await;
+}
+
+/// 48 concurrent clients, half on the Python model and half on the ONNX
+/// one, each checked for its own answer; returns the most requests the
+/// Python model saw in one execute.
+async fn burst(http: &reqwest::Client, server: &Running) -> i64 {
     let tasks: Vec<_> = (0..48)
         .map(|k| {
-            let http = common::http();
+            let http = http.clone();
             let python = k % 2 == 0;
             let url = common::rest(
-                &server,
+                server,
                 if python {
                     "/v2/models/add_sub/infer"
                 } else {
@@ -480,20 +520,5 @@ async fn python_and_onnx_models_batch_side_by_side_under_concurrent_load() {
             assert_eq!(v["outputs"][0]["data"], json!(row), "{v}");
         }
     }
-    assert!(
-        most > 1,
-        "the Python model never saw several requests at once"
-    );
-    let stats = common::get_json(&server, "/v2/models/rows/stats").await;
-    let sizes: Vec<i64> = stats["model_stats"][0]["batch_stats"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|b| b["batch_size"].as_i64().unwrap())
-        .collect();
-    assert!(
-        sizes.iter().any(|&s| s > 1),
-        "the ONNX model never batched: {sizes:?}"
-    );
-    server.shutdown().await;
+    most
 }
