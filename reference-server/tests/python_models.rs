@@ -420,6 +420,34 @@ async fn triton_python_models_run_unchanged() {
     let v = until_served(&http, &server, "fragile", x(&[8.0])).await;
     assert_eq!(output(&v, "y")["data"], json!([8.0]));
 
+    // An input larger than the worker's region (1 MiB at first), returned
+    // as it is: the region grows for it, the output passes through, and
+    // the bytes come back exact.
+    let raw: Vec<u8> = (0..4u32 << 20)
+        .flat_map(|i| (i as f32).to_le_bytes())
+        .collect();
+    let reply = grpc
+        .model_infer(serving_proto::pb::inference::ModelInferRequest {
+            model_name: "fragile".into(),
+            inputs: vec![
+                serving_proto::pb::inference::model_infer_request::InferInputTensor {
+                    name: "x".into(),
+                    datatype: "FP32".into(),
+                    shape: vec![4 << 20],
+                    ..Default::default()
+                },
+            ],
+            raw_input_contents: vec![raw.clone().into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        reply.raw_output_contents[0] == raw[..],
+        "16 MiB came back changed"
+    );
+
     // Shutdown finalizes every instance.
     server.shutdown().await;
     assert_eq!(

@@ -578,10 +578,7 @@ impl Transport for Rest {
                 offset: region.offset,
                 byte_size: region.byte_size,
             };
-            let path = format!(
-                "/v2/systemsharedmemory/region/{}/register",
-                segment(&region.name)
-            );
+            let path = memory_path("systemsharedmemory", &region.name, "register");
             let reply = self.post_json(&ctx, &path, &body).await?;
             self.done(reply, &ctx)
         })
@@ -589,11 +586,7 @@ impl Transport for Rest {
 
     fn unregister_system_shared_memory<'a>(&'a self, ctx: CallCtx, name: &'a str) -> Call<'a, ()> {
         Box::pin(async move {
-            let path = if name.is_empty() {
-                "/v2/systemsharedmemory/unregister".to_owned()
-            } else {
-                format!("/v2/systemsharedmemory/region/{}/unregister", segment(name))
-            };
+            let path = memory_path("systemsharedmemory", name, "unregister");
             let reply = self.post_json(&ctx, &path, &serde_json::json!({})).await?;
             self.done(reply, &ctx)
         })
@@ -605,11 +598,7 @@ impl Transport for Rest {
         name: &'a str,
     ) -> Call<'a, Vec<SystemSharedMemoryRegion>> {
         Box::pin(async move {
-            let path = if name.is_empty() {
-                "/v2/systemsharedmemory/status".to_owned()
-            } else {
-                format!("/v2/systemsharedmemory/region/{}/status", segment(name))
-            };
+            let path = memory_path("systemsharedmemory", name, "status");
             let reply = self.get(&ctx, &path).await?;
             self.typed(reply, &ctx)
         })
@@ -629,10 +618,7 @@ impl Transport for Rest {
                 device_id: region.device_id,
                 byte_size: region.byte_size,
             };
-            let path = format!(
-                "/v2/cudasharedmemory/region/{}/register",
-                segment(&region.name)
-            );
+            let path = memory_path("cudasharedmemory", &region.name, "register");
             let reply = self.post_json(&ctx, &path, &body).await?;
             self.done(reply, &ctx)
         })
@@ -640,11 +626,7 @@ impl Transport for Rest {
 
     fn unregister_cuda_shared_memory<'a>(&'a self, ctx: CallCtx, name: &'a str) -> Call<'a, ()> {
         Box::pin(async move {
-            let path = if name.is_empty() {
-                "/v2/cudasharedmemory/unregister".to_owned()
-            } else {
-                format!("/v2/cudasharedmemory/region/{}/unregister", segment(name))
-            };
+            let path = memory_path("cudasharedmemory", name, "unregister");
             let reply = self.post_json(&ctx, &path, &serde_json::json!({})).await?;
             self.done(reply, &ctx)
         })
@@ -656,14 +638,21 @@ impl Transport for Rest {
         name: &'a str,
     ) -> Call<'a, Vec<CudaSharedMemoryRegion>> {
         Box::pin(async move {
-            let path = if name.is_empty() {
-                "/v2/cudasharedmemory/status".to_owned()
-            } else {
-                format!("/v2/cudasharedmemory/region/{}/status", segment(name))
-            };
+            let path = memory_path("cudasharedmemory", name, "status");
             let reply = self.get(&ctx, &path).await?;
             self.typed(reply, &ctx)
         })
+    }
+}
+
+/// The route of a shared-memory call (`family`: `systemsharedmemory` or
+/// `cudasharedmemory`) on region `name`, or on every region when `name` is
+/// empty (unregister, status).
+fn memory_path(family: &str, name: &str, action: &str) -> String {
+    if name.is_empty() {
+        format!("/v2/{family}/{action}")
+    } else {
+        format!("/v2/{family}/region/{}/{action}", segment(name))
     }
 }
 

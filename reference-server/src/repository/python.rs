@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use serving_proto::model_config::{self, ModelConfig, TritonType};
+use serving_proto::model_config::{self, ModelConfig};
 
 use super::{Options, RepositoryError, ServableDir, fail};
 use crate::backends::python::option;
@@ -108,39 +108,18 @@ pub(crate) fn prepare(
     })
 }
 
-/// The inputs and outputs a Python model's configuration declares: the
-/// model is what its configuration says.
+/// The inputs and outputs a Python model's configuration declares (the
+/// model is what its configuration says), as the backend reads them.
 fn signature(config: &ModelConfig) -> Result<Signature, String> {
-    let batched = config.max_batch_size > 0;
-    let declared = |name: &str, data_type: i32, dims: &[i64]| {
-        let dtype = TritonType::try_from(data_type)
-            .ok()
-            .and_then(model_config::data_type);
-        if dtype.is_none() {
-            return Err(format!("'{name}' has no data_type"));
-        }
-        let mut d = Vec::with_capacity(dims.len() + 1);
-        if batched {
-            d.push(-1);
-        }
-        d.extend_from_slice(dims);
-        Ok(Declared {
-            name: name.to_owned(),
-            dtype,
-            dims: d,
-        })
+    let io = crate::backends::python::model_io(config)?;
+    let declared = |t: crate::engine::model::TensorSpec| Declared {
+        name: t.name,
+        dtype: Some(t.dtype),
+        dims: t.shape,
     };
     Ok(Signature {
-        inputs: config
-            .input
-            .iter()
-            .map(|i| declared(&i.name, i.data_type, &i.dims))
-            .collect::<Result<_, _>>()?,
-        outputs: config
-            .output
-            .iter()
-            .map(|o| declared(&o.name, o.data_type, &o.dims))
-            .collect::<Result<_, _>>()?,
+        inputs: io.inputs.into_iter().map(declared).collect(),
+        outputs: io.outputs.into_iter().map(declared).collect(),
     })
 }
 

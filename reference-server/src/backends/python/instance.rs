@@ -93,7 +93,7 @@ fn part(t: &Tensor, rows: usize, start: usize, end: usize) -> Part<'_> {
 
 /// The protocol name of a datatype as the worker speaks it (ONNX strings
 /// are BYTES to Python).
-fn wire(d: DataType) -> &'static str {
+pub(crate) fn wire(d: DataType) -> &'static str {
     match d {
         DataType::String | DataType::Bytes => "BYTES",
         d => d.oip_name().unwrap_or("BYTES"),
@@ -185,6 +185,9 @@ impl ModelInstance for PythonInstance {
         let taking = Instant::now();
         let out = self.outputs(reply, &jobs);
         times.output += taking.elapsed();
+        if let Some(p) = self.process.as_mut() {
+            p.shrink(super::KEEP_REGION, super::FIRST_REGION);
+        }
         out
     }
 }

@@ -63,6 +63,9 @@ const LOAD_TIMEOUT: Duration = Duration::from_secs(300);
 /// The first size of a worker's region; it grows to what a batch needs.
 const FIRST_REGION: usize = 1 << 20;
 
+/// A region grown past this is given back after the call that grew it.
+const KEEP_REGION: usize = 64 << 20;
+
 /// How a Python model's BLS requests (`InferenceRequest(...).exec()`)
 /// reach the server's models: runs one request, blocking, by the deadline
 /// given; its response, or why not.

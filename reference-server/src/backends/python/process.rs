@@ -214,13 +214,9 @@ impl Process {
             .outputs
             .iter()
             .map(|o| {
-                let datatype = match o.tensor.dtype() {
-                    serving_proto::DataType::String | serving_proto::DataType::Bytes => "BYTES",
-                    d => d.oip_name().unwrap_or("BYTES"),
-                };
                 (
                     o.name.clone(),
-                    datatype,
+                    super::instance::wire(o.tensor.dtype()),
                     o.tensor.shape().to_vec(),
                     serving_proto::oip::raw_contents(&o.tensor),
                 )
@@ -278,6 +274,27 @@ impl Process {
         self.region =
             Region::create(size).map_err(|e| RunError::Failed(format!("shared memory: {e}")))?;
         self.announce_region(deadline).map_err(RunError::Failed)
+    }
+
+    /// Gives back a region that a large call grew past `keep` bytes: a
+    /// new one of `size` replaces it, so that one large request does not
+    /// keep its memory held by the instance for good (written /dev/shm
+    /// pages stay resident until the object goes).
+    pub(crate) fn shrink(&mut self, keep: usize, size: usize) {
+        if self.region.len() <= keep {
+            return;
+        }
+        let deadline = Some(Instant::now() + Duration::from_secs(5));
+        let replaced = Region::create(size)
+            .map_err(|e| format!("shared memory: {e}"))
+            .and_then(|r| {
+                self.region = r;
+                self.announce_region(deadline)
+            });
+        if let Err(e) = replaced {
+            // The next call finds a broken worker out and restarts it.
+            tracing::warn!(model = %self.label, error = %e, "could not shrink the Python worker's region");
+        }
     }
 
     /// Asks the model to finish (`finalize`) and waits a moment for it.

@@ -102,9 +102,12 @@ class Worker:
 
     def write_outputs(self, responses, start):
         """Lays the responses' outputs out from `start`; returns their
-        descriptions, or the bytes the region must hold when it is short."""
+        descriptions, or the bytes the region must hold when it is short:
+        room for every output copied, since outputs that lie in this region
+        (passed through) do not lie in the next one."""
         layout = []
         at = start
+        every = start
         for r in responses:
             if r is None or r.has_error():
                 layout.append(None)
@@ -122,13 +125,16 @@ class Worker:
                     inside = self.offset_in_region(data)
                     if inside is not None:
                         entries.append((t.name(), datatype, list(array.shape), None, inside, data.nbytes))
+                        every = align(every + data.nbytes)
                         continue
                 size = len(data) if isinstance(data, bytes) else data.nbytes
+                every = align(every + size)
                 entries.append((t.name(), datatype, list(array.shape), data, at, size))
                 at = align(at + size)
             layout.append(entries)
-        if at > self.size:
-            return None, at
+        # Nothing copied: nothing to make room for, wherever `start` is.
+        if at > start and at > self.size:
+            return None, every
         out = []
         view = memoryview(self.region)
         for entries in layout:
