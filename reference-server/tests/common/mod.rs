@@ -355,6 +355,12 @@ pub fn compat_venv() -> std::path::PathBuf {
     let dir = target.join("compat-venv");
     let stamp = dir.join("requirements.installed");
     let wanted = std::fs::read_to_string(&requirements).unwrap();
+    // Tests of one binary run in parallel and several of them need the
+    // environment: one provisions it while the others wait (two pips in one
+    // environment break each other), across processes too.
+    std::fs::create_dir_all(&target).unwrap();
+    let lock = std::fs::File::create(target.join("compat-venv.lock")).unwrap();
+    lock.lock().unwrap();
     if std::fs::read_to_string(&stamp).ok().as_deref() == Some(wanted.as_str()) {
         return dir;
     }
