@@ -3,7 +3,6 @@
 //! per job and counted as an ONNX model is, and an instance that reports
 //! itself lost is restarted while its jobs are run again.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -47,6 +46,7 @@ impl Backend for Double {
             name: name.into(),
             dtype: DataType::Fp32,
             shape: vec![-1, 2],
+            untyped: false,
         };
         Ok((
             Box::new(DoubleInstance {
@@ -89,9 +89,7 @@ fn spec() -> ServableSpec {
                 inputs: vec!["x".into()],
                 outputs: vec!["y".into()],
             }],
-            labels: BTreeMap::new(),
-            reshape: BTreeMap::new(),
-            optional: Default::default(),
+            ..MethodSpec::default()
         }],
         deployment: Deployment {
             devices: vec![Device::Cpu],
@@ -113,9 +111,7 @@ fn job(rows: usize, seed: f32) -> JobRequest {
             "x".to_string(),
             Tensor::from_vec(&[rows as i64, 2], values).unwrap(),
         )]),
-        deadline: None,
-        priority: 0,
-        queue_timeout: None,
+        ..JobRequest::default()
     }
 }
 

@@ -12,7 +12,7 @@ mod common;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use reference_server::server::{self, Config, Running};
+use reference_server::server::Running;
 use serde_json::{Value, json};
 
 const ADD_SUB: &str = r#"
@@ -58,6 +58,7 @@ output [
 "#;
 
 const STRINGS: &str = r#"
+import json
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
@@ -68,7 +69,10 @@ class TritonPythonModel:
             x = pb_utils.get_input_tensor_by_name(r, "text").as_numpy()
             y = np.array([s.upper() + b"!" for s in x.reshape(-1)], dtype=object).reshape(x.shape)
             n = np.array([len(s) for s in x.reshape(-1)], dtype=np.int64).reshape(x.shape)
-            out.append(pb_utils.InferenceResponse([pb_utils.Tensor("loud", y), pb_utils.Tensor("length", n)]))
+            seen = json.dumps({"id": r.request_id(), "parameters": json.loads(r.parameters())}, sort_keys=True)
+            context = np.array([seen.encode()], dtype=object)
+            out.append(pb_utils.InferenceResponse([pb_utils.Tensor("loud", y), pb_utils.Tensor("length", n),
+                                                   pb_utils.Tensor("context", context)]))
         return out
 "#;
 
@@ -77,7 +81,11 @@ name: "strings"
 backend: "python"
 max_batch_size: 0
 input [ { name: "text" data_type: TYPE_STRING dims: [ -1 ] } ]
-output [ { name: "loud" data_type: TYPE_STRING dims: [ -1 ] }, { name: "length" data_type: TYPE_INT64 dims: [ -1 ] } ]
+output [
+  { name: "loud" data_type: TYPE_STRING dims: [ -1 ] },
+  { name: "length" data_type: TYPE_INT64 dims: [ -1 ] },
+  { name: "context" data_type: TYPE_STRING dims: [ 1 ] }
+]
 "#;
 
 const AUTO: &str = r#"
@@ -218,19 +226,9 @@ fn repository(marker: &Path) -> tempfile::TempDir {
 }
 
 async fn serve(repo: &Path) -> Running {
-    let venv = tokio::task::spawn_blocking(common::compat_venv)
+    common::with_python_models(repo)
         .await
-        .unwrap();
-    server::start(Config {
-        grpc_address: ([127, 0, 0, 1], 0).into(),
-        rest_address: ([127, 0, 0, 1], 0).into(),
-        model_repository: Some(repo.to_owned()),
-        poll_interval: None,
-        python: venv.join("bin/python"),
-        ..Config::default()
-    })
-    .await
-    .expect("the Python models load")
+        .expect("the Python models load")
 }
 
 async fn infer(http: &reqwest::Client, server: &Running, model: &str, body: Value) -> (u16, Value) {
@@ -329,12 +327,21 @@ async fn triton_python_models_run_unchanged() {
         &http,
         &server,
         "strings",
-        json!({"inputs": [{"name": "text", "datatype": "BYTES", "shape": [2], "data": ["héllo", "ab"]}]}),
+        json!({"id": "req-7", "parameters": {"temperature": 0.5, "mode": "fast", "top_k": 3, "priority": 0, "timeout": 5000000},
+               "inputs": [{"name": "text", "datatype": "BYTES", "shape": [2], "data": ["héllo", "ab"]}]}),
     )
     .await;
     assert_eq!(status, 200, "{v}");
     assert_eq!(output(&v, "loud")["data"], json!(["HéLLO!", "AB!"]));
     assert_eq!(output(&v, "length")["data"], json!([6, 2]));
+    // The request's id and its parameters reach the model; those the
+    // server acts on itself (priority, timeout) do not, as in Triton.
+    assert_eq!(
+        output(&v, "context")["data"],
+        json!([
+            r#"{"id": "req-7", "parameters": {"mode": "fast", "temperature": 0.5, "top_k": 3}}"#
+        ])
+    );
 
     // auto_complete_config declared the inputs and outputs.
     let meta = common::get_json(&server, "/v2/models/auto").await;

@@ -7,17 +7,10 @@
 
 mod common;
 
-use std::path::Path;
-
 #[tokio::test]
 async fn third_party_clients_interoperate() {
     let server = common::demo().await;
-    let proto_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../proto/proto");
-    let args = vec![
-        server.grpc_address.to_string(),
-        server.rest_address.to_string(),
-        proto_dir.display().to_string(),
-    ];
+    let args = common::compat_args(&server);
     common::run_compat(
         "third_party_clients.py",
         args,

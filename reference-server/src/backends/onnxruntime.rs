@@ -47,6 +47,7 @@ fn spec(name: &str, ty: &ValueType) -> Result<(TensorSpec, TensorElementType), S
                     format!("'{name}' has element type {ty}, which neither protocol carries")
                 })?,
                 shape: shape.to_vec(),
+                untyped: false,
             },
             *ty,
         )),

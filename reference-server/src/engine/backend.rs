@@ -15,6 +15,7 @@ use serving_proto::Tensor;
 
 use super::config::ModelSpec;
 use super::model::TensorSpec;
+use super::scheduler::RequestInfo;
 use crate::runtime::device::Device;
 
 /// What runs models: loads them, one instance per replica.
@@ -84,6 +85,9 @@ pub struct Batch<'a> {
     /// without a batch dimension): backends that answer requests apart
     /// (Python's `execute(requests)`) split the batch by them.
     pub jobs: &'a [usize],
+    /// What the client said about each job's request, in the order of
+    /// `jobs` (`None` where it said nothing).
+    pub requests: &'a [Option<Arc<RequestInfo>>],
     /// The earliest deadline of the batch's jobs: a backend that can hang
     /// gives up at it.
     pub deadline: Option<Instant>,

@@ -11,7 +11,7 @@ use std::time::Duration;
 use crate::runtime::device::Device;
 
 /// A servable as the engine runs it.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct ServableSpec {
     /// The models, in the order their bytes are given.
     pub models: Vec<ModelSpec>,
@@ -75,6 +75,10 @@ pub struct MethodSpec {
     pub reshape: BTreeMap<String, Vec<i64>>,
     /// Inputs a job may leave out (the model then runs without them).
     pub optional: BTreeSet<String>,
+    /// Outputs that are another value under a name of their own: by
+    /// output name, the input or stage output it is (a MindSpore method
+    /// returning an input, or one value under two names).
+    pub output_sources: BTreeMap<String, String>,
 }
 
 /// One model call inside a method.

@@ -61,6 +61,9 @@ pub struct InputInfo {
     pub unit: Vec<i64>,
     /// Whether a job may leave it out.
     pub optional: bool,
+    /// Whether any type and shape goes (it feeds only Python functions,
+    /// which declare neither): `dtype` and `unit` then say nothing.
+    pub untyped: bool,
     /// The model's shape of one row (or whole input), when the method
     /// reshapes it.
     model_unit: Option<Vec<i64>>,
@@ -70,7 +73,9 @@ impl InputInfo {
     /// Whether a tensor of `given` type can be this input (text and bytes
     /// are one wire type).
     pub fn accepts(&self, given: DataType) -> bool {
-        if self.dtype.is_variable() {
+        if self.untyped {
+            true
+        } else if self.dtype.is_variable() {
             given.is_variable()
         } else {
             given == self.dtype
@@ -92,6 +97,12 @@ pub struct OutputInfo {
     reshape: Option<Vec<i64>>,
     /// Class labels: label `i` names element `i` of a row.
     pub labels: Option<Arc<[String]>>,
+    /// The value it is: its own name, or the input or stage output it
+    /// returns under this name.
+    source: String,
+    /// Whether it may be of any type and shape (a Python function's
+    /// result): `dtype` and `shape` then say nothing.
+    pub untyped: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -222,13 +233,37 @@ impl MethodPlan {
         };
         let mut inputs = Vec::with_capacity(spec.inputs.len());
         for input in &spec.inputs {
-            let Some((stage, position)) = stages
-                .iter()
-                .find_map(|s| Some((s, s.inputs.iter().position(|n| n == input)?)))
-            else {
-                return Err(format!(
-                    "method '{name}': input '{input}' feeds no stage; a method input must be a model input"
-                ));
+            // The first model that declares what it takes says what the
+            // input is; one that feeds only untyped stages takes anything.
+            let feeds = |typed: bool| {
+                stages.iter().find_map(|s| {
+                    let position = s.inputs.iter().position(|n| n == input)?;
+                    (models[s.model].inputs[position].untyped != typed).then_some((s, position))
+                })
+            };
+            let Some((stage, position)) = feeds(true).or_else(|| feeds(false)) else {
+                // An input that is only returned (a MindSpore method that
+                // echoes it) goes through as it came.
+                let returned = spec
+                    .outputs
+                    .iter()
+                    .any(|o| spec.output_sources.get(o).unwrap_or(o) == input);
+                if !returned {
+                    return Err(format!(
+                        "method '{name}': input '{input}' feeds no stage; a method input must be a model input"
+                    ));
+                }
+                inputs.push(InputInfo {
+                    name: input.clone(),
+                    model_input: inputs.len(),
+                    dtype: DataType::Bytes,
+                    shape: vec![-1],
+                    unit: Vec::new(),
+                    optional: spec.optional.contains(input),
+                    untyped: true,
+                    model_unit: None,
+                });
+                continue;
             };
             let model = &models[stage.model].inputs[position];
             let model_unit = unit_of(stage, &model.shape);
@@ -253,20 +288,22 @@ impl MethodPlan {
                     unit.clone()
                 },
                 optional: spec.optional.contains(input),
+                untyped: model.untyped,
                 model_unit: (unit != model_unit).then_some(model_unit),
                 unit,
             });
         }
         let mut outputs = Vec::with_capacity(spec.outputs.len());
         for output in &spec.outputs {
+            let source = spec.output_sources.get(output).unwrap_or(output);
             let produced = stages.iter().rev().find_map(|s| {
-                let position = s.outputs.iter().position(|n| n == output)?;
+                let position = s.outputs.iter().position(|n| n == source)?;
                 Some((s, &models[s.model].outputs[position]))
             });
-            let (dtype, unit) = match produced {
-                Some((stage, model)) => (model.dtype, unit_of(stage, &model.shape)),
-                None => match inputs.iter().find(|i| &i.name == output) {
-                    Some(i) => (i.dtype, i.unit.clone()),
+            let (dtype, unit, untyped) = match produced {
+                Some((stage, model)) => (model.dtype, unit_of(stage, &model.shape), model.untyped),
+                None => match inputs.iter().find(|i| &i.name == source) {
+                    Some(i) => (i.dtype, i.unit.clone(), i.untyped),
                     None => {
                         return Err(format!(
                             "method '{name}': output '{output}' is neither an input nor a stage output"
@@ -285,6 +322,8 @@ impl MethodPlan {
                 shape: if batched { rows_first(&unit) } else { unit },
                 reshape,
                 labels: spec.labels.get(output).cloned(),
+                untyped,
+                source: source.clone(),
             });
         }
         let max_batch_size = if batched {
@@ -350,8 +389,9 @@ impl MethodPlan {
                 Some(dims)
             };
             let fits = unit.is_some_and(|u| {
-                u.len() == spec.unit.len()
-                    && u.iter().zip(&spec.unit).all(|(&d, &s)| s < 0 || d == s)
+                spec.untyped
+                    || (u.len() == spec.unit.len()
+                        && u.iter().zip(&spec.unit).all(|(&d, &s)| s < 0 || d == s))
             });
             if !spec.accepts(t.dtype()) || !fits {
                 return Err(invalid(InputProblem::Mismatch {
@@ -378,7 +418,7 @@ impl MethodPlan {
                     Some(_) => {}
                 }
             }
-            if spec.dtype == DataType::String {
+            if spec.dtype == DataType::String && !spec.untyped {
                 if let Some(element) = model::first_non_utf8(&t) {
                     return Err(invalid(InputProblem::NotUtf8 { element }));
                 }
@@ -443,7 +483,7 @@ impl MethodPlan {
             .iter()
             .map(|o| {
                 let t = values
-                    .get(o.name.as_str())
+                    .get(o.source.as_str())
                     .cloned()
                     .ok_or_else(|| format!("output '{}' was not computed", o.name))?;
                 Ok(match &o.reshape {

@@ -15,6 +15,10 @@ pub struct TensorSpec {
     pub dtype: DataType,
     /// Dimensions, -1 where dynamic.
     pub shape: Vec<i64>,
+    /// Whether any type and any shape goes (an argument or result of a
+    /// Python function, which declares neither): `dtype` and `shape` then
+    /// say nothing.
+    pub untyped: bool,
 }
 
 /// The first element of a text tensor that is not UTF-8.

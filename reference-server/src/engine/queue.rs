@@ -52,6 +52,8 @@ pub(crate) struct Job {
     pub(crate) attempts: u8,
     /// Run by itself (a retry out of a failed batch).
     pub(crate) alone: bool,
+    /// What the client said about its request.
+    pub(crate) info: Option<Arc<super::scheduler::RequestInfo>>,
     pub(crate) reply: oneshot::Sender<Result<Vec<serving_proto::Tensor>, EngineError>>,
     /// Held until the job is answered: the request's place in the limit.
     pub(crate) _admission: Arc<Admission>,
@@ -246,6 +248,7 @@ mod tests {
             enqueued: Instant::now(),
             attempts: 0,
             alone: true,
+            info: None,
             reply,
             _admission: Arc::new(Admission(Arc::new(AtomicUsize::new(1)))),
         }

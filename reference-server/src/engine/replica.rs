@@ -9,6 +9,7 @@ use serving_proto::Tensor;
 use super::backend::{Backends, Batch, IoTimes, LoadError, ModelInstance, ModelLoad, RunError};
 use super::config::ServableSpec;
 use super::model::ModelInfo;
+use super::scheduler::RequestInfo;
 use crate::runtime::device::Device;
 
 /// Instances of a servable version's models on one device.
@@ -81,6 +82,9 @@ pub struct Runner<'a> {
     pub jobs: Vec<usize>,
     /// The batch's earliest deadline.
     pub deadline: Option<Instant>,
+    /// What the client said about each job's request (see
+    /// [`Batch::requests`]).
+    pub infos: Vec<Option<Arc<RequestInfo>>>,
     /// Time spent making the backends' inputs from the tensors (Triton's
     /// `compute_input`), over the runs so far.
     pub input_time: Duration,
@@ -98,6 +102,7 @@ impl<'a> Runner<'a> {
             replica,
             jobs: vec![1],
             deadline: None,
+            infos: vec![None],
             input_time: Duration::ZERO,
             output_time: Duration::ZERO,
         }
@@ -115,6 +120,7 @@ impl<'a> Runner<'a> {
         let batch = Batch {
             inputs,
             jobs: &self.jobs,
+            requests: &self.infos,
             deadline: self.deadline,
         };
         let out = self.replica.instances[index].run(&batch, &mut times);

@@ -64,6 +64,20 @@ pub struct JobRequest {
     pub priority: u64,
     /// How long the job may wait in the queue; `None`: the model's default.
     pub queue_timeout: Option<Duration>,
+    /// What the client said about its request, for backends that read it.
+    pub info: Option<Arc<RequestInfo>>,
+}
+
+/// What a client said about its request, for the backends that hand it to
+/// models (a Python model's `request_id()` and `parameters()`); the engine
+/// only carries it.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct RequestInfo {
+    /// The request's id.
+    pub id: String,
+    /// Its parameters meant for the model (those the server acts on left
+    /// out), as JSON values.
+    pub parameters: serde_json::Map<String, serde_json::Value>,
 }
 
 /// A job's answer: the method's outputs by name, or why not.
@@ -423,6 +437,7 @@ impl Scheduler {
                     req.queue_timeout,
                     level,
                     plan.check(req.inputs)?,
+                    req.info,
                 ))
             })
             .collect();
@@ -447,7 +462,7 @@ impl Scheduler {
             let mut jobs: Vec<Job> = Vec::new();
             for (k, c) in checked.into_iter().enumerate() {
                 answers.push(None);
-                let (deadline, timeout, level, checked) = match c {
+                let (deadline, timeout, level, checked, info) = match c {
                     Ok(c) => c,
                     Err(e) => {
                         answers[k] = Some(Err(e));
@@ -479,6 +494,7 @@ impl Scheduler {
                     enqueued: now,
                     attempts: 0,
                     alone: false,
+                    info,
                     reply: tx,
                     _admission: admission.clone(),
                 });
@@ -962,6 +978,7 @@ fn run(
         let mut each = Vec::with_capacity(batch.len());
         for job in batch {
             runner.deadline = job.deadline;
+            runner.infos = vec![job.info.clone()];
             each.push(match plan.run(&mut runner, job.inputs.clone(), 1) {
                 Ok(out) => Ok(out),
                 Err(RunError::Failed(e)) => Err(e),
@@ -987,6 +1004,7 @@ fn run(
         .collect::<Result<Vec<Option<Tensor>>, String>>()?;
     let t1 = Instant::now();
     runner.jobs = batch.iter().map(|j| j.rows).collect();
+    runner.infos = batch.iter().map(|j| j.info.clone()).collect();
     let outputs = plan.run(&mut runner, inputs, rows)?;
     let t2 = Instant::now();
     let (model_input, model_infer, model_output) = split(&runner, t2 - t1);

@@ -16,6 +16,7 @@
 
 pub mod config;
 #[cfg(unix)]
+pub mod mindspore;
 mod python;
 pub mod triton;
 pub mod watch;
@@ -86,6 +87,8 @@ pub enum Format {
     Servable(ServableConfig),
     /// Triton's: the `config.pbtxt` as read, or `None` for a bare model.
     Triton(Option<Box<ModelConfig>>),
+    /// MindSpore Serving's: the `servable_config.py`, imported at load.
+    MindSpore(PathBuf),
 }
 
 /// A model directory, read but not loaded.
@@ -110,7 +113,7 @@ impl ServableDir {
     /// version policy's for Triton's (by default the latest).
     pub fn served(&self, on_disk: &[u64]) -> Vec<u64> {
         match &self.format {
-            Format::Servable(_) => on_disk.to_vec(),
+            Format::Servable(_) | Format::MindSpore(_) => on_disk.to_vec(),
             Format::Triton(c) => triton::served(c.as_deref(), on_disk),
         }
     }
@@ -121,6 +124,7 @@ impl ServableDir {
         use crate::runtime::device::Device;
         match &self.format {
             Format::Servable(c) => c.devices().unwrap_or_default(),
+            Format::MindSpore(_) => Vec::new(),
             Format::Triton(c) => c
                 .iter()
                 .flat_map(|c| &c.instance_group)
@@ -149,6 +153,7 @@ impl ServableDir {
         self.dir.join(match self.format {
             Format::Servable(_) => "servable.toml",
             Format::Triton(_) => "config.pbtxt",
+            Format::MindSpore(_) => mindspore::CONFIG_FILE,
         })
     }
 }
@@ -338,6 +343,7 @@ pub fn scan_named(
     let name = name.to_owned();
     let toml = config_path(dir, "servable.toml")?;
     let pbtxt = config_path(dir, "config.pbtxt")?;
+    let servable_config = config_path(dir, mindspore::CONFIG_FILE)?;
     let toml_path = dir.join("servable.toml");
     let pbtxt_path = dir.join("config.pbtxt");
     let mut versions = versions(dir)?;
@@ -346,6 +352,23 @@ pub fn scan_named(
         versions = vec![1];
     }
     let format = match (toml, pbtxt) {
+        (toml, pbtxt) if servable_config.is_some() && (toml.is_some() || pbtxt.is_some()) => {
+            return Err(fail(
+                dir,
+                format!(
+                    "both {} and {}: a model directory is in one format; keep one",
+                    mindspore::CONFIG_FILE,
+                    if toml.is_some() {
+                        "servable.toml"
+                    } else {
+                        "config.pbtxt"
+                    }
+                ),
+            ));
+        }
+        (None, None) if servable_config.is_some() => {
+            Format::MindSpore(servable_config.expect("checked"))
+        }
         (Some(_), Some(_)) => {
             return Err(fail(
                 dir,
@@ -655,6 +678,10 @@ pub fn load_version(
                 }
             }
             (spec, vec![bytes], Some(t.config))
+        }
+        Format::MindSpore(config_file) => {
+            let (spec, models) = mindspore::load(servable, config_file, version, options)?;
+            (spec, models, None)
         }
     };
     let version = ServableVersion::load(

@@ -740,6 +740,7 @@ pub fn translate(
             optional,
             // Read from the model directory by the repository.
             labels: BTreeMap::new(),
+            output_sources: BTreeMap::new(),
         }],
         deployment: Deployment {
             devices,
@@ -872,8 +873,8 @@ pub fn config_of(
             .iter()
             .map(|i| ModelInput {
                 name: i.name.clone(),
-                data_type: triton_type(i.dtype) as i32,
-                dims: dims(&i.shape),
+                data_type: typed(i.untyped, i.dtype),
+                dims: if i.untyped { vec![-1] } else { dims(&i.shape) },
                 optional: i.optional,
                 ..Default::default()
             })
@@ -883,14 +884,24 @@ pub fn config_of(
             .iter()
             .map(|o| ModelOutput {
                 name: o.name.clone(),
-                data_type: triton_type(o.dtype) as i32,
-                dims: dims(&o.shape),
+                data_type: typed(o.untyped, o.dtype),
+                dims: if o.untyped { vec![-1] } else { dims(&o.shape) },
                 ..Default::default()
             })
             .collect(),
         scheduling_choice: dynamic.map(SchedulingChoice::DynamicBatching),
         instance_group: groups_of(name, devices),
         ..Default::default()
+    }
+}
+
+/// The `data_type` of an input or output: `TYPE_INVALID` where any type
+/// goes (a Python function's argument or result).
+fn typed(untyped: bool, dtype: serving_proto::DataType) -> i32 {
+    if untyped {
+        TritonType::TypeInvalid as i32
+    } else {
+        triton_type(dtype) as i32
     }
 }
 

@@ -152,7 +152,8 @@ fn job_of(info: &MethodInfo, mut instance: NamedTensors) -> Result<NamedTensors,
         if !spec.accepts(t.dtype()) {
             return Err(invalid(dtype_text(i, t.dtype(), spec.dtype)));
         }
-        let fixed = spec.unit.iter().all(|&d| d >= 0);
+        // An input that feeds a Python function first takes what comes.
+        let fixed = !spec.untyped && spec.unit.iter().all(|&d| d >= 0);
         if fixed && !t.dtype().is_variable() {
             let expected =
                 serving_proto::tensor::byte_size(t.dtype(), &spec.unit).unwrap_or(usize::MAX);

@@ -15,7 +15,9 @@ use serving_proto::oip::shared_memory;
 
 use super::{State, classification};
 use crate::engine::registry::Lookup;
-use crate::engine::{EngineError, InputProblem, JobRequest, MethodInfo, ServableVersion};
+use crate::engine::{
+    EngineError, InputProblem, JobRequest, MethodInfo, RequestInfo, ServableVersion,
+};
 use crate::error::ServeError;
 
 /// Outputs placed in shared memory from this size on are copied there on a
@@ -216,6 +218,47 @@ fn uint_parameter(
 }
 
 /// Runs an inference request.
+/// Request parameters the server acts on itself; Triton hands the others
+/// to the model (a Python model's `request.parameters()`), and so do we.
+const SERVER_PARAMETERS: [&str; 7] = [
+    "priority",
+    "timeout",
+    "sequence_id",
+    "sequence_start",
+    "sequence_end",
+    "binary_data_output",
+    "triton_enable_empty_final_response",
+];
+
+/// The request's id and the parameters meant for the model; `None` when
+/// it has neither.
+fn request_info(req: &InferRequest) -> Option<Arc<RequestInfo>> {
+    use serde_json::Value;
+    use serving_proto::oip::Parameter;
+    let parameters: serde_json::Map<String, Value> = req
+        .parameters
+        .iter()
+        .filter(|(k, _)| !SERVER_PARAMETERS.contains(&k.as_str()))
+        .filter_map(|(k, v)| {
+            let v = match v {
+                Parameter::Bool(b) => Value::Bool(*b),
+                Parameter::Int64(n) => Value::from(*n),
+                Parameter::Uint64(n) => Value::from(*n),
+                Parameter::Double(d) => Value::from(*d),
+                Parameter::String(s) => Value::String(s.clone()),
+                _ => return None,
+            };
+            Some((k.clone(), v))
+        })
+        .collect();
+    (!req.id.is_empty() || !parameters.is_empty()).then(|| {
+        Arc::new(RequestInfo {
+            id: req.id.clone(),
+            parameters,
+        })
+    })
+}
+
 pub(crate) async fn infer(
     state: &State,
     req: InferRequest,
@@ -236,6 +279,7 @@ pub(crate) async fn infer(
     let queue_timeout = uint_parameter(&req.parameters, "timeout")?
         .filter(|&us| us > 0)
         .map(Duration::from_micros);
+    let request = request_info(&req);
     let mut inputs = NamedTensors::new();
     for input in req.inputs {
         if inputs.insert(input.name.clone(), input.tensor).is_some() {
@@ -270,6 +314,7 @@ pub(crate) async fn infer(
         }
     }
     let job = JobRequest {
+        info: request,
         inputs,
         deadline,
         priority,
@@ -432,10 +477,14 @@ fn as_oip(t: Tensor) -> Tensor {
 
 pub(crate) use serving_proto::oip::metadata::{ModelMetadata, TensorMetadata};
 
-fn meta(name: &str, dtype: DataType, shape: &[i64]) -> TensorMetadata {
+/// The metadata of an input or output; `dtype` `None` where any type goes
+/// (an argument or result of a MindSpore method's Python function):
+/// `ANY`, which names no OIP type, so that no client takes it for one.
+fn meta(name: &str, dtype: Option<DataType>, shape: &[i64]) -> TensorMetadata {
     let datatype = match dtype {
-        DataType::String => "BYTES",
-        d => d.oip_name().unwrap_or("BYTES"),
+        None => "ANY",
+        Some(DataType::String) => "BYTES",
+        Some(d) => d.oip_name().unwrap_or("BYTES"),
     };
     TensorMetadata {
         name: name.to_owned(),
@@ -467,12 +516,12 @@ pub(crate) fn model_metadata(
         inputs: method
             .inputs
             .iter()
-            .map(|i| meta(&i.name, i.dtype, &i.shape))
+            .map(|i| meta(&i.name, (!i.untyped).then_some(i.dtype), &i.shape))
             .collect(),
         outputs: method
             .outputs
             .iter()
-            .map(|o| meta(&o.name, o.dtype, &o.shape))
+            .map(|o| meta(&o.name, (!o.untyped).then_some(o.dtype), &o.shape))
             .collect(),
     })
 }

@@ -387,6 +387,33 @@ pub fn compat_venv() -> std::path::PathBuf {
     dir
 }
 
+/// Starts a server on `repo` whose Python models run with the compat
+/// environment's interpreter (which has numpy), on ports of its own,
+/// without polling the repository.
+pub async fn with_python_models(repo: &Path) -> Result<Running, server::StartError> {
+    let venv = tokio::task::spawn_blocking(compat_venv).await.unwrap();
+    server::start(Config {
+        grpc_address: ([127, 0, 0, 1], 0).into(),
+        rest_address: ([127, 0, 0, 1], 0).into(),
+        model_repository: Some(repo.to_owned()),
+        poll_interval: None,
+        python: venv.join("bin/python"),
+        ..Config::default()
+    })
+    .await
+}
+
+/// The arguments of the compat scripts that drive a server: its gRPC and
+/// REST addresses and the directory of our protos.
+pub fn compat_args(server: &Running) -> Vec<String> {
+    let proto_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../proto/proto");
+    vec![
+        server.grpc_address.to_string(),
+        server.rest_address.to_string(),
+        proto_dir.display().to_string(),
+    ]
+}
+
 /// Runs `tests/compat/{script}` with the compat virtual environment's
 /// Python and `args`, prints what it printed, and asserts that it exited 0
 /// and printed `done`.

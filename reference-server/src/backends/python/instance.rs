@@ -155,24 +155,35 @@ impl ModelInstance for PythonInstance {
         }
         let region = process.region.bytes_mut();
         let mut described = Vec::with_capacity(requests.len());
-        for placed in &requests {
+        for (n, placed) in requests.iter().enumerate() {
+            let info = batch.requests.get(n).and_then(Option::as_ref);
             let inputs: Vec<Value> = placed
                 .iter()
                 .map(|p| {
                     p.bytes.write(&mut region[p.offset..]);
-                    json!({
+                    let mut d = json!({
                         "name": p.name,
                         "datatype": wire(p.datatype),
                         "shape": p.shape,
                         "offset": p.offset,
                         "size": p.bytes.len(),
-                    })
+                    });
+                    // Text, which MindSpore's stages take as `str`.
+                    if p.datatype == DataType::String {
+                        d["text"] = Value::Bool(true);
+                    }
+                    d
                 })
                 .collect();
-            described.push(json!({
+            let mut request = json!({
                 "inputs": inputs,
                 "requested_outputs": self.outputs.iter().map(|o| &o.name).collect::<Vec<_>>(),
-            }));
+            });
+            if let Some(info) = info {
+                request["id"] = Value::String(info.id.clone());
+                request["parameters"] = Value::Object(info.parameters.clone());
+            }
+            described.push(request);
         }
         drop(requests);
         let ran = Instant::now();
@@ -222,6 +233,9 @@ impl PythonInstance {
                 let mut raw: Vec<u8> = Vec::new();
                 let mut elements: Vec<Bytes> = Vec::new();
                 let mut shape: Option<Vec<i64>> = None;
+                // An untyped output (a MindSpore stage's) is what the first
+                // response says it is, and the same in every response.
+                let mut dtype: Option<DataType> = (!spec.untyped).then_some(spec.dtype);
                 for (r, &rows) in responses.iter().zip(jobs) {
                     let o = r
                         .get("outputs")
@@ -231,11 +245,30 @@ impl PythonInstance {
                             RunError::Failed(format!("the model's response has no output '{}'", spec.name))
                         })?;
                     let got = o.get("datatype").and_then(Value::as_str).unwrap_or("");
-                    if got != wire(spec.dtype) {
+                    let expected = match dtype {
+                        Some(d) => d,
+                        None => {
+                            let text = o.get("text").and_then(Value::as_bool) == Some(true);
+                            let d = match DataType::from_oip_name(got) {
+                                Some(DataType::Bytes) if text => DataType::String,
+                                Some(d) => d,
+                                None => {
+                                    return Err(RunError::Failed(format!(
+                                        "output '{}' has the unknown datatype {}",
+                                        spec.name,
+                                        serving_proto::text::quote(got)
+                                    )));
+                                }
+                            };
+                            *dtype.insert(d)
+                        }
+                    };
+                    if got != wire(expected) {
                         return Err(RunError::Failed(format!(
-                            "output '{}' is {got} where the configuration says {}",
+                            "output '{}' is {} where {} was expected",
                             spec.name,
-                            wire(spec.dtype)
+                            serving_proto::text::quote(got),
+                            wire(expected)
                         )));
                     }
                     let dims: Vec<i64> = o
@@ -269,17 +302,19 @@ impl PythonInstance {
                             s[0] += dims[0];
                         }
                     }
-                    if spec.dtype.is_variable() {
+                    if expected.is_variable() {
                         elements.extend(split_elements(bytes).map_err(RunError::Failed)?);
                     } else {
                         raw.extend_from_slice(bytes);
                     }
                 }
                 let shape = shape.unwrap_or_default();
-                let made = if spec.dtype.is_variable() {
-                    Tensor::from_elements(DataType::Bytes, shape, elements)
-                } else {
-                    Tensor::from_raw(spec.dtype, shape, Bytes::from(raw))
+                let made = match dtype.unwrap_or(spec.dtype) {
+                    DataType::String if spec.untyped => {
+                        Tensor::from_elements(DataType::String, shape, elements)
+                    }
+                    d if d.is_variable() => Tensor::from_elements(DataType::Bytes, shape, elements),
+                    d => Tensor::from_raw(d, shape, Bytes::from(raw)),
                 };
                 made.map_err(|e| RunError::Failed(format!("output '{}': {e}", spec.name)))
             })

@@ -1,6 +1,7 @@
 //! The Python backend: Triton Python-backend models (`model.py` with a
-//! `TritonPythonModel`) run unchanged, one worker process per model
-//! instance.
+//! `TritonPythonModel`) and the Python stages of MindSpore methods (a
+//! `servable_config.py`'s `register.add_stage(function, ...)`) run
+//! unchanged, one worker process per model instance.
 //!
 //! A worker is the model's interpreter (`python3` on the `PATH`, the
 //! server's `--python`, or the model's `EXECUTION_ENV_PATH` environment)
@@ -50,12 +51,45 @@ pub mod option {
     pub const MODEL_CONFIG: &str = "model_config";
     /// The interpreter, when the model names its own environment.
     pub const PYTHON: &str = "python";
+    /// For a MindSpore method's Python stage: the `servable_config.py`.
+    pub const SERVABLE_CONFIG: &str = "servable_config";
+    /// The servable's name (what its stage error texts name).
+    pub const SERVABLE: &str = "servable";
+    /// The method the stage is of.
+    pub const METHOD: &str = "method";
+    /// The stage's index in the method, counting from 1.
+    pub const STAGE: &str = "stage";
+    /// How many arguments the stage's function takes.
+    pub const ARGUMENTS: &str = "arguments";
+    /// How many results it gives.
+    pub const RESULTS: &str = "results";
 }
 
 /// The scripts every worker runs, written once per server into a private
 /// directory.
 const WORKER: &str = include_str!("serving_python_worker.py");
 const UTILS: &str = include_str!("triton_python_backend_utils.py");
+const STAGE: &str = include_str!("serving_mindspore_stage.py");
+/// MindSpore's `mindspore_serving` package as `servable_config.py` files
+/// import it.
+const MINDSPORE: [(&str, &str); 4] = [
+    (
+        "mindspore_serving/__init__.py",
+        include_str!("mindspore_serving/__init__.py"),
+    ),
+    (
+        "mindspore_serving/server/__init__.py",
+        include_str!("mindspore_serving/server/__init__.py"),
+    ),
+    (
+        "mindspore_serving/server/register.py",
+        include_str!("mindspore_serving/server/register.py"),
+    ),
+    (
+        "mindspore_serving/server/distributed.py",
+        include_str!("mindspore_serving/server/distributed.py"),
+    ),
+];
 
 /// How long loading a model (importing it, `initialize`) may take.
 const LOAD_TIMEOUT: Duration = Duration::from_secs(300);
@@ -115,11 +149,19 @@ impl Python {
                 dir: std::env::temp_dir(),
                 source,
             })?;
-        for (name, text) in [
+        let files = [
             ("serving_python_worker.py", WORKER),
             ("triton_python_backend_utils.py", UTILS),
-        ] {
-            std::fs::write(scripts.path().join(name), text).map_err(|source| PythonError {
+            ("serving_mindspore_stage.py", STAGE),
+        ];
+        for (name, text) in files.into_iter().chain(MINDSPORE) {
+            let path = scripts.path().join(name);
+            let written = match path.parent() {
+                Some(dir) => std::fs::create_dir_all(dir),
+                None => Ok(()),
+            }
+            .and_then(|()| std::fs::write(&path, text));
+            written.map_err(|source| PythonError {
                 dir: scripts.path().to_owned(),
                 source,
             })?;
@@ -174,6 +216,97 @@ impl Python {
     }
 }
 
+impl Python {
+    /// What a MindSpore `servable_config.py` declares, as our
+    /// `mindspore_serving.server.register` records it on import: `{"models":
+    /// [...], "methods": [...]}`. Blocking: starts a worker for it.
+    pub fn register_servable(
+        &self,
+        config_file: &Path,
+        servable: &str,
+        python: Option<&str>,
+    ) -> Result<Value, String> {
+        let label = format!("{} (registration)", config_file.display());
+        let mut p = Process::start(&self.launch(python), &label, 4096)?;
+        let deadline = Some(Instant::now() + LOAD_TIMEOUT);
+        let reply = p
+            .call(
+                &json!({"op": "register", "config_file": config_file, "servable": servable}),
+                deadline,
+                None,
+            )
+            .map_err(|e| e.to_string());
+        p.stop();
+        reply?
+            .get("plan")
+            .cloned()
+            .ok_or_else(|| "servable_config.py's registration returned no plan".into())
+    }
+
+    /// Loads a MindSpore method's Python stage: its arguments and results
+    /// are untyped, rows first.
+    fn load_stage(
+        &self,
+        load: &ModelLoad<'_>,
+        fail: &dyn Fn(String) -> LoadError,
+    ) -> Result<(Box<dyn ModelInstance>, ModelIo), LoadError> {
+        let options = &load.model.options;
+        let option = |name: &str| {
+            options
+                .get(name)
+                .ok_or_else(|| fail(format!("a MindSpore stage needs the option '{name}'")))
+        };
+        let count = |name: &str| {
+            option(name)?
+                .parse::<usize>()
+                .map_err(|e| fail(format!("option '{name}': {e}")))
+        };
+        let stage: u64 = option(option::STAGE)?
+            .parse()
+            .map_err(|e| fail(format!("option 'stage': {e}")))?;
+        let untyped = |prefix: &str, n: usize| -> Vec<TensorSpec> {
+            (0..n)
+                .map(|i| TensorSpec {
+                    name: format!("{prefix}{i}"),
+                    dtype: serving_proto::DataType::Bytes,
+                    shape: vec![-1],
+                    untyped: true,
+                })
+                .collect()
+        };
+        let io = ModelIo {
+            inputs: untyped("in", count(option::ARGUMENTS)?),
+            outputs: untyped("out", count(option::RESULTS)?),
+        };
+        let python = options.get(option::PYTHON).map(String::as_str);
+        let mut process = Process::start(
+            &self.launch(python),
+            &format!("{}/{}", load.label(), load.replica),
+            FIRST_REGION,
+        )
+        .map_err(fail)?;
+        let message = json!({
+            "op": "load_stage",
+            "config_file": option(option::SERVABLE_CONFIG)?,
+            "servable": option(option::SERVABLE)?,
+            "method": option(option::METHOD)?,
+            "stage": stage,
+        });
+        process
+            .call(&message, Some(Instant::now() + LOAD_TIMEOUT), None)
+            .map_err(|e| fail(e.to_string()))?;
+        tracing::info!(model = %load.label(), replica = load.replica, "MindSpore Python stage loaded");
+        let instance = PythonInstance {
+            bls: self.bls.clone(),
+            process: Some(process),
+            inputs: io.inputs.clone(),
+            outputs: io.outputs.clone(),
+            batched: true,
+        };
+        Ok((Box::new(instance), io))
+    }
+}
+
 /// The directory of `model.py` (its version directory), which the model
 /// imports its own modules from.
 fn version_dir(model_file: &Path) -> PathBuf {
@@ -200,6 +333,7 @@ pub fn model_io(config: &ModelConfig) -> Result<ModelIo, String> {
             name: name.to_owned(),
             dtype,
             shape,
+            untyped: false,
         })
     };
     Ok(ModelIo {
@@ -231,6 +365,9 @@ impl Backend for Python {
             model: label.clone(),
             reason,
         };
+        if load.model.options.contains_key(option::SERVABLE_CONFIG) {
+            return self.load_stage(load, &fail);
+        }
         let option = |name: &str| {
             load.model
                 .options

@@ -9,6 +9,9 @@ stderr, which the server logs: stdout is the control channel alone.
 Requests (server to worker), each answered once:
   {"op": "region", "path", "size"}          map the region (a new one replaces the old)
   {"op": "load", "model_file", "model_dir"}  import model.py, make the model object
+  {"op": "register", "config_file", "servable"}   -> {"plan"} what a MindSpore servable_config.py declares
+  {"op": "load_stage", "config_file", "servable", "method", "stage"}
+                                            a Python stage of a MindSpore method as the model
   {"op": "auto_complete", "config"}         -> {"config"} the completed configuration
   {"op": "initialize", "args"}              the model's initialize(args)
   {"op": "execute", "requests"}             -> {"responses"}; may first ask {"op": "need", "bytes"}
@@ -91,7 +94,9 @@ class Worker:
         offset, size = spec["offset"], spec["size"]
         if datatype == "BYTES":
             array = pb_utils.deserialize_bytes_tensor(memoryview(self.region)[offset:offset + size])
-            return pb_utils.Tensor(name, array.reshape(shape))
+            t = pb_utils.Tensor(name, array.reshape(shape))
+            t._text = bool(spec.get("text"))
+            return t
         bf16 = datatype == "BF16"
         dtype = np.uint16 if bf16 else pb_utils._OIP_TO_NUMPY.get(datatype)
         if dtype is None:
@@ -124,12 +129,12 @@ class Worker:
                     # lies in the region: described where it is, not copied.
                     inside = self.offset_in_region(data)
                     if inside is not None:
-                        entries.append((t.name(), datatype, list(array.shape), None, inside, data.nbytes))
+                        entries.append((t, datatype, list(array.shape), None, inside, data.nbytes))
                         every = align(every + data.nbytes)
                         continue
                 size = len(data) if isinstance(data, bytes) else data.nbytes
                 every = align(every + size)
-                entries.append((t.name(), datatype, list(array.shape), data, at, size))
+                entries.append((t, datatype, list(array.shape), data, at, size))
                 at = align(at + size)
             layout.append(entries)
         # Nothing copied: nothing to make room for, wherever `start` is.
@@ -142,7 +147,7 @@ class Worker:
                 out.append(None)
                 continue
             described = []
-            for name, datatype, shape, data, offset, size in entries:
+            for t, datatype, shape, data, offset, size in entries:
                 if data is None:
                     pass
                 elif isinstance(data, bytes):
@@ -150,8 +155,10 @@ class Worker:
                 elif size:
                     dst = np.frombuffer(self.region, dtype=np.uint8, count=size, offset=offset)
                     dst[:] = data.reshape(-1).view(np.uint8)
-                described.append({"name": name, "datatype": datatype, "shape": shape,
-                                  "offset": offset, "size": size})
+                d = {"name": t.name(), "datatype": datatype, "shape": shape, "offset": offset, "size": size}
+                if getattr(t, "_text", False):
+                    d["text"] = True
+                described.append(d)
             out.append(described)
         return out, at
 
@@ -249,6 +256,33 @@ class Worker:
         self.module = module
         self.model = module.TritonPythonModel()
 
+    def servable_config(self, config_file, servable):
+        """Imports a MindSpore servable_config.py, which registers its
+        models and methods with our mindspore_serving; returns that
+        registration module."""
+        from mindspore_serving.server import register
+        register._servable["name"] = servable
+        directory = os.path.dirname(os.path.abspath(config_file))
+        for p in (os.path.dirname(directory), directory):
+            if p not in sys.path:
+                sys.path.insert(0, p)
+        spec = importlib.util.spec_from_file_location("servable_config", config_file)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return register
+
+    def load_stage(self, message):
+        import serving_mindspore_stage
+        register = self.servable_config(message["config_file"], message["servable"])
+        key = (message["method"], message["stage"])
+        if key not in register._stage_functions:
+            raise pb_utils.TritonModelException(
+                f"servable_config.py registers no Python stage {message['stage']} in method '{message['method']}' "
+                "any more: reload the servable")
+        function, batch_size, tag, inputs, outputs = register._stage_functions[key]
+        self.model = serving_mindspore_stage.Stage(message["servable"], message["method"], message["stage"],
+                                                   function, batch_size, tag, inputs, outputs)
+
     def auto_complete(self, config):
         cls = self.module.TritonPythonModel
         if not hasattr(cls, "auto_complete_config"):
@@ -316,6 +350,12 @@ def main():
                 send({"ok": True})
             elif op == "load":
                 worker.load(message["model_file"], message["model_dir"])
+                send({"ok": True})
+            elif op == "register":
+                register = worker.servable_config(message["config_file"], message["servable"])
+                send({"ok": True, "plan": register._plan()})
+            elif op == "load_stage":
+                worker.load_stage(message)
                 send({"ok": True})
             elif op == "auto_complete":
                 send({"ok": True, "config": worker.auto_complete(message["config"])})
