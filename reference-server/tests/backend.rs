@@ -55,6 +55,7 @@ impl Backend for Double {
             ModelIo {
                 inputs: vec![spec("x")],
                 outputs: vec![spec("y")],
+                ..ModelIo::default()
             },
         ))
     }

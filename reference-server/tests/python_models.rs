@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use reference_server::server::Running;
 use serde_json::{Value, json};
+use serving_proto::pb::inference as pb;
 
 const ADD_SUB: &str = r#"
 import json
@@ -192,6 +193,59 @@ output [
 ]
 "#;
 
+/// A decoupled model, as Triton's `repeat` example: one response per value
+/// of `IN`, sent from a thread of the model's own, then the final flag
+/// alone; a negative first value gets an error response.
+const REPEAT: &str = r#"
+import json
+import threading
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+class TritonPythonModel:
+    def initialize(self, args):
+        config = json.loads(args["model_config"])
+        assert pb_utils.using_decoupled_model_transaction_policy(config)
+        self.threads = []
+
+    def execute(self, requests):
+        for request in requests:
+            x = pb_utils.get_input_tensor_by_name(request, "IN").as_numpy().copy()
+            sender = request.get_response_sender()
+            if x.size and x[0] < 0:
+                sender.send(pb_utils.InferenceResponse(error=pb_utils.TritonError("negative: %d" % x[0])))
+                sender.send(flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
+                continue
+            t = threading.Thread(target=self.repeat, args=(x, sender))
+            t.start()
+            self.threads.append(t)
+        return None
+
+    def repeat(self, x, sender):
+        for i, v in enumerate(x):
+            sender.send(pb_utils.InferenceResponse([
+                pb_utils.Tensor("OUT", np.array([v], dtype=np.int32)),
+                pb_utils.Tensor("IDX", np.array([i], dtype=np.uint32)),
+            ]))
+        sender.send(flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
+
+    def finalize(self):
+        for t in self.threads:
+            t.join()
+"#;
+
+const REPEAT_CONFIG: &str = r#"
+name: "repeat"
+backend: "python"
+max_batch_size: 0
+model_transaction_policy { decoupled: true }
+input [ { name: "IN" data_type: TYPE_INT32 dims: [ -1 ] } ]
+output [
+  { name: "OUT" data_type: TYPE_INT32 dims: [ 1 ] },
+  { name: "IDX" data_type: TYPE_UINT32 dims: [ 1 ] }
+]
+"#;
+
 fn one_in_one_out(name: &str, extra: &str) -> String {
     format!(
         "name: \"{name}\"\nbackend: \"python\"\nmax_batch_size: 0\n{extra}\ninput [ {{ name: \"x\" data_type: TYPE_FP32 dims: [ -1 ] }} ]\noutput [ {{ name: \"y\" data_type: TYPE_FP32 dims: [ -1 ] }} ]\n"
@@ -210,6 +264,7 @@ fn repository(marker: &Path) -> tempfile::TempDir {
     model("auto", "name: \"auto\"\nbackend: \"python\"\n", AUTO);
     model("fails", &one_in_one_out("fails", ""), FAILS);
     model("bls", BLS_CONFIG, BLS);
+    model("repeat", REPEAT_CONFIG, REPEAT);
     common::write(d, "mul/1/model.onnx", &common::binary_op("Mul"));
     model(
         "fragile",
@@ -556,4 +611,153 @@ async fn burst(http: &reqwest::Client, server: &Running) -> i64 {
         }
     }
     most
+}
+
+fn repeat_request(id: &str, values: &[i32], empty_final: bool) -> pb::ModelInferRequest {
+    let mut parameters = std::collections::BTreeMap::new();
+    if empty_final {
+        parameters.insert(
+            "triton_enable_empty_final_response".to_owned(),
+            pb::InferParameter {
+                parameter_choice: Some(pb::infer_parameter::ParameterChoice::BoolParam(true)),
+            },
+        );
+    }
+    pb::ModelInferRequest {
+        model_name: "repeat".into(),
+        id: id.into(),
+        parameters,
+        inputs: vec![pb::model_infer_request::InferInputTensor {
+            name: "IN".into(),
+            datatype: "INT32".into(),
+            shape: vec![values.len() as i64],
+            ..Default::default()
+        }],
+        raw_input_contents: vec![
+            values
+                .iter()
+                .flat_map(|v| v.to_le_bytes())
+                .collect::<Vec<u8>>()
+                .into(),
+        ],
+        ..Default::default()
+    }
+}
+
+/// One streamed response of `repeat`: its `OUT` and `IDX` (none in an
+/// empty response), and whether it is final.
+type Streamed = (Option<(i32, u32)>, bool);
+
+fn is_final(r: &pb::ModelInferResponse) -> bool {
+    match r
+        .parameters
+        .get("triton_final_response")
+        .and_then(|p| p.parameter_choice.as_ref())
+    {
+        Some(pb::infer_parameter::ParameterChoice::BoolParam(b)) => *b,
+        other => panic!("no triton_final_response in {r:?}: {other:?}"),
+    }
+}
+
+/// A decoupled model answers a stream request with as many responses as it
+/// sends, as it sends them, marked final or not; an error response goes
+/// in-band and the stream goes on; the empty final response comes when
+/// asked for. Unary requests are refused with Triton's texts, and
+/// tritonclient's stream reads the same responses.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn decoupled_models_stream_their_responses() {
+    let marker_dir = tempfile::tempdir().unwrap();
+    let repo = repository(&marker_dir.path().join("finalized"));
+    let server = serve(repo.path()).await;
+    let mut client = common::oip(&server).await;
+    let requests = vec![
+        repeat_request("a", &[5, 6, 7], true),
+        repeat_request("b", &[-3], false),
+        repeat_request("c", &[], true),
+        repeat_request("d", &[9, 8], false),
+    ];
+    let mut answers = client
+        .model_stream_infer(futures_util::stream::iter(requests))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut by_id: std::collections::BTreeMap<String, Vec<Streamed>> = Default::default();
+    let mut errors = Vec::new();
+    while let Some(a) = tokio::time::timeout(Duration::from_secs(60), answers.message())
+        .await
+        .expect("the stream answers")
+        .unwrap()
+    {
+        let r = a.infer_response.unwrap();
+        if !a.error_message.is_empty() {
+            errors.push((r.id, a.error_message));
+            continue;
+        }
+        let value = (!r.raw_output_contents.is_empty()).then(|| {
+            let at = |name: &str| r.outputs.iter().position(|o| o.name == name).unwrap();
+            let out = i32::from_le_bytes(r.raw_output_contents[at("OUT")][..4].try_into().unwrap());
+            let idx = u32::from_le_bytes(r.raw_output_contents[at("IDX")][..4].try_into().unwrap());
+            (out, idx)
+        });
+        by_id
+            .entry(r.id.clone())
+            .or_default()
+            .push((value, is_final(&r)));
+    }
+    assert_eq!(
+        by_id["a"],
+        vec![
+            (Some((5, 0)), false),
+            (Some((6, 1)), false),
+            (Some((7, 2)), false),
+            (None, true)
+        ],
+        "one response per value, then the empty final one asked for"
+    );
+    assert_eq!(
+        by_id["c"],
+        vec![(None, true)],
+        "no values: the final response alone"
+    );
+    assert_eq!(
+        by_id["d"],
+        vec![(Some((9, 0)), false), (Some((8, 1)), false)],
+        "no empty final response unless asked for"
+    );
+    assert!(!by_id.contains_key("b"));
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert_eq!(errors[0].0, "b");
+    assert!(errors[0].1.contains("negative: -3"), "{errors:?}");
+
+    // Unary requests: Triton's refusals.
+    let e = client
+        .model_infer(repeat_request("u", &[1], false))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::Unimplemented);
+    assert_eq!(
+        e.message(),
+        "ModelInfer RPC doesn't support models with decoupled transaction policy"
+    );
+    let (status, v) = infer(
+        &common::http(),
+        &server,
+        "repeat",
+        json!({"inputs": [{"name": "IN", "datatype": "INT32", "shape": [1], "data": [1]}]}),
+    )
+    .await;
+    assert_eq!(status, 501, "{v}");
+    assert_eq!(
+        v["error"],
+        "HTTP end point doesn't support models with decoupled transaction policy"
+    );
+
+    // NVIDIA's tritonclient reads the same stream.
+    common::run_compat(
+        "decoupled_stream.py",
+        vec![server.grpc_address.to_string()],
+        "decoupled stream agrees",
+    )
+    .await;
+    server.shutdown().await;
 }

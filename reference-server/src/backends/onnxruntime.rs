@@ -94,6 +94,7 @@ impl Backend for OnnxRuntime {
         let io = ModelIo {
             inputs: inputs.into_iter().map(|(s, _)| s).collect(),
             outputs: outputs.into_iter().map(|(s, _)| s).collect(),
+            decoupled: false,
         };
         Ok((Box::new(instance), io))
     }

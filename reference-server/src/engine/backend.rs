@@ -15,7 +15,7 @@ use serving_proto::Tensor;
 
 use super::config::ModelSpec;
 use super::model::TensorSpec;
-use super::scheduler::RequestInfo;
+use super::scheduler::{Partial, PartialSender, RequestInfo};
 use crate::runtime::device::Device;
 
 /// What runs models: loads them, one instance per replica.
@@ -73,6 +73,30 @@ pub struct ModelIo {
     pub inputs: Vec<TensorSpec>,
     /// Outputs.
     pub outputs: Vec<TensorSpec>,
+    /// Whether it answers each job with any number of responses, sent
+    /// through [`Batch::responses`] as they come (Triton's decoupled
+    /// models); its runs then return no outputs.
+    pub decoupled: bool,
+}
+
+/// Where the jobs of a batch send their responses, for a model that
+/// answers several times.
+#[derive(Clone, Copy, Debug)]
+pub struct Responses<'a> {
+    pub(crate) senders: &'a [Option<PartialSender>],
+}
+
+impl Responses<'_> {
+    /// Hands job `job` (its index in the batch) a response, waiting while
+    /// its client has not read the ones before; false when nobody waits
+    /// for it any more (the client went away) or it takes none. Blocking:
+    /// called from the replica's thread.
+    pub fn send(&self, job: usize, partial: Partial) -> bool {
+        match self.senders.get(job) {
+            Some(Some(tx)) => tx.blocking_send(partial).is_ok(),
+            _ => false,
+        }
+    }
 }
 
 /// One batch for an instance.
@@ -88,6 +112,9 @@ pub struct Batch<'a> {
     /// What the client said about each job's request, in the order of
     /// `jobs` (`None` where it said nothing).
     pub requests: &'a [Option<Arc<RequestInfo>>],
+    /// Where a model that answers a job several times (decoupled) sends
+    /// its responses.
+    pub responses: Responses<'a>,
     /// The earliest deadline of the batch's jobs: a backend that can hang
     /// gives up at it.
     pub deadline: Option<Instant>,

@@ -82,6 +82,12 @@ pub enum EngineError {
     /// Replicas failed (panicked) twice running the job.
     #[error("replicas failed twice running the job")]
     ReplicasFailed,
+    /// The method's model answers a job with any number of responses (a
+    /// decoupled model), and the job gives nowhere to send them.
+    #[error(
+        "the model answers each request with any number of responses, which only a stream carries"
+    )]
+    NeedsStream,
 }
 
 /// What is wrong with one input.

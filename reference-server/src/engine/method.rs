@@ -41,6 +41,10 @@ pub struct MethodInfo {
     /// The most rows one run takes; for a method that is not batched, the
     /// most jobs a replica takes at once (run one after another; default 1).
     pub max_batch_size: usize,
+    /// Whether its model answers a job with any number of responses as it
+    /// sends them (a decoupled model, its only stage): jobs then need
+    /// somewhere to send them ([`crate::engine::JobRequest::partials`]).
+    pub decoupled: bool,
 }
 
 /// One input of a method.
@@ -224,6 +228,12 @@ impl MethodPlan {
             });
         }
         let batched = stages.iter().any(|s| s.batched);
+        let decoupled = stages.iter().any(|s| models[s.model].decoupled);
+        if decoupled && stages.len() != 1 {
+            return Err(format!(
+                "method '{name}': a decoupled model answers in several responses, so it can only be a method's one stage"
+            ));
+        }
         let unit_of = |stage: &StagePlan, shape: &[i64]| -> Vec<i64> {
             if stage.batched {
                 shape.get(1..).unwrap_or_default().to_vec()
@@ -342,6 +352,7 @@ impl MethodPlan {
                 outputs,
                 batched,
                 max_batch_size,
+                decoupled,
             },
             stages,
         })
@@ -477,6 +488,10 @@ impl MethodPlan {
             for (name, t) in stage.outputs.iter().zip(outputs) {
                 values.insert(name, t);
             }
+        }
+        // A decoupled model has sent its responses itself.
+        if self.info.decoupled {
+            return Ok(Vec::new());
         }
         self.info
             .outputs

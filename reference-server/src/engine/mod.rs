@@ -45,5 +45,7 @@ pub use backend::{Backend, Backends, LoadError, ModelInstance, RunError};
 pub use error::{EngineError, InputProblem};
 pub use method::{DYNAMIC_BATCH, InputInfo, MethodInfo, OutputInfo};
 pub use model::{ModelInfo, TensorSpec};
-pub use scheduler::{DEFAULT_INLINE_MAX, JobRequest, JobResult, RequestInfo};
+pub use scheduler::{
+    DEFAULT_INLINE_MAX, JobRequest, JobResult, Partial, PartialSender, RequestInfo,
+};
 pub use servable::{DEFAULT_QUEUE_LIMIT, LoadOptions, ServableVersion};

@@ -46,6 +46,9 @@ pub struct ModelInfo {
     pub inputs: Vec<TensorSpec>,
     /// Outputs in model order.
     pub outputs: Vec<TensorSpec>,
+    /// Whether it answers a job with any number of responses, as it sends
+    /// them (Triton's decoupled models), rather than once.
+    pub decoupled: bool,
 }
 
 impl ModelInfo {

@@ -54,6 +54,8 @@ pub(crate) struct Job {
     pub(crate) alone: bool,
     /// What the client said about its request.
     pub(crate) info: Option<Arc<super::scheduler::RequestInfo>>,
+    /// Where its responses go, when its model answers several times.
+    pub(crate) partials: Option<super::scheduler::PartialSender>,
     pub(crate) reply: oneshot::Sender<Result<Vec<serving_proto::Tensor>, EngineError>>,
     /// Held until the job is answered: the request's place in the limit.
     pub(crate) _admission: Arc<Admission>,
@@ -249,6 +251,7 @@ mod tests {
             attempts: 0,
             alone: true,
             info: None,
+            partials: None,
             reply,
             _admission: Arc::new(Admission(Arc::new(AtomicUsize::new(1)))),
         }

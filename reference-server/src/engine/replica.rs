@@ -6,10 +6,11 @@ use std::time::{Duration, Instant};
 
 use serving_proto::Tensor;
 
+use super::backend::Responses;
 use super::backend::{Backends, Batch, IoTimes, LoadError, ModelInstance, ModelLoad, RunError};
 use super::config::ServableSpec;
 use super::model::ModelInfo;
-use super::scheduler::RequestInfo;
+use super::scheduler::{PartialSender, RequestInfo};
 use crate::runtime::device::Device;
 
 /// Instances of a servable version's models on one device.
@@ -64,6 +65,7 @@ impl Replica {
                 spec: model.clone(),
                 inputs: io.inputs,
                 outputs: io.outputs,
+                decoupled: io.decoupled,
             });
             instances.push(instance);
         }
@@ -85,6 +87,9 @@ pub struct Runner<'a> {
     /// What the client said about each job's request (see
     /// [`Batch::requests`]).
     pub infos: Vec<Option<Arc<RequestInfo>>>,
+    /// Where each job's responses go, for a model that answers several
+    /// times (see [`Batch::responses`]).
+    pub partials: Vec<Option<PartialSender>>,
     /// Time spent making the backends' inputs from the tensors (Triton's
     /// `compute_input`), over the runs so far.
     pub input_time: Duration,
@@ -103,6 +108,7 @@ impl<'a> Runner<'a> {
             jobs: vec![1],
             deadline: None,
             infos: vec![None],
+            partials: vec![None],
             input_time: Duration::ZERO,
             output_time: Duration::ZERO,
         }
@@ -121,6 +127,9 @@ impl<'a> Runner<'a> {
             inputs,
             jobs: &self.jobs,
             requests: &self.infos,
+            responses: Responses {
+                senders: &self.partials,
+            },
             deadline: self.deadline,
         };
         let out = self.replica.instances[index].run(&batch, &mut times);

@@ -66,7 +66,26 @@ pub struct JobRequest {
     pub queue_timeout: Option<Duration>,
     /// What the client said about its request, for backends that read it.
     pub info: Option<Arc<RequestInfo>>,
+    /// Where the responses of a method that answers a job several times
+    /// (a decoupled model) go, as the model sends them; the job's own
+    /// answer then holds no outputs and says that the model is done.
+    pub partials: Option<PartialSender>,
 }
+
+/// One of the responses of a job that a model answers several times
+/// (Triton's decoupled models).
+#[derive(Debug)]
+pub struct Partial {
+    /// The response's outputs by name (none: a response that only says it
+    /// is the last), or the model's error for it.
+    pub outputs: Result<NamedTensors, String>,
+    /// Whether the model said it is the job's last.
+    pub last: bool,
+}
+
+/// Where a job's [`Partial`] responses go. Bounded: a model that answers
+/// faster than its client reads waits for it.
+pub type PartialSender = tokio::sync::mpsc::Sender<Partial>;
 
 /// What a client said about its request, for the backends that hand it to
 /// models (a Python model's `request_id()` and `parameters()`); the engine
@@ -392,7 +411,10 @@ impl Scheduler {
         // As `Queue::next`: the head of such a method waits for others.
         let waits_for_rows =
             plan.info.max_batch_size > 1 && shared.rules.join && !shared.rules.max_delay.is_zero();
+        // A job answered several times sends from the replica's thread,
+        // which must not be the caller's.
         if shared.faults.engaged()
+            || job.partials.is_some()
             || waits_for_rows
             || shared.outstanding.load(Ordering::SeqCst) != 1
             || job.deadline.is_some_and(|d| d <= now)
@@ -431,6 +453,9 @@ impl Scheduler {
         let checked: Vec<_> = jobs
             .into_iter()
             .map(|req| {
+                if plan.info.decoupled && req.partials.is_none() {
+                    return Err(EngineError::NeedsStream);
+                }
                 let level = self.level(req.priority)?;
                 Ok((
                     req.deadline,
@@ -438,6 +463,7 @@ impl Scheduler {
                     level,
                     plan.check(req.inputs)?,
                     req.info,
+                    req.partials,
                 ))
             })
             .collect();
@@ -462,7 +488,7 @@ impl Scheduler {
             let mut jobs: Vec<Job> = Vec::new();
             for (k, c) in checked.into_iter().enumerate() {
                 answers.push(None);
-                let (deadline, timeout, level, checked, info) = match c {
+                let (deadline, timeout, level, checked, info, partials) = match c {
                     Ok(c) => c,
                     Err(e) => {
                         answers[k] = Some(Err(e));
@@ -495,6 +521,7 @@ impl Scheduler {
                     attempts: 0,
                     alone: false,
                     info,
+                    partials,
                     reply: tx,
                     _admission: admission.clone(),
                 });
@@ -979,6 +1006,7 @@ fn run(
         for job in batch {
             runner.deadline = job.deadline;
             runner.infos = vec![job.info.clone()];
+            runner.partials = vec![job.partials.clone()];
             each.push(match plan.run(&mut runner, job.inputs.clone(), 1) {
                 Ok(out) => Ok(out),
                 Err(RunError::Failed(e)) => Err(e),
@@ -1005,6 +1033,7 @@ fn run(
     let t1 = Instant::now();
     runner.jobs = batch.iter().map(|j| j.rows).collect();
     runner.infos = batch.iter().map(|j| j.info.clone()).collect();
+    runner.partials = batch.iter().map(|j| j.partials.clone()).collect();
     let outputs = plan.run(&mut runner, inputs, rows)?;
     let t2 = Instant::now();
     let (model_input, model_infer, model_output) = split(&runner, t2 - t1);

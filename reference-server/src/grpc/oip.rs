@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use futures_util::future::Either;
-use futures_util::stream::{FuturesOrdered, Stream, StreamExt};
+use futures_util::stream::{BoxStream, FuturesOrdered, SelectAll, Stream, StreamExt};
 use serving_proto::oip::grpc::{self as codec, Contents};
 use serving_proto::pb::inference::{
     self as pb, grpc_inference_service_server::GrpcInferenceService,
@@ -51,6 +51,9 @@ impl OipGrpc {
         let state = &self.state;
         // An unknown model is NOT_FOUND whatever the tensors hold.
         oip::resolve(state, &msg.model_name, &msg.model_version).map_err(status)?;
+        if oip::is_decoupled(state, &msg.model_name, &msg.model_version) {
+            return Err(Status::unimplemented(DECOUPLED_UNARY));
+        }
         let req = codec::decode_request_with(msg, &mut |_, p| state.shared_memory.input(p))
             .map_err(|e| status(e.into()))?;
         let resp = oip::infer(state, req, deadline).await.map_err(status)?;
@@ -79,6 +82,91 @@ impl OipGrpc {
             .record(Front::OipGrpc, &model, class, started.elapsed());
         result
     }
+    /// The responses of one request to a decoupled model, as the model
+    /// sends them, then nothing: each marked last or not, the empty last
+    /// one only when the request asked for it
+    /// (`triton_enable_empty_final_response`). What the request held is
+    /// given back when its last response is handed on.
+    fn decoupled(
+        &self,
+        msg: pb::ModelInferRequest,
+        deadline: Option<Instant>,
+        held: Held,
+    ) -> BoxStream<'static, StreamAnswer> {
+        let state = self.state.clone();
+        let (id, model, version) = (
+            msg.id.clone(),
+            msg.model_name.clone(),
+            msg.model_version.clone(),
+        );
+        let empty_final = matches!(
+            msg.parameters
+                .get(EMPTY_FINAL)
+                .and_then(|p| p.parameter_choice.as_ref()),
+            Some(pb::infer_parameter::ParameterChoice::BoolParam(true))
+        );
+        let started = Instant::now();
+        let decoded = codec::decode_request_with(msg, &mut |_, p| state.shared_memory.input(p))
+            .map_err(|e| status(e.into()))
+            .and_then(|req| oip::infer_decoupled(state.clone(), req, deadline).map_err(status));
+        let rx = match decoded {
+            Ok(rx) => rx,
+            Err(e) => {
+                state.record(
+                    Front::OipGrpc,
+                    &model,
+                    Class::of_grpc(e.code()),
+                    started.elapsed(),
+                );
+                return futures_util::stream::once(std::future::ready(Err((
+                    e, id, model, version,
+                ))))
+                .boxed();
+            }
+        };
+        let max = state.max_msg_bytes;
+        futures_util::stream::unfold(Some((rx, held, state)), move |s| {
+            let (id, model, version) = (id.clone(), model.clone(), version.clone());
+            async move {
+                let (mut rx, held, state) = s?;
+                let Some(item) = rx.recv().await else {
+                    // The request's task went away (the server stops):
+                    // nothing more comes.
+                    drop(held);
+                    return None;
+                };
+                let answer = item.map_err(status).and_then(|r| {
+                    let reply = codec::encode_response(&r.response, Contents::Raw)
+                        .map_err(|e| status(e.into()))?;
+                    check_reply_size(&reply, max)?;
+                    Ok((reply, r.last, r.response.outputs.is_empty()))
+                });
+                match answer {
+                    Ok((reply, last, empty)) => {
+                        if last {
+                            state.record(Front::OipGrpc, &model, Class::Ok, started.elapsed());
+                        }
+                        if last && empty && !empty_final {
+                            drop(held);
+                            return None;
+                        }
+                        let next = (!last).then_some((rx, held, state));
+                        Some((Ok(marked(reply, last)), next))
+                    }
+                    Err(e) => {
+                        // A response with the model's error: the request
+                        // goes on, as in Triton; a failure of the whole
+                        // request ends it.
+                        let ends = rx.is_closed() && rx.is_empty();
+                        let next = (!ends).then_some((rx, held, state));
+                        Some((Err((e, id, model, version)), next))
+                    }
+                }
+            }
+        })
+        .boxed()
+    }
+
     /// Answers a stream of requests: each is an ordinary job, batched with
     /// every other client's, prioritised, refused when its deadline passes.
     /// Up to [`STREAM_IN_FLIGHT`] run at once; answers come in request
@@ -101,14 +189,22 @@ impl OipGrpc {
         let this = self.clone();
         tokio::spawn(async move {
             let mut running = FuturesOrdered::new();
+            // Requests to decoupled models: their responses come as the
+            // models send them, between the others' answers.
+            let mut streams: SelectAll<BoxStream<'static, StreamAnswer>> = SelectAll::new();
             let mut input_done = false;
             loop {
-                if input_done && running.is_empty() {
+                if input_done && running.is_empty() && streams.is_empty() {
                     return;
                 }
                 tokio::select! {
-                    msg = incoming.next(), if !input_done && running.len() < STREAM_IN_FLIGHT => {
+                    msg = incoming.next(), if !input_done && running.len() + streams.len() < STREAM_IN_FLIGHT => {
                         match msg {
+                            Some(Ok(StreamRequest::Run(m, held)))
+                                if oip::is_decoupled(&this.state, &m.model_name, &m.model_version) =>
+                            {
+                                streams.push(this.decoupled(m, deadline, held));
+                            }
                             Some(Ok(StreamRequest::Run(m, held))) => {
                                 let this = this.clone();
                                 let (id, model, version) =
@@ -156,6 +252,22 @@ impl OipGrpc {
                             return;
                         }
                     }
+                    answer = streams.next(), if !streams.is_empty() => {
+                        // None: the last stream ended as it was polled.
+                        let Some(answer) = answer else { continue };
+                        let item = match answer {
+                            Ok(resp) => Ok(pb::ModelStreamInferResponse {
+                                error_message: String::new(),
+                                infer_response: Some(resp),
+                            }),
+                            Err((e, ..)) if status_errors => Err(e),
+                            Err((e, id, model, version)) => Ok(in_band(&e, id, model, version)),
+                        };
+                        let ends = item.is_err();
+                        if tx.send(item).await.is_err() || ends {
+                            return;
+                        }
+                    }
                     () = tx.closed() => return,
                 }
             }
@@ -194,15 +306,32 @@ pub(crate) type AnswerStream =
 const FINAL_RESPONSE: &str = "triton_final_response";
 
 /// A streamed response, marked as its request's last, as Triton marks it.
-fn final_response(mut resp: pb::ModelInferResponse) -> pb::ModelInferResponse {
+fn final_response(resp: pb::ModelInferResponse) -> pb::ModelInferResponse {
+    marked(resp, true)
+}
+
+/// A streamed response marked as its request's last or not.
+fn marked(mut resp: pb::ModelInferResponse, last: bool) -> pb::ModelInferResponse {
     resp.parameters.insert(
         FINAL_RESPONSE.to_owned(),
         pb::InferParameter {
-            parameter_choice: Some(pb::infer_parameter::ParameterChoice::BoolParam(true)),
+            parameter_choice: Some(pb::infer_parameter::ParameterChoice::BoolParam(last)),
         },
     );
     resp
 }
+
+/// The request parameter with which a client of a decoupled model asks
+/// for an empty response when the model's last carried nothing.
+const EMPTY_FINAL: &str = "triton_enable_empty_final_response";
+
+/// Triton's refusal of a unary request to a decoupled model (UNIMPLEMENTED).
+pub(crate) const DECOUPLED_UNARY: &str =
+    "ModelInfer RPC doesn't support models with decoupled transaction policy";
+
+/// A streamed answer: the response, or the error with its request's id,
+/// model and version.
+type StreamAnswer = Result<pb::ModelInferResponse, (Status, String, String, String)>;
 
 /// An in-band stream error: the text, and the request's id (as Triton
 /// 2.51 sends it) with its model and version (which Triton leaves out), so

@@ -144,6 +144,15 @@ fn intra_op_threads(config: &ModelConfig) -> Result<Option<usize>, String> {
 /// meaning here, and every number against its bound
 /// (`crate::engine::config::MAX_*`).
 pub fn check(config: &ModelConfig, directory: &str) -> Result<(), String> {
+    let decoupled = config
+        .model_transaction_policy
+        .as_ref()
+        .is_some_and(|p| p.decoupled);
+    if decoupled && config.backend != PYTHON_BACKEND {
+        return Err(format!(
+            "model_transaction_policy {{ decoupled: true }}: only Python models (backend \"{PYTHON_BACKEND}\") send their responses themselves; an ONNX model answers each request once"
+        ));
+    }
     if !config.name.is_empty() && config.name != directory {
         return Err(format!(
             "name \"{}\" does not match the model directory '{directory}'",

@@ -212,6 +212,12 @@ async fn infer_inner(
         .transpose()?;
     // The body and what decoding it builds stay charged until the request
     // is answered.
+    // Triton's refusal (501): a decoupled model's responses need a stream.
+    if oip::is_decoupled(state, &model, &version) {
+        return Err(ServeError::Unsupported(
+            "HTTP end point doesn't support models with decoupled transaction policy".into(),
+        ));
+    }
     let charge = memory::charge_body(state, bytes.len())?;
     let (mut req, _charge) = if header_len == Some(0) {
         (

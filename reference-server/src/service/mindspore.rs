@@ -103,6 +103,17 @@ fn error(e: &EngineError, t: &Target<'_>) -> (ServableError, Class) {
             (ServableError::queue_full(*limit), Class::Unavailable)
         }
         EngineError::Deadline | EngineError::QueueTimeout => (deadline(), Class::DeadlineExceeded),
+        EngineError::NeedsStream => (
+            ServableError::new(
+                StatusCode::InvalidInputs,
+                format!(
+                    "Request servable({}) method({}) , the model answers each instance with any number of responses (a decoupled model), which Predict cannot carry: use the Open Inference Protocol's ModelStreamInfer",
+                    quote(t.servable),
+                    quote(t.method)
+                ),
+            ),
+            Class::Unimplemented,
+        ),
         EngineError::Runtime(detail) => (
             ServableError::new(
                 StatusCode::SystemError,

@@ -199,6 +199,9 @@ fn error(e: EngineError, model: &str, info: Option<&MethodInfo>) -> ServeError {
         EngineError::ReplicasFailed => ServeError::Internal(format!(
             "Serving Error: runtime error occurred: replicas of model '{model}' failed twice running the request"
         )),
+        EngineError::NeedsStream => ServeError::Unsupported(format!(
+            "model '{model}' is decoupled: it answers a request with any number of responses, which only a stream (ModelStreamInfer) carries"
+        )),
     }
 }
 
@@ -259,29 +262,39 @@ fn request_info(req: &InferRequest) -> Option<Arc<RequestInfo>> {
     })
 }
 
-pub(crate) async fn infer(
+/// A request checked and made a job: its model, the job, and the outputs
+/// to write to shared memory.
+struct Prepared {
+    model: Model,
+    job: JobRequest,
+    placements: std::collections::BTreeMap<String, shared_memory::Placement>,
+}
+
+/// Checks a request against the server and its model and makes it a job
+/// (its inputs taken out of `req`).
+fn prepare(
     state: &State,
-    req: InferRequest,
+    req: &mut InferRequest,
     deadline: Option<Instant>,
-) -> Result<InferResponse, ServeError> {
+) -> Result<Prepared, ServeError> {
     if !state.is_ready() {
         return Err(ServeError::Unavailable("the server is not ready".into()));
     }
     let model = resolve(state, &req.model_name, &req.model_version)?;
-    let info = model.servable.method(&model.method).ok_or_else(|| {
-        error(
+    if model.servable.method(&model.method).is_none() {
+        return Err(error(
             EngineError::NoMethod(model.method.clone()),
             &req.model_name,
             None,
-        )
-    })?;
+        ));
+    }
     let priority = uint_parameter(&req.parameters, "priority")?.unwrap_or(0);
     let queue_timeout = uint_parameter(&req.parameters, "timeout")?
         .filter(|&us| us > 0)
         .map(Duration::from_micros);
-    let request = request_info(&req);
+    let request = request_info(req);
     let mut inputs = NamedTensors::new();
-    for input in req.inputs {
+    for input in std::mem::take(&mut req.inputs) {
         if inputs.insert(input.name.clone(), input.tensor).is_some() {
             return Err(ServeError::InvalidArgument(format!(
                 "input '{}' is given more than once",
@@ -310,7 +323,7 @@ pub(crate) async fn infer(
                     super::shared_memory::DISABLED.into(),
                 ));
             }
-            placements.insert(output.name.as_str(), p);
+            placements.insert(output.name.clone(), p);
         }
     }
     let job = JobRequest {
@@ -319,7 +332,44 @@ pub(crate) async fn infer(
         deadline,
         priority,
         queue_timeout,
+        partials: None,
     };
+    Ok(Prepared {
+        model,
+        job,
+        placements,
+    })
+}
+
+/// Whether model `name` at `version` answers a request with any number of
+/// responses (a decoupled model), which only a stream can carry; false
+/// for a model that is not there (its request fails on its own).
+pub(crate) fn is_decoupled(state: &State, name: &str, version: &str) -> bool {
+    resolve(state, name, version).is_ok_and(|m| {
+        m.servable
+            .method(&m.method)
+            .is_some_and(|info| info.decoupled)
+    })
+}
+
+/// Runs one request of a model that answers once.
+pub(crate) async fn infer(
+    state: &State,
+    mut req: InferRequest,
+    deadline: Option<Instant>,
+) -> Result<InferResponse, ServeError> {
+    let Prepared {
+        model,
+        job,
+        mut placements,
+    } = prepare(state, &mut req, deadline)?;
+    let info = model.servable.method(&model.method).expect("prepared");
+    if info.decoupled {
+        return Err(ServeError::Unsupported(format!(
+            "model '{}' is decoupled: it answers a request with any number of responses, which only a stream (ModelStreamInfer) carries",
+            quote(&req.model_name)
+        )));
+    }
     let outputs = model
         .servable
         .submit(&model.method, vec![job])
@@ -402,6 +452,121 @@ pub(crate) async fn infer(
         parameters: Default::default(),
         outputs: named,
     })
+}
+
+/// One response of a decoupled model's request, or its failure.
+pub(crate) type Streamed = Result<StreamedResponse, ServeError>;
+
+/// One response of a decoupled model's request.
+#[derive(Debug)]
+pub(crate) struct StreamedResponse {
+    /// The response (no outputs: one that only says it is the last).
+    pub(crate) response: InferResponse,
+    /// Whether it is the request's last.
+    pub(crate) last: bool,
+}
+
+/// A decoupled model's response as its client gets it: the response made
+/// by `respond` from its outputs, or its error (bounded: it is the
+/// model's text).
+fn streamed(
+    respond: &impl Fn(NamedTensors) -> InferResponse,
+    p: crate::engine::Partial,
+) -> Streamed {
+    match p.outputs {
+        Ok(outputs) => Ok(StreamedResponse {
+            response: respond(outputs),
+            last: p.last,
+        }),
+        Err(text) => Err(ServeError::Internal(
+            serving_proto::text::bounded(&text).into_owned(),
+        )),
+    }
+}
+
+/// How many responses of one decoupled request wait for its client before
+/// the model waits.
+const STREAMED_AHEAD: usize = 4;
+
+/// Runs one request of a decoupled model: its responses, as the model
+/// sends them, each marked last or not; the request's last response is
+/// always marked (an empty one when the model's last carried nothing).
+/// A failure of the whole request (refused, the model failed) ends it;
+/// a response with the model's error does not.
+pub(crate) fn infer_decoupled(
+    state: Arc<State>,
+    mut req: InferRequest,
+    deadline: Option<Instant>,
+) -> Result<tokio::sync::mpsc::Receiver<Streamed>, ServeError> {
+    let Prepared {
+        model,
+        mut job,
+        placements,
+    } = prepare(&state, &mut req, deadline)?;
+    if !placements.is_empty() {
+        return Err(ServeError::InvalidArgument(format!(
+            "model '{}' is decoupled: its outputs cannot go to shared memory",
+            quote(&req.model_name)
+        )));
+    }
+    let (partial_tx, mut partials) = tokio::sync::mpsc::channel(STREAMED_AHEAD);
+    job.partials = Some(partial_tx);
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    let version = model.servable.version.to_string();
+    let wanted: Vec<String> = req.outputs.iter().map(|o| o.name.clone()).collect();
+    let respond = move |outputs: NamedTensors| InferResponse {
+        model_name: req.model_name.clone(),
+        model_version: version.clone(),
+        id: req.id.clone(),
+        parameters: Default::default(),
+        outputs: outputs
+            .into_iter()
+            .filter(|(n, _)| wanted.is_empty() || wanted.contains(n))
+            .map(|(n, t)| NamedTensor::new(n, as_oip(t)))
+            .collect(),
+    };
+    tokio::spawn(async move {
+        let name = respond(NamedTensors::new()).model_name;
+        let servable = model.servable.clone();
+        let submit = servable.submit(&model.method, vec![job]);
+        tokio::pin!(submit);
+        let mut last_sent = false;
+        loop {
+            tokio::select! {
+                Some(p) = partials.recv() => {
+                    last_sent |= p.last;
+                    if tx.send(streamed(&respond, p)).await.is_err() {
+                        return;
+                    }
+                }
+                result = &mut submit => {
+                    let info = servable.method(&model.method);
+                    let failed = match result {
+                        Ok(mut answers) => answers.pop().unwrap_or(Err(EngineError::Unavailable)).err(),
+                        Err(e) => Some(e),
+                    };
+                    if let Some(e) = failed {
+                        let _ = tx.send(Err(error(e, &name, info))).await;
+                        return;
+                    }
+                    // Every response was sent before the job's answer.
+                    while let Ok(p) = partials.try_recv() {
+                        last_sent |= p.last;
+                        if tx.send(streamed(&respond, p)).await.is_err() {
+                            return;
+                        }
+                    }
+                    if !last_sent {
+                        let _ = tx
+                            .send(Ok(StreamedResponse { response: respond(NamedTensors::new()), last: true }))
+                            .await;
+                    }
+                    return;
+                }
+            }
+        }
+    });
+    Ok(rx)
 }
 
 /// `Inference-Header-Content-Length: 0`: the body is the data of the

@@ -11,6 +11,7 @@ use serving_proto::{DataType, Tensor, TensorData};
 use super::process::Process;
 use crate::engine::backend::{Batch, IoTimes, ModelInstance, RunError};
 use crate::engine::model::TensorSpec;
+use crate::engine::scheduler::Partial;
 
 /// Offsets in the region are multiples of this (numpy views of any type
 /// are aligned).
@@ -27,6 +28,9 @@ pub(crate) struct PythonInstance {
     pub(crate) inputs: Vec<TensorSpec>,
     pub(crate) outputs: Vec<TensorSpec>,
     pub(crate) batched: bool,
+    /// Whether it answers a request any number of times (its responses are
+    /// handed on as they come; a run returns no outputs).
+    pub(crate) decoupled: bool,
 }
 
 impl std::fmt::Debug for PythonInstance {
@@ -188,11 +192,27 @@ impl ModelInstance for PythonInstance {
         drop(requests);
         let ran = Instant::now();
         times.input += ran - started;
-        let reply = process.call(
-            &json!({"op": "execute", "requests": described}),
-            batch.deadline,
-            self.bls.get(),
-        )?;
+        let execute = json!({"op": "execute", "requests": described});
+        if self.decoupled {
+            let specs = &self.outputs;
+            let batched = self.batched;
+            let mut respond = |r: &Value, region: &[u8]| {
+                let request = r.get("request").and_then(Value::as_u64).unwrap_or(0) as usize;
+                let job = if batched { request } else { 0 };
+                let outputs = match r.get("error").and_then(Value::as_str) {
+                    Some(e) => Err(e.to_owned()),
+                    None => response_tensors(r, region, specs),
+                };
+                let last = r.get("final").and_then(Value::as_bool) == Some(true);
+                batch.responses.send(job, Partial { outputs, last });
+            };
+            process.call_with(&execute, batch.deadline, self.bls.get(), Some(&mut respond))?;
+            if let Some(p) = self.process.as_mut() {
+                p.shrink(super::KEEP_REGION, super::FIRST_REGION);
+            }
+            return Ok(Vec::new());
+        }
+        let reply = process.call(&execute, batch.deadline, self.bls.get())?;
         let taking = Instant::now();
         let out = self.outputs(reply, &jobs);
         times.output += taking.elapsed();
@@ -320,6 +340,58 @@ impl PythonInstance {
             })
             .collect()
     }
+}
+
+/// The outputs of one response of a decoupled model, by name, copied out
+/// of the region; checked against the configuration where it names them.
+fn response_tensors(
+    r: &Value,
+    region: &[u8],
+    specs: &[TensorSpec],
+) -> Result<serving_proto::NamedTensors, String> {
+    let mut named = serving_proto::NamedTensors::new();
+    for o in r
+        .get("outputs")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let name = o.get("name").and_then(Value::as_str).unwrap_or("");
+        let got = o.get("datatype").and_then(Value::as_str).unwrap_or("");
+        let quoted = serving_proto::text::quote(name);
+        let dtype = DataType::from_oip_name(got)
+            .ok_or_else(|| format!("output '{quoted}' has the unknown datatype {got}"))?;
+        let spec = specs.iter().find(|s| s.name == name).ok_or_else(|| {
+            format!("the response has output '{quoted}', which the configuration does not declare")
+        })?;
+        if got != wire(spec.dtype) {
+            return Err(format!(
+                "output '{quoted}' is {got} where the configuration says {}",
+                wire(spec.dtype)
+            ));
+        }
+        let shape: Vec<i64> = o
+            .get("shape")
+            .and_then(Value::as_array)
+            .map(|a| a.iter().filter_map(Value::as_i64).collect())
+            .unwrap_or_default();
+        let offset = o.get("offset").and_then(Value::as_u64).unwrap_or(0) as usize;
+        let size = o.get("size").and_then(Value::as_u64).unwrap_or(0) as usize;
+        let bytes = offset
+            .checked_add(size)
+            .and_then(|end| region.get(offset..end))
+            .ok_or_else(|| format!("output '{quoted}' lies outside the shared memory"))?;
+        let made = if dtype.is_variable() {
+            Tensor::from_elements(DataType::Bytes, shape, split_elements(bytes)?)
+        } else {
+            Tensor::from_raw(dtype, shape, Bytes::copy_from_slice(bytes))
+        };
+        named.insert(
+            name.to_owned(),
+            made.map_err(|e| format!("output '{quoted}': {e}"))?,
+        );
+    }
+    Ok(named)
 }
 
 /// BYTES elements in the binary form (a 4-byte little-endian length, then

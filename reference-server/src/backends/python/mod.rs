@@ -277,6 +277,7 @@ impl Python {
         let io = ModelIo {
             inputs: untyped("in", count(option::ARGUMENTS)?),
             outputs: untyped("out", count(option::RESULTS)?),
+            decoupled: false,
         };
         let python = options.get(option::PYTHON).map(String::as_str);
         let mut process = Process::start(
@@ -302,6 +303,7 @@ impl Python {
             inputs: io.inputs.clone(),
             outputs: io.outputs.clone(),
             batched: true,
+            decoupled: false,
         };
         Ok((Box::new(instance), io))
     }
@@ -347,6 +349,10 @@ pub fn model_io(config: &ModelConfig) -> Result<ModelIo, String> {
             .iter()
             .map(|o| spec("output", &o.name, o.data_type, &o.dims))
             .collect::<Result<_, _>>()?,
+        decoupled: config
+            .model_transaction_policy
+            .as_ref()
+            .is_some_and(|p| p.decoupled),
     })
 }
 
@@ -395,6 +401,7 @@ impl Backend for Python {
             "op": "load",
             "model_file": model_file,
             "model_dir": version_dir(&model_file),
+            "decoupled": io.decoupled,
         });
         process
             .call(&load_msg, deadline, None)
@@ -428,6 +435,7 @@ impl Backend for Python {
             inputs: io.inputs.clone(),
             outputs: io.outputs.clone(),
             batched: load.model.batched,
+            decoupled: io.decoupled,
         };
         Ok((Box::new(instance), io))
     }

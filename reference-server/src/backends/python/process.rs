@@ -43,6 +43,10 @@ pub(crate) struct Launch {
     pub(crate) scripts: PathBuf,
 }
 
+/// What takes each response a decoupled model sends during a call: the
+/// message and the region its outputs lie in.
+pub(crate) type Respond<'a> = dyn FnMut(&Value, &[u8]) + 'a;
+
 impl Process {
     /// Starts a worker for `label` (`model/version/instance`, for logs)
     /// with a region of `region_size` bytes mapped.
@@ -141,6 +145,18 @@ impl Process {
         deadline: Option<Instant>,
         bls: Option<&Bls>,
     ) -> Result<Value, RunError> {
+        self.call_with(msg, deadline, bls, None)
+    }
+
+    /// [`Process::call`], handing each response a decoupled model sends on
+    /// the way to `respond`, with the region it lies in.
+    pub(crate) fn call_with(
+        &mut self,
+        msg: &Value,
+        deadline: Option<Instant>,
+        bls: Option<&Bls>,
+        mut respond: Option<&mut Respond<'_>>,
+    ) -> Result<Value, RunError> {
         self.send(msg)?;
         loop {
             let reply = self.receive(deadline)?;
@@ -148,6 +164,18 @@ impl Process {
                 Some("need") => {
                     let bytes = reply.get("bytes").and_then(Value::as_u64).unwrap_or(0) as usize;
                     self.grow(bytes, deadline)?;
+                }
+                Some("response") => {
+                    let answer = match respond.as_mut() {
+                        Some(respond) => {
+                            respond(&reply, self.region.bytes());
+                            json!({"ok": true})
+                        }
+                        None => {
+                            json!({"ok": false, "error": "this model is not decoupled: its responses come back from execute"})
+                        }
+                    };
+                    self.send(&answer)?;
                 }
                 Some("infer") => {
                     let answer = match self.bls(&reply, bls, deadline) {

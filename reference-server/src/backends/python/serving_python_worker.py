@@ -14,7 +14,10 @@ Requests (server to worker), each answered once:
                                             a Python stage of a MindSpore method as the model
   {"op": "auto_complete", "config"}         -> {"config"} the completed configuration
   {"op": "initialize", "args"}              the model's initialize(args)
-  {"op": "execute", "requests"}             -> {"responses"}; may first ask {"op": "need", "bytes"}
+  {"op": "execute", "requests"}             -> {"responses"}; may first ask {"op": "need", "bytes"},
+                                            and, for a decoupled model, hand on each response
+                                            sent by a ResponseSender: {"op": "response", "request",
+                                            "final", "outputs" | "error"}, answered {"ok": true}
   {"op": "finalize"}                        the model's finalize(), then exit
 Every answer is {"ok": true, ...} or {"ok": false, "error": text}.
 """
@@ -23,6 +26,7 @@ import importlib.util
 import json
 import mmap
 import os
+import queue
 import struct
 import sys
 import traceback
@@ -78,6 +82,7 @@ class Worker:
         self.model = None
         self.module = None
         self.free_from = 0
+        self.decoupled = False
 
     # -- the region ----------------------------------------------------------
 
@@ -283,6 +288,49 @@ class Worker:
         self.model = serving_mindspore_stage.Stage(message["servable"], message["method"], message["stage"],
                                                    function, batch_size, tag, inputs, outputs)
 
+    def hand_on(self, sent, count, start):
+        """Hands each response of a decoupled model to the server as the
+        model sends it, until every request's last."""
+        open_ = set(range(count))
+        while open_:
+            n, response, final = sent.get()
+            message = {"op": "response", "request": n, "final": final}
+            if response is not None and response.has_error():
+                e = response.error()
+                message["error"] = e.message() if hasattr(e, "message") else str(e)
+            elif response is not None:
+                described, needed = self.write_outputs([response], start)
+                if described is None:
+                    send({"op": "need", "bytes": needed})
+                    self.await_region()
+                    described, needed = self.write_outputs([response], start)
+                    if described is None:
+                        raise pb_utils.TritonModelException(
+                            f"a response needs {needed} bytes of shared memory; the region holds {self.size}")
+                message["outputs"] = described[0]
+            send(message)
+            reply = receive()
+            if reply is None:
+                raise SystemExit(0)
+            if final:
+                open_.discard(n)
+
+    def collect(self, sent, count):
+        """The one response each request's sender sent (a model that is not
+        decoupled and answers through the senders)."""
+        got = {}
+        while len(got) < count:
+            n, response, final = sent.get()
+            if response is not None:
+                if n in got:
+                    raise pb_utils.TritonModelException(
+                        "a model that is not decoupled sends one response per request")
+                got[n] = response
+            if final and n not in got:
+                raise pb_utils.TritonModelException(
+                    "a model that is not decoupled sends one response per request, before the final flag")
+        return got
+
     def auto_complete(self, config):
         cls = self.module.TritonPythonModel
         if not hasattr(cls, "auto_complete_config"):
@@ -306,7 +354,24 @@ class Worker:
         # BLS requests lay their tensors out after the inputs (or from 0 in
         # a region the server grew meanwhile).
         self.free_from = align(end)
+        sent = queue.Queue()
+        for n, r in enumerate(requests):
+            r._sender = pb_utils.ResponseSender(n, sent)
         responses = self.model.execute(requests)
+        if self.decoupled:
+            # Each response goes to the server as it comes, until every
+            # request's last (the model may send from threads of its own).
+            self.hand_on(sent, len(requests), align(end))
+            return []
+        if responses is None and sent.empty():
+            raise pb_utils.TritonModelException(
+                "execute returned None: a model that is not decoupled returns one InferenceResponse per request "
+                "(or sends each through request.get_response_sender())")
+        if responses is None:
+            # A model that is not decoupled may answer through the senders,
+            # once each.
+            got = self.collect(sent, len(requests))
+            responses = [got[n] for n in range(len(requests))]
         if not isinstance(responses, (list, tuple)) or len(responses) != len(requests):
             got = len(responses) if isinstance(responses, (list, tuple)) else type(responses).__name__
             raise pb_utils.TritonModelException(
@@ -350,6 +415,7 @@ def main():
                 send({"ok": True})
             elif op == "load":
                 worker.load(message["model_file"], message["model_dir"])
+                worker.decoupled = bool(message.get("decoupled"))
                 send({"ok": True})
             elif op == "register":
                 register = worker.servable_config(message["config_file"], message["servable"])

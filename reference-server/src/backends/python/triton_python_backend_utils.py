@@ -242,6 +242,39 @@ TRITONSERVER_REQUEST_FLAG_SEQUENCE_END = 2
 TRITONSERVER_RESPONSE_COMPLETE_FINAL = 1
 
 
+def using_decoupled_model_transaction_policy(model_config):
+    """Whether a model's configuration (the dict of `args["model_config"]`)
+    makes it decoupled."""
+    return bool(model_config.get("model_transaction_policy", {}).get("decoupled", False))
+
+
+class ResponseSender:
+    """Sends a request's responses (`request.get_response_sender()`): any
+    number of them for a decoupled model, one for any other, from any
+    thread, until one is sent with `TRITONSERVER_RESPONSE_COMPLETE_FINAL`.
+    The server hands each on to the client as it comes."""
+
+    def __init__(self, index, queue):
+        self._index = index
+        self._queue = queue
+        self._closed = False
+
+    def send(self, response=None, flags=0):
+        if self._closed:
+            raise TritonModelException("Unable to send response. Response sender has been closed.")
+        if response is not None and not isinstance(response, InferenceResponse):
+            raise TritonModelException(
+                f"send expects an InferenceResponse or None, got {type(response).__name__}")
+        final = bool(flags & TRITONSERVER_RESPONSE_COMPLETE_FINAL)
+        if response is None and not final:
+            raise TritonModelException("send needs a response, or the TRITONSERVER_RESPONSE_COMPLETE_FINAL flag")
+        self._closed = final
+        self._queue.put((self._index, response, final))
+
+    def is_cancelled(self):
+        return False
+
+
 class InferenceRequest:
     """A request: one `execute` receives, or one a model makes of another
     model of the server (BLS): `InferenceRequest(model_name=...,
@@ -292,8 +325,10 @@ class InferenceRequest:
         return self._model_version
 
     def get_response_sender(self):
-        raise TritonModelException(
-            "get_response_sender: decoupled models are not served by this server yet")
+        sender = getattr(self, "_sender", None)
+        if sender is None:
+            raise TritonModelException("get_response_sender: only requests given to execute have a response sender")
+        return sender
 
     def exec(self, decoupled=False):
         """Runs this request on model `model_name` of the server, in the
