@@ -79,10 +79,14 @@ class Worker:
     def __init__(self):
         self.region = None
         self.size = 0
+        self.base = 0
         self.model = None
         self.module = None
         self.free_from = 0
         self.decoupled = False
+        # What the requests' response senders send (one queue for the
+        # worker's life: making one per call costs more than the call).
+        self.sent = queue.Queue()
 
     # -- the region ----------------------------------------------------------
 
@@ -93,6 +97,8 @@ class Worker:
         finally:
             os.close(fd)
         self.size = size
+        # Where the region starts in memory, to tell the arrays in it.
+        self.base = np.frombuffer(self.region, dtype=np.uint8, count=1).ctypes.data if size else 0
 
     def input(self, spec):
         name, datatype, shape = spec["name"], spec["datatype"], spec["shape"]
@@ -242,8 +248,7 @@ class Worker:
         """Where a C-contiguous array lies in the region, None if elsewhere."""
         if self.region is None or array.nbytes == 0 or not array.flags["C_CONTIGUOUS"]:
             return None
-        base = np.frombuffer(self.region, dtype=np.uint8, count=1).ctypes.data
-        at = array.ctypes.data - base
+        at = array.__array_interface__["data"][0] - self.base
         if 0 <= at and at + array.nbytes <= self.size:
             return at
         return None
@@ -354,7 +359,9 @@ class Worker:
         # BLS requests lay their tensors out after the inputs (or from 0 in
         # a region the server grew meanwhile).
         self.free_from = align(end)
-        sent = queue.Queue()
+        sent = self.sent
+        while not sent.empty():
+            sent.get_nowait()
         for n, r in enumerate(requests):
             r._sender = pb_utils.ResponseSender(n, sent)
         responses = self.model.execute(requests)

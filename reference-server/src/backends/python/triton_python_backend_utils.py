@@ -53,15 +53,29 @@ def triton_string_to_numpy(triton_type_string):
     return _TYPE_TO_NUMPY.get(triton_type_string)
 
 
+_NUMPY_TO_OIP = {}
+
+
 def numpy_to_oip(dtype):
     """The protocol datatype of a numpy dtype (`FP32`...), None if none."""
-    dtype = np.dtype(dtype)
-    if dtype.kind in ("O", "S", "U"):
-        return "BYTES"
-    for name, t in _OIP_TO_NUMPY.items():
-        if t is not np.object_ and np.dtype(t) == dtype:
-            return name
-    return None
+    known = _NUMPY_TO_OIP.get(dtype)
+    if known is not None:
+        return known
+    d = np.dtype(dtype)
+    name = None
+    if d.kind in ("O", "S", "U"):
+        name = "BYTES"
+    else:
+        for oip, t in _OIP_TO_NUMPY.items():
+            if t is not np.object_ and np.dtype(t) == d:
+                name = oip
+                break
+    if name is not None:
+        try:
+            _NUMPY_TO_OIP[dtype] = name
+        except TypeError:  # an unhashable dtype-like: not cached
+            pass
+    return name
 
 
 def serialize_byte_tensor(array):
