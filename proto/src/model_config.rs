@@ -308,8 +308,8 @@ parameters { key: "intra_op_thread_count" value: { string_value: "2" } }
     fn errors_name_the_field_and_where_it_is() {
         let e = |t: &str| parse_text(t).unwrap_err().to_string();
         assert_eq!(
-            e("name: \"m\"\n  ensemble_scheduling {}"),
-            "2:3: field 'ensemble_scheduling' not found for message 'inference.ModelConfig'"
+            e("name: \"m\"\n  model_repository_agents {}"),
+            "2:3: field 'model_repository_agents' not found for message 'inference.ModelConfig'"
         );
         assert!(
             e("max_batch_size: \"eight\"").starts_with("1:17: "),

@@ -60,6 +60,24 @@ impl ServeError {
         }
     }
 
+    /// The same error, its text after `context` (an ensemble naming the
+    /// step that failed).
+    pub(crate) fn in_context(self, context: &str) -> ServeError {
+        let with = |m: String| format!("{context}: {m}");
+        match self {
+            ServeError::InvalidArgument(m) => ServeError::InvalidArgument(with(m)),
+            ServeError::NotFound(m) => ServeError::NotFound(with(m)),
+            ServeError::ResourceExhausted(m) => ServeError::ResourceExhausted(with(m)),
+            ServeError::Unavailable(m) => ServeError::Unavailable(with(m)),
+            ServeError::DeadlineExceeded(m) => ServeError::DeadlineExceeded(with(m)),
+            ServeError::Internal(m) => ServeError::Internal(with(m)),
+            ServeError::FailedPrecondition(m) => ServeError::FailedPrecondition(with(m)),
+            ServeError::AlreadyExists(m) => ServeError::AlreadyExists(with(m)),
+            ServeError::BodyStalled(m) => ServeError::BodyStalled(with(m)),
+            ServeError::Unsupported(m) => ServeError::Unsupported(with(m)),
+        }
+    }
+
     /// The gRPC status.
     pub(crate) fn to_status(&self) -> tonic::Status {
         let m = serving_proto::text::bounded(&self.to_string()).into_owned();

@@ -88,6 +88,16 @@ pub enum EngineError {
         "the model answers each request with any number of responses, which only a stream carries"
     )]
     NeedsStream,
+    /// A step of an ensemble failed.
+    #[error("step {step} (model '{}'): {error}", quote(.model))]
+    Step {
+        /// The step, counting from 1.
+        step: usize,
+        /// Its model.
+        model: String,
+        /// Why.
+        error: Box<EngineError>,
+    },
 }
 
 /// What is wrong with one input.

@@ -188,7 +188,73 @@ fn reshape_to(t: Tensor, unit: &[i64], batched: bool) -> Result<Tensor, String> 
     t.reshape(shape).map_err(|e| e.to_string())
 }
 
+/// A declared input or output: its name, type and shape (of one row when
+/// batched), for a method that runs no models of its own (an ensemble's).
+pub type Declared = (String, DataType, Vec<i64>);
+
+impl MethodInfo {
+    /// A method as declared rather than compiled against models (an
+    /// ensemble's, whose steps are models of their own): inputs and
+    /// outputs with their row shapes when `batched`.
+    pub fn declared(
+        name: &str,
+        inputs: Vec<Declared>,
+        outputs: Vec<Declared>,
+        batched: bool,
+        max_batch_size: usize,
+    ) -> MethodInfo {
+        let shape = |unit: &[i64]| {
+            if batched {
+                rows_first(unit)
+            } else {
+                unit.to_vec()
+            }
+        };
+        MethodInfo {
+            name: name.to_owned(),
+            inputs: inputs
+                .into_iter()
+                .enumerate()
+                .map(|(i, (name, dtype, unit))| InputInfo {
+                    name,
+                    model_input: i,
+                    dtype,
+                    shape: shape(&unit),
+                    unit,
+                    optional: false,
+                    untyped: false,
+                    model_unit: None,
+                })
+                .collect(),
+            outputs: outputs
+                .into_iter()
+                .map(|(name, dtype, unit)| OutputInfo {
+                    source: name.clone(),
+                    name,
+                    dtype,
+                    shape: shape(&unit),
+                    reshape: None,
+                    labels: None,
+                    untyped: false,
+                })
+                .collect(),
+            batched,
+            max_batch_size: max_batch_size.max(1),
+            decoupled: false,
+        }
+    }
+}
+
 impl MethodPlan {
+    /// A method that runs no stages of its own (an ensemble's): only its
+    /// checks.
+    pub(crate) fn declared(info: MethodInfo) -> MethodPlan {
+        MethodPlan {
+            info,
+            stages: Vec::new(),
+        }
+    }
+
     /// Compiles `spec` against the loaded models (in the order of the
     /// servable's model list).
     pub(crate) fn compile(

@@ -29,6 +29,7 @@
 
 pub mod backend;
 pub mod config;
+pub mod ensemble;
 pub mod error;
 pub mod faults;
 pub mod method;

@@ -5,9 +5,11 @@ use std::sync::Arc;
 
 use super::backend::{Backends, LoadError};
 use super::config::ServableSpec;
+use super::ensemble::{Ensemble, EnsembleSpec};
 use super::error::EngineError;
 use super::method::{MethodInfo, MethodPlan};
 use super::model::ModelInfo;
+use super::registry::Registry;
 use super::replica::{Replica, ReplicaSpec};
 use super::scheduler::{JobRequest, JobResult, Scheduler, StartSpec};
 use crate::runtime::device::Device;
@@ -59,6 +61,9 @@ pub struct ServableVersion {
     methods: Vec<MethodInfo>,
     devices: Vec<Device>,
     scheduler: Scheduler,
+    /// For an ensemble: its steps, which run other servables (its
+    /// scheduler then has no replicas, and keeps its counters).
+    ensemble: Option<Ensemble>,
 }
 
 impl std::fmt::Debug for ServableVersion {
@@ -151,7 +156,90 @@ impl ServableVersion {
             methods,
             devices,
             scheduler,
+            ensemble: None,
         })
+    }
+
+    /// An ensemble: one method, `method`, whose jobs run `steps`, each on
+    /// the servable it names, looked up when it runs.
+    pub fn ensemble(
+        backends: &Arc<Backends>,
+        name: &str,
+        version: u64,
+        method: MethodInfo,
+        steps: EnsembleSpec,
+        options: &LoadOptions,
+    ) -> Result<ServableVersion, LoadError> {
+        let fail = |reason: String| LoadError::Servable {
+            servable: format!("{name}/{version}"),
+            reason,
+        };
+        let inputs: Vec<String> = method.inputs.iter().map(|i| i.name.clone()).collect();
+        let outputs: Vec<String> = method.outputs.iter().map(|o| o.name.clone()).collect();
+        steps.check(&inputs, &outputs).map_err(fail)?;
+        let spec = ServableSpec::default();
+        let plan = MethodPlan::declared(method.clone());
+        let scheduler = Scheduler::start(StartSpec {
+            backends: backends.clone(),
+            name: name.to_owned(),
+            version,
+            spec: spec.clone(),
+            model_bytes: Vec::new(),
+            models: Vec::new(),
+            methods: vec![plan.clone()],
+            replicas: Vec::new(),
+            threads: 1,
+            cpu_fallback: options.cpu_fallback,
+            queue_limit: options.queue_limit,
+            inline_max: options.inline_max,
+            fault_injection: false,
+        })
+        .map_err(|e| fail(e.to_string()))?;
+        Ok(ServableVersion {
+            name: name.to_owned(),
+            version,
+            spec,
+            models: Vec::new(),
+            attachment: None,
+            methods: vec![method],
+            devices: Vec::new(),
+            scheduler,
+            ensemble: Some(Ensemble { spec: steps, plan }),
+        })
+    }
+
+    /// The steps, when this is an ensemble.
+    pub fn ensemble_steps(&self) -> Option<&EnsembleSpec> {
+        self.ensemble.as_ref().map(|e| &e.spec)
+    }
+
+    /// Runs the jobs of one request: on this version's replicas, or for an
+    /// ensemble through its steps, their models looked up in `registry`
+    /// (see [`Scheduler::submit`]). An ensemble's jobs are counted in its
+    /// scheduler's counters.
+    pub async fn submit_in(
+        &self,
+        registry: &Registry,
+        method: &str,
+        jobs: Vec<JobRequest>,
+    ) -> Result<Vec<JobResult>, EngineError> {
+        let Some(ensemble) = &self.ensemble else {
+            return self.submit(method, jobs).await;
+        };
+        if self.method(method).is_none() {
+            return Err(EngineError::NoMethod(method.to_owned()));
+        }
+        let stats = self.scheduler.counters();
+        let runs = jobs.into_iter().map(|job| async move {
+            let started = std::time::Instant::now();
+            let result = ensemble.run(registry, job).await;
+            match &result {
+                Ok(_) => stats.success.add(started.elapsed()),
+                Err(_) => stats.fail.add(started.elapsed()),
+            }
+            result
+        });
+        Ok(futures_util::future::join_all(runs).await)
     }
 
     /// The method called `name`.

@@ -628,6 +628,26 @@ pub fn load_version(
             }
             (spec, models, None)
         }
+        Format::Triton(Some(config)) if triton::is_ensemble(Some(config)) => {
+            // An ensemble runs other models: no file of its own.
+            let where_ = servable.config_file();
+            let (method, steps) = triton::ensemble_of(config).map_err(|r| fail(&where_, r))?;
+            let mut completed = (**config).clone();
+            completed.name = servable.name.clone();
+            let version = ServableVersion::ensemble(
+                backends,
+                &servable.name,
+                version,
+                method,
+                steps,
+                &options.load,
+            )
+            .map_err(|e| fail(&where_, e.to_string()))?;
+            return Ok(Loaded {
+                version,
+                triton: Some(completed),
+            });
+        }
         Format::Triton(config) => {
             let config = config.as_deref();
             let name = triton::model_file(config);

@@ -52,6 +52,87 @@ pub const PYTHON_BACKEND: &str = "python";
 /// The model file of a Python-backend version.
 pub const PYTHON_FILE: &str = "model.py";
 
+/// The platform of Triton's ensembles.
+pub const ENSEMBLE_PLATFORM: &str = "ensemble";
+
+/// Whether a configuration is an ensemble's.
+pub fn is_ensemble(config: Option<&ModelConfig>) -> bool {
+    config.is_some_and(|c| c.platform == ENSEMBLE_PLATFORM)
+}
+
+/// An ensemble's method (its inputs and outputs as declared, rows first
+/// when it batches) and steps, from its configuration.
+pub fn ensemble_of(
+    c: &ModelConfig,
+) -> Result<(MethodInfo, crate::engine::ensemble::EnsembleSpec), String> {
+    use crate::engine::ensemble::{EnsembleSpec, StepSpec};
+    let Some(SchedulingChoice::EnsembleScheduling(e)) = &c.scheduling_choice else {
+        return Err(format!(
+            "platform \"{ENSEMBLE_PLATFORM}\" needs ensemble_scheduling {{ step [ ... ] }}"
+        ));
+    };
+    let declared = |what: &str, name: &str, data_type: i32, dims: &[i64]| {
+        let dtype = TritonType::try_from(data_type)
+            .ok()
+            .and_then(serving_proto::model_config::data_type)
+            .ok_or_else(|| format!("{what} '{name}' has no data_type"))?;
+        Ok::<_, String>((name.to_owned(), dtype, dims.to_vec()))
+    };
+    let inputs = c
+        .input
+        .iter()
+        .map(|i| declared("input", &i.name, i.data_type, &i.dims))
+        .collect::<Result<Vec<_>, _>>()?;
+    let outputs = c
+        .output
+        .iter()
+        .map(|o| declared("output", &o.name, o.data_type, &o.dims))
+        .collect::<Result<Vec<_>, _>>()?;
+    if e.step.is_empty() {
+        return Err("ensemble_scheduling has no step".into());
+    }
+    let mut steps = Vec::with_capacity(e.step.len());
+    for (k, s) in e.step.iter().enumerate() {
+        if s.model_name.is_empty() {
+            return Err(format!("ensemble step {} names no model_name", k + 1));
+        }
+        let version = match s.model_version {
+            -1 => 0,
+            v if v >= 1 => v as u64,
+            v => {
+                return Err(format!(
+                    "ensemble step {} (model '{}') has model_version {v}: -1 (the newest) or a version from 1",
+                    k + 1,
+                    s.model_name
+                ));
+            }
+        };
+        steps.push(StepSpec {
+            model: s.model_name.clone(),
+            version,
+            inputs: s
+                .input_map
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            outputs: s
+                .output_map
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+        });
+    }
+    let batched = c.max_batch_size > 0;
+    let method = MethodInfo::declared(
+        METHOD,
+        inputs,
+        outputs,
+        batched,
+        usize::try_from(c.max_batch_size).unwrap_or(1).max(1),
+    );
+    Ok((method, EnsembleSpec { steps }))
+}
+
 /// Whether a configuration is a Python-backend model's.
 pub fn is_python(config: Option<&ModelConfig>) -> bool {
     config.is_some_and(|c| c.backend == PYTHON_BACKEND)
@@ -159,7 +240,22 @@ pub fn check(config: &ModelConfig, directory: &str) -> Result<(), String> {
             config.name
         ));
     }
-    if !config.platform.is_empty() && config.platform != PLATFORM {
+    let ensemble = config.platform == ENSEMBLE_PLATFORM;
+    let ensembling = matches!(
+        config.scheduling_choice,
+        Some(SchedulingChoice::EnsembleScheduling(_))
+    );
+    if ensemble != ensembling {
+        return Err(format!(
+            "platform \"{ENSEMBLE_PLATFORM}\" and ensemble_scheduling go together; this configuration has {}",
+            if ensemble {
+                "the platform without ensemble_scheduling"
+            } else {
+                "ensemble_scheduling without the platform"
+            }
+        ));
+    }
+    if !ensemble && !config.platform.is_empty() && config.platform != PLATFORM {
         return Err(format!(
             "platform \"{}\" is not served: this server runs ONNX models (platform \"{PLATFORM}\") and Python models (backend \"{PYTHON_BACKEND}\")",
             config.platform
@@ -662,10 +758,10 @@ pub fn translate(
             reshape.insert(o.name.clone(), o.dims.clone());
         }
     }
-    let dynamic = c
-        .scheduling_choice
-        .as_ref()
-        .map(|SchedulingChoice::DynamicBatching(d)| d.clone());
+    let dynamic = c.scheduling_choice.as_ref().and_then(|s| match s {
+        SchedulingChoice::DynamicBatching(d) => Some(d.clone()),
+        _ => None,
+    });
     let queue_policy: Option<&ModelQueuePolicy> = dynamic
         .as_ref()
         .and_then(|d| d.default_queue_policy.as_ref());

@@ -103,6 +103,26 @@ fn error(e: &EngineError, t: &Target<'_>) -> (ServableError, Class) {
             (ServableError::queue_full(*limit), Class::Unavailable)
         }
         EngineError::Deadline | EngineError::QueueTimeout => (deadline(), Class::DeadlineExceeded),
+        EngineError::Step {
+            step,
+            model,
+            error: inner,
+        } => {
+            let (e, class) = error(inner, t);
+            let text = format!(
+                "in ensemble '{}', step {step} (model '{}'): {}",
+                quote(t.servable),
+                quote(model),
+                e.message
+            );
+            (
+                ServableError {
+                    code: e.code,
+                    message: text,
+                },
+                class,
+            )
+        }
         EngineError::NeedsStream => (
             ServableError::new(
                 StatusCode::InvalidInputs,
@@ -285,7 +305,7 @@ pub(crate) async fn predict(
         }
     }
     if !jobs.is_empty() {
-        let answers = match sv.submit(method, jobs).await {
+        let answers = match sv.submit_in(&state.registry, method, jobs).await {
             Ok(answers) => answers,
             Err(e) => {
                 let (e, class) = error(&e, &target);

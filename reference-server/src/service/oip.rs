@@ -55,7 +55,10 @@ pub(crate) const PLATFORM: &str = "onnxruntime_onnx";
 /// The platform model metadata reports, as Triton does: a backend model's
 /// backend name (`python`), else the platform of ONNX models.
 fn platform(sv: &crate::engine::ServableVersion) -> &'static str {
-    use crate::repository::triton::PYTHON_BACKEND;
+    use crate::repository::triton::{ENSEMBLE_PLATFORM, PYTHON_BACKEND};
+    if sv.ensemble_steps().is_some() {
+        return ENSEMBLE_PLATFORM;
+    }
     match sv.models.first() {
         Some(m) if m.spec.backend == PYTHON_BACKEND => PYTHON_BACKEND,
         _ => PLATFORM,
@@ -199,6 +202,17 @@ fn error(e: EngineError, model: &str, info: Option<&MethodInfo>) -> ServeError {
         EngineError::ReplicasFailed => ServeError::Internal(format!(
             "Serving Error: runtime error occurred: replicas of model '{model}' failed twice running the request"
         )),
+        EngineError::Step {
+            step,
+            model: m,
+            error: inner,
+        } => {
+            // The step's error as its model gives it, said to be the step's.
+            error(*inner, m.as_str(), None).in_context(&format!(
+                "in ensemble '{model}', step {step} (model '{}')",
+                quote(&m)
+            ))
+        }
         EngineError::NeedsStream => ServeError::Unsupported(format!(
             "model '{model}' is decoupled: it answers a request with any number of responses, which only a stream (ModelStreamInfer) carries"
         )),
@@ -372,7 +386,7 @@ pub(crate) async fn infer(
     }
     let outputs = model
         .servable
-        .submit(&model.method, vec![job])
+        .submit_in(&state.registry, &model.method, vec![job])
         .await
         .map_err(|e| error(e, &req.model_name, Some(info)))?
         .pop()
@@ -695,12 +709,30 @@ pub(crate) fn model_metadata(
 /// known, and not ready.
 pub(crate) fn model_ready(state: &State, name: &str, version: &str) -> Result<bool, ServeError> {
     match resolve(state, name, version) {
-        Ok(_) => Ok(state.is_ready()),
+        // An ensemble is ready when each of its steps' models is there.
+        Ok(m) => Ok(state.is_ready()
+            && m.servable.ensemble_steps().is_none_or(|e| {
+                e.steps
+                    .iter()
+                    .all(|s| is_step_there(state, &s.model, s.version))
+            })),
         Err(ServeError::NotFound(_)) if state.failures().iter().any(|f| f.model == name) => {
             Ok(false)
         }
         Err(e) => Err(e),
     }
+}
+
+/// Whether an ensemble step's model (`servable` or `servable.method`) is
+/// loaded at `version` (0: any).
+fn is_step_there(state: &State, model: &str, version: u64) -> bool {
+    state.registry.get(model, version).is_ok()
+        || model.split_once('.').is_some_and(|(s, m)| {
+            state
+                .registry
+                .get(s, version)
+                .is_ok_and(|sv| sv.method(m).is_some())
+        })
 }
 
 /// gRPC `ModelReady`: as Triton answers it, a model or version the server
