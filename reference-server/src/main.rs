@@ -59,6 +59,11 @@ struct Args {
     /// 2147483647 (Triton's max_batch_size is an int32).
     #[arg(long, default_value_t = reference_server::repository::DEFAULT_MAX_BATCH_SIZE, value_name = "N", value_parser = clap::value_parser!(u32).range(0..=i64::from(i32::MAX)))]
     default_max_batch_size: u32,
+    /// The response cache, as Triton's flag gives it: `local,size=BYTES`
+    /// (only the local cache), for the models whose configuration says
+    /// `response_cache { enable: true }`.
+    #[arg(long, value_name = "local,size=BYTES", value_parser = parse_cache_config)]
+    cache_config: Option<usize>,
     /// A device for the demo and for servables that name none; repeat for one
     /// replica each: cpu, cuda:N, cann:N.
     #[arg(long = "device", value_name = "DEVICE", default_value = "cpu")]
@@ -259,6 +264,7 @@ async fn main() -> ExitCode {
         allow_cpu_fallback: args.allow_cpu_fallback,
         ort_lib: args.ort_lib,
         python: args.python,
+        response_cache_bytes: args.cache_config,
         max_msg_mb_size: args.max_msg_mb_size,
         max_incoming_mb: args.max_incoming_mb,
         max_enqueued_requests: args.max_enqueued_requests,
@@ -324,4 +330,62 @@ async fn main() -> ExitCode {
     tracing::info!("stopping: finishing open requests");
     running.shutdown().await;
     ExitCode::SUCCESS
+}
+
+/// `--cache-config local,size=BYTES`: the local cache's size (Triton also
+/// takes `local,size=BYTES` as two settings of one cache).
+fn parse_cache_config(text: &str) -> Result<usize, String> {
+    let (cache, settings) = text.split_once(',').unwrap_or((text, ""));
+    if cache != "local" {
+        return Err(format!(
+            "cache '{cache}' is not served: only the local cache (local,size=BYTES)"
+        ));
+    }
+    let mut size = None;
+    for setting in settings.split(',').filter(|s| !s.is_empty()) {
+        match setting.split_once('=') {
+            Some(("size", n)) => {
+                size = Some(
+                    n.parse::<usize>()
+                        .map_err(|e| format!("size '{n}': {e}; give the cache's size in bytes"))?,
+                );
+            }
+            _ => {
+                return Err(format!(
+                    "setting '{setting}' of the local cache is not known: it takes size=BYTES"
+                ));
+            }
+        }
+    }
+    size.ok_or_else(|| "the local cache needs size=BYTES".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_cache_config;
+
+    #[test]
+    fn the_cache_flag_takes_triton_s_local_cache_and_its_size() {
+        assert_eq!(parse_cache_config("local,size=1048576"), Ok(1_048_576));
+        assert!(
+            parse_cache_config("redis,host=x")
+                .unwrap_err()
+                .contains("only the local cache")
+        );
+        assert!(
+            parse_cache_config("local")
+                .unwrap_err()
+                .contains("size=BYTES")
+        );
+        assert!(
+            parse_cache_config("local,size=lots")
+                .unwrap_err()
+                .contains("size 'lots'")
+        );
+        assert!(
+            parse_cache_config("local,ttl=3")
+                .unwrap_err()
+                .contains("setting 'ttl=3'")
+        );
+    }
 }

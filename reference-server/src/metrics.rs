@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use crate::engine::registry::Registry;
@@ -188,12 +188,23 @@ impl Metrics {
             (
                 "serving_queue_timeouts_total",
                 "Jobs refused unrun when their queue timeout passed.",
-                (|s| &s.queue_timeouts) as fn(&crate::engine::stats::Stats) -> &AtomicU64,
+                (|s| s.queue_timeouts.load(Ordering::Relaxed))
+                    as fn(&crate::engine::stats::Stats) -> u64,
             ),
             (
                 "serving_inline_runs_total",
                 "Jobs run on the thread of the connection that received them, the version being idle (also counted as runs).",
-                |s| &s.inline_runs,
+                |s| s.inline_runs.load(Ordering::Relaxed),
+            ),
+            (
+                "serving_cache_hits_total",
+                "Jobs answered from the response cache.",
+                |s| s.cache_hit.get().0,
+            ),
+            (
+                "serving_cache_misses_total",
+                "Jobs of cached models not in the response cache (run, and their answers kept).",
+                |s| s.cache_miss.get().0,
             ),
         ] {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
@@ -202,7 +213,7 @@ impl Metrics {
                     out,
                     "{name}{{{}}} {}",
                     labels(sv),
-                    pick(sv.scheduler().counters()).load(Ordering::Relaxed)
+                    pick(sv.scheduler().counters())
                 );
             }
         }

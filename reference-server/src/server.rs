@@ -51,6 +51,10 @@ pub struct Config {
     /// The interpreter of Python models (`python3`: the first on the
     /// `PATH`).
     pub python: PathBuf,
+    /// The response cache's size in bytes (Triton's `--cache-config
+    /// local,size=N`), for models whose configuration enables it; `None`:
+    /// no cache.
+    pub response_cache_bytes: Option<usize>,
     /// The message limit in MiB, 1 to 512.
     pub max_msg_mb_size: u32,
     /// The most memory, in MiB, held by requests still arriving (gRPC
@@ -115,6 +119,7 @@ impl Default for Config {
             allow_cpu_fallback: false,
             ort_lib: None,
             python: PathBuf::from("python3"),
+            response_cache_bytes: None,
             max_msg_mb_size: DEFAULT_MAX_MSG_MB,
             max_incoming_mb: DEFAULT_MAX_INCOMING_MB,
             max_enqueued_requests: crate::engine::DEFAULT_QUEUE_LIMIT,
@@ -367,6 +372,9 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
             queue_limit: config.max_enqueued_requests,
             inline_max: config.inline_max,
             fault_injection: config.fault_injection,
+            cache: config
+                .response_cache_bytes
+                .map(|n| Arc::new(crate::engine::cache::ResponseCache::new(n))),
         },
         default_max_batch_size: config.default_max_batch_size,
         #[cfg(unix)]

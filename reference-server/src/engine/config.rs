@@ -103,6 +103,9 @@ pub struct Deployment {
     pub batching: Batching,
     /// How jobs wait.
     pub queue: QueuePolicy,
+    /// Whether answers are kept in the server's response cache (when it
+    /// has one) and given again for the same inputs.
+    pub response_cache: bool,
 }
 
 /// How rows of queued jobs are batched.

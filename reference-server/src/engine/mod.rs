@@ -28,6 +28,7 @@
 //! | [`registry`] | servable versions by name and version |
 
 pub mod backend;
+pub mod cache;
 pub mod config;
 pub mod ensemble;
 pub mod error;

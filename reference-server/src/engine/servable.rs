@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use super::backend::{Backends, LoadError};
+use super::cache::ResponseCache;
 use super::config::ServableSpec;
 use super::ensemble::{Ensemble, EnsembleSpec};
 use super::error::EngineError;
@@ -28,6 +29,8 @@ pub struct LoadOptions {
     pub inline_max: std::time::Duration,
     /// Whether tests may make replicas fail on purpose.
     pub fault_injection: bool,
+    /// The server's response cache, for servables that enable it.
+    pub cache: Option<Arc<ResponseCache>>,
 }
 
 impl Default for LoadOptions {
@@ -38,6 +41,7 @@ impl Default for LoadOptions {
             queue_limit: DEFAULT_QUEUE_LIMIT,
             inline_max: super::scheduler::DEFAULT_INLINE_MAX,
             fault_injection: false,
+            cache: None,
         }
     }
 }
@@ -64,6 +68,9 @@ pub struct ServableVersion {
     /// For an ensemble: its steps, which run other servables (its
     /// scheduler then has no replicas, and keeps its counters).
     ensemble: Option<Ensemble>,
+    /// The response cache, when the servable enables it and the server has
+    /// one.
+    cache: Option<Arc<ResponseCache>>,
 }
 
 impl std::fmt::Debug for ServableVersion {
@@ -131,6 +138,17 @@ impl ServableVersion {
             .collect::<Result<Vec<_>, String>>()
             .map_err(fail)?;
         let methods = plans.iter().map(|p| p.info.clone()).collect();
+        let cache = options
+            .cache
+            .clone()
+            .filter(|_| spec.deployment.response_cache);
+        if spec.deployment.response_cache && cache.is_none() {
+            tracing::warn!(
+                servable = name,
+                version,
+                "response_cache is enabled, and the server has no cache (--cache-config local,size=BYTES): answers are not kept"
+            );
+        }
         let scheduler = Scheduler::start(StartSpec {
             backends: backends.clone(),
             name: name.to_owned(),
@@ -157,6 +175,7 @@ impl ServableVersion {
             devices,
             scheduler,
             ensemble: None,
+            cache,
         })
     }
 
@@ -205,6 +224,7 @@ impl ServableVersion {
             devices: Vec::new(),
             scheduler,
             ensemble: Some(Ensemble { spec: steps, plan }),
+            cache: None,
         })
     }
 
@@ -262,12 +282,55 @@ impl ServableVersion {
         &self.scheduler
     }
 
-    /// Runs the jobs of one request on `method` (see [`Scheduler::submit`]).
+    /// Runs the jobs of one request on `method` (see [`Scheduler::submit`]);
+    /// with the response cache, jobs it holds the answer of are answered
+    /// from it, and the others' answers are kept.
     pub async fn submit(
         &self,
         method: &str,
         jobs: Vec<JobRequest>,
     ) -> Result<Vec<JobResult>, EngineError> {
-        self.scheduler.submit(method, jobs).await
+        let Some(cache) = &self.cache else {
+            return self.scheduler.submit(method, jobs).await;
+        };
+        let stats = self.scheduler.counters();
+        let mut answers: Vec<Option<JobResult>> = Vec::with_capacity(jobs.len());
+        let mut misses = Vec::new();
+        let mut missed = Vec::new();
+        for (k, job) in jobs.into_iter().enumerate() {
+            let started = std::time::Instant::now();
+            let key = cache.key(
+                &self.name,
+                self.version,
+                method,
+                &job.inputs,
+                job.info.as_deref(),
+            );
+            if let Some(outputs) = cache.get(&key) {
+                let took = started.elapsed();
+                stats.cache_hit.add(took);
+                stats.success.add(took);
+                answers.push(Some(Ok(outputs)));
+            } else {
+                answers.push(None);
+                missed.push((k, key, started.elapsed()));
+                misses.push(job);
+            }
+        }
+        if !misses.is_empty() {
+            let results = self.scheduler.submit(method, misses).await?;
+            for ((k, key, lookup), result) in missed.into_iter().zip(results) {
+                if let Ok(outputs) = &result {
+                    let started = std::time::Instant::now();
+                    cache.insert(key, outputs);
+                    stats.cache_miss.add(lookup + started.elapsed());
+                }
+                answers[k] = Some(result);
+            }
+        }
+        Ok(answers
+            .into_iter()
+            .map(|a| a.unwrap_or(Err(EngineError::Unavailable)))
+            .collect())
     }
 }

@@ -155,6 +155,11 @@ pub struct Stats {
     pub compute_infer: Timed,
     /// Splitting the outputs of each run (per job).
     pub compute_output: Timed,
+    /// Jobs answered from the response cache, with the time to find them.
+    pub cache_hit: Timed,
+    /// Jobs not in the response cache, with the time to look them up and
+    /// keep their answers.
+    pub cache_miss: Timed,
     /// Rows run (Triton's `inference_count`).
     pub inference_count: AtomicU64,
     /// Runs (Triton's `execution_count`).
@@ -183,6 +188,8 @@ impl Default for Stats {
             compute_input: Timed::default(),
             compute_infer: Timed::default(),
             compute_output: Timed::default(),
+            cache_hit: Timed::default(),
+            cache_miss: Timed::default(),
             inference_count: AtomicU64::new(0),
             execution_count: AtomicU64::new(0),
             last_inference_ms: AtomicU64::new(0),

@@ -233,6 +233,7 @@ impl ServableConfig {
                     ..Batching::default()
                 },
                 queue,
+                response_cache: false,
             },
         };
         spec.deployment

@@ -457,7 +457,6 @@ fn ignored(config: &ModelConfig) -> Vec<String> {
     };
     note(config.optimization.is_some(), "optimization");
     note(!config.model_warmup.is_empty(), "model_warmup");
-    note(config.response_cache.is_some(), "response_cache");
     note(config.model_metrics.is_some(), "model_metrics");
     note(!config.metric_tags.is_empty(), "metric_tags");
     for (i, g) in config.instance_group.iter().enumerate() {
@@ -864,6 +863,12 @@ pub fn translate(
                 ),
             },
             queue,
+            // Never for a decoupled model: its answers are its responses.
+            response_cache: c.response_cache.as_ref().is_some_and(|r| r.enable)
+                && !c
+                    .model_transaction_policy
+                    .as_ref()
+                    .is_some_and(|p| p.decoupled),
         },
     };
     spec.deployment

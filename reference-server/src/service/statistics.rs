@@ -26,7 +26,6 @@ fn duration(t: &Timed) -> Option<StatisticDuration> {
 fn of(name: &str, sv: &ServableVersion) -> ModelStatistics {
     use std::sync::atomic::Ordering::Relaxed;
     let s: &Stats = sv.scheduler().counters();
-    let zero = Some(StatisticDuration::default());
     ModelStatistics {
         name: name.to_owned(),
         version: sv.version.to_string(),
@@ -40,8 +39,8 @@ fn of(name: &str, sv: &ServableVersion) -> ModelStatistics {
             compute_input: duration(&s.compute_input),
             compute_infer: duration(&s.compute_infer),
             compute_output: duration(&s.compute_output),
-            cache_hit: zero,
-            cache_miss: zero,
+            cache_hit: duration(&s.cache_hit),
+            cache_miss: duration(&s.cache_miss),
         }),
         batch_stats: s
             .by_batch_size()
