@@ -159,7 +159,30 @@ def write_repos(suite, out):
                         f.write(PY_MODEL.format(op=op))
                 else:
                     shutil.copy(os.path.join(suite, src, "1", "model.onnx"), os.path.join(vd, "model.onnx"))
+        # The same ensemble in both: add_batch twice, (x1 + x2) doubled.
+        d = os.path.join(root, "ensemble_add")
+        os.makedirs(os.path.join(d, "1"))
+        with open(os.path.join(d, "config.pbtxt"), "w") as f:
+            f.write(ENSEMBLE_ADD)
     print(f"wrote {out}/triton and {out}/ours")
+
+
+ENSEMBLE_ADD = """name: "ensemble_add"
+platform: "ensemble"
+max_batch_size: 8
+input [ { name: "A" data_type: TYPE_FP32 dims: [ 2 ] }, { name: "B" data_type: TYPE_FP32 dims: [ 2 ] } ]
+output [ { name: "OUT" data_type: TYPE_FP32 dims: [ 2 ] } ]
+ensemble_scheduling {
+  step [
+    { model_name: "add_batch" model_version: -1
+      input_map { key: "x1" value: "A" } input_map { key: "x2" value: "B" }
+      output_map { key: "y" value: "sum" } },
+    { model_name: "add_batch" model_version: 1
+      input_map { key: "x1" value: "sum" } input_map { key: "x2" value: "sum" }
+      output_map { key: "y" value: "OUT" } }
+  ]
+}
+"""
 
 
 # --------------------------------------------------------------------------
@@ -1435,9 +1458,60 @@ def _(s):
 
 
 SECTIONS = ["server", "health", "metadata", "config", "infer", "infer_bad", "classify", "params",
-            "stats", "shm", "cudashm", "trace", "stream", "http_misc", "repository"]
+            "stats", "shm", "cudashm", "trace", "stream", "http_misc", "repository", "ensemble"]
 # Probes that kill Triton 2.51; never in the default list.
 EXTRA_SECTIONS = ["crash"]
+
+# ---- ensembles: ensemble_add runs add_batch twice
+
+ENS_A = np.array([[1, 2], [3, 4]], np.float32)
+ENS_B = np.array([[0.5, -1], [10, 0]], np.float32)
+
+probe("ensemble", "raw GET /v2/models/ensemble_add")(lambda s: raw_http(s, "GET", "/v2/models/ensemble_add"))
+probe("ensemble", "raw GET /v2/models/ensemble_add/ready")(
+    lambda s: raw_http(s, "GET", "/v2/models/ensemble_add/ready"))
+
+
+@probe("ensemble", "grpc model metadata ensemble_add")
+def _(s):
+    return call(lambda: s.gc.get_model_metadata("ensemble_add", as_json=True))
+
+
+@probe("ensemble", "http client infer ensemble_add (2 rows)")
+def _(s):
+    return call(lambda: h_infer_answer(s.hc.infer(
+        "ensemble_add", [hin("A", ENS_A, "FP32"), hin("B", ENS_B, "FP32")])))
+
+
+@probe("ensemble", "grpc client infer ensemble_add (2 rows)")
+def _(s):
+    return call(lambda: g_infer_answer(s.gc.infer(
+        "ensemble_add", [gin("A", ENS_A, "FP32"), gin("B", ENS_B, "FP32")])))
+
+
+@probe("ensemble", "raw JSON ensemble_add wrong datatype")
+def _(s):
+    return raw_http(s, "POST", "/v2/models/ensemble_add/infer", {"inputs": [
+        {"name": "A", "shape": [1, 2], "datatype": "INT32", "data": [1, 2]},
+        {"name": "B", "shape": [1, 2], "datatype": "FP32", "data": [1, 2]}]})
+
+
+@probe("ensemble", "raw JSON ensemble_add missing input")
+def _(s):
+    return raw_http(s, "POST", "/v2/models/ensemble_add/infer", {"inputs": [
+        {"name": "A", "shape": [1, 2], "datatype": "FP32", "data": [1, 2]}]})
+
+
+@probe("ensemble", "http client ensemble_add statistics after the inferences")
+def _(s):
+    r = call(lambda: s.hc.get_inference_statistics("ensemble_add"))
+    if not isinstance(r, dict):
+        return r
+    st = r["model_stats"][0]
+    return {"name": st["name"], "version": st["version"],
+            "success": st["inference_stats"]["success"]["count"],
+            "fail": st["inference_stats"]["fail"]["count"]}
+
 
 # --------------------------------------------------------------------------
 # comparison

@@ -211,6 +211,13 @@ async fn an_ensemble_of_python_and_onnx_steps_batches_each_step_under_load() {
         .await
         .unwrap();
     assert_eq!(r.status(), 400);
+    // The failing step is a failed inference; the refused input is not.
+    let stats = common::get_json(&server, "/v2/models/pipeline/stats").await;
+    assert_eq!(
+        stats["model_stats"][0]["inference_stats"]["fail"]["count"],
+        json!(1),
+        "{stats}"
+    );
 
     // Metadata, readiness and configuration.
     let meta = common::get_json(&server, "/v2/models/pipeline").await;

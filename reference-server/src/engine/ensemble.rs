@@ -110,17 +110,27 @@ pub(crate) struct Ensemble {
 type Answer<'a> = Pin<Box<dyn Future<Output = JobResult> + Send + 'a>>;
 
 impl Ensemble {
-    /// Runs one job through the steps, each model looked up in `registry`
-    /// when its step runs.
-    pub(crate) fn run<'a>(&'a self, registry: &'a Registry, job: JobRequest) -> Answer<'a> {
+    /// Checks a job's inputs against the ensemble's declared method: the
+    /// job as its steps take it, or why the request is refused.
+    pub(crate) fn check(&self, mut job: JobRequest) -> Result<JobRequest, EngineError> {
+        let checked = self.plan.check(std::mem::take(&mut job.inputs))?;
+        job.inputs = self
+            .plan
+            .info
+            .inputs
+            .iter()
+            .zip(checked.inputs)
+            .filter_map(|(spec, t)| Some((spec.name.clone(), t?)))
+            .collect();
+        Ok(job)
+    }
+
+    /// Runs one checked job ([`Ensemble::check`]) through the steps, each
+    /// model looked up in `registry` when its step runs.
+    pub(crate) fn run<'a>(&'a self, registry: &'a Registry, mut job: JobRequest) -> Answer<'a> {
         Box::pin(async move {
-            let checked = self.plan.check(job.inputs)?;
-            let mut values = NamedTensors::new();
-            for (spec, t) in self.plan.info.inputs.iter().zip(checked.inputs) {
-                if let Some(t) = t {
-                    values.insert(spec.name.clone(), t);
-                }
-            }
+            // The ensemble's tensors, from its inputs on.
+            let mut values = std::mem::take(&mut job.inputs);
             let mut left: Vec<usize> = (0..self.spec.steps.len()).collect();
             while !left.is_empty() {
                 let (ready, waiting): (Vec<usize>, Vec<usize>) = left.iter().partition(|&&k| {

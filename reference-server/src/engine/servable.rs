@@ -252,6 +252,9 @@ impl ServableVersion {
         let stats = self.scheduler.counters();
         let runs = jobs.into_iter().map(|job| async move {
             let started = std::time::Instant::now();
+            // A request its checks refuse is not a failed inference (as
+            // Triton counts, and as the scheduler counts).
+            let job = ensemble.check(job)?;
             let result = ensemble.run(registry, job).await;
             match &result {
                 Ok(_) => stats.success.add(started.elapsed()),

@@ -459,11 +459,26 @@ pub(crate) async fn infer(
             named.push(out);
         }
     }
+    // Triton's ensembles answer with the sequence parameters they pass to
+    // their steps (no sequence: 0, false, false); so do ours.
+    let parameters = if model.servable.ensemble_steps().is_some() {
+        use serving_proto::oip::Parameter;
+        [
+            ("sequence_id", Parameter::Int64(0)),
+            ("sequence_start", Parameter::Bool(false)),
+            ("sequence_end", Parameter::Bool(false)),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect()
+    } else {
+        Default::default()
+    };
     Ok(InferResponse {
         model_name: req.model_name,
         model_version: model.servable.version.to_string(),
         id: req.id,
-        parameters: Default::default(),
+        parameters,
         outputs: named,
     })
 }
