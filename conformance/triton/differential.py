@@ -1510,7 +1510,9 @@ def _(s):
     st = r["model_stats"][0]
     return {"name": st["name"], "version": st["version"],
             "success": st["inference_stats"]["success"]["count"],
-            "fail": st["inference_stats"]["fail"]["count"]}
+            "fail": st["inference_stats"]["fail"]["count"],
+            "inference_count": st.get("inference_count"), "execution_count": st.get("execution_count"),
+            "has_last_inference": int(st.get("last_inference", 0)) > 0}
 
 
 # --------------------------------------------------------------------------

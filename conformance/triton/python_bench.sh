@@ -2,11 +2,12 @@
 # Python models, ours against Triton 2.51's Python backend, side by side in
 # one run with one load generator (NVIDIA's perf_analyzer 2.41.1): the same
 # model.py files and configurations served by both, an identity model on
-# 4 KiB and 4 MiB FP32 inputs and an add model on 4 KiB inputs, at
+# 4 KiB and 4 MiB FP32 inputs, an add model on 4 KiB inputs and an ensemble
+# of the two (identity, add, identity) on 4 KiB inputs, at
 # concurrency 1 and 16, over gRPC. Prints a table (throughput, p50 and p99
 # latency) and keeps every run's output in target/python-bench/.
 #
-#   conformance/triton/python_bench.sh [SECONDS per measurement, default 5]
+#   [BENCH_CASES="pipeline add"] conformance/triton/python_bench.sh [SECONDS per measurement, default 5]
 #
 # A benchmark, not a test: run it on an otherwise idle machine; the figures
 # in docs/benchmarks.md come from it.
@@ -51,6 +52,23 @@ model add '{ name: "a" data_type: TYPE_FP32 dims: [ -1 ] }, { name: "b" data_typ
   '            a = pb_utils.get_input_tensor_by_name(request, "a").as_numpy()
             b = pb_utils.get_input_tensor_by_name(request, "b").as_numpy()
             responses.append(pb_utils.InferenceResponse([pb_utils.Tensor("sum", a + b)]))'
+# An ensemble of the two: identity, add (x + x), identity.
+mkdir -p "$repo/pipeline/1"
+cat >"$repo/pipeline/config.pbtxt" <<EOF
+name: "pipeline"
+platform: "ensemble"
+max_batch_size: 0
+input [ { name: "x" data_type: TYPE_FP32 dims: [ -1 ] } ]
+output [ { name: "out" data_type: TYPE_FP32 dims: [ -1 ] } ]
+ensemble_scheduling {
+  step [
+    { model_name: "identity" model_version: -1 input_map { key: "x" value: "x" } output_map { key: "y" value: "t1" } },
+    { model_name: "add" model_version: -1 input_map { key: "a" value: "t1" } input_map { key: "b" value: "t1" }
+      output_map { key: "sum" value: "t2" } },
+    { model_name: "identity" model_version: -1 input_map { key: "x" value: "t2" } output_map { key: "y" value: "out" } }
+  ]
+}
+EOF
 py=$TRITON_PYTHON_BIN/python
 read -r th tg tm oh og < <(free_ports 5)
 tpid=$(conformance/triton/start.sh "$repo" "$th" "$tg" "$tm" "$out/triton.log")
@@ -60,7 +78,10 @@ opid=$!
 trap 'kill $tpid $opid 2>/dev/null; wait $opid 2>/dev/null || true' EXIT
 wait_ready reference-server "$opid" "$oh" "$out/ours.log" >&2
 printf '%-10s %-9s %-5s %-7s %12s %10s %10s\n' server model size conc "infer/s" "p50 us" "p99 us"
-for case in "identity x 1024 4KiB" "identity x 1048576 4MiB" "add a,b 1024 4KiB"; do
+cases=("identity x 1024 4KiB" "identity x 1048576 4MiB" "add a,b 1024 4KiB" "pipeline x 1024 4KiB")
+# BENCH_CASES picks some of them by model name (e.g. "pipeline").
+[ -n "${BENCH_CASES:-}" ] && mapfile -t cases < <(printf '%s\n' "${cases[@]}" | grep -E "^(${BENCH_CASES// /|}) ")
+for case in "${cases[@]}"; do
   read -r name inputs n size <<<"$case"
   shape=()
   IFS=, read -ra names <<<"$inputs"

@@ -111,9 +111,11 @@ type Answer<'a> = Pin<Box<dyn Future<Output = JobResult> + Send + 'a>>;
 
 impl Ensemble {
     /// Checks a job's inputs against the ensemble's declared method: the
-    /// job as its steps take it, or why the request is refused.
-    pub(crate) fn check(&self, mut job: JobRequest) -> Result<JobRequest, EngineError> {
+    /// job as its steps take it and its rows, or why the request is
+    /// refused.
+    pub(crate) fn check(&self, mut job: JobRequest) -> Result<(JobRequest, usize), EngineError> {
         let checked = self.plan.check(std::mem::take(&mut job.inputs))?;
+        let rows = checked.rows;
         job.inputs = self
             .plan
             .info
@@ -122,7 +124,7 @@ impl Ensemble {
             .zip(checked.inputs)
             .filter_map(|(spec, t)| Some((spec.name.clone(), t?)))
             .collect();
-        Ok(job)
+        Ok((job, rows))
     }
 
     /// Runs one checked job ([`Ensemble::check`]) through the steps, each

@@ -254,10 +254,14 @@ impl ServableVersion {
             let started = std::time::Instant::now();
             // A request its checks refuse is not a failed inference (as
             // Triton counts, and as the scheduler counts).
-            let job = ensemble.check(job)?;
+            let (job, rows) = ensemble.check(job)?;
             let result = ensemble.run(registry, job).await;
             match &result {
-                Ok(_) => stats.success.add(started.elapsed()),
+                Ok(_) => {
+                    let took = started.elapsed();
+                    stats.success.add(took);
+                    stats.record_ensemble(rows, took);
+                }
                 Err(_) => stats.fail.add(started.elapsed()),
             }
             result

@@ -232,6 +232,23 @@ impl Stats {
         c.compute_output_ns += t.output.as_nanos() as u64;
     }
 
+    /// Records one request of `rows` rows that an ensemble answered in
+    /// `took`, as Triton counts an ensemble's (its steps count their own
+    /// runs): an inference of each row, an execution, a queue entry and a
+    /// run whose time is the whole request's. perf_analyzer needs the queue
+    /// count: it takes a model without one for a model that did not run.
+    pub(crate) fn record_ensemble(&self, rows: usize, took: Duration) {
+        self.record_run(
+            rows,
+            1,
+            RunTimes {
+                infer: took,
+                ..RunTimes::default()
+            },
+        );
+        self.queue.add(Duration::ZERO);
+    }
+
     /// Compute counters per batch size, ascending.
     pub fn by_batch_size(&self) -> BTreeMap<usize, BatchCounters> {
         self.by_batch

@@ -634,6 +634,7 @@ pub fn load_version(
             let (method, steps) = triton::ensemble_of(config).map_err(|r| fail(&where_, r))?;
             let mut completed = (**config).clone();
             completed.name = servable.name.clone();
+            triton::complete_ensemble(&mut completed);
             let version = ServableVersion::ensemble(
                 backends,
                 &servable.name,

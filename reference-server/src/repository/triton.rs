@@ -911,6 +911,22 @@ fn complete_as_triton(c: &mut ModelConfig, file: &str) {
     }
 }
 
+/// An ensemble's configuration completed as Triton 2.51 completes it: the
+/// version policy (the latest one) and an empty transaction policy, which
+/// clients such as perf_analyzer read.
+pub fn complete_ensemble(c: &mut ModelConfig) {
+    if c.version_policy.is_none() {
+        c.version_policy = Some(ModelVersionPolicy {
+            policy_choice: Some(PolicyChoice::Latest(
+                serving_proto::pb::inference::model_version_policy::Latest { num_versions: 1 },
+            )),
+        });
+    }
+    if c.model_transaction_policy.is_none() {
+        c.model_transaction_policy = Some(Default::default());
+    }
+}
+
 /// The Triton configuration equivalent to one method of a servable that
 /// has none of its own (a `servable.toml` servable, or the demo): its
 /// inputs and outputs (row shapes when it batches), `max_batch_size`, the
