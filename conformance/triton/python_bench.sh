@@ -94,9 +94,10 @@ for case in "${cases[@]}"; do
       timeout 300 "$PERF_ANALYZER" -m "$name" -u "127.0.0.1:$port" -i grpc "${shape[@]}" \
         --concurrency-range "$conc:$conc" --measurement-interval $((seconds * 1000)) \
         --percentile 50 >"$log" 2>&1 || true
-      tput=$(grep -m1 -oE "throughput: [0-9.]+" "$log" | awk '{print $2}')
-      p50=$(grep -m1 -oE "p50 latency: [0-9]+" "$log" | awk '{print $3}')
-      p99=$(grep -m1 -oE "p99 latency: [0-9]+" "$log" | awk '{print $3}')
+      # A run without a stable measurement prints none: FAILED, and on.
+      tput=$(grep -m1 -oE "throughput: [0-9.]+" "$log" | awk '{print $2}' || true)
+      p50=$(grep -m1 -oE "p50 latency: [0-9]+" "$log" | awk '{print $3}' || true)
+      p99=$(grep -m1 -oE "p99 latency: [0-9]+" "$log" | awk '{print $3}' || true)
       printf '%-10s %-9s %-5s %-7s %12s %10s %10s\n' "$server" "$name" "$size" "$conc" \
         "${tput:-FAILED}" "${p50:--}" "${p99:--}"
     done
