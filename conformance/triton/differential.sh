@@ -32,10 +32,10 @@ conformance/triton/provision.sh >/dev/null
 source target/triton/env.sh
 source conformance/peers/lib.sh
 py=$TRITON_PYTHON_BIN/python
-if [ ! -d "$out/repos/ours" ]; then
-  "$conformance" models --layout triton --out "$out/suite-models" >/dev/null
-  "$py" conformance/triton/differential.py repos --suite "$out/suite-models" --out "$out/repos"
-fi
+# Written afresh on every run: repositories left by an older probe lack
+# the models newer probes ask for.
+"$conformance" models --layout triton --out "$out/suite-models" >/dev/null
+"$py" conformance/triton/differential.py repos --suite "$out/suite-models" --out "$out/repos"
 read -r th tg tm oh og < <(free_ports 5)
 targs=()
 [ "$mode" = explicit ] && targs=(--model-control-mode=explicit '--load-model=*')
