@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::hash::{BuildHasher, Hash, Hasher};
 use std::sync::Mutex;
 
-use serving_proto::{NamedTensors, TensorData};
+use serving_proto::{NamedTensors, Tensor, TensorData};
 
 use super::scheduler::RequestInfo;
 
@@ -94,43 +94,35 @@ impl ResponseCache {
         inputs: &NamedTensors,
         info: Option<&RequestInfo>,
     ) -> Key {
-        let mut a = self.hashers.0.build_hasher();
-        let mut b = self.hashers.1.build_hasher();
+        let mut h = Both(self.hashers.0.build_hasher(), self.hashers.1.build_hasher());
         let mut bytes = 0;
-        let mut both = |f: &dyn Fn(&mut dyn Hasher)| {
-            f(&mut a);
-            f(&mut b);
-        };
-        both(&|h| {
-            servable.hash(&mut HasherRef(h));
-            version.hash(&mut HasherRef(h));
-            method.hash(&mut HasherRef(h));
-        });
+        servable.hash(&mut h);
+        version.hash(&mut h);
+        method.hash(&mut h);
         for (name, t) in inputs {
-            both(&|h| {
-                name.hash(&mut HasherRef(h));
-                format!("{:?}", t.dtype()).hash(&mut HasherRef(h));
-                t.shape().hash(&mut HasherRef(h));
-            });
+            name.hash(&mut h);
+            t.dtype().hash(&mut h);
+            t.shape().hash(&mut h);
             match t.data() {
                 TensorData::Raw(raw) => {
                     bytes += raw.len();
-                    both(&|h| raw[..].hash(&mut HasherRef(h)));
+                    raw[..].hash(&mut h);
                 }
                 TensorData::Elements(elements) => {
                     for e in elements {
                         bytes += e.len();
-                        both(&|h| e[..].hash(&mut HasherRef(h)));
+                        e[..].hash(&mut h);
                     }
                 }
             }
         }
         // Parameters meant for the model change its answer; the id does not.
         if let Some(info) = info {
-            let parameters = serde_json::Value::Object(info.parameters.clone()).to_string();
-            both(&|h| parameters.hash(&mut HasherRef(h)));
+            serde_json::to_string(&info.parameters)
+                .unwrap_or_default()
+                .hash(&mut h);
         }
-        Key(a.finish(), b.finish(), bytes)
+        Key(h.0.finish(), h.1.finish(), bytes)
     }
 
     /// The answer kept under `key`, now the most recently used.
@@ -184,7 +176,7 @@ impl ResponseCache {
         inner.entries.insert(
             key,
             Entry {
-                outputs: outputs.clone(),
+                outputs: detached(outputs),
                 bytes,
                 tick,
             },
@@ -192,23 +184,47 @@ impl ResponseCache {
     }
 }
 
-/// A `&mut dyn Hasher` as a `Hasher`, so that `Hash::hash` takes it.
-struct HasherRef<'a>(&'a mut dyn Hasher);
+/// The outputs with bytes of their own: an output that is rows of a
+/// batch's output shares that whole buffer, which the bound would not
+/// count.
+fn detached(outputs: &NamedTensors) -> NamedTensors {
+    outputs
+        .iter()
+        .map(|(name, t)| {
+            let copy = match t.data() {
+                TensorData::Raw(raw) => Tensor::from_raw(
+                    t.dtype(),
+                    t.shape().to_vec(),
+                    bytes::Bytes::copy_from_slice(raw),
+                ),
+                TensorData::Elements(e) => Tensor::from_elements(
+                    t.dtype(),
+                    t.shape().to_vec(),
+                    e.iter().map(|b| bytes::Bytes::copy_from_slice(b)).collect(),
+                ),
+            };
+            (name.clone(), copy.unwrap_or_else(|_| t.clone()))
+        })
+        .collect()
+}
 
-impl Hasher for HasherRef<'_> {
+/// Two hashers fed the same bytes: a key of two independent digests.
+struct Both<A, B>(A, B);
+
+impl<A: Hasher, B: Hasher> Hasher for Both<A, B> {
     fn finish(&self) -> u64 {
         self.0.finish()
     }
 
     fn write(&mut self, bytes: &[u8]) {
         self.0.write(bytes);
+        self.1.write(bytes);
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serving_proto::Tensor;
 
     fn inputs(v: f32) -> NamedTensors {
         NamedTensors::from([(

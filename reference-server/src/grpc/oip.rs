@@ -50,8 +50,12 @@ impl OipGrpc {
     ) -> Result<pb::ModelInferResponse, Status> {
         let state = &self.state;
         // An unknown model is NOT_FOUND whatever the tensors hold.
-        oip::resolve(state, &msg.model_name, &msg.model_version).map_err(status)?;
-        if oip::is_decoupled(state, &msg.model_name, &msg.model_version) {
+        let model = oip::resolve(state, &msg.model_name, &msg.model_version).map_err(status)?;
+        if model
+            .servable
+            .method(&model.method)
+            .is_some_and(|m| m.decoupled)
+        {
             return Err(Status::unimplemented(DECOUPLED_UNARY));
         }
         let req = codec::decode_request_with(msg, &mut |_, p| state.shared_memory.input(p))

@@ -542,6 +542,7 @@ pub(crate) fn infer_decoupled(
     job.partials = Some(partial_tx);
     let (tx, rx) = tokio::sync::mpsc::channel(1);
     let version = model.servable.version.to_string();
+    let name = req.model_name.clone();
     let wanted: Vec<String> = req.outputs.iter().map(|o| o.name.clone()).collect();
     let respond = move |outputs: NamedTensors| InferResponse {
         model_name: req.model_name.clone(),
@@ -555,7 +556,6 @@ pub(crate) fn infer_decoupled(
             .collect(),
     };
     tokio::spawn(async move {
-        let name = respond(NamedTensors::new()).model_name;
         let servable = model.servable.clone();
         let submit = servable.submit(&model.method, vec![job]);
         tokio::pin!(submit);

@@ -359,8 +359,6 @@ fn response_tensors(
         let name = o.get("name").and_then(Value::as_str).unwrap_or("");
         let got = o.get("datatype").and_then(Value::as_str).unwrap_or("");
         let quoted = serving_proto::text::quote(name);
-        let dtype = DataType::from_oip_name(got)
-            .ok_or_else(|| format!("output '{quoted}' has the unknown datatype {got}"))?;
         let spec = specs.iter().find(|s| s.name == name).ok_or_else(|| {
             format!("the response has output '{quoted}', which the configuration does not declare")
         })?;
@@ -370,28 +368,36 @@ fn response_tensors(
                 wire(spec.dtype)
             ));
         }
-        let shape: Vec<i64> = o
-            .get("shape")
-            .and_then(Value::as_array)
-            .map(|a| a.iter().filter_map(Value::as_i64).collect())
-            .unwrap_or_default();
-        let offset = o.get("offset").and_then(Value::as_u64).unwrap_or(0) as usize;
-        let size = o.get("size").and_then(Value::as_u64).unwrap_or(0) as usize;
-        let bytes = offset
-            .checked_add(size)
-            .and_then(|end| region.get(offset..end))
-            .ok_or_else(|| format!("output '{quoted}' lies outside the shared memory"))?;
-        let made = if dtype.is_variable() {
-            Tensor::from_elements(DataType::Bytes, shape, split_elements(bytes)?)
-        } else {
-            Tensor::from_raw(dtype, shape, Bytes::copy_from_slice(bytes))
-        };
-        named.insert(
-            name.to_owned(),
-            made.map_err(|e| format!("output '{quoted}': {e}"))?,
-        );
+        named.insert(name.to_owned(), region_tensor("output", o, region)?);
     }
     Ok(named)
+}
+
+/// The tensor a worker described in the region (`name`, `datatype`,
+/// `shape`, `offset`, `size`), copied out of it; `what` (input, output)
+/// names it in errors.
+pub(crate) fn region_tensor(what: &str, spec: &Value, region: &[u8]) -> Result<Tensor, String> {
+    let name = serving_proto::text::quote(spec.get("name").and_then(Value::as_str).unwrap_or(""));
+    let datatype = spec.get("datatype").and_then(Value::as_str).unwrap_or("");
+    let dtype = DataType::from_oip_name(datatype)
+        .ok_or_else(|| format!("{what} '{name}': unknown datatype {datatype}"))?;
+    let shape: Vec<i64> = spec
+        .get("shape")
+        .and_then(Value::as_array)
+        .map(|a| a.iter().filter_map(Value::as_i64).collect())
+        .unwrap_or_default();
+    let offset = spec.get("offset").and_then(Value::as_u64).unwrap_or(0) as usize;
+    let size = spec.get("size").and_then(Value::as_u64).unwrap_or(0) as usize;
+    let bytes = offset
+        .checked_add(size)
+        .and_then(|end| region.get(offset..end))
+        .ok_or_else(|| format!("{what} '{name}' lies outside the shared memory"))?;
+    let made = if dtype.is_variable() {
+        Tensor::from_elements(dtype, shape, split_elements(bytes)?)
+    } else {
+        Tensor::from_raw(dtype, shape, Bytes::copy_from_slice(bytes))
+    };
+    made.map_err(|e| format!("{what} '{name}': {e}"))
 }
 
 /// BYTES elements in the binary form (a 4-byte little-endian length, then

@@ -269,31 +269,7 @@ impl Process {
 
     /// A tensor the worker laid out in the region, copied out of it.
     fn tensor_at(&self, spec: &Value) -> Result<serving_proto::Tensor, String> {
-        let name = text_of(spec, "name");
-        let datatype = text_of(spec, "datatype");
-        let dtype = serving_proto::DataType::from_oip_name(&datatype)
-            .ok_or_else(|| format!("input '{name}': unknown datatype {datatype}"))?;
-        let shape: Vec<i64> = spec
-            .get("shape")
-            .and_then(Value::as_array)
-            .map(|a| a.iter().filter_map(Value::as_i64).collect())
-            .unwrap_or_default();
-        let offset = spec.get("offset").and_then(Value::as_u64).unwrap_or(0) as usize;
-        let size = spec.get("size").and_then(Value::as_u64).unwrap_or(0) as usize;
-        let bytes = offset
-            .checked_add(size)
-            .and_then(|end| self.region.bytes().get(offset..end))
-            .ok_or_else(|| format!("input '{name}' lies outside the shared memory"))?;
-        let made = if dtype.is_variable() {
-            serving_proto::Tensor::from_elements(
-                dtype,
-                shape,
-                super::instance::split_elements(bytes)?,
-            )
-        } else {
-            serving_proto::Tensor::from_raw(dtype, shape, bytes::Bytes::copy_from_slice(bytes))
-        };
-        made.map_err(|e| format!("input '{name}': {e}"))
+        super::instance::region_tensor("input", spec, self.region.bytes())
     }
 
     /// Replaces the region with one of at least `bytes`.
