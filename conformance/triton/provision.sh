@@ -57,6 +57,10 @@ home=$root/target/triton
 venv=$home/venv
 perf_venv=$home/perf-venv
 mkdir -p "$home"
+# One provisioning at a time: CI starts the Triton peer and the differential
+# probe together, and two pips making one venv break each other.
+exec 9>"$home/provision.lock"
+flock 9
 
 # install_venv VENV REQUIREMENTS [PIP-ARG...]: VENV with REQUIREMENTS, unless
 # it was made from this very file (a copy is kept as VENV/requirements.txt).
