@@ -3,7 +3,9 @@
 //! is on.
 
 use serving_proto::Tensor;
-use serving_proto::oip::{InferRequest, InferResponse, NamedTensor, Parameter, RequestedOutput};
+use serving_proto::oip::{
+    InferRequest, InferResponse, NamedTensor, Parameter, RequestedOutput, SequenceId,
+};
 
 use crate::{Client, Error};
 
@@ -59,6 +61,16 @@ impl<'a> InferBuilder<'a> {
     /// A request parameter.
     pub fn parameter(mut self, name: impl Into<String>, value: Parameter) -> Self {
         self.request.parameters.insert(name.into(), value);
+        self
+    }
+
+    /// Puts the request in a sequence, for a model with sequence batching
+    /// (Triton's `sequence_batching`): its correlation ID (an integer or a
+    /// text), and whether this request starts or ends the sequence. The
+    /// server keeps the sequence's slot and state between its requests;
+    /// send them one after another (or on one stream, [`Client::stream`]).
+    pub fn sequence(mut self, id: impl Into<SequenceId>, start: bool, end: bool) -> Self {
+        self.request.set_sequence(id, start, end);
         self
     }
 

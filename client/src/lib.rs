@@ -118,6 +118,6 @@ pub use serving_proto::mindspore::{InstanceResult, ServableError};
 pub use serving_proto::oip::extensions::{
     CudaSharedMemoryRegion, RepositoryModel, SystemSharedMemoryRegion,
 };
-pub use serving_proto::oip::{InferRequest, InferResponse, NamedTensor, Parameter};
+pub use serving_proto::oip::{InferRequest, InferResponse, NamedTensor, Parameter, SequenceId};
 pub use serving_proto::pb::inference::{ModelConfig, ModelStatistics};
 pub use serving_proto::{DataType, Element, NamedTensors, Tensor, TensorData, TensorError};

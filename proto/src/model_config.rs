@@ -16,8 +16,8 @@
 //! "#)?;
 //! assert_eq!(config.max_batch_size, 8);
 //! assert_eq!(config.input[0].dims, vec![3, 224, 224]);
-//! let e = model_config::parse_text("name: \"m\"\nsequence_batching {}").unwrap_err();
-//! assert_eq!(e.to_string(), "2:1: field 'sequence_batching' not found for message 'inference.ModelConfig'");
+//! let e = model_config::parse_text("name: \"m\"\nbatch_input {}").unwrap_err();
+//! assert_eq!(e.to_string(), "2:1: field 'batch_input' not found for message 'inference.ModelConfig'");
 //! # Ok::<(), model_config::ConfigError>(())
 //! ```
 
@@ -27,7 +27,7 @@ use prost_reflect::{DescriptorPool, DynamicMessage, MessageDescriptor, Serialize
 
 pub use crate::pb::inference::{
     DataType as TritonType, ModelConfig, ModelDynamicBatching, ModelInput, ModelInstanceGroup,
-    ModelOutput, ModelQueuePolicy, ModelTensorReshape, ModelVersionPolicy,
+    ModelOutput, ModelQueuePolicy, ModelSequenceBatching, ModelTensorReshape, ModelVersionPolicy,
 };
 
 /// Triton's configuration type of a data type: `BYTES` and MindSpore's

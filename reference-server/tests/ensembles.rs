@@ -122,15 +122,6 @@ fn request(text: &str) -> Value {
     json!({"inputs": [{"name": "TEXT", "datatype": "BYTES", "shape": [1, 1], "data": [text]}]})
 }
 
-fn output<'a>(v: &'a Value, name: &str) -> &'a Value {
-    v["outputs"]
-        .as_array()
-        .unwrap_or_else(|| panic!("no outputs in {v}"))
-        .iter()
-        .find(|o| o["name"] == name)
-        .unwrap_or_else(|| panic!("no output {name} in {v}"))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_ensemble_of_python_and_onnx_steps_batches_each_step_under_load() {
     let repo = repository(PIPELINE);
@@ -159,10 +150,13 @@ async fn an_ensemble_of_python_and_onnx_steps_batches_each_step_under_load() {
         for t in tasks {
             let (k, v) = t.await.unwrap();
             let doubled: Vec<f64> = [k as f64, 1.0, 2.0, 3.0].iter().map(|x| x * 2.0).collect();
-            assert_eq!(output(&v, "DOUBLED")["data"], json!(doubled), "{v}");
-            assert_eq!(output(&v, "DOUBLED")["shape"], json!([1, 4]));
+            assert_eq!(common::output(&v, "DOUBLED")["data"], json!(doubled), "{v}");
+            assert_eq!(common::output(&v, "DOUBLED")["shape"], json!([1, 4]));
             let sum: f64 = doubled.iter().sum();
-            assert_eq!(output(&v, "LABEL")["data"], json!([format!("sum={sum}")]));
+            assert_eq!(
+                common::output(&v, "LABEL")["data"],
+                json!([format!("sum={sum}")])
+            );
             assert!(
                 v["outputs"].as_array().unwrap().len() == 2,
                 "only the ensemble's outputs: {v}"

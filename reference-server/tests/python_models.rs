@@ -301,15 +301,6 @@ fn x(values: &[f32]) -> Value {
     json!({"inputs": [{"name": "x", "datatype": "FP32", "shape": [values.len()], "data": values}]})
 }
 
-fn output<'a>(v: &'a Value, name: &str) -> &'a Value {
-    v["outputs"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|o| o["name"] == name)
-        .unwrap_or_else(|| panic!("no output {name} in {v}"))
-}
-
 /// Sends `body` until it is answered 200 (a restarting replica answers an
 /// error meanwhile), for up to 30 s.
 async fn until_served(http: &reqwest::Client, server: &Running, model: &str, body: Value) -> Value {
@@ -367,9 +358,9 @@ async fn triton_python_models_run_unchanged() {
             let (a, v) = t.await.unwrap();
             let sum: Vec<f64> = a.iter().map(|&v| f64::from(v) + 1.0).collect();
             let diff: Vec<f64> = a.iter().map(|&v| f64::from(v) - 1.0).collect();
-            assert_eq!(output(&v, "OUTPUT0")["data"], json!(sum), "{v}");
-            assert_eq!(output(&v, "OUTPUT1")["data"], json!(diff), "{v}");
-            most = most.max(output(&v, "REQUESTS")["data"][0].as_i64().unwrap());
+            assert_eq!(common::output(&v, "OUTPUT0")["data"], json!(sum), "{v}");
+            assert_eq!(common::output(&v, "OUTPUT1")["data"], json!(diff), "{v}");
+            most = most.max(common::output(&v, "REQUESTS")["data"][0].as_i64().unwrap());
         }
         if most > 1 {
             break;
@@ -387,12 +378,12 @@ async fn triton_python_models_run_unchanged() {
     )
     .await;
     assert_eq!(status, 200, "{v}");
-    assert_eq!(output(&v, "loud")["data"], json!(["HéLLO!", "AB!"]));
-    assert_eq!(output(&v, "length")["data"], json!([6, 2]));
+    assert_eq!(common::output(&v, "loud")["data"], json!(["HéLLO!", "AB!"]));
+    assert_eq!(common::output(&v, "length")["data"], json!([6, 2]));
     // The request's id and its parameters reach the model; those the
     // server acts on itself (priority, timeout) do not, as in Triton.
     assert_eq!(
-        output(&v, "context")["data"],
+        common::output(&v, "context")["data"],
         json!([
             r#"{"id": "req-7", "parameters": {"mode": "fast", "temperature": 0.5, "top_k": 3}}"#
         ])
@@ -408,7 +399,7 @@ async fn triton_python_models_run_unchanged() {
     assert_eq!(config["default_model_filename"], "model.py", "{config}");
     let (status, v) = infer(&http, &server, "auto", x(&[1.0, 2.0])).await;
     assert_eq!(status, 200, "{v}");
-    assert_eq!(output(&v, "y")["data"], json!([3.0, 6.0]));
+    assert_eq!(common::output(&v, "y")["data"], json!([3.0, 6.0]));
 
     // BLS: a Python model calls an ONNX model and a Python model of the
     // server, and learns of a call that failed.
@@ -420,9 +411,18 @@ async fn triton_python_models_run_unchanged() {
     )
     .await;
     assert_eq!(status, 200, "{v}");
-    assert_eq!(output(&v, "squared")["data"], json!([1.0, 4.0, 9.0, 16.0]));
-    assert_eq!(output(&v, "tripled")["data"], json!([3.0, 6.0, 9.0, 12.0]));
-    let note = output(&v, "note")["data"][0].as_str().unwrap().to_owned();
+    assert_eq!(
+        common::output(&v, "squared")["data"],
+        json!([1.0, 4.0, 9.0, 16.0])
+    );
+    assert_eq!(
+        common::output(&v, "tripled")["data"],
+        json!([3.0, 6.0, 9.0, 12.0])
+    );
+    let note = common::output(&v, "note")["data"][0]
+        .as_str()
+        .unwrap()
+        .to_owned();
     assert!(note.contains("model 'nope' is not found"), "{note}");
 
     // A response with an error, and an exception: the request's error,
@@ -441,14 +441,17 @@ async fn triton_python_models_run_unchanged() {
         "{text}"
     );
     let (status, v) = infer(&http, &server, "fails", x(&[5.0])).await;
-    assert_eq!((status, &output(&v, "y")["data"]), (200, &json!([5.0])));
+    assert_eq!(
+        (status, &common::output(&v, "y")["data"]),
+        (200, &json!([5.0]))
+    );
 
     // A worker that dies: the request fails, the replica restarts, the
     // model serves again; the other models never stopped.
     let (status, v) = infer(&http, &server, "fragile", x(&[-1.0])).await;
     assert_ne!(status, 200, "{v}");
     let v = until_served(&http, &server, "fragile", x(&[7.0])).await;
-    assert_eq!(output(&v, "y")["data"], json!([7.0]));
+    assert_eq!(common::output(&v, "y")["data"], json!([7.0]));
     let (status, _) = infer(&http, &server, "auto", x(&[1.0])).await;
     assert_eq!(status, 200);
 
@@ -480,7 +483,7 @@ async fn triton_python_models_run_unchanged() {
         "{e:?}"
     );
     let v = until_served(&http, &server, "fragile", x(&[8.0])).await;
-    assert_eq!(output(&v, "y")["data"], json!([8.0]));
+    assert_eq!(common::output(&v, "y")["data"], json!([8.0]));
 
     // An input larger than the worker's region (1 MiB at first), returned
     // as it is: the region grows for it, the output passes through, and
@@ -602,8 +605,8 @@ async fn burst(http: &reqwest::Client, server: &Running) -> i64 {
         let (python, a, v) = t.await.unwrap();
         if python {
             let sum: Vec<f64> = a.iter().map(|&v| f64::from(v) + 1.0).collect();
-            assert_eq!(output(&v, "OUTPUT0")["data"], json!(sum), "{v}");
-            most = most.max(output(&v, "REQUESTS")["data"][0].as_i64().unwrap());
+            assert_eq!(common::output(&v, "OUTPUT0")["data"], json!(sum), "{v}");
+            most = most.max(common::output(&v, "REQUESTS")["data"][0].as_i64().unwrap());
         } else {
             // An identity: the client's own row back.
             let row: Vec<f64> = a.iter().map(|&v| f64::from(v)).collect();

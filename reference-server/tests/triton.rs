@@ -309,8 +309,8 @@ async fn each_version_policy_serves_exactly_its_versions() {
 async fn bad_configurations_name_the_file_and_the_reason() {
     let cases: &[(&str, &str)] = &[
         (
-            "name: \"m\"\nsequence_batching { }",
-            "config.pbtxt: 2:1: field 'sequence_batching' not found for message 'inference.ModelConfig'",
+            "name: \"m\"\nbatch_input { }",
+            "config.pbtxt: 2:1: field 'batch_input' not found for message 'inference.ModelConfig'",
         ),
         (
             "name: \"m\"\nmax_batch_size: \"eight\"",

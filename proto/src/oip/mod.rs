@@ -105,6 +105,68 @@ pub struct InferRequest {
     pub outputs: Vec<RequestedOutput>,
 }
 
+/// A sequence's correlation ID (Triton's `sequence_id` parameter): an
+/// integer or a text.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum SequenceId {
+    /// An integer ID (0 is none).
+    Int(u64),
+    /// A text ID ("" is none).
+    Text(String),
+}
+
+impl From<u64> for SequenceId {
+    fn from(n: u64) -> SequenceId {
+        SequenceId::Int(n)
+    }
+}
+
+impl From<&str> for SequenceId {
+    fn from(s: &str) -> SequenceId {
+        SequenceId::Text(s.to_owned())
+    }
+}
+
+impl From<String> for SequenceId {
+    fn from(s: String) -> SequenceId {
+        SequenceId::Text(s)
+    }
+}
+
+impl InferRequest {
+    /// Puts the request in a sequence, for a model with sequence batching
+    /// (Triton's `sequence_batching`): the parameters `sequence_id`,
+    /// `sequence_start` and `sequence_end`. An integer ID goes as an
+    /// `int64` parameter, as Triton's clients send it (one above
+    /// `i64::MAX` as a `uint64`).
+    ///
+    /// ```
+    /// use serving_proto::oip::{InferRequest, Parameter};
+    ///
+    /// let mut r = InferRequest::default();
+    /// r.set_sequence(7u64, true, false);
+    /// assert_eq!(r.parameters["sequence_id"], Parameter::Int64(7));
+    /// assert_eq!(r.parameters["sequence_start"], Parameter::Bool(true));
+    /// r.set_sequence("user-a", false, true);
+    /// assert_eq!(r.parameters["sequence_id"], Parameter::String("user-a".into()));
+    /// ```
+    pub fn set_sequence(&mut self, id: impl Into<SequenceId>, start: bool, end: bool) {
+        let id = match id.into() {
+            SequenceId::Int(n) => match i64::try_from(n) {
+                Ok(n) => Parameter::Int64(n),
+                Err(_) => Parameter::Uint64(n),
+            },
+            SequenceId::Text(s) => Parameter::String(s),
+        };
+        self.parameters.insert("sequence_id".into(), id);
+        self.parameters
+            .insert("sequence_start".into(), Parameter::Bool(start));
+        self.parameters
+            .insert("sequence_end".into(), Parameter::Bool(end));
+    }
+}
+
 /// An inference response, transport-neutral.
 #[derive(Clone, Debug, PartialEq, Default)]
 pub struct InferResponse {

@@ -106,6 +106,9 @@ pub struct Deployment {
     /// Whether answers are kept in the server's response cache (when it
     /// has one) and given again for the same inputs.
     pub response_cache: bool,
+    /// Sequence batching: jobs belong to sequences that keep a slot and
+    /// state (see [`crate::engine::sequence`]).
+    pub sequence: Option<super::sequence::SequenceSpec>,
 }
 
 /// How rows of queued jobs are batched.

@@ -165,6 +165,9 @@ impl Ensemble {
                         queue_timeout: job.queue_timeout,
                         info: job.info.clone(),
                         partials: None,
+                        // As Triton: a step of a sequence model is in the
+                        // ensemble request's sequence.
+                        sequence: job.sequence.clone(),
                     };
                     async move {
                         let failed = |error: EngineError| EngineError::Step {

@@ -88,6 +88,9 @@ pub enum EngineError {
         "the model answers each request with any number of responses, which only a stream carries"
     )]
     NeedsStream,
+    /// The job cannot join its sequence (a sequence model's).
+    #[error(transparent)]
+    Sequence(#[from] super::sequence::SequenceError),
     /// A step of an ensemble failed.
     #[error("step {step} (model '{}'): {error}", quote(.model))]
     Step {

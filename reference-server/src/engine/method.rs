@@ -528,6 +528,21 @@ impl MethodPlan {
         inputs: Vec<Option<Tensor>>,
         rows: usize,
     ) -> Result<Vec<Tensor>, RunError> {
+        Ok(self.run_with(runner, inputs, rows, Vec::new(), &[])?.0)
+    }
+
+    /// As [`MethodPlan::run`], with model inputs the engine feeds itself
+    /// (`extra`: a sequence model's control inputs and states, by model
+    /// input name); returns the outputs and the values of `keep` (model
+    /// outputs that are not method outputs: a sequence's next state).
+    pub(crate) fn run_with(
+        &self,
+        runner: &mut Runner<'_>,
+        inputs: Vec<Option<Tensor>>,
+        rows: usize,
+        extra: Vec<(String, Tensor)>,
+        keep: &[String],
+    ) -> Result<(Vec<Tensor>, Vec<Tensor>), RunError> {
         let batched = self.info.batched;
         let mut values: BTreeMap<&str, Tensor> = BTreeMap::new();
         for (spec, t) in self.info.inputs.iter().zip(inputs) {
@@ -537,6 +552,9 @@ impl MethodPlan {
                 None => t,
             };
             values.insert(&spec.name, t);
+        }
+        for (name, t) in &extra {
+            values.insert(name, t.clone());
         }
         for stage in &self.stages {
             let args: Vec<Option<&Tensor>> = stage
@@ -555,11 +573,21 @@ impl MethodPlan {
                 values.insert(name, t);
             }
         }
+        let kept = keep
+            .iter()
+            .map(|name| {
+                values
+                    .get(name.as_str())
+                    .cloned()
+                    .ok_or_else(|| format!("the model did not output state '{name}'"))
+            })
+            .collect::<Result<Vec<Tensor>, String>>()?;
         // A decoupled model has sent its responses itself.
         if self.info.decoupled {
-            return Ok(Vec::new());
+            return Ok((Vec::new(), kept));
         }
-        self.info
+        let outputs = self
+            .info
             .outputs
             .iter()
             .map(|o| {
@@ -572,7 +600,8 @@ impl MethodPlan {
                     None => t,
                 })
             })
-            .collect()
+            .collect::<Result<Vec<Tensor>, RunError>>()?;
+        Ok((outputs, kept))
     }
 }
 

@@ -22,6 +22,7 @@
 //! | `queue` | jobs by priority, and how a batch is formed |
 //! | `rows` | joining, padding and splitting tensors along dimension 0 |
 //! | [`replica`] | one instance of each model on one device |
+//! | [`sequence`] | sequence batching: slots, control inputs, implicit state |
 //! | [`stats`] | counters and histograms per servable version |
 //! | [`error`] | the engine's error kinds |
 //! | [`faults`] | test hooks: failing, blocking and holding replicas |
@@ -40,6 +41,7 @@ pub mod registry;
 pub mod replica;
 mod rows;
 pub mod scheduler;
+pub mod sequence;
 pub mod servable;
 pub mod stats;
 

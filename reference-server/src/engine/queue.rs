@@ -24,6 +24,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use super::error::EngineError;
 use super::method::{MethodPlan, Signature};
+use super::sequence::{SequenceJob, Sequences, Strategy};
 
 /// A request's place in the queue limit, given back when its last job is
 /// answered or dropped.
@@ -56,6 +57,8 @@ pub(crate) struct Job {
     pub(crate) info: Option<Arc<super::scheduler::RequestInfo>>,
     /// Where its responses go, when its model answers several times.
     pub(crate) partials: Option<super::scheduler::PartialSender>,
+    /// Its sequence, for a sequence model.
+    pub(crate) sequence: Option<SequenceJob>,
     pub(crate) reply: oneshot::Sender<Result<Vec<serving_proto::Tensor>, EngineError>>,
     /// Held until the job is answered: the request's place in the limit.
     pub(crate) _admission: Arc<Admission>,
@@ -68,6 +71,9 @@ pub(crate) struct Job {
 #[derive(Debug)]
 pub(crate) struct Queue {
     levels: Vec<VecDeque<Job>>,
+    /// A sequence model's sequences (`engine::sequence`): its jobs are
+    /// taken by the rules of sequence batching instead.
+    pub(crate) sequences: Option<Sequences>,
 }
 
 /// The lane of jobs on time at level index `level`.
@@ -99,6 +105,7 @@ impl Queue {
     pub(crate) fn new(levels: usize) -> Queue {
         Queue {
             levels: (0..2 * levels.max(1)).map(|_| VecDeque::new()).collect(),
+            sequences: None,
         }
     }
 
@@ -114,6 +121,9 @@ impl Queue {
 
     /// Puts a job back at the front of its level (a retry).
     pub(crate) fn push_front(&mut self, job: Job) {
+        if let (Some(seqs), Some(sj)) = (self.sequences.as_mut(), &job.sequence) {
+            seqs.requeue(sj.serial);
+        }
         let lane = self.lane(&job);
         self.levels[lane].push_front(job);
     }
@@ -145,7 +155,11 @@ impl Queue {
     pub(crate) fn remove(&mut self, id: u64) -> Option<Job> {
         for level in &mut self.levels {
             if let Some(i) = level.iter().position(|j| j.id == id) {
-                return level.remove(i);
+                let job = level.remove(i)?;
+                if let (Some(seqs), Some(sj)) = (self.sequences.as_mut(), &job.sequence) {
+                    seqs.dequeued(sj.serial, Instant::now());
+                }
+                return Some(job);
             }
         }
         None
@@ -153,17 +167,29 @@ impl Queue {
 
     /// Every queued job (the last replica died).
     pub(crate) fn drain(&mut self) -> Vec<Job> {
-        self.levels.iter_mut().flat_map(|l| l.drain(..)).collect()
+        let jobs: Vec<Job> = self.levels.iter_mut().flat_map(|l| l.drain(..)).collect();
+        if let Some(seqs) = self.sequences.as_mut() {
+            let now = Instant::now();
+            for sj in jobs.iter().filter_map(|j| j.sequence.as_ref()) {
+                seqs.dequeued(sj.serial, now);
+            }
+        }
+        jobs
     }
 
-    /// The next batch, by the rules above.
+    /// The next batch for replica `replica`, by the rules above (or by
+    /// those of sequence batching).
     pub(crate) fn next(
         &mut self,
         methods: &[MethodPlan],
         rules: &Rules,
         now: Instant,
         flush: bool,
+        replica: usize,
     ) -> Next {
+        if self.sequences.is_some() {
+            return self.next_in_sequences(methods, now, flush, replica);
+        }
         let Some(head) = self.levels.iter().find_map(|l| l.front()) else {
             return Next::Wait;
         };
@@ -231,6 +257,111 @@ impl Queue {
         jobs.reverse();
         Next::Run(jobs)
     }
+
+    /// The next batch of a sequence model for replica `replica`: the
+    /// oldest ready request of each sequence whose slot is on it (one per
+    /// sequence, the sequence's requests in order), under `Direct` ordered
+    /// by slot (each job's row is its slot), under `Oldest` oldest first
+    /// up to the batch size.
+    fn next_in_sequences(
+        &mut self,
+        methods: &[MethodPlan],
+        now: Instant,
+        flush: bool,
+        replica: usize,
+    ) -> Next {
+        let Queue { levels, sequences } = self;
+        let seqs = sequences.as_mut().expect("a sequence model");
+        let next_idle = seqs.reap(now);
+        let max_batch = methods.first().map_or(1, |m| m.info.max_batch_size).max(1);
+        let (max, delay) = match &seqs.spec.strategy {
+            Strategy::Direct { max_delay, .. } => (seqs.slots, *max_delay),
+            Strategy::Oldest { max_delay, .. } => (max_batch, *max_delay),
+        };
+        let mut seen = std::collections::HashSet::new();
+        // (lane, index, slot position, enqueued)
+        let mut chosen: Vec<(usize, usize, usize, Instant)> = Vec::new();
+        let mut waiting = false;
+        'lanes: for (l, lane) in levels.iter().enumerate() {
+            for (i, job) in lane.iter().enumerate() {
+                let Some(sj) = &job.sequence else { continue };
+                // A sequence's later requests wait for its first.
+                if !seen.insert(sj.serial) {
+                    continue;
+                }
+                let slot = match seqs.runnable(sj.serial) {
+                    Some(slot) if slot.replica == replica => slot,
+                    _ => {
+                        waiting = true;
+                        continue;
+                    }
+                };
+                if job.alone {
+                    // A retry out of a failed batch runs by itself.
+                    chosen = vec![(l, i, slot.position, job.enqueued)];
+                    break 'lanes;
+                }
+                chosen.push((l, i, slot.position, job.enqueued));
+                if chosen.len() == max {
+                    break 'lanes;
+                }
+            }
+        }
+        let Some(oldest) = chosen.iter().map(|c| c.3).min() else {
+            // Requests wait for a slot (or their sequence's running
+            // request): a slot frees when a sequence ends, or idles out.
+            return match (waiting, next_idle) {
+                (true, Some(t)) => Next::WaitUntil(t),
+                _ => Next::Wait,
+            };
+        };
+        let mut take = chosen.len();
+        let ready = match &seqs.spec.strategy {
+            Strategy::Direct {
+                min_utilization, ..
+            } => {
+                *min_utilization <= 0.0
+                    || chosen.len() as f32 >= *min_utilization * seqs.slots as f32
+                    || flush
+                    || now >= oldest + delay
+            }
+            Strategy::Oldest { preferred, .. } => {
+                if chosen.len() == max || flush || now >= oldest + delay {
+                    true
+                } else if let Some(&p) = preferred.iter().filter(|&&p| p <= chosen.len()).max() {
+                    take = p.max(1);
+                    true
+                } else {
+                    false
+                }
+            }
+        };
+        if !ready {
+            return Next::WaitUntil(oldest + delay);
+        }
+        chosen.truncate(take);
+        let mut order: Vec<(usize, usize, usize)> =
+            chosen.iter().map(|&(l, i, p, _)| (l, i, p)).collect();
+        // Remove from the back so that earlier indices stay valid.
+        order.sort_by_key(|&(l, i, _)| std::cmp::Reverse((l, i)));
+        let mut jobs: Vec<Job> = Vec::with_capacity(order.len());
+        for &(l, i, position) in &order {
+            if let Some(mut job) = levels[l].remove(i) {
+                if let Some(sj) = job.sequence.as_mut() {
+                    seqs.begin(sj.serial);
+                    sj.position = position;
+                }
+                jobs.push(job);
+            }
+        }
+        match &seqs.spec.strategy {
+            Strategy::Direct { .. } => {
+                jobs.sort_by_key(|j| j.sequence.as_ref().map_or(0, |s| s.position))
+            }
+            Strategy::Oldest { .. } => jobs.sort_by_key(|j| j.enqueued),
+        }
+        Next::Run(jobs)
+    }
 }
 
 #[cfg(test)]
@@ -252,6 +383,7 @@ mod tests {
             alone: true,
             info: None,
             partials: None,
+            sequence: None,
             reply,
             _admission: Arc::new(Admission(Arc::new(AtomicUsize::new(1)))),
         }

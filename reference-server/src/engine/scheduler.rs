@@ -49,6 +49,7 @@ use super::model::ModelInfo;
 use super::queue::{Admission, Job, Next, Queue, Rules};
 use super::replica::{Replica, ReplicaSpec, Runner};
 use super::rows;
+use super::sequence::{SequenceFlags, SequenceJob, SequenceSpec, Sequences, Strategy};
 use super::stats::{RunTimes, Stats};
 use crate::runtime::device::Device;
 
@@ -70,6 +71,9 @@ pub struct JobRequest {
     /// (a decoupled model) go, as the model sends them; the job's own
     /// answer then holds no outputs and says that the model is done.
     pub partials: Option<PartialSender>,
+    /// The job's sequence, as its request names it: what a sequence model
+    /// needs (ignored by other models).
+    pub sequence: Option<SequenceFlags>,
 }
 
 /// One of the responses of a job that a model answers several times
@@ -134,6 +138,8 @@ struct Shared {
     /// The inline bound in nanoseconds (0: never inline).
     inline_max_ns: u64,
     policy: QueuePolicy,
+    /// A sequence model's sequence batching.
+    sequence: Option<SequenceSpec>,
     queue: Mutex<Queue>,
     cond: Condvar,
     alive: AtomicUsize,
@@ -257,6 +263,7 @@ impl Scheduler {
         let n = spec.replicas.len();
         let deployment = &spec.spec.deployment;
         let devices: Vec<_> = spec.replicas.iter().map(|r| r.device).collect();
+        let max_batch = spec.methods.first().map_or(1, |m| m.info.max_batch_size);
         let shared = Arc::new(Shared {
             name: spec.name.clone(),
             last_cpu_run: spec.methods.iter().map(|_| RunCost::default()).collect(),
@@ -273,7 +280,15 @@ impl Scheduler {
             },
             inline_max_ns: spec.inline_max.as_nanos().min(u64::MAX as u128) as u64,
             policy: deployment.queue.clone(),
-            queue: Mutex::new(Queue::new(deployment.queue.priority_levels as usize)),
+            sequence: deployment.sequence.clone(),
+            queue: Mutex::new({
+                let mut q = Queue::new(deployment.queue.priority_levels as usize);
+                q.sequences = deployment
+                    .sequence
+                    .clone()
+                    .map(|s| Sequences::new(s, n, max_batch));
+                q
+            }),
             cond: Condvar::new(),
             alive: AtomicUsize::new(n),
             stopping: AtomicBool::new(false),
@@ -414,6 +429,7 @@ impl Scheduler {
         // A job answered several times sends from the replica's thread,
         // which must not be the caller's.
         if shared.faults.engaged()
+            || shared.sequence.is_some()
             || job.partials.is_some()
             || waits_for_rows
             || shared.outstanding.load(Ordering::SeqCst) != 1
@@ -464,6 +480,7 @@ impl Scheduler {
                     plan.check(req.inputs)?,
                     req.info,
                     req.partials,
+                    req.sequence,
                 ))
             })
             .collect();
@@ -486,9 +503,10 @@ impl Scheduler {
             };
             let now = Instant::now();
             let mut jobs: Vec<Job> = Vec::new();
+            let mut sequences: Vec<Option<SequenceFlags>> = Vec::new();
             for (k, c) in checked.into_iter().enumerate() {
                 answers.push(None);
-                let (deadline, timeout, level, checked, info, partials) = match c {
+                let (deadline, timeout, level, checked, info, partials, sequence) = match c {
                     Ok(c) => c,
                     Err(e) => {
                         answers[k] = Some(Err(e));
@@ -522,9 +540,11 @@ impl Scheduler {
                     alone: false,
                     info,
                     partials,
+                    sequence: None,
                     reply: tx,
                     _admission: admission.clone(),
                 });
+                sequences.push(sequence);
                 let queue_deadline = policy
                     .request_timeouts
                     .apply(timeout, policy.default_timeout)
@@ -553,7 +573,29 @@ impl Scheduler {
                 }
             } else {
                 let mut q = lock(&shared.queue);
-                for job in jobs {
+                for (mut job, flags) in jobs.into_iter().zip(sequences) {
+                    if let Some(seqs) = q.sequences.as_mut() {
+                        // A sequence model's job joins its sequence as it
+                        // is queued: the order of a sequence's jobs is the
+                        // queue's.
+                        let admitted = flags
+                            .ok_or(super::sequence::SequenceError::NoCorrelationId)
+                            .and_then(|f| {
+                                let serial = seqs.admit(&f, job.rows, now)?;
+                                Ok(SequenceJob {
+                                    flags: f,
+                                    serial,
+                                    position: 0,
+                                })
+                            });
+                        match admitted {
+                            Ok(sj) => job.sequence = Some(sj),
+                            Err(e) => {
+                                let _ = job.reply.send(Err(e.into()));
+                                continue;
+                            }
+                        }
+                    }
                     q.push(job);
                 }
                 drop(q);
@@ -648,12 +690,17 @@ fn take(shared: &Shared, index: usize) -> Option<Vec<Job>> {
             return None;
         }
         let now = Instant::now();
-        match q.next(&shared.methods, &shared.rules, now, false) {
+        match q.next(&shared.methods, &shared.rules, now, false, index) {
             Next::Run(jobs) => {
                 let (live, gone): (Vec<Job>, Vec<Job>) = jobs
                     .into_iter()
                     .partition(|j| !j.reply.is_closed() && j.deadline.is_none_or(|d| d > now));
                 if !gone.is_empty() {
+                    if let Some(seqs) = q.sequences.as_mut() {
+                        for sj in gone.iter().filter_map(|j| j.sequence.as_ref()) {
+                            seqs.finish(sj.serial, None, now);
+                        }
+                    }
                     drop(q);
                     for job in gone {
                         if job.reply.is_closed() {
@@ -791,7 +838,7 @@ fn execute(
     });
     drop(slot);
     match ran {
-        Ok(Ok((outputs, times))) => {
+        Ok(Ok((outputs, states, times))) => {
             if device == Device::Cpu {
                 shared.last_cpu_run[batch[0].method].record(
                     started.elapsed(),
@@ -814,6 +861,22 @@ fn execute(
                 for _ in 0..n {
                     shared.stats.record_run(1, 1, each);
                 }
+            }
+            let mut batch = batch;
+            if shared.sequence.is_some() {
+                // Each sequence's next state, and its slot free for its
+                // next job, before its client hears of this one.
+                let now = Instant::now();
+                let mut q = lock(&shared.queue);
+                if let Some(seqs) = q.sequences.as_mut() {
+                    for (job, state) in batch.iter_mut().zip(states) {
+                        if let Some(sj) = job.sequence.take() {
+                            seqs.finish(sj.serial, state, now);
+                        }
+                    }
+                }
+                drop(q);
+                shared.cond.notify_all();
             }
             for (job, out) in batch.into_iter().zip(outputs) {
                 shared
@@ -905,8 +968,16 @@ fn answer(shared: &Shared, job: Job, result: Result<Vec<Tensor>, EngineError>) {
         reply,
         enqueued,
         _admission,
+        sequence,
         ..
     } = job;
+    if let Some(sj) = sequence {
+        // Its sequence may go on (or end) without it.
+        if let Some(seqs) = lock(&shared.queue).sequences.as_mut() {
+            seqs.finish(sj.serial, None, Instant::now());
+        }
+        shared.cond.notify_all();
+    }
     if reply.is_closed() {
         // The client went away (or its deadline passed) while it ran; the
         // waiter has counted the failure.
@@ -977,6 +1048,10 @@ fn fail_all(shared: &Shared) {
 /// One job's outputs from a run, or why the model failed on it.
 type Outputs = Result<Vec<Tensor>, String>;
 
+/// What a run gives: each job's outputs, each job's sequence state after
+/// it (a sequence model's, where it ran), and the times.
+type Ran = (Vec<Outputs>, Vec<Option<Vec<Tensor>>>, RunTimes);
+
 /// Runs one batch: its jobs' rows joined, the method's stages, the outputs
 /// split back per job. `Err` when the joined run failed (its jobs are then
 /// retried alone); the jobs of a method without a batch dimension run one
@@ -986,7 +1061,10 @@ fn run(
     ctx: &Context,
     replica: &mut Replica,
     batch: &[Job],
-) -> Result<(Vec<Outputs>, RunTimes), RunError> {
+) -> Result<Ran, RunError> {
+    if let Some(spec) = &shared.sequence {
+        return run_sequences(shared, ctx, replica, batch, spec);
+    }
     let plan = &shared.methods[batch[0].method];
     let mut runner = Runner::new(&ctx.models, replica);
     runner.deadline = batch.iter().filter_map(|j| j.deadline).min();
@@ -1019,7 +1097,8 @@ fn run(
             infer,
             output,
         };
-        return Ok((each, times));
+        let states = vec![None; each.len()];
+        return Ok((each, states, times));
     }
     let t0 = Instant::now();
     let rows: usize = batch.iter().map(|j| j.rows).sum();
@@ -1059,7 +1138,165 @@ fn run(
         infer: model_infer,
         output: t2.elapsed() + model_output,
     };
-    Ok((per_job, times))
+    let states = vec![None; per_job.len()];
+    Ok((per_job, states, times))
+}
+
+/// Runs one batch of a sequence model: each job with its sequence's
+/// control inputs and state. Under `Direct` each job's row is its slot,
+/// rows without a job filled with zeros marked not ready; under `Oldest`
+/// the jobs' rows in order. A model without a batch dimension runs each
+/// job alone. Blocking.
+fn run_sequences(
+    shared: &Shared,
+    ctx: &Context,
+    replica: &mut Replica,
+    batch: &[Job],
+    spec: &SequenceSpec,
+) -> Result<Ran, RunError> {
+    let plan = &shared.methods[batch[0].method];
+    let batched = plan.info.batched;
+    fn flags(job: &Job) -> Option<&SequenceFlags> {
+        job.sequence.as_ref().map(|s| &s.flags)
+    }
+    let keep: Vec<String> = spec.states.iter().map(|s| s.output.clone()).collect();
+    let states: Vec<Vec<Tensor>> = {
+        let q = lock(&shared.queue);
+        batch
+            .iter()
+            .map(|j| {
+                j.sequence
+                    .as_ref()
+                    .zip(q.sequences.as_ref())
+                    .and_then(|(sj, seqs)| seqs.state(sj.serial, sj.flags.start))
+                    .unwrap_or_else(|| spec.initial_states(batched))
+            })
+            .collect()
+    };
+    let with_states = |extra: &mut Vec<(String, Tensor)>, state: Vec<Tensor>| {
+        extra.extend(spec.states.iter().map(|s| s.input.clone()).zip(state));
+    };
+    let mut runner = Runner::new(&ctx.models, replica);
+    let t0 = Instant::now();
+    let split = |runner: &Runner<'_>, total: Duration| RunTimes {
+        input: runner.input_time,
+        infer: total.saturating_sub(runner.input_time + runner.output_time),
+        output: runner.output_time,
+    };
+    if !batched {
+        let mut each = Vec::with_capacity(batch.len());
+        let mut after = Vec::with_capacity(batch.len());
+        for (job, state) in batch.iter().zip(states) {
+            runner.deadline = job.deadline;
+            runner.infos = vec![job.info.clone()];
+            runner.partials = vec![job.partials.clone()];
+            let mut extra = spec.control_row(flags(job), false);
+            with_states(&mut extra, state);
+            match plan.run_with(&mut runner, job.inputs.clone(), 1, extra, &keep) {
+                Ok((out, kept)) => {
+                    each.push(Ok(out));
+                    after.push(Some(kept));
+                }
+                Err(RunError::Failed(e)) => {
+                    each.push(Err(e));
+                    after.push(None);
+                }
+                Err(lost) => return Err(lost),
+            }
+        }
+        let times = split(&runner, t0.elapsed());
+        return Ok((each, after, times));
+    }
+    let direct = matches!(spec.strategy, Strategy::Direct { .. });
+    // The job of each row (`None`: a filler row).
+    let rows_n = if direct {
+        batch
+            .iter()
+            .filter_map(|j| j.sequence.as_ref().map(|s| s.position + 1))
+            .max()
+            .unwrap_or(1)
+    } else {
+        batch.len()
+    };
+    let mut at: Vec<Option<usize>> = vec![None; rows_n];
+    for (k, job) in batch.iter().enumerate() {
+        let row = match (&job.sequence, direct) {
+            (Some(sj), true) => sj.position,
+            _ => k,
+        };
+        at[row] = Some(k);
+    }
+    fn join_rows<'a>(
+        at: &[Option<usize>],
+        row_of: impl Fn(usize) -> Option<&'a Tensor>,
+        filler: &'a Tensor,
+    ) -> Result<Tensor, String> {
+        let parts: Vec<&Tensor> = at
+            .iter()
+            .map(|a| a.and_then(&row_of).unwrap_or(filler))
+            .collect();
+        rows::join(&parts)
+    }
+    let mut inputs = Vec::with_capacity(plan.info.inputs.len());
+    for i in 0..plan.info.inputs.len() {
+        // Jobs of one batch have the same inputs present (their signatures).
+        let Some(first) = batch[0].inputs[i].as_ref() else {
+            inputs.push(None);
+            continue;
+        };
+        let filler = super::sequence::zeros(first.dtype(), first.shape());
+        inputs.push(Some(join_rows(
+            &at,
+            |k| batch[k].inputs[i].as_ref(),
+            &filler,
+        )?));
+    }
+    let controls: Vec<Vec<(String, Tensor)>> = at
+        .iter()
+        .map(|a| spec.control_row(a.and_then(|k| flags(&batch[k])), true))
+        .collect();
+    let mut extra: Vec<(String, Tensor)> = Vec::new();
+    for (c, control) in spec.controls.iter().enumerate() {
+        let parts: Vec<&Tensor> = controls.iter().map(|row| &row[c].1).collect();
+        extra.push((control.input.clone(), rows::join(&parts)?));
+    }
+    let initial = spec.initial_states(true);
+    for (s, state) in spec.states.iter().enumerate() {
+        extra.push((
+            state.input.clone(),
+            join_rows(&at, |k| states.get(k).and_then(|v| v.get(s)), &initial[s])?,
+        ));
+    }
+    runner.deadline = batch.iter().filter_map(|j| j.deadline).min();
+    runner.jobs = vec![1; rows_n];
+    runner.infos = at
+        .iter()
+        .map(|a| a.and_then(|k| batch[k].info.clone()))
+        .collect();
+    runner.partials = at
+        .iter()
+        .map(|a| a.and_then(|k| batch[k].partials.clone()))
+        .collect();
+    let t1 = Instant::now();
+    let (outputs, kept) = plan.run_with(&mut runner, inputs, rows_n, extra, &keep)?;
+    let mut each = Vec::with_capacity(batch.len());
+    let mut after = Vec::with_capacity(batch.len());
+    for k in 0..batch.len() {
+        let row = at
+            .iter()
+            .position(|a| *a == Some(k))
+            .expect("every job has a row");
+        let slice = |ts: &[Tensor]| {
+            ts.iter()
+                .map(|t| rows::slice(t, row, row + 1))
+                .collect::<Result<Vec<Tensor>, String>>()
+        };
+        each.push(Ok(slice(&outputs)?));
+        after.push(Some(slice(&kept)?));
+    }
+    let mut times = split(&runner, t1.elapsed());
+    times.input += t1 - t0;
+    Ok((each, after, times))
 }
 
 #[cfg(test)]

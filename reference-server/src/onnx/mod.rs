@@ -219,6 +219,48 @@ pub fn matmul_chain(width: usize, depth: usize, w: &[f32]) -> Vec<u8> {
     b.build()
 }
 
+/// A stateful running sum for sequence batching (Triton's
+/// `sequence_batching` with implicit state): float32 rows of one element,
+/// the batch dimension dynamic; `OUTPUT = STATE_IN * (1 - START) + INPUT`,
+/// also given as `STATE_OUT`, the state the server keeps for the sequence
+/// and feeds back as `STATE_IN`; `START` is the sequence-start control.
+pub fn running_sum() -> Vec<u8> {
+    let dims = [Dim::Dynamic("batch"), Dim::Fixed(1)];
+    ModelBuilder::new("running_sum")
+        .input("INPUT", DataType::Fp32, &dims)
+        .input("START", DataType::Fp32, &dims)
+        .input("STATE_IN", DataType::Fp32, &dims)
+        .output("OUTPUT", DataType::Fp32, &dims)
+        .output("STATE_OUT", DataType::Fp32, &dims)
+        .constant_f32("one", &[], &[1.0])
+        .node("Sub", &["one", "START"], &["keep"], vec![])
+        .node("Mul", &["STATE_IN", "keep"], &["prev"], vec![])
+        .node("Add", &["prev", "INPUT"], &["OUTPUT"], vec![])
+        .node("Identity", &["OUTPUT"], &["STATE_OUT"], vec![])
+        .build()
+}
+
+/// The `config.pbtxt` that serves [`running_sum`] as model `name` with
+/// sequence batching: `strategy` is `direct { }` or `oldest { ... }`.
+pub fn running_sum_config(name: &str, strategy: &str, idle_us: u64) -> String {
+    format!(
+        r#"name: "{name}"
+platform: "onnxruntime_onnx"
+max_batch_size: 4
+input [ {{ name: "INPUT" data_type: TYPE_FP32 dims: [ 1 ] }} ]
+output [ {{ name: "OUTPUT" data_type: TYPE_FP32 dims: [ 1 ] }} ]
+sequence_batching {{
+  max_sequence_idle_microseconds: {idle_us}
+  {strategy}
+  control_input [
+    {{ name: "START" control [ {{ kind: CONTROL_SEQUENCE_START fp32_false_true: [ 0, 1 ] }} ] }}
+  ]
+  state [ {{ input_name: "STATE_IN" output_name: "STATE_OUT" data_type: TYPE_FP32 dims: [ 1 ] }} ]
+}}
+"#
+    )
+}
+
 /// One input or output an ONNX model declares.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Declared {

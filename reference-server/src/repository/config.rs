@@ -234,6 +234,7 @@ impl ServableConfig {
                 },
                 queue,
                 response_cache: false,
+                sequence: None,
             },
         };
         spec.deployment

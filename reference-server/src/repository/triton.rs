@@ -37,6 +37,9 @@ use crate::engine::config::{
     MAX_REPLICAS_PER_DEVICE, MethodSpec, ModelSpec, QueuePolicy, RequestTimeouts, ServableSpec,
     StageSpec, TimeoutAction as EngineTimeoutAction, at_most, check_dims,
 };
+use crate::engine::sequence::{
+    Control, ControlKind, ControlValue, DEFAULT_IDLE, SequenceSpec, StateSpec, Strategy,
+};
 use crate::onnx::{Declared, Signature};
 use crate::runtime::device::Device;
 
@@ -448,6 +451,250 @@ pub fn check(config: &ModelConfig, directory: &str) -> Result<(), String> {
 
 /// The fields read but without effect here (they tune performance in
 /// Triton's backends).
+/// A configuration's `sequence_batching` as the engine runs it, checked
+/// against the model's inputs and outputs (its control inputs and states
+/// must be the model's, of their types); `None` without one.
+pub fn sequence_of(c: &ModelConfig, model: &Signature) -> Result<Option<SequenceSpec>, String> {
+    use serving_proto::pb::inference::model_sequence_batching::StrategyChoice;
+    use serving_proto::pb::inference::model_sequence_batching::control::Kind as ControlKindPb;
+    use serving_proto::pb::inference::model_sequence_batching::initial_state::StateData;
+    let Some(SchedulingChoice::SequenceBatching(sb)) = &c.scheduling_choice else {
+        return Ok(None);
+    };
+    let delay_us = |field: &str, us: u64| at_most(field, us, MAX_DELAY_US).map(|()| us);
+    if sb.iterative_sequence {
+        return Err("sequence_batching.iterative_sequence is not supported: a model that reschedules its own requests needs a backend API this server does not offer".into());
+    }
+    let strategy = match &sb.strategy_choice {
+        None => Strategy::Direct {
+            max_delay: Duration::ZERO,
+            min_utilization: 0.0,
+        },
+        Some(StrategyChoice::Direct(d)) => {
+            if !(0.0..=1.0).contains(&d.minimum_slot_utilization) {
+                return Err(format!(
+                    "sequence_batching.direct.minimum_slot_utilization is {}: a share from 0 to 1",
+                    d.minimum_slot_utilization
+                ));
+            }
+            Strategy::Direct {
+                max_delay: Duration::from_micros(delay_us(
+                    "sequence_batching.direct.max_queue_delay_microseconds",
+                    d.max_queue_delay_microseconds,
+                )?),
+                min_utilization: d.minimum_slot_utilization,
+            }
+        }
+        Some(StrategyChoice::Oldest(o)) => {
+            let candidates = match o.max_candidate_sequences {
+                n if n < 0 => {
+                    return Err(format!(
+                        "sequence_batching.oldest.max_candidate_sequences is {n}: at least 1"
+                    ));
+                }
+                0 => c.max_batch_size.max(1) as usize,
+                n => {
+                    let n = n as usize;
+                    at_most(
+                        "sequence_batching.oldest.max_candidate_sequences",
+                        n,
+                        MAX_BATCH_SIZE,
+                    )?;
+                    n
+                }
+            };
+            Strategy::Oldest {
+                max_candidates: candidates,
+                max_delay: Duration::from_micros(delay_us(
+                    "sequence_batching.oldest.max_queue_delay_microseconds",
+                    o.max_queue_delay_microseconds,
+                )?),
+                preferred: o
+                    .preferred_batch_size
+                    .iter()
+                    .map(|&p| p.max(1) as usize)
+                    .collect(),
+            }
+        }
+    };
+    let input_of = |name: &str, what: &str| {
+        model.inputs.iter().find(|d| d.name == name).ok_or_else(|| {
+            format!(
+                "sequence_batching {what} '{name}' is not an input of the model (its inputs: {})",
+                names(&model.inputs)
+            )
+        })
+    };
+    let mut controls = Vec::new();
+    for ci in &sb.control_input {
+        let input = input_of(&ci.name, "control input")?;
+        if ci.control.len() != 1 {
+            return Err(format!(
+                "sequence_batching control input '{}' has {} controls: give each input exactly one",
+                ci.name,
+                ci.control.len()
+            ));
+        }
+        let ctl = &ci.control[0];
+        let kind = match ControlKindPb::try_from(ctl.kind) {
+            Ok(ControlKindPb::ControlSequenceStart) => ControlKind::Start,
+            Ok(ControlKindPb::ControlSequenceEnd) => ControlKind::End,
+            Ok(ControlKindPb::ControlSequenceReady) => ControlKind::Ready,
+            Ok(ControlKindPb::ControlSequenceCorrid) => ControlKind::CorrId,
+            Err(_) => {
+                return Err(format!(
+                    "sequence_batching control input '{}' has an unknown kind {}",
+                    ci.name, ctl.kind
+                ));
+            }
+        };
+        let pair = |what: &str, n: usize| {
+            if n == 2 {
+                Ok(())
+            } else {
+                Err(format!(
+                    "sequence_batching control input '{}': {what} must hold two values, false then true",
+                    ci.name
+                ))
+            }
+        };
+        let (value, dtype) = if kind == ControlKind::CorrId {
+            let dtype = TritonType::try_from(ctl.data_type)
+                .ok()
+                .and_then(serving_proto::model_config::data_type)
+                .filter(|t| {
+                    matches!(
+                        t,
+                        serving_proto::DataType::Uint64
+                            | serving_proto::DataType::Int64
+                            | serving_proto::DataType::Uint32
+                            | serving_proto::DataType::Int32
+                            | serving_proto::DataType::Bytes
+                    )
+                })
+                .ok_or_else(|| {
+                    format!(
+                        "sequence_batching control input '{}' (CONTROL_SEQUENCE_CORRID) needs data_type TYPE_UINT64, TYPE_INT64, TYPE_UINT32, TYPE_INT32 or TYPE_STRING",
+                        ci.name
+                    )
+                })?;
+            (ControlValue::CorrId(dtype), dtype)
+        } else {
+            let given = [
+                !ctl.int32_false_true.is_empty(),
+                !ctl.fp32_false_true.is_empty(),
+                !ctl.bool_false_true.is_empty(),
+            ];
+            if given.iter().filter(|&&g| g).count() != 1 {
+                return Err(format!(
+                    "sequence_batching control input '{}' must give exactly one of int32_false_true, fp32_false_true and bool_false_true",
+                    ci.name
+                ));
+            }
+            if given[0] {
+                pair("int32_false_true", ctl.int32_false_true.len())?;
+                let v = &ctl.int32_false_true;
+                (
+                    ControlValue::Int32([v[0], v[1]]),
+                    serving_proto::DataType::Int32,
+                )
+            } else if given[1] {
+                pair("fp32_false_true", ctl.fp32_false_true.len())?;
+                let v = &ctl.fp32_false_true;
+                (
+                    ControlValue::Fp32([v[0], v[1]]),
+                    serving_proto::DataType::Fp32,
+                )
+            } else {
+                pair("bool_false_true", ctl.bool_false_true.len())?;
+                let v = &ctl.bool_false_true;
+                (
+                    ControlValue::Bool([v[0], v[1]]),
+                    serving_proto::DataType::Bool,
+                )
+            }
+        };
+        if input
+            .dtype
+            .is_some_and(|t| t != dtype && !(t.is_variable() && dtype.is_variable()))
+        {
+            return Err(format!(
+                "sequence_batching control input '{}' carries {dtype}, but the model's input is {}",
+                ci.name,
+                input.dtype.map_or("untyped".into(), |t| t.to_string())
+            ));
+        }
+        controls.push(Control {
+            input: ci.name.clone(),
+            kind,
+            value,
+        });
+    }
+    let mut states = Vec::new();
+    for st in &sb.state {
+        let input = input_of(&st.input_name, "state input")?;
+        if !model.outputs.iter().any(|d| d.name == st.output_name) {
+            return Err(format!(
+                "sequence_batching state output '{}' is not an output of the model (its outputs: {})",
+                st.output_name,
+                names(&model.outputs)
+            ));
+        }
+        let dtype = TritonType::try_from(st.data_type)
+            .ok()
+            .and_then(serving_proto::model_config::data_type)
+            .ok_or_else(|| {
+                format!(
+                    "sequence_batching state '{}' has no data_type",
+                    st.input_name
+                )
+            })?;
+        if input.dtype.is_some_and(|t| t != dtype) {
+            return Err(format!(
+                "sequence_batching state '{}' is {dtype}, but the model's input is {}",
+                st.input_name,
+                input.dtype.map_or("untyped".into(), |t| t.to_string())
+            ));
+        }
+        check_dims(
+            &format!("sequence_batching state '{}' dims", st.input_name),
+            &st.dims,
+        )?;
+        for init in &st.initial_state {
+            if let Some(StateData::DataFile(f)) = &init.state_data {
+                return Err(format!(
+                    "sequence_batching state '{}': initial_state data_file \"{f}\" is not supported; zero_data is",
+                    st.input_name
+                ));
+            }
+        }
+        if st.use_growable_memory {
+            return Err(format!(
+                "sequence_batching state '{}': use_growable_memory is a TensorRT option this server does not have",
+                st.input_name
+            ));
+        }
+        states.push(StateSpec {
+            input: st.input_name.clone(),
+            output: st.output_name.clone(),
+            dtype,
+            dims: st.dims.clone(),
+        });
+    }
+    Ok(Some(SequenceSpec {
+        strategy,
+        idle: match sb.max_sequence_idle_microseconds {
+            0 => DEFAULT_IDLE,
+            us => Duration::from_micros(delay_us(
+                "sequence_batching.max_sequence_idle_microseconds",
+                us,
+            )?),
+        },
+        controls,
+        states,
+    }))
+}
+
 fn ignored(config: &ModelConfig) -> Vec<String> {
     let mut out = Vec::new();
     let mut note = |present: bool, field: &str| {
@@ -669,6 +916,15 @@ pub fn translate(
         }
     }
     let batching = c.max_batch_size > 0;
+    let sequence = sequence_of(&c, model)?;
+    // Model inputs and outputs the server feeds and keeps itself (a
+    // sequence model's controls and states) are not the client's.
+    let internal_input = |name: &str| sequence.as_ref().is_some_and(|s| s.feeds(name));
+    let internal_output = |name: &str| {
+        sequence
+            .as_ref()
+            .is_some_and(|s| s.states.iter().any(|st| st.output == name))
+    };
     let carryable = |d: &Declared, what: &str| {
         d.dtype.ok_or_else(|| {
             format!(
@@ -678,7 +934,7 @@ pub fn translate(
         })
     };
     if c.input.is_empty() {
-        for d in &model.inputs {
+        for d in model.inputs.iter().filter(|d| !internal_input(&d.name)) {
             c.input.push(ModelInput {
                 name: d.name.clone(),
                 data_type: triton_type(carryable(d, "input")?) as i32,
@@ -688,7 +944,7 @@ pub fn translate(
         }
     }
     if c.output.is_empty() {
-        for d in &model.outputs {
+        for d in model.outputs.iter().filter(|d| !internal_output(&d.name)) {
             c.output.push(ModelOutput {
                 name: d.name.clone(),
                 data_type: triton_type(carryable(d, "output")?) as i32,
@@ -727,7 +983,7 @@ pub fn translate(
     if let Some(m) = model
         .inputs
         .iter()
-        .find(|d| !c.input.iter().any(|i| i.name == d.name))
+        .find(|d| !internal_input(&d.name) && !c.input.iter().any(|i| i.name == d.name))
     {
         return Err(format!(
             "input '{}' of {file} is missing from config.pbtxt (its inputs: {})",
@@ -863,12 +1119,15 @@ pub fn translate(
                 ),
             },
             queue,
-            // Never for a decoupled model: its answers are its responses.
+            // Never for a decoupled model (its answers are its responses)
+            // nor a sequence model (its answers depend on the sequence).
             response_cache: c.response_cache.as_ref().is_some_and(|r| r.enable)
+                && sequence.is_none()
                 && !c
                     .model_transaction_policy
                     .as_ref()
                     .is_some_and(|p| p.decoupled),
+            sequence,
         },
     };
     spec.deployment

@@ -88,7 +88,8 @@ fn error(e: &EngineError, t: &Target<'_>) -> (ServableError, Class) {
         } => invalid(format!("Given model input {model_input} {problem}")),
         EngineError::UnexpectedInput { .. }
         | EngineError::TooManyRows { .. }
-        | EngineError::Priority { .. } => invalid(format!(
+        | EngineError::Priority { .. }
+        | EngineError::Sequence(_) => invalid(format!(
             "{e}, servable {}, method {}",
             quote(t.servable),
             quote(t.method)

@@ -15,6 +15,7 @@ use serving_proto::oip::shared_memory;
 
 use super::{State, classification};
 use crate::engine::registry::Lookup;
+use crate::engine::sequence::{SequenceError, SequenceFlags, SequenceId};
 use crate::engine::{
     EngineError, InputProblem, JobRequest, MethodInfo, RequestInfo, ServableVersion,
 };
@@ -213,10 +214,55 @@ fn error(e: EngineError, model: &str, info: Option<&MethodInfo>) -> ServeError {
                 quote(&m)
             ))
         }
+        EngineError::Sequence(e) => ServeError::InvalidArgument(match e {
+            // Triton's texts.
+            SequenceError::NoCorrelationId => format!(
+                "inference request to model '{model}' must specify a non-zero or non-empty correlation ID"
+            ),
+            SequenceError::NotStarted { id } => format!(
+                "inference request for sequence {id} to model '{model}' must specify the START flag on the first request of the sequence"
+            ),
+            SequenceError::Rows { .. } => format!(
+                "inference request to model '{model}' must specify batch-size 1 due to requirements of sequence batcher"
+            ),
+        }),
         EngineError::NeedsStream => ServeError::Unsupported(format!(
             "model '{model}' is decoupled: it answers a request with any number of responses, which only a stream (ModelStreamInfer) carries"
         )),
     }
+}
+
+/// The request's sequence (`sequence_id`, an integer or a text, with
+/// `sequence_start` and `sequence_end`), if it names one.
+fn sequence_parameters(
+    parameters: &serving_proto::oip::Parameters,
+) -> Result<Option<SequenceFlags>, ServeError> {
+    use serving_proto::oip::Parameter;
+    let id = match parameters.get("sequence_id") {
+        None => None,
+        Some(Parameter::String(s)) => Some(SequenceId::Text(s.clone())),
+        Some(p) => Some(SequenceId::Int(p.as_u64().ok_or_else(|| {
+            ServeError::InvalidArgument(
+                "parameter 'sequence_id' must be a non-negative integer or a string".into(),
+            )
+        })?)),
+    };
+    let flag = |name: &str| match parameters.get(name) {
+        None => Ok(false),
+        Some(Parameter::Bool(b)) => Ok(*b),
+        Some(_) => Err(ServeError::InvalidArgument(format!(
+            "parameter '{name}' must be a boolean"
+        ))),
+    };
+    let (start, end) = (flag("sequence_start")?, flag("sequence_end")?);
+    Ok(match id {
+        None if !start && !end => None,
+        id => Some(SequenceFlags {
+            id: id.unwrap_or(SequenceId::Int(0)),
+            start,
+            end,
+        }),
+    })
 }
 
 /// A non-negative integer request parameter, if given.
@@ -307,6 +353,7 @@ fn prepare(
         .filter(|&us| us > 0)
         .map(Duration::from_micros);
     let request = request_info(req);
+    let sequence = sequence_parameters(&req.parameters)?;
     let mut inputs = NamedTensors::new();
     for input in std::mem::take(&mut req.inputs) {
         if inputs.insert(input.name.clone(), input.tensor).is_some() {
@@ -347,6 +394,7 @@ fn prepare(
         priority,
         queue_timeout,
         partials: None,
+        sequence,
     };
     Ok(Prepared {
         model,

@@ -287,6 +287,16 @@ pub fn matmul_stack(width: usize, depth: usize) -> Vec<u8> {
 }
 
 /// A REST GET's JSON body.
+/// Output `name` of an OIP REST answer, or a panic that shows the answer.
+pub fn output<'a>(v: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+    v["outputs"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no outputs in {v}"))
+        .iter()
+        .find(|o| o["name"] == name)
+        .unwrap_or_else(|| panic!("no output {name} in {v}"))
+}
+
 pub async fn get_json(s: &Running, path: &str) -> serde_json::Value {
     http()
         .get(rest(s, path))

@@ -29,6 +29,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use serving_proto::model_config::{self, ModelConfig, TritonType};
+use serving_proto::pb::inference::model_config::SchedulingChoice;
 
 use crate::engine::backend::{Backend, LoadError, ModelInstance, ModelIo, ModelLoad};
 use crate::engine::model::TensorSpec;
@@ -338,17 +339,48 @@ pub fn model_io(config: &ModelConfig) -> Result<ModelIo, String> {
             untyped: false,
         })
     };
+    let mut inputs: Vec<TensorSpec> = config
+        .input
+        .iter()
+        .map(|i| spec("input", &i.name, i.data_type, &i.dims))
+        .collect::<Result<_, _>>()?;
+    let mut outputs: Vec<TensorSpec> = config
+        .output
+        .iter()
+        .map(|o| spec("output", &o.name, o.data_type, &o.dims))
+        .collect::<Result<_, _>>()?;
+    // A sequence model's control inputs and states are inputs (and
+    // outputs) of the model too, as Triton hands them to `execute`.
+    if let Some(SchedulingChoice::SequenceBatching(sb)) = &config.scheduling_choice {
+        for ci in &sb.control_input {
+            let Some(c) = ci.control.first() else {
+                continue;
+            };
+            let data_type = if !c.int32_false_true.is_empty() {
+                TritonType::TypeInt32 as i32
+            } else if !c.fp32_false_true.is_empty() {
+                TritonType::TypeFp32 as i32
+            } else if !c.bool_false_true.is_empty() {
+                TritonType::TypeBool as i32
+            } else {
+                c.data_type
+            };
+            if !inputs.iter().any(|i| i.name == ci.name) {
+                inputs.push(spec("control input", &ci.name, data_type, &[1])?);
+            }
+        }
+        for st in &sb.state {
+            if !inputs.iter().any(|i| i.name == st.input_name) {
+                inputs.push(spec("state", &st.input_name, st.data_type, &st.dims)?);
+            }
+            if !outputs.iter().any(|o| o.name == st.output_name) {
+                outputs.push(spec("state", &st.output_name, st.data_type, &st.dims)?);
+            }
+        }
+    }
     Ok(ModelIo {
-        inputs: config
-            .input
-            .iter()
-            .map(|i| spec("input", &i.name, i.data_type, &i.dims))
-            .collect::<Result<_, _>>()?,
-        outputs: config
-            .output
-            .iter()
-            .map(|o| spec("output", &o.name, o.data_type, &o.dims))
-            .collect::<Result<_, _>>()?,
+        inputs,
+        outputs,
         decoupled: config
             .model_transaction_policy
             .as_ref()
