@@ -164,6 +164,13 @@ def write_repos(suite, out):
         os.makedirs(os.path.join(d, "1"))
         with open(os.path.join(d, "config.pbtxt"), "w") as f:
             f.write(ENSEMBLE_ADD)
+        # The same sequence model (a Python accumulator) in both.
+        d = os.path.join(root, "seq_acc")
+        os.makedirs(os.path.join(d, "1"))
+        with open(os.path.join(d, "config.pbtxt"), "w") as f:
+            f.write(SEQ_ACC_CONFIG)
+        with open(os.path.join(d, "1", "model.py"), "w") as f:
+            f.write(SEQ_ACC)
     print(f"wrote {out}/triton and {out}/ours")
 
 
@@ -180,6 +187,54 @@ ensemble_scheduling {
     { model_name: "add_batch" model_version: 1
       input_map { key: "x1" value: "sum" } input_map { key: "x2" value: "sum" }
       output_map { key: "y" value: "OUT" } }
+  ]
+}
+"""
+
+
+# A running sum per correlation ID, in the instance: START resets it,
+# READY false rows (a direct batcher's fillers) answer 0; it echoes what the
+# controls said.
+SEQ_ACC = """import numpy as np
+import triton_python_backend_utils as pb_utils
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        self.sums = {}
+
+    def execute(self, requests):
+        out = []
+        for r in requests:
+            get = lambda n: pb_utils.get_input_tensor_by_name(r, n).as_numpy()
+            x, start, end, ready, corrid = get("INPUT"), get("START"), get("END"), get("READY"), get("CORRID")
+            if not ready[0][0]:
+                y = np.zeros((1, 1), np.int32)
+            else:
+                key = int(corrid[0][0])
+                if start[0][0]:
+                    self.sums[key] = 0
+                self.sums[key] = self.sums.get(key, 0) + int(x[0][0])
+                y = np.array([[self.sums[key]]], np.int32)
+                if end[0][0]:
+                    self.sums.pop(key)
+            flags = np.array([[int(start[0][0]), int(end[0][0]), int(ready[0][0]), int(corrid[0][0])]], np.int64)
+            out.append(pb_utils.InferenceResponse([pb_utils.Tensor("OUTPUT", y), pb_utils.Tensor("FLAGS", flags)]))
+        return out
+"""
+
+SEQ_ACC_CONFIG = """name: "seq_acc"
+backend: "python"
+max_batch_size: 2
+input [ { name: "INPUT" data_type: TYPE_INT32 dims: [ 1 ] } ]
+output [ { name: "OUTPUT" data_type: TYPE_INT32 dims: [ 1 ] }, { name: "FLAGS" data_type: TYPE_INT64 dims: [ 4 ] } ]
+sequence_batching {
+  max_sequence_idle_microseconds: 2000000
+  control_input [
+    { name: "START" control [ { kind: CONTROL_SEQUENCE_START int32_false_true: [ 0, 1 ] } ] },
+    { name: "END" control [ { kind: CONTROL_SEQUENCE_END int32_false_true: [ 0, 1 ] } ] },
+    { name: "READY" control [ { kind: CONTROL_SEQUENCE_READY int32_false_true: [ 0, 1 ] } ] },
+    { name: "CORRID" control [ { kind: CONTROL_SEQUENCE_CORRID data_type: TYPE_UINT64 } ] }
   ]
 }
 """
@@ -1458,7 +1513,8 @@ def _(s):
 
 
 SECTIONS = ["server", "health", "metadata", "config", "infer", "infer_bad", "classify", "params",
-            "stats", "shm", "cudashm", "trace", "stream", "http_misc", "repository", "ensemble"]
+            "stats", "shm", "cudashm", "trace", "stream", "http_misc", "repository", "ensemble",
+            "sequence"]
 # Probes that kill Triton 2.51; never in the default list.
 EXTRA_SECTIONS = ["crash"]
 
@@ -1513,6 +1569,92 @@ def _(s):
             "fail": st["inference_stats"]["fail"]["count"],
             "inference_count": st.get("inference_count"), "execution_count": st.get("execution_count"),
             "has_last_inference": int(st.get("last_inference", 0)) > 0}
+
+
+# ---- sequences: seq_acc, a Python accumulator with START/END/READY/CORRID
+
+
+def seq_in(v, client):
+    arr = np.array([[v]], np.int32)
+    return hin("INPUT", arr, "INT32") if client == "http" else gin("INPUT", arr, "INT32")
+
+
+def seq_run(s, client, sid, values):
+    c = s.hc if client == "http" else s.gc
+    answer = h_infer_answer if client == "http" else g_infer_answer
+    out = []
+    for k, v in enumerate(values):
+        out.append(call(lambda: answer(c.infer(
+            "seq_acc", [seq_in(v, client)], sequence_id=sid,
+            sequence_start=k == 0, sequence_end=k == len(values) - 1))))
+    return out
+
+
+probe("sequence", "raw GET /v2/models/seq_acc")(lambda s: raw_http(s, "GET", "/v2/models/seq_acc"))
+probe("sequence", "raw GET /v2/models/seq_acc/config")(
+    lambda s: raw_http(s, "GET", "/v2/models/seq_acc/config"))
+probe("sequence", "http client sequence 101: 4 requests, START to END")(
+    lambda s: seq_run(s, "http", 101, [1, 2, 3, 4]))
+probe("sequence", "grpc client sequence 102: 3 requests, START to END")(
+    lambda s: seq_run(s, "grpc", 102, [5, 6, 7]))
+
+
+@probe("sequence", "raw JSON seq_acc sequences: none, 0, not started, two rows, ended")
+def _(s):
+    def post(params, rows=1):
+        return raw_http(s, "POST", "/v2/models/seq_acc/infer", {
+            "inputs": [{"name": "INPUT", "datatype": "INT32", "shape": [rows, 1], "data": [1] * rows}],
+            "parameters": params})
+    return {
+        "none": post({}),
+        "zero": post({"sequence_id": 0, "sequence_start": True}),
+        "not_started": post({"sequence_id": 555}),
+        "two_rows": post({"sequence_id": 556, "sequence_start": True}, rows=2),
+        "start_end": post({"sequence_id": 557, "sequence_start": True, "sequence_end": True}),
+        "after_end": post({"sequence_id": 557}),
+        "bool_id": post({"sequence_id": True, "sequence_start": True, "sequence_end": True}),
+    }
+
+
+@probe("sequence", "raw JSON seq_acc: a string correlation ID")
+def _(s):
+    def post(params, v):
+        return raw_http(s, "POST", "/v2/models/seq_acc/infer", {
+            "inputs": [{"name": "INPUT", "datatype": "INT32", "shape": [1, 1], "data": [v]}],
+            "parameters": params})
+    return [post({"sequence_id": "s-1", "sequence_start": True}, 3),
+            post({"sequence_id": "s-1", "sequence_end": True}, 4)]
+
+
+@probe("sequence", "grpc stream: two sequences interleaved")
+def _(s):
+    import tritonclient.grpc as grpcclient
+    c = grpcclient.InferenceServerClient(s.grpc)
+    got = {}
+    done = threading.Event()
+
+    def cb(result, error):
+        if error is not None:
+            got[len(got)] = exc_answer(error)
+        else:
+            r = result.get_response(as_json=True)
+            got[r.get("id")] = {"response": r, "OUTPUT": np_value(result.as_numpy("OUTPUT"))}
+        if len(got) >= 6:
+            done.set()
+
+    try:
+        c.start_stream(callback=cb)
+        for k in range(3):
+            for sid in (201, 202):
+                c.async_stream_infer("seq_acc", [seq_in(sid + k, "grpc")], request_id=f"{sid}-{k}",
+                                     sequence_id=sid, sequence_start=k == 0, sequence_end=k == 2)
+        done.wait(10)
+        c.stop_stream()
+    except Exception as e:  # noqa: BLE001
+        got["error"] = exc_answer(e)
+    finally:
+        c.close()
+    return got
 
 
 # --------------------------------------------------------------------------

@@ -41,7 +41,9 @@ targs=()
 [ "$mode" = explicit ] && targs=(--model-control-mode=explicit '--load-model=*')
 export TRITON_SHM_PREFIX="serving_differential_$$_"
 tpid=$(conformance/triton/start.sh "$out/repos/triton" "$th" "$tg" "$tm" "$out/triton-$mode.log" "${targs[@]}")
-ours=("$out/repos/ours")
+# Our repository's ONNX models, and the Python models both repositories
+# share (seq_acc), run with the interpreter Triton's stubs use.
+ours=("$out/repos/ours" --python "$py")
 expect=(--expect conformance/triton/differences.toml)
 if [ "$backend" = python ]; then
   # The same model.py files, run by our Python backend with the

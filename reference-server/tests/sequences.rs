@@ -330,3 +330,54 @@ async fn sequence_errors_are_tritons() {
     }
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn sequence_configurations_that_cannot_run_are_refused_at_load() {
+    let base = onnx::running_sum_config("m", "direct { }", 1_000_000);
+    let cases: &[(&str, &str, &str)] = &[
+        (
+            "control_input [",
+            "control_input [ { name: \"NOPE\" control [ { kind: CONTROL_SEQUENCE_END int32_false_true: [ 0, 1 ] } ] },",
+            "sequence_batching control input 'NOPE' is not an input of the model",
+        ),
+        (
+            "fp32_false_true: [ 0, 1 ]",
+            "int32_false_true: [ 0, 1 ]",
+            "sequence_batching control input 'START' carries INT32, but the model's input is FP32",
+        ),
+        (
+            "fp32_false_true: [ 0, 1 ]",
+            "fp32_false_true: [ 1 ]",
+            "fp32_false_true must hold two values, false then true",
+        ),
+        (
+            "output_name: \"STATE_OUT\"",
+            "output_name: \"NOPE\"",
+            "sequence_batching state output 'NOPE' is not an output of the model",
+        ),
+        (
+            "direct { }",
+            "iterative_sequence: true",
+            "sequence_batching.iterative_sequence is not supported",
+        ),
+        (
+            "dims: [ 1 ] } ]\n}",
+            "dims: [ 1 ] initial_state [ { data_type: TYPE_FP32 dims: [ 1 ] data_file: \"f\" } ] } ]\n}",
+            "initial_state data_file \"f\" is not supported",
+        ),
+        (
+            "  control_input [\n    { name: \"START\" control [ { kind: CONTROL_SEQUENCE_START fp32_false_true: [ 0, 1 ] } ] }\n  ]\n",
+            "",
+            "input 'START' of model.onnx is missing from config.pbtxt",
+        ),
+    ];
+    for (from, to, want) in cases {
+        assert!(base.contains(from), "{from}");
+        let text = base.replacen(from, to, 1);
+        let dir = tempfile::tempdir().unwrap();
+        common::write(dir.path(), "m/config.pbtxt", text.as_bytes());
+        common::write(dir.path(), "m/1/model.onnx", &onnx::running_sum());
+        let e = common::start_error(dir.path()).await;
+        assert!(e.contains(want), "{text}\n  got: {e}\n  want: {want}");
+    }
+}

@@ -719,6 +719,15 @@ fn ignored(config: &ModelConfig) -> Vec<String> {
     if let Some(SchedulingChoice::DynamicBatching(d)) = &config.scheduling_choice {
         note(d.preserve_ordering, "dynamic_batching.preserve_ordering");
     }
+    if let Some(SchedulingChoice::SequenceBatching(sb)) = &config.scheduling_choice {
+        use serving_proto::pb::inference::model_sequence_batching::StrategyChoice;
+        if let Some(StrategyChoice::Oldest(o)) = &sb.strategy_choice {
+            note(
+                o.preserve_ordering,
+                "sequence_batching.oldest.preserve_ordering",
+            );
+        }
+    }
     for key in config.parameters.keys().filter(|k| *k != THREADS) {
         out.push(format!("parameters[\"{key}\"]"));
     }

@@ -37,6 +37,9 @@ pub(crate) const EXTENSIONS: &[&str] = &[
     "parameters",
     // The request parameters `priority` and `timeout`.
     "schedule_policy",
+    // The request parameters `sequence_id`, `sequence_start` and
+    // `sequence_end`, for models with sequence batching.
+    "sequence",
     "statistics",
 ];
 
@@ -442,6 +445,14 @@ pub(crate) async fn infer(
         .map_err(|e| error(e, &req.model_name, Some(info)))?;
     let mut named: Vec<NamedTensor> = Vec::with_capacity(outputs.len());
     if req.outputs.is_empty() {
+        // All of them, in the model's order (as Triton answers), not by
+        // name.
+        let mut outputs = outputs;
+        for o in &info.outputs {
+            if let Some(t) = outputs.remove(&o.name) {
+                named.push(NamedTensor::new(o.name.clone(), as_oip(t)));
+            }
+        }
         named.extend(
             outputs
                 .into_iter()

@@ -50,7 +50,7 @@ def rows_inputs(mod, x):
 
 # -- extensions listed exactly -------------------------------------------------
 base = ["binary_tensor_data", "classification", "model_configuration", "model_repository", "parameters",
-        "schedule_policy", "statistics"]
+        "schedule_policy", "sequence", "statistics"]
 check(sorted(g.get_server_metadata().extensions) == sorted(base + ["system_shared_memory"]),
       "gRPC server metadata lists the extensions served, shared memory on")
 check(sorted(h.get_server_metadata()["extensions"]) == sorted(base + ["system_shared_memory"]),
