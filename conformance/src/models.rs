@@ -10,6 +10,7 @@
 //! | `add_batch` | `x1`, `x2` FP32 `[-1,2]` -> `y`, batch dimension | MindSpore instances |
 //! | `multi_output` | `x` FP32 `[-1]` -> `double`, `negated` | requested outputs |
 //! | `size_probe` | `x` UINT8 `[-1]` -> `n` INT64 `[1]` (its length) | message-size limits |
+//! | `sequence_sum` | `INPUT` FP32 `[-1,1]` -> `OUTPUT`, the running sum of its sequence (Triton layouts only: `sequence_batching`) | the `sequence` extension |
 //!
 //! Every model is written by our own ONNX writer (`reference_server::onnx`,
 //! feature `reference`); the set's names and signatures need no feature.
@@ -309,6 +310,40 @@ pub enum Layout {
     Mlserver,
 }
 
+/// The suite's sequence model: a running sum per sequence (Triton's
+/// `sequence_batching`), outside [`model_set`] since only servers with
+/// Triton's configuration serve it.
+pub const SEQUENCE_MODEL: &str = "sequence_sum";
+
+/// `sequence_sum` for Triton's Python backend, which hands a model its
+/// control inputs but keeps no implicit state for it: the sums are kept
+/// per correlation ID (`request.correlation_id()`) in the instance.
+pub const SEQUENCE_PYTHON_MODEL: &str = r#"import numpy as np
+import triton_python_backend_utils as pb_utils
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        self.sums = {}
+
+    def execute(self, requests):
+        out = []
+        for r in requests:
+            get = lambda n: pb_utils.get_input_tensor_by_name(r, n).as_numpy()
+            x, start, ready = get("INPUT"), get("START"), get("READY")
+            y = np.zeros((1, 1), np.float32)
+            if ready[0][0]:
+                # An integer or a text ID (the CORRID control carries only
+                # one kind).
+                key = r.correlation_id()
+                if start[0][0]:
+                    self.sums[key] = 0.0
+                self.sums[key] = self.sums.get(key, 0.0) + float(x[0][0])
+                y[0][0] = self.sums[key]
+            out.append(pb_utils.InferenceResponse([pb_utils.Tensor("OUTPUT", y)]))
+        return out
+"#;
+
 /// The Python-backend model every `triton-python` model folder carries.
 pub const TRITON_PYTHON_MODEL: &str = include_str!("../triton/model.py");
 
@@ -370,7 +405,50 @@ pub fn write(layout: Layout, out: &Path, options: ReferenceOptions) -> std::io::
             }
         }
     }
-    Ok(())
+    write_sequence_model(layout, &out.join(SEQUENCE_MODEL))
+}
+
+/// `sequence_sum` in `layout`: the ONNX running sum with implicit state
+/// (the reference and Triton layouts; our server reads a `config.pbtxt`
+/// directory beside `servable.toml` ones), or the Python model keeping
+/// sums by correlation ID (Triton's Python backend); none for MLServer,
+/// which has no sequences.
+#[cfg(feature = "reference")]
+fn write_sequence_model(layout: Layout, dir: &Path) -> std::io::Result<()> {
+    use reference_server::onnx::{running_sum, running_sum_config};
+    let strategy = "oldest { max_candidate_sequences: 16 max_queue_delay_microseconds: 1000 }";
+    match layout {
+        Layout::Reference | Layout::Triton => {
+            std::fs::create_dir_all(dir.join("1"))?;
+            std::fs::write(dir.join("1/model.onnx"), running_sum())?;
+            std::fs::write(
+                dir.join("config.pbtxt"),
+                running_sum_config(SEQUENCE_MODEL, strategy, 5_000_000),
+            )
+        }
+        Layout::TritonPython => {
+            std::fs::create_dir_all(dir.join("1"))?;
+            std::fs::write(dir.join("1/model.py"), SEQUENCE_PYTHON_MODEL)?;
+            let config = format!(
+                r#"name: "{SEQUENCE_MODEL}"
+backend: "python"
+max_batch_size: 4
+input [ {{ name: "INPUT" data_type: TYPE_FP32 dims: [ 1 ] }} ]
+output [ {{ name: "OUTPUT" data_type: TYPE_FP32 dims: [ 1 ] }} ]
+sequence_batching {{
+  max_sequence_idle_microseconds: 5000000
+  {strategy}
+  control_input [
+    {{ name: "START" control [ {{ kind: CONTROL_SEQUENCE_START fp32_false_true: [ 0, 1 ] }} ] }},
+    {{ name: "READY" control [ {{ kind: CONTROL_SEQUENCE_READY fp32_false_true: [ 0, 1 ] }} ] }}
+  ]
+}}
+"#
+            );
+            std::fs::write(dir.join("config.pbtxt"), config)
+        }
+        Layout::Mlserver => Ok(()),
+    }
 }
 
 #[cfg(feature = "reference")]

@@ -45,7 +45,8 @@ class TritonPythonModel:
             self.sums[key] = self.sums.get(key, 0) + int(x[0][0])
             if end[0][0]:
                 self.sums.pop(key)
-            seen = "%s:%d:%d:%d:%d" % (self.instance, key, int(start[0][0]), int(end[0][0]), len(requests))
+            seen = "%s:%d:%d:%d:%d:%s:%d" % (self.instance, key, int(start[0][0]), int(end[0][0]), len(requests),
+                                           r.correlation_id(), r.flags())
             out.append(pb_utils.InferenceResponse([
                 pb_utils.Tensor("OUTPUT", np.array([[self.sums.get(key, -1) if not end[0][0] else -2]], np.int32)),
                 pb_utils.Tensor("SEEN", np.array([[seen.encode()]], dtype=object))]))
@@ -193,6 +194,9 @@ async fn sequences_keep_their_own_state_slot_and_order_under_interleaved_load() 
                     );
                     assert_eq!(parts[2], if step == 1 { "1" } else { "0" }, "START: {seen}");
                     assert_eq!(parts[3], if last { "1" } else { "0" }, "END: {seen}");
+                    assert_eq!(parts[5], id.to_string(), "correlation_id(): {seen}");
+                    let flags = u8::from(step == 1) | (u8::from(last) << 1);
+                    assert_eq!(parts[6], flags.to_string(), "flags(): {seen}");
                     let here = parts[0].to_owned();
                     assert_eq!(
                         instance.get_or_insert_with(|| here.clone()),

@@ -7,6 +7,7 @@ mod health;
 mod limits;
 mod replicas;
 mod roundtrip;
+mod sequences;
 mod values;
 
 pub use errors::{MS_REST_BODIES, MS_REST_URLS};
@@ -21,6 +22,7 @@ pub fn all() -> Vec<Check> {
     all.extend(health::checks());
     all.extend(replicas::checks());
     all.extend(extensions::checks());
+    all.extend(sequences::checks());
     all
 }
 

@@ -101,6 +101,11 @@ pub struct RequestInfo {
     /// Its parameters meant for the model (those the server acts on left
     /// out), as JSON values.
     pub parameters: serde_json::Map<String, serde_json::Value>,
+    /// Its sequence's correlation ID (a number or a text), for models
+    /// that read it (a Python model's `correlation_id()`).
+    pub correlation_id: Option<serde_json::Value>,
+    /// Triton's request flags: 1 the sequence starts, 2 it ends.
+    pub flags: u32,
 }
 
 /// A job's answer: the method's outputs by name, or why not.

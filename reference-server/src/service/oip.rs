@@ -317,12 +317,26 @@ fn request_info(req: &InferRequest) -> Option<Arc<RequestInfo>> {
             Some((k.clone(), v))
         })
         .collect();
-    (!req.id.is_empty() || !parameters.is_empty()).then(|| {
-        Arc::new(RequestInfo {
-            id: req.id.clone(),
-            parameters,
-        })
-    })
+    let correlation_id = match req.parameters.get("sequence_id") {
+        Some(Parameter::String(s)) => Some(Value::String(s.clone())),
+        Some(p) => p.as_u64().map(Value::from),
+        None => None,
+    };
+    let flag = |name: &str, bit: u32| match req.parameters.get(name) {
+        Some(Parameter::Bool(true)) => bit,
+        _ => 0,
+    };
+    let flags = flag("sequence_start", 1) | flag("sequence_end", 2);
+    (!req.id.is_empty() || !parameters.is_empty() || correlation_id.is_some() || flags != 0).then(
+        || {
+            Arc::new(RequestInfo {
+                id: req.id.clone(),
+                parameters,
+                correlation_id,
+                flags,
+            })
+        },
+    )
 }
 
 /// A request checked and made a job: its model, the job, and the outputs

@@ -186,6 +186,12 @@ impl ModelInstance for PythonInstance {
             if let Some(info) = info {
                 request["id"] = Value::String(info.id.clone());
                 request["parameters"] = Value::Object(info.parameters.clone());
+                if let Some(c) = &info.correlation_id {
+                    request["correlation_id"] = c.clone();
+                }
+                if info.flags != 0 {
+                    request["flags"] = Value::from(info.flags);
+                }
             }
             described.push(request);
         }

@@ -355,7 +355,8 @@ class Worker:
                 end = max(end, spec["offset"] + spec["size"])
             requests.append(pb_utils.InferenceRequest(
                 requested_output_names=r.get("requested_outputs", []), inputs=inputs,
-                request_id=r.get("id", ""), parameters=r.get("parameters", {})))
+                request_id=r.get("id", ""), parameters=r.get("parameters", {}),
+                correlation_id=r.get("correlation_id", 0), flags=r.get("flags", 0)))
         # BLS requests lay their tensors out after the inputs (or from 0 in
         # a region the server grew meanwhile).
         self.free_from = align(end)
