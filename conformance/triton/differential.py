@@ -122,6 +122,12 @@ def model_table():
                       [("x1", "FP32", [2]), ("x2", "FP32", [2])],
                       [("y", "FP32", [2], ' label_filename: "labels.txt"')],
                       "dynamic_batching { }\n", [1])
+    # add_batch with the response cache (both servers run with
+    # --cache-config local,size=...).
+    t["add_cached"] = ("add_batch", "add", 8,
+                       [("x1", "FP32", [2]), ("x2", "FP32", [2])],
+                       [("y", "FP32", [2])],
+                       "dynamic_batching { }\nresponse_cache { enable: true }\n", [1])
     t["multi_output"] = ("multi_output", "multi", 0,
                          [("x", "FP32", [-1])],
                          [("double", "FP32", [-1], ' label_filename: "labels.txt"'),
@@ -1514,7 +1520,7 @@ def _(s):
 
 SECTIONS = ["server", "health", "metadata", "config", "infer", "infer_bad", "classify", "params",
             "stats", "shm", "cudashm", "trace", "stream", "http_misc", "repository", "ensemble",
-            "sequence"]
+            "sequence", "cache"]
 # Probes that kill Triton 2.51; never in the default list.
 EXTRA_SECTIONS = ["crash"]
 
@@ -1569,6 +1575,50 @@ def _(s):
             "fail": st["inference_stats"]["fail"]["count"],
             "inference_count": st.get("inference_count"), "execution_count": st.get("execution_count"),
             "has_last_inference": int(st.get("last_inference", 0)) > 0}
+
+
+# ---- the response cache: add_cached, twice the same request, then another
+
+CACHE_X = np.array([[1, 2], [3, 4]], np.float32)
+CACHE_Y = np.array([[5, 6]], np.float32)
+
+
+def cache_stats(s):
+    r = call(lambda: s.hc.get_inference_statistics("add_cached"))
+    if not isinstance(r, dict) or "model_stats" not in r:
+        return r
+    st = r["model_stats"][0]
+    i = st["inference_stats"]
+    return {"success": i["success"]["count"], "fail": i["fail"]["count"],
+            "cache_hit": i.get("cache_hit", {}).get("count", 0),
+            "cache_miss": i.get("cache_miss", {}).get("count", 0),
+            "has_cache_hit_ns": int(i.get("cache_hit", {}).get("ns", 0)) > 0,
+            "has_cache_miss_ns": int(i.get("cache_miss", {}).get("ns", 0)) > 0,
+            "inference_count": st.get("inference_count"), "execution_count": st.get("execution_count")}
+
+
+@probe("cache", "add_cached: X, X again (http, then grpc), Y; answers and statistics")
+def _(s):
+    def h(x):
+        return call(lambda: h_infer_answer(s.hc.infer("add_cached", [hin("x1", x, "FP32"), hin("x2", x, "FP32")])))
+
+    def g(x):
+        return call(lambda: g_infer_answer(s.gc.infer("add_cached", [gin("x1", x, "FP32"), gin("x2", x, "FP32")])))
+    out = {"first": h(CACHE_X), "again_http": h(CACHE_X), "again_grpc": g(CACHE_X), "other": h(CACHE_Y)}
+    time.sleep(0.2)
+    out["stats"] = cache_stats(s)
+    return out
+
+
+@probe("cache", "add_cached: the same inputs with another request id and parameter")
+def _(s):
+    r1 = call(lambda: h_infer_answer(s.hc.infer(
+        "add_cached", [hin("x1", CACHE_Y, "FP32"), hin("x2", CACHE_Y, "FP32")], request_id="r-1")))
+    r2 = call(lambda: h_infer_answer(s.hc.infer(
+        "add_cached", [hin("x1", CACHE_Y, "FP32"), hin("x2", CACHE_Y, "FP32")], request_id="r-2",
+        parameters={"custom": "a"})))
+    time.sleep(0.2)
+    return {"with_id": r1, "with_parameter": r2, "stats": cache_stats(s)}
 
 
 # ---- sequences: seq_acc, a Python accumulator with START/END/READY/CORRID

@@ -37,8 +37,10 @@ py=$TRITON_PYTHON_BIN/python
 "$conformance" models --layout triton --out "$out/suite-models" >/dev/null
 "$py" conformance/triton/differential.py repos --suite "$out/suite-models" --out "$out/repos"
 read -r th tg tm oh og < <(free_ports 5)
-targs=()
-[ "$mode" = explicit ] && targs=(--model-control-mode=explicit '--load-model=*')
+# Both with a response cache, for the models that enable it (add_cached).
+cache=(--cache-config local,size=1048576)
+targs=("${cache[@]}")
+[ "$mode" = explicit ] && targs+=(--model-control-mode=explicit '--load-model=*')
 export TRITON_SHM_PREFIX="serving_differential_$$_"
 tpid=$(conformance/triton/start.sh "$out/repos/triton" "$th" "$tg" "$tm" "$out/triton-$mode.log" "${targs[@]}")
 # Our repository's ONNX models, and the Python models both repositories
@@ -54,7 +56,7 @@ if [ "$backend" = python ]; then
   mode=$mode-python
 fi
 "$server" --model-repository "${ours[@]}" --rest-address "127.0.0.1:$oh" \
-  --grpc-address "127.0.0.1:$og" --allow-shared-memory >"$out/ours-$mode.log" 2>&1 </dev/null &
+  --grpc-address "127.0.0.1:$og" --allow-shared-memory "${cache[@]}" >"$out/ours-$mode.log" 2>&1 </dev/null &
 opid=$!
 # The Python backend's stubs, by PID: when Triton dies (the `crash` section)
 # they outlive it, holding their /dev/shm region; the trap stops them too.

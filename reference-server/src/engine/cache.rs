@@ -116,8 +116,9 @@ impl ResponseCache {
                 }
             }
         }
-        // Parameters meant for the model change its answer; the id does not.
-        if let Some(info) = info {
+        // Parameters meant for the model change its answer; the id (and a
+        // sequence's flags) do not.
+        if let Some(info) = info.filter(|i| !i.parameters.is_empty()) {
             serde_json::to_string(&info.parameters)
                 .unwrap_or_default()
                 .hash(&mut h);
@@ -254,5 +255,28 @@ mod tests {
         let small = ResponseCache::new(100);
         small.insert(key(1.0), &inputs(1.0));
         assert!(small.is_empty());
+    }
+}
+
+#[cfg(test)]
+mod key_tests {
+    use super::*;
+
+    #[test]
+    fn the_key_counts_parameters_but_not_the_id() {
+        let cache = ResponseCache::new(1 << 20);
+        let inputs: NamedTensors = [("x".to_owned(), Tensor::scalar(1.0f32))].into();
+        let key = |info: Option<RequestInfo>| cache.key("m", 1, "predict", &inputs, info.as_ref());
+        let with_id = RequestInfo {
+            id: "r-1".into(),
+            flags: 1,
+            ..Default::default()
+        };
+        assert_eq!(key(None), key(Some(with_id.clone())));
+        let mut with_parameter = with_id;
+        with_parameter
+            .parameters
+            .insert("custom".into(), serde_json::json!("a"));
+        assert_ne!(key(None), key(Some(with_parameter)));
     }
 }
