@@ -35,6 +35,8 @@ fn config(repository: &Path, max_msg_mb: u32) -> Config {
         allow_shared_memory: true,
         poll_interval: None,
         drain_timeout: Duration::from_secs(5),
+        // For the suite's add_cached (the response cache's check).
+        response_cache_bytes: Some(1 << 20),
         ..Config::default()
     }
 }

@@ -11,6 +11,8 @@
 //! | `multi_output` | `x` FP32 `[-1]` -> `double`, `negated` | requested outputs |
 //! | `size_probe` | `x` UINT8 `[-1]` -> `n` INT64 `[1]` (its length) | message-size limits |
 //! | `sequence_sum` | `INPUT` FP32 `[-1,1]` -> `OUTPUT`, the running sum of its sequence (Triton layouts only: `sequence_batching`) | the `sequence` extension |
+//! | `ensemble_add` | `A`, `B` FP32 `[-1,2]` -> `OUT` = 2 (A + B): an ensemble running `add_batch` twice (Triton layouts only) | ensembles |
+//! | `add_cached` | `add_batch` with `response_cache { enable: true }` (Triton layouts only) | the response cache |
 //!
 //! Every model is written by our own ONNX writer (`reference_server::onnx`,
 //! feature `reference`); the set's names and signatures need no feature.
@@ -405,7 +407,66 @@ pub fn write(layout: Layout, out: &Path, options: ReferenceOptions) -> std::io::
             }
         }
     }
-    write_sequence_model(layout, &out.join(SEQUENCE_MODEL))
+    write_sequence_model(layout, &out.join(SEQUENCE_MODEL))?;
+    write_config_models(layout, out)
+}
+
+/// The suite's ensemble: `add_batch` twice, `OUT = 2 (A + B)`.
+pub const ENSEMBLE_MODEL: &str = "ensemble_add";
+/// The suite's cached model: `add_batch` with the response cache on.
+pub const CACHED_MODEL: &str = "add_cached";
+
+/// `ensemble_add` and `add_cached`, for the layouts whose servers read
+/// Triton's configuration (ours reads a `config.pbtxt` directory beside
+/// `servable.toml` ones).
+#[cfg(feature = "reference")]
+fn write_config_models(layout: Layout, out: &Path) -> std::io::Result<()> {
+    let python = match layout {
+        Layout::Reference | Layout::Triton => false,
+        Layout::TritonPython => true,
+        Layout::Mlserver => return Ok(()),
+    };
+    let dir = out.join(ENSEMBLE_MODEL);
+    std::fs::create_dir_all(dir.join("1"))?;
+    std::fs::write(
+        dir.join("config.pbtxt"),
+        format!(
+            r#"name: "{ENSEMBLE_MODEL}"
+platform: "ensemble"
+max_batch_size: 0
+input [ {{ name: "A" data_type: TYPE_FP32 dims: [ -1, 2 ] }}, {{ name: "B" data_type: TYPE_FP32 dims: [ -1, 2 ] }} ]
+output [ {{ name: "OUT" data_type: TYPE_FP32 dims: [ -1, 2 ] }} ]
+ensemble_scheduling {{
+  step [
+    {{ model_name: "add_batch" model_version: -1
+      input_map {{ key: "x1" value: "A" }} input_map {{ key: "x2" value: "B" }}
+      output_map {{ key: "y" value: "sum" }} }},
+    {{ model_name: "add_batch" model_version: -1
+      input_map {{ key: "x1" value: "sum" }} input_map {{ key: "x2" value: "sum" }}
+      output_map {{ key: "y" value: "OUT" }} }}
+  ]
+}}
+"#
+        ),
+    )?;
+    let add = model_set()
+        .into_iter()
+        .find(|m| m.name == "add_batch")
+        .expect("add_batch is in the set");
+    let cached = Model {
+        name: CACHED_MODEL.into(),
+        ..add.for_triton()
+    };
+    let dir = out.join(CACHED_MODEL);
+    std::fs::create_dir_all(dir.join("1"))?;
+    if python {
+        std::fs::write(dir.join("1/model.py"), TRITON_PYTHON_MODEL)?;
+    } else {
+        std::fs::write(dir.join("1/model.onnx"), cached.onnx())?;
+    }
+    let mut config = triton_config(&cached, python.then_some("python"));
+    config.push_str("response_cache { enable: true }\n");
+    std::fs::write(dir.join("config.pbtxt"), config)
 }
 
 /// `sequence_sum` in `layout`: the ONNX running sum with implicit state

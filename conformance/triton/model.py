@@ -8,7 +8,7 @@ by the model's name.
 
 - identity_*: each output yN is its input xN, bytes for bytes (DLPack,
   which carries every fixed-size type, BF16 included; numpy for BYTES).
-- add, add_batch: y = x1 + x2.
+- add, add_batch, add_cached: y = x1 + x2.
 - multi_output: double = x + x, negated = -x.
 - size_probe: n = [number of elements of x], INT64.
 """
@@ -53,7 +53,7 @@ class TritonPythonModel:
                 except Exception:
                     out.append(pb_utils.Tensor(y, t.as_numpy()))
             return out
-        if self.name in ("add", "add_batch"):
+        if self.name in ("add", "add_batch", "add_cached"):
             a, b = get("x1").as_numpy(), get("x2").as_numpy()
             return [pb_utils.Tensor("y", (a + b).astype(np.float32))]
         if self.name == "multi_output":

@@ -24,7 +24,7 @@ cargo run -q -p conformance -- models --layout triton-python --out "$repo"
 read -r http grpc metrics < <(free_ports 3)
 pid=$(conformance/triton/start.sh "$repo" "$http" "$grpc" "$metrics" "$log" \
   --model-control-mode=explicit --load-model='*' --disable-auto-complete-config \
-  --exit-timeout-secs=10)
+  --exit-timeout-secs=10 --cache-config local,size=1048576)
 # SIGTERM (not SIGKILL): the Python backend's /dev/shm region goes with a
 # clean exit only.
 trap 'kill $pid 2>/dev/null; while kill -0 $pid 2>/dev/null; do sleep 0.2; done; rm -rf "$repo"' EXIT

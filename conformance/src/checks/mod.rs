@@ -5,6 +5,7 @@ mod errors;
 mod extensions;
 mod health;
 mod limits;
+mod models;
 mod replicas;
 mod roundtrip;
 mod sequences;
@@ -23,6 +24,7 @@ pub fn all() -> Vec<Check> {
     all.extend(replicas::checks());
     all.extend(extensions::checks());
     all.extend(sequences::checks());
+    all.extend(models::checks());
     all
 }
 
