@@ -34,6 +34,7 @@
 mod auth;
 pub mod backends;
 mod body_stall;
+pub mod cli;
 pub mod demo;
 pub mod engine;
 mod error;

@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
+use reference_server::cli;
 use reference_server::runtime::device::{self, Device};
 use reference_server::runtime::{library, tensor_io};
 use reference_server::server::{self, Config};
@@ -23,19 +24,82 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[derive(Debug, Parser)]
 #[command(name = "reference-server", disable_version_flag = true)]
 struct Args {
-    /// gRPC address (MSService, GRPCInferenceService, grpc.health.v1.Health).
-    #[arg(long, default_value = "127.0.0.1:5500", env = "SERVING_GRPC_ADDRESS")]
-    grpc_address: SocketAddr,
-    /// REST address (/model/... and /v2/...).
-    #[arg(long, default_value = "127.0.0.1:1500", env = "SERVING_REST_ADDRESS")]
-    rest_address: SocketAddr,
+    /// gRPC address (MSService, GRPCInferenceService, grpc.health.v1.Health)
+    /// [default: 127.0.0.1:5500; 0.0.0.0:8001 when started as Triton is]
+    #[arg(long, env = "SERVING_GRPC_ADDRESS")]
+    grpc_address: Option<SocketAddr>,
+    /// REST address (/model/... and /v2/...) [default: 127.0.0.1:1500;
+    /// 0.0.0.0:8000 when started as Triton is]
+    #[arg(long, env = "SERVING_REST_ADDRESS")]
+    rest_address: Option<SocketAddr>,
+    /// Triton's: REST on this port (every interface unless --rest-address
+    /// gives one). Any of Triton's own flags (--http-port, --grpc-port,
+    /// --metrics-port, --model-store, --model-control-mode, --allow-*,
+    /// --log-*), or the program's name `tritonserver`, start the server as
+    /// Triton is: ports 8000, 8001 and 8002 on every interface, model
+    /// control `none`.
+    #[arg(long, value_name = "PORT")]
+    http_port: Option<u16>,
+    /// Triton's: gRPC on this port.
+    #[arg(long, value_name = "PORT")]
+    grpc_port: Option<u16>,
+    /// Triton's: also serve GET /metrics alone on this port (the REST port
+    /// serves it too).
+    #[arg(long, value_name = "PORT")]
+    metrics_port: Option<u16>,
+    /// Triton's: serve REST (false: no REST listener).
+    #[arg(long, value_name = "BOOL", action = clap::ArgAction::Set)]
+    allow_http: Option<bool>,
+    /// Triton's: serve gRPC (false: no gRPC listener).
+    #[arg(long, value_name = "BOOL", action = clap::ArgAction::Set)]
+    allow_grpc: Option<bool>,
+    /// Triton's: the metrics listener (on by default when started as
+    /// Triton is).
+    #[arg(long, value_name = "BOOL", action = clap::ArgAction::Set)]
+    allow_metrics: Option<bool>,
+    /// How models are loaded and unloaded, as Triton's: none (all at start,
+    /// then nothing), poll (all at start, then the repository polled),
+    /// explicit (the --load-model ones at start, then the repository API's
+    /// loads and unloads). Without it: all at start, polled, and the API's
+    /// loads and unloads taken too (none when started as Triton is).
+    #[arg(long, value_enum, ignore_case = true, value_name = "MODE")]
+    model_control_mode: Option<ControlMode>,
+    /// A model to load at start under --model-control-mode explicit
+    /// (repeat; `*` loads all).
+    #[arg(long = "load-model", value_name = "NAME")]
+    load_models: Vec<String>,
+    /// Answer ready (/v2/health/ready, ServerReady) only while every model
+    /// the server was to load serves.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+    strict_readiness: bool,
+    /// Triton's: log verbosity; above 0 logs debug events (when RUST_LOG
+    /// is unset).
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    log_verbose: u32,
+    /// Triton's: log info events (when RUST_LOG is unset).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+    log_info: bool,
+    /// Triton's: log warnings (when RUST_LOG is unset).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+    log_warning: bool,
+    /// Triton's: log errors (when RUST_LOG is unset).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+    log_error: bool,
+    /// Triton's: the log line format (both give RFC 3339 timestamps here).
+    #[arg(long, value_name = "FORMAT", value_parser = ["default", "ISO8601"])]
+    log_format: Option<String>,
     /// Also serve gRPC on this Unix domain socket (clients: `unix:PATH`).
     #[arg(long, value_name = "PATH")]
     grpc_unix: Option<PathBuf>,
     /// Model repository: <DIR>/<model>/ with servable.toml, or Triton's
     /// config.pbtxt, or version directories holding model.onnx alone.
     /// Without it, the built-in demo servable `add` is served.
-    #[arg(long, value_name = "DIR", env = "SERVING_MODEL_REPOSITORY")]
+    #[arg(
+        long,
+        alias = "model-store",
+        value_name = "DIR",
+        env = "SERVING_MODEL_REPOSITORY"
+    )]
     model_repository: Option<PathBuf>,
     /// Serve --model-repository as this one model: DIR/NAME when that is a
     /// directory, else DIR itself (servable.toml, config.pbtxt, version
@@ -101,7 +165,7 @@ struct Args {
     inline_max_us: u64,
     /// Seconds between polls of the model repository for new and removed
     /// version directories (hot reload); 0 turns it off.
-    #[arg(long, default_value = "5", value_name = "SECONDS", value_parser = seconds)]
+    #[arg(long, alias = "repository-poll-secs", default_value = "5", value_name = "SECONDS", value_parser = seconds)]
     repository_poll_interval: Duration,
     /// PEM certificate chain: serve TLS on both ports (with --tls-key).
     #[arg(long, value_name = "FILE", requires = "tls_key")]
@@ -121,7 +185,7 @@ struct Args {
     )]
     auth_token: Option<String>,
     /// Seconds a shutdown (SIGTERM, Ctrl-C) waits for open requests.
-    #[arg(long, default_value = "30", value_name = "SECONDS", value_parser = seconds)]
+    #[arg(long, alias = "exit-timeout-secs", default_value = "30", value_name = "SECONDS", value_parser = seconds)]
     drain_timeout: Duration,
     /// Seconds a new connection may take to send its first request's
     /// headers or the HTTP/2 preface (a TLS handshake included) before it
@@ -162,6 +226,14 @@ struct Args {
     /// Print the version and the ONNX Runtime this server would use, then exit.
     #[arg(long, short = 'V')]
     version: bool,
+}
+
+/// Triton's model control modes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum ControlMode {
+    None,
+    Poll,
+    Explicit,
 }
 
 /// A number of seconds, 0 to a year (`inf`, `NaN`, negative and larger
@@ -239,22 +311,73 @@ async fn terminate() {
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    let raw: Vec<String> = std::env::args().collect();
+    let triton = cli::triton_style(&raw);
     let args = Args::parse();
     if args.version {
         print_version(&args);
         return ExitCode::SUCCESS;
     }
+    // RUST_LOG, else MindSpore Serving's GLOG_v / MS_SUBMODULE_LOG_v, else
+    // Triton's --log-* flags (info by default).
+    let env = |name| std::env::var(name).ok();
+    let default_filter = cli::mindspore_log_filter(
+        env("GLOG_v").as_deref(),
+        env("MS_SUBMODULE_LOG_v").as_deref(),
+    )
+    .unwrap_or_else(|| {
+        cli::triton_log_filter(
+            args.log_verbose,
+            args.log_info,
+            args.log_warning,
+            args.log_error,
+        )
+    });
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,ort=warn")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter)),
         )
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
+    let (http_port, grpc_port, metrics_port) = cli::TRITON_PORTS;
+    let own = Config::default();
+    let metrics_address = match (args.allow_metrics, args.metrics_port) {
+        (Some(false), _) => None,
+        (_, Some(port)) => Some(SocketAddr::from(([0, 0, 0, 0], port))),
+        (Some(true), None) => Some(SocketAddr::from(([0, 0, 0, 0], metrics_port))),
+        (None, None) if triton => Some(SocketAddr::from(([0, 0, 0, 0], metrics_port))),
+        (None, None) => None,
+    };
+    let model_control = match args.model_control_mode {
+        Some(ControlMode::None) => server::ModelControl::None,
+        Some(ControlMode::Poll) => server::ModelControl::Poll,
+        Some(ControlMode::Explicit) => server::ModelControl::Explicit,
+        None if triton => server::ModelControl::None,
+        None => server::ModelControl::Open,
+    };
     let config = Config {
-        grpc_address: args.grpc_address,
-        rest_address: args.rest_address,
+        grpc_address: cli::listen(
+            args.grpc_address,
+            args.grpc_port,
+            triton,
+            grpc_port,
+            own.grpc_address,
+        ),
+        rest_address: cli::listen(
+            args.rest_address,
+            args.http_port,
+            triton,
+            http_port,
+            own.rest_address,
+        ),
+        serve_grpc: args.allow_grpc.unwrap_or(true),
+        serve_rest: args.allow_http.unwrap_or(true),
+        metrics_address,
+        model_control,
+        load_models: args.load_models,
+        strict_readiness: args.strict_readiness,
         grpc_unix: args.grpc_unix,
         model_repository: args.model_repository,
         model_name: args.model_name,
@@ -302,16 +425,38 @@ async fn main() -> ExitCode {
     // then one line with both addresses. A reader that went away (a closed
     // pipe) does not stop the server.
     let mut out = std::io::stdout().lock();
-    let _ = writeln!(
-        out,
-        "Serving: Serving gRPC server start success, listening on {}",
-        running.grpc_address
+    let (grpc_on, rest_on) = (
+        running.grpc_address.port() != 0,
+        running.rest_address.port() != 0,
     );
-    let _ = writeln!(
-        out,
-        "Serving: Serving RESTful server start success, listening on {}",
-        running.rest_address
-    );
+    if grpc_on {
+        let _ = writeln!(
+            out,
+            "Serving: Serving gRPC server start success, listening on {}",
+            running.grpc_address
+        );
+    }
+    if rest_on {
+        let _ = writeln!(
+            out,
+            "Serving: Serving RESTful server start success, listening on {}",
+            running.rest_address
+        );
+    }
+    // Triton's lines, which its users' scripts wait for.
+    if grpc_on {
+        let _ = writeln!(
+            out,
+            "Started GRPCInferenceService at {}",
+            running.grpc_address
+        );
+    }
+    if rest_on {
+        let _ = writeln!(out, "Started HTTPService at {}", running.rest_address);
+    }
+    if let Some(metrics) = running.metrics_address {
+        let _ = writeln!(out, "Started Metrics Service at {metrics}");
+    }
     if let Some(path) = &running.unix_socket {
         let _ = writeln!(
             out,

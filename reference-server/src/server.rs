@@ -19,6 +19,49 @@ use crate::service::State;
 use crate::tls::{self, TlsError, TlsFiles};
 use crate::{demo, grpc, rest, serve};
 
+/// How models are loaded and unloaded: Triton's `--model-control-mode`,
+/// and this server's own default.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ModelControl {
+    /// This server's own: every model at start, the repository polled
+    /// (`poll_interval`), and the repository API's loads and unloads
+    /// taken too.
+    #[default]
+    Open,
+    /// Triton's `none`: every model at start; nothing changes after (no
+    /// polling; the repository API's loads and unloads are refused).
+    None,
+    /// Triton's `poll`: every model at start, then the repository polled;
+    /// the repository API's loads and unloads are refused.
+    Poll,
+    /// Triton's `explicit`: the models of `load_models` at start (`*`:
+    /// all), then only the repository API's loads and unloads; no polling.
+    Explicit,
+}
+
+impl ModelControl {
+    /// Whether the repository API may load and unload models.
+    pub fn api_loads(&self) -> bool {
+        matches!(self, ModelControl::Open | ModelControl::Explicit)
+    }
+
+    /// Whether the repository is polled for changes.
+    pub fn polls(&self) -> bool {
+        matches!(self, ModelControl::Open | ModelControl::Poll)
+    }
+
+    /// Triton's name of the mode (`open` for this server's own).
+    pub fn name(&self) -> &'static str {
+        match self {
+            ModelControl::Open => "open",
+            ModelControl::None => "none",
+            ModelControl::Poll => "poll",
+            ModelControl::Explicit => "explicit",
+        }
+    }
+}
+
 /// Everything a server needs to start.
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -26,6 +69,15 @@ pub struct Config {
     pub grpc_address: SocketAddr,
     /// The REST address (default `127.0.0.1:1500`).
     pub rest_address: SocketAddr,
+    /// Serve gRPC (Triton's `--allow-grpc`); when false, `grpc_address`
+    /// is not bound.
+    pub serve_grpc: bool,
+    /// Serve REST (Triton's `--allow-http`); when false, `rest_address`
+    /// is not bound.
+    pub serve_rest: bool,
+    /// Also serve `GET /metrics` alone on this address (Triton's
+    /// `--metrics-port`); the REST port serves it too.
+    pub metrics_address: Option<SocketAddr>,
     /// Also serve gRPC on this Unix domain socket (a stale socket file there
     /// is replaced).
     pub grpc_unix: Option<PathBuf>,
@@ -39,6 +91,15 @@ pub struct Config {
     /// (Triton's `--exit-on-error`); `false` starts with that model
     /// reported not ready.
     pub exit_on_error: bool,
+    /// How models are loaded and unloaded (Triton's
+    /// `--model-control-mode`).
+    pub model_control: ModelControl,
+    /// The models loaded at start under [`ModelControl::Explicit`]
+    /// (Triton's `--load-model`; `*` loads all); ignored otherwise.
+    pub load_models: Vec<String>,
+    /// Ready only while every model the server was to load serves
+    /// (Triton's `--strict-readiness`, on by default).
+    pub strict_readiness: bool,
     /// `max_batch_size` of Triton models completed from their ONNX file
     /// (Triton's `default-max-batch-size`).
     pub default_max_batch_size: u32,
@@ -110,10 +171,16 @@ impl Default for Config {
         Config {
             grpc_address: ([127, 0, 0, 1], 5500).into(),
             rest_address: ([127, 0, 0, 1], 1500).into(),
+            serve_grpc: true,
+            serve_rest: true,
+            metrics_address: None,
             grpc_unix: None,
             model_repository: None,
             model_name: None,
             exit_on_error: true,
+            model_control: ModelControl::Open,
+            load_models: Vec::new(),
+            strict_readiness: true,
             default_max_batch_size: repository::DEFAULT_MAX_BATCH_SIZE,
             devices: vec![Device::Cpu],
             allow_cpu_fallback: false,
@@ -272,6 +339,8 @@ pub struct Running {
     pub grpc_address: SocketAddr,
     /// The bound REST address.
     pub rest_address: SocketAddr,
+    /// The bound metrics address (`--metrics-port`), if any.
+    pub metrics_address: Option<SocketAddr>,
     /// The shared state.
     pub state: Arc<State>,
     stop: watch::Sender<bool>,
@@ -381,6 +450,11 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         python: Some(python),
     };
     let exit_on_error = config.exit_on_error;
+    // Explicit control loads only the models named at start.
+    let start_only: Option<std::collections::BTreeSet<String>> = (config.model_control
+        == ModelControl::Explicit
+        && !config.load_models.iter().any(|m| m == "*"))
+    .then(|| config.load_models.iter().cloned().collect());
     let (registry, watcher) = tokio::task::spawn_blocking(
         move || -> Result<(Registry, Option<Watcher>), StartError> {
             let registry = Registry::default();
@@ -391,6 +465,9 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
                 }
                 Some(source) => {
                     let mut watcher = Watcher::new(source, backends, options);
+                    if let Some(only) = start_only {
+                        watcher.hold_all_but(&only);
+                    }
                     watcher.start(&registry, exit_on_error)?;
                     for f in watcher.failures() {
                         tracing::error!(model = %f.model, version = f.version, reason = %f.reason, "model not loaded (--exit-on-error false): reported not ready, retried when it changes");
@@ -415,6 +492,8 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
             .set_max_mapped(config.max_shared_memory_mb.saturating_mul(1 << 20));
     }
     state.grpc_response_compression = config.grpc_response_compression;
+    state.model_control = config.model_control.clone();
+    state.strict_readiness = config.strict_readiness;
     state.watcher = watcher.map(std::sync::Mutex::new);
     let state = Arc::new(state);
     #[cfg(unix)]
@@ -428,26 +507,37 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
                 source,
             })
     };
-    let grpc_listener = bind("gRPC", config.grpc_address).await?;
-    let rest_listener = bind("REST", config.rest_address).await?;
+    let grpc_listener = match config.serve_grpc {
+        true => Some(bind("gRPC", config.grpc_address).await?),
+        false => None,
+    };
+    let rest_listener = match config.serve_rest {
+        true => Some(bind("REST", config.rest_address).await?),
+        false => None,
+    };
+    let metrics_listener = match config.metrics_address {
+        Some(address) => Some(bind("metrics", address).await?),
+        None => None,
+    };
     let unix_listener = match &config.grpc_unix {
         Some(path) => Some(bind_unix(path)?),
         None => None,
     };
-    let grpc_address = grpc_listener
-        .local_addr()
-        .map_err(|source| StartError::Bind {
-            what: "gRPC",
-            address: config.grpc_address,
+    let bound = |what, address, listener: Option<&TcpListener>| match listener {
+        // Not served: the address says so (port 0 of no interface).
+        None => Ok(SocketAddr::from(([0, 0, 0, 0], 0))),
+        Some(l) => l.local_addr().map_err(|source| StartError::Bind {
+            what,
+            address,
             source,
-        })?;
-    let rest_address = rest_listener
-        .local_addr()
-        .map_err(|source| StartError::Bind {
-            what: "REST",
-            address: config.rest_address,
-            source,
-        })?;
+        }),
+    };
+    let grpc_address = bound("gRPC", config.grpc_address, grpc_listener.as_ref())?;
+    let rest_address = bound("REST", config.rest_address, rest_listener.as_ref())?;
+    let metrics_address = match (&metrics_listener, config.metrics_address) {
+        (Some(l), Some(address)) => Some(bound("metrics", address, Some(l))?),
+        _ => None,
+    };
     let (stop, stopped) = watch::channel(false);
     let signal = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
@@ -455,6 +545,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let token: Option<Arc<str>> = config.auth_token.as_deref().map(Arc::from);
     let (grpc_service, health) = grpc::routes(state.clone(), token.clone());
     let rest_service = rest::router(state.clone(), token);
+    let metrics_service = rest::metrics_router(state.clone());
     let grace = config.drain_timeout;
     let limits = serve::Limits {
         first_bytes: config.connection_first_bytes_timeout,
@@ -477,25 +568,42 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
             limits.clone(),
         )));
     }
-    tasks.extend([
-        tokio::spawn(serve::serve(
-            grpc_listener,
+    if let Some(listener) = grpc_listener {
+        tasks.push(tokio::spawn(serve::serve(
+            listener,
             grpc_service,
             grpc_tls,
             signal(stopped.clone()),
             grace,
             limits.clone(),
-        )),
-        tokio::spawn(serve::serve(
-            rest_listener,
+        )));
+    }
+    if let Some(listener) = rest_listener {
+        tasks.push(tokio::spawn(serve::serve(
+            listener,
             rest_service,
-            rest_tls,
+            rest_tls.clone(),
+            signal(stopped.clone()),
+            grace,
+            limits.clone(),
+        )));
+    }
+    if let Some(listener) = metrics_listener {
+        // Plain HTTP, as Triton's metrics port.
+        tasks.push(tokio::spawn(serve::serve(
+            listener,
+            metrics_service,
+            None,
             signal(stopped.clone()),
             grace,
             limits,
-        )),
-    ]);
-    if let (Some(every), true) = (config.poll_interval, state.watcher.is_some()) {
+        )));
+    }
+    if let (Some(every), true, true) = (
+        config.poll_interval,
+        state.watcher.is_some(),
+        config.model_control.polls(),
+    ) {
         tasks.push(tokio::spawn(poll_repository(
             state.clone(),
             every,
@@ -508,6 +616,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     Ok(Running {
         grpc_address,
         rest_address,
+        metrics_address,
         state,
         stop,
         tasks,

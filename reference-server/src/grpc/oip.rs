@@ -371,7 +371,7 @@ impl GrpcInferenceService for OipGrpc {
         _: Request<pb::ServerReadyRequest>,
     ) -> Result<Response<pb::ServerReadyResponse>, Status> {
         Ok(Response::new(pb::ServerReadyResponse {
-            ready: self.state.is_ready(),
+            ready: self.state.server_ready(),
         }))
     }
 

@@ -176,6 +176,18 @@ impl Watcher {
         *self.published.write().unwrap_or_else(|e| e.into_inner()) = all;
     }
 
+    /// Holds every model directory of the repository but `names` unloaded
+    /// (Triton's explicit model control: only the models named at start
+    /// load), until [`Watcher::load`].
+    pub fn hold_all_but(&mut self, names: &std::collections::BTreeSet<String>) {
+        for name in self.source.model_dirs().into_keys() {
+            if !names.contains(&name) {
+                self.held.insert(name, Vec::new());
+            }
+        }
+        self.publish();
+    }
+
     /// The first load, at start-up: every model's versions, at once. With
     /// `exit_on_error`, the first model that cannot be loaded is the error;
     /// without, it is recorded (reported not ready, retried when it
@@ -185,7 +197,17 @@ impl Watcher {
         registry: &Registry,
         exit_on_error: bool,
     ) -> Result<Changes, RepositoryError> {
-        for dir in self.source.scan()? {
+        let dirs = if self.held.is_empty() {
+            self.source.scan()?
+        } else {
+            self.source
+                .model_dirs()
+                .into_iter()
+                .filter(|(name, _)| !self.held.contains_key(name))
+                .map(|(name, path)| self.source.scan_dir(&name, &path))
+                .collect()
+        };
+        for dir in dirs {
             if let (Err(e), true) = (&dir, exit_on_error) {
                 return Err(RepositoryError {
                     path: e.path.clone(),
@@ -253,8 +275,9 @@ impl Watcher {
     }
 
     /// Loads `name` from the repository now (its versions, without waiting
-    /// for two polls to agree), also after an unload. Returns the changes,
-    /// or why the model is unusable.
+    /// for two polls to agree), also after an unload; versions already
+    /// loaded are loaded again from their files, replacing the old ones
+    /// once loaded. Returns the changes, or why the model is unusable.
     pub fn load(&mut self, registry: &Registry, name: &str) -> Result<Changes, String> {
         if !is_servable_name(name) {
             return Err(format!(
@@ -265,6 +288,17 @@ impl Watcher {
         self.held.remove(name);
         self.seen.retain(|(n, _), _| n != name);
         let changes = self.scan(registry, Some(name), false);
+        let prefix = format!("{name}/");
+        let failed = changes
+            .failed
+            .iter()
+            .find(|f| f.starts_with(&prefix) || f.starts_with(&format!("{name}:")));
+        if let (Some(reason), false) = (failed, registry.versions(name).is_empty()) {
+            // What served before goes on serving.
+            return Err(format!(
+                "{reason} (the versions loaded before keep serving)"
+            ));
+        }
         if registry.versions(name).is_empty() {
             let reason = changes
                 .failed
@@ -343,8 +377,12 @@ impl Watcher {
             let config_file = dir.config_file();
             let loaded = registry.versions(&name);
             // Load the versions to serve, once they have settled.
+            // A model loaded through the API is read again, loaded versions
+            // too (Triton reloads a model on load: a changed configuration
+            // takes effect); the old ones serve until the new ones do.
+            let reload = now == Some(name.as_str());
             for v in dir.served(&dir.versions) {
-                if loaded.contains(&v) {
+                if loaded.contains(&v) && !reload {
                     continue;
                 }
                 let key = (name.clone(), v);

@@ -39,6 +39,16 @@ pub(crate) fn router(state: Arc<State>, token: Option<Arc<str>>) -> crate::auth:
     crate::auth::RestAuth::new(routes(state), token)
 }
 
+/// The metrics listener's service (Triton's `--metrics-port`): `GET
+/// /metrics` alone, without authentication, as Triton serves it.
+pub(crate) fn metrics_router(state: Arc<State>) -> Router {
+    Router::new()
+        .route("/metrics", get(oip::metrics))
+        .method_not_allowed_fallback(method_not_allowed)
+        .fallback(unmatched)
+        .with_state(state)
+}
+
 /// The routes, behind the encoding checks.
 fn routes(state: Arc<State>) -> Router {
     Router::new()

@@ -72,7 +72,7 @@ pub(crate) async fn live() -> Response {
 
 /// `GET /v2/health/ready`: 200 when ready, 503 while starting or draining.
 pub(crate) async fn ready(Extract(state): Extract<Arc<State>>) -> Response {
-    let ready = state.is_ready();
+    let ready = state.server_ready();
     let status = if ready {
         StatusCode::OK
     } else {

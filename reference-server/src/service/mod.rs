@@ -171,6 +171,11 @@ pub struct State {
     /// The compression of gRPC replies, for clients that accept it
     /// (`--grpc-response-compression`); `None`: replies are not compressed.
     pub grpc_response_compression: Option<serving_proto::compression::Encoding>,
+    /// How models are loaded and unloaded (`--model-control-mode`).
+    pub model_control: crate::server::ModelControl,
+    /// Whether the server is ready only while every model it was to load
+    /// serves (`--strict-readiness`, Triton's default).
+    pub strict_readiness: bool,
     ready: AtomicBool,
 }
 
@@ -191,6 +196,8 @@ impl State {
             incoming: std::sync::Arc::new(serving_proto::gather::Budget::new(max_incoming_bytes)),
             shared_memory: shared_memory::SharedMemory::new(false),
             grpc_response_compression: None,
+            model_control: crate::server::ModelControl::default(),
+            strict_readiness: false,
             ready: AtomicBool::new(false),
         }
     }
@@ -236,6 +243,19 @@ impl State {
     /// Lets clients register shared memory (`--allow-shared-memory`).
     pub fn allow_shared_memory(&mut self) {
         self.shared_memory = shared_memory::SharedMemory::new(true);
+    }
+
+    /// Whether the server answers ready (`/v2/health/ready`,
+    /// `ServerReady`): accepting requests and, with strict readiness,
+    /// every model it was to load serving (one unloaded on request does
+    /// not count).
+    pub fn server_ready(&self) -> bool {
+        self.is_ready()
+            && !(self.strict_readiness
+                && self
+                    .failures()
+                    .iter()
+                    .any(|f| f.reason != crate::repository::watch::UNLOADED))
     }
 
     /// Marks the server ready or not.

@@ -112,8 +112,21 @@ async fn with_watcher<T: Send + 'static>(
     .map_err(|e| ServeError::Internal(e.to_string()))?
 }
 
+/// Refuses the repository API's loads and unloads where the model control
+/// mode does not take them, with Triton's status and words.
+fn check_control(state: &State) -> Result<(), ServeError> {
+    if state.model_control.api_loads() {
+        return Ok(());
+    }
+    Err(ServeError::Unavailable(format!(
+        "explicit model load / unload is not allowed if polling is enabled: the server runs with --model-control-mode {}; start it with --model-control-mode explicit to load and unload models through this API",
+        state.model_control.name()
+    )))
+}
+
 /// (Re)loads model `name`'s versions from the repository now.
 pub(crate) async fn load(state: Arc<State>, name: String) -> Result<(), ServeError> {
+    check_control(&state)?;
     check_name(&name)?;
     let model = name.clone();
     match with_watcher(state, move |s, w| w.load(&s.registry, &model)).await? {
@@ -129,6 +142,7 @@ pub(crate) async fn load(state: Arc<State>, name: String) -> Result<(), ServeErr
 /// Unloads every version of model `name` until it is loaded again;
 /// requests already running on it finish.
 pub(crate) async fn unload(state: Arc<State>, name: String) -> Result<(), ServeError> {
+    check_control(&state)?;
     check_name(&name)?;
     let model = name.clone();
     let known = state.failures().iter().any(|f| f.model == name);

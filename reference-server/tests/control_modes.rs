@@ -1,0 +1,345 @@
+//! Operating the server as Triton users do: the model control modes (none,
+//! poll, explicit with `--load-model`) and the repository API in each,
+//! strict readiness, and the executable started with Triton's own flags:
+//! KServe's Triton runtime's argument list, and the name `tritonserver`.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use reference_server::onnx::{Dim, identity};
+use reference_server::server::{Config, ModelControl};
+use serde_json::{Value, json};
+use serving_proto::DataType;
+
+fn repository(models: &[&str]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for m in models {
+        common::write(
+            dir.path(),
+            &format!("{m}/1/model.onnx"),
+            &identity(DataType::Fp32, &[Dim::Dynamic("n")]),
+        );
+    }
+    dir
+}
+
+async fn status(http: &reqwest::Client, method: &str, url: String) -> (u16, Value) {
+    let r = match method {
+        "GET" => http.get(url).send().await.unwrap(),
+        _ => http.post(url).send().await.unwrap(),
+    };
+    let code = r.status().as_u16();
+    let text = r.text().await.unwrap();
+    (
+        code,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
+}
+
+fn config(dir: &Path, control: ModelControl, load: &[&str]) -> Config {
+    Config {
+        model_repository: Some(dir.to_owned()),
+        model_control: control,
+        load_models: load.iter().map(|s| (*s).to_owned()).collect(),
+        poll_interval: Some(Duration::from_millis(100)),
+        ..common::config()
+    }
+}
+
+#[tokio::test]
+async fn explicit_mode_loads_the_named_models_then_only_what_the_api_asks() {
+    let dir = repository(&["a", "b"]);
+    let server = common::start(config(dir.path(), ModelControl::Explicit, &["a"])).await;
+    let http = common::http();
+    let url = |p: &str| common::rest(&server, p);
+    assert_eq!(status(&http, "GET", url("/v2/models/a/ready")).await.0, 200);
+    assert_ne!(status(&http, "GET", url("/v2/models/b/ready")).await.0, 200);
+    // Held back, not failed: the server is ready (strict readiness).
+    assert_eq!(status(&http, "GET", url("/v2/health/ready")).await.0, 200);
+    let (_, index) = status(&http, "POST", url("/v2/repository/index")).await;
+    let b = index.as_array().unwrap().iter().find(|m| m["name"] == "b");
+    assert_eq!(b.unwrap()["state"], "UNAVAILABLE", "{index}");
+    // No polling: a new model directory stays unloaded.
+    common::write(
+        dir.path(),
+        "c/1/model.onnx",
+        &identity(DataType::Fp32, &[Dim::Dynamic("n")]),
+    );
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_ne!(status(&http, "GET", url("/v2/models/c/ready")).await.0, 200);
+    // The API loads and unloads.
+    assert_eq!(
+        status(&http, "POST", url("/v2/repository/models/b/load"))
+            .await
+            .0,
+        200
+    );
+    assert_eq!(status(&http, "GET", url("/v2/models/b/ready")).await.0, 200);
+    assert_eq!(
+        status(&http, "POST", url("/v2/repository/models/a/unload"))
+            .await
+            .0,
+        200
+    );
+    assert_ne!(status(&http, "GET", url("/v2/models/a/ready")).await.0, 200);
+    server.shutdown().await;
+
+    // `*` loads every model at start.
+    let server = common::start(config(dir.path(), ModelControl::Explicit, &["*"])).await;
+    for m in ["a", "b", "c"] {
+        let path = format!("/v2/models/{m}/ready");
+        assert_eq!(
+            status(&http, "GET", common::rest(&server, &path)).await.0,
+            200
+        );
+    }
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn none_and_poll_refuse_the_repository_api_as_triton_does() {
+    let dir = repository(&["a"]);
+    let http = common::http();
+    for control in [ModelControl::None, ModelControl::Poll] {
+        let name = control.name();
+        let server = common::start(config(dir.path(), control.clone(), &[])).await;
+        for action in ["load", "unload"] {
+            let path = format!("/v2/repository/models/a/{action}");
+            let (code, v) = status(&http, "POST", common::rest(&server, &path)).await;
+            assert_eq!(code, 503, "{name} {action}: {v}");
+            let text = v["error"].as_str().unwrap();
+            assert!(
+                text.starts_with(
+                    "explicit model load / unload is not allowed if polling is enabled"
+                ) && text.contains(&format!("--model-control-mode {name}")),
+                "{text}"
+            );
+        }
+        let mut grpc = common::oip(&server).await;
+        let e = grpc
+            .repository_model_load(serving_proto::pb::inference::RepositoryModelLoadRequest {
+                model_name: "a".into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), tonic::Code::Unavailable, "{name}: {e:?}");
+        // The model is served all the while.
+        let (code, _) = status(&http, "GET", common::rest(&server, "/v2/models/a/ready")).await;
+        assert_eq!(code, 200);
+        // Only poll mode sees a new directory.
+        let new = format!("new_{name}");
+        common::write(
+            dir.path(),
+            &format!("{new}/1/model.onnx"),
+            &identity(DataType::Fp32, &[Dim::Dynamic("n")]),
+        );
+        let ready = common::rest(&server, &format!("/v2/models/{new}/ready"));
+        let mut seen = false;
+        for _ in 0..30 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            if status(&http, "GET", ready.clone()).await.0 == 200 {
+                seen = true;
+                break;
+            }
+        }
+        assert_eq!(seen, control == ModelControl::Poll, "{name}");
+        server.shutdown().await;
+    }
+}
+
+#[tokio::test]
+async fn strict_readiness_counts_models_that_failed_to_load() {
+    let dir = repository(&["good"]);
+    common::write(
+        dir.path(),
+        "bad/config.pbtxt",
+        b"name: \"bad\"\nmax_batch_size: -1\n",
+    );
+    common::write(
+        dir.path(),
+        "bad/1/model.onnx",
+        &identity(DataType::Fp32, &[Dim::Dynamic("n")]),
+    );
+    let http = common::http();
+    for (strict, want) in [(true, 503), (false, 200)] {
+        let server = common::start(Config {
+            exit_on_error: false,
+            strict_readiness: strict,
+            ..config(dir.path(), ModelControl::None, &[])
+        })
+        .await;
+        let (code, v) = status(&http, "GET", common::rest(&server, "/v2/health/ready")).await;
+        assert_eq!(code, want, "strict {strict}: {v}");
+        let (code, _) = status(&http, "GET", common::rest(&server, "/v2/models/good/ready")).await;
+        assert_eq!(code, 200);
+        server.shutdown().await;
+    }
+}
+
+/// Ports free now (bound to port 0, then let go).
+fn free_ports<const N: usize>() -> [u16; N] {
+    let listeners: Vec<std::net::TcpListener> = (0..N)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    std::array::from_fn(|i| listeners[i].local_addr().unwrap().port())
+}
+
+/// Starts `program` with `args`, waits for its readiness line, and
+/// returns it with its stdout lines so far.
+fn start(program: &Path, args: &[String]) -> (std::process::Child, Vec<String>) {
+    let mut child = Command::new(program)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut banner = Vec::new();
+    loop {
+        let line = lines.next().expect("a readiness line").unwrap();
+        let done = line.starts_with("reference-server ready");
+        banner.push(line);
+        if done {
+            break;
+        }
+    }
+    (child, banner)
+}
+
+fn stop(mut child: std::process::Child) {
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let _ = child.wait();
+}
+
+#[tokio::test]
+async fn kserves_triton_runtime_arguments_start_the_server_and_it_serves() {
+    let dir = repository(&["a"]);
+    let [grpc, http_port, metrics] = free_ports::<3>();
+    // ../shared/kserve/example-runtime-tritonserver.yaml's args, the model
+    // store and ports ours; --metrics-port added only because this
+    // machine's 8002 may be taken.
+    let args: Vec<String> = vec![
+        format!("--model-store={}", dir.path().display()),
+        format!("--grpc-port={grpc}"),
+        format!("--http-port={http_port}"),
+        "--allow-grpc=true".into(),
+        "--allow-http=true".into(),
+        format!("--metrics-port={metrics}"),
+    ];
+    let (child, banner) = start(Path::new(env!("CARGO_BIN_EXE_reference-server")), &args);
+    assert!(
+        banner.contains(&format!("Started HTTPService at 0.0.0.0:{http_port}")),
+        "{banner:?}"
+    );
+    assert!(banner.contains(&format!("Started GRPCInferenceService at 0.0.0.0:{grpc}")));
+    assert!(banner.contains(&format!("Started Metrics Service at 0.0.0.0:{metrics}")));
+    let http = common::http();
+    let (code, v) = {
+        let r = http
+            .post(format!("http://127.0.0.1:{http_port}/v2/models/a/infer"))
+            .json(&json!({"inputs": [{"name": "x", "datatype": "FP32", "shape": [2], "data": [1.5, 2.5]}]}))
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.json::<Value>().await.unwrap())
+    };
+    assert_eq!(code, 200, "{v}");
+    assert_eq!(v["outputs"][0]["data"], json!([1.5, 2.5]));
+    let metrics_text = http
+        .get(format!("http://127.0.0.1:{metrics}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metrics_text.contains("serving_"), "{metrics_text}");
+    // Triton's default control mode: none.
+    let (code, _) = status(
+        &http,
+        "POST",
+        format!("http://127.0.0.1:{http_port}/v2/repository/models/a/unload"),
+    )
+    .await;
+    assert_eq!(code, 503);
+    stop(child);
+}
+
+#[tokio::test]
+async fn named_tritonserver_it_takes_tritons_flags_and_modes() {
+    let dir = repository(&["a", "b"]);
+    let bin = tempfile::tempdir().unwrap();
+    let tritonserver = bin.path().join("tritonserver");
+    std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_reference-server"), &tritonserver).unwrap();
+    let [grpc, http_port, metrics] = free_ports::<3>();
+    let args: Vec<String> = vec![
+        format!("--model-repository={}", dir.path().display()),
+        "--model-control-mode=EXPLICIT".into(),
+        "--load-model=b".into(),
+        format!("--http-port={http_port}"),
+        format!("--grpc-port={grpc}"),
+        format!("--metrics-port={metrics}"),
+        "--log-verbose=1".into(),
+        "--exit-timeout-secs=5".into(),
+        "--repository-poll-secs=0".into(),
+    ];
+    let (child, _) = start(&tritonserver, &args);
+    let http = common::http();
+    let ready = |m: &str| format!("http://127.0.0.1:{http_port}/v2/models/{m}/ready");
+    assert_ne!(status(&http, "GET", ready("a")).await.0, 200);
+    assert_eq!(status(&http, "GET", ready("b")).await.0, 200);
+    let load = format!("http://127.0.0.1:{http_port}/v2/repository/models/a/load");
+    assert_eq!(status(&http, "POST", load).await.0, 200);
+    assert_eq!(status(&http, "GET", ready("a")).await.0, 200);
+    stop(child);
+}
+
+#[tokio::test]
+async fn a_load_reads_a_changed_configuration_and_a_broken_one_keeps_the_old() {
+    let dir = repository(&[]);
+    let batched = reference_server::onnx::matmul_chain(2, 1, &[1.0, 0.0, 0.0, 1.0]);
+    common::write(dir.path(), "m/1/model.onnx", &batched);
+    let config = |mbs: u32| {
+        format!(
+            "name: \"m\"\nmax_batch_size: {mbs}\ninput [ {{ name: \"x\" data_type: TYPE_FP32 dims: [ 2 ] }} ]\noutput [ {{ name: \"y\" data_type: TYPE_FP32 dims: [ 2 ] }} ]\n"
+        )
+    };
+    common::write(dir.path(), "m/config.pbtxt", config(2).as_bytes());
+    let server = common::start(config_of(dir.path())).await;
+    let http = common::http();
+    let max_batch = |server: &reference_server::server::Running| {
+        let http = http.clone();
+        let url = common::rest(server, "/v2/models/m/config");
+        async move { status(&http, "GET", url).await.1["max_batch_size"].clone() }
+    };
+    assert_eq!(max_batch(&server).await, json!(2));
+    common::write(dir.path(), "m/config.pbtxt", config(8).as_bytes());
+    let load = common::rest(&server, "/v2/repository/models/m/load");
+    assert_eq!(status(&http, "POST", load.clone()).await.0, 200);
+    assert_eq!(
+        max_batch(&server).await,
+        json!(8),
+        "the load read the new configuration"
+    );
+    common::write(
+        dir.path(),
+        "m/config.pbtxt",
+        b"name: \"m\"\nmax_batch_size: -1\n",
+    );
+    let (code, v) = status(&http, "POST", load).await;
+    assert_eq!(code, 400, "{v}");
+    assert!(v["error"].as_str().unwrap().contains("keep serving"), "{v}");
+    assert_eq!(max_batch(&server).await, json!(8), "the old one serves on");
+    server.shutdown().await;
+}
+
+fn config_of(dir: &Path) -> Config {
+    config(dir, ModelControl::Explicit, &["*"])
+}
