@@ -19,6 +19,7 @@ pub mod config;
 pub mod mindspore;
 mod python;
 pub mod triton;
+mod warmup;
 pub mod watch;
 
 use std::collections::{BTreeMap, VecDeque};
@@ -614,7 +615,7 @@ pub fn load_version(
         tracing::info!(file = %file.display(), "loading model");
         fs::read(&resolved).map_err(|e| fail(&file, e.to_string()))
     };
-    let (spec, models, triton) = match &servable.format {
+    let (spec, models, triton, warm) = match &servable.format {
         Format::Servable(config) => {
             let spec = config
                 .spec()
@@ -626,7 +627,7 @@ pub fn load_version(
                     format!("model '{}' is missing from version {version}", model.name),
                 )?);
             }
-            (spec, models, None)
+            (spec, models, None, Vec::new())
         }
         Format::Triton(Some(config)) if triton::is_ensemble(Some(config)) => {
             // An ensemble runs other models: no file of its own.
@@ -698,11 +699,13 @@ pub fn load_version(
                     method.labels.insert(o.name.clone(), labels);
                 }
             }
-            (spec, vec![bytes], Some(t.config))
+            let warm = warmup::samples(&t.config, &servable.dir)
+                .map_err(|reason| fail(&where_, reason))?;
+            (spec, vec![bytes], Some(t.config), warm)
         }
         Format::MindSpore(config_file) => {
             let (spec, models) = mindspore::load(servable, config_file, version, options)?;
-            (spec, models, None)
+            (spec, models, None, Vec::new())
         }
     };
     let version = ServableVersion::load(
@@ -714,6 +717,11 @@ pub fn load_version(
         &options.load,
     )
     .map_err(|e| fail(&vdir, e.to_string()))?;
+    if !warm.is_empty() {
+        // Ready means warmed: the version is not served before this.
+        warmup::run(&version, triton::METHOD, &warm)
+            .map_err(|reason| fail(&servable.config_file(), reason))?;
+    }
     Ok(Loaded { version, triton })
 }
 

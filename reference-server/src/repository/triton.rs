@@ -703,7 +703,6 @@ fn ignored(config: &ModelConfig) -> Vec<String> {
         }
     };
     note(config.optimization.is_some(), "optimization");
-    note(!config.model_warmup.is_empty(), "model_warmup");
     note(config.model_metrics.is_some(), "model_metrics");
     note(!config.metric_tags.is_empty(), "metric_tags");
     for (i, g) in config.instance_group.iter().enumerate() {
