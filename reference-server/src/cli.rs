@@ -6,9 +6,12 @@
 
 use std::net::SocketAddr;
 
-/// Flags only Triton has: one of them on the command line (or the name
-/// `tritonserver`) makes the server take Triton's defaults.
-pub const TRITON_ONLY_FLAGS: &[&str] = &[
+/// Triton's flags for its repository and listeners: one of them on the
+/// command line (or the name `tritonserver`) makes the server take
+/// Triton's defaults (its ports on every interface, model control
+/// `none`). Its other flags (`--log-*`, `--model-control-mode`, ...) are
+/// taken without changing the defaults.
+pub const TRITON_STYLE_FLAGS: &[&str] = &[
     "--model-store",
     "--http-port",
     "--grpc-port",
@@ -16,16 +19,6 @@ pub const TRITON_ONLY_FLAGS: &[&str] = &[
     "--allow-http",
     "--allow-grpc",
     "--allow-metrics",
-    "--model-control-mode",
-    "--load-model",
-    "--strict-readiness",
-    "--repository-poll-secs",
-    "--exit-timeout-secs",
-    "--log-verbose",
-    "--log-info",
-    "--log-warning",
-    "--log-error",
-    "--log-format",
 ];
 
 /// Triton's default ports: HTTP, gRPC, metrics.
@@ -43,7 +36,7 @@ pub fn triton_style(args: &[String]) -> bool {
     named
         || args.iter().skip(1).any(|a| {
             let flag = a.split('=').next().unwrap_or(a);
-            TRITON_ONLY_FLAGS.contains(&flag)
+            TRITON_STYLE_FLAGS.contains(&flag)
         })
 }
 

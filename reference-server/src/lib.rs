@@ -39,6 +39,7 @@ pub mod demo;
 pub mod engine;
 mod error;
 mod grpc;
+pub mod logging;
 mod metrics;
 pub mod onnx;
 pub mod repository;

@@ -33,11 +33,10 @@ struct Args {
     #[arg(long, env = "SERVING_REST_ADDRESS")]
     rest_address: Option<SocketAddr>,
     /// Triton's: REST on this port (every interface unless --rest-address
-    /// gives one). Any of Triton's own flags (--http-port, --grpc-port,
-    /// --metrics-port, --model-store, --model-control-mode, --allow-*,
-    /// --log-*), or the program's name `tritonserver`, start the server as
-    /// Triton is: ports 8000, 8001 and 8002 on every interface, model
-    /// control `none`.
+    /// gives one). Any of Triton's listener flags (--http-port,
+    /// --grpc-port, --metrics-port, --allow-*) or --model-store, or the
+    /// program's name `tritonserver`, start the server as Triton is: ports
+    /// 8000, 8001 and 8002 on every interface, model control `none`.
     #[arg(long, value_name = "PORT")]
     http_port: Option<u16>,
     /// Triton's: gRPC on this port.
@@ -333,14 +332,37 @@ async fn main() -> ExitCode {
             args.log_error,
         )
     });
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter)),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    // The filter sits behind a reload layer: the logging extension
+    // (`/v2/logging`, `LogSettings`) changes it while the server runs.
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
+    let (filter, reload) = tracing_subscriber::reload::Layer::new(filter);
+    {
+        use tracing_subscriber::layer::SubscriberExt as _;
+        use tracing_subscriber::util::SubscriberInitExt as _;
+        tracing_subscriber::registry()
+            .with(filter)
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_writer(std::io::stderr)
+                    .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())),
+            )
+            .init();
+    }
+    reference_server::logging::install(
+        reference_server::logging::LogSettings {
+            info: args.log_info,
+            warning: args.log_warning,
+            error: args.log_error,
+            verbose: args.log_verbose,
+            format: args.log_format.clone().unwrap_or_else(|| "default".into()),
+        },
+        Box::new(move |level| {
+            reload
+                .reload(tracing_subscriber::EnvFilter::new(level))
+                .map_err(|e| format!("the log filter cannot be changed: {e}"))
+        }),
+    );
     let (http_port, grpc_port, metrics_port) = cli::TRITON_PORTS;
     let own = Config::default();
     let metrics_address = match (args.allow_metrics, args.metrics_port) {

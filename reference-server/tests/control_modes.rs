@@ -5,9 +5,7 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use reference_server::onnx::{Dim, identity};
@@ -189,35 +187,6 @@ fn free_ports<const N: usize>() -> [u16; N] {
     std::array::from_fn(|i| listeners[i].local_addr().unwrap().port())
 }
 
-/// Starts `program` with `args`, waits for its readiness line, and
-/// returns it with its stdout lines so far.
-fn start(program: &Path, args: &[String]) -> (std::process::Child, Vec<String>) {
-    let mut child = Command::new(program)
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let mut banner = Vec::new();
-    loop {
-        let line = lines.next().expect("a readiness line").unwrap();
-        let done = line.starts_with("reference-server ready");
-        banner.push(line);
-        if done {
-            break;
-        }
-    }
-    (child, banner)
-}
-
-fn stop(mut child: std::process::Child) {
-    let _ = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status();
-    let _ = child.wait();
-}
-
 #[tokio::test]
 async fn kserves_triton_runtime_arguments_start_the_server_and_it_serves() {
     let dir = repository(&["a"]);
@@ -233,7 +202,12 @@ async fn kserves_triton_runtime_arguments_start_the_server_and_it_serves() {
         "--allow-http=true".into(),
         format!("--metrics-port={metrics}"),
     ];
-    let (child, banner) = start(Path::new(env!("CARGO_BIN_EXE_reference-server")), &args);
+    let child = common::Process::start(
+        Path::new(env!("CARGO_BIN_EXE_reference-server")),
+        &args,
+        &[],
+    );
+    let banner = &child.banner;
     assert!(
         banner.contains(&format!("Started HTTPService at 0.0.0.0:{http_port}")),
         "{banner:?}"
@@ -269,7 +243,7 @@ async fn kserves_triton_runtime_arguments_start_the_server_and_it_serves() {
     )
     .await;
     assert_eq!(code, 503);
-    stop(child);
+    drop(child);
 }
 
 #[tokio::test]
@@ -290,7 +264,7 @@ async fn named_tritonserver_it_takes_tritons_flags_and_modes() {
         "--exit-timeout-secs=5".into(),
         "--repository-poll-secs=0".into(),
     ];
-    let (child, _) = start(&tritonserver, &args);
+    let child = common::Process::start(&tritonserver, &args, &[]);
     let http = common::http();
     let ready = |m: &str| format!("http://127.0.0.1:{http_port}/v2/models/{m}/ready");
     assert_ne!(status(&http, "GET", ready("a")).await.0, 200);
@@ -298,7 +272,7 @@ async fn named_tritonserver_it_takes_tritons_flags_and_modes() {
     let load = format!("http://127.0.0.1:{http_port}/v2/repository/models/a/load");
     assert_eq!(status(&http, "POST", load).await.0, 200);
     assert_eq!(status(&http, "GET", ready("a")).await.0, 200);
-    stop(child);
+    drop(child);
 }
 
 #[tokio::test]

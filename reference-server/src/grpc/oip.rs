@@ -600,10 +600,43 @@ impl GrpcInferenceService for OipGrpc {
 
     async fn log_settings(
         &self,
-        _: Request<pb::LogSettingsRequest>,
+        request: Request<pb::LogSettingsRequest>,
     ) -> Result<Response<pb::LogSettingsResponse>, Status> {
-        Err(Status::unimplemented(
-            "log settings cannot be changed at run time on this server; set RUST_LOG before it starts",
-        ))
+        use crate::service::logging::{self, Value};
+        use pb::log_settings_request::setting_value::ParameterChoice as In;
+        use pb::log_settings_response::setting_value::ParameterChoice as Out;
+        let settings = request.into_inner().settings;
+        let all = if settings.is_empty() {
+            logging::current()
+        } else {
+            let changes = settings
+                .into_iter()
+                .map(|(name, v)| {
+                    let value = match v.parameter_choice {
+                        Some(In::BoolParam(b)) => Value::Bool(b),
+                        Some(In::Uint32Param(n)) => Value::Uint(n),
+                        Some(In::StringParam(s)) => Value::Text(s),
+                        None => Value::Text(String::new()),
+                    };
+                    (name, value)
+                })
+                .collect();
+            logging::update(changes).map_err(status)?
+        };
+        let settings = all
+            .into_iter()
+            .map(|(k, v)| {
+                let choice = match v {
+                    Value::Bool(b) => Out::BoolParam(b),
+                    Value::Uint(n) => Out::Uint32Param(n),
+                    Value::Text(s) => Out::StringParam(s),
+                };
+                let value = pb::log_settings_response::SettingValue {
+                    parameter_choice: Some(choice),
+                };
+                (k.to_owned(), value)
+            })
+            .collect();
+        Ok(Response::new(pb::LogSettingsResponse { settings }))
     }
 }

@@ -22,7 +22,8 @@ use super::read_body;
 use crate::error::ServeError;
 use crate::service::shared_memory::SharedMemory;
 use crate::service::{
-    CONTROL_BODY_MAX, State, cuda_shared_memory, model_config, repository, statistics,
+    CONTROL_BODY_MAX, State, cuda_shared_memory, logging as service_logging, model_config,
+    repository, statistics,
 };
 
 fn ok(result: Result<Value, ServeError>) -> Response {
@@ -301,10 +302,51 @@ pub(crate) async fn trace() -> Response {
     )
 }
 
-/// `/v2/logging`.
-pub(crate) async fn logging() -> Response {
-    not_served(
-        "log settings cannot be changed at run time on this server; set RUST_LOG before it starts",
+/// `GET /v2/logging`: the log settings.
+pub(crate) async fn logging_get() -> Response {
+    Json(settings_json(service_logging::current())).into_response()
+}
+
+/// `POST /v2/logging`, a JSON object of settings to change: all of them,
+/// changed.
+pub(crate) async fn logging_post(
+    Extract(state): Extract<Arc<State>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let result = async {
+        let body = control_body(&state, &headers, body).await?;
+        let mut changes = Vec::with_capacity(body.len());
+        for (name, v) in body {
+            let value = match v {
+                Value::Bool(b) => service_logging::Value::Bool(b),
+                Value::String(s) => service_logging::Value::Text(s),
+                Value::Number(n) => match n.as_u64().and_then(|n| u32::try_from(n).ok()) {
+                    Some(n) => service_logging::Value::Uint(n),
+                    None => service_logging::Value::Text(n.to_string()),
+                },
+                other => service_logging::Value::Text(other.to_string()),
+            };
+            changes.push((name, value));
+        }
+        service_logging::update(changes)
+    };
+    ok(result.await.map(settings_json))
+}
+
+fn settings_json(settings: Vec<(&'static str, service_logging::Value)>) -> Value {
+    Value::Object(
+        settings
+            .into_iter()
+            .map(|(k, v)| {
+                let v = match v {
+                    service_logging::Value::Bool(b) => Value::Bool(b),
+                    service_logging::Value::Uint(n) => Value::from(n),
+                    service_logging::Value::Text(s) => Value::String(s),
+                };
+                (k.to_owned(), v)
+            })
+            .collect(),
     )
 }
 

@@ -141,7 +141,7 @@ fn routes(state: Arc<State>) -> Router {
         )
         .route(
             "/v2/logging",
-            get(extensions::logging).post(extensions::logging),
+            get(extensions::logging_get).post(extensions::logging_post),
         )
         .method_not_allowed_fallback(method_not_allowed)
         .fallback(unmatched)

@@ -5,6 +5,7 @@
 
 pub(crate) mod classification;
 pub(crate) mod cuda_shared_memory;
+pub(crate) mod logging;
 pub(crate) mod mindspore;
 pub(crate) mod model_config;
 pub(crate) mod oip;

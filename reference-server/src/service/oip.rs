@@ -31,6 +31,8 @@ pub(crate) const SERVER_NAME: &str = "serving-reference-server";
 pub(crate) const EXTENSIONS: &[&str] = &[
     "binary_tensor_data",
     "classification",
+    // The log settings, read and changed (`/v2/logging`, `LogSettings`).
+    "logging",
     "model_configuration",
     "model_repository",
     // Request and tensor `parameters` are read and carried.
@@ -357,6 +359,7 @@ fn prepare(
     if !state.is_ready() {
         return Err(ServeError::Unavailable("the server is not ready".into()));
     }
+    tracing::debug!(model = %serving_proto::text::bounded(&req.model_name), version = %serving_proto::text::bounded(&req.model_version), id = %serving_proto::text::bounded(&req.id), inputs = req.inputs.len(), "inference request");
     let model = resolve(state, &req.model_name, &req.model_version)?;
     if model.servable.method(&model.method).is_none() {
         return Err(error(

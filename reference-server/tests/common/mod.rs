@@ -447,3 +447,74 @@ pub async fn run_compat(script: &str, args: Vec<String>, done: &str) {
     assert!(out.status.success(), "{stdout}\n{stderr}");
     assert!(stdout.contains(done), "no '{done}' in:\n{stdout}");
 }
+
+/// The `reference-server` executable (or a link to it), started with
+/// `args` and `env` (`RUST_LOG` unset), its stdout read up to the
+/// readiness line and its stderr collected; stopped with SIGTERM when
+/// dropped.
+pub struct Process {
+    child: std::process::Child,
+    /// Its stdout lines up to the readiness line.
+    pub banner: Vec<String>,
+    /// Its stderr lines so far.
+    pub stderr: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl Process {
+    pub fn start(program: &Path, args: &[String], env: &[(&str, &str)]) -> Process {
+        use std::io::{BufRead, BufReader};
+        let mut cmd = std::process::Command::new(program);
+        cmd.args(args)
+            .env_remove("RUST_LOG")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().unwrap();
+        let stderr = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (pipe, sink) = (child.stderr.take().unwrap(), stderr.clone());
+        std::thread::spawn(move || {
+            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                sink.lock().unwrap().push(line);
+            }
+        });
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let mut banner = Vec::new();
+        loop {
+            let line = lines
+                .next()
+                .unwrap_or_else(|| {
+                    panic!("no readiness line; stderr: {:?}", stderr.lock().unwrap())
+                })
+                .unwrap();
+            let done = line.starts_with("reference-server ready");
+            banner.push(line);
+            if done {
+                break;
+            }
+        }
+        Process {
+            child,
+            banner,
+            stderr,
+        }
+    }
+
+    /// The gRPC and REST addresses of its readiness line.
+    pub fn addresses(&self) -> (String, String) {
+        let ready = self.banner.last().unwrap();
+        let rest = ready.strip_prefix("reference-server ready: gRPC ").unwrap();
+        let (grpc, rest) = rest.split_once(" REST ").unwrap();
+        (grpc.to_owned(), rest.to_owned())
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.wait();
+    }
+}

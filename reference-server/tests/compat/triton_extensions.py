@@ -49,7 +49,7 @@ def rows_inputs(mod, x):
 
 
 # -- extensions listed exactly -------------------------------------------------
-base = ["binary_tensor_data", "classification", "model_configuration", "model_repository", "parameters",
+base = ["binary_tensor_data", "classification", "logging", "model_configuration", "model_repository", "parameters",
         "schedule_policy", "sequence", "statistics"]
 check(sorted(g.get_server_metadata().extensions) == sorted(base + ["system_shared_memory"]),
       "gRPC server metadata lists the extensions served, shared memory on")
@@ -268,6 +268,19 @@ for client, name in [(g, "gRPC"), (h, "REST")]:
 ist = stats(h, "identity", False)["inference_stats"]
 check(ist["success"]["count"] > 0 and all(int(ist[k]["ns"]) > 0 for k in ("compute_input", "compute_output")),
       f"identity: compute_input and compute_output measured: {ist['compute_input']}, {ist['compute_output']}")
+
+# The logging extension: read, changed, read back, on both clients.
+settings = h.get_log_settings()
+check(settings.get("log_info") is True and settings.get("log_verbose_level") == 0,
+      f"REST log settings by Triton's names: {settings}")
+changed = h.update_log_settings({"log_verbose_level": 1, "log_warning": True})
+check(changed["log_verbose_level"] == 1, f"REST update_log_settings answers the new settings: {changed}")
+gs = g.get_log_settings(as_json=True)["settings"]
+check(gs["log_verbose_level"]["uint32_param"] == 1, f"gRPC sees the change: {gs}")
+g.update_log_settings({"log_verbose_level": 0, "log_info": True})
+check(h.get_log_settings()["log_verbose_level"] == 0, "gRPC update_log_settings changes them back")
+raises(lambda: h.update_log_settings({"log_file": "/tmp/x.log"}), "logs to stderr", "REST: a log file is refused, saying why")
+raises(lambda: g.update_log_settings({"log_verbosity": 1}), "unknown log setting", "gRPC: an unknown setting is refused")
 
 g.close()
 h.close()
