@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::pin::Pin;
 use std::time::Duration;
 
-use serving_client::{Client, Error, Tensor};
+use serving_client::{Client, Error, NamedTensors, Tensor};
 use serving_proto::DataType;
 
 use std::collections::HashMap;
@@ -160,6 +160,8 @@ pub struct Suite {
     pub profile: Profile,
     /// What each target serves, asked once (OIP targets).
     pub discovered: tokio::sync::Mutex<HashMap<String, Arc<Capabilities>>>,
+    /// Which servables each MindSpore target serves, asked once.
+    pub ms_servables: tokio::sync::Mutex<HashMap<String, bool>>,
 }
 
 impl std::fmt::Debug for Suite {
@@ -183,6 +185,7 @@ impl Suite {
             cases,
             profile: Profile::default(),
             discovered: Default::default(),
+            ms_servables: Default::default(),
         }
     }
 
@@ -216,7 +219,15 @@ impl Suite {
             None => {}
         }
         if target.family == Family::MindSpore {
-            return Ok(role.key());
+            // MindSpore Serving has no metadata to ask: a request to a
+            // servable it lacks answers that it is not available.
+            let name = role.key();
+            return match self.ms_serves(target, &name).await {
+                true => Ok(name),
+                false => Err(format!(
+                    "the target serves no servable {name} (it answers `servable is not available`); name one with --model {role}=NAME or in a profile"
+                )),
+            };
         }
         let caps = self.capabilities(target).await;
         if caps.serves(&role.key()) {
@@ -235,6 +246,30 @@ impl Suite {
                 ""
             }
         ))
+    }
+
+    /// Whether a MindSpore target serves servable `name`: a request of one
+    /// instance to it is not answered MindSpore Serving's
+    /// `servable is not available` (the protocol's only way to tell).
+    /// Asked once per target and servable.
+    pub async fn ms_serves(&self, target: &Target, name: &str) -> bool {
+        let key = format!("{target} {name}");
+        if let Some(&known) = self.ms_servables.lock().await.get(&key) {
+            return known;
+        }
+        let Ok(client) = self.client(target) else {
+            return true;
+        };
+        // One scalar input (MindSpore's REST refuses an empty instance
+        // before it looks for the servable). On gRPC the error is in the
+        // reply; on REST it comes with a 404.
+        let probe: NamedTensors = [("x".to_owned(), Tensor::scalar(0f32))].into();
+        let served = !matches!(
+            client.predict(name, "predict", &[probe]).await,
+            Err(e) if e.to_string().contains("servable is not available")
+        );
+        self.ms_servables.lock().await.insert(key, served);
+        served
     }
 
     /// The identity model for `dtype` and its inputs: from its metadata on

@@ -166,3 +166,49 @@ http_mb = "none"
     assert_eq!(report.profile.as_deref(), Some("few models"));
     assert_eq!(report.json()["profile"], "few models");
 }
+
+/// The first thing a new user tries: the suite pointed at the demo (one
+/// servable, `add`) on both protocols and transports. What the demo does
+/// not serve is not applicable, on MindSpore Serving too (which has no
+/// metadata: a servable it lacks answers `servable is not available`);
+/// nothing fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_suite_against_the_demo_finds_no_failure() {
+    let running = server::start(Config {
+        grpc_address: ([127, 0, 0, 1], 0).into(),
+        rest_address: ([127, 0, 0, 1], 0).into(),
+        ..Config::default()
+    })
+    .await
+    .expect("the demo serves");
+    let target = |family, transport, authority: std::net::SocketAddr| Target {
+        family,
+        transport,
+        tls: false,
+        authority: authority.to_string(),
+    };
+    let suite = Suite::new(
+        vec![
+            target(Family::MindSpore, Transport::Grpc, running.grpc_address),
+            target(Family::MindSpore, Transport::Http, running.rest_address),
+            target(Family::OpenInference, Transport::Grpc, running.grpc_address),
+            target(Family::OpenInference, Transport::Http, running.rest_address),
+        ],
+        Limits::all(100 << 20),
+        4,
+    );
+    let report = conformance::run(&suite, &[]).await;
+    running.shutdown().await;
+    println!("{}", report.table());
+    let failures: Vec<String> = report
+        .failures()
+        .map(|r| format!("{} on {}: {}", r.check, r.target, r.outcome.detail()))
+        .collect();
+    assert!(failures.is_empty(), "{failures:#?}");
+    let passed = report
+        .rows
+        .iter()
+        .filter(|r| matches!(r.outcome, Outcome::Pass(_)))
+        .count();
+    assert!(passed >= 20, "the demo's own checks pass: {passed}");
+}

@@ -392,6 +392,9 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         });
     }
     check_ranges(&config)?;
+    if config.fault_injection {
+        quiet_injected_panics();
+    }
     let max_msg_bytes = config.max_msg_mb_size as usize * 1024 * 1024;
     let (grpc_tls, rest_tls) = match &config.tls {
         Some(files) => (
@@ -623,6 +626,26 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         unix_socket: config.grpc_unix.clone(),
         health,
     })
+}
+
+/// A replica made to fail on purpose (fault injection) panics; its panic
+/// is logged as the replica's failure, so the default hook's message and
+/// backtrace, which read as a real crash, are left out for it. Other
+/// panics print as before.
+fn quiet_injected_panics() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            let injected = info
+                .payload()
+                .downcast_ref::<String>()
+                .is_some_and(|m| m.starts_with(crate::engine::faults::INJECTED));
+            if !injected {
+                previous(info);
+            }
+        }));
+    });
 }
 
 /// Refuses settings that would wrap, overflow a clock or close every

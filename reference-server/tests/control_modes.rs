@@ -317,3 +317,62 @@ async fn a_load_reads_a_changed_configuration_and_a_broken_one_keeps_the_old() {
 fn config_of(dir: &Path) -> Config {
     config(dir, ModelControl::Explicit, &["*"])
 }
+
+#[tokio::test]
+async fn every_model_that_cannot_be_served_is_reported_and_answers_why() {
+    let dir = repository(&["good"]);
+    common::write(
+        dir.path(),
+        "bad_batch/config.pbtxt",
+        b"name: \"bad_batch\"\nmax_batch_size: -1\n",
+    );
+    common::write(
+        dir.path(),
+        "bad_batch/1/model.onnx",
+        &identity(DataType::Fp32, &[Dim::Dynamic("n")]),
+    );
+    common::write(
+        dir.path(),
+        "bad_field/config.pbtxt",
+        b"name: \"bad_field\"\nbatch_input { }\n",
+    );
+    common::write(
+        dir.path(),
+        "bad_field/1/model.onnx",
+        &identity(DataType::Fp32, &[Dim::Dynamic("n")]),
+    );
+    common::write(dir.path(), "no_file/1/model.txt", b"not a model");
+    // One start names them all.
+    let e = common::start_error(dir.path()).await;
+    assert!(e.contains("3 models cannot be served"), "{e}");
+    for model in ["bad_batch", "bad_field", "no_file"] {
+        assert!(
+            e.contains(&format!("/{model}")),
+            "{model} missing from: {e}"
+        );
+    }
+    // Served without them, each answers with its load error.
+    let server = common::start(Config {
+        exit_on_error: false,
+        ..config(dir.path(), ModelControl::None, &[])
+    })
+    .await;
+    let http = common::http();
+    let r = http
+        .post(common::rest(&server, "/v2/models/bad_batch/infer"))
+        .json(&json!({"inputs": [{"name": "x", "datatype": "FP32", "shape": [1], "data": [1]}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503);
+    let v: Value = r.json().await.unwrap();
+    let text = v["error"].as_str().unwrap();
+    assert!(
+        text.starts_with("model 'bad_batch' is not available: it failed to load: ")
+            && text.contains("max_batch_size -1 is negative"),
+        "{text}"
+    );
+    let (code, _) = status(&http, "GET", common::rest(&server, "/v2/models/nope/ready")).await;
+    assert_eq!(code, 404, "an unknown model is still not found");
+    server.shutdown().await;
+}

@@ -178,6 +178,12 @@ async fn identity_type(
 }
 
 async fn instances(suite: &Suite, target: &Target) -> Outcome {
+    if !suite.ms_serves(target, "add_batch").await {
+        return Outcome::NotApplicable(
+            "the target serves no servable add_batch (it answers `servable is not available`)"
+                .into(),
+        );
+    }
     let client = match suite.client(target) {
         Ok(c) => c,
         Err(e) => return Outcome::Fail(e),

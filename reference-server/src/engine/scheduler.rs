@@ -821,7 +821,10 @@ fn execute(
     let kill = shared.faults.take_kill(index);
     let ran = catch_unwind(AssertUnwindSafe(|| {
         if kill {
-            panic!("fault injection: replica {index} ({device}) made to fail");
+            panic!(
+                "{} replica {index} ({device}) made to fail",
+                super::faults::INJECTED
+            );
         }
         run(shared, ctx, r, &batch)
     }));

@@ -207,20 +207,38 @@ impl Watcher {
                 .map(|(name, path)| self.source.scan_dir(&name, &path))
                 .collect()
         };
+        // Every model is tried, so that one start reports every model
+        // that cannot be served, not only the first.
+        let mut errors: Vec<RepositoryError> = Vec::new();
         for dir in dirs {
-            if let (Err(e), true) = (&dir, exit_on_error) {
-                return Err(RepositoryError {
+            match (&dir, exit_on_error) {
+                (Err(e), true) => errors.push(RepositoryError {
                     path: e.path.clone(),
                     reason: e.reason.clone(),
-                });
-            }
-            if let Ok(dir) = &dir
-                && exit_on_error
-            {
-                for v in dir.served(&dir.versions) {
-                    let loaded = load_version(&self.backends, dir, v, &self.options)?;
-                    registry.insert(loaded.into_version());
+                }),
+                (Ok(dir), true) => {
+                    for v in dir.served(&dir.versions) {
+                        match load_version(&self.backends, dir, v, &self.options) {
+                            Ok(loaded) => registry.insert(loaded.into_version()),
+                            Err(e) => errors.push(e),
+                        }
+                    }
                 }
+                _ => {}
+            }
+        }
+        match errors.len() {
+            0 => {}
+            1 => return Err(errors.remove(0)),
+            n => {
+                let list: Vec<String> = errors.iter().map(|e| format!("  {e}")).collect();
+                return Err(RepositoryError {
+                    path: self.source.root().to_owned(),
+                    reason: format!(
+                        "{n} models cannot be served (--exit-on-error false serves the others):\n{}",
+                        list.join("\n")
+                    ),
+                });
             }
         }
         Ok(if exit_on_error {

@@ -95,6 +95,16 @@ fn parse_version(model: &str, version: &str) -> Result<u64, ServeError> {
 }
 
 /// Finds model `name` at `version` (empty = newest).
+/// Why model `name` failed to load, when the repository has it and it
+/// did (not one unloaded on request).
+fn failed_to_load(state: &State, name: &str) -> Option<String> {
+    state
+        .failures()
+        .into_iter()
+        .find(|f| f.model == name && f.reason != crate::repository::watch::UNLOADED)
+        .map(|f| f.reason)
+}
+
 pub(crate) fn resolve(state: &State, name: &str, version: &str) -> Result<Model, ServeError> {
     let v = parse_version(name, version)?;
     let (servable, method) = match state.registry.get(name, v) {
@@ -105,9 +115,17 @@ pub(crate) fn resolve(state: &State, name: &str, version: &str) -> Result<Model,
         _ => (name, None),
     };
     let sv = state.registry.get(servable, v).map_err(|e| match e {
-        Lookup::NoServable => {
-            ServeError::NotFound(format!("model '{name}' is not found", name = quote(name)))
-        }
+        Lookup::NoServable => match failed_to_load(state, name) {
+            // A model of the repository that failed to load says why.
+            Some(reason) => ServeError::Unavailable(format!(
+                "model '{}' is not available: it failed to load: {}",
+                quote(name),
+                serving_proto::text::bounded(&reason)
+            )),
+            None => {
+                ServeError::NotFound(format!("model '{name}' is not found", name = quote(name)))
+            }
+        },
         Lookup::NoVersion => ServeError::NotFound(format!(
             "model '{name}' has no version {version}",
             name = quote(name),
