@@ -121,3 +121,9 @@ pub use serving_proto::oip::extensions::{
 pub use serving_proto::oip::{InferRequest, InferResponse, NamedTensor, Parameter, SequenceId};
 pub use serving_proto::pb::inference::{ModelConfig, ModelStatistics};
 pub use serving_proto::{DataType, Element, NamedTensors, Tensor, TensorData, TensorError};
+
+/// The README's Rust snippets, compiled (and the wire layer's run) as
+/// whole programs by `cargo test --doc`.
+#[doc = include_str!("../../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

@@ -22,7 +22,21 @@ use reference_server::server::{self, Config};
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[derive(Debug, Parser)]
-#[command(name = "reference-server", disable_version_flag = true)]
+#[command(
+    name = "reference-server",
+    disable_version_flag = true,
+    after_help = "Examples:
+  reference-server                                  the built-in demo: gRPC 127.0.0.1:5500, REST 127.0.0.1:1500
+  reference-server --model-repository ./models      a repository (servable.toml, Triton config.pbtxt,
+                                                    model.onnx or model.py folders, servable_config.py)
+  reference-server --model-repository ./models --model-control-mode explicit --load-model resnet
+  tritonserver --model-repository=/models           a link named tritonserver: Triton's ports 8000/8001/8002
+
+Logs go to stderr: RUST_LOG (e.g. RUST_LOG=debug), else GLOG_v / MS_SUBMODULE_LOG_v, else the
+--log-* flags; changed while running through POST /v2/logging.
+Metrics (Prometheus): GET /metrics on the REST port, and on --metrics-port when given.
+Docs: docs/server.md."
+)]
 struct Args {
     /// gRPC address (MSService, GRPCInferenceService, grpc.health.v1.Health)
     /// [default: 127.0.0.1:5500; 0.0.0.0:8001 when started as Triton is]

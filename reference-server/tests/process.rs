@@ -241,3 +241,22 @@ fn concurrent_first_starts_share_one_provisioning() {
         "no half-done work left: {dirs:?}"
     );
 }
+
+#[test]
+fn help_says_where_logs_and_metrics_are_and_how_to_serve_a_repository() {
+    let out = Command::new(env!("CARGO_BIN_EXE_reference-server"))
+        .arg("--help")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let help = String::from_utf8_lossy(&out.stdout);
+    for want in [
+        "RUST_LOG",
+        "GET /metrics",
+        "reference-server --model-repository ./models",
+        "--model-control-mode",
+        "tritonserver --model-repository=/models",
+    ] {
+        assert!(help.contains(want), "--help lacks {want:?}:\n{help}");
+    }
+}
