@@ -47,7 +47,58 @@ impl LoadOptions {
     }
 }
 
+/// One of Triton's log settings (`log_info`, `log_warning`, `log_error`:
+/// booleans; `log_verbose_level`: a number; `log_format`, `log_file`:
+/// text).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(untagged)]
+#[non_exhaustive]
+pub enum LogSetting {
+    /// A boolean setting.
+    Bool(bool),
+    /// A number.
+    Uint(u32),
+    /// Text.
+    Text(String),
+}
+
+/// Log settings by name.
+pub type LogSettings = std::collections::BTreeMap<String, LogSetting>;
+
 impl Client {
+    /// Triton's logging extension: the server's log settings, of one
+    /// server (on a client of several endpoints, ask through
+    /// [`Client::endpoint`]).
+    pub async fn log_settings(&self) -> Result<LogSettings, Error> {
+        let none = LogSettings::new();
+        self.call_as("log_settings", CallKind::Bound, |t, ctx| {
+            t.log_settings(ctx, &none)
+        })
+        .await
+    }
+
+    /// Triton's logging extension: changes the settings in `changes` (for
+    /// example `log_verbose_level` to 1 for debug events) while the server
+    /// runs; returns them all. Sent once, to one server, as
+    /// [`Client::load_model`].
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), serving_client::Error> {
+    /// use serving_client::{Client, LogSetting};
+    /// let client = Client::builder().endpoint("http://127.0.0.1:8000").build()?;
+    /// let changes = [("log_verbose_level".to_owned(), LogSetting::Uint(1))].into();
+    /// let now = client.update_log_settings(&changes).await?;
+    /// assert_eq!(now["log_verbose_level"], LogSetting::Uint(1));
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn update_log_settings(&self, changes: &LogSettings) -> Result<LogSettings, Error> {
+        self.call_as("update_log_settings", CallKind::Control, |t, ctx| {
+            t.log_settings(ctx, changes)
+        })
+        .await
+    }
+
     /// Triton: the configuration of `model` (`version` `None`: the server's
     /// choice), the same [`ModelConfig`] message on both transports.
     ///

@@ -500,3 +500,28 @@ mod shared_memory {
         server.shutdown().await;
     }
 }
+
+#[tokio::test]
+async fn log_settings_are_read_and_changed_on_both_transports() {
+    use serving_client::LogSetting;
+    let dir = repository();
+    let s = serve(dir.path(), false).await;
+    for url in urls(&s) {
+        let client = Client::builder().endpoint(&url).build().unwrap();
+        let before = client.log_settings().await.unwrap();
+        assert_eq!(before["log_info"], LogSetting::Bool(true), "{url}");
+        let changes = [("log_warning".to_owned(), LogSetting::Bool(false))].into();
+        let after = client.update_log_settings(&changes).await.unwrap();
+        assert_eq!(after["log_warning"], LogSetting::Bool(false), "{url}");
+        assert!(after.contains_key("log_verbose_level"), "{url}: {after:?}");
+        let back = [("log_warning".to_owned(), LogSetting::Bool(true))].into();
+        client.update_log_settings(&back).await.unwrap();
+        let bad = [("log_file".to_owned(), LogSetting::Text("/tmp/x".into()))].into();
+        let e = client.update_log_settings(&bad).await.unwrap_err();
+        assert!(
+            matches!(e, serving_client::Error::InvalidArgument { .. }),
+            "{url}: {e:?}"
+        );
+    }
+    s.shutdown().await;
+}

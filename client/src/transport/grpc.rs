@@ -527,6 +527,47 @@ impl Transport for Grpc {
             Ok(in_name_order(self.reply(r, &ctx)?.regions))
         })
     }
+
+    fn log_settings<'a>(
+        &'a self,
+        ctx: CallCtx,
+        changes: &'a crate::LogSettings,
+    ) -> Call<'a, crate::LogSettings> {
+        use crate::LogSetting;
+        use pb::log_settings_request::setting_value::ParameterChoice as In;
+        use pb::log_settings_response::setting_value::ParameterChoice as Out;
+        Box::pin(async move {
+            let settings = changes
+                .iter()
+                .map(|(k, v)| {
+                    let choice = match v {
+                        LogSetting::Bool(b) => In::BoolParam(*b),
+                        LogSetting::Uint(n) => In::Uint32Param(*n),
+                        LogSetting::Text(s) => In::StringParam(s.clone()),
+                    };
+                    let value = pb::log_settings_request::SettingValue {
+                        parameter_choice: Some(choice),
+                    };
+                    (k.clone(), value)
+                })
+                .collect();
+            let msg = pb::LogSettingsRequest { settings };
+            let r = self.oip(&ctx).log_settings(ctx.grpc_request(msg)).await;
+            Ok(self
+                .reply(r, &ctx)?
+                .settings
+                .into_iter()
+                .filter_map(|(k, v)| {
+                    let v = match v.parameter_choice? {
+                        Out::BoolParam(b) => LogSetting::Bool(b),
+                        Out::Uint32Param(n) => LogSetting::Uint(n),
+                        Out::StringParam(s) => LogSetting::Text(s),
+                    };
+                    Some((k, v))
+                })
+                .collect())
+        })
+    }
 }
 
 /// A status reply's regions: a map by name on the wire, in name order here.

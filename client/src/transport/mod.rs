@@ -118,6 +118,13 @@ pub(crate) trait Transport: Send + Sync + 'static {
         ctx: CallCtx,
         name: &'a str,
     ) -> Call<'a, Vec<CudaSharedMemoryRegion>>;
+    /// Triton's log settings: changes `changes` (none: only reads them),
+    /// returns them all.
+    fn log_settings<'a>(
+        &'a self,
+        ctx: CallCtx,
+        changes: &'a crate::LogSettings,
+    ) -> Call<'a, crate::LogSettings>;
 }
 
 /// A CUDA shared-memory registration as both transports send it.

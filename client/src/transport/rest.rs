@@ -643,6 +643,21 @@ impl Transport for Rest {
             self.typed(reply, &ctx)
         })
     }
+
+    fn log_settings<'a>(
+        &'a self,
+        ctx: CallCtx,
+        changes: &'a crate::LogSettings,
+    ) -> Call<'a, crate::LogSettings> {
+        Box::pin(async move {
+            let reply = if changes.is_empty() {
+                self.get(&ctx, "/v2/logging").await?
+            } else {
+                self.post_json(&ctx, "/v2/logging", changes).await?
+            };
+            self.typed(reply, &ctx)
+        })
+    }
 }
 
 /// The route of a shared-memory call (`family`: `systemsharedmemory` or
