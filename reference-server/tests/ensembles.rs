@@ -272,3 +272,51 @@ async fn ensembles_whose_steps_cannot_run_are_refused_at_load() {
         assert!(e.contains("pipeline"), "{e}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unload_dependents_takes_the_composing_models_with_the_ensemble() {
+    let repo = repository(PIPELINE);
+    let server = common::with_python_models(repo.path())
+        .await
+        .expect("the ensemble and its models load");
+    let http = common::http();
+    let ready = |m: &str| {
+        let url = common::rest(&server, &format!("/v2/models/{m}/ready"));
+        let http = http.clone();
+        async move { http.get(url).send().await.unwrap().status().as_u16() }
+    };
+    let unload = |m: &str, body: Value| {
+        let url = common::rest(&server, &format!("/v2/repository/models/{m}/unload"));
+        let http = http.clone();
+        async move {
+            http.post(url)
+                .json(&body)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    // Without it, the steps stay.
+    assert_eq!(unload("pipeline", json!({})).await, 200);
+    assert_ne!(ready("pipeline").await, 200);
+    assert_eq!(ready("double").await, 200);
+    let load = common::rest(&server, "/v2/repository/models/pipeline/load");
+    assert_eq!(http.post(&load).send().await.unwrap().status(), 200);
+    // With it, every composing model goes.
+    let dependents = json!({"parameters": {"unload_dependents": true}});
+    assert_eq!(unload("pipeline", dependents).await, 200);
+    for m in ["pipeline", "preprocess", "double", "postprocess"] {
+        assert_ne!(ready(m).await, 200, "{m} unloaded");
+    }
+    assert_eq!(
+        unload(
+            "pipeline",
+            json!({"parameters": {"unload_dependents": "yes"}})
+        )
+        .await,
+        400
+    );
+    server.shutdown().await;
+}

@@ -501,7 +501,21 @@ impl GrpcInferenceService for OipGrpc {
     ) -> Result<Response<pb::RepositoryModelUnloadResponse>, Status> {
         let r = request.into_inner();
         repository::check_repository(&r.repository_name).map_err(status)?;
-        repository::unload(self.state.clone(), r.model_name)
+        use pb::model_repository_parameter::ParameterChoice;
+        let dependents = match r
+            .parameters
+            .get("unload_dependents")
+            .and_then(|p| p.parameter_choice.as_ref())
+        {
+            None => false,
+            Some(ParameterChoice::BoolParam(b)) => *b,
+            Some(_) => {
+                return Err(Status::invalid_argument(
+                    "parameter 'unload_dependents' must be a bool_param",
+                ));
+            }
+        };
+        repository::unload(self.state.clone(), r.model_name, dependents)
             .await
             .map_err(status)?;
         Ok(Response::new(pb::RepositoryModelUnloadResponse {}))

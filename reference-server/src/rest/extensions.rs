@@ -196,7 +196,19 @@ pub(crate) async fn repository_unload(
     let result = async {
         let body = control_body(&state, &headers, body).await?;
         parameter_names(&body)?;
-        repository::unload(state.clone(), model).await
+        let dependents = match body
+            .get("parameters")
+            .and_then(|p| p.get("unload_dependents"))
+        {
+            None => false,
+            Some(Value::Bool(b)) => *b,
+            Some(_) => {
+                return Err(ServeError::InvalidArgument(
+                    "parameter 'unload_dependents' must be a boolean".into(),
+                ));
+            }
+        };
+        repository::unload(state.clone(), model, dependents).await
     };
     ok(result.await.map(|()| json!({})))
 }

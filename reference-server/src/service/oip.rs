@@ -35,6 +35,9 @@ pub(crate) const EXTENSIONS: &[&str] = &[
     "logging",
     "model_configuration",
     "model_repository",
+    // An ensemble unloaded with `unload_dependents` takes its composing
+    // models with it.
+    "model_repository(unload_dependents)",
     // Request and tensor `parameters` are read and carried.
     "parameters",
     // The request parameters `priority` and `timeout`.

@@ -140,18 +140,40 @@ pub(crate) async fn load(state: Arc<State>, name: String) -> Result<(), ServeErr
 }
 
 /// Unloads every version of model `name` until it is loaded again;
-/// requests already running on it finish.
-pub(crate) async fn unload(state: Arc<State>, name: String) -> Result<(), ServeError> {
+/// requests already running on it finish. With `dependents` (Triton's
+/// `unload_dependents`), an ensemble's composing models go too.
+pub(crate) async fn unload(
+    state: Arc<State>,
+    name: String,
+    dependents: bool,
+) -> Result<(), ServeError> {
     check_control(&state)?;
     check_name(&name)?;
+    let steps: Vec<String> = match (dependents, state.registry.get(&name, 0)) {
+        (true, Ok(version)) => {
+            let mut models: Vec<String> = version
+                .ensemble_steps()
+                .map(|e| e.steps.iter().map(|s| s.model.clone()).collect())
+                .unwrap_or_default();
+            models.sort();
+            models.dedup();
+            models
+        }
+        _ => Vec::new(),
+    };
     let model = name.clone();
     let known = state.failures().iter().any(|f| f.model == name);
-    let unloaded = with_watcher(state, move |s, w| w.unload(&s.registry, &model)).await?;
+    let unloaded = with_watcher(state.clone(), move |s, w| w.unload(&s.registry, &model)).await?;
     if unloaded.is_empty() && !known {
         return Err(ServeError::NotFound(format!(
             "model '{}' is not found",
             quote(&name)
         )));
+    }
+    for step in steps.into_iter().filter(|s| *s != name) {
+        let model = step.clone();
+        let gone = with_watcher(state.clone(), move |s, w| w.unload(&s.registry, &model)).await?;
+        tracing::info!(model = %step, versions = ?gone, ensemble = %name, "composing model unloaded with its ensemble (unload_dependents)");
     }
     Ok(())
 }

@@ -49,7 +49,8 @@ def rows_inputs(mod, x):
 
 
 # -- extensions listed exactly -------------------------------------------------
-base = ["binary_tensor_data", "classification", "logging", "model_configuration", "model_repository", "parameters",
+base = ["binary_tensor_data", "classification", "logging", "model_configuration", "model_repository",
+        "model_repository(unload_dependents)", "parameters",
         "schedule_policy", "sequence", "statistics"]
 check(sorted(g.get_server_metadata().extensions) == sorted(base + ["system_shared_memory"]),
       "gRPC server metadata lists the extensions served, shared memory on")
