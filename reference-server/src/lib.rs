@@ -49,3 +49,4 @@ mod serve;
 pub mod server;
 pub mod service;
 pub mod tls;
+pub mod trace;

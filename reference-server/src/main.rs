@@ -85,6 +85,12 @@ struct Args {
     /// the server was to load serves.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
     strict_readiness: bool,
+    /// Triton's trace settings, repeatable: level=TIMESTAMPS, rate=N,
+    /// count=N, mode=opentelemetry, opentelemetry,url=HOST:4318/v1/traces
+    /// (spans exported with OTLP over HTTP); changed while running through
+    /// /v2/trace/setting.
+    #[arg(long = "trace-config", value_name = "SETTING")]
+    trace_config: Vec<String>,
     /// Triton's: log verbosity; above 0 logs debug events (when RUST_LOG
     /// is unset).
     #[arg(long, default_value_t = 0, value_name = "N")]
@@ -377,6 +383,13 @@ async fn main() -> ExitCode {
                 .map_err(|e| format!("the log filter cannot be changed: {e}"))
         }),
     );
+    let trace = match reference_server::trace::parse_config(&args.trace_config) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("reference-server: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let (http_port, grpc_port, metrics_port) = cli::TRITON_PORTS;
     let own = Config::default();
     let metrics_address = match (args.allow_metrics, args.metrics_port) {
@@ -414,6 +427,7 @@ async fn main() -> ExitCode {
         model_control,
         load_models: args.load_models,
         strict_readiness: args.strict_readiness,
+        trace,
         grpc_unix: args.grpc_unix,
         model_repository: args.model_repository,
         model_name: args.model_name,

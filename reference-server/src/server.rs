@@ -100,6 +100,9 @@ pub struct Config {
     /// Ready only while every model the server was to load serves
     /// (Triton's `--strict-readiness`, on by default).
     pub strict_readiness: bool,
+    /// Tracing (Triton's `--trace-config`): the starting settings and the
+    /// OpenTelemetry collector.
+    pub trace: crate::trace::TraceConfig,
     /// `max_batch_size` of Triton models completed from their ONNX file
     /// (Triton's `default-max-batch-size`).
     pub default_max_batch_size: u32,
@@ -181,6 +184,7 @@ impl Default for Config {
             model_control: ModelControl::Open,
             load_models: Vec::new(),
             strict_readiness: true,
+            trace: crate::trace::TraceConfig::default(),
             default_max_batch_size: repository::DEFAULT_MAX_BATCH_SIZE,
             devices: vec![Device::Cpu],
             allow_cpu_fallback: false,
@@ -367,7 +371,12 @@ fn bls_through(state: &Arc<State>) -> crate::backends::python::Bls {
         let state = state
             .upgrade()
             .ok_or_else(|| "the server is shutting down".to_owned())?;
-        let run = || handle.block_on(crate::service::oip::infer(&state, request, deadline));
+        let incoming = crate::service::oip::Incoming::now("BLS", None);
+        let run = || {
+            handle.block_on(crate::service::oip::infer(
+                &state, request, deadline, &incoming,
+            ))
+        };
         // A replica thread is outside the runtime; a run inline on an
         // async worker is inside it.
         let answer = if tokio::runtime::Handle::try_current().is_ok() {
@@ -497,6 +506,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     state.grpc_response_compression = config.grpc_response_compression;
     state.model_control = config.model_control.clone();
     state.strict_readiness = config.strict_readiness;
+    state.traces = crate::trace::Traces::new(config.trace.clone());
     state.watcher = watcher.map(std::sync::Mutex::new);
     let state = Arc::new(state);
     #[cfg(unix)]

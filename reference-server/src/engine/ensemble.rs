@@ -168,6 +168,7 @@ impl Ensemble {
                         // As Triton: a step of a sequence model is in the
                         // ensemble request's sequence.
                         sequence: job.sequence.clone(),
+                        timing: None,
                     };
                     async move {
                         let failed = |error: EngineError| EngineError::Step {

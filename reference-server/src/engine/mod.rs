@@ -50,6 +50,7 @@ pub use error::{EngineError, InputProblem};
 pub use method::{DYNAMIC_BATCH, InputInfo, MethodInfo, OutputInfo};
 pub use model::{ModelInfo, TensorSpec};
 pub use scheduler::{
-    DEFAULT_INLINE_MAX, JobRequest, JobResult, Partial, PartialSender, RequestInfo,
+    DEFAULT_INLINE_MAX, JobRequest, JobResult, JobTiming, Partial, PartialSender, RequestInfo,
+    Timing,
 };
 pub use servable::{DEFAULT_QUEUE_LIMIT, LoadOptions, ServableVersion};

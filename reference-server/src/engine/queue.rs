@@ -59,6 +59,8 @@ pub(crate) struct Job {
     pub(crate) partials: Option<super::scheduler::PartialSender>,
     /// Its sequence, for a sequence model.
     pub(crate) sequence: Option<SequenceJob>,
+    /// Where its times go (a traced request's).
+    pub(crate) timing: Option<Arc<super::scheduler::JobTiming>>,
     pub(crate) reply: oneshot::Sender<Result<Vec<serving_proto::Tensor>, EngineError>>,
     /// Held until the job is answered: the request's place in the limit.
     pub(crate) _admission: Arc<Admission>,
@@ -384,6 +386,7 @@ mod tests {
             info: None,
             partials: None,
             sequence: None,
+            timing: None,
             reply,
             _admission: Arc::new(Admission(Arc::new(AtomicUsize::new(1)))),
         }

@@ -74,6 +74,42 @@ pub struct JobRequest {
     /// The job's sequence, as its request names it: what a sequence model
     /// needs (ignored by other models).
     pub sequence: Option<SequenceFlags>,
+    /// Where the job's times go when it runs (a traced request's).
+    pub timing: Option<Arc<JobTiming>>,
+}
+
+/// When a job waited and ran, for a traced request: filled by the replica
+/// that runs it.
+#[derive(Debug, Default)]
+pub struct JobTiming {
+    ran: Mutex<Option<Timing>>,
+}
+
+/// A job's times: queued, taken to run, and its batch's input, infer and
+/// output times (Triton's compute_input, compute_infer, compute_output).
+#[derive(Clone, Copy, Debug)]
+pub struct Timing {
+    /// When it was queued.
+    pub queued: Instant,
+    /// When its batch started.
+    pub started: Instant,
+    /// Its batch's time making the backend's inputs.
+    pub input: Duration,
+    /// Its batch's time in the model.
+    pub infer: Duration,
+    /// Its batch's time taking the outputs.
+    pub output: Duration,
+}
+
+impl JobTiming {
+    /// The times, once the job ran.
+    pub fn get(&self) -> Option<Timing> {
+        *lock(&self.ran)
+    }
+
+    fn set(&self, timing: Timing) {
+        *lock(&self.ran) = Some(timing);
+    }
 }
 
 /// One of the responses of a job that a model answers several times
@@ -486,6 +522,7 @@ impl Scheduler {
                     req.info,
                     req.partials,
                     req.sequence,
+                    req.timing,
                 ))
             })
             .collect();
@@ -511,7 +548,8 @@ impl Scheduler {
             let mut sequences: Vec<Option<SequenceFlags>> = Vec::new();
             for (k, c) in checked.into_iter().enumerate() {
                 answers.push(None);
-                let (deadline, timeout, level, checked, info, partials, sequence) = match c {
+                let (deadline, timeout, level, checked, info, partials, sequence, timing) = match c
+                {
                     Ok(c) => c,
                     Err(e) => {
                         answers[k] = Some(Err(e));
@@ -546,6 +584,7 @@ impl Scheduler {
                     info,
                     partials,
                     sequence: None,
+                    timing,
                     reply: tx,
                     _admission: admission.clone(),
                 });
@@ -885,6 +924,17 @@ fn execute(
                 }
                 drop(q);
                 shared.cond.notify_all();
+            }
+            for job in &batch {
+                if let Some(t) = &job.timing {
+                    t.set(Timing {
+                        queued: job.enqueued,
+                        started,
+                        input: times.input,
+                        infer: times.infer,
+                        output: times.output,
+                    });
+                }
             }
             for (job, out) in batch.into_iter().zip(outputs) {
                 shared

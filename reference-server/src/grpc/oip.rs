@@ -47,6 +47,7 @@ impl OipGrpc {
         &self,
         msg: pb::ModelInferRequest,
         deadline: Option<Instant>,
+        incoming: &oip::Incoming,
     ) -> Result<pb::ModelInferResponse, Status> {
         let state = &self.state;
         // An unknown model is NOT_FOUND whatever the tensors hold.
@@ -60,7 +61,9 @@ impl OipGrpc {
         }
         let req = codec::decode_request_with(msg, &mut |_, p| state.shared_memory.input(p))
             .map_err(|e| status(e.into()))?;
-        let resp = oip::infer(state, req, deadline).await.map_err(status)?;
+        let resp = oip::infer(state, req, deadline, incoming)
+            .await
+            .map_err(status)?;
         // Outputs are raw whatever form the inputs took, as Triton answers
         // (clients read `raw_output_contents`; tritonclient's typed-contents
         // examples do).
@@ -74,10 +77,11 @@ impl OipGrpc {
         &self,
         msg: pb::ModelInferRequest,
         deadline: Option<Instant>,
+        incoming: &oip::Incoming,
     ) -> Result<pb::ModelInferResponse, Status> {
         let started = Instant::now();
         let model = msg.model_name.clone();
-        let result = self.infer_message(msg, deadline).await;
+        let result = self.infer_message(msg, deadline, incoming).await;
         let class = match &result {
             Ok(_) => Class::Ok,
             Err(s) => Class::of_grpc(s.code()),
@@ -215,7 +219,11 @@ impl OipGrpc {
                                     (m.id.clone(), m.model_name.clone(), m.model_version.clone());
                                 running.push_back(Either::Left(async move {
                                     let answer = this
-                                        .infer_recorded(m, deadline)
+                                        .infer_recorded(
+                                            m,
+                                            deadline,
+                                            &oip::Incoming::now("ModelStreamInfer", None),
+                                        )
                                         .await
                                         .map_err(|e| (e, id, model, version));
                                     (answer, held)
@@ -412,7 +420,11 @@ impl GrpcInferenceService for OipGrpc {
         request: Request<pb::ModelInferRequest>,
     ) -> Result<Response<pb::ModelInferResponse>, Status> {
         let deadline = super::deadline::deadline_of(request.metadata());
-        let reply = self.infer_recorded(request.into_inner(), deadline).await?;
+        let incoming =
+            oip::Incoming::now("ModelInfer", request.metadata().as_ref().get("traceparent"));
+        let reply = self
+            .infer_recorded(request.into_inner(), deadline, &incoming)
+            .await?;
         Ok(Response::new(reply))
     }
 
@@ -605,11 +617,31 @@ impl GrpcInferenceService for OipGrpc {
 
     async fn trace_setting(
         &self,
-        _: Request<pb::TraceSettingRequest>,
+        request: Request<pb::TraceSettingRequest>,
     ) -> Result<Response<pb::TraceSettingResponse>, Status> {
-        Err(Status::unimplemented(
-            "trace settings are not supported by this server; it logs through tracing, configured with RUST_LOG",
-        ))
+        use crate::service::trace;
+        let r = request.into_inner();
+        let all = if r.settings.is_empty() {
+            trace::settings(&self.state, &r.model_name)
+        } else {
+            let changes = r
+                .settings
+                .into_iter()
+                .map(|(k, v)| (k, (!v.value.is_empty()).then_some(v.value)))
+                .collect();
+            trace::update(&self.state, &r.model_name, changes)
+        }
+        .map_err(status)?;
+        let settings = all
+            .into_iter()
+            .map(|(k, value)| {
+                (
+                    k.to_owned(),
+                    pb::trace_setting_response::SettingValue { value },
+                )
+            })
+            .collect();
+        Ok(Response::new(pb::TraceSettingResponse { settings }))
     }
 
     async fn log_settings(

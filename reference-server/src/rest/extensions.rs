@@ -9,7 +9,7 @@ use axum::Json;
 use axum::body::Body;
 use axum::extract::{Path, State as Extract};
 use axum::response::{IntoResponse, Response};
-use http::{HeaderMap, StatusCode};
+use http::HeaderMap;
 use serde_json::{Value, json};
 use serving_proto::json_mapping;
 use serving_proto::oip::extensions::{
@@ -23,7 +23,7 @@ use crate::error::ServeError;
 use crate::service::shared_memory::SharedMemory;
 use crate::service::{
     CONTROL_BODY_MAX, State, cuda_shared_memory, logging as service_logging, model_config,
-    repository, statistics,
+    repository, statistics, trace as service_trace,
 };
 
 fn ok(result: Result<Value, ServeError>) -> Response {
@@ -307,10 +307,89 @@ pub(crate) async fn cuda_unregister_region(Path(name): Path<String>) -> Response
     ok(cuda_shared_memory::unregister(&name).map(|()| json!({})))
 }
 
-/// `/v2/trace/setting` and `/v2/models/{model}/trace/setting`.
-pub(crate) async fn trace() -> Response {
-    not_served(
-        "trace settings are not supported by this server; it logs through tracing, configured with RUST_LOG",
+/// `GET /v2/trace/setting`.
+pub(crate) async fn trace_get(Extract(state): Extract<Arc<State>>) -> Response {
+    ok(service_trace::settings(&state, "").map(trace_json))
+}
+
+/// `GET /v2/models/{model}/trace/setting`.
+pub(crate) async fn model_trace_get(
+    Extract(state): Extract<Arc<State>>,
+    Path(model): Path<String>,
+) -> Response {
+    ok(service_trace::settings(&state, &model).map(trace_json))
+}
+
+/// `POST /v2/trace/setting`.
+pub(crate) async fn trace_post(
+    Extract(state): Extract<Arc<State>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    trace_update(&state, String::new(), &headers, body).await
+}
+
+/// `POST /v2/models/{model}/trace/setting`.
+pub(crate) async fn model_trace_post(
+    Extract(state): Extract<Arc<State>>,
+    Path(model): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    trace_update(&state, model, &headers, body).await
+}
+
+async fn trace_update(
+    state: &Arc<State>,
+    model: String,
+    headers: &HeaderMap,
+    body: Body,
+) -> Response {
+    let result = async {
+        let body = control_body(state, headers, body).await?;
+        let mut changes = Vec::with_capacity(body.len());
+        for (name, v) in body {
+            let value = match v {
+                Value::Null => None,
+                Value::String(s) => Some(vec![s]),
+                Value::Array(items) => {
+                    if items.is_empty() {
+                        None
+                    } else {
+                        Some(
+                            items
+                                .into_iter()
+                                .map(|i| match i {
+                                    Value::String(s) => s,
+                                    other => other.to_string(),
+                                })
+                                .collect(),
+                        )
+                    }
+                }
+                other => Some(vec![other.to_string()]),
+            };
+            changes.push((name, value));
+        }
+        service_trace::update(state, &model, changes)
+    };
+    ok(result.await.map(trace_json))
+}
+
+/// Triton's JSON form: `trace_level` a list, the others strings.
+fn trace_json(settings: Vec<(&'static str, Vec<String>)>) -> Value {
+    Value::Object(
+        settings
+            .into_iter()
+            .map(|(k, mut v)| {
+                let value = if k == "trace_level" {
+                    Value::from(v)
+                } else {
+                    Value::String(v.pop().unwrap_or_default())
+                };
+                (k.to_owned(), value)
+            })
+            .collect(),
     )
 }
 
@@ -360,13 +439,4 @@ fn settings_json(settings: Vec<(&'static str, service_logging::Value)>) -> Value
             })
             .collect(),
     )
-}
-
-fn not_served(text: &str) -> Response {
-    (
-        StatusCode::NOT_FOUND,
-        [(http::header::CONTENT_TYPE, "application/json")],
-        serving_proto::oip::rest::encode_error(text),
-    )
-        .into_response()
 }

@@ -133,11 +133,11 @@ fn routes(state: Arc<State>) -> Router {
         )
         .route(
             "/v2/trace/setting",
-            get(extensions::trace).post(extensions::trace),
+            get(extensions::trace_get).post(extensions::trace_post),
         )
         .route(
             "/v2/models/{model}/trace/setting",
-            get(extensions::trace).post(extensions::trace),
+            get(extensions::model_trace_get).post(extensions::model_trace_post),
         )
         .route(
             "/v2/logging",

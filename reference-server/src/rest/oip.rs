@@ -243,7 +243,8 @@ async fn infer_inner(
         codec::BinaryOutputs::of(&req)
     };
     let deadline = super::deadline_of(headers);
-    let resp = super::until(deadline, oip::infer(state, req, deadline))
+    let incoming = oip::Incoming::now("POST /v2/models/{model}/infer", headers.get("traceparent"));
+    let resp = super::until(deadline, oip::infer(state, req, deadline, &incoming))
         .await
         .ok_or_else(|| {
             ServeError::DeadlineExceeded(

@@ -12,6 +12,7 @@ pub(crate) mod oip;
 pub(crate) mod repository;
 pub(crate) mod shared_memory;
 pub(crate) mod statistics;
+pub(crate) mod trace;
 
 /// A reply of `size` bytes against the message limit `limit`, on every
 /// protocol and transport: `Sent message larger than max (size vs.
@@ -172,6 +173,8 @@ pub struct State {
     /// The compression of gRPC replies, for clients that accept it
     /// (`--grpc-response-compression`); `None`: replies are not compressed.
     pub grpc_response_compression: Option<serving_proto::compression::Encoding>,
+    /// Which requests are traced, and where their spans go.
+    pub traces: crate::trace::Traces,
     /// How models are loaded and unloaded (`--model-control-mode`).
     pub model_control: crate::server::ModelControl,
     /// Whether the server is ready only while every model it was to load
@@ -197,6 +200,7 @@ impl State {
             incoming: std::sync::Arc::new(serving_proto::gather::Budget::new(max_incoming_bytes)),
             shared_memory: shared_memory::SharedMemory::new(false),
             grpc_response_compression: None,
+            traces: crate::trace::Traces::default(),
             model_control: crate::server::ModelControl::default(),
             strict_readiness: false,
             ready: AtomicBool::new(false),

@@ -46,6 +46,8 @@ pub(crate) const EXTENSIONS: &[&str] = &[
     // `sequence_end`, for models with sequence batching.
     "sequence",
     "statistics",
+    // Trace settings, and spans exported to OpenTelemetry.
+    "trace",
 ];
 
 /// The extensions a server lists: [`EXTENSIONS`], and
@@ -436,6 +438,7 @@ fn prepare(
         queue_timeout,
         partials: None,
         sequence,
+        timing: None,
     };
     Ok(Prepared {
         model,
@@ -455,17 +458,66 @@ pub(crate) fn is_decoupled(state: &State, name: &str, version: &str) -> bool {
     })
 }
 
-/// Runs one request of a model that answers once.
+/// Where a request came from, for its trace: when it arrived, the
+/// client's W3C `traceparent`, and the call's name.
+#[derive(Clone, Debug)]
+pub(crate) struct Incoming {
+    pub(crate) received: Instant,
+    pub(crate) traceparent: Option<http::HeaderValue>,
+    pub(crate) call: &'static str,
+}
+
+impl Incoming {
+    /// A request arriving now.
+    pub(crate) fn now(call: &'static str, traceparent: Option<&http::HeaderValue>) -> Incoming {
+        Incoming {
+            received: Instant::now(),
+            traceparent: traceparent.cloned(),
+            call,
+        }
+    }
+}
+
+/// Runs one request of a model that answers once; traced when the trace
+/// settings pick it.
 pub(crate) async fn infer(
+    state: &State,
+    req: InferRequest,
+    deadline: Option<Instant>,
+    incoming: &Incoming,
+) -> Result<InferResponse, ServeError> {
+    let Some(tracer) = state.traces.sample(&req.model_name) else {
+        return infer_once(state, req, deadline, None).await;
+    };
+    let timing = Arc::new(crate::engine::JobTiming::default());
+    let model = req.model_name.clone();
+    let submitted = Instant::now();
+    let result = infer_once(state, req, deadline, Some(timing.clone())).await;
+    crate::trace::Traced {
+        tracer,
+        parent: crate::trace::parent(incoming.traceparent.as_ref().and_then(|v| v.to_str().ok())),
+        name: incoming.call,
+        model,
+        received: incoming.received,
+        submitted,
+        answered: Instant::now(),
+    }
+    .record(timing.get(), result.is_ok());
+    result
+}
+
+async fn infer_once(
     state: &State,
     mut req: InferRequest,
     deadline: Option<Instant>,
+    timing: Option<Arc<crate::engine::JobTiming>>,
 ) -> Result<InferResponse, ServeError> {
     let Prepared {
         model,
-        job,
+        mut job,
         mut placements,
     } = prepare(state, &mut req, deadline)?;
+    job.timing = timing;
     let info = model.servable.method(&model.method).expect("prepared");
     if info.decoupled {
         return Err(ServeError::Unsupported(format!(

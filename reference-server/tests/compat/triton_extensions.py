@@ -51,7 +51,7 @@ def rows_inputs(mod, x):
 # -- extensions listed exactly -------------------------------------------------
 base = ["binary_tensor_data", "classification", "logging", "model_configuration", "model_repository",
         "model_repository(unload_dependents)", "parameters",
-        "schedule_policy", "sequence", "statistics"]
+        "schedule_policy", "sequence", "statistics", "trace"]
 check(sorted(g.get_server_metadata().extensions) == sorted(base + ["system_shared_memory"]),
       "gRPC server metadata lists the extensions served, shared memory on")
 check(sorted(h.get_server_metadata()["extensions"]) == sorted(base + ["system_shared_memory"]),
@@ -282,6 +282,20 @@ g.update_log_settings({"log_verbose_level": 0, "log_info": True})
 check(h.get_log_settings()["log_verbose_level"] == 0, "gRPC update_log_settings changes them back")
 raises(lambda: h.update_log_settings({"log_file": "/tmp/x.log"}), "logs to stderr", "REST: a log file is refused, saying why")
 raises(lambda: g.update_log_settings({"log_verbosity": 1}), "unknown log setting", "gRPC: an unknown setting is refused")
+
+# The trace extension's settings (no collector here: spans go nowhere).
+ts = h.get_trace_settings()
+check(ts["trace_level"] == ["OFF"] and ts["trace_rate"] == "1000", f"REST trace settings as Triton's: {ts}")
+ts = h.update_trace_settings(settings={"trace_level": ["TIMESTAMPS"], "trace_rate": "5"})
+check(ts["trace_level"] == ["TIMESTAMPS"] and ts["trace_rate"] == "5", f"REST update_trace_settings: {ts}")
+gt = g.get_trace_settings(model_name="identity", as_json=True)["settings"]
+check(gt["trace_rate"]["value"] == ["5"], f"gRPC model trace settings follow the server's: {gt}")
+gt = g.update_trace_settings(model_name="identity", settings={"trace_rate": "9"}, as_json=True)["settings"]
+check(gt["trace_rate"]["value"] == ["9"], f"gRPC update_trace_settings for one model: {gt}")
+check(h.get_trace_settings()["trace_rate"] == "5", "the server's own rate is unchanged")
+h.update_trace_settings(settings={"trace_level": ["OFF"]})
+raises(lambda: h.update_trace_settings(settings={"trace_mode": "opentelemetry"}), "needs a collector",
+       "REST: opentelemetry without a collector is refused, saying why")
 
 g.close()
 h.close()

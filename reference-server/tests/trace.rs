@@ -1,0 +1,265 @@
+//! The trace extension with OpenTelemetry: a traced request's spans reach
+//! an OTLP collector (here one in this process, decoding what the
+//! exporter sends), in the client's trace when it sends a W3C
+//! `traceparent`, with a span per phase; the settings (level, rate, count,
+//! per model) are read and changed on both transports and decide what is
+//! traced.
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
+use opentelemetry_proto::tonic::trace::v1::Span;
+use prost::Message as _;
+use reference_server::server::Config;
+use reference_server::trace::{Level, Mode, TraceConfig, TraceSettings};
+use serde_json::{Value, json};
+
+type Spans = Arc<Mutex<Vec<Span>>>;
+
+/// An OTLP/HTTP collector on a free port: every span posted to
+/// `/v1/traces`.
+async fn collector() -> (String, Spans) {
+    let spans: Spans = Arc::default();
+    let sink = spans.clone();
+    let app = axum::Router::new().route(
+        "/v1/traces",
+        axum::routing::post(move |body: axum::body::Bytes| {
+            let sink = sink.clone();
+            async move {
+                let request = ExportTraceServiceRequest::decode(body).expect("OTLP protobuf");
+                for rs in request.resource_spans {
+                    for ss in rs.scope_spans {
+                        sink.lock().unwrap().extend(ss.spans);
+                    }
+                }
+                ExportTraceServiceResponse::default().encode_to_vec()
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/v1/traces", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (url, spans)
+}
+
+async fn wait_for(spans: &Spans, n: usize) -> Vec<Span> {
+    for _ in 0..100 {
+        if spans.lock().unwrap().len() >= n {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    spans.lock().unwrap().clone()
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn add_request() -> Value {
+    json!({"inputs": [
+        {"name": "x1", "datatype": "FP32", "shape": [2, 2], "data": [1, 2, 3, 4]},
+        {"name": "x2", "datatype": "FP32", "shape": [2, 2], "data": [1, 2, 3, 4]}]})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_traced_request_exports_its_phases_in_the_clients_trace() {
+    let (url, spans) = collector().await;
+    let server = common::start(Config {
+        trace: TraceConfig {
+            settings: TraceSettings {
+                level: Level::Timestamps,
+                rate: 1,
+                mode: Mode::OpenTelemetry,
+                ..TraceSettings::default()
+            },
+            url: Some(url),
+        },
+        ..common::config()
+    })
+    .await;
+    let http = common::http();
+    let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let parent = "00f067aa0ba902b7";
+    let r = http
+        .post(common::rest(&server, "/v2/models/add/infer"))
+        .header("traceparent", format!("00-{trace_id}-{parent}-01"))
+        .json(&add_request())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let got = wait_for(&spans, 7).await;
+    let root = got
+        .iter()
+        .find(|s| s.name == "POST /v2/models/{model}/infer")
+        .unwrap_or_else(|| panic!("no request span: {got:#?}"));
+    assert_eq!(hex(&root.trace_id), trace_id, "the client's trace");
+    assert_eq!(
+        hex(&root.parent_span_id),
+        parent,
+        "the client's span is its parent"
+    );
+    for phase in [
+        "receive",
+        "queue",
+        "compute_input",
+        "compute_infer",
+        "compute_output",
+        "send",
+    ] {
+        let s = got
+            .iter()
+            .find(|s| s.name == phase)
+            .unwrap_or_else(|| panic!("no {phase} span: {got:#?}"));
+        assert_eq!(s.parent_span_id, root.span_id, "{phase} is the request's");
+        assert_eq!(s.trace_id, root.trace_id);
+        assert!(
+            s.start_time_unix_nano >= root.start_time_unix_nano
+                && s.end_time_unix_nano <= root.end_time_unix_nano,
+            "{phase} lies within the request"
+        );
+    }
+    // gRPC, without a traceparent: a trace of its own.
+    spans.lock().unwrap().clear();
+    let mut grpc = common::oip(&server).await;
+    let x = serving_proto::pb::inference::model_infer_request::InferInputTensor {
+        name: "x1".into(),
+        datatype: "FP32".into(),
+        shape: vec![2, 2],
+        ..Default::default()
+    };
+    let data: Vec<u8> = [1f32, 2.0, 3.0, 4.0]
+        .iter()
+        .flat_map(|v| v.to_le_bytes())
+        .collect();
+    grpc.model_infer(serving_proto::pb::inference::ModelInferRequest {
+        model_name: "add".into(),
+        inputs: vec![
+            x.clone(),
+            serving_proto::pb::inference::model_infer_request::InferInputTensor {
+                name: "x2".into(),
+                ..x
+            },
+        ],
+        raw_input_contents: vec![data.clone().into(), data.into()],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let got = wait_for(&spans, 7).await;
+    let root = got
+        .iter()
+        .find(|s| s.name == "ModelInfer")
+        .expect("a ModelInfer span");
+    assert!(root.parent_span_id.is_empty(), "a root span");
+
+    // Settings: off, then one trace only.
+    let settings = |body: Value| {
+        let http = http.clone();
+        let url = common::rest(&server, "/v2/trace/setting");
+        async move {
+            http.post(url)
+                .json(&body)
+                .send()
+                .await
+                .unwrap()
+                .json::<Value>()
+                .await
+                .unwrap()
+        }
+    };
+    let v = settings(json!({"trace_level": ["OFF"]})).await;
+    assert_eq!(v["trace_level"], json!(["OFF"]), "{v}");
+    assert_eq!(v["trace_mode"], "opentelemetry");
+    spans.lock().unwrap().clear();
+    for _ in 0..3 {
+        http.post(common::rest(&server, "/v2/models/add/infer"))
+            .json(&add_request())
+            .send()
+            .await
+            .unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(spans.lock().unwrap().is_empty(), "nothing traced while off");
+    let v = settings(json!({"trace_level": ["TIMESTAMPS"], "trace_count": "1"})).await;
+    assert_eq!(v["trace_count"], "1", "{v}");
+    for _ in 0..3 {
+        http.post(common::rest(&server, "/v2/models/add/infer"))
+            .json(&add_request())
+            .send()
+            .await
+            .unwrap();
+    }
+    let got = wait_for(&spans, 7).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let roots = spans
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|s| s.name.starts_with("POST"))
+        .count();
+    assert_eq!(roots, 1, "trace_count 1 traces one request: {got:#?}");
+    let v = common::get_json(&server, "/v2/trace/setting").await;
+    assert_eq!(v["trace_count"], "0", "{v}");
+    // Per model, and refusals.
+    let r = http
+        .post(common::rest(&server, "/v2/models/add/trace/setting"))
+        .json(&json!({"trace_rate": "7"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let v = common::get_json(&server, "/v2/models/add/trace/setting").await;
+    assert_eq!(v["trace_rate"], "7", "{v}");
+    let v = common::get_json(&server, "/v2/trace/setting").await;
+    assert_eq!(v["trace_rate"], "1", "the server's own is unchanged: {v}");
+    for (body, want) in [
+        (
+            json!({"trace_level": ["TENSORS"]}),
+            "TENSORS is not supported",
+        ),
+        (json!({"trace_rate": "0"}), "at least 1"),
+        (json!({"trace_nope": "1"}), "unknown trace setting"),
+    ] {
+        let r = http
+            .post(common::rest(&server, "/v2/trace/setting"))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400);
+        let v: Value = r.json().await.unwrap();
+        assert!(v["error"].as_str().unwrap().contains(want), "{v}");
+    }
+    let r = http
+        .get(common::rest(&server, "/v2/models/nope/trace/setting"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn without_a_collector_settings_are_kept_and_nothing_is_exported() {
+    let server = common::demo().await;
+    let v = common::get_json(&server, "/v2/trace/setting").await;
+    assert_eq!(
+        v,
+        json!({"trace_level": ["OFF"], "trace_rate": "1000", "trace_count": "-1", "log_frequency": "0", "trace_file": "", "trace_mode": "triton"})
+    );
+    let r = common::http()
+        .post(common::rest(&server, "/v2/trace/setting"))
+        .json(&json!({"trace_mode": "opentelemetry"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400, "opentelemetry needs a collector");
+    server.shutdown().await;
+}
