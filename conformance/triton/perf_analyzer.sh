@@ -22,9 +22,12 @@ repo=$(mktemp -d)
 out=target/perf-analyzer
 mkdir -p "$out"
 target/debug/conformance models --layout triton --out "$repo" >/dev/null
-read -r http grpc < <(free_ports 2)
+read -r http grpc metrics < <(free_ports 3)
+# --metrics-port: Triton's own metrics listener, which perf_analyzer's
+# --collect-metrics scrapes by default.
 target/debug/reference-server --model-repository "$repo" --allow-shared-memory \
-  --grpc-address "127.0.0.1:$grpc" --rest-address "127.0.0.1:$http" >"$out/server.log" 2>&1 &
+  --grpc-address "127.0.0.1:$grpc" --rest-address "127.0.0.1:$http" --metrics-port "$metrics" \
+  >"$out/server.log" 2>&1 &
 pid=$!
 trap 'kill $pid 2>/dev/null; wait $pid 2>/dev/null; rm -rf "$repo"' EXIT
 wait_ready reference-server "$pid" "$http" "$out/server.log"
@@ -40,6 +43,7 @@ modes=(
   "http-async http --async"
   "grpc-request-rate grpc --request-rate-range 100:200:100"
   "http-metrics http --collect-metrics --metrics-url 127.0.0.1:$http/metrics"
+  "grpc-metrics-port grpc --collect-metrics --metrics-url 127.0.0.1:$metrics/metrics"
 )
 failed=0
 for mode in "${modes[@]}"; do
