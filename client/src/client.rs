@@ -218,7 +218,7 @@ impl Client {
     /// The context of one attempt with `timeout` left.
     fn ctx(&self, timeout: Option<Duration>, output_regions: Option<&OutputRegions>) -> CallCtx {
         CallCtx {
-            headers: self.inner.headers.clone(),
+            headers: with_traceparent(&self.inner.headers),
             timeout,
             max_send: self.inner.max_send,
             max_receive: self.inner.max_receive,
@@ -428,4 +428,34 @@ impl Client {
         })
         .await
     }
+}
+
+/// The call's headers, with a W3C `traceparent` naming the current
+/// OpenTelemetry span when there is one (feature `opentelemetry`).
+#[cfg(feature = "opentelemetry")]
+fn with_traceparent(headers: &Arc<http::HeaderMap>) -> Arc<http::HeaderMap> {
+    use opentelemetry::trace::TraceContextExt as _;
+    let cx = opentelemetry::Context::current();
+    let span = cx.span();
+    let sc = span.span_context();
+    if !sc.is_valid() {
+        return headers.clone();
+    }
+    let value = format!(
+        "00-{}-{}-{:02x}",
+        sc.trace_id(),
+        sc.span_id(),
+        sc.trace_flags().to_u8()
+    );
+    let mut h = (**headers).clone();
+    if let Ok(v) = http::HeaderValue::from_str(&value) {
+        h.insert("traceparent", v);
+    }
+    Arc::new(h)
+}
+
+/// The call's headers.
+#[cfg(not(feature = "opentelemetry"))]
+fn with_traceparent(headers: &Arc<http::HeaderMap>) -> Arc<http::HeaderMap> {
+    headers.clone()
 }

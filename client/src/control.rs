@@ -65,7 +65,43 @@ pub enum LogSetting {
 /// Log settings by name.
 pub type LogSettings = std::collections::BTreeMap<String, LogSetting>;
 
+/// Triton's trace settings by name (`trace_level`, `trace_rate`,
+/// `trace_count`, `log_frequency`, `trace_file`, `trace_mode`), each a
+/// list of strings as Triton gives them (`["TIMESTAMPS"]`, `["1000"]`).
+pub type TraceSettings = std::collections::BTreeMap<String, Vec<String>>;
+
+/// Changes to trace settings: a setting's new values, or `None` to take the
+/// server's value again (for a model's settings).
+pub type TraceChanges = std::collections::BTreeMap<String, Option<Vec<String>>>;
+
 impl Client {
+    /// Triton's trace extension: the trace settings of `model` (`None`:
+    /// the server's), of one server.
+    pub async fn trace_settings(&self, model: Option<&str>) -> Result<TraceSettings, Error> {
+        let none = TraceChanges::new();
+        let model = model.unwrap_or_default();
+        self.call_as("trace_settings", CallKind::Bound, |t, ctx| {
+            t.trace_settings(ctx, model, &none)
+        })
+        .await
+    }
+
+    /// Triton's trace extension: changes trace settings of `model` (`None`:
+    /// the server's), for example `trace_level` `["TIMESTAMPS"]` and
+    /// `trace_rate` `["100"]`; returns them all. Sent once, to one server,
+    /// as [`Client::load_model`].
+    pub async fn update_trace_settings(
+        &self,
+        model: Option<&str>,
+        changes: &TraceChanges,
+    ) -> Result<TraceSettings, Error> {
+        let model = model.unwrap_or_default();
+        self.call_as("update_trace_settings", CallKind::Control, |t, ctx| {
+            t.trace_settings(ctx, model, changes)
+        })
+        .await
+    }
+
     /// Triton's logging extension: the server's log settings, of one
     /// server (on a client of several endpoints, ask through
     /// [`Client::endpoint`]).

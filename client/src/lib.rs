@@ -104,7 +104,7 @@ pub mod blocking;
 pub use builder::ClientBuilder;
 pub use client::{Client, MAX_MESSAGE_SIZE, Predictions, Protocol, instance};
 pub use connections::{Resolve, SystemResolver};
-pub use control::{LoadOptions, LogSetting, LogSettings};
+pub use control::{LoadOptions, LogSetting, LogSettings, TraceChanges, TraceSettings};
 pub use error::{BoxError, Error, SizeSide, TransportKind};
 pub use infer::InferBuilder;
 pub use pool::Balance;

@@ -459,6 +459,47 @@ impl Traced<'_> {
     }
 }
 
+/// Spans an OTLP collector received.
+pub type Received = std::sync::Arc<Mutex<Vec<opentelemetry_proto::tonic::trace::v1::Span>>>;
+
+/// An OTLP/HTTP collector on a free loopback port, keeping every span
+/// posted to `/v1/traces`: for tests, and to look at a server's spans
+/// without a collector of one's own. Returns its URL (for
+/// `--trace-config opentelemetry,url=`) and the spans.
+pub async fn collector() -> std::io::Result<(String, Received)> {
+    use opentelemetry_proto::tonic::collector::trace::v1::{
+        ExportTraceServiceRequest, ExportTraceServiceResponse,
+    };
+    use prost::Message as _;
+    let spans: Received = Received::default();
+    let sink = spans.clone();
+    let app = axum::Router::new().route(
+        "/v1/traces",
+        axum::routing::post(move |body: axum::body::Bytes| {
+            let sink = sink.clone();
+            async move {
+                let Ok(request) = ExportTraceServiceRequest::decode(body) else {
+                    return (http::StatusCode::BAD_REQUEST, Vec::new());
+                };
+                let mut kept = lock(&sink);
+                for rs in request.resource_spans {
+                    for ss in rs.scope_spans {
+                        kept.extend(ss.spans);
+                    }
+                }
+                (
+                    http::StatusCode::OK,
+                    ExportTraceServiceResponse::default().encode_to_vec(),
+                )
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}/v1/traces", listener.local_addr()?);
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    Ok((url, spans))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -7,44 +7,19 @@
 
 mod common;
 
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use opentelemetry_proto::tonic::collector::trace::v1::{
-    ExportTraceServiceRequest, ExportTraceServiceResponse,
-};
 use opentelemetry_proto::tonic::trace::v1::Span;
-use prost::Message as _;
 use reference_server::server::Config;
 use reference_server::trace::{Level, Mode, TraceConfig, TraceSettings};
 use serde_json::{Value, json};
 
-type Spans = Arc<Mutex<Vec<Span>>>;
+type Spans = reference_server::trace::Received;
 
-/// An OTLP/HTTP collector on a free port: every span posted to
-/// `/v1/traces`.
 async fn collector() -> (String, Spans) {
-    let spans: Spans = Arc::default();
-    let sink = spans.clone();
-    let app = axum::Router::new().route(
-        "/v1/traces",
-        axum::routing::post(move |body: axum::body::Bytes| {
-            let sink = sink.clone();
-            async move {
-                let request = ExportTraceServiceRequest::decode(body).expect("OTLP protobuf");
-                for rs in request.resource_spans {
-                    for ss in rs.scope_spans {
-                        sink.lock().unwrap().extend(ss.spans);
-                    }
-                }
-                ExportTraceServiceResponse::default().encode_to_vec()
-            }
-        }),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/v1/traces", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    (url, spans)
+    reference_server::trace::collector()
+        .await
+        .expect("a collector on a free port")
 }
 
 async fn wait_for(spans: &Spans, n: usize) -> Vec<Span> {

@@ -528,6 +528,36 @@ impl Transport for Grpc {
         })
     }
 
+    fn trace_settings<'a>(
+        &'a self,
+        ctx: CallCtx,
+        model: &'a str,
+        changes: &'a crate::TraceChanges,
+    ) -> Call<'a, crate::TraceSettings> {
+        Box::pin(async move {
+            let settings = changes
+                .iter()
+                .map(|(k, v)| {
+                    let value = pb::trace_setting_request::SettingValue {
+                        value: v.clone().unwrap_or_default(),
+                    };
+                    (k.clone(), value)
+                })
+                .collect();
+            let msg = pb::TraceSettingRequest {
+                settings,
+                model_name: model.to_owned(),
+            };
+            let r = self.oip(&ctx).trace_setting(ctx.grpc_request(msg)).await;
+            Ok(self
+                .reply(r, &ctx)?
+                .settings
+                .into_iter()
+                .map(|(k, v)| (k, v.value))
+                .collect())
+        })
+    }
+
     fn log_settings<'a>(
         &'a self,
         ctx: CallCtx,

@@ -118,6 +118,14 @@ pub(crate) trait Transport: Send + Sync + 'static {
         ctx: CallCtx,
         name: &'a str,
     ) -> Call<'a, Vec<CudaSharedMemoryRegion>>;
+    /// Triton's trace settings of `model` (empty: the server's): changes
+    /// `changes` (none: only reads them), returns them all.
+    fn trace_settings<'a>(
+        &'a self,
+        ctx: CallCtx,
+        model: &'a str,
+        changes: &'a crate::TraceChanges,
+    ) -> Call<'a, crate::TraceSettings>;
     /// Triton's log settings: changes `changes` (none: only reads them),
     /// returns them all.
     fn log_settings<'a>(

@@ -644,6 +644,46 @@ impl Transport for Rest {
         })
     }
 
+    fn trace_settings<'a>(
+        &'a self,
+        ctx: CallCtx,
+        model: &'a str,
+        changes: &'a crate::TraceChanges,
+    ) -> Call<'a, crate::TraceSettings> {
+        Box::pin(async move {
+            let path = if model.is_empty() {
+                "/v2/trace/setting".to_owned()
+            } else {
+                format!("/v2/models/{}/trace/setting", segment(model))
+            };
+            let reply = if changes.is_empty() {
+                self.get(&ctx, &path).await?
+            } else {
+                self.post_json(&ctx, &path, changes).await?
+            };
+            // Triton writes `trace_level` as a list, the others as strings.
+            let all: std::collections::BTreeMap<String, serde_json::Value> =
+                self.typed(reply, &ctx)?;
+            Ok(all
+                .into_iter()
+                .map(|(k, v)| {
+                    let values = match v {
+                        serde_json::Value::Array(items) => items
+                            .into_iter()
+                            .map(|i| match i {
+                                serde_json::Value::String(s) => s,
+                                other => other.to_string(),
+                            })
+                            .collect(),
+                        serde_json::Value::String(s) => vec![s],
+                        other => vec![other.to_string()],
+                    };
+                    (k, values)
+                })
+                .collect())
+        })
+    }
+
     fn log_settings<'a>(
         &'a self,
         ctx: CallCtx,
