@@ -118,3 +118,61 @@ async fn a_failing_or_malformed_sample_fails_the_load_with_its_name() {
         assert!(e.contains(want), "{warmup}\n  got: {e}\n  want: {want}");
     }
 }
+
+const SERVABLE: &str = r#"
+[[model]]
+name = "add"
+file = "add.onnx"
+
+[[method]]
+name = "add_common"
+inputs = ["x1", "x2"]
+outputs = ["y"]
+
+[[method.stage]]
+model = "add"
+inputs = ["x1", "x2"]
+outputs = ["y"]
+
+[[warmup]]
+name = "zeros"
+count = 2
+inputs.x1 = { datatype = "FP32", dims = [2, 2], data = "zero" }
+inputs.x2 = { datatype = "FP32", dims = [2, 2], file = "x2.bin" }
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn servable_toml_takes_warm_up_samples_too() {
+    let dir = tempfile::tempdir().unwrap();
+    common::write(
+        dir.path(),
+        "add/1/add.onnx",
+        &reference_server::demo::add_model(),
+    );
+    common::write(dir.path(), "add/servable.toml", SERVABLE.as_bytes());
+    let x2: Vec<u8> = [1f32, 2.0, 3.0, 4.0]
+        .iter()
+        .flat_map(|v| v.to_le_bytes())
+        .collect();
+    common::write(dir.path(), "add/warmup/x2.bin", &x2);
+    let server = common::with_repository(dir.path()).await;
+    // The two warm-up runs are the version's first inferences.
+    let stats = common::get_json(&server, "/v2/models/add/stats").await;
+    assert_eq!(
+        stats["model_stats"][0]["inference_stats"]["success"]["count"],
+        json!(2),
+        "{stats}"
+    );
+    server.shutdown().await;
+
+    // A sample that does not fit the method fails the load, named.
+    common::write(
+        dir.path(),
+        "add/servable.toml",
+        SERVABLE
+            .replace("dims = [2, 2], data", "dims = [3], data")
+            .as_bytes(),
+    );
+    let e = common::start_error(dir.path()).await;
+    assert!(e.contains("model_warmup sample 'zeros' failed: "), "{e}");
+}

@@ -29,6 +29,15 @@
 //! default_priority_level = 2  # for requests that ask for none
 //! default_queue_timeout_us = 100000   # refuse jobs queued longer, unrun
 //! queue_timeout_action = "reject"     # or "delay": keep them, behind the rest
+//!
+//! # Warm-up samples, run before a version serves (Triton's model_warmup).
+//! [[warmup]]
+//! name = "zeros"
+//! method = "add_common"       # default: the first method
+//! batch_size = 1              # rows, for a method with a batch dimension
+//! count = 2                   # runs (default 1)
+//! inputs.x1 = { datatype = "FP32", dims = [2, 2], data = "zero" }     # or "random"
+//! inputs.x2 = { datatype = "FP32", dims = [2, 2], file = "x2.bin" }   # warmup/x2.bin
 //! ```
 
 use std::collections::BTreeSet;
@@ -53,6 +62,101 @@ pub struct ServableConfig {
     /// Where the replicas run.
     #[serde(default)]
     pub deployment: DeploymentConfig,
+    /// Warm-up samples, run before a version serves.
+    #[serde(default)]
+    pub warmup: Vec<WarmupConfig>,
+}
+
+/// One warm-up sample (Triton's `model_warmup` entry).
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct WarmupConfig {
+    /// Its name, in messages.
+    pub name: String,
+    /// The method it runs; default: the first.
+    #[serde(default)]
+    pub method: Option<String>,
+    /// Rows, for a method with a batch dimension (default 1).
+    #[serde(default)]
+    pub batch_size: u32,
+    /// Runs (default 1).
+    #[serde(default)]
+    pub count: u32,
+    /// Each input of the method.
+    pub inputs: std::collections::BTreeMap<String, WarmupInput>,
+}
+
+/// One input of a warm-up sample.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct WarmupInput {
+    /// Its Open Inference datatype (`FP32`, `INT64`, `BYTES`, ...).
+    pub datatype: String,
+    /// Its shape, without the batch dimension.
+    pub dims: Vec<i64>,
+    /// `"zero"` (the default) or `"random"`.
+    #[serde(default)]
+    pub data: Option<String>,
+    /// A file of the servable's `warmup/` directory: one row's elements.
+    #[serde(default)]
+    pub file: Option<String>,
+}
+
+impl ServableConfig {
+    /// The warm-up samples as Triton's `model_warmup` entries, with the
+    /// method each runs (`None`: the first).
+    pub fn warmup_samples(
+        &self,
+    ) -> Result<Vec<(Option<String>, serving_proto::pb::inference::ModelWarmup)>, String> {
+        use serving_proto::pb::inference::model_warmup::{Input, input::InputDataType};
+        let mut out = Vec::with_capacity(self.warmup.len());
+        for w in &self.warmup {
+            let mut inputs = std::collections::BTreeMap::new();
+            for (name, i) in &w.inputs {
+                let dtype = serving_proto::DataType::from_oip_name(&i.datatype).ok_or_else(|| {
+                    format!(
+                        "warmup '{}' input '{name}': datatype '{}' is not an Open Inference datatype",
+                        w.name, i.datatype
+                    )
+                })?;
+                let data = match (i.data.as_deref(), &i.file) {
+                    (None, Some(f)) => InputDataType::InputDataFile(f.clone()),
+                    (None | Some("zero"), None) => InputDataType::ZeroData(true),
+                    (Some("random"), None) => InputDataType::RandomData(true),
+                    (Some(other), None) => {
+                        return Err(format!(
+                            "warmup '{}' input '{name}': data '{other}' is not \"zero\" or \"random\"",
+                            w.name
+                        ));
+                    }
+                    (Some(_), Some(_)) => {
+                        return Err(format!(
+                            "warmup '{}' input '{name}': give data or file, not both",
+                            w.name
+                        ));
+                    }
+                };
+                inputs.insert(
+                    name.clone(),
+                    Input {
+                        data_type: serving_proto::model_config::triton_type(dtype) as i32,
+                        dims: i.dims.clone(),
+                        input_data_type: Some(data),
+                    },
+                );
+            }
+            out.push((
+                w.method.clone(),
+                serving_proto::pb::inference::ModelWarmup {
+                    name: w.name.clone(),
+                    batch_size: w.batch_size,
+                    inputs,
+                    count: w.count,
+                },
+            ));
+        }
+        Ok(out)
+    }
 }
 
 /// One model of a servable.

@@ -620,6 +620,23 @@ pub fn load_version(
             let spec = config
                 .spec()
                 .map_err(|reason| fail(&servable.config_file(), reason))?;
+            let entries = config
+                .warmup_samples()
+                .map_err(|reason| fail(&servable.config_file(), reason))?;
+            let batched = config.model.iter().any(|m| m.with_batch_dim);
+            let max_batch = match (batched, spec.deployment.batching.max_batch_size) {
+                (false, _) => 0,
+                (true, Some(n)) => n,
+                (true, None) => crate::engine::DYNAMIC_BATCH,
+            };
+            let refs: Vec<(Option<String>, &serving_proto::pb::inference::ModelWarmup)> =
+                entries.iter().map(|(m, w)| (m.clone(), w)).collect();
+            let warm = warmup::build(
+                &refs,
+                i32::try_from(max_batch).unwrap_or(i32::MAX),
+                &servable.dir,
+            )
+            .map_err(|reason| fail(&servable.config_file(), reason))?;
             let mut models = Vec::with_capacity(config.model.len());
             for model in &config.model {
                 models.push(read(
@@ -627,7 +644,7 @@ pub fn load_version(
                     format!("model '{}' is missing from version {version}", model.name),
                 )?);
             }
-            (spec, models, None, Vec::new())
+            (spec, models, None, warm)
         }
         Format::Triton(Some(config)) if triton::is_ensemble(Some(config)) => {
             // An ensemble runs other models: no file of its own.
@@ -719,7 +736,11 @@ pub fn load_version(
     .map_err(|e| fail(&vdir, e.to_string()))?;
     if !warm.is_empty() {
         // Ready means warmed: the version is not served before this.
-        warmup::run(&version, triton::METHOD, &warm)
+        let first = version
+            .methods()
+            .first()
+            .map_or_else(|| triton::METHOD.to_owned(), |m| m.name.clone());
+        warmup::run(&version, &first, &warm)
             .map_err(|reason| fail(&servable.config_file(), reason))?;
     }
     Ok(Loaded { version, triton })

@@ -14,6 +14,7 @@
 use std::path::Path;
 
 use serving_proto::model_config::{self, ModelConfig, TritonType};
+use serving_proto::pb::inference::ModelWarmup;
 use serving_proto::pb::inference::model_warmup::input::InputDataType;
 use serving_proto::{DataType, NamedTensors, Tensor};
 
@@ -27,15 +28,33 @@ pub(crate) const MAX_WARMUP_INPUT_BYTES: u64 = 256 << 20;
 #[derive(Debug)]
 pub(crate) struct Sample {
     name: String,
+    /// The method it runs (`None`: the version's default).
+    method: Option<String>,
     count: u32,
     inputs: NamedTensors,
 }
 
 /// The samples of a configuration, built; `model_dir` holds `warmup/`.
 pub(crate) fn samples(config: &ModelConfig, model_dir: &Path) -> Result<Vec<Sample>, String> {
+    let entries: Vec<(Option<String>, &ModelWarmup)> =
+        config.model_warmup.iter().map(|w| (None, w)).collect();
+    build(&entries, config.max_batch_size, model_dir)
+}
+
+/// Samples of `entries` (each with the method it runs) for methods taking
+/// up to `max_batch_size` rows (0: no batch dimension).
+pub(crate) fn build(
+    entries: &[(Option<String>, &ModelWarmup)],
+    max_batch_size: i32,
+    model_dir: &Path,
+) -> Result<Vec<Sample>, String> {
+    let config = ModelConfig {
+        max_batch_size,
+        ..Default::default()
+    };
     let batching = config.max_batch_size > 0;
-    let mut out = Vec::with_capacity(config.model_warmup.len());
-    for (k, w) in config.model_warmup.iter().enumerate() {
+    let mut out = Vec::with_capacity(entries.len());
+    for (k, (method, w)) in entries.iter().enumerate() {
         let name = if w.name.is_empty() {
             format!("#{}", k + 1)
         } else {
@@ -104,6 +123,7 @@ pub(crate) fn samples(config: &ModelConfig, model_dir: &Path) -> Result<Vec<Samp
         }
         out.push(Sample {
             name,
+            method: method.clone(),
             count: w.count.max(1),
             inputs,
         });
@@ -196,9 +216,9 @@ fn random(dtype: DataType, shape: &[i64], n: usize, seed: &mut u64) -> Result<Te
     t.map_err(|e| e.to_string())
 }
 
-/// Runs the samples against `version`'s method `method`, each `count`
-/// times; the first failure names its sample. Blocking (called where the
-/// version loads).
+/// Runs the samples against `version` (each on its method, else
+/// `method`), each `count` times; the first failure names its sample.
+/// Blocking (called where the version loads).
 pub(crate) fn run(
     version: &ServableVersion,
     method: &str,
@@ -206,6 +226,7 @@ pub(crate) fn run(
 ) -> Result<(), String> {
     let run_all = async {
         for s in samples {
+            let method = s.method.as_deref().unwrap_or(method);
             for _ in 0..s.count {
                 let job = JobRequest {
                     inputs: s.inputs.clone(),
