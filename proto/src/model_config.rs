@@ -17,7 +17,9 @@
 //! assert_eq!(config.max_batch_size, 8);
 //! assert_eq!(config.input[0].dims, vec![3, 224, 224]);
 //! let e = model_config::parse_text("name: \"m\"\nbatch_input {}").unwrap_err();
-//! assert_eq!(e.to_string(), "2:1: field 'batch_input' not found for message 'inference.ModelConfig'");
+//! assert!(e.to_string().starts_with("2:1: field 'batch_input' of Triton's ModelConfig is not supported"));
+//! let e = model_config::parse_text("name: \"m\"\nbogus {}").unwrap_err();
+//! assert_eq!(e.to_string(), "2:1: field 'bogus' not found for message 'inference.ModelConfig'");
 //! # Ok::<(), model_config::ConfigError>(())
 //! ```
 
@@ -109,6 +111,97 @@ pub enum ConfigError {
     /// Not valid JSON for `ModelConfig`.
     #[error("{0}")]
     Json(String),
+    /// A field of Triton's `ModelConfig` that this subset leaves out (see
+    /// [`UNSUPPORTED_FIELDS`]).
+    #[error("{line}:{column}: field '{field}' of Triton's ModelConfig is not supported: {why}")]
+    Unsupported {
+        /// 1-based line.
+        line: usize,
+        /// 1-based column.
+        column: usize,
+        /// The field.
+        field: &'static str,
+        /// Why, and what to do.
+        why: &'static str,
+    },
+}
+
+/// Top-level fields of Triton's `ModelConfig` that this subset leaves out,
+/// with why: a configuration that sets one is refused naming it, rather
+/// than with the parser's "not found".
+pub const UNSUPPORTED_FIELDS: &[(&str, &str)] = &[
+    (
+        "batch_input",
+        "batch inputs (tensors the server computes for a batch, such as element counts) are not made by this server; compute them in the model or the client",
+    ),
+    (
+        "batch_output",
+        "batch outputs (outputs split by a batch input) are not served",
+    ),
+    (
+        "model_operations",
+        "custom operation libraries are not loaded; build the operations into the model",
+    ),
+    (
+        "model_repository_agents",
+        "repository agents (checksums, decryption) are not run; prepare the files before they reach the repository",
+    ),
+];
+
+/// The fields set at the top level of a text-format configuration, with
+/// their byte offsets: identifiers at nesting depth 0 that name a field
+/// (not a value after `:`). Strings and `#` comments are passed over.
+fn top_level_fields(text: &str) -> Vec<(&str, usize)> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::new();
+    let (mut depth, mut i, mut value_next) = (0usize, 0usize, false);
+    while i < bytes.len() {
+        let c = bytes[i];
+        match c {
+            b'#' => {
+                while i < bytes.len() && bytes[i] != b'\n' {
+                    i += 1;
+                }
+                continue;
+            }
+            b'"' | b'\'' => {
+                i += 1;
+                while i < bytes.len() && bytes[i] != c {
+                    if bytes[i] == b'\\' {
+                        i += 1;
+                    }
+                    i += 1;
+                }
+                i += 1;
+                value_next = false;
+                continue;
+            }
+            b'{' | b'[' | b'<' => {
+                depth += 1;
+                value_next = false;
+            }
+            b'}' | b']' | b'>' => {
+                depth = depth.saturating_sub(1);
+                value_next = false;
+            }
+            b':' => value_next = true,
+            c if c.is_ascii_alphabetic() || c == b'_' => {
+                let start = i;
+                while i < bytes.len() && (bytes[i].is_ascii_alphanumeric() || bytes[i] == b'_') {
+                    i += 1;
+                }
+                if depth == 0 && !value_next {
+                    out.push((&text[start..i], start));
+                }
+                value_next = false;
+                continue;
+            }
+            c if !c.is_ascii_whitespace() && c != b',' && c != b';' => value_next = false,
+            _ => {}
+        }
+        i += 1;
+    }
+    out
 }
 
 /// The 1-based line and column of byte `offset` in `text`.
@@ -179,6 +272,20 @@ fn with_list_colons(text: &str) -> (String, Vec<usize>) {
 /// Parses `config.pbtxt` text. Unknown fields, wrong types and bad enum
 /// values are errors naming the field and where it is.
 pub fn parse_text(text: &str) -> Result<ModelConfig, ConfigError> {
+    if let Some((field, at, why)) = top_level_fields(text).into_iter().find_map(|(f, at)| {
+        UNSUPPORTED_FIELDS
+            .iter()
+            .find(|(name, _)| *name == f)
+            .map(|(name, why)| (*name, at, *why))
+    }) {
+        let (line, column) = position(text, at);
+        return Err(ConfigError::Unsupported {
+            line,
+            column,
+            field,
+            why,
+        });
+    }
     let (normal, inserted) = with_list_colons(text);
     let dynamic = DynamicMessage::parse_text_format(descriptor(), &normal).map_err(|e| {
         use miette::Diagnostic;
@@ -307,9 +414,23 @@ parameters { key: "intra_op_thread_count" value: { string_value: "2" } }
     #[test]
     fn errors_name_the_field_and_where_it_is() {
         let e = |t: &str| parse_text(t).unwrap_err().to_string();
+        assert!(
+            e("name: \"m\"\n  model_repository_agents {}").starts_with(
+                "2:3: field 'model_repository_agents' of Triton's ModelConfig is not supported: repository agents"
+            ),
+            "{}",
+            e("name: \"m\"\n  model_repository_agents {}")
+        );
+        // Only a field, at the top level: a name elsewhere is not one.
         assert_eq!(
-            e("name: \"m\"\n  model_repository_agents {}"),
-            "2:3: field 'model_repository_agents' not found for message 'inference.ModelConfig'"
+            e(
+                "name: \"batch_input\"\nparameters { key: \"batch_output\" value: { string_value: \"x\" } }\nbogus: 1"
+            ),
+            "3:1: field 'bogus' not found for message 'inference.ModelConfig'"
+        );
+        assert_eq!(
+            e("name: \"m\"\n  nothing_known {}"),
+            "2:3: field 'nothing_known' not found for message 'inference.ModelConfig'"
         );
         assert!(
             e("max_batch_size: \"eight\"").starts_with("1:17: "),

@@ -310,7 +310,7 @@ async fn bad_configurations_name_the_file_and_the_reason() {
     let cases: &[(&str, &str)] = &[
         (
             "name: \"m\"\nbatch_input { }",
-            "config.pbtxt: 2:1: field 'batch_input' not found for message 'inference.ModelConfig'",
+            "config.pbtxt: 2:1: field 'batch_input' of Triton's ModelConfig is not supported: batch inputs",
         ),
         (
             "name: \"m\"\nmax_batch_size: \"eight\"",
