@@ -18,8 +18,8 @@ use crate::{Client, Error};
 /// configuration to load the model with instead of its `config.pbtxt`
 /// (Triton's `config` parameter, the configuration's JSON form), and files
 /// that replace the repository's (`file:{path}`, by their path in the model
-/// directory). Servers that load only from their repository refuse both
-/// (the reference server does, with a 400 naming the parameter).
+/// directory). The reference server takes the configuration and refuses
+/// files, with a 400 naming the parameter.
 #[derive(Clone, Debug, Default)]
 pub struct LoadOptions {
     pub(crate) config: Option<String>,

@@ -235,14 +235,24 @@ async fn config_statistics_and_repository_on_both_transports() {
         assert!(ready.iter().all(|m| m.name != "bytes"), "{url}: {ready:?}");
         client.load_model("bytes").await.unwrap();
         assert!(client.model_ready("bytes", None).await.unwrap(), "{url}");
-        // This server loads from its repository only: an override is a
-        // typed refusal naming the parameter.
-        let e = client
+        // A configuration given with the load is used (an empty one is
+        // completed from the model, as Triton completes it)...
+        client
             .load_model_with("bytes", &serving_client::LoadOptions::new().config("{}"))
+            .await
+            .unwrap();
+        assert!(client.model_ready("bytes", None).await.unwrap(), "{url}");
+        // ... but model files come from the repository: a typed refusal
+        // naming the parameter.
+        let e = client
+            .load_model_with(
+                "bytes",
+                &serving_client::LoadOptions::new().file("1/model.onnx", &b"onnx"[..]),
+            )
             .await
             .unwrap_err();
         match e {
-            Error::InvalidArgument { message } => assert!(message.contains("config"), "{message}"),
+            Error::InvalidArgument { message } => assert!(message.contains("file:"), "{message}"),
             e => panic!("{url}: {e:?}"),
         }
         let e = client.unload_model("nope").await.unwrap_err();

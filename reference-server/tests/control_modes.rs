@@ -376,3 +376,91 @@ async fn every_model_that_cannot_be_served_is_reported_and_answers_why() {
     assert_eq!(code, 404, "an unknown model is still not found");
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_load_with_a_configuration_uses_it_until_a_load_without() {
+    let dir = repository(&[]);
+    let batched = reference_server::onnx::matmul_chain(2, 1, &[1.0, 0.0, 0.0, 1.0]);
+    common::write(dir.path(), "m/1/model.onnx", &batched);
+    common::write(
+        dir.path(),
+        "m/config.pbtxt",
+        b"name: \"m\"\nmax_batch_size: 2\ninput [ { name: \"x\" data_type: TYPE_FP32 dims: [ 2 ] } ]\noutput [ { name: \"y\" data_type: TYPE_FP32 dims: [ 2 ] } ]\n",
+    );
+    let server = common::start(config_of(dir.path())).await;
+    let http = common::http();
+    let url = |p: &str| common::rest(&server, p);
+    let load = |body: Value| {
+        let http = http.clone();
+        let url = url("/v2/repository/models/m/load");
+        async move {
+            let r = http.post(url).json(&body).send().await.unwrap();
+            let code = r.status().as_u16();
+            (code, r.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    };
+    let override_ = json!({
+        "name": "m", "max_batch_size": 6,
+        "input": [{"name": "x", "data_type": "TYPE_FP32", "dims": [2]}],
+        "output": [{"name": "y", "data_type": "TYPE_FP32", "dims": [2]}],
+        "parameters": {"note": {"string_value": "given with the load"}}
+    });
+    let (code, v) = load(json!({"parameters": {"config": override_.to_string()}})).await;
+    assert_eq!(code, 200, "{v}");
+    let c = common::get_json(&server, "/v2/models/m/config").await;
+    assert_eq!(c["max_batch_size"], 6, "{c}");
+    assert_eq!(
+        c["parameters"]["note"]["string_value"],
+        "given with the load"
+    );
+    // Without one, config.pbtxt again.
+    assert_eq!(load(json!({})).await.0, 200);
+    let c = common::get_json(&server, "/v2/models/m/config").await;
+    assert_eq!(c["max_batch_size"], 2, "{c}");
+    for (body, want) in [
+        (
+            json!({"parameters": {"config": "{not json"}}),
+            "is not a model configuration",
+        ),
+        (json!({"parameters": {"config": 7}}), "must be a string"),
+        (
+            json!({"parameters": {"file:1/model.onnx": "AAAA"}}),
+            "is not supported",
+        ),
+    ] {
+        let (code, v) = load(body).await;
+        assert_eq!(code, 400, "{v}");
+        assert!(v["error"].as_str().unwrap().contains(want), "{v}");
+    }
+    // gRPC: the same string parameter.
+    let loaded = grpc_load_with_config(&server, &override_.to_string()).await;
+    assert!(loaded.is_ok(), "{loaded:?}");
+    let c = common::get_json(&server, "/v2/models/m/config").await;
+    assert_eq!(c["max_batch_size"], 6, "{c}");
+    server.shutdown().await;
+}
+
+/// A gRPC load with a `config` string parameter.
+async fn grpc_load_with_config(
+    server: &reference_server::server::Running,
+    config: &str,
+) -> Result<(), tonic::Status> {
+    use serving_proto::pb::inference::{
+        ModelRepositoryParameter, RepositoryModelLoadRequest,
+        model_repository_parameter::ParameterChoice,
+    };
+    let mut grpc = common::oip(server).await;
+    grpc.repository_model_load(RepositoryModelLoadRequest {
+        model_name: "m".into(),
+        parameters: [(
+            "config".to_owned(),
+            ModelRepositoryParameter {
+                parameter_choice: Some(ParameterChoice::StringParam(config.to_owned())),
+            },
+        )]
+        .into(),
+        ..Default::default()
+    })
+    .await
+    .map(|_| ())
+}

@@ -499,9 +499,16 @@ impl GrpcInferenceService for OipGrpc {
     ) -> Result<Response<pb::RepositoryModelLoadResponse>, Status> {
         let r = request.into_inner();
         repository::check_repository(&r.repository_name).map_err(status)?;
-        repository::check_load_parameters(r.parameters.keys().map(String::as_str))
-            .map_err(status)?;
-        repository::load(self.state.clone(), r.model_name)
+        use pb::model_repository_parameter::ParameterChoice;
+        let config = repository::load_config(r.parameters.iter().map(|(k, v)| {
+            let text = match &v.parameter_choice {
+                Some(ParameterChoice::StringParam(s)) => Some(s.as_str()),
+                _ => None,
+            };
+            (k.as_str(), text)
+        }))
+        .map_err(status)?;
+        repository::load(self.state.clone(), r.model_name, config)
             .await
             .map_err(status)?;
         Ok(Response::new(pb::RepositoryModelLoadResponse {}))

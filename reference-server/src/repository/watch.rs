@@ -114,6 +114,9 @@ pub struct Watcher {
     /// Models unloaded on request, with the versions they had: not
     /// reloaded until asked to load.
     held: BTreeMap<String, Vec<u64>>,
+    /// Configurations given with a load (Triton's `config` parameter), used
+    /// instead of the model's config.pbtxt until a load without one.
+    overrides: BTreeMap<String, Box<serving_proto::model_config::ModelConfig>>,
     /// The failures, as of the last scan, for readers that must not wait
     /// for a scan in progress.
     published: Arc<std::sync::RwLock<Vec<Failure>>>,
@@ -151,6 +154,7 @@ impl Watcher {
             options,
             seen: BTreeMap::new(),
             held: BTreeMap::new(),
+            overrides: BTreeMap::new(),
             published: Arc::default(),
         }
     }
@@ -297,11 +301,41 @@ impl Watcher {
     /// loaded are loaded again from their files, replacing the old ones
     /// once loaded. Returns the changes, or why the model is unusable.
     pub fn load(&mut self, registry: &Registry, name: &str) -> Result<Changes, String> {
+        self.load_with(registry, name, None)
+    }
+
+    /// [`Watcher::load`], with a configuration to use instead of the
+    /// model's `config.pbtxt` (Triton's load parameter `config`); `None`
+    /// goes back to the repository's.
+    pub fn load_with(
+        &mut self,
+        registry: &Registry,
+        name: &str,
+        config: Option<serving_proto::model_config::ModelConfig>,
+    ) -> Result<Changes, String> {
         if !is_servable_name(name) {
             return Err(format!(
                 "'{}' is not a model directory name: one path segment, not hidden",
                 serving_proto::text::quote(name)
             ));
+        }
+        match config {
+            Some(c) => {
+                let path = self.source.model_dirs().remove(name);
+                let triton = path
+                    .map(|p| self.source.scan_dir(name, &p))
+                    .is_some_and(|d| d.is_ok_and(|d| matches!(d.format, super::Format::Triton(_))));
+                if !triton {
+                    return Err(format!(
+                        "a configuration given with the load applies to a Triton model (config.pbtxt or bare model files); '{}' is not one",
+                        serving_proto::text::quote(name)
+                    ));
+                }
+                self.overrides.insert(name.to_owned(), Box::new(c));
+            }
+            None => {
+                self.overrides.remove(name);
+            }
         }
         self.held.remove(name);
         self.seen.retain(|(n, _), _| n != name);
@@ -348,7 +382,14 @@ impl Watcher {
         on_disk.retain(|name, _| !self.held.contains_key(name));
         let scanned: BTreeMap<String, Result<ServableDir, RepositoryError>> = on_disk
             .iter()
-            .map(|(name, path)| (name.clone(), self.source.scan_dir(name, path)))
+            .map(|(name, path)| {
+                let mut dir = self.source.scan_dir(name, path);
+                // A configuration given with a load replaces config.pbtxt.
+                if let (Ok(d), Some(c)) = (&mut dir, self.overrides.get(name)) {
+                    d.format = super::Format::Triton(Some(c.clone()));
+                }
+                (name.clone(), dir)
+            })
             .collect();
         // Unload what is gone from the disk.
         for (name, loaded) in registry.list() {

@@ -178,9 +178,15 @@ pub(crate) async fn repository_load(
 ) -> Response {
     let result = async {
         let body = control_body(&state, &headers, body).await?;
-        let names = parameter_names(&body)?;
-        repository::check_load_parameters(names.iter().map(String::as_str))?;
-        repository::load(state.clone(), model).await
+        parameter_names(&body)?;
+        let parameters = body.get("parameters").and_then(Value::as_object);
+        let config = repository::load_config(
+            parameters
+                .into_iter()
+                .flatten()
+                .map(|(k, v)| (k.as_str(), v.as_str())),
+        )?;
+        repository::load(state.clone(), model, config).await
     };
     ok(result.await.map(|()| json!({})))
 }

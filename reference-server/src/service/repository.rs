@@ -71,18 +71,39 @@ pub(crate) fn check_repository(name: &str) -> Result<(), ServeError> {
     )))
 }
 
-/// Refuses the load parameters this server does not implement (Triton's
-/// `config` override and `file:` model contents), by name.
-pub(crate) fn check_load_parameters<'a>(
-    mut names: impl Iterator<Item = &'a str>,
-) -> Result<(), ServeError> {
-    match names.next() {
-        None => Ok(()),
-        Some(p) => Err(ServeError::InvalidArgument(format!(
-            "load parameter '{}' is not supported: models load from the repository directory as they are (no configuration override, no file contents in the request)",
-            quote(p)
-        ))),
+/// A load's parameters: Triton's `config` (the configuration's JSON, used
+/// instead of the model's config.pbtxt), as a string when given; `file:`
+/// contents and other names are refused, by name.
+pub(crate) fn load_config<'a>(
+    parameters: impl Iterator<Item = (&'a str, Option<&'a str>)>,
+) -> Result<Option<serving_proto::model_config::ModelConfig>, ServeError> {
+    let mut config = None;
+    for (name, value) in parameters {
+        match (name, value) {
+            ("config", Some(json)) => {
+                let parsed = serving_proto::model_config::from_json(json).map_err(|e| {
+                    ServeError::InvalidArgument(format!(
+                        "load parameter 'config' is not a model configuration: {}",
+                        bounded(&e.to_string())
+                    ))
+                })?;
+                config = Some(parsed);
+            }
+            ("config", None) => {
+                return Err(ServeError::InvalidArgument(
+                    "load parameter 'config' must be a string holding the configuration's JSON"
+                        .into(),
+                ));
+            }
+            (p, _) => {
+                return Err(ServeError::InvalidArgument(format!(
+                    "load parameter '{}' is not supported: models load from the repository directory (with 'config' to give their configuration), not from file contents in the request",
+                    quote(p)
+                )));
+            }
+        }
     }
+    Ok(config)
 }
 
 fn check_name(name: &str) -> Result<(), ServeError> {
@@ -125,11 +146,15 @@ fn check_control(state: &State) -> Result<(), ServeError> {
 }
 
 /// (Re)loads model `name`'s versions from the repository now.
-pub(crate) async fn load(state: Arc<State>, name: String) -> Result<(), ServeError> {
+pub(crate) async fn load(
+    state: Arc<State>,
+    name: String,
+    config: Option<serving_proto::model_config::ModelConfig>,
+) -> Result<(), ServeError> {
     check_control(&state)?;
     check_name(&name)?;
     let model = name.clone();
-    match with_watcher(state, move |s, w| w.load(&s.registry, &model)).await? {
+    match with_watcher(state, move |s, w| w.load_with(&s.registry, &model, config)).await? {
         Ok(_) => Ok(()),
         Err(reason) => Err(ServeError::InvalidArgument(format!(
             "failed to load '{}': {}",
