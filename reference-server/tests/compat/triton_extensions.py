@@ -137,7 +137,16 @@ for name in ["..", ".hidden"]:
     raises(lambda: h.load_model(name), "not a model name of the repository", f"REST load refuses {name!r}")
     raises(lambda: h.unload_model(name), "not a model name of the repository", f"REST unload refuses {name!r}")
 raises(lambda: h.load_model("../rows"), "no route for POST", "REST: a name with '/' is another path, a 404")
-raises(lambda: g.load_model("rows", config='{"max_batch_size": 4}'), "is not supported", "a configuration override is refused by name")
+# A configuration given with the load is used until a load without one;
+# model files in the request are refused by name.
+g.load_model("rows", config='{"max_batch_size": 4}')
+check(g.get_model_config("rows", as_json=True)["config"]["max_batch_size"] == 4,
+      "gRPC load with a config: the model serves with it")
+g.load_model("rows")
+check(g.get_model_config("rows", as_json=True)["config"]["max_batch_size"] != 4,
+      "a load without one goes back to config.pbtxt")
+raises(lambda: h.load_model("rows", config="{}", files={"file:1/model.onnx": b"onnx"}), "is not supported",
+       "model files in a load are refused by name")
 
 # -- streaming ------------------------------------------------------------------
 stream_answers = queue.Queue()
