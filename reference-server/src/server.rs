@@ -557,8 +557,10 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     };
     let token: Option<Arc<str>> = config.auth_token.as_deref().map(Arc::from);
     let (grpc_service, health) = grpc::routes(state.clone(), token.clone());
+    // The metrics listener asks for the same token as every other route.
+    let metrics_service =
+        crate::auth::RestAuth::new(rest::metrics_router(state.clone()), token.clone());
     let rest_service = rest::router(state.clone(), token);
-    let metrics_service = rest::metrics_router(state.clone());
     let grace = config.drain_timeout;
     let limits = serve::Limits {
         first_bytes: config.connection_first_bytes_timeout,

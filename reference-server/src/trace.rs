@@ -152,7 +152,12 @@ pub fn parse_level(values: &[&str]) -> Result<Level, String> {
                     "trace level TENSORS is not supported: spans carry times, not tensors".into(),
                 );
             }
-            other => return Err(format!("trace level '{other}' is not OFF or TIMESTAMPS")),
+            other => {
+                return Err(format!(
+                    "trace level '{}' is not OFF or TIMESTAMPS",
+                    serving_proto::text::quote(other)
+                ));
+            }
         }
     }
     Ok(level)
@@ -164,7 +169,8 @@ pub fn parse_mode(v: &str) -> Result<Mode, String> {
         "triton" => Ok(Mode::Triton),
         "opentelemetry" => Ok(Mode::OpenTelemetry),
         other => Err(format!(
-            "trace mode '{other}' is not triton or opentelemetry"
+            "trace mode '{}' is not triton or opentelemetry",
+            serving_proto::text::quote(other)
         )),
     }
 }
@@ -432,7 +438,11 @@ impl Traced<'_> {
             .with_kind(SpanKind::Server)
             .with_start_time(wall(self.received))
             .with_attributes([
-                KeyValue::new("model_name", self.model.clone()),
+                // The name as the client sent it, bounded as error texts are.
+                KeyValue::new(
+                    "model_name",
+                    serving_proto::text::quote(&self.model).to_string(),
+                ),
                 KeyValue::new("ok", ok),
             ])
             .start_with_context(self.tracer, &self.parent);

@@ -464,3 +464,20 @@ async fn grpc_load_with_config(
     .await
     .map(|_| ())
 }
+
+#[tokio::test]
+async fn the_metrics_port_asks_for_the_token_as_every_route_does() {
+    let server = common::start(Config {
+        metrics_address: Some(([127, 0, 0, 1], 0).into()),
+        auth_token: Some("secret".into()),
+        ..common::config()
+    })
+    .await;
+    let url = format!("http://{}/metrics", server.metrics_address.unwrap());
+    let http = common::http();
+    assert_eq!(http.get(&url).send().await.unwrap().status(), 401);
+    let r = http.get(&url).bearer_auth("secret").send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.text().await.unwrap().contains("serving_"));
+    server.shutdown().await;
+}

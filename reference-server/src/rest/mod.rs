@@ -40,7 +40,8 @@ pub(crate) fn router(state: Arc<State>, token: Option<Arc<str>>) -> crate::auth:
 }
 
 /// The metrics listener's service (Triton's `--metrics-port`): `GET
-/// /metrics` alone, without authentication, as Triton serves it.
+/// /metrics` alone (behind `--auth-token` when one is set, as every
+/// route; Triton's metrics port has no authentication).
 pub(crate) fn metrics_router(state: Arc<State>) -> Router {
     Router::new()
         .route("/metrics", get(oip::metrics))

@@ -323,7 +323,7 @@ const SERVER_PARAMETERS: [&str; 7] = [
 
 /// The request's id and the parameters meant for the model; `None` when
 /// it has neither.
-fn request_info(req: &InferRequest) -> Option<Arc<RequestInfo>> {
+fn request_info(req: &InferRequest, sequence: Option<&SequenceFlags>) -> Option<Arc<RequestInfo>> {
     use serde_json::Value;
     use serving_proto::oip::Parameter;
     let parameters: serde_json::Map<String, Value> = req
@@ -342,16 +342,13 @@ fn request_info(req: &InferRequest) -> Option<Arc<RequestInfo>> {
             Some((k.clone(), v))
         })
         .collect();
-    let correlation_id = match req.parameters.get("sequence_id") {
-        Some(Parameter::String(s)) => Some(Value::String(s.clone())),
-        Some(p) => p.as_u64().map(Value::from),
-        None => None,
-    };
-    let flag = |name: &str, bit: u32| match req.parameters.get(name) {
-        Some(Parameter::Bool(true)) => bit,
-        _ => 0,
-    };
-    let flags = flag("sequence_start", 1) | flag("sequence_end", 2);
+    // The sequence as `sequence_parameters` read it: a Python model's
+    // `correlation_id()` and `flags()`.
+    let correlation_id = sequence.map(|s| match &s.id {
+        SequenceId::Text(t) => Value::String(t.clone()),
+        SequenceId::Int(n) => Value::from(*n),
+    });
+    let flags = sequence.map_or(0, |s| u32::from(s.start) | (u32::from(s.end) << 1));
     (!req.id.is_empty() || !parameters.is_empty() || correlation_id.is_some() || flags != 0).then(
         || {
             Arc::new(RequestInfo {
@@ -395,8 +392,8 @@ fn prepare(
     let queue_timeout = uint_parameter(&req.parameters, "timeout")?
         .filter(|&us| us > 0)
         .map(Duration::from_micros);
-    let request = request_info(req);
     let sequence = sequence_parameters(&req.parameters)?;
+    let request = request_info(req, sequence.as_ref());
     let mut inputs = NamedTensors::new();
     for input in std::mem::take(&mut req.inputs) {
         if inputs.insert(input.name.clone(), input.tensor).is_some() {
