@@ -77,13 +77,25 @@ async fn try_feature(url: &str, model: &str, feature: &str) -> Result<String, St
                 .await
                 .map_err(text)?;
             infer(&client, model).await.map_err(text)?;
-            let after = client
-                .model_statistics(Some(model), None)
-                .await
-                .map_err(text)?;
             let count = |s: &[serving_client::ModelStatistics]| {
                 s.iter().map(|v| v.inference_count).sum::<u64>()
             };
+            // Triton's Python backend records an inference's statistics
+            // after it has sent the reply, so a read straight after the
+            // reply can still show the old count: read again for up to 5 s.
+            let mut after;
+            let mut tries = 0;
+            loop {
+                after = client
+                    .model_statistics(Some(model), None)
+                    .await
+                    .map_err(text)?;
+                tries += 1;
+                if count(&after) != count(&before) || tries == 50 {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
             if count(&after) != count(&before) + 1 {
                 return Err(format!(
                     "one inference moved inference_count from {} to {}",
