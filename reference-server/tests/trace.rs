@@ -238,3 +238,162 @@ async fn without_a_collector_settings_are_kept_and_nothing_is_exported() {
     assert_eq!(r.status(), 400, "opentelemetry needs a collector");
     server.shutdown().await;
 }
+
+/// Reads a trace file once it holds `n` objects (it is a whole JSON array
+/// after every trace).
+async fn trace_file(path: &std::path::Path, n: usize) -> Vec<Value> {
+    let mut got = Vec::new();
+    for _ in 0..100 {
+        if let Ok(bytes) = std::fs::read(path) {
+            got = serde_json::from_slice::<Vec<Value>>(&bytes)
+                .unwrap_or_else(|e| panic!("{} is not a JSON array: {e}", path.display()));
+            if got.len() >= n {
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    got
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tritons_trace_mode_writes_tritons_json_trace_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("trace.json");
+    let config = reference_server::trace::parse_config(&[
+        format!("triton,file={}", path.display()),
+        "triton,log-frequency=2".into(),
+        "level=TIMESTAMPS".into(),
+        "rate=1".into(),
+    ])
+    .unwrap();
+    let server = common::start(Config {
+        trace: config,
+        ..common::config()
+    })
+    .await;
+    let http = common::http();
+    for _ in 0..2 {
+        let r = http
+            .post(common::rest(&server, "/v2/models/add/infer"))
+            .json(&add_request())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    // Two traces of 13 objects (the model's and 12 timestamps) in .0.
+    let first = trace_file(&dir.path().join("trace.json.0"), 26).await;
+    assert_eq!(first.len(), 26, "{first:#?}");
+    let names = |trace: &[Value], id: u64| -> Vec<String> {
+        trace
+            .iter()
+            .filter(|o| o["id"] == id)
+            .filter_map(|o| o["timestamps"][0]["name"].as_str().map(str::to_owned))
+            .collect()
+    };
+    assert_eq!(
+        names(&first, 1),
+        [
+            "HTTP_RECV_START",
+            "HTTP_RECV_END",
+            "REQUEST_START",
+            "QUEUE_START",
+            "INFER_RESPONSE_COMPLETE",
+            "COMPUTE_START",
+            "COMPUTE_INPUT_END",
+            "COMPUTE_OUTPUT_START",
+            "COMPUTE_END",
+            "REQUEST_END",
+            "HTTP_SEND_START",
+            "HTTP_SEND_END"
+        ],
+        "Triton's timestamps, in Triton's order"
+    );
+    assert_eq!(
+        first[2],
+        json!({"id": 1, "model_name": "add", "model_version": 1}),
+        "the model's object after the receive times, as Triton writes it"
+    );
+    let ns = |trace: &[Value], id: u64, name: &str| -> u64 {
+        trace
+            .iter()
+            .find(|o| o["id"] == id && o["timestamps"][0]["name"] == name)
+            .and_then(|o| o["timestamps"][0]["ns"].as_u64())
+            .unwrap_or_else(|| panic!("no {name} in trace {id}"))
+    };
+    for id in [1, 2] {
+        let order = [
+            "HTTP_RECV_START",
+            "REQUEST_START",
+            "QUEUE_START",
+            "COMPUTE_START",
+            "COMPUTE_INPUT_END",
+            "COMPUTE_OUTPUT_START",
+            "COMPUTE_END",
+            "REQUEST_END",
+            "HTTP_SEND_END",
+        ];
+        for pair in order.windows(2) {
+            assert!(
+                ns(&first, id, pair[0]) <= ns(&first, id, pair[1]),
+                "{} before {} in trace {id}",
+                pair[0],
+                pair[1]
+            );
+        }
+    }
+    // The third, over gRPC, starts trace.json.1 with gRPC's names.
+    let mut grpc = common::oip(&server).await;
+    let x = serving_proto::pb::inference::model_infer_request::InferInputTensor {
+        name: "x1".into(),
+        datatype: "FP32".into(),
+        shape: vec![2, 2],
+        ..Default::default()
+    };
+    let data: Vec<u8> = [1f32, 2.0, 3.0, 4.0]
+        .iter()
+        .flat_map(|v| v.to_le_bytes())
+        .collect();
+    grpc.model_infer(serving_proto::pb::inference::ModelInferRequest {
+        model_name: "add".into(),
+        inputs: vec![
+            x.clone(),
+            serving_proto::pb::inference::model_infer_request::InferInputTensor {
+                name: "x2".into(),
+                ..x
+            },
+        ],
+        raw_input_contents: vec![data.clone().into(), data.into()],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let second = trace_file(&dir.path().join("trace.json.1"), 13).await;
+    assert_eq!(second.len(), 13, "{second:#?}");
+    let n = names(&second, 3);
+    assert_eq!(
+        (n[0].as_str(), n[11].as_str()),
+        ("GRPC_WAITREAD_START", "GRPC_SEND_END")
+    );
+    // The file is the operator's: a client cannot name one.
+    let r = http
+        .post(common::rest(&server, "/v2/trace/setting"))
+        .json(&json!({"trace_file": dir.path().join("elsewhere.json")}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let v: Value = r.json().await.unwrap();
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("trace file location can not be updated through network protocol"),
+        "{v}"
+    );
+    let v = common::get_json(&server, "/v2/trace/setting").await;
+    assert_eq!(v["trace_file"], path.display().to_string(), "{v}");
+    assert_eq!(v["log_frequency"], "2", "{v}");
+    server.shutdown().await;
+}

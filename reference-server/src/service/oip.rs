@@ -483,18 +483,24 @@ pub(crate) async fn infer(
     deadline: Option<Instant>,
     incoming: &Incoming,
 ) -> Result<InferResponse, ServeError> {
-    let Some(tracer) = state.traces.sample(&req.model_name) else {
+    let Some(sink) = state.traces.sample(&req.model_name) else {
         return infer_once(state, req, deadline, None).await;
     };
     let timing = Arc::new(crate::engine::JobTiming::default());
     let model = req.model_name.clone();
     let submitted = Instant::now();
     let result = infer_once(state, req, deadline, Some(timing.clone())).await;
+    let version = match &result {
+        Ok(r) => r.model_version.parse().unwrap_or(-1),
+        Err(_) => -1,
+    };
     crate::trace::Traced {
-        tracer,
+        sink,
         parent: crate::trace::parent(incoming.traceparent.as_ref().and_then(|v| v.to_str().ok())),
         name: incoming.call,
         model,
+        version,
+        grpc: !incoming.call.starts_with("POST "),
         received: incoming.received,
         submitted,
         answered: Instant::now(),

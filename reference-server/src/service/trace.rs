@@ -95,8 +95,11 @@ pub(crate) fn update(
                         n if n >= 0 => s.log_frequency = n as u64,
                         _ => return Err("trace setting 'log_frequency' must be 0 or more".into()),
                     },
-                    ("trace_file", None) => s.file = server.file.clone(),
-                    ("trace_file", Some(v)) => s.file = one(&v)?,
+                    // A client naming a file the server writes would be a
+                    // write anywhere the server may: Triton refuses it too.
+                    ("trace_file", _) => {
+                        return Err("trace file location can not be updated through network protocol: start the server with --trace-config triton,file=PATH".into());
+                    }
                     ("trace_mode", None) => s.mode = server.mode,
                     ("trace_mode", Some(v)) => s.mode = trace::parse_mode(&one(&v)?)?,
                     _ => {

@@ -12,10 +12,16 @@
 //! exported in batches by a task of their own; a full queue drops spans,
 //! never a request. With tracing off (the default) a request costs one
 //! atomic load.
+//!
+//! In Triton's trace mode (`--trace-config triton,file=PATH`, the default
+//! mode) the same times are written as Triton's JSON trace files instead
+//! ([`triton_file`]).
+
+mod triton_file;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use opentelemetry::trace::{
@@ -42,8 +48,7 @@ pub enum Level {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Mode {
-    /// Triton's own trace files: not written by this server (spans go to
-    /// OpenTelemetry only).
+    /// Triton's own JSON trace files (the setting `trace_file`).
     Triton,
     /// An OpenTelemetry collector, over OTLP.
     OpenTelemetry,
@@ -58,9 +63,11 @@ pub struct TraceSettings {
     pub rate: u64,
     /// How many more requests are traced (-1: no limit).
     pub count: i64,
-    /// Triton's trace-file flushing (kept and reported).
+    /// Traces per trace file in Triton's mode: `file.0`, `file.1`, ...
+    /// (0: every trace in `file`).
     pub log_frequency: u64,
-    /// Triton's trace file (kept and reported; nothing is written).
+    /// Triton's trace file (`--trace-config triton,file=PATH`; empty:
+    /// Triton's mode writes nothing). Only the command line sets it.
     pub file: String,
     /// Where traces go.
     pub mode: Mode,
@@ -120,6 +127,9 @@ pub fn parse_config(values: &[String]) -> Result<TraceConfig, String> {
                 ));
             }
             (Some("triton") | None, "file") => config.settings.file = v.to_owned(),
+            (Some("triton"), "log-frequency" | "log_frequency") => {
+                config.settings.log_frequency = number("log-frequency")?.max(0) as u64
+            }
             (None, "level") => config.settings.level = parse_level(&[v])?,
             (None, "rate") => config.settings.rate = number("rate")?.max(1) as u64,
             (None, "count") => config.settings.count = number("count")?,
@@ -184,8 +194,28 @@ pub struct Traces {
     models: Mutex<HashMap<String, TraceSettings>>,
     seen: AtomicU64,
     left: AtomicI64,
+    /// The next trace's id in Triton's trace files.
+    next_id: AtomicU64,
     tracer: Option<SdkTracer>,
     provider: Option<SdkTracerProvider>,
+    /// The trace-file writer, started with the first file trace.
+    files: OnceLock<Option<triton_file::Writer>>,
+}
+
+/// Where a traced request's times go.
+#[derive(Debug)]
+pub enum Sink<'a> {
+    /// Spans, to the OpenTelemetry collector.
+    OpenTelemetry(&'a SdkTracer),
+    /// Triton's JSON trace file.
+    File {
+        /// The traces.
+        traces: &'a Traces,
+        /// `trace_file`.
+        path: String,
+        /// `log_frequency`.
+        log_frequency: u64,
+    },
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -210,18 +240,28 @@ impl Traces {
             global: Mutex::new(config.settings),
             models: Mutex::new(HashMap::new()),
             seen: AtomicU64::new(0),
+            next_id: AtomicU64::new(1),
             tracer,
             provider,
+            files: OnceLock::new(),
         };
         traces.refresh();
         traces
     }
 
     fn refresh(&self) {
-        let on = self.tracer.is_some()
-            && (lock(&self.global).level != Level::Off
-                || lock(&self.models).values().any(|s| s.level != Level::Off));
+        let on =
+            self.traces(&lock(&self.global)) || lock(&self.models).values().any(|s| self.traces(s));
         self.on.store(on, Ordering::Release);
+    }
+
+    /// Whether `settings` trace anything: a level, and somewhere to put it.
+    fn traces(&self, settings: &TraceSettings) -> bool {
+        settings.level != Level::Off
+            && match settings.mode {
+                Mode::OpenTelemetry => self.tracer.is_some(),
+                Mode::Triton => !settings.file.is_empty(),
+            }
     }
 
     /// The settings of `model` (`""`: the server's).
@@ -260,13 +300,14 @@ impl Traces {
         Ok(next)
     }
 
-    /// Whether to trace a request to `model` now; its tracer when so.
-    pub fn sample(&self, model: &str) -> Option<&SdkTracer> {
+    /// Whether to trace a request to `model` now; where its times go when
+    /// so.
+    pub fn sample(&self, model: &str) -> Option<Sink<'_>> {
         if !self.on.load(Ordering::Acquire) {
             return None;
         }
         let settings = self.settings(model);
-        if settings.level == Level::Off {
+        if !self.traces(&settings) {
             return None;
         }
         let n = self.seen.fetch_add(1, Ordering::Relaxed);
@@ -282,14 +323,38 @@ impl Traces {
                     n => Some(n - 1),
                 });
         taken.ok()?;
-        self.tracer.as_ref()
+        match settings.mode {
+            Mode::OpenTelemetry => self.tracer.as_ref().map(Sink::OpenTelemetry),
+            Mode::Triton => Some(Sink::File {
+                traces: self,
+                path: settings.file,
+                log_frequency: settings.log_frequency,
+            }),
+        }
     }
 
-    /// Sends what is queued now (at shutdown).
+    /// Sends what is queued now (at shutdown), and writes what waits for
+    /// the trace files.
     pub fn flush(&self) {
         if let Some(p) = &self.provider {
             let _ = p.force_flush();
         }
+        if let Some(Some(w)) = self.files.get() {
+            w.flush();
+        }
+    }
+
+    /// The trace-file writer; none when its thread cannot start.
+    fn file_writer(&self) -> Option<&triton_file::Writer> {
+        self.files
+            .get_or_init(|| match triton_file::Writer::start() {
+                Ok(w) => Some(w),
+                Err(e) => {
+                    tracing::error!(error = %e, "the trace-file writer cannot start; requests are not traced to files");
+                    None
+                }
+            })
+            .as_ref()
     }
 }
 
@@ -408,8 +473,8 @@ pub fn parent(traceparent: Option<&str>) -> Context {
 /// What a traced request's spans are made of.
 #[derive(Debug)]
 pub struct Traced<'a> {
-    /// Its tracer.
-    pub tracer: &'a SdkTracer,
+    /// Where its times go.
+    pub sink: Sink<'a>,
     /// Its parent (the client's span, or none).
     pub parent: Context,
     /// The span's name: the protocol's call (`ModelInfer`, `POST
@@ -417,6 +482,11 @@ pub struct Traced<'a> {
     pub name: &'static str,
     /// The model.
     pub model: String,
+    /// The model's version that answered (-1: not known).
+    pub version: i64,
+    /// Whether it came over gRPC (Triton's trace files name the phases by
+    /// the protocol).
+    pub grpc: bool,
     /// When the request arrived.
     pub received: Instant,
     /// When it was read and checked (its job submitted).
@@ -428,12 +498,22 @@ pub struct Traced<'a> {
 impl Traced<'_> {
     /// Records the request's spans: the request, then its phases.
     pub fn record(self, timing: Option<Timing>, ok: bool) {
+        let tracer = match &self.sink {
+            Sink::OpenTelemetry(tracer) => *tracer,
+            Sink::File {
+                traces,
+                path,
+                log_frequency,
+            } => {
+                self.write_file(traces, path, *log_frequency, timing);
+                return;
+            }
+        };
         let end = Instant::now();
         // Instants to wall-clock times, from one pair read now.
         let (now_wall, now) = (SystemTime::now(), end);
         let wall = |t: Instant| now_wall - now.saturating_duration_since(t);
-        let root = self
-            .tracer
+        let root = tracer
             .span_builder(self.name)
             .with_kind(SpanKind::Server)
             .with_start_time(wall(self.received))
@@ -445,14 +525,13 @@ impl Traced<'_> {
                 ),
                 KeyValue::new("ok", ok),
             ])
-            .start_with_context(self.tracer, &self.parent);
+            .start_with_context(tracer, &self.parent);
         let cx = self.parent.with_span(root);
         let child = |name: &'static str, from: Instant, to: Instant| {
-            let mut s = self
-                .tracer
+            let mut s = tracer
                 .span_builder(name)
                 .with_start_time(wall(from))
-                .start_with_context(self.tracer, &cx);
+                .start_with_context(tracer, &cx);
             s.end_with_timestamp(wall(to.max(from)));
         };
         child("receive", self.received, self.submitted);
@@ -466,6 +545,56 @@ impl Traced<'_> {
         }
         child("send", self.answered, end);
         cx.span().end_with_timestamp(wall(end));
+    }
+
+    /// The request's times as Triton writes them to its trace file.
+    fn write_file(&self, traces: &Traces, path: &str, log_frequency: u64, timing: Option<Timing>) {
+        let end = Instant::now();
+        let clock = triton_file::Clock::now();
+        let (recv, send) = if self.grpc {
+            (
+                ["GRPC_WAITREAD_START", "GRPC_WAITREAD_END"],
+                ["GRPC_SEND_START", "GRPC_SEND_END"],
+            )
+        } else {
+            (
+                ["HTTP_RECV_START", "HTTP_RECV_END"],
+                ["HTTP_SEND_START", "HTTP_SEND_END"],
+            )
+        };
+        let mut stamps = vec![
+            (recv[0], clock.ns(self.received)),
+            (recv[1], clock.ns(self.submitted)),
+            ("REQUEST_START", clock.ns(self.submitted)),
+        ];
+        if let Some(t) = timing {
+            let input_end = t.started + t.input;
+            let output_start = input_end + t.infer;
+            stamps.extend([
+                ("QUEUE_START", clock.ns(t.queued)),
+                ("INFER_RESPONSE_COMPLETE", clock.ns(self.answered)),
+                ("COMPUTE_START", clock.ns(t.started)),
+                ("COMPUTE_INPUT_END", clock.ns(input_end)),
+                ("COMPUTE_OUTPUT_START", clock.ns(output_start)),
+                ("COMPUTE_END", clock.ns(output_start + t.output)),
+            ]);
+        }
+        stamps.extend([
+            ("REQUEST_END", clock.ns(self.answered)),
+            (send[0], clock.ns(self.answered)),
+            (send[1], clock.ns(end)),
+        ]);
+        let id = traces.next_id.fetch_add(1, Ordering::Relaxed);
+        // The name as the client sent it, bounded as error texts are.
+        let model = serving_proto::text::quote(&self.model).to_string();
+        let objects = triton_file::objects(id, &model, self.version, &stamps, 2);
+        if let Some(w) = traces.file_writer() {
+            w.send(triton_file::FileTrace {
+                path: path.to_owned(),
+                log_frequency,
+                objects,
+            });
+        }
     }
 }
 
@@ -542,7 +671,7 @@ mod tests {
     }
 
     #[test]
-    fn without_a_collector_nothing_is_sampled() {
+    fn without_a_collector_or_a_file_nothing_is_sampled() {
         let t = Traces::default();
         t.update("", |s| {
             s.level = Level::Timestamps;
@@ -551,5 +680,23 @@ mod tests {
         .unwrap();
         assert!(t.sample("m").is_none());
         assert_eq!(t.settings("").level, Level::Timestamps);
+        t.update("", |s| {
+            s.mode = Mode::OpenTelemetry;
+            Ok(())
+        })
+        .unwrap_err();
+        let c = parse_config(&[
+            "triton,file=/nowhere/trace.json".into(),
+            "triton,log-frequency=50".into(),
+            "level=TIMESTAMPS".into(),
+            "rate=1".into(),
+        ])
+        .unwrap();
+        assert_eq!(c.settings.log_frequency, 50);
+        let t = Traces::new(c);
+        assert!(matches!(
+            t.sample("m"),
+            Some(Sink::File { path, log_frequency: 50, .. }) if path == "/nowhere/trace.json"
+        ));
     }
 }
