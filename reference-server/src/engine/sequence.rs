@@ -285,7 +285,26 @@ pub enum SequenceError {
         /// Its rows.
         rows: usize,
     },
+    /// Every slot is taken and the backlog is full: the sequence cannot
+    /// start now.
+    #[error(
+        "{waiting} sequences already wait for a slot (at most {max}): end sequences, or retry the START later"
+    )]
+    Backlog {
+        /// Sequences waiting.
+        waiting: usize,
+        /// The most that may wait.
+        max: usize,
+    },
 }
+
+/// Sequences that may wait for a slot, per slot of the model (at least
+/// [`MIN_BACKLOG`]): a sequence whose client went away holds its entry
+/// until it is idle past `max_sequence_idle_microseconds`, so without a
+/// bound the backlog would grow with the rate of STARTs.
+const BACKLOG_PER_SLOT: usize = 64;
+/// Sequences that may wait for a slot at least.
+const MIN_BACKLOG: usize = 1024;
 
 /// Where a sequence runs: a slot of a replica. Ordered by slot first, so
 /// that new sequences spread over the replicas before they fill one.
@@ -334,13 +353,15 @@ pub(crate) struct Sequences {
     entries: HashMap<u64, Entry>,
     free: BTreeSet<Slot>,
     backlog: VecDeque<u64>,
+    /// The most sequences the backlog holds.
+    max_backlog: usize,
     next_serial: u64,
 }
 
 impl Sequences {
     pub(crate) fn new(spec: SequenceSpec, replicas: usize, max_batch: usize) -> Sequences {
         let slots = spec.slots_per_replica(max_batch);
-        let free = (0..replicas)
+        let free: BTreeSet<Slot> = (0..replicas)
             .flat_map(|replica| (0..slots).map(move |position| Slot { position, replica }))
             .collect();
         Sequences {
@@ -348,6 +369,7 @@ impl Sequences {
             slots,
             open: HashMap::new(),
             entries: HashMap::new(),
+            max_backlog: (free.len() * BACKLOG_PER_SLOT).max(MIN_BACKLOG),
             free,
             backlog: VecDeque::new(),
             next_serial: 1,
@@ -384,6 +406,12 @@ impl Sequences {
                 });
             }
             None => {
+                if self.free.is_empty() && self.backlog.len() >= self.max_backlog {
+                    return Err(SequenceError::Backlog {
+                        waiting: self.backlog.len(),
+                        max: self.max_backlog,
+                    });
+                }
                 let serial = self.next_serial;
                 self.next_serial += 1;
                 let slot = self.free.pop_first();
@@ -598,6 +626,41 @@ mod tests {
         assert_eq!(
             s.admit(&flags(3, true, false), 2, now),
             Err(SequenceError::Rows { rows: 2 })
+        );
+    }
+
+    #[test]
+    fn the_backlog_is_bounded_and_a_start_past_it_is_refused_until_a_slot_frees() {
+        let direct = Strategy::Direct {
+            max_delay: Duration::ZERO,
+            min_utilization: 0.0,
+        };
+        // One replica, one slot: the backlog holds MIN_BACKLOG.
+        let mut s = Sequences::new(spec(direct.clone()), 1, 1);
+        let now = Instant::now();
+        let first = s.admit(&flags(1, true, false), 1, now).unwrap();
+        for id in 0..MIN_BACKLOG as u64 {
+            s.admit(&flags(100 + id, true, false), 1, now).unwrap();
+        }
+        assert_eq!(
+            s.admit(&flags(99, true, false), 1, now),
+            Err(SequenceError::Backlog {
+                waiting: MIN_BACKLOG,
+                max: MIN_BACKLOG
+            })
+        );
+        // An open sequence goes on; a freed slot makes room again.
+        s.admit(&flags(1, false, true), 1, now).unwrap();
+        s.begin(first);
+        s.finish(first, None, now);
+        s.begin(first);
+        s.finish(first, None, now);
+        s.admit(&flags(99, true, false), 1, now).unwrap();
+        assert_eq!(s.max_backlog, MIN_BACKLOG);
+        let many = Sequences::new(spec(direct), 4, 8);
+        assert_eq!(
+            many.max_backlog,
+            (4 * 8 * BACKLOG_PER_SLOT).max(MIN_BACKLOG)
         );
     }
 

@@ -242,6 +242,11 @@ fn error(e: EngineError, model: &str, info: Option<&MethodInfo>) -> ServeError {
                 quote(&m)
             ))
         }
+        EngineError::Sequence(SequenceError::Backlog { waiting, max }) => {
+            ServeError::Unavailable(format!(
+                "model '{model}' cannot start another sequence now: every slot is taken and {waiting} sequences wait for one (at most {max}); end sequences, or retry the START later"
+            ))
+        }
         EngineError::Sequence(e) => ServeError::InvalidArgument(match e {
             // Triton's texts.
             SequenceError::NoCorrelationId => format!(
@@ -253,6 +258,7 @@ fn error(e: EngineError, model: &str, info: Option<&MethodInfo>) -> ServeError {
             SequenceError::Rows { .. } => format!(
                 "inference request to model '{model}' must specify batch-size 1 due to requirements of sequence batcher"
             ),
+            other => format!("model '{model}': {other}"),
         }),
         EngineError::NeedsStream => ServeError::Unsupported(format!(
             "model '{model}' is decoupled: it answers a request with any number of responses, which only a stream (ModelStreamInfer) carries"
