@@ -62,7 +62,8 @@ pub(crate) async fn predict(
     let model = url::parse(uri.path())
         .map(|u| u.servable)
         .unwrap_or_default();
-    let response = answer(state, method, uri, headers, body).await;
+    let mut response = answer(state, method, uri, headers, body).await;
+    response.extensions_mut().insert(super::InferenceReply);
     let class = response
         .extensions()
         .get::<Class>()

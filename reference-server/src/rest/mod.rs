@@ -159,8 +159,27 @@ fn routes(state: Arc<State>) -> Router {
         .layer(
             tower_http::compression::CompressionLayer::new()
                 .gzip(true)
-                .deflate(true),
+                .deflate(true)
+                .compress_when(inference_replies()),
         )
+}
+
+/// Marks a reply to an inference request: the only replies compressed
+/// (when `Accept-Encoding` asks), as Triton compresses only those.
+/// tritonclient's aio client inflates inference replies only, and failed
+/// on a gzipped statistics reply.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct InferenceReply;
+
+/// Which replies are compressed: inference replies, as tower-http's default
+/// rule allows (not tiny ones, not already compressed).
+fn inference_replies() -> impl tower_http::compression::Predicate {
+    use tower_http::compression::predicate::{DefaultPredicate, Predicate as _};
+    DefaultPredicate::new().and(
+        |_: StatusCode, _: http::Version, _: &HeaderMap, extensions: &http::Extensions| {
+            extensions.get::<InferenceReply>().is_some()
+        },
+    )
 }
 
 /// The answer to a request without the bearer token (`--auth-token`): 401

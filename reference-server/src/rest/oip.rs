@@ -55,7 +55,7 @@ pub(crate) fn error(e: &ServeError) -> Response {
 /// `GET /v2`.
 pub(crate) async fn server_metadata(Extract(state): Extract<Arc<State>>) -> Response {
     Json(serving_proto::oip::metadata::ServerMetadata {
-        name: oip::SERVER_NAME.into(),
+        name: state.server_name.clone(),
         version: env!("CARGO_PKG_VERSION").into(),
         extensions: oip::extensions(&state)
             .into_iter()
@@ -162,10 +162,11 @@ async fn run(
     let started = std::time::Instant::now();
     let name = model.clone();
     // The class is the error's own, not read back from the status.
-    let (response, class) = match infer_inner(state, model, version, headers, body).await {
+    let (mut response, class) = match infer_inner(state, model, version, headers, body).await {
         Ok(r) => (r, crate::service::Class::Ok),
         Err(e) => (error(&e), e.class()),
     };
+    response.extensions_mut().insert(super::InferenceReply);
     state.record(
         crate::metrics::Front::OipRest,
         &name,
