@@ -85,6 +85,11 @@ struct Args {
     /// the server was to load serves.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
     strict_readiness: bool,
+    /// Triton's: the name server metadata reports (default
+    /// serving-reference-server; `triton` when started as Triton is,
+    /// with Triton's listener flags or as `tritonserver`).
+    #[arg(long, value_name = "NAME")]
+    id: Option<String>,
     /// Triton's trace settings, repeatable: level=TIMESTAMPS, rate=N,
     /// count=N, mode=opentelemetry, opentelemetry,url=HOST:4318/v1/traces
     /// (spans exported with OTLP over HTTP); changed while running through
@@ -427,6 +432,7 @@ async fn main() -> ExitCode {
         model_control,
         load_models: args.load_models,
         strict_readiness: args.strict_readiness,
+        server_id: args.id.or_else(|| triton.then(|| "triton".to_owned())),
         trace,
         grpc_unix: args.grpc_unix,
         model_repository: args.model_repository,

@@ -100,6 +100,9 @@ pub struct Config {
     /// Ready only while every model the server was to load serves
     /// (Triton's `--strict-readiness`, on by default).
     pub strict_readiness: bool,
+    /// The name server metadata reports (Triton's `--id`; default
+    /// `serving-reference-server`).
+    pub server_id: Option<String>,
     /// Tracing (Triton's `--trace-config`): the starting settings and the
     /// OpenTelemetry collector.
     pub trace: crate::trace::TraceConfig,
@@ -184,6 +187,7 @@ impl Default for Config {
             model_control: ModelControl::Open,
             load_models: Vec::new(),
             strict_readiness: true,
+            server_id: None,
             trace: crate::trace::TraceConfig::default(),
             default_max_batch_size: repository::DEFAULT_MAX_BATCH_SIZE,
             devices: vec![Device::Cpu],
@@ -506,6 +510,9 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     state.grpc_response_compression = config.grpc_response_compression;
     state.model_control = config.model_control.clone();
     state.strict_readiness = config.strict_readiness;
+    if let Some(id) = &config.server_id {
+        state.server_name = id.clone();
+    }
     state.traces = crate::trace::Traces::new(config.trace.clone());
     state.watcher = watcher.map(std::sync::Mutex::new);
     let state = Arc::new(state);

@@ -263,15 +263,83 @@ async fn named_tritonserver_it_takes_tritons_flags_and_modes() {
         "--log-verbose=1".into(),
         "--exit-timeout-secs=5".into(),
         "--repository-poll-secs=0".into(),
+        "--id=edge-1".into(),
     ];
     let child = common::Process::start(&tritonserver, &args, &[]);
     let http = common::http();
+    let (_, v) = status(&http, "GET", format!("http://127.0.0.1:{http_port}/v2")).await;
+    assert_eq!(v["name"], "edge-1", "--id names the server: {v}");
     let ready = |m: &str| format!("http://127.0.0.1:{http_port}/v2/models/{m}/ready");
     assert_ne!(status(&http, "GET", ready("a")).await.0, 200);
     assert_eq!(status(&http, "GET", ready("b")).await.0, 200);
     let load = format!("http://127.0.0.1:{http_port}/v2/repository/models/a/load");
     assert_eq!(status(&http, "POST", load).await.0, 200);
     assert_eq!(status(&http, "GET", ready("a")).await.0, 200);
+    drop(child);
+}
+
+/// Triton's quick start, unchanged: `tritonserver --model-repository=DIR`
+/// and nothing else serves REST on 8000, gRPC on 8001 and metrics on 8002
+/// (every address), as its guide's `curl localhost:8000/v2/health/ready`
+/// and client examples expect. The one test on fixed ports: nothing else
+/// in the workspace or CI binds 8000-8002 (the peers take free ports).
+#[tokio::test]
+async fn tritons_quick_start_serves_on_tritons_ports() {
+    let dir = repository(&["a"]);
+    let bin = tempfile::tempdir().unwrap();
+    let tritonserver = bin.path().join("tritonserver");
+    std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_reference-server"), &tritonserver).unwrap();
+    for port in [8000, 8001, 8002] {
+        if let Err(e) = std::net::TcpListener::bind(("0.0.0.0", port)) {
+            panic!("port {port} is taken ({e}): Triton's quick start needs 8000-8002 free");
+        }
+    }
+    let args = vec![format!("--model-repository={}", dir.path().display())];
+    let child = common::Process::start(&tritonserver, &args, &[]);
+    let banner = &child.banner;
+    for line in [
+        "Started GRPCInferenceService at 0.0.0.0:8001",
+        "Started HTTPService at 0.0.0.0:8000",
+        "Started Metrics Service at 0.0.0.0:8002",
+    ] {
+        assert!(banner.iter().any(|l| l == line), "{line} in {banner:?}");
+    }
+    let http = common::http();
+    let (code, _) = status(&http, "GET", "http://localhost:8000/v2/health/ready".into()).await;
+    assert_eq!(code, 200);
+    // Started as Triton, it is named as Triton (`--id` unset).
+    let (_, v) = status(&http, "GET", "http://localhost:8000/v2".into()).await;
+    assert_eq!(v["name"], "triton", "{v}");
+    let r = http
+        .post("http://localhost:8000/v2/models/a/infer")
+        .json(&json!({"inputs": [{"name": "x", "datatype": "FP32", "shape": [2], "data": [1.5, 2.5]}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let channel = tonic::transport::Endpoint::from_static("http://127.0.0.1:8001")
+        .connect()
+        .await
+        .expect("gRPC on 8001");
+    let mut grpc =
+        serving_proto::pb::inference::grpc_inference_service_client::GrpcInferenceServiceClient::new(
+            channel,
+        );
+    let live = grpc
+        .server_live(serving_proto::pb::inference::ServerLiveRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(live.live);
+    let metrics_text = http
+        .get("http://localhost:8002/metrics")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metrics_text.contains("serving_"), "{metrics_text}");
     drop(child);
 }
 

@@ -397,7 +397,7 @@ impl GrpcInferenceService for OipGrpc {
         _: Request<pb::ServerMetadataRequest>,
     ) -> Result<Response<pb::ServerMetadataResponse>, Status> {
         Ok(Response::new(pb::ServerMetadataResponse {
-            name: oip::SERVER_NAME.into(),
+            name: self.state.server_name.clone(),
             version: env!("CARGO_PKG_VERSION").into(),
             extensions: oip::extensions(&self.state)
                 .into_iter()

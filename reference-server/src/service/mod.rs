@@ -180,6 +180,8 @@ pub struct State {
     /// Whether the server is ready only while every model it was to load
     /// serves (`--strict-readiness`, Triton's default).
     pub strict_readiness: bool,
+    /// The name server metadata reports (Triton's `--id`).
+    pub server_name: String,
     ready: AtomicBool,
 }
 
@@ -203,6 +205,7 @@ impl State {
             traces: crate::trace::Traces::default(),
             model_control: crate::server::ModelControl::default(),
             strict_readiness: false,
+            server_name: oip::SERVER_NAME.into(),
             ready: AtomicBool::new(false),
         }
     }
