@@ -124,6 +124,10 @@ enum Command {
         /// or hostile.
         #[arg(long)]
         bench: Option<String>,
+        /// With --bench overhead: also serve from this conformance binary
+        /// (an earlier build) and compare, before and after in one run.
+        #[arg(long, value_name = "EXE")]
+        baseline: Option<PathBuf>,
         /// Where the tensors travel: `none` (in the messages) or `system`
         /// (system shared memory, Open Inference targets on this host:
         /// inputs written once, an output region per client, as
@@ -173,6 +177,7 @@ async fn main() -> ExitCode {
             requests,
             workload,
             bench,
+            baseline,
             shared_memory,
         } => {
             let placed = match shared_memory.as_str() {
@@ -220,7 +225,10 @@ async fn main() -> ExitCode {
                 requests,
                 &workload,
                 placed,
-                bench.as_deref(),
+                Bench {
+                    name: bench.as_deref(),
+                    baseline: baseline.as_deref(),
+                },
             )
             .await
         }
@@ -313,6 +321,14 @@ fn read_profile(
     Ok(profile)
 }
 
+/// `--bench` and what it takes.
+struct Bench<'a> {
+    /// The benchmark; none: the load generator.
+    name: Option<&'a str>,
+    /// `--baseline`.
+    baseline: Option<&'a std::path::Path>,
+}
+
 async fn perf(
     concurrency: Vec<usize>,
     duration: f64,
@@ -320,13 +336,19 @@ async fn perf(
     requests: Option<usize>,
     workload: &str,
     placed: bool,
-    bench: Option<&str>,
+    bench: Bench<'_>,
 ) -> ExitCode {
+    let Bench {
+        name: bench,
+        baseline,
+    } = bench;
     #[cfg(feature = "reference")]
     use conformance::perf::bench as b;
     use std::time::Duration;
     let stolen_from = conformance::perf::steal::CpuTimes::now();
     let window = Duration::from_secs_f64(duration.max(0.1));
+    #[cfg(not(feature = "reference"))]
+    let _ = baseline;
     #[cfg(not(feature = "reference"))]
     let result = match bench {
         Some(_) => Err(
@@ -337,7 +359,7 @@ async fn perf(
     #[cfg(feature = "reference")]
     let result = match bench {
         Some("overhead") => match std::env::current_exe() {
-            Ok(exe) => b::overhead(&exe, window).await,
+            Ok(exe) => b::overhead(&exe, window, baseline).await,
             Err(e) => Err(e.to_string()),
         },
         Some("throughput") => b::throughput(window).await,

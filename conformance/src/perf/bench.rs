@@ -66,10 +66,16 @@ fn label(t: &Target) -> String {
 
 /// Serving overhead: `add` at concurrency 1 on the reference server, next
 /// to a bare echo of the same transport and ONNX Runtime in-process; then
-/// the same with the server and the echo each in a process of its own.
-pub async fn overhead(exe: &std::path::Path, window: Duration) -> Result<(), String> {
+/// the same with the server and the echo each in a process of its own,
+/// and beside them the server of `baseline` (an earlier build of this
+/// program) when given: before and after a change, in one run.
+pub async fn overhead(
+    exe: &std::path::Path,
+    window: Duration,
+    baseline: Option<&std::path::Path>,
+) -> Result<(), String> {
     in_process(window).await?;
-    out_of_process(exe, window).await
+    out_of_process(exe, window, baseline).await
 }
 
 /// The reference server and the echo servers each in a process of their
@@ -77,16 +83,35 @@ pub async fn overhead(exe: &std::path::Path, window: Duration) -> Result<(), Str
 /// median p50 of each. What moves from the in-process figures is the cost
 /// of crossing processes (wake-ups on both sides of the socket), paid by
 /// the echo as by the server.
-async fn out_of_process(exe: &std::path::Path, window: Duration) -> Result<(), String> {
+async fn out_of_process(
+    exe: &std::path::Path,
+    window: Duration,
+    baseline: Option<&std::path::Path>,
+) -> Result<(), String> {
     let (server, sg, sh) = crate::control::spawn_with(exe, 512).await?;
     let (echo, eg, eh) = crate::control::spawn_serve(exe, &["--echo"]).await?;
+    let before = match baseline {
+        Some(b) => Some(crate::control::spawn_with(b, 512).await?),
+        None => None,
+    };
     println!(
         "out of process (server and echo each in its own process; median of 3 rounds of {:.0} s):",
         window.as_secs_f64()
     );
+    if let Some(b) = baseline {
+        println!("baseline: the server of {}", b.display());
+    }
     println!(
-        "{:<28} {:>10} {:>12} {:>14}",
-        "target", "p50 µs", "echo p50", "overhead p50"
+        "{:<28} {:>10} {:>12} {:>14}{}",
+        "target",
+        "p50 µs",
+        "echo p50",
+        "overhead p50",
+        if baseline.is_some() {
+            format!(" {:>14} {:>12}", "baseline p50", "change µs")
+        } else {
+            String::new()
+        }
     );
     for family in [Family::MindSpore, Family::OpenInference] {
         for (transport, ours, bare) in [(Transport::Grpc, &sg, &eg), (Transport::Http, &sh, &eh)] {
@@ -94,9 +119,30 @@ async fn out_of_process(exe: &std::path::Path, window: Duration) -> Result<(), S
                 Target::plain(family, transport, ours),
                 Target::plain(family, transport, bare),
             );
+            let before = before.as_ref().map(|(_, g, h)| {
+                let addr = match transport {
+                    Transport::Grpc => g,
+                    Transport::Http => h,
+                };
+                let t = Target::plain(family, transport, addr);
+                (client(&t), t)
+            });
             let (ct, ce) = (client(&t), client(&e));
-            let (mut a, mut b) = (Vec::new(), Vec::new());
+            let (mut a, mut b, mut c) = (Vec::new(), Vec::new(), Vec::new());
             for _ in 0..3 {
+                if let Some((cb, tb)) = &before {
+                    let s = run_load(
+                        cb,
+                        tb,
+                        Workload::Add,
+                        1,
+                        Duration::from_millis(500),
+                        window,
+                        None,
+                    )
+                    .await;
+                    c.push(us(s.quantile(0.5)));
+                }
                 let s = run_load(
                     &ct,
                     &t,
@@ -125,10 +171,22 @@ async fn out_of_process(exe: &std::path::Path, window: Duration) -> Result<(), S
                 v[v.len() / 2]
             };
             let (a, b) = (median(&mut a), median(&mut b));
-            println!("{:<28} {:>10.1} {:>12.1} {:>14.1}", label(&t), a, b, a - b);
+            let change = if c.is_empty() {
+                String::new()
+            } else {
+                let c = median(&mut c);
+                format!(" {:>14.1} {:>+12.1}", c, a - c)
+            };
+            println!(
+                "{:<28} {:>10.1} {:>12.1} {:>14.1}{change}",
+                label(&t),
+                a,
+                b,
+                a - b
+            );
         }
     }
-    drop((server, echo));
+    drop((server, echo, before));
     Ok(())
 }
 
