@@ -48,7 +48,16 @@ fn grpc_request_errors() {
         ],
         vec![Bytes::from_static(&[0; 4])],
     );
-    assert_eq!(e, OipError::MixedContents);
+    assert!(
+        matches!(&e, OipError::MixedContents { tensor, .. } if tensor == "x"),
+        "{e:?}"
+    );
+    assert!(
+        e.to_string().starts_with(
+            "contents field must not be specified when using raw_input_contents for 'x' for model '"
+        ),
+        "Triton's text first: {e}"
+    );
     let e = grpc_err(
         vec![
             input("x", "FP32", &[1], None),

@@ -170,7 +170,11 @@ async fn oip_rest_health_and_metadata() {
     let r = get("/v2/models/nope/ready").await.unwrap();
     assert_eq!(r.status(), 404);
     let v: Value = r.json().await.unwrap();
-    assert_eq!(v, json!({"error": "model 'nope' is not found"}));
+    // Triton's text, which scripts and tritonclient's examples match.
+    assert_eq!(
+        v,
+        json!({"error": "Request for unknown model: 'nope' is not found"})
+    );
     let _ = Bytes::new();
     server.shutdown().await;
 }

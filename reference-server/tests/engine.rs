@@ -345,7 +345,7 @@ async fn oip_and_mindspore_requests_to_one_model_batch_together() {
 async fn an_oip_request_with_more_rows_than_the_batch_size_is_refused_with_both_numbers() {
     let dir = mm(1, "max_batch_size = 4");
     let server = serve(dir.path()).await;
-    let text = "the request to model 'mm' has a batch of 5 rows, more than its max batch size 4; send at most 4 rows per request";
+    let text = "inference request batch-size must be <= 4 for 'mm': this request has a batch of 5 rows; send at most 4 rows per request";
     let s = grpc_infer(&server, "mm", &rows_of(0.0, 5), &[])
         .await
         .unwrap_err();

@@ -467,7 +467,7 @@ async fn error_texts_quote_request_values_within_a_bound() {
     let s = oip.model_infer(oip_request(&huge, "x1")).await.unwrap_err();
     assert_eq!(s.code(), tonic::Code::NotFound, "{s}");
     assert!(
-        s.message().len() < bound && s.message().starts_with("model 'mmmm"),
+        s.message().len() < bound && s.message().starts_with("Request for unknown model: 'mmmm"),
         "{}",
         s.message().len()
     );

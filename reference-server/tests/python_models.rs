@@ -423,7 +423,10 @@ async fn triton_python_models_run_unchanged() {
         .as_str()
         .unwrap()
         .to_owned();
-    assert!(note.contains("model 'nope' is not found"), "{note}");
+    assert!(
+        note.contains("Request for unknown model: 'nope' is not found"),
+        "{note}"
+    );
 
     // A response with an error, and an exception: the request's error,
     // with the model's text; the model goes on.

@@ -113,7 +113,7 @@ output [ { name: "y" data_type: TYPE_FP32 dims: [ 1 ] reshape: { shape: [ ] } } 
         .unwrap_err();
     assert_eq!(s.code(), tonic::Code::InvalidArgument);
     assert!(
-        s.message().contains("more than its max batch size 4"),
+        s.message().contains("batch-size must be <= 4"),
         "{}",
         s.message()
     );

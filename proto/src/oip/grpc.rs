@@ -134,8 +134,11 @@ fn decode_tensors(
                 || placed_by_request(t).is_some())
     };
     if !raw.is_empty() {
-        if tensors.iter().any(|t| has_typed(&t.contents)) {
-            return Err(OipError::MixedContents);
+        if let Some(t) = tensors.iter().find(|t| has_typed(&t.contents)) {
+            return Err(OipError::MixedContents {
+                tensor: t.name.clone(),
+                model: String::new(),
+            });
         }
         let carried = tensors.iter().filter(|t| !placed(t)).count();
         // Placed tensors have no raw entry (what Triton's clients send),
@@ -246,12 +249,14 @@ pub fn decode_request_with(
     external: External<'_>,
 ) -> Result<InferRequest, OipError> {
     let wire = req.inputs.into_iter().map(WireTensor::from).collect();
+    let inputs = decode_tensors(wire, req.raw_input_contents, Some(external), &[])
+        .map_err(|e| e.of_model(&req.model_name))?;
     Ok(InferRequest {
         model_name: req.model_name,
         model_version: req.model_version,
         id: req.id,
         parameters: params_from_pb(req.parameters),
-        inputs: decode_tensors(wire, req.raw_input_contents, Some(external), &[])?,
+        inputs,
         outputs: req
             .outputs
             .into_iter()
@@ -321,12 +326,14 @@ fn decode_response_inner(
     requested: &[RequestedOutput],
 ) -> Result<InferResponse, OipError> {
     let wire = resp.outputs.into_iter().map(WireTensor::from).collect();
+    let outputs = decode_tensors(wire, resp.raw_output_contents, external, requested)
+        .map_err(|e| e.of_model(&resp.model_name))?;
     Ok(InferResponse {
         model_name: resp.model_name,
         model_version: resp.model_version,
         id: resp.id,
         parameters: params_from_pb(resp.parameters),
-        outputs: decode_tensors(wire, resp.raw_output_contents, external, requested)?,
+        outputs,
     })
 }
 

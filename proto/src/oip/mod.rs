@@ -264,11 +264,18 @@ pub enum OipError {
         /// The shape.
         shape: Vec<i64>,
     },
-    /// Raw and typed contents in one message.
+    /// Raw and typed contents in one message (Triton's text first).
     #[error(
-        "raw contents and typed contents are mixed: when raw_input_contents is used, no input may carry contents"
+        "contents field must not be specified when using raw_input_contents for '{}' for model '{}': raw and typed contents are mixed; when raw_input_contents is used, no tensor may carry contents",
+        quote(.tensor),
+        quote(.model)
     )]
-    MixedContents,
+    MixedContents {
+        /// The first tensor with typed contents.
+        tensor: String,
+        /// The message's model.
+        model: String,
+    },
     /// Raw contents whose count differs from the tensor count.
     #[error("expected {tensors} raw contents (one per tensor) but got {raw}")]
     RawCount {
@@ -405,6 +412,19 @@ pub enum OipError {
         "{0} bytes of binary data follow the last binary tensor; binary_data_size values must add up to the body after the JSON header"
     )]
     TrailingBinary(usize),
+}
+
+impl OipError {
+    /// The error with the message's model named where the text names it.
+    pub(crate) fn of_model(self, model_name: &str) -> OipError {
+        match self {
+            OipError::MixedContents { tensor, .. } => OipError::MixedContents {
+                tensor,
+                model: model_name.to_owned(),
+            },
+            other => other,
+        }
+    }
 }
 
 /// A tensor's bytes as the protocol's raw form holds them: little-endian

@@ -500,13 +500,16 @@ impl GrpcInferenceService for OipGrpc {
         let r = request.into_inner();
         repository::check_repository(&r.repository_name).map_err(status)?;
         use pb::model_repository_parameter::ParameterChoice;
-        let config = repository::load_config(r.parameters.iter().map(|(k, v)| {
-            let text = match &v.parameter_choice {
-                Some(ParameterChoice::StringParam(s)) => Some(s.as_str()),
-                _ => None,
-            };
-            (k.as_str(), text)
-        }))
+        let config = repository::load_config(
+            &r.model_name,
+            r.parameters.iter().map(|(k, v)| {
+                let text = match &v.parameter_choice {
+                    Some(ParameterChoice::StringParam(s)) => Some(s.as_str()),
+                    _ => None,
+                };
+                (k.as_str(), text)
+            }),
+        )
         .map_err(status)?;
         repository::load(self.state.clone(), r.model_name, config)
             .await

@@ -181,6 +181,7 @@ pub(crate) async fn repository_load(
         parameter_names(&body)?;
         let parameters = body.get("parameters").and_then(Value::as_object);
         let config = repository::load_config(
+            &model,
             parameters
                 .into_iter()
                 .flatten()

@@ -92,7 +92,7 @@ fn parse_version(model: &str, version: &str) -> Result<u64, ServeError> {
     match version.parse::<u64>() {
         Ok(v) if v > 0 => Ok(v),
         _ => Err(ServeError::InvalidArgument(format!(
-            "model '{model}': version '{version}' is not a positive integer",
+            "failed to get model version from specified version string '{version}': version should be an integral value > 0 (model '{model}')",
             model = quote(model),
             version = quote(version)
         ))),
@@ -127,12 +127,13 @@ pub(crate) fn resolve(state: &State, name: &str, version: &str) -> Result<Model,
                 quote(name),
                 serving_proto::text::bounded(&reason)
             )),
-            None => {
-                ServeError::NotFound(format!("model '{name}' is not found", name = quote(name)))
-            }
+            None => ServeError::NotFound(format!(
+                "Request for unknown model: '{name}' is not found",
+                name = quote(name)
+            )),
         },
         Lookup::NoVersion => ServeError::NotFound(format!(
-            "model '{name}' has no version {version}",
+            "Request for unknown model: '{name}' version {version} is not found",
             name = quote(name),
             version = quote(version)
         )),
@@ -141,7 +142,7 @@ pub(crate) fn resolve(state: &State, name: &str, version: &str) -> Result<Model,
         Some(m) if sv.method(m).is_some() => m.to_owned(),
         Some(_) => {
             return Err(ServeError::NotFound(format!(
-                "model '{name}' is not found",
+                "Request for unknown model: '{name}' is not found",
                 name = quote(name)
             )));
         }
@@ -161,7 +162,15 @@ pub(crate) fn resolve(state: &State, name: &str, version: &str) -> Result<Model,
     })
 }
 
-/// The OIP status and text of an engine error for model `model`.
+/// A shape as Triton writes one in its texts: `[2,2]`.
+fn triton_shape(shape: &[i64]) -> String {
+    let dims: Vec<String> = shape.iter().map(i64::to_string).collect();
+    format!("[{}]", dims.join(","))
+}
+
+/// The OIP status and text of an engine error for model `model`: Triton's
+/// wording for the same condition first (scripts match on it, as
+/// tritonclient's own examples do), then what ours says more.
 fn error(e: EngineError, model: &str, info: Option<&MethodInfo>) -> ServeError {
     let model = quote(model);
     let inputs = || {
@@ -175,23 +184,40 @@ fn error(e: EngineError, model: &str, info: Option<&MethodInfo>) -> ServeError {
         .unwrap_or_default()
     };
     match e {
-        EngineError::NoMethod(_) => ServeError::NotFound(format!("model '{model}' is not found")),
+        EngineError::NoMethod(_) => {
+            ServeError::NotFound(format!("Request for unknown model: '{model}' is not found"))
+        }
         EngineError::MissingInput { input } => ServeError::InvalidArgument(format!(
             "model '{model}' expects input '{}', which the request does not have (inputs: {})",
             quote(&input),
             inputs()
         )),
         EngineError::UnexpectedInput { input } => ServeError::InvalidArgument(format!(
-            "unexpected input '{}' for model '{model}' (inputs: {})",
+            "unexpected inference input '{}' for model '{model}' (its inputs: {})",
             quote(&input),
             inputs()
         )),
         EngineError::InvalidInput { input, problem, .. } => {
             let input = quote(&input);
             ServeError::InvalidArgument(match problem {
-                InputProblem::Mismatch { .. } => {
-                    format!("input '{input}' of model '{model}' {problem}")
-                }
+                // Triton's text first, then ours (which gives the whole
+                // signature, -1 meaning any size).
+                InputProblem::Mismatch {
+                    expected_dtype,
+                    given_dtype,
+                    ..
+                } if expected_dtype != given_dtype => format!(
+                    "inference input '{input}' data-type is '{given_dtype}', but model '{model}' expects '{expected_dtype}': input '{input}' {problem}"
+                ),
+                InputProblem::Mismatch {
+                    ref expected_shape,
+                    ref given_shape,
+                    ..
+                } => format!(
+                    "unexpected shape for input '{input}' for model '{model}'. Expected {}, got {}: input '{input}' {problem}",
+                    triton_shape(expected_shape),
+                    triton_shape(given_shape)
+                ),
                 InputProblem::NotUtf8 { element } => format!(
                     "input '{input}' of model '{model}': element {element} is not UTF-8 text, which this model's string input (an ONNX string tensor) requires"
                 ),
@@ -205,7 +231,7 @@ fn error(e: EngineError, model: &str, info: Option<&MethodInfo>) -> ServeError {
             })
         }
         EngineError::TooManyRows { rows, max } => ServeError::InvalidArgument(format!(
-            "the request to model '{model}' has a batch of {rows} rows, more than its max batch size {max}; send at most {max} rows per request"
+            "inference request batch-size must be <= {max} for '{model}': this request has a batch of {rows} rows; send at most {max} rows per request"
         )),
         EngineError::Priority { given, levels } => ServeError::InvalidArgument(format!(
             "parameter 'priority' {given} is outside the priority levels of model '{model}', 1 (the highest) to {levels}; 0 asks for the default"
@@ -404,7 +430,7 @@ fn prepare(
     for input in std::mem::take(&mut req.inputs) {
         if inputs.insert(input.name.clone(), input.tensor).is_some() {
             return Err(ServeError::InvalidArgument(format!(
-                "input '{}' is given more than once",
+                "input '{}' already exists in request: each input is given once",
                 quote(&input.name)
             )));
         }
@@ -561,9 +587,9 @@ async fn infer_once(
         for wanted in &req.outputs {
             let t = outputs.get(&wanted.name).ok_or_else(|| {
                 ServeError::InvalidArgument(format!(
-                    "model '{}' has no output '{}' (outputs: {})",
-                    quote(&req.model_name),
+                    "unexpected inference output '{}' for model '{}' (its outputs: {})",
                     quote(&wanted.name),
+                    quote(&req.model_name),
                     outputs.keys().cloned().collect::<Vec<_>>().join(", ")
                 ))
             })?;

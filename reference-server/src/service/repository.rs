@@ -71,33 +71,35 @@ pub(crate) fn check_repository(name: &str) -> Result<(), ServeError> {
     )))
 }
 
-/// A load's parameters: Triton's `config` (the configuration's JSON, used
-/// instead of the model's config.pbtxt), as a string when given; `file:`
-/// contents and other names are refused, by name.
+/// A load's parameters for `model`: Triton's `config` (the configuration's
+/// JSON, used instead of the model's config.pbtxt), as a string when
+/// given; `file:` contents and other names are refused, by name. Texts
+/// start with Triton's "failed to load 'model'".
 pub(crate) fn load_config<'a>(
+    model: &str,
     parameters: impl Iterator<Item = (&'a str, Option<&'a str>)>,
 ) -> Result<Option<serving_proto::model_config::ModelConfig>, ServeError> {
+    let model = quote(model);
     let mut config = None;
     for (name, value) in parameters {
         match (name, value) {
             ("config", Some(json)) => {
                 let parsed = serving_proto::model_config::from_json(json).map_err(|e| {
                     ServeError::InvalidArgument(format!(
-                        "load parameter 'config' is not a model configuration: {}",
+                        "failed to load '{model}': load parameter 'config' is not a model configuration: {}",
                         bounded(&e.to_string())
                     ))
                 })?;
                 config = Some(parsed);
             }
             ("config", None) => {
-                return Err(ServeError::InvalidArgument(
-                    "load parameter 'config' must be a string holding the configuration's JSON"
-                        .into(),
-                ));
+                return Err(ServeError::InvalidArgument(format!(
+                    "failed to load '{model}': load parameter 'config' must be a string holding the configuration's JSON"
+                )));
             }
             (p, _) => {
                 return Err(ServeError::InvalidArgument(format!(
-                    "load parameter '{}' is not supported: models load from the repository directory (with 'config' to give their configuration), not from file contents in the request",
+                    "failed to load '{model}': load parameter '{}' is not supported: models load from the repository directory (with 'config' to give their configuration), not from file contents in the request",
                     quote(p)
                 )));
             }
