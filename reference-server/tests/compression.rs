@@ -281,8 +281,16 @@ async fn compressed_both_ways_and_bombs_refused_with_memory_bounded() {
         (200, None),
         "no Accept-Encoding, no compression"
     );
-    // Only inference replies are compressed, as Triton's are:
+    // Only successful inference replies are compressed, as Triton's are:
     // tritonclient's aio client inflates those only.
+    let (status, coding, _) = post(
+        &plain,
+        "/v2/models/nope/infer",
+        INFER_JSON.into(),
+        &[("accept-encoding", "gzip")],
+    )
+    .await;
+    assert_eq!((status, coding), (404, None), "an error is not compressed");
     for path in ["/v2/models/add/stats", "/v2/models/add", "/v2"] {
         let r = common::http()
             .get(common::rest(&plain, path))

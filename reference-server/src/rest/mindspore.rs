@@ -63,7 +63,9 @@ pub(crate) async fn predict(
         .map(|u| u.servable)
         .unwrap_or_default();
     let mut response = answer(state, method, uri, headers, body).await;
-    response.extensions_mut().insert(super::InferenceReply);
+    if response.status().is_success() {
+        response.extensions_mut().insert(super::InferenceReply);
+    }
     let class = response
         .extensions()
         .get::<Class>()

@@ -164,10 +164,10 @@ fn routes(state: Arc<State>) -> Router {
         )
 }
 
-/// Marks a reply to an inference request: the only replies compressed
-/// (when `Accept-Encoding` asks), as Triton compresses only those.
-/// tritonclient's aio client inflates inference replies only, and failed
-/// on a gzipped statistics reply.
+/// Marks a successful reply to an inference request: the only replies
+/// compressed (when `Accept-Encoding` asks), as Triton compresses only
+/// those. tritonclient's aio client inflates successful inference replies
+/// only, and failed on a gzipped statistics reply and on a gzipped 404.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct InferenceReply;
 

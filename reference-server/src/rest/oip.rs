@@ -162,11 +162,13 @@ async fn run(
     let started = std::time::Instant::now();
     let name = model.clone();
     // The class is the error's own, not read back from the status.
-    let (mut response, class) = match infer_inner(state, model, version, headers, body).await {
-        Ok(r) => (r, crate::service::Class::Ok),
+    let (response, class) = match infer_inner(state, model, version, headers, body).await {
+        Ok(mut r) => {
+            r.extensions_mut().insert(super::InferenceReply);
+            (r, crate::service::Class::Ok)
+        }
         Err(e) => (error(&e), e.class()),
     };
-    response.extensions_mut().insert(super::InferenceReply);
     state.record(
         crate::metrics::Front::OipRest,
         &name,
