@@ -242,8 +242,7 @@ async fn config_statistics_and_repository_on_both_transports() {
             .await
             .unwrap();
         assert!(client.model_ready("bytes", None).await.unwrap(), "{url}");
-        // ... but model files come from the repository: a typed refusal
-        // naming the parameter.
+        // Model files given with the load need their configuration...
         let e = client
             .load_model_with(
                 "bytes",
@@ -252,9 +251,24 @@ async fn config_statistics_and_repository_on_both_transports() {
             .await
             .unwrap_err();
         match e {
-            Error::InvalidArgument { message } => assert!(message.contains("file:"), "{message}"),
+            Error::InvalidArgument { message } => {
+                assert!(message.contains("'config'"), "{message}")
+            }
             e => panic!("{url}: {e:?}"),
         }
+        // ... and with it they stand for the repository's files (base64
+        // over REST, bytes over gRPC).
+        let model = onnx::identity(serving_proto::DataType::Bytes, &[Dim::Dynamic("n")]);
+        client
+            .load_model_with(
+                "bytes",
+                &serving_client::LoadOptions::new()
+                    .config("{}")
+                    .file("1/model.onnx", model),
+            )
+            .await
+            .unwrap();
+        assert!(client.model_ready("bytes", None).await.unwrap(), "{url}");
         let e = client.unload_model("nope").await.unwrap_err();
         assert!(matches!(e, Error::NotFound { .. }), "{url}: {e:?}");
     }

@@ -493,8 +493,25 @@ async fn a_load_with_a_configuration_uses_it_until_a_load_without() {
         (json!({"parameters": {"config": 7}}), "must be a string"),
         (
             json!({"parameters": {"file:1/model.onnx": "AAAA"}}),
-            "is not supported",
+            "give 'config' with them",
         ),
+        (
+            json!({"parameters": {"config": "{}", "file:../escape/model.onnx": "AAAA"}}),
+            "is not a relative path of plain names",
+        ),
+        (
+            json!({"parameters": {"config": "{}", "file:/etc/x": "AAAA"}}),
+            "is not a relative path of plain names",
+        ),
+        (
+            json!({"parameters": {"config": "{}", "file:1/model.onnx": "not base64!"}}),
+            "are not base64",
+        ),
+        (
+            json!({"parameters": {"config": "{}", "file:1/model.onnx": 7}}),
+            "must be bytes",
+        ),
+        (json!({"parameters": {"bogus": "x"}}), "is not supported"),
     ] {
         let (code, v) = load(body).await;
         assert_eq!(code, 400, "{v}");
@@ -509,6 +526,110 @@ async fn a_load_with_a_configuration_uses_it_until_a_load_without() {
 }
 
 /// A gRPC load with a `config` string parameter.
+/// Triton's `file:` load parameters: a model's files given with the load
+/// (base64 over REST, bytes over gRPC, with its configuration) stand for
+/// its directory, also for a model the repository does not have, until a
+/// load without files; they land in a new private directory only.
+#[tokio::test]
+async fn a_load_with_files_serves_them_until_a_load_without() {
+    use base64::Engine as _;
+    let dir = repository(&["a"]);
+    let server = common::start(config_of(dir.path())).await;
+    let http = common::http();
+    let load = |model: &str, body: Value| {
+        let http = http.clone();
+        let url = common::rest(&server, &format!("/v2/repository/models/{model}/load"));
+        async move {
+            let r = http.post(url).json(&body).send().await.unwrap();
+            let code = r.status().as_u16();
+            (code, r.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    };
+    let infer = |model: &str| {
+        let http = http.clone();
+        let url = common::rest(&server, &format!("/v2/models/{model}/infer"));
+        async move {
+            let r = http
+                .post(url)
+                .json(&json!({"inputs": [{"name": "x", "datatype": "INT32", "shape": [2], "data": [7, 8]}]}))
+                .send()
+                .await
+                .unwrap();
+            (r.status().as_u16(), r.json::<Value>().await.unwrap())
+        }
+    };
+    // A model the repository lacks, from an INT32 identity sent as files.
+    let model = identity(DataType::Int32, &[Dim::Dynamic("n")]);
+    let b64 = base64::engine::general_purpose::STANDARD.encode(&model);
+    let config = json!({"name": "fresh", "backend": "onnxruntime"}).to_string();
+    let (code, v) = load(
+        "fresh",
+        json!({"parameters": {"config": config, "file:1/model.onnx": b64}}),
+    )
+    .await;
+    assert_eq!(code, 200, "{v}");
+    let (code, v) = infer("fresh").await;
+    assert_eq!(code, 200, "{v}");
+    assert_eq!(v["outputs"][0]["data"], json!([7, 8]));
+    assert!(
+        !dir.path().join("fresh").exists(),
+        "nothing is written into the repository"
+    );
+    // An existing model's files replaced: "a" becomes the INT32 identity.
+    let config_a = json!({"name": "a"}).to_string();
+    let mut grpc = common::oip(&server).await;
+    use serving_proto::pb::inference::{
+        ModelRepositoryParameter, RepositoryModelLoadRequest,
+        model_repository_parameter::ParameterChoice,
+    };
+    grpc.repository_model_load(RepositoryModelLoadRequest {
+        model_name: "a".into(),
+        parameters: [
+            (
+                "config".to_owned(),
+                ModelRepositoryParameter {
+                    parameter_choice: Some(ParameterChoice::StringParam(config_a)),
+                },
+            ),
+            (
+                "file:1/model.onnx".to_owned(),
+                ModelRepositoryParameter {
+                    parameter_choice: Some(ParameterChoice::BytesParam(model.clone().into())),
+                },
+            ),
+        ]
+        .into(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    assert_eq!(infer("a").await.0, 200, "the INT32 model from the files");
+    // Files that are no model: the load fails and "a" serves on as it was.
+    let (code, v) = load(
+        "a",
+        json!({"parameters": {"config": json!({"name": "a"}).to_string(), "file:1/model.onnx": "b25ueA=="}}),
+    )
+    .await;
+    assert_eq!(code, 400, "{v}");
+    assert_eq!(infer("a").await.0, 200, "still the INT32 model");
+    // Without files, the repository's again: FP32, so INT32 is refused.
+    assert_eq!(load("a", json!({})).await.0, 200);
+    let (code, v) = infer("a").await;
+    assert_eq!(code, 400, "{v}");
+    // "fresh" has no directory of its own: a load without files fails as
+    // Triton's does.
+    let (code, v) = load("fresh", json!({})).await;
+    assert_eq!(code, 400, "{v}");
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("failed to load 'fresh'"),
+        "{v}"
+    );
+    server.shutdown().await;
+}
+
 async fn grpc_load_with_config(
     server: &reference_server::server::Running,
     config: &str,

@@ -500,18 +500,19 @@ impl GrpcInferenceService for OipGrpc {
         let r = request.into_inner();
         repository::check_repository(&r.repository_name).map_err(status)?;
         use pb::model_repository_parameter::ParameterChoice;
-        let config = repository::load_config(
+        let request = repository::load_request(
             &r.model_name,
             r.parameters.iter().map(|(k, v)| {
-                let text = match &v.parameter_choice {
-                    Some(ParameterChoice::StringParam(s)) => Some(s.as_str()),
-                    _ => None,
+                let value = match &v.parameter_choice {
+                    Some(ParameterChoice::StringParam(s)) => repository::LoadValue::Text(s),
+                    Some(ParameterChoice::BytesParam(b)) => repository::LoadValue::Bytes(b),
+                    _ => repository::LoadValue::Other,
                 };
-                (k.as_str(), text)
+                (k.as_str(), value)
             }),
         )
         .map_err(status)?;
-        repository::load(self.state.clone(), r.model_name, config)
+        repository::load(self.state.clone(), r.model_name, request)
             .await
             .map_err(status)?;
         Ok(Response::new(pb::RepositoryModelLoadResponse {}))

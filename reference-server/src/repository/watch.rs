@@ -117,6 +117,10 @@ pub struct Watcher {
     /// Configurations given with a load (Triton's `config` parameter), used
     /// instead of the model's config.pbtxt until a load without one.
     overrides: BTreeMap<String, Box<serving_proto::model_config::ModelConfig>>,
+    /// Model directories given with a load (Triton's `file:` parameters),
+    /// used instead of the repository's until a load without files; each
+    /// is removed with its entry.
+    dirs: BTreeMap<String, tempfile::TempDir>,
     /// The failures, as of the last scan, for readers that must not wait
     /// for a scan in progress.
     published: Arc<std::sync::RwLock<Vec<Failure>>>,
@@ -155,6 +159,7 @@ impl Watcher {
             seen: BTreeMap::new(),
             held: BTreeMap::new(),
             overrides: BTreeMap::new(),
+            dirs: BTreeMap::new(),
             published: Arc::default(),
         }
     }
@@ -301,17 +306,20 @@ impl Watcher {
     /// loaded are loaded again from their files, replacing the old ones
     /// once loaded. Returns the changes, or why the model is unusable.
     pub fn load(&mut self, registry: &Registry, name: &str) -> Result<Changes, String> {
-        self.load_with(registry, name, None)
+        self.load_with(registry, name, None, None)
     }
 
     /// [`Watcher::load`], with a configuration to use instead of the
-    /// model's `config.pbtxt` (Triton's load parameter `config`); `None`
+    /// model's `config.pbtxt` (Triton's load parameter `config`), and a
+    /// directory of the model's files to use instead of the repository's
+    /// (Triton's `file:` parameters, which need a configuration); `None`
     /// goes back to the repository's.
     pub fn load_with(
         &mut self,
         registry: &Registry,
         name: &str,
         config: Option<serving_proto::model_config::ModelConfig>,
+        dir: Option<tempfile::TempDir>,
     ) -> Result<Changes, String> {
         if !is_servable_name(name) {
             return Err(format!(
@@ -319,23 +327,52 @@ impl Watcher {
                 serving_proto::text::quote(name)
             ));
         }
-        match config {
-            Some(c) => {
-                let path = self.source.model_dirs().remove(name);
-                let triton = path
-                    .map(|p| self.source.scan_dir(name, &p))
-                    .is_some_and(|d| d.is_ok_and(|d| matches!(d.format, super::Format::Triton(_))));
-                if !triton {
-                    return Err(format!(
-                        "a configuration given with the load applies to a Triton model (config.pbtxt or bare model files); '{}' is not one",
-                        serving_proto::text::quote(name)
-                    ));
-                }
-                self.overrides.insert(name.to_owned(), Box::new(c));
+        if dir.is_some() && config.is_none() {
+            return Err("a model's files need its configuration, given with them".into());
+        }
+        // A load that fails while the model goes on serving changes
+        // nothing: what was given before stays.
+        let before = (self.overrides.remove(name), self.dirs.remove(name));
+        let result = self.load_given(registry, name, config, dir);
+        if result.is_err() && !registry.versions(name).is_empty() {
+            self.overrides.remove(name);
+            self.dirs.remove(name);
+            let (config, dir) = before;
+            if let Some(c) = config {
+                self.overrides.insert(name.to_owned(), c);
             }
-            None => {
-                self.overrides.remove(name);
+            if let Some(d) = dir {
+                self.dirs.insert(name.to_owned(), d);
             }
+        }
+        result
+    }
+
+    fn load_given(
+        &mut self,
+        registry: &Registry,
+        name: &str,
+        config: Option<serving_proto::model_config::ModelConfig>,
+        dir: Option<tempfile::TempDir>,
+    ) -> Result<Changes, String> {
+        if let Some(c) = config {
+            let path = match &dir {
+                Some(d) => Some(d.path().to_owned()),
+                None => self.source.model_dirs().remove(name),
+            };
+            let triton = path
+                .map(|p| self.source.scan_dir(name, &p))
+                .is_some_and(|d| d.is_ok_and(|d| matches!(d.format, super::Format::Triton(_))));
+            if !triton {
+                return Err(format!(
+                    "a configuration given with the load applies to a Triton model (config.pbtxt or bare model files); '{}' is not one",
+                    serving_proto::text::quote(name)
+                ));
+            }
+            self.overrides.insert(name.to_owned(), Box::new(c));
+        }
+        if let Some(d) = dir {
+            self.dirs.insert(name.to_owned(), d);
         }
         self.held.remove(name);
         self.seen.retain(|(n, _), _| n != name);
@@ -379,6 +416,10 @@ impl Watcher {
     fn scan_once(&mut self, registry: &Registry, now: Option<&str>, all_now: bool) -> Changes {
         let mut changes = Changes::default();
         let mut on_disk: BTreeMap<String, PathBuf> = self.source.model_dirs();
+        // Files given with a load stand for the repository's.
+        for (name, dir) in &self.dirs {
+            on_disk.insert(name.clone(), dir.path().to_owned());
+        }
         on_disk.retain(|name, _| !self.held.contains_key(name));
         let scanned: BTreeMap<String, Result<ServableDir, RepositoryError>> = on_disk
             .iter()

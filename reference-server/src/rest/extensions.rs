@@ -48,10 +48,41 @@ async fn control_body(
                 )
             })
         })?;
+    json_object(&bytes)
+}
+
+/// A repository load's body: up to the message limit, since `file:`
+/// contents carry a model's files. What it makes the server hold besides
+/// the body (the JSON's strings, the decoded files) is charged to
+/// `--max-incoming-mb` as twice the body, until the load is done.
+async fn load_body(
+    state: &State,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<
+    (
+        serde_json::Map<String, Value>,
+        serving_proto::gather::Charge,
+    ),
+    ServeError,
+> {
+    let limit = state.max_msg_bytes;
+    let bytes = read_body(headers, body, limit, &state.incoming, None)
+        .await
+        .map_err(|e| {
+            e.into_serve_error(|_| {
+                format!("the load request's body is larger than {limit} bytes, the message limit (--max-msg-mb)")
+            })
+        })?;
+    let charge = super::memory::charge_body(state, bytes.len().saturating_mul(2))?;
+    Ok((json_object(&bytes)?, charge))
+}
+
+fn json_object(bytes: &[u8]) -> Result<serde_json::Map<String, Value>, ServeError> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Ok(Default::default());
     }
-    match serde_json::from_slice(&bytes) {
+    match serde_json::from_slice(bytes) {
         Ok(Value::Object(map)) => Ok(map),
         Ok(_) => Err(ServeError::InvalidArgument(
             "the request body must be a JSON object".into(),
@@ -177,17 +208,20 @@ pub(crate) async fn repository_load(
     body: Body,
 ) -> Response {
     let result = async {
-        let body = control_body(&state, &headers, body).await?;
+        let (body, _charge) = load_body(&state, &headers, body).await?;
         parameter_names(&body)?;
         let parameters = body.get("parameters").and_then(Value::as_object);
-        let config = repository::load_config(
+        let request = repository::load_request(
             &model,
-            parameters
-                .into_iter()
-                .flatten()
-                .map(|(k, v)| (k.as_str(), v.as_str())),
+            parameters.into_iter().flatten().map(|(k, v)| {
+                let value = match v.as_str() {
+                    Some(t) => repository::LoadValue::Text(t),
+                    None => repository::LoadValue::Other,
+                };
+                (k.as_str(), value)
+            }),
         )?;
-        repository::load(state.clone(), model, config).await
+        repository::load(state.clone(), model, request).await
     };
     ok(result.await.map(|()| json!({})))
 }

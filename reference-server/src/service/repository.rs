@@ -71,17 +71,92 @@ pub(crate) fn check_repository(name: &str) -> Result<(), ServeError> {
     )))
 }
 
-/// A load's parameters for `model`: Triton's `config` (the configuration's
-/// JSON, used instead of the model's config.pbtxt), as a string when
-/// given; `file:` contents and other names are refused, by name. Texts
-/// start with Triton's "failed to load 'model'".
-pub(crate) fn load_config<'a>(
+/// A load parameter's value as it came: a string, or bytes (gRPC's
+/// `bytes_param`), or something else.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum LoadValue<'a> {
+    /// A string.
+    Text(&'a str),
+    /// Bytes.
+    Bytes(&'a [u8]),
+    /// Any other type.
+    Other,
+}
+
+/// What a load asks for beyond the repository: Triton's `config` (the
+/// configuration's JSON, used instead of the model's config.pbtxt) and
+/// `file:<path>` contents (the model's files, used instead of its
+/// directory; they need a `config`).
+#[derive(Debug, Default)]
+pub(crate) struct LoadRequest {
+    /// The configuration to use.
+    pub(crate) config: Option<serving_proto::model_config::ModelConfig>,
+    /// The model directory's files: path under the directory, contents.
+    pub(crate) files: Vec<(String, Vec<u8>)>,
+}
+
+/// Files one load may carry at most.
+const LOAD_FILES_MAX: usize = 256;
+
+/// A `file:` path: relative, in at most 8 plain components (no `.`, `..`,
+/// hidden or empty ones), so that the file lands inside the model's new
+/// directory.
+fn confined(path: &str) -> Option<&str> {
+    let parts: Vec<&str> = path.split('/').collect();
+    let plain = |p: &&str| {
+        !p.is_empty() && !p.starts_with('.') && p.len() <= 255 && !p.contains(['\\', '\0'])
+    };
+    (parts.len() <= 8 && parts.iter().all(plain)).then_some(path)
+}
+
+/// A load's parameters for `model` (see [`LoadRequest`]); `file:`
+/// contents are base64 text over REST and bytes over gRPC, as Triton takes
+/// them. Texts start with Triton's "failed to load 'model'".
+pub(crate) fn load_request<'a>(
     model: &str,
-    parameters: impl Iterator<Item = (&'a str, Option<&'a str>)>,
-) -> Result<Option<serving_proto::model_config::ModelConfig>, ServeError> {
+    parameters: impl Iterator<Item = (&'a str, LoadValue<'a>)>,
+) -> Result<LoadRequest, ServeError> {
+    use base64::Engine as _;
     let model = quote(model);
     let mut config = None;
+    let mut files = Vec::new();
     for (name, value) in parameters {
+        if let Some(path) = name.strip_prefix("file:") {
+            let Some(path) = confined(path) else {
+                return Err(ServeError::InvalidArgument(format!(
+                    "failed to load '{model}': file path '{}' is not a relative path of plain names inside the model directory",
+                    quote(path)
+                )));
+            };
+            if files.len() == LOAD_FILES_MAX {
+                return Err(ServeError::InvalidArgument(format!(
+                    "failed to load '{model}': a load carries at most {LOAD_FILES_MAX} files"
+                )));
+            }
+            let contents = match value {
+                LoadValue::Bytes(b) => b.to_vec(),
+                LoadValue::Text(t) => base64::engine::general_purpose::STANDARD
+                    .decode(t)
+                    .map_err(|e| {
+                        ServeError::InvalidArgument(format!(
+                            "failed to load '{model}': the contents of file '{}' are not base64: {e}",
+                            quote(path)
+                        ))
+                    })?,
+                LoadValue::Other => {
+                    return Err(ServeError::InvalidArgument(format!(
+                        "failed to load '{model}': the contents of file '{}' must be bytes (gRPC bytes_param) or base64 text (REST)",
+                        quote(path)
+                    )));
+                }
+            };
+            files.push((path.to_owned(), contents));
+            continue;
+        }
+        let value = match value {
+            LoadValue::Text(t) => Some(t),
+            _ => None,
+        };
         match (name, value) {
             ("config", Some(json)) => {
                 let parsed = serving_proto::model_config::from_json(json).map_err(|e| {
@@ -99,13 +174,37 @@ pub(crate) fn load_config<'a>(
             }
             (p, _) => {
                 return Err(ServeError::InvalidArgument(format!(
-                    "failed to load '{model}': load parameter '{}' is not supported: models load from the repository directory (with 'config' to give their configuration), not from file contents in the request",
+                    "failed to load '{model}': load parameter '{}' is not supported: a load takes 'config' and 'file:<path>' contents",
                     quote(p)
                 )));
             }
         }
     }
-    Ok(config)
+    if !files.is_empty() && config.is_none() {
+        return Err(ServeError::InvalidArgument(format!(
+            "failed to load '{model}': file contents need the model's configuration: give 'config' with them"
+        )));
+    }
+    Ok(LoadRequest { config, files })
+}
+
+/// Writes a load's files into a new private directory (removed when the
+/// model loads from elsewhere again).
+fn model_dir(files: Vec<(String, Vec<u8>)>) -> Result<tempfile::TempDir, String> {
+    let dir = tempfile::Builder::new()
+        .prefix("serving-load-")
+        .tempdir()
+        .map_err(|e| format!("a directory for the model's files cannot be made: {e}"))?;
+    for (path, contents) in files {
+        let to = dir.path().join(&path);
+        if let Some(parent) = to.parent() {
+            std::fs::create_dir_all(parent)
+                .map_err(|e| format!("file '{}' cannot be written: {e}", quote(&path)))?;
+        }
+        std::fs::write(&to, contents)
+            .map_err(|e| format!("file '{}' cannot be written: {e}", quote(&path)))?;
+    }
+    Ok(dir)
 }
 
 fn check_name(name: &str) -> Result<(), ServeError> {
@@ -151,12 +250,21 @@ fn check_control(state: &State) -> Result<(), ServeError> {
 pub(crate) async fn load(
     state: Arc<State>,
     name: String,
-    config: Option<serving_proto::model_config::ModelConfig>,
+    request: LoadRequest,
 ) -> Result<(), ServeError> {
     check_control(&state)?;
     check_name(&name)?;
     let model = name.clone();
-    match with_watcher(state, move |s, w| w.load_with(&s.registry, &model, config)).await? {
+    let LoadRequest { config, files } = request;
+    let loaded = with_watcher(state, move |s, w| {
+        let dir = if files.is_empty() {
+            None
+        } else {
+            Some(model_dir(files)?)
+        };
+        w.load_with(&s.registry, &model, config, dir)
+    });
+    match loaded.await? {
         Ok(_) => Ok(()),
         Err(reason) => Err(ServeError::InvalidArgument(format!(
             "failed to load '{}': {}",

@@ -138,15 +138,17 @@ for name in ["..", ".hidden"]:
     raises(lambda: h.unload_model(name), "not a model name of the repository", f"REST unload refuses {name!r}")
 raises(lambda: h.load_model("../rows"), "no route for POST", "REST: a name with '/' is another path, a 404")
 # A configuration given with the load is used until a load without one;
-# model files in the request are refused by name.
+# model files in the request stand for the model's directory: files that
+# are no model fail the load, and the model goes on serving.
 g.load_model("rows", config='{"max_batch_size": 4}')
 check(g.get_model_config("rows", as_json=True)["config"]["max_batch_size"] == 4,
       "gRPC load with a config: the model serves with it")
 g.load_model("rows")
 check(g.get_model_config("rows", as_json=True)["config"]["max_batch_size"] != 4,
       "a load without one goes back to config.pbtxt")
-raises(lambda: h.load_model("rows", config="{}", files={"file:1/model.onnx": b"onnx"}), "is not supported",
-       "model files in a load are refused by name")
+raises(lambda: h.load_model("rows", config="{}", files={"file:1/model.onnx": b"onnx"}), "failed to load 'rows'",
+       "model files that are no model fail the load")
+check(h.is_model_ready("rows"), "a failed load with files keeps the model serving")
 
 # -- streaming ------------------------------------------------------------------
 stream_answers = queue.Queue()
