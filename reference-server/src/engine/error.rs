@@ -16,8 +16,16 @@ pub enum EngineError {
     /// A method input the job does not have.
     #[error("input '{}' is missing", quote(.input))]
     MissingInput {
-        /// The input.
+        /// The first input missing.
         input: String,
+        /// Every required input missing.
+        missing: Vec<String>,
+        /// The inputs the job has (at most 16 named).
+        given: Vec<String>,
+        /// How many inputs the job has.
+        given_count: usize,
+        /// How many inputs the method requires.
+        required: usize,
     },
     /// A job input the method does not have.
     #[error("unexpected input '{}'", quote(.input))]

@@ -428,13 +428,19 @@ impl MethodPlan {
     /// rows, and UTF-8 text for string inputs.
     pub(crate) fn check(&self, mut given: NamedTensors) -> Result<Checked, EngineError> {
         let info = &self.info;
-        if let Some(missing) = info
+        let missing: Vec<String> = info
             .inputs
             .iter()
-            .find(|i| !i.optional && !given.contains_key(&i.name))
-        {
+            .filter(|i| !i.optional && !given.contains_key(&i.name))
+            .map(|i| i.name.clone())
+            .collect();
+        if let Some(first) = missing.first() {
             return Err(EngineError::MissingInput {
-                input: missing.name.clone(),
+                input: first.clone(),
+                given: given.keys().take(16).cloned().collect(),
+                given_count: given.len(),
+                required: info.inputs.iter().filter(|i| !i.optional).count(),
+                missing,
             });
         }
         if let Some(extra) = given

@@ -65,7 +65,7 @@ fn error(e: &EngineError, t: &Target<'_>) -> (ServableError, Class) {
             ServableError::method_not_available(t.servable, t.method),
             Class::NotFound,
         ),
-        EngineError::MissingInput { input } => (
+        EngineError::MissingInput { input, .. } => (
             ServableError::missing_input(input, t.servable, t.method),
             Class::InvalidArgument,
         ),

@@ -187,11 +187,29 @@ fn error(e: EngineError, model: &str, info: Option<&MethodInfo>) -> ServeError {
         EngineError::NoMethod(_) => {
             ServeError::NotFound(format!("Request for unknown model: '{model}' is not found"))
         }
-        EngineError::MissingInput { input } => ServeError::InvalidArgument(format!(
-            "model '{model}' expects input '{}', which the request does not have (inputs: {})",
-            quote(&input),
-            inputs()
-        )),
+        EngineError::MissingInput {
+            input,
+            missing,
+            given,
+            given_count,
+            required,
+        } => {
+            let names = |v: &[String], more: usize| {
+                let mut list: Vec<String> = v.iter().map(|n| format!("'{}'", quote(n))).collect();
+                if more > v.len() {
+                    list.push(format!("... {} more", more - v.len()));
+                }
+                list.join(", ")
+            };
+            // Triton's text, then ours.
+            ServeError::InvalidArgument(format!(
+                "expected {required} inputs but got {given_count} inputs for model '{model}'. Got input(s) [{}], but missing required input(s) [{}]. Please provide all required input(s): model '{model}' expects input '{}', which the request does not have (inputs: {})",
+                names(&given, given_count),
+                names(&missing, missing.len()),
+                quote(&input),
+                inputs()
+            ))
+        }
         EngineError::UnexpectedInput { input } => ServeError::InvalidArgument(format!(
             "unexpected inference input '{}' for model '{model}' (its inputs: {})",
             quote(&input),

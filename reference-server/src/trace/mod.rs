@@ -15,7 +15,7 @@
 //!
 //! In Triton's trace mode (`--trace-config triton,file=PATH`, the default
 //! mode) the same times are written as Triton's JSON trace files instead
-//! ([`triton_file`]).
+//! (`triton_file.rs`).
 
 mod triton_file;
 
