@@ -69,3 +69,15 @@ run_suite() {
   fi
   python3 conformance/expected_failures.py "$name" "$report.json" "$expected"
 }
+
+# The compatibility tests' Python (tritonclient, numpy, onnx, aiohttp):
+# target/compat-venv, made first when it is missing. Prints its path.
+compat_python() {
+  local venv=target/compat-venv
+  if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c "import tritonclient.grpc.aio, tritonclient.http.aio, onnx" 2>/dev/null; then
+    python3 -m venv "$venv" >&2
+    "$venv/bin/pip" install --quiet --disable-pip-version-check \
+      -r reference-server/tests/compat/requirements.txt aiohttp >&2
+  fi
+  echo "$PWD/$venv/bin/python"
+}

@@ -20,12 +20,7 @@ examples=$(realpath "${1:?usage: $0 EXAMPLES_DIR [SERVER]}")
 server=$(realpath "${2:-target/debug/reference-server}")
 source conformance/peers/lib.sh
 # tritonclient, numpy and onnx: the compatibility tests' environment.
-venv=target/compat-venv
-if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c "import tritonclient.grpc.aio, tritonclient.http.aio, onnx" 2>/dev/null; then
-  python3 -m venv "$venv"
-  "$venv/bin/pip" install --quiet --disable-pip-version-check -r reference-server/tests/compat/requirements.txt aiohttp
-fi
-py="$PWD/$venv/bin/python"
+py=$(compat_python)
 work=$(mktemp -d)
 pids=()
 trap 'kill "${pids[@]}" 2>/dev/null; rm -rf "$work"' EXIT
