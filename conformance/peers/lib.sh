@@ -81,3 +81,30 @@ compat_python() {
   fi
   echo "$PWD/$venv/bin/python"
 }
+
+# Writes a Python-backend model REPO/NAME (one CPU instance, no batching):
+# INPUTS and OUTPUTS as config.pbtxt lists them, BODY the lines of
+# execute's loop over requests (indented 12 spaces), which append to
+# `responses`.
+python_backend_model() {
+  local repo=$1 name=$2 inputs=$3 outputs=$4 body=$5
+  mkdir -p "$repo/$name/1"
+  cat >"$repo/$name/config.pbtxt" <<CFG
+name: "$name"
+backend: "python"
+max_batch_size: 0
+input [ $inputs ]
+output [ $outputs ]
+instance_group [ { count: 1 kind: KIND_CPU } ]
+CFG
+  cat >"$repo/$name/1/model.py" <<PY
+import triton_python_backend_utils as pb_utils
+
+class TritonPythonModel:
+    def execute(self, requests):
+        responses = []
+        for request in requests:
+$body
+        return responses
+PY
+}

@@ -23,36 +23,13 @@ source target/triton/env.sh
 cargo build -q --release -p reference-server
 out=target/onnx-vs-triton
 rm -rf "$out" && mkdir -p "$out"
-py=$TRITON_PYTHON_BIN/python
 # Triton's repository: numpy in the Python backend.
-python_model() {
-  local name=$1 inputs=$2 outputs=$3 body=$4
-  mkdir -p "$out/triton/$name/1"
-  cat >"$out/triton/$name/config.pbtxt" <<CFG
-name: "$name"
-backend: "python"
-max_batch_size: 0
-input [ $inputs ]
-output [ $outputs ]
-instance_group [ { count: 1 kind: KIND_CPU } ]
-CFG
-  cat >"$out/triton/$name/1/model.py" <<PY
-import triton_python_backend_utils as pb_utils
-
-class TritonPythonModel:
-    def execute(self, requests):
-        responses = []
-        for request in requests:
-$body
-        return responses
-PY
-}
-python_model add '{ name: "a" data_type: TYPE_FP32 dims: [ 4 ] }, { name: "b" data_type: TYPE_FP32 dims: [ 4 ] }' \
+python_backend_model "$out/triton" add '{ name: "a" data_type: TYPE_FP32 dims: [ 4 ] }, { name: "b" data_type: TYPE_FP32 dims: [ 4 ] }' \
   '{ name: "sum" data_type: TYPE_FP32 dims: [ 4 ] }' \
   '            a = pb_utils.get_input_tensor_by_name(request, "a").as_numpy()
             b = pb_utils.get_input_tensor_by_name(request, "b").as_numpy()
             responses.append(pb_utils.InferenceResponse([pb_utils.Tensor("sum", a + b)]))'
-python_model identity '{ name: "x" data_type: TYPE_FP32 dims: [ 262144 ] }' \
+python_backend_model "$out/triton" identity '{ name: "x" data_type: TYPE_FP32 dims: [ 262144 ] }' \
   '{ name: "y" data_type: TYPE_FP32 dims: [ 262144 ] }' \
   '            x = pb_utils.get_input_tensor_by_name(request, "x").as_numpy()
             responses.append(pb_utils.InferenceResponse([pb_utils.Tensor("y", x)]))'

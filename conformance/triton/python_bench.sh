@@ -21,33 +21,11 @@ cargo build -q --release -p reference-server
 out=target/python-bench
 rm -rf "$out" && mkdir -p "$out"
 repo="$out/models"
-model() {
-  local name=$1 inputs=$2 outputs=$3 body=$4
-  mkdir -p "$repo/$name/1"
-  cat >"$repo/$name/config.pbtxt" <<EOF
-name: "$name"
-backend: "python"
-max_batch_size: 0
-input [ $inputs ]
-output [ $outputs ]
-instance_group [ { count: 1 kind: KIND_CPU } ]
-EOF
-  cat >"$repo/$name/1/model.py" <<EOF
-import triton_python_backend_utils as pb_utils
-
-class TritonPythonModel:
-    def execute(self, requests):
-        responses = []
-        for request in requests:
-$body
-        return responses
-EOF
-}
-model identity '{ name: "x" data_type: TYPE_FP32 dims: [ -1 ] }' \
+python_backend_model "$repo" identity '{ name: "x" data_type: TYPE_FP32 dims: [ -1 ] }' \
   '{ name: "y" data_type: TYPE_FP32 dims: [ -1 ] }' \
   '            x = pb_utils.get_input_tensor_by_name(request, "x").as_numpy()
             responses.append(pb_utils.InferenceResponse([pb_utils.Tensor("y", x)]))'
-model add '{ name: "a" data_type: TYPE_FP32 dims: [ -1 ] }, { name: "b" data_type: TYPE_FP32 dims: [ -1 ] }' \
+python_backend_model "$repo" add '{ name: "a" data_type: TYPE_FP32 dims: [ -1 ] }, { name: "b" data_type: TYPE_FP32 dims: [ -1 ] }' \
   '{ name: "sum" data_type: TYPE_FP32 dims: [ -1 ] }' \
   '            a = pb_utils.get_input_tensor_by_name(request, "a").as_numpy()
             b = pb_utils.get_input_tensor_by_name(request, "b").as_numpy()
