@@ -28,18 +28,23 @@ all=simple,simple_int8,simple_string,simple_identity,simple_sequence,repeat_int3
 "$py" conformance/triton/client_examples_repo.py "$work/repo" "$all" >/dev/null
 "$py" conformance/triton/client_examples_repo.py "$work/repo7" "$all" custom_identity_int32 >/dev/null
 "$py" conformance/triton/client_examples_repo.py "$work/repo8" "$all" custom_identity_int32 identity_int32_b >/dev/null
-start() { # repo log args... -> "http grpc"
-  local repo=$1 log=$2; shift 2
+# Starts a server on REPO (in this shell, so that the trap stops it);
+# its ports are left in $http and $grpc.
+start() { # repo log args...
+  local repo=$1 log=$2 metrics
+  shift 2
   read -r http grpc metrics < <(free_ports 3)
   "$server" --model-repository "$repo" --http-port "$http" --grpc-port "$grpc" \
     --metrics-port "$metrics" --id triton --python "$py" "$@" >"$log" 2>&1 </dev/null &
   pids+=($!)
   (wait_ready reference-server $! "$http" "$log" >&2)
-  echo "$http $grpc"
 }
-read -r h g < <(start "$work/repo" "$work/server.log" --allow-shared-memory)
-read -r h7 _ < <(start "$work/repo7" "$work/server7.log" --model-control-mode=explicit)
-read -r _ g8 < <(start "$work/repo8" "$work/server8.log" --model-control-mode=explicit)
+start "$work/repo" "$work/server.log" --allow-shared-memory
+h=$http g=$grpc
+start "$work/repo7" "$work/server7.log" --model-control-mode=explicit
+h7=$http
+start "$work/repo8" "$work/server8.log" --model-control-mode=explicit
+g8=$grpc
 passed=0 failed=0
 run() { # script args...
   local f=$1; shift
