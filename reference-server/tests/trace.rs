@@ -42,6 +42,32 @@ fn add_request() -> Value {
         {"name": "x2", "datatype": "FP32", "shape": [2, 2], "data": [1, 2, 3, 4]}]})
 }
 
+/// `add` over gRPC, as add_request() is over REST.
+fn grpc_add_request() -> serving_proto::pb::inference::ModelInferRequest {
+    let x = serving_proto::pb::inference::model_infer_request::InferInputTensor {
+        name: "x1".into(),
+        datatype: "FP32".into(),
+        shape: vec![2, 2],
+        ..Default::default()
+    };
+    let data: Vec<u8> = [1f32, 2.0, 3.0, 4.0]
+        .iter()
+        .flat_map(|v| v.to_le_bytes())
+        .collect();
+    serving_proto::pb::inference::ModelInferRequest {
+        model_name: "add".into(),
+        inputs: vec![
+            x.clone(),
+            serving_proto::pb::inference::model_infer_request::InferInputTensor {
+                name: "x2".into(),
+                ..x
+            },
+        ],
+        raw_input_contents: vec![data.clone().into(), data.into()],
+        ..Default::default()
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_traced_request_exports_its_phases_in_the_clients_trace() {
     let (url, spans) = collector().await;
@@ -103,30 +129,7 @@ async fn a_traced_request_exports_its_phases_in_the_clients_trace() {
     // gRPC, without a traceparent: a trace of its own.
     spans.lock().unwrap().clear();
     let mut grpc = common::oip(&server).await;
-    let x = serving_proto::pb::inference::model_infer_request::InferInputTensor {
-        name: "x1".into(),
-        datatype: "FP32".into(),
-        shape: vec![2, 2],
-        ..Default::default()
-    };
-    let data: Vec<u8> = [1f32, 2.0, 3.0, 4.0]
-        .iter()
-        .flat_map(|v| v.to_le_bytes())
-        .collect();
-    grpc.model_infer(serving_proto::pb::inference::ModelInferRequest {
-        model_name: "add".into(),
-        inputs: vec![
-            x.clone(),
-            serving_proto::pb::inference::model_infer_request::InferInputTensor {
-                name: "x2".into(),
-                ..x
-            },
-        ],
-        raw_input_contents: vec![data.clone().into(), data.into()],
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    grpc.model_infer(grpc_add_request()).await.unwrap();
     let got = wait_for(&spans, 7).await;
     let root = got
         .iter()
@@ -345,30 +348,7 @@ async fn tritons_trace_mode_writes_tritons_json_trace_files() {
     }
     // The third, over gRPC, starts trace.json.1 with gRPC's names.
     let mut grpc = common::oip(&server).await;
-    let x = serving_proto::pb::inference::model_infer_request::InferInputTensor {
-        name: "x1".into(),
-        datatype: "FP32".into(),
-        shape: vec![2, 2],
-        ..Default::default()
-    };
-    let data: Vec<u8> = [1f32, 2.0, 3.0, 4.0]
-        .iter()
-        .flat_map(|v| v.to_le_bytes())
-        .collect();
-    grpc.model_infer(serving_proto::pb::inference::ModelInferRequest {
-        model_name: "add".into(),
-        inputs: vec![
-            x.clone(),
-            serving_proto::pb::inference::model_infer_request::InferInputTensor {
-                name: "x2".into(),
-                ..x
-            },
-        ],
-        raw_input_contents: vec![data.clone().into(), data.into()],
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    grpc.model_infer(grpc_add_request()).await.unwrap();
     let second = trace_file(&dir.path().join("trace.json.1"), 13).await;
     assert_eq!(second.len(), 13, "{second:#?}");
     let n = names(&second, 3);

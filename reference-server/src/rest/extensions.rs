@@ -51,21 +51,17 @@ async fn control_body(
     json_object(&bytes)
 }
 
-/// A repository load's body: up to the message limit, since `file:`
-/// contents carry a model's files. What it makes the server hold besides
-/// the body (the JSON's strings, the decoded files) is charged to
-/// `--max-incoming-mb` as twice the body, until the load is done.
-async fn load_body(
+/// A repository load's request: a body up to the message limit, since
+/// `file:` contents carry a model's files, decoded (the JSON, the base64
+/// files) off the async workers when large, with what decoding builds
+/// measured and charged to `--max-incoming-mb` as an inference body's is,
+/// until the load is done.
+async fn load_request(
     state: &State,
+    model: &str,
     headers: &HeaderMap,
     body: Body,
-) -> Result<
-    (
-        serde_json::Map<String, Value>,
-        serving_proto::gather::Charge,
-    ),
-    ServeError,
-> {
+) -> Result<(repository::LoadRequest, serving_proto::gather::Charge), ServeError> {
     let limit = state.max_msg_bytes;
     let bytes = read_body(headers, body, limit, &state.incoming, None)
         .await
@@ -74,8 +70,26 @@ async fn load_body(
                 format!("the load request's body is larger than {limit} bytes, the message limit (--max-msg-mb)")
             })
         })?;
-    let charge = super::memory::charge_body(state, bytes.len().saturating_mul(2))?;
-    Ok((json_object(&bytes)?, charge))
+    let charge = super::memory::charge_body(state, bytes.len())?;
+    let large = bytes.len() >= super::oip::BLOCKING_BYTES;
+    let model = model.to_owned();
+    let (request, charge) = super::memory::decode(charge, large, move || {
+        let body = json_object(&bytes)?;
+        parameter_names(&body)?;
+        let parameters = body.get("parameters").and_then(Value::as_object);
+        repository::load_request(
+            &model,
+            parameters.into_iter().flatten().map(|(k, v)| {
+                let value = match v.as_str() {
+                    Some(t) => repository::LoadValue::Text(t),
+                    None => repository::LoadValue::Other,
+                };
+                (k.as_str(), value)
+            }),
+        )
+    })
+    .await?;
+    Ok((request?, charge))
 }
 
 fn json_object(bytes: &[u8]) -> Result<serde_json::Map<String, Value>, ServeError> {
@@ -208,19 +222,9 @@ pub(crate) async fn repository_load(
     body: Body,
 ) -> Response {
     let result = async {
-        let (body, _charge) = load_body(&state, &headers, body).await?;
-        parameter_names(&body)?;
-        let parameters = body.get("parameters").and_then(Value::as_object);
-        let request = repository::load_request(
-            &model,
-            parameters.into_iter().flatten().map(|(k, v)| {
-                let value = match v.as_str() {
-                    Some(t) => repository::LoadValue::Text(t),
-                    None => repository::LoadValue::Other,
-                };
-                (k.as_str(), value)
-            }),
-        )?;
+        // Refused before a body of up to the message limit is read.
+        repository::check_control(&state)?;
+        let (request, _charge) = load_request(&state, &model, &headers, body).await?;
         repository::load(state.clone(), model, request).await
     };
     ok(result.await.map(|()| json!({})))

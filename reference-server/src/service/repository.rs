@@ -77,8 +77,8 @@ pub(crate) fn check_repository(name: &str) -> Result<(), ServeError> {
 pub(crate) enum LoadValue<'a> {
     /// A string.
     Text(&'a str),
-    /// Bytes.
-    Bytes(&'a [u8]),
+    /// Bytes (shared, not copied).
+    Bytes(&'a bytes::Bytes),
     /// Any other type.
     Other,
 }
@@ -92,7 +92,7 @@ pub(crate) struct LoadRequest {
     /// The configuration to use.
     pub(crate) config: Option<serving_proto::model_config::ModelConfig>,
     /// The model directory's files: path under the directory, contents.
-    pub(crate) files: Vec<(String, Vec<u8>)>,
+    pub(crate) files: Vec<(String, bytes::Bytes)>,
 }
 
 /// Files one load may carry at most.
@@ -134,9 +134,10 @@ pub(crate) fn load_request<'a>(
                 )));
             }
             let contents = match value {
-                LoadValue::Bytes(b) => b.to_vec(),
+                LoadValue::Bytes(b) => b.clone(),
                 LoadValue::Text(t) => base64::engine::general_purpose::STANDARD
                     .decode(t)
+                    .map(bytes::Bytes::from)
                     .map_err(|e| {
                         ServeError::InvalidArgument(format!(
                             "failed to load '{model}': the contents of file '{}' are not base64: {e}",
@@ -190,7 +191,7 @@ pub(crate) fn load_request<'a>(
 
 /// Writes a load's files into a new private directory (removed when the
 /// model loads from elsewhere again).
-fn model_dir(files: Vec<(String, Vec<u8>)>) -> Result<tempfile::TempDir, String> {
+fn model_dir(files: Vec<(String, bytes::Bytes)>) -> Result<tempfile::TempDir, String> {
     let dir = tempfile::Builder::new()
         .prefix("serving-load-")
         .tempdir()
@@ -236,7 +237,7 @@ async fn with_watcher<T: Send + 'static>(
 
 /// Refuses the repository API's loads and unloads where the model control
 /// mode does not take them, with Triton's status and words.
-fn check_control(state: &State) -> Result<(), ServeError> {
+pub(crate) fn check_control(state: &State) -> Result<(), ServeError> {
     if state.model_control.api_loads() {
         return Ok(());
     }
