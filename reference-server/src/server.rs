@@ -440,6 +440,12 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let runtime = tokio::task::spawn_blocking(move || Runtime::global(ort_lib, family))
         .await
         .map_err(blocking_err)??;
+    // What requests hold, from their first byte to their answer, over the
+    // whole server: the protocols charge what arrives and what decoding
+    // builds, the engine what a run adds.
+    let memory = Arc::new(serving_proto::gather::Budget::new(
+        u64::from(config.max_incoming_mb) << 20,
+    ));
     let backends = Backends::new().with(Arc::new(crate::backends::onnxruntime::OnnxRuntime::new(
         runtime,
     )));
@@ -460,6 +466,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
             cache: config
                 .response_cache_bytes
                 .map(|n| Arc::new(crate::engine::cache::ResponseCache::new(n))),
+            memory: memory.clone(),
         },
         default_max_batch_size: config.default_max_batch_size,
         #[cfg(unix)]
@@ -500,6 +507,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         max_msg_bytes,
         u64::from(config.max_incoming_mb) << 20,
     );
+    state.incoming = memory;
     state.failures = watcher.as_ref().map(Watcher::published);
     if config.allow_shared_memory {
         state.allow_shared_memory();

@@ -767,3 +767,116 @@ async fn decoupled_models_stream_their_responses() {
     .await;
     server.shutdown().await;
 }
+
+const COPY: &str = r#"
+import triton_python_backend_utils as pb_utils
+
+class TritonPythonModel:
+    def execute(self, requests):
+        return [pb_utils.InferenceResponse([pb_utils.Tensor("y", pb_utils.get_input_tensor_by_name(r, "x").as_numpy().copy())])
+                for r in requests]
+"#;
+
+/// `x` of `floats` FP32 values to the model `copy`, raw.
+fn copy_request(floats: usize) -> pb::ModelInferRequest {
+    pb::ModelInferRequest {
+        model_name: "copy".into(),
+        inputs: vec![pb::model_infer_request::InferInputTensor {
+            name: "x".into(),
+            datatype: "FP32".into(),
+            shape: vec![floats as i64],
+            ..Default::default()
+        }],
+        raw_input_contents: vec![
+            (0..floats)
+                .flat_map(|i| (i as f32).to_le_bytes())
+                .collect::<Vec<u8>>()
+                .into(),
+        ],
+        ..Default::default()
+    }
+}
+
+/// What a call writes into a Python worker's shared memory (its inputs'
+/// copy, its outputs) is charged to `--max-incoming-mb` with the request
+/// itself: a request that fits, with its copies, is answered and gives
+/// everything back; one whose copies cannot fit beside it is refused
+/// `RESOURCE_EXHAUSTED` saying why, before the worker's region is grown,
+/// and the model serves on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_python_model_s_shared_memory_is_charged_to_the_server_s_memory() {
+    let repo = tempfile::tempdir().unwrap();
+    common::write(
+        repo.path(),
+        "copy/config.pbtxt",
+        one_in_one_out("copy", "").as_bytes(),
+    );
+    common::write(repo.path(), "copy/1/model.py", COPY.as_bytes());
+    let venv = tokio::task::spawn_blocking(common::compat_venv)
+        .await
+        .unwrap();
+    let server = common::start(reference_server::server::Config {
+        model_repository: Some(repo.path().to_owned()),
+        poll_interval: None,
+        python: venv.join("bin/python"),
+        max_msg_mb_size: 8,
+        max_incoming_mb: 8,
+        ..common::config()
+    })
+    .await;
+    let mut client = common::oip(&server).await;
+    let idle = async |server: &Running| {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while server.state.incoming.held() != 0 {
+            assert!(
+                Instant::now() < deadline,
+                "{} bytes still held",
+                server.state.incoming.held()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    // 1.5 MiB: the message, its copy in the region and the output's
+    // (4.5 MiB with the region's first 1 MiB free) fit the 8 MiB.
+    let fits = 3 << 17;
+    let answer = client
+        .model_infer(copy_request(fits))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(answer.raw_output_contents[0].len(), fits * 4);
+    assert_eq!(
+        &answer.raw_output_contents[0][4..8],
+        &1f32.to_le_bytes(),
+        "the output is the input"
+    );
+    idle(&server).await;
+    // 3.5 MiB: with its two copies (6 MiB beyond the first 1 MiB) it needs
+    // 9.5 MiB, which the server never has.
+    let status = client
+        .model_infer(copy_request(7 << 17))
+        .await
+        .expect_err("too large with its copies");
+    assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
+    for words in [
+        "model 'copy' needs",
+        "besides the",
+        "(--max-incoming-mb)",
+        "send a smaller request",
+    ] {
+        assert!(
+            status.message().contains(words),
+            "{words}: {}",
+            status.message()
+        );
+    }
+    idle(&server).await;
+    // The worker was not lost: the model answers again at once.
+    let again = client
+        .model_infer(copy_request(fits))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(again.raw_output_contents[0].len(), fits * 4);
+    idle(&server).await;
+}

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serving_proto::Tensor;
+use serving_proto::gather::{Budget, Exhausted};
 
 use super::config::ModelSpec;
 use super::model::TensorSpec;
@@ -57,6 +58,11 @@ pub struct ModelLoad<'a> {
     pub threads: usize,
     /// Run on the CPU when the device cannot be used.
     pub cpu_fallback: bool,
+    /// The server's memory for requests: memory an instance allocates for
+    /// a run beyond its inputs (buffers grown to fit a batch) is charged to
+    /// it first, and a run that finds no room fails with
+    /// [`RunError::Memory`].
+    pub memory: &'a Arc<Budget>,
 }
 
 impl ModelLoad<'_> {
@@ -143,6 +149,10 @@ pub enum RunError {
     /// the replica is restarted, as after a panic.
     #[error("{0}")]
     Lost(String),
+    /// The run needed memory the server's budget had no room for; the
+    /// instance is fine.
+    #[error("the run needs memory the server has no room for: {0}")]
+    Memory(Exhausted),
 }
 
 impl From<String> for RunError {

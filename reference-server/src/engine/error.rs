@@ -87,6 +87,22 @@ pub enum EngineError {
     /// The model failed to run the job (alone, so the job is the cause).
     #[error("the model failed to run: {0}")]
     Runtime(String),
+    /// Running the job needed memory beyond its inputs (a batch's joined
+    /// rows, a backend's buffers) that the server's budget for requests
+    /// had no room for: `wanted` more than the whole budget can never run,
+    /// less may once other requests are done.
+    #[error("the run needs {wanted} more bytes of memory; {held} of {limit} are held")]
+    Memory {
+        /// Bytes the run asked for.
+        wanted: u64,
+        /// Bytes the budget held then.
+        held: u64,
+        /// The budget.
+        limit: u64,
+        /// Bytes the job's own inputs hold (charged already): with
+        /// `wanted`, past `limit` the job can never run.
+        own: u64,
+    },
     /// Replicas failed (panicked) twice running the job.
     #[error("replicas failed twice running the job")]
     ReplicasFailed,

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serving_proto::Tensor;
+use serving_proto::gather::Budget;
 
 use super::backend::Responses;
 use super::backend::{Backends, Batch, IoTimes, LoadError, ModelInstance, ModelLoad, RunError};
@@ -38,6 +39,9 @@ pub struct ReplicaSpec<'a> {
     pub threads: usize,
     /// Run on the CPU when the device cannot be used.
     pub cpu_fallback: bool,
+    /// The server's memory for requests, which instances charge what they
+    /// grow for a run to.
+    pub memory: &'a Arc<Budget>,
 }
 
 impl Replica {
@@ -59,6 +63,7 @@ impl Replica {
                 replica: s.index,
                 threads: s.threads,
                 cpu_fallback: s.cpu_fallback,
+                memory: s.memory,
             };
             let (instance, io) = backends.for_model(&load)?.load(&load, device)?;
             infos.push(ModelInfo {

@@ -37,7 +37,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use serving_proto::{NamedTensors, Tensor};
+use serving_proto::gather::{Budget, Charge};
+use serving_proto::{NamedTensors, Tensor, TensorData};
 use tokio::sync::oneshot;
 
 use super::backend::{Backends, RunError};
@@ -202,6 +203,9 @@ struct Context {
     models: Vec<ModelInfo>,
     threads: usize,
     cpu_fallback: bool,
+    /// The server's memory for requests: a batch's joined rows, and what
+    /// backends grow for a run, are charged to it.
+    memory: Arc<Budget>,
 }
 
 /// The queue and workers of one servable version.
@@ -239,6 +243,7 @@ pub(crate) struct StartSpec {
     pub(crate) queue_limit: usize,
     pub(crate) inline_max: Duration,
     pub(crate) fault_injection: bool,
+    pub(crate) memory: Arc<Budget>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -353,6 +358,7 @@ impl Scheduler {
             models: spec.models,
             threads: spec.threads,
             cpu_fallback: spec.cpu_fallback,
+            memory: spec.memory,
         });
         // Dropped on a failure below, it stops the workers already started.
         let scheduler = Scheduler {
@@ -800,6 +806,7 @@ fn worker(shared: &Shared, ctx: &Context, index: usize, device: Device) {
                 index,
                 threads: ctx.threads,
                 cpu_fallback: ctx.cpu_fallback,
+                memory: &ctx.memory,
             };
             match Replica::load(&ctx.backends, spec, device) {
                 Ok((r, _)) => {
@@ -871,7 +878,7 @@ fn execute(
     // fails as one that panicked does.
     let ran = match ran {
         Ok(Err(RunError::Lost(why))) => Err(why),
-        Ok(Err(RunError::Failed(e))) => Ok(Err(e)),
+        Ok(Err(e)) => Ok(Err(job_error(e, &batch))),
         Ok(Ok(out)) => Ok(Ok(out)),
         Err(panic) => Err(panic_text(&panic)),
     };
@@ -942,18 +949,18 @@ fn execute(
                     .queue_time
                     .observe((started - job.enqueued).as_secs_f64());
                 shared.stats.queue.add(started - job.enqueued);
-                answer(shared, job, out.map_err(EngineError::Runtime));
+                answer(shared, job, out);
             }
             true
         }
         Ok(Err(e)) if batch.len() > 1 => {
             tracing::debug!(servable = %shared.name, jobs = batch.len(), error = %e, "a batch failed; running its jobs alone");
-            retry(shared, batch, |_| EngineError::Runtime(e.clone()));
+            retry(shared, batch, |_| e.clone());
             false
         }
         Ok(Err(e)) => {
             for job in batch {
-                answer(shared, job, Err(EngineError::Runtime(e.clone())));
+                answer(shared, job, Err(e.clone()));
             }
             false
         }
@@ -1104,7 +1111,44 @@ fn fail_all(shared: &Shared) {
 }
 
 /// One job's outputs from a run, or why the model failed on it.
-type Outputs = Result<Vec<Tensor>, String>;
+type Outputs = Result<Vec<Tensor>, EngineError>;
+
+/// What a failed run of `jobs` means for them (a lost instance is the
+/// replica's failure, not theirs).
+fn job_error(e: RunError, jobs: &[Job]) -> EngineError {
+    match e {
+        RunError::Memory(x) => EngineError::Memory {
+            wanted: x.wanted,
+            held: x.held,
+            limit: x.limit,
+            own: jobs
+                .iter()
+                .flat_map(|j| j.inputs.iter().flatten())
+                .map(|t| t.payload_len() as u64)
+                .sum(),
+        },
+        RunError::Failed(e) | RunError::Lost(e) => EngineError::Runtime(e),
+    }
+}
+
+/// Charges the copy joining a batch's rows makes of its jobs' inputs
+/// (raw bytes; a handle per element of BYTES): before it is made, for as
+/// long as the run holds it. `None` for a batch of one job, whose inputs
+/// go through unjoined.
+fn charge_join(ctx: &Context, batch: &[Job]) -> Result<Option<Charge>, RunError> {
+    if batch.len() < 2 {
+        return Ok(None);
+    }
+    let bytes: u64 = batch
+        .iter()
+        .flat_map(|j| j.inputs.iter().flatten())
+        .map(|t| match t.data() {
+            TensorData::Raw(r) => r.len() as u64,
+            TensorData::Elements(e) => (e.len() * std::mem::size_of::<bytes::Bytes>()) as u64,
+        })
+        .sum();
+    ctx.memory.charge(bytes).map(Some).map_err(RunError::Memory)
+}
 
 /// What a run gives: each job's outputs, each job's sequence state after
 /// it (a sequence model's, where it ran), and the times.
@@ -1145,8 +1189,8 @@ fn run(
             runner.partials = vec![job.partials.clone()];
             each.push(match plan.run(&mut runner, job.inputs.clone(), 1) {
                 Ok(out) => Ok(out),
-                Err(RunError::Failed(e)) => Err(e),
-                Err(lost) => return Err(lost),
+                Err(RunError::Lost(why)) => return Err(RunError::Lost(why)),
+                Err(e) => Err(job_error(e, std::slice::from_ref(job))),
             });
         }
         let (input, infer, output) = split(&runner, t0.elapsed());
@@ -1160,6 +1204,7 @@ fn run(
     }
     let t0 = Instant::now();
     let rows: usize = batch.iter().map(|j| j.rows).sum();
+    let _joined = charge_join(ctx, batch)?;
     // Jobs of one batch have the same inputs present (their signatures).
     let inputs = (0..plan.info.inputs.len())
         .map(|k| {
@@ -1255,11 +1300,11 @@ fn run_sequences(
                     each.push(Ok(out));
                     after.push(Some(kept));
                 }
-                Err(RunError::Failed(e)) => {
-                    each.push(Err(e));
+                Err(RunError::Lost(why)) => return Err(RunError::Lost(why)),
+                Err(e) => {
+                    each.push(Err(job_error(e, std::slice::from_ref(job))));
                     after.push(None);
                 }
-                Err(lost) => return Err(lost),
             }
         }
         let times = split(&runner, t0.elapsed());
@@ -1295,6 +1340,7 @@ fn run_sequences(
             .collect();
         rows::join(&parts)
     }
+    let _joined = charge_join(ctx, batch)?;
     let mut inputs = Vec::with_capacity(plan.info.inputs.len());
     for i in 0..plan.info.inputs.len() {
         // Jobs of one batch have the same inputs present (their signatures).

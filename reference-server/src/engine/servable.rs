@@ -3,6 +3,8 @@
 
 use std::sync::Arc;
 
+use serving_proto::gather::Budget;
+
 use super::backend::{Backends, LoadError};
 use super::cache::ResponseCache;
 use super::config::ServableSpec;
@@ -31,6 +33,11 @@ pub struct LoadOptions {
     pub fault_injection: bool,
     /// The server's response cache, for servables that enable it.
     pub cache: Option<Arc<ResponseCache>>,
+    /// The memory the server gives requests (`--max-incoming-mb`): what a
+    /// run holds beyond its jobs' own inputs (a batch's joined rows, a
+    /// backend's buffers grown for it) is charged to it before it is
+    /// allocated.
+    pub memory: Arc<Budget>,
 }
 
 impl Default for LoadOptions {
@@ -42,6 +49,7 @@ impl Default for LoadOptions {
             inline_max: super::scheduler::DEFAULT_INLINE_MAX,
             fault_injection: false,
             cache: None,
+            memory: Arc::new(Budget::unlimited()),
         }
     }
 }
@@ -125,6 +133,7 @@ impl ServableVersion {
                 index,
                 threads,
                 cpu_fallback: options.cpu_fallback,
+                memory: &options.memory,
             };
             let (replica, models) = Replica::load(backends, replica_spec, device)?;
             tracing::info!(servable = name, version, %device, threads, "replica loaded");
@@ -163,6 +172,7 @@ impl ServableVersion {
             queue_limit: spec.deployment.queue.limit.unwrap_or(options.queue_limit),
             inline_max: options.inline_max,
             fault_injection: options.fault_injection,
+            memory: options.memory.clone(),
         })
         .map_err(|e| fail(e.to_string()))?;
         Ok(ServableVersion {
@@ -212,6 +222,7 @@ impl ServableVersion {
             queue_limit: options.queue_limit,
             inline_max: options.inline_max,
             fault_injection: false,
+            memory: options.memory.clone(),
         })
         .map_err(|e| fail(e.to_string()))?;
         Ok(ServableVersion {

@@ -142,6 +142,24 @@ fn error(e: &EngineError, t: &Target<'_>) -> (ServableError, Class) {
             ),
             Class::Internal,
         ),
+        EngineError::Memory {
+            wanted,
+            held,
+            limit,
+            own,
+        } => {
+            let (text, class) = super::memory_refusal(
+                &format!("servable {} method {}", quote(t.servable), quote(t.method)),
+                *wanted,
+                *held,
+                *limit,
+                *own,
+            );
+            (
+                ServableError::new(StatusCode::SystemError, format!("Serving Error: {text}")),
+                class,
+            )
+        }
         EngineError::ReplicasFailed => (
             ServableError::new(
                 StatusCode::SystemError,

@@ -56,6 +56,35 @@ pub enum Class {
     AlreadyExists,
 }
 
+/// The text and class for a run that needed `wanted` bytes of memory
+/// beyond its inputs (`own`) that the server's budget for requests (`held`
+/// of `limit`) had no room for; `what` names the model or servable. One
+/// that cannot fit even alone can never run; one that can may once other
+/// requests finish.
+pub(crate) fn memory_refusal(
+    what: &str,
+    wanted: u64,
+    held: u64,
+    limit: u64,
+    own: u64,
+) -> (String, Class) {
+    if wanted.saturating_add(own) > limit {
+        (
+            format!(
+                "{what} needs {wanted} bytes of server memory to run the request besides the {own} bytes of its inputs, more than the {limit} bytes this server gives all requests together (--max-incoming-mb); send a smaller request"
+            ),
+            Class::ResourceExhausted,
+        )
+    } else {
+        (
+            format!(
+                "{what} needs {wanted} more bytes of server memory to run the request, and requests hold {held} of the {limit} bytes this server gives them (--max-incoming-mb); retry later"
+            ),
+            Class::Unavailable,
+        )
+    }
+}
+
 impl Class {
     /// The HTTP status of the class.
     pub fn http(self) -> http::StatusCode {

@@ -272,6 +272,15 @@ fn error(e: EngineError, model: &str, info: Option<&MethodInfo>) -> ServeError {
         EngineError::Runtime(detail) => {
             ServeError::Internal(format!("model '{model}' failed to run: {detail}"))
         }
+        EngineError::Memory {
+            wanted,
+            held,
+            limit,
+            own,
+        } => match super::memory_refusal(&format!("model '{model}'"), wanted, held, limit, own) {
+            (text, super::Class::ResourceExhausted) => ServeError::ResourceExhausted(text),
+            (text, _) => ServeError::Unavailable(text),
+        },
         EngineError::ReplicasFailed => ServeError::Internal(format!(
             "Serving Error: runtime error occurred: replicas of model '{model}' failed twice running the request"
         )),

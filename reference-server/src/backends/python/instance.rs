@@ -106,6 +106,19 @@ pub(crate) fn wire(d: DataType) -> &'static str {
 
 impl ModelInstance for PythonInstance {
     fn run(&mut self, batch: &Batch<'_>, times: &mut IoTimes) -> Result<Vec<Tensor>, RunError> {
+        let ran = self.call(batch, times);
+        // What the call wrote into the region is the server's no longer,
+        // whichever way it ended.
+        if let Some(p) = self.process.as_mut() {
+            p.release();
+        }
+        ran
+    }
+}
+
+impl PythonInstance {
+    /// One `execute` call for the batch.
+    fn call(&mut self, batch: &Batch<'_>, times: &mut IoTimes) -> Result<Vec<Tensor>, RunError> {
         let started = Instant::now();
         let process = self
             .process
@@ -154,8 +167,11 @@ impl ModelInstance for PythonInstance {
             row += rows;
             requests.push(placed);
         }
+        // The inputs' copy in the region is the call's, charged before it
+        // is written.
+        process.reserve(at)?;
         if at > process.region.len() {
-            process.grow(at, batch.deadline)?;
+            process.grow_to(at, batch.deadline)?;
         }
         let region = process.region.bytes_mut();
         let mut described = Vec::with_capacity(requests.len());

@@ -28,6 +28,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
+use serving_proto::gather::Budget;
 use serving_proto::model_config::{self, ModelConfig, TritonType};
 use serving_proto::pb::inference::model_config::SchedulingChoice;
 
@@ -180,10 +181,13 @@ impl Python {
         let _ = self.bls.set(bls);
     }
 
-    fn launch(&self, python: Option<&str>) -> Launch {
+    /// How a worker starts: with `python` or the backend's interpreter,
+    /// its grown regions charged to `memory`.
+    fn launch(&self, python: Option<&str>, memory: &Arc<Budget>) -> Launch {
         Launch {
             python: python.map_or_else(|| self.python.clone(), PathBuf::from),
             scripts: self.scripts.path().to_owned(),
+            memory: memory.clone(),
         }
     }
 
@@ -197,7 +201,8 @@ impl Python {
         config: &Value,
     ) -> Result<Value, String> {
         let label = format!("{} (auto-complete)", model_file.display());
-        let mut p = Process::start(&self.launch(python), &label, 4096)?;
+        let unlimited = Arc::new(Budget::unlimited());
+        let mut p = Process::start(&self.launch(python, &unlimited), &label, 4096)?;
         let deadline = Some(Instant::now() + LOAD_TIMEOUT);
         let load =
             json!({"op": "load", "model_file": model_file, "model_dir": version_dir(model_file)});
@@ -228,7 +233,8 @@ impl Python {
         python: Option<&str>,
     ) -> Result<Value, String> {
         let label = format!("{} (registration)", config_file.display());
-        let mut p = Process::start(&self.launch(python), &label, 4096)?;
+        let unlimited = Arc::new(Budget::unlimited());
+        let mut p = Process::start(&self.launch(python, &unlimited), &label, 4096)?;
         let deadline = Some(Instant::now() + LOAD_TIMEOUT);
         let reply = p
             .call(
@@ -282,7 +288,7 @@ impl Python {
         };
         let python = options.get(option::PYTHON).map(String::as_str);
         let mut process = Process::start(
-            &self.launch(python),
+            &self.launch(python, load.memory),
             &format!("{}/{}", load.label(), load.replica),
             FIRST_REGION,
         )
@@ -423,7 +429,7 @@ impl Backend for Python {
         // index in it.
         let instance_name = format!("{}_0_{}", config.name, load.replica);
         let mut process = Process::start(
-            &self.launch(python),
+            &self.launch(python, load.memory),
             &format!("{}/{}", config.name, load.replica),
             FIRST_REGION,
         )

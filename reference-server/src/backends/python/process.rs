@@ -5,9 +5,11 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
+use serving_proto::gather::{Budget, Charge, Exhausted};
 
 use super::Bls;
 use super::region::Region;
@@ -25,6 +27,16 @@ pub(crate) struct Process {
     stdout: ChildStdout,
     pub(crate) region: Region,
     label: String,
+    /// The server's memory for requests: what a call writes into the
+    /// region beyond its first size is charged to it for the call.
+    memory: Arc<Budget>,
+    /// The region's first size, which the instance holds whatever it runs.
+    base: usize,
+    /// The current call's charge (see [`Process::reserve`]).
+    reserved: Option<Charge>,
+    /// A larger region the worker asked for during the current call, and
+    /// the budget refused: the call's failure is then for want of memory.
+    refused: Option<Exhausted>,
 }
 
 impl std::fmt::Debug for Process {
@@ -41,6 +53,8 @@ impl std::fmt::Debug for Process {
 pub(crate) struct Launch {
     pub(crate) python: PathBuf,
     pub(crate) scripts: PathBuf,
+    /// What a grown region is charged to.
+    pub(crate) memory: Arc<Budget>,
 }
 
 /// What takes each response a decoupled model sends during a call: the
@@ -78,8 +92,12 @@ impl Process {
             child,
             stdin,
             stdout,
+            base: region.len(),
             region,
             label: label.to_owned(),
+            memory: launch.memory.clone(),
+            reserved: None,
+            refused: None,
         };
         p.announce_region(None)?;
         Ok(p)
@@ -157,13 +175,29 @@ impl Process {
         bls: Option<&Bls>,
         mut respond: Option<&mut Respond<'_>>,
     ) -> Result<Value, RunError> {
+        self.refused = None;
         self.send(msg)?;
         loop {
             let reply = self.receive(deadline)?;
             match reply.get("op").and_then(Value::as_str) {
                 Some("need") => {
                     let bytes = reply.get("bytes").and_then(Value::as_u64).unwrap_or(0) as usize;
-                    self.grow(bytes, deadline)?;
+                    match self
+                        .reserve(bytes)
+                        .and_then(|()| self.grow_to(bytes, deadline))
+                    {
+                        // The worker's outputs do not fit, and the server
+                        // has no room for more: the worker fails the call.
+                        Err(RunError::Memory(exhausted)) => {
+                            // A BLS request's refusal is its response's
+                            // error, which the model may handle.
+                            if reply.get("bls").and_then(Value::as_bool) != Some(true) {
+                                self.refused = Some(exhausted);
+                            }
+                            self.send(&json!({"op": "region", "refused": exhausted.to_string()}))?;
+                        }
+                        grown => grown?,
+                    }
                 }
                 Some("response") => {
                     let answer = match respond.as_mut() {
@@ -185,7 +219,12 @@ impl Process {
                     };
                     self.send(&answer)?;
                 }
-                _ => return ok(reply).map_err(RunError::Failed),
+                _ => {
+                    return ok(reply).map_err(|e| match self.refused.take() {
+                        Some(exhausted) => RunError::Memory(exhausted),
+                        None => RunError::Failed(e),
+                    });
+                }
             }
         }
     }
@@ -253,8 +292,22 @@ impl Process {
         let align = |n: usize| n.div_ceil(64) * 64;
         let total: usize = data.iter().map(|d| align(d.3.len())).sum();
         let mut at = msg.get("at").and_then(Value::as_u64).unwrap_or(0) as usize;
-        if at + total > self.region.len() {
-            self.grow(total, deadline).map_err(BlsFailure::Worker)?;
+        let fits = at + total <= self.region.len();
+        let used = if fits { at + total } else { total };
+        let made = self.reserve(used).and_then(|()| match fits {
+            true => Ok(()),
+            false => self.grow_to(total, deadline),
+        });
+        made.map_err(|e| match e {
+                // The calling model gets the refusal as the response's
+                // error, as for any failed BLS request.
+                RunError::Memory(exhausted) => request(format!(
+                    "the response of model '{}' needs {total} bytes of shared memory, and the server has no room for them: {exhausted}",
+                    serving_proto::text::quote(&text_of(msg, "model"))
+                )),
+                e => BlsFailure::Worker(e),
+            })?;
+        if !fits {
             at = 0;
         }
         let region = self.region.bytes_mut();
@@ -272,8 +325,48 @@ impl Process {
         super::instance::region_tensor("input", spec, self.region.bytes())
     }
 
-    /// Replaces the region with one of at least `bytes`.
-    pub(crate) fn grow(&mut self, bytes: usize, deadline: Option<Instant>) -> Result<(), RunError> {
+    /// Charges the current call for using the first `bytes` of the
+    /// region, beyond its first size (which every instance holds): before
+    /// they are written, until [`Process::release`]. The pages a call
+    /// writes are what the region costs (the object is sparse), so a
+    /// region kept larger from an earlier call costs a small call nothing.
+    /// `Err(Memory)` when the budget has no room, saying how much the
+    /// call needs in all.
+    pub(crate) fn reserve(&mut self, bytes: usize) -> Result<(), RunError> {
+        let wanted = bytes.saturating_sub(self.base) as u64;
+        let have = self.reserved.as_ref().map_or(0, Charge::bytes);
+        if wanted <= have {
+            return Ok(());
+        }
+        let charged = match self.reserved.as_mut() {
+            Some(c) => c.set(wanted),
+            None => self.memory.charge(wanted).map(|c| {
+                self.reserved = Some(c);
+            }),
+        };
+        charged.map_err(|e| {
+            RunError::Memory(Exhausted {
+                wanted,
+                held: e.held.saturating_sub(have),
+                limit: e.limit,
+            })
+        })
+    }
+
+    /// Gives back the current call's charge.
+    pub(crate) fn release(&mut self) {
+        self.reserved = None;
+    }
+
+    /// Replaces the region with one of at least `bytes` (twice the current
+    /// size when that is more, so that growing is rare: the pages a call
+    /// does not write cost nothing); the caller has reserved what it will
+    /// write.
+    pub(crate) fn grow_to(
+        &mut self,
+        bytes: usize,
+        deadline: Option<Instant>,
+    ) -> Result<(), RunError> {
         let size = bytes.max(self.region.len().saturating_mul(2));
         self.region =
             Region::create(size).map_err(|e| RunError::Failed(format!("shared memory: {e}")))?;

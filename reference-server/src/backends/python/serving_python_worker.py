@@ -14,7 +14,9 @@ Requests (server to worker), each answered once:
                                             a Python stage of a MindSpore method as the model
   {"op": "auto_complete", "config"}         -> {"config"} the completed configuration
   {"op": "initialize", "args"}              the model's initialize(args)
-  {"op": "execute", "requests"}             -> {"responses"}; may first ask {"op": "need", "bytes"},
+  {"op": "execute", "requests"}             -> {"responses"}; may first ask {"op": "need", "bytes"}
+                                            (answered by a "region" to map, or {"op": "region",
+                                            "refused": text} when the server has no memory for it),
                                             and, for a decoupled model, hand on each response
                                             sent by a ResponseSender: {"op": "response", "request",
                                             "final", "outputs" | "error"}, answered {"ok": true}
@@ -194,8 +196,12 @@ class Worker:
 
         placed, end = layout(self.free_from)
         if end > self.size:
-            send({"op": "need", "bytes": end - self.free_from})
-            self.await_region()
+            send({"op": "need", "bytes": end - self.free_from, "bls": True})
+            try:
+                self.await_region()
+            except pb_utils.TritonModelException as e:
+                return pb_utils.InferenceResponse(error=pb_utils.TritonError(
+                    f"the request's inputs need {end - self.free_from} bytes of shared memory: {e}"))
             self.free_from = 0
             placed, end = layout(0)
         view = memoryview(self.region)
@@ -238,9 +244,13 @@ class Worker:
         return pb_utils.InferenceResponse(outputs)
 
     def await_region(self):
+        """The server's answer to a "need": a larger region to map, or
+        its refusal (the server has no memory for it), raised."""
         reply = receive()
         if reply is None or reply.get("op") != "region":
             raise SystemExit(0)
+        if "refused" in reply:
+            raise pb_utils.TritonModelException(reply["refused"])
         self.map(reply["path"], reply["size"])
         send({"ok": True})
 
