@@ -177,6 +177,16 @@ def write_repos(suite, out):
             f.write(SEQ_ACC_CONFIG)
         with open(os.path.join(d, "1", "model.py"), "w") as f:
             f.write(SEQ_ACC)
+        # The same BLS models in both: bls_stream reads the decoupled
+        # bls_repeat's responses, and add's one, with exec(decoupled=True).
+        for name, config, code in (("bls_repeat", BLS_REPEAT_CONFIG, BLS_REPEAT),
+                                   ("bls_stream", BLS_STREAM_CONFIG, BLS_STREAM)):
+            d = os.path.join(root, name)
+            os.makedirs(os.path.join(d, "1"))
+            with open(os.path.join(d, "config.pbtxt"), "w") as f:
+                f.write(config)
+            with open(os.path.join(d, "1", "model.py"), "w") as f:
+                f.write(code)
     print(f"wrote {out}/triton and {out}/ours")
 
 
@@ -227,6 +237,84 @@ class TritonPythonModel:
             flags = np.array([[int(start[0][0]), int(end[0][0]), int(ready[0][0]), int(corrid[0][0])]], np.int64)
             out.append(pb_utils.InferenceResponse([pb_utils.Tensor("OUTPUT", y), pb_utils.Tensor("FLAGS", flags)]))
         return out
+"""
+
+# A decoupled model: one response per value of IN (from a thread of its
+# own), then the final flag alone.
+BLS_REPEAT = """import threading
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        self.threads = []
+
+    def execute(self, requests):
+        for request in requests:
+            x = pb_utils.get_input_tensor_by_name(request, "IN").as_numpy().copy()
+            t = threading.Thread(target=self.repeat, args=(x, request.get_response_sender()))
+            t.start()
+            self.threads.append(t)
+        return None
+
+    def repeat(self, x, sender):
+        for i, v in enumerate(x):
+            sender.send(pb_utils.InferenceResponse([
+                pb_utils.Tensor("OUT", np.array([v], dtype=np.int32)),
+                pb_utils.Tensor("IDX", np.array([i], dtype=np.uint32))]))
+        sender.send(flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
+
+    def finalize(self):
+        for t in self.threads:
+            t.join()
+"""
+
+BLS_REPEAT_CONFIG = """name: "bls_repeat"
+backend: "python"
+max_batch_size: 0
+model_transaction_policy { decoupled: true }
+input [ { name: "IN" data_type: TYPE_INT32 dims: [ -1 ] } ]
+output [ { name: "OUT" data_type: TYPE_INT32 dims: [ 1 ] }, { name: "IDX" data_type: TYPE_UINT32 dims: [ 1 ] } ]
+"""
+
+# BLS with exec(decoupled=True): every response of bls_repeat as it comes
+# (the last empty: the final flag alone), and the one response of add, a
+# model that answers once; reports what it read.
+BLS_STREAM = """import json
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+
+class TritonPythonModel:
+    def execute(self, requests):
+        out = []
+        for r in requests:
+            x = pb_utils.get_input_tensor_by_name(r, "IN").as_numpy()
+            seen = []
+            for response in pb_utils.InferenceRequest(
+                    model_name="bls_repeat", requested_output_names=["OUT", "IDX"],
+                    inputs=[pb_utils.Tensor("IN", x)]).exec(decoupled=True):
+                if response.has_error():
+                    seen.append({"error": response.error().message()})
+                else:
+                    seen.append({t.name(): t.as_numpy().tolist() for t in response.output_tensors()})
+            square = np.array([[1, 2], [3, 4]], np.float32)
+            once = [{t.name(): t.as_numpy().tolist() for t in response.output_tensors()}
+                    for response in pb_utils.InferenceRequest(
+                        model_name="add", requested_output_names=["y"],
+                        inputs=[pb_utils.Tensor("x1", square), pb_utils.Tensor("x2", square)]).exec(decoupled=True)]
+            report = json.dumps({"repeat": seen, "add": once}, sort_keys=True)
+            out.append(pb_utils.InferenceResponse([
+                pb_utils.Tensor("report", np.array([report.encode()], dtype=object))]))
+        return out
+"""
+
+BLS_STREAM_CONFIG = """name: "bls_stream"
+backend: "python"
+max_batch_size: 0
+input [ { name: "IN" data_type: TYPE_INT32 dims: [ -1 ] } ]
+output [ { name: "report" data_type: TYPE_STRING dims: [ 1 ] } ]
 """
 
 SEQ_ACC_CONFIG = """name: "seq_acc"
@@ -1520,7 +1608,7 @@ def _(s):
 
 SECTIONS = ["server", "health", "metadata", "config", "infer", "infer_bad", "classify", "params",
             "stats", "shm", "cudashm", "trace", "stream", "http_misc", "repository", "ensemble",
-            "sequence", "cache"]
+            "sequence", "cache", "bls"]
 # Probes that kill Triton 2.51; never in the default list.
 EXTRA_SECTIONS = ["crash"]
 
@@ -1619,6 +1707,14 @@ def _(s):
         parameters={"custom": "a"})))
     time.sleep(0.2)
     return {"with_id": r1, "with_parameter": r2, "stats": cache_stats(s)}
+
+
+# ---- BLS: bls_stream reads a decoupled model's responses with
+# exec(decoupled=True)
+
+probe("bls", "raw JSON bls_stream: bls_repeat's responses and add's, by BLS")(
+    lambda s: raw_http(s, "POST", "/v2/models/bls_stream/infer", {
+        "inputs": [{"name": "IN", "datatype": "INT32", "shape": [3], "data": [4, 5, 6]}]}))
 
 
 # ---- sequences: seq_acc, a Python accumulator with START/END/READY/CORRID

@@ -369,27 +369,69 @@ fn blocking_err(e: tokio::task::JoinError) -> StartError {
 /// state holds the models.
 #[cfg(unix)]
 fn bls_through(state: &Arc<State>) -> crate::backends::python::Bls {
-    let state = Arc::downgrade(state);
+    use crate::backends::python::{Bls, BlsResponses};
+    // Waits for `f` on the runtime: a replica thread is outside it; a run
+    // inline on an async worker is inside it.
+    fn block<T>(handle: &tokio::runtime::Handle, f: impl std::future::Future<Output = T>) -> T {
+        if tokio::runtime::Handle::try_current().is_ok() {
+            tokio::task::block_in_place(|| handle.block_on(f))
+        } else {
+            handle.block_on(f)
+        }
+    }
+    let weak = Arc::downgrade(state);
     let handle = tokio::runtime::Handle::current();
-    Arc::new(move |request, deadline| {
-        let state = state
+    let (infer_state, infer_handle) = (weak.clone(), handle.clone());
+    let infer = Arc::new(move |request, deadline| {
+        let state = infer_state
             .upgrade()
             .ok_or_else(|| "the server is shutting down".to_owned())?;
         let incoming = crate::service::oip::Incoming::now("BLS", None);
-        let run = || {
-            handle.block_on(crate::service::oip::infer(
-                &state, request, deadline, &incoming,
-            ))
-        };
-        // A replica thread is outside the runtime; a run inline on an
-        // async worker is inside it.
-        let answer = if tokio::runtime::Handle::try_current().is_ok() {
-            tokio::task::block_in_place(run)
-        } else {
-            run()
-        };
-        answer.map_err(|e| e.to_string())
-    })
+        block(
+            &infer_handle,
+            crate::service::oip::infer(&state, request, deadline, &incoming),
+        )
+        .map_err(|e| e.to_string())
+    });
+    let once = infer.clone();
+    let stream = Arc::new(
+        move |request: serving_proto::oip::InferRequest,
+              deadline: Option<std::time::Instant>|
+              -> Result<BlsResponses, String> {
+            let state = weak
+                .upgrade()
+                .ok_or_else(|| "the server is shutting down".to_owned())?;
+            // A model that answers once gives its one response, the last.
+            if !crate::service::oip::is_decoupled(&state, &request.model_name, &request.model_version)
+            {
+                let mut answer = Some(once(request, deadline).map(|r| (r, true)));
+                return Ok(Box::new(move |_| answer.take()));
+            }
+            let mut responses = {
+                let _in_runtime = handle.enter();
+                crate::service::oip::infer_decoupled(state, request, deadline)
+                    .map_err(|e| e.to_string())?
+            };
+            let handle = handle.clone();
+            Ok(Box::new(move |deadline: Option<std::time::Instant>| {
+                let next = block(&handle, async {
+                    match deadline {
+                        Some(d) => tokio::time::timeout_at(d.into(), responses.recv()).await.ok(),
+                        None => Some(responses.recv().await),
+                    }
+                });
+                match next {
+                    None => Some(Err(
+                        "the request's deadline passed before the model's next response".into(),
+                    )),
+                    Some(None) => None,
+                    Some(Some(Ok(s))) => Some(Ok((s.response, s.last))),
+                    Some(Some(Err(e))) => Some(Err(e.to_string())),
+                }
+            }))
+        },
+    );
+    Bls { infer, stream }
 }
 
 /// Loads ONNX Runtime and the servables, binds both ports and starts

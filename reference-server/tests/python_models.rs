@@ -181,6 +181,58 @@ class TritonPythonModel:
         return out
 "#;
 
+/// BLS with `exec(decoupled=True)`: reads the decoupled `repeat`'s
+/// responses as it sends them (the last one empty: its final flag alone),
+/// an error response of it, a model that answers once (one response), and
+/// a stream cancelled after its first response (the model does not check,
+/// so the rest still come); reports what it saw.
+const BLS_STREAM: &str = r#"
+import json
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+def repeat(values):
+    return pb_utils.InferenceRequest(
+        model_name="repeat", requested_output_names=["OUT", "IDX"],
+        inputs=[pb_utils.Tensor("IN", np.array(values, dtype=np.int32))]).exec(decoupled=True)
+
+class TritonPythonModel:
+    def execute(self, requests):
+        out = []
+        for r in requests:
+            x = pb_utils.get_input_tensor_by_name(r, "IN").as_numpy()
+            values, indices, empty = [], [], 0
+            for response in repeat(x):
+                if response.has_error():
+                    raise pb_utils.TritonModelException(response.error().message())
+                if not response.output_tensors():
+                    empty += 1
+                    continue
+                values.append(int(pb_utils.get_output_tensor_by_name(response, "OUT").as_numpy()[0]))
+                indices.append(int(pb_utils.get_output_tensor_by_name(response, "IDX").as_numpy()[0]))
+            errors = [e.error().message() for e in repeat([-5]) if e.has_error()]
+            once = list(pb_utils.InferenceRequest(
+                model_name="auto", requested_output_names=["y"],
+                inputs=[pb_utils.Tensor("x", np.array([2.0], dtype=np.float32))]).exec(decoupled=True))
+            stream = repeat([7, 8, 9, 10, 11, 12, 13, 14])
+            first = pb_utils.get_output_tensor_by_name(next(stream), "OUT").as_numpy()[0]
+            stream.cancel()
+            report = {"values": values, "indices": indices, "empty": empty, "errors": errors,
+                      "once": [float(pb_utils.get_output_tensor_by_name(o, "y").as_numpy()[0]) for o in once],
+                      "first": int(first), "after_cancel": len(list(stream))}
+            out.append(pb_utils.InferenceResponse([
+                pb_utils.Tensor("report", np.array([json.dumps(report).encode()], dtype=object))]))
+        return out
+"#;
+
+const BLS_STREAM_CONFIG: &str = r#"
+name: "bls_stream"
+backend: "python"
+max_batch_size: 0
+input [ { name: "IN" data_type: TYPE_INT32 dims: [ -1 ] } ]
+output [ { name: "report" data_type: TYPE_STRING dims: [ 1 ] } ]
+"#;
+
 const BLS_CONFIG: &str = r#"
 name: "bls"
 backend: "python"
@@ -264,6 +316,7 @@ fn repository(marker: &Path) -> tempfile::TempDir {
     model("auto", "name: \"auto\"\nbackend: \"python\"\n", AUTO);
     model("fails", &one_in_one_out("fails", ""), FAILS);
     model("bls", BLS_CONFIG, BLS);
+    model("bls_stream", BLS_STREAM_CONFIG, BLS_STREAM);
     model("repeat", REPEAT_CONFIG, REPEAT);
     common::write(d, "mul/1/model.onnx", &common::binary_op("Mul"));
     model(
@@ -400,6 +453,24 @@ async fn triton_python_models_run_unchanged() {
     let (status, v) = infer(&http, &server, "auto", x(&[1.0, 2.0])).await;
     assert_eq!(status, 200, "{v}");
     assert_eq!(common::output(&v, "y")["data"], json!([3.0, 6.0]));
+
+    // BLS of a decoupled model: its responses one by one, as Triton's
+    // ResponseIterator gives them.
+    let (status, v) = infer(
+        &http,
+        &server,
+        "bls_stream",
+        json!({"inputs": [{"name": "IN", "datatype": "INT32", "shape": [3], "data": [4, 5, 6]}]}),
+    )
+    .await;
+    assert_eq!(status, 200, "{v}");
+    let report: Value =
+        serde_json::from_str(common::output(&v, "report")["data"][0].as_str().unwrap()).unwrap();
+    assert_eq!(
+        report,
+        json!({"values": [4, 5, 6], "indices": [0, 1, 2], "empty": 1, "errors": ["negative: -5"],
+               "once": [6.0], "first": 7, "after_cancel": 8}),
+    );
 
     // BLS: a Python model calls an ONNX model and a Python model of the
     // server, and learns of a call that failed.

@@ -22,6 +22,7 @@ pub fn ort_add(warmup: usize, iterations: usize) -> Result<Vec<Duration>, String
         Arc::new(reference_server::demo::add_cast_model()),
     ];
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let memory = Arc::new(serving_proto::gather::Budget::unlimited());
     let spec = ReplicaSpec {
         servable: "add",
         version: 1,
@@ -30,6 +31,7 @@ pub fn ort_add(warmup: usize, iterations: usize) -> Result<Vec<Duration>, String
         index: 0,
         threads,
         cpu_fallback: false,
+        memory: &memory,
     };
     let backends = Backends::new().with(Arc::new(OnnxRuntime::new(runtime)));
     let (mut replica, infos) =

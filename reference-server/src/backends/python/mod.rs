@@ -17,11 +17,15 @@
 //! |---|---|
 //! | `process` | one worker process: start, control channel, logs, stop |
 //! | `region` | the shared memory a worker and the server exchange tensors through |
+//! | `bls` | a model's requests to the server's models (BLS), decoupled ones too |
 //! | `instance` | a batch as the requests of one `execute` call, and back |
 
+mod bls;
 mod instance;
 mod process;
 mod region;
+
+pub use bls::{Bls, BlsResponses, Streamed};
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
@@ -101,18 +105,6 @@ const FIRST_REGION: usize = 1 << 20;
 
 /// A region grown past this is given back after the call that grew it.
 const KEEP_REGION: usize = 64 << 20;
-
-/// How a Python model's BLS requests (`InferenceRequest(...).exec()`)
-/// reach the server's models: runs one request, blocking, by the deadline
-/// given; its response, or why not.
-pub type Bls = Arc<
-    dyn Fn(
-            serving_proto::oip::InferRequest,
-            Option<Instant>,
-        ) -> Result<serving_proto::oip::InferResponse, String>
-        + Send
-        + Sync,
->;
 
 /// Runs Python models.
 pub struct Python {

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use serving_proto::gather::{Budget, Charge, Exhausted};
 
-use super::Bls;
+use super::bls::{Bls, BlsFailure};
 use super::region::Region;
 use crate::engine::backend::RunError;
 
@@ -37,6 +37,10 @@ pub(crate) struct Process {
     /// A larger region the worker asked for during the current call, and
     /// the budget refused: the call's failure is then for want of memory.
     refused: Option<Exhausted>,
+    /// The current call's decoupled BLS requests, by the number the worker
+    /// reads their responses by.
+    pub(super) streams: std::collections::HashMap<u64, super::bls::BlsResponses>,
+    pub(super) next_stream: u64,
 }
 
 impl std::fmt::Debug for Process {
@@ -98,6 +102,8 @@ impl Process {
             memory: launch.memory.clone(),
             reserved: None,
             refused: None,
+            streams: Default::default(),
+            next_stream: 0,
         };
         p.announce_region(None)?;
         Ok(p)
@@ -211,8 +217,8 @@ impl Process {
                     };
                     self.send(&answer)?;
                 }
-                Some("infer") => {
-                    let answer = match self.bls(&reply, bls, deadline) {
+                Some(op @ ("infer" | "next" | "cancel")) => {
+                    let answer = match self.bls(op, &reply, bls, deadline) {
                         Ok(a) => a,
                         Err(BlsFailure::Request(e)) => json!({"ok": false, "error": e}),
                         Err(BlsFailure::Worker(e)) => return Err(e),
@@ -229,99 +235,8 @@ impl Process {
         }
     }
 
-    /// Runs a model's BLS request (its inputs in the region) through the
-    /// server and writes the response's outputs into the region at the
-    /// offset the worker gave (from 0 in a larger region if need be).
-    fn bls(
-        &mut self,
-        msg: &Value,
-        bls: Option<&Bls>,
-        deadline: Option<Instant>,
-    ) -> Result<Value, BlsFailure> {
-        let request = BlsFailure::Request;
-        let bls =
-            bls.ok_or_else(|| request("BLS calls are not available in this server".into()))?;
-        let mut inputs = Vec::new();
-        for i in msg
-            .get("inputs")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-        {
-            let tensor = self.tensor_at(i).map_err(request)?;
-            inputs.push(serving_proto::oip::NamedTensor::new(
-                text_of(i, "name"),
-                tensor,
-            ));
-        }
-        let outputs = msg
-            .get("outputs")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-            .filter_map(Value::as_str)
-            .map(|n| serving_proto::oip::RequestedOutput {
-                name: n.to_owned(),
-                parameters: Default::default(),
-            })
-            .collect();
-        let response = bls(
-            serving_proto::oip::InferRequest {
-                model_name: text_of(msg, "model"),
-                model_version: text_of(msg, "version"),
-                id: text_of(msg, "id"),
-                inputs,
-                outputs,
-                ..Default::default()
-            },
-            deadline,
-        )
-        .map_err(request)?;
-        let data: Vec<(String, &'static str, Vec<i64>, bytes::Bytes)> = response
-            .outputs
-            .iter()
-            .map(|o| {
-                (
-                    o.name.clone(),
-                    super::instance::wire(o.tensor.dtype()),
-                    o.tensor.shape().to_vec(),
-                    serving_proto::oip::raw_contents(&o.tensor),
-                )
-            })
-            .collect();
-        let align = |n: usize| n.div_ceil(64) * 64;
-        let total: usize = data.iter().map(|d| align(d.3.len())).sum();
-        let mut at = msg.get("at").and_then(Value::as_u64).unwrap_or(0) as usize;
-        let fits = at + total <= self.region.len();
-        let used = if fits { at + total } else { total };
-        let made = self.reserve(used).and_then(|()| match fits {
-            true => Ok(()),
-            false => self.grow_to(total, deadline),
-        });
-        made.map_err(|e| match e {
-                // The calling model gets the refusal as the response's
-                // error, as for any failed BLS request.
-                RunError::Memory(exhausted) => request(format!(
-                    "the response of model '{}' needs {total} bytes of shared memory, and the server has no room for them: {exhausted}",
-                    serving_proto::text::quote(&text_of(msg, "model"))
-                )),
-                e => BlsFailure::Worker(e),
-            })?;
-        if !fits {
-            at = 0;
-        }
-        let region = self.region.bytes_mut();
-        let mut described = Vec::with_capacity(data.len());
-        for (name, datatype, shape, bytes) in &data {
-            region[at..at + bytes.len()].copy_from_slice(bytes);
-            described.push(json!({"name": name, "datatype": datatype, "shape": shape, "offset": at, "size": bytes.len()}));
-            at = align(at + bytes.len());
-        }
-        Ok(json!({"ok": true, "outputs": described}))
-    }
-
     /// A tensor the worker laid out in the region, copied out of it.
-    fn tensor_at(&self, spec: &Value) -> Result<serving_proto::Tensor, String> {
+    pub(super) fn tensor_at(&self, spec: &Value) -> Result<serving_proto::Tensor, String> {
         super::instance::region_tensor("input", spec, self.region.bytes())
     }
 
@@ -353,9 +268,11 @@ impl Process {
         })
     }
 
-    /// Gives back the current call's charge.
+    /// Ends the current call: gives back its charge, and drops the
+    /// responses of decoupled BLS requests it did not read.
     pub(crate) fn release(&mut self) {
         self.reserved = None;
+        self.streams.clear();
     }
 
     /// Replaces the region with one of at least `bytes` (twice the current
@@ -410,18 +327,6 @@ impl Drop for Process {
     }
 }
 
-/// Why a BLS request failed: the request (the model gets the text in its
-/// response) or the worker.
-enum BlsFailure {
-    Request(String),
-    Worker(RunError),
-}
-
-fn text_of(v: &Value, key: &str) -> String {
-    v.get(key).and_then(Value::as_str).unwrap_or("").to_owned()
-}
-
-/// A worker's answer: its fields when `ok`, its error text otherwise.
 fn ok(reply: Value) -> Result<Value, String> {
     if reply.get("ok").and_then(Value::as_bool) == Some(true) {
         Ok(reply)

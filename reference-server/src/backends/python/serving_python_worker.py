@@ -21,6 +21,8 @@ Requests (server to worker), each answered once:
                                             sent by a ResponseSender: {"op": "response", "request",
                                             "final", "outputs" | "error"}, answered {"ok": true}
   {"op": "finalize"}                        the model's finalize(), then exit
+BLS requests (worker to server, during an execute) are described in the
+server's backends/python/bls.rs.
 Every answer is {"ok": true, ...} or {"ok": false, "error": text}.
 """
 
@@ -175,10 +177,11 @@ class Worker:
             out.append(described)
         return out, at
 
-    def bls(self, request):
+    def bls(self, request, decoupled=False):
         """Runs a BLS request through the server: its inputs into the
         region, the server runs the model and writes the outputs after
-        them; they are copied out (the region is reused)."""
+        them; they are copied out (the region is reused). Decoupled: a
+        ResponseIterator that asks the server for each response in turn."""
         tensors = []
         for t in request.inputs():
             array = t.as_numpy()
@@ -194,14 +197,17 @@ class Worker:
                 at = align(at + size)
             return placed, at
 
+        def failed(text):
+            response = pb_utils.InferenceResponse(error=pb_utils.TritonError(text))
+            return pb_utils.ResponseIterator(iter([(response, True)]).__next__) if decoupled else response
+
         placed, end = layout(self.free_from)
         if end > self.size:
             send({"op": "need", "bytes": end - self.free_from, "bls": True})
             try:
                 self.await_region()
             except pb_utils.TritonModelException as e:
-                return pb_utils.InferenceResponse(error=pb_utils.TritonError(
-                    f"the request's inputs need {end - self.free_from} bytes of shared memory: {e}"))
+                return failed(f"the request's inputs need {end - self.free_from} bytes of shared memory: {e}")
             self.free_from = 0
             placed, end = layout(0)
         view = memoryview(self.region)
@@ -214,10 +220,35 @@ class Worker:
                 dst[:] = data.reshape(-1).view(np.uint8)
             described.append({"name": name, "datatype": datatype, "shape": shape, "offset": offset, "size": size})
         version = request.model_version()
-        send({"op": "infer", "model": request.model_name(),
-              "version": "" if version in (-1, None) else str(version),
-              "id": request.request_id(), "inputs": described,
-              "outputs": request.requested_output_names(), "at": end})
+        reply = self.ask({"op": "infer", "model": request.model_name(),
+                          "version": "" if version in (-1, None) else str(version),
+                          "id": request.request_id(), "inputs": described,
+                          "outputs": request.requested_output_names(), "at": end,
+                          "decoupled": bool(decoupled)})
+        if not reply.get("ok"):
+            return failed(reply.get("error", "BLS request failed"))
+        if decoupled:
+            stream = reply["stream"]
+
+            def next_response():
+                # The request's inputs are the server's now: each response
+                # is written from the start of the free space, and copied out.
+                got = self.ask({"op": "next", "stream": stream, "at": self.free_from})
+                if not got.get("ok"):
+                    return pb_utils.InferenceResponse(error=pb_utils.TritonError(got.get("error", "BLS request failed"))), True
+                if got.get("done"):
+                    return None
+                if "error" in got:
+                    return pb_utils.InferenceResponse(error=pb_utils.TritonError(got["error"])), bool(got.get("final"))
+                return pb_utils.InferenceResponse(self.copy_outputs(got["outputs"])), bool(got.get("final"))
+
+            return pb_utils.ResponseIterator(next_response, lambda: self.ask({"op": "cancel", "stream": stream}))
+        return pb_utils.InferenceResponse(self.copy_outputs(reply["outputs"]))
+
+    def ask(self, message):
+        """Sends a BLS message and returns the server's answer, mapping the
+        larger regions it makes meanwhile."""
+        send(message)
         while True:
             reply = receive()
             if reply is None:
@@ -227,11 +258,13 @@ class Worker:
                 self.free_from = 0
                 send({"ok": True})
                 continue
-            break
-        if not reply.get("ok"):
-            return pb_utils.InferenceResponse(error=pb_utils.TritonError(reply.get("error", "BLS request failed")))
-        outputs = []
-        for o in reply["outputs"]:
+            return reply
+
+    def copy_outputs(self, outputs):
+        """Tensors of the outputs the server wrote into the region, copied
+        out of it (the region is reused)."""
+        tensors = []
+        for o in outputs:
             if o["datatype"] == "BYTES":
                 array = pb_utils.deserialize_bytes_tensor(
                     bytes(memoryview(self.region)[o["offset"]:o["offset"] + o["size"]])).reshape(o["shape"])
@@ -240,8 +273,8 @@ class Worker:
                 dtype = np.uint16 if bf16 else pb_utils._OIP_TO_NUMPY[o["datatype"]]
                 count = o["size"] // np.dtype(dtype).itemsize
                 array = np.frombuffer(self.region, dtype=dtype, count=count, offset=o["offset"]).reshape(o["shape"]).copy()
-            outputs.append(pb_utils.Tensor(o["name"], array, "BF16" if o["datatype"] == "BF16" else None))
-        return pb_utils.InferenceResponse(outputs)
+            tensors.append(pb_utils.Tensor(o["name"], array, "BF16" if o["datatype"] == "BF16" else None))
+        return tensors
 
     def await_region(self):
         """The server's answer to a "need": a larger region to map, or

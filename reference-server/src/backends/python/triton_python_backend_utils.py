@@ -347,15 +347,47 @@ class InferenceRequest:
     def exec(self, decoupled=False):
         """Runs this request on model `model_name` of the server, in the
         server, and returns its InferenceResponse (with `error()` set when
-        it failed)."""
-        if decoupled:
-            raise TritonModelException("exec(decoupled=True): decoupled models are not served by this server yet")
+        it failed); with `decoupled=True`, a ResponseIterator over the
+        model's responses as it sends them."""
         if _bls is None:
             raise TritonModelException("exec: this process is not a model worker of the server")
-        return _bls(self)
+        return _bls(self, decoupled)
 
     async def async_exec(self, decoupled=False):
         return self.exec(decoupled)
+
+
+class ResponseIterator:
+    """The responses of a BLS request made with `exec(decoupled=True)`,
+    each InferenceResponse as the model sends it; the last may have no
+    outputs (a decoupled model's final flag alone). `cancel()` asks for no
+    more; the called model is not told (its `is_cancelled()` stays False
+    here), so, as in Triton for a model that does not check, the responses
+    it still sends are read to its last."""
+
+    def __init__(self, next_response, cancel=None):
+        self._next = next_response
+        self._cancel = cancel
+        self._done = False
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        if self._done:
+            raise StopIteration
+        got = self._next()
+        if got is None:
+            self._done = True
+            raise StopIteration
+        response, final = got
+        if final:
+            self._done = True
+        return response
+
+    def cancel(self):
+        if not self._done and self._cancel is not None:
+            self._cancel()
 
 
 # The worker's way to run a BLS request (set by the worker).
