@@ -402,8 +402,11 @@ fn bls_through(state: &Arc<State>) -> crate::backends::python::Bls {
                 .upgrade()
                 .ok_or_else(|| "the server is shutting down".to_owned())?;
             // A model that answers once gives its one response, the last.
-            if !crate::service::oip::is_decoupled(&state, &request.model_name, &request.model_version)
-            {
+            if !crate::service::oip::is_decoupled(
+                &state,
+                &request.model_name,
+                &request.model_version,
+            ) {
                 let mut answer = Some(once(request, deadline).map(|r| (r, true)));
                 return Ok(Box::new(move |_| answer.take()));
             }
@@ -416,7 +419,9 @@ fn bls_through(state: &Arc<State>) -> crate::backends::python::Bls {
             Ok(Box::new(move |deadline: Option<std::time::Instant>| {
                 let next = block(&handle, async {
                     match deadline {
-                        Some(d) => tokio::time::timeout_at(d.into(), responses.recv()).await.ok(),
+                        Some(d) => tokio::time::timeout_at(d.into(), responses.recv())
+                            .await
+                            .ok(),
                         None => Some(responses.recv().await),
                     }
                 });

@@ -37,7 +37,8 @@ pub type BlsResponses = Box<dyn FnMut(Option<Instant>) -> Option<Streamed> + Sen
 pub struct Bls {
     /// Runs one request, blocking, by the deadline given: its response, or
     /// why not.
-    pub infer: Arc<dyn Fn(InferRequest, Option<Instant>) -> Result<InferResponse, String> + Send + Sync>,
+    pub infer:
+        Arc<dyn Fn(InferRequest, Option<Instant>) -> Result<InferResponse, String> + Send + Sync>,
     /// Starts one request whose responses are read one by one (a
     /// decoupled model's; a model that answers once gives one, the last).
     pub stream:
