@@ -3,7 +3,8 @@
 //! MindIR model's ONNX export beside it. Python pre- and post-processing
 //! stages around an ONNX model stage, batched Python stages, the deprecated
 //! `declare_servable`/`call_preprocess`/`call_servable` form of MindSpore's
-//! own example, a failing stage with MindSpore's text; called by MindSpore's
+//! own example, a failing stage with MindSpore's text, `Model.call` from a
+//! Python stage (one instance, several, and its errors); called by MindSpore's
 //! protocol clients (grpcio on ms_service.proto as MindSpore's client calls
 //! it, requests on MindSpore's REST) and by NVIDIA's tritonclient, all
 //! in tests/compat/mindspore_servables.py. Bad configurations fail the load
@@ -57,6 +58,38 @@ def add_common(x1, x2):
 def fails(x):
     y = register.add_stage(boom, x, outputs_count=1)
     return y, x
+
+
+def call_model(x1, x2):
+    # One instance: the output itself; several: a list of output tuples.
+    y = model.call(x1, x2)
+    pair = model.call([(x1, x2), (y, y)])
+    return y, pair[1][0]
+
+
+def call_errors(x):
+    texts = []
+    for attempt in (lambda: model.call(), lambda: model.call([]), lambda: model.call([x1 for x1 in x]),
+                    lambda: model.call(x, x, x), lambda: model.call(x, x, subgraph=1),
+                    lambda: model.call(x.astype(np.int32), x), lambda: model.call(x[:2], x[:2])):
+        try:
+            attempt()
+            texts.append("no error")
+        except RuntimeError as e:
+            texts.append(str(e))
+    return "\n".join(texts)
+
+
+@register.register_method(output_names=["y", "doubled"])
+def add_by_call(x1, x2):
+    y, doubled = register.add_stage(call_model, x1, x2, outputs_count=2)
+    return y, doubled
+
+
+@register.register_method(output_names=["errors"])
+def call_errors_method(x):
+    errors = register.add_stage(call_errors, x, outputs_count=1)
+    return errors
 "#;
 
 /// MindSpore's own `add` example in its deprecated form.

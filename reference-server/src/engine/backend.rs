@@ -16,6 +16,7 @@ use serving_proto::gather::{Budget, Exhausted};
 
 use super::config::ModelSpec;
 use super::model::TensorSpec;
+pub use super::replica::Siblings;
 use super::scheduler::{Partial, PartialSender, RequestInfo};
 use crate::runtime::device::Device;
 
@@ -124,6 +125,9 @@ pub struct Batch<'a> {
     /// The earliest deadline of the batch's jobs: a backend that can hang
     /// gives up at it.
     pub deadline: Option<Instant>,
+    /// The replica's other models, which the run may call (a MindSpore
+    /// Python stage's `Model.call`); `None` in a run that is such a call.
+    pub siblings: Option<&'a Siblings<'a>>,
 }
 
 /// Time a run spent making the backend's inputs from the tensors and the

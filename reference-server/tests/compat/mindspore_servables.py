@@ -140,6 +140,24 @@ def mindspore_rest(rest):
     r = requests.post(f"http://{rest}/model/add:add_cast",
                       json={"instances": [{"x1": [[1, 2], [3, 4]], "x2": [[1, 1], [1, 1]]}]}, timeout=60)
     check(r.json() == {"instances": [{"y": [[2.0, 3.0], [4.0, 5.0]]}]}, f"REST add_cast: {r.text[:300]}")
+    # Model.call from a Python stage: one instance, then two as one batch.
+    r = requests.post(f"http://{rest}/model/text_add:add_by_call",
+                      json={"instances": [{"x1": [1.0, 2.0, 3.0, 4.0], "x2": [1.0, 1.0, 1.0, 1.0]},
+                                          {"x1": [0.0, 0.0, 0.0, 0.5], "x2": [0.0, 0.0, 0.0, 0.5]}]}, timeout=60)
+    check(r.json() == {"instances": [{"y": [2.0, 3.0, 4.0, 5.0], "doubled": [4.0, 6.0, 8.0, 10.0]},
+                                     {"y": [0.0, 0.0, 0.0, 1.0], "doubled": [0.0, 0.0, 0.0, 2.0]}]},
+          f"REST add_by_call (Model.call): {r.text[:300]}")
+    r = requests.post(f"http://{rest}/model/text_add:call_errors_method",
+                      json={"instances": [{"x": [1.0, 2.0, 3.0, 4.0]}]}, timeout=60)
+    errors = r.json()["instances"][0]["errors"].split("\n")
+    want = ["Model(tensor_add.mindir).call() failed: no inputs provided",
+            "Model(tensor_add.mindir).call() failed: Input instances count is 0",
+            "Model(tensor_add.mindir).call() failed: inputs format invalid",
+            "Model(tensor_add.mindir).call() failed: The inputs count 3 of instance 0 is not equal to the inputs count 2 of the model",
+            "The model does not have subgraph of index 1, the subgraph count of the model is 1",
+            "Model(tensor_add.mindir).call() failed: Given model input 0 data type INT32 not match the data type FP32 defined in model",
+            "Model(tensor_add.mindir).call() failed: Given model input 0 size 8 not match the size 16 defined in model"]
+    check(errors == want, f"REST call_errors (Model.call's errors): {errors}")
 
 
 def triton(client, module, what):

@@ -22,7 +22,7 @@ use serde_json::{Value, json};
 use serving_proto::oip::{InferRequest, InferResponse, NamedTensor, RequestedOutput};
 
 use super::process::Process;
-use crate::engine::backend::RunError;
+use crate::engine::backend::{RunError, Siblings};
 
 /// One response of a decoupled request: the response and whether it is
 /// the request's last, or why the request (or this response) failed.
@@ -113,6 +113,44 @@ impl Process {
                 Ok(json!({"ok": true, "outputs": outputs}))
             }
         }
+    }
+
+    /// Runs a model of the replica for the worker (a MindSpore stage's
+    /// `Model.call`): `{"op": "call_model", "model", "inputs", "at"}`,
+    /// answered `{"ok": true, "outputs"}` with the outputs in model order.
+    pub(super) fn call_model(
+        &mut self,
+        msg: &Value,
+        siblings: Option<&Siblings<'_>>,
+        deadline: Option<Instant>,
+    ) -> Result<Value, BlsFailure> {
+        let request = BlsFailure::Request;
+        let siblings =
+            siblings.ok_or_else(|| request("the model is not declared by this servable".into()))?;
+        let inputs = msg
+            .get("inputs")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .map(|i| self.tensor_at(i))
+            .collect::<Result<Vec<_>, String>>()
+            .map_err(request)?;
+        let outputs = siblings
+            .call(&text_of(msg, "model"), &inputs)
+            .map_err(|e| match e {
+                RunError::Lost(_) => BlsFailure::Worker(e),
+                e => request(e.to_string()),
+            })?;
+        let response = InferResponse {
+            outputs: outputs
+                .into_iter()
+                .enumerate()
+                .map(|(k, t)| NamedTensor::new(k.to_string(), t))
+                .collect(),
+            ..Default::default()
+        };
+        let outputs = self.write_outputs(msg, &response, deadline)?;
+        Ok(json!({"ok": true, "outputs": outputs}))
     }
 
     /// The request the worker described (its inputs in the region).

@@ -228,13 +228,25 @@ impl PythonInstance {
                 let last = r.get("final").and_then(Value::as_bool) == Some(true);
                 batch.responses.send(job, Partial { outputs, last });
             };
-            process.call_with(&execute, batch.deadline, self.bls.get(), Some(&mut respond))?;
+            process.call_with(
+                &execute,
+                batch.deadline,
+                self.bls.get(),
+                batch.siblings,
+                Some(&mut respond),
+            )?;
             if let Some(p) = self.process.as_mut() {
                 p.shrink(super::KEEP_REGION, super::FIRST_REGION);
             }
             return Ok(Vec::new());
         }
-        let reply = process.call(&execute, batch.deadline, self.bls.get())?;
+        let reply = process.call_with(
+            &execute,
+            batch.deadline,
+            self.bls.get(),
+            batch.siblings,
+            None,
+        )?;
         let taking = Instant::now();
         let out = self.outputs(reply, &jobs);
         times.output += taking.elapsed();

@@ -13,7 +13,7 @@ use serving_proto::gather::{Budget, Charge, Exhausted};
 
 use super::bls::{Bls, BlsFailure};
 use super::region::Region;
-use crate::engine::backend::RunError;
+use crate::engine::backend::{RunError, Siblings};
 
 /// The largest control message a worker may send (its replies describe
 /// tensors; their bytes are in the region).
@@ -169,16 +169,19 @@ impl Process {
         deadline: Option<Instant>,
         bls: Option<&Bls>,
     ) -> Result<Value, RunError> {
-        self.call_with(msg, deadline, bls, None)
+        self.call_with(msg, deadline, bls, None, None)
     }
 
-    /// [`Process::call`], handing each response a decoupled model sends on
-    /// the way to `respond`, with the region it lies in.
+    /// [`Process::call`], serving the worker's calls of the replica's
+    /// other models (`siblings`: a MindSpore stage's `Model.call`) and
+    /// handing each response a decoupled model sends on the way to
+    /// `respond`, with the region it lies in.
     pub(crate) fn call_with(
         &mut self,
         msg: &Value,
         deadline: Option<Instant>,
         bls: Option<&Bls>,
+        siblings: Option<&Siblings<'_>>,
         mut respond: Option<&mut Respond<'_>>,
     ) -> Result<Value, RunError> {
         self.refused = None;
@@ -217,8 +220,12 @@ impl Process {
                     };
                     self.send(&answer)?;
                 }
-                Some(op @ ("infer" | "next" | "cancel")) => {
-                    let answer = match self.bls(op, &reply, bls, deadline) {
+                Some(op @ ("infer" | "next" | "cancel" | "call_model")) => {
+                    let answer = match op {
+                        "call_model" => self.call_model(&reply, siblings, deadline),
+                        _ => self.bls(op, &reply, bls, deadline),
+                    };
+                    let answer = match answer {
                         Ok(a) => a,
                         Err(BlsFailure::Request(e)) => json!({"ok": false, "error": e}),
                         Err(BlsFailure::Worker(e)) => return Err(e),

@@ -177,29 +177,24 @@ class Worker:
             out.append(described)
         return out, at
 
-    def bls(self, request, decoupled=False):
-        """Runs a BLS request through the server: its inputs into the
-        region, the server runs the model and writes the outputs after
-        them; they are copied out (the region is reused). Decoupled: a
-        ResponseIterator that asks the server for each response in turn."""
-        tensors = []
-        for t in request.inputs():
+    def place(self, tensors):
+        """Lays pb_utils.Tensor objects out in the region's free space for
+        a request to the server: their descriptions and where they end.
+        Raises TritonModelException when the server has no room."""
+        laid = []
+        for t in tensors:
             array = t.as_numpy()
             datatype = t.triton_dtype()
             data = pb_utils.serialize_byte_tensor(array) if datatype == "BYTES" else np.ascontiguousarray(array)
             size = len(data) if isinstance(data, bytes) else data.nbytes
-            tensors.append((t.name(), datatype, list(array.shape), data, size))
+            laid.append((t.name(), datatype, list(array.shape), data, size))
 
         def layout(base):
             at, placed = base, []
-            for name, datatype, shape, data, size in tensors:
+            for name, datatype, shape, data, size in laid:
                 placed.append((name, datatype, shape, data, at, size))
                 at = align(at + size)
             return placed, at
-
-        def failed(text):
-            response = pb_utils.InferenceResponse(error=pb_utils.TritonError(text))
-            return pb_utils.ResponseIterator(iter([(response, True)]).__next__) if decoupled else response
 
         placed, end = layout(self.free_from)
         if end > self.size:
@@ -207,7 +202,8 @@ class Worker:
             try:
                 self.await_region()
             except pb_utils.TritonModelException as e:
-                return failed(f"the request's inputs need {end - self.free_from} bytes of shared memory: {e}")
+                raise pb_utils.TritonModelException(
+                    f"the request's inputs need {end - self.free_from} bytes of shared memory: {e}") from None
             self.free_from = 0
             placed, end = layout(0)
         view = memoryview(self.region)
@@ -219,6 +215,21 @@ class Worker:
                 dst = np.frombuffer(self.region, dtype=np.uint8, count=size, offset=offset)
                 dst[:] = data.reshape(-1).view(np.uint8)
             described.append({"name": name, "datatype": datatype, "shape": shape, "offset": offset, "size": size})
+        return described, end
+
+    def bls(self, request, decoupled=False):
+        """Runs a BLS request through the server: its inputs into the
+        region, the server runs the model and writes the outputs after
+        them; they are copied out (the region is reused). Decoupled: a
+        ResponseIterator that asks the server for each response in turn."""
+        def failed(text):
+            response = pb_utils.InferenceResponse(error=pb_utils.TritonError(text))
+            return pb_utils.ResponseIterator(iter([(response, True)]).__next__) if decoupled else response
+
+        try:
+            described, end = self.place(request.inputs())
+        except pb_utils.TritonModelException as e:
+            return failed(str(e))
         version = request.model_version()
         reply = self.ask({"op": "infer", "model": request.model_name(),
                           "version": "" if version in (-1, None) else str(version),
@@ -244,6 +255,21 @@ class Worker:
 
             return pb_utils.ResponseIterator(next_response, lambda: self.ask({"op": "cancel", "stream": stream}))
         return pb_utils.InferenceResponse(self.copy_outputs(reply["outputs"]))
+
+    def call_model(self, model, arrays):
+        """Runs model `model` (its declared file) of the servable on numpy
+        arrays, in the model's input order, on this replica (MindSpore's
+        `Model.call`): its outputs, numpy arrays in model order. Raises
+        RuntimeError with the server's reason."""
+        tensors = [pb_utils.Tensor(str(k), np.asarray(a)) for k, a in enumerate(arrays)]
+        try:
+            described, end = self.place(tensors)
+        except pb_utils.TritonModelException as e:
+            raise RuntimeError(str(e)) from None
+        reply = self.ask({"op": "call_model", "model": model, "inputs": described, "at": end})
+        if not reply.get("ok"):
+            raise RuntimeError(reply.get("error", "the model call failed"))
+        return [t.as_numpy() for t in self.copy_outputs(reply["outputs"])]
 
     def ask(self, message):
         """Sends a BLS message and returns the server's answer, mapping the
@@ -455,6 +481,7 @@ class Worker:
 def main():
     worker = Worker()
     pb_utils._bls = worker.bls
+    pb_utils._call_model = worker.call_model
     while True:
         message = receive()
         if message is None:

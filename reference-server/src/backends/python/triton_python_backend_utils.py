@@ -392,6 +392,9 @@ class ResponseIterator:
 
 # The worker's way to run a BLS request (set by the worker).
 _bls = None
+# The worker's way to run a model of the servable on this replica (a
+# MindSpore stage's Model.call; set by the worker).
+_call_model = None
 
 
 class InferenceResponse:

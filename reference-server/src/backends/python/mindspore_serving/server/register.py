@@ -85,10 +85,55 @@ class Model:
         self.model_key = model_file
 
     def call(self, *args, subgraph=0):
-        raise RuntimeError(
-            f"Model({self.model_file}).call() failed: calling a model from a Python stage is not "
-            "supported by the reference server; make the model a stage of the method "
-            "(register.add_stage(model, ...)) instead")
+        """Runs the model from a Python stage, on the stage's replica:
+        `call(x1, x2, ...)` with one instance's values gives its output (a
+        tuple of them when the model has several); `call([(x1, x2), ...])`
+        with several instances gives a list of output tuples, one per
+        instance (run as one batch when the model has a batch dimension)."""
+        import numpy as np
+        import triton_python_backend_utils as pb_utils
+
+        def failed(why):
+            return RuntimeError(f"Model({self.model_file}).call() failed: {why}")
+
+        if isinstance(subgraph, bool) or not isinstance(subgraph, int) or subgraph != 0:
+            raise RuntimeError(
+                f"The model does not have subgraph of index {subgraph}, the subgraph count of the model is 1")
+        if not args:
+            raise failed("no inputs provided")
+        single = not (len(args) == 1 and isinstance(args[0], list))
+        if single:
+            instances = [args]
+        else:
+            instances = args[0]
+            if not instances:
+                raise failed("Input instances count is 0")
+            if not all(isinstance(i, (tuple, list)) for i in instances):
+                raise failed("inputs format invalid")
+        instances = [[np.asarray(v) for v in i] for i in instances]
+        if any(len(i) != len(instances[0]) for i in instances):
+            raise failed("inputs format invalid")
+        call = pb_utils._call_model
+        if call is None:
+            raise failed("a model is called from a stage of a servable the server is serving")
+        batched = _models[self.index]["with_batch_dim"] if self.index < len(_models) else False
+        try:
+            same = all(a.shape == b.shape and a.dtype == b.dtype for i in instances for a, b in zip(i, instances[0]))
+            if batched and same:
+                # One run of the instances as the batch's rows.
+                stacked = [np.stack([i[k] for i in instances]) for k in range(len(instances[0]))]
+                outputs = call(self.model_file, stacked)
+                results = [tuple(o[n] for o in outputs) for n in range(len(instances))]
+            else:
+                results = [tuple(call(self.model_file, [v[None] if batched else v for v in i]))
+                           for i in instances]
+                if batched:
+                    results = [tuple(o[0] for o in r) for r in results]
+        except RuntimeError as e:
+            raise failed(e) from None
+        if single:
+            return results[0][0] if len(results[0]) == 1 else results[0]
+        return results
 
 
 def _check_int(name, value, minimum):
