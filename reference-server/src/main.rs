@@ -241,6 +241,11 @@ struct Args {
     /// beyond it is refused with UNAVAILABLE / 503.
     #[arg(long, default_value_t = server::DEFAULT_MAX_SHARED_MEMORY_MB, value_name = "MIB", value_parser = clap::value_parser!(u64).range(1..))]
     max_shared_memory_mb: u64,
+    /// The most disk the files given with repository loads (Triton's
+    /// `file:` parameters) hold together, MiB; a load beyond it is refused
+    /// with RESOURCE_EXHAUSTED / 413.
+    #[arg(long, default_value_t = server::DEFAULT_MAX_LOAD_FILES_MB, value_name = "MIB")]
+    max_load_files_mb: u64,
     /// Compress gRPC replies with this encoding for clients that accept it.
     #[arg(long, value_name = "ENCODING", default_value = "none", value_parser = ["none", "gzip", "deflate"])]
     grpc_response_compression: String,
@@ -466,6 +471,7 @@ async fn main() -> ExitCode {
         max_connections: args.max_connections.map(|n| n as usize),
         allow_shared_memory: args.allow_shared_memory,
         max_shared_memory_mb: args.max_shared_memory_mb,
+        max_load_files_mb: args.max_load_files_mb,
         grpc_response_compression: serving_proto::compression::Encoding::from_name(
             &args.grpc_response_compression,
         ),

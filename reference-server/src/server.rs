@@ -166,6 +166,9 @@ pub struct Config {
     /// (address space, not memory: see `docs/server.md`); 0 refuses every
     /// region.
     pub max_shared_memory_mb: u64,
+    /// The most disk the files given with repository loads hold together,
+    /// MiB (Triton sets no bound); 0 refuses loads with files.
+    pub max_load_files_mb: u64,
     /// Compress gRPC replies for clients that accept the encoding (Triton's
     /// `--grpc-infer-response-compression-level`); `None`, the default,
     /// sends them uncompressed.
@@ -210,6 +213,7 @@ impl Default for Config {
             max_connections: None,
             allow_shared_memory: false,
             max_shared_memory_mb: DEFAULT_MAX_SHARED_MEMORY_MB,
+            max_load_files_mb: DEFAULT_MAX_LOAD_FILES_MB,
             grpc_response_compression: None,
         }
     }
@@ -250,6 +254,9 @@ pub fn default_max_connections() -> usize {
 /// 1 TiB, a 128th of a 47-bit address space and more than the RAM-backed
 /// `/dev/shm` of most hosts holds.
 pub const DEFAULT_MAX_SHARED_MEMORY_MB: u64 = 1 << 20;
+
+/// The default `--max-load-files-mb`: 4 GiB of files given with loads.
+pub const DEFAULT_MAX_LOAD_FILES_MB: u64 = 4096;
 
 /// Why the server did not start.
 #[derive(Debug, thiserror::Error)]
@@ -563,6 +570,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
             .set_max_mapped(config.max_shared_memory_mb.saturating_mul(1 << 20));
     }
     state.grpc_response_compression = config.grpc_response_compression;
+    state.max_load_files_bytes = config.max_load_files_mb.saturating_mul(1 << 20);
     state.model_control = config.model_control.clone();
     state.strict_readiness = config.strict_readiness;
     if let Some(id) = &config.server_id {

@@ -630,6 +630,80 @@ async fn a_load_with_files_serves_them_until_a_load_without() {
     server.shutdown().await;
 }
 
+/// The files given with loads are bounded together (`--max-load-files-mb`):
+/// a load whose files would pass the bound is refused before a file is
+/// written, a model's own files are replaced (not added to), and a failed
+/// load keeps none of its files.
+#[tokio::test]
+async fn the_files_given_with_loads_are_bounded_together() {
+    use base64::Engine as _;
+    let dir = repository(&["served"]);
+    let server = common::start(Config {
+        max_load_files_mb: 1,
+        ..config_of(dir.path())
+    })
+    .await;
+    let http = common::http();
+    let load = |model: &str, files: &[(&str, Vec<u8>)]| {
+        let http = http.clone();
+        let url = common::rest(&server, &format!("/v2/repository/models/{model}/load"));
+        let mut parameters =
+            json!({"config": json!({"name": model, "backend": "onnxruntime"}).to_string()});
+        for (path, bytes) in files {
+            parameters[format!("file:{path}")] =
+                Value::from(base64::engine::general_purpose::STANDARD.encode(bytes));
+        }
+        async move {
+            let r = http
+                .post(url)
+                .json(&json!({"parameters": parameters}))
+                .send()
+                .await
+                .unwrap();
+            let code = r.status().as_u16();
+            (code, r.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    };
+    let model = identity(DataType::Int32, &[Dim::Dynamic("n")]);
+    let blob = |kib: usize| vec![7u8; kib << 10];
+    // 600 KiB of 1 MiB.
+    let (code, v) = load(
+        "a",
+        &[("1/model.onnx", model.clone()), ("1/blob", blob(600))],
+    )
+    .await;
+    assert_eq!(code, 200, "{v}");
+    // 600 KiB more would pass the bound: refused, saying why.
+    let (code, v) = load(
+        "b",
+        &[("1/model.onnx", model.clone()), ("1/blob", blob(600))],
+    )
+    .await;
+    assert_eq!(code, 413, "{v}");
+    let text = v["error"].as_str().unwrap();
+    for words in [
+        "failed to load 'b'",
+        "--max-load-files-mb",
+        "load models without files",
+    ] {
+        assert!(text.contains(words), "{words}: {text}");
+    }
+    // "a" again: its new files replace its old ones.
+    let (code, v) = load(
+        "a",
+        &[("1/model.onnx", model.clone()), ("1/blob", blob(700))],
+    )
+    .await;
+    assert_eq!(code, 200, "{v}");
+    // A failed load keeps nothing: two of 200 KiB fail as loads (no
+    // model), and neither is refused for the other's files.
+    for name in ["c", "d"] {
+        let (code, v) = load(name, &[("1/model.onnx", blob(200))]).await;
+        assert_eq!(code, 400, "{name}: {v}");
+    }
+    server.shutdown().await;
+}
+
 async fn grpc_load_with_config(
     server: &reference_server::server::Running,
     config: &str,

@@ -120,10 +120,20 @@ pub struct Watcher {
     /// Model directories given with a load (Triton's `file:` parameters),
     /// used instead of the repository's until a load without files; each
     /// is removed with its entry.
-    dirs: BTreeMap<String, tempfile::TempDir>,
+    dirs: BTreeMap<String, LoadedFiles>,
     /// The failures, as of the last scan, for readers that must not wait
     /// for a scan in progress.
     published: Arc<std::sync::RwLock<Vec<Failure>>>,
+}
+
+/// A model's files given with a load (Triton's `file:` parameters): the
+/// private directory they were written to, and how many bytes they hold.
+#[derive(Debug)]
+pub struct LoadedFiles {
+    /// The directory, removed when this goes.
+    pub dir: tempfile::TempDir,
+    /// The files' bytes.
+    pub bytes: u64,
 }
 
 /// The reason the repository index gives for a model unloaded by request.
@@ -319,7 +329,7 @@ impl Watcher {
         registry: &Registry,
         name: &str,
         config: Option<serving_proto::model_config::ModelConfig>,
-        dir: Option<tempfile::TempDir>,
+        dir: Option<LoadedFiles>,
     ) -> Result<Changes, String> {
         if !is_servable_name(name) {
             return Err(format!(
@@ -330,11 +340,12 @@ impl Watcher {
         if dir.is_some() && config.is_none() {
             return Err("a model's files need its configuration, given with them".into());
         }
-        // A load that fails while the model goes on serving changes
-        // nothing: what was given before stays.
+        // A load that fails changes nothing: what was given before stays
+        // (a model that goes on serving keeps its files; a model that does
+        // not serve keeps none of the failed load's).
         let before = (self.overrides.remove(name), self.dirs.remove(name));
         let result = self.load_given(registry, name, config, dir);
-        if result.is_err() && !registry.versions(name).is_empty() {
+        if result.is_err() {
             self.overrides.remove(name);
             self.dirs.remove(name);
             let (config, dir) = before;
@@ -348,16 +359,26 @@ impl Watcher {
         result
     }
 
+    /// The bytes of the files given with loads that the models but
+    /// `except` hold on disk (a load of `except` replaces its own).
+    pub fn files_held(&self, except: &str) -> u64 {
+        self.dirs
+            .iter()
+            .filter(|(name, _)| name.as_str() != except)
+            .map(|(_, f)| f.bytes)
+            .sum()
+    }
+
     fn load_given(
         &mut self,
         registry: &Registry,
         name: &str,
         config: Option<serving_proto::model_config::ModelConfig>,
-        dir: Option<tempfile::TempDir>,
+        dir: Option<LoadedFiles>,
     ) -> Result<Changes, String> {
         if let Some(c) = config {
             let path = match &dir {
-                Some(d) => Some(d.path().to_owned()),
+                Some(d) => Some(d.dir.path().to_owned()),
                 None => self.source.model_dirs().remove(name),
             };
             let triton = path
@@ -417,8 +438,8 @@ impl Watcher {
         let mut changes = Changes::default();
         let mut on_disk: BTreeMap<String, PathBuf> = self.source.model_dirs();
         // Files given with a load stand for the repository's.
-        for (name, dir) in &self.dirs {
-            on_disk.insert(name.clone(), dir.path().to_owned());
+        for (name, files) in &self.dirs {
+            on_disk.insert(name.clone(), files.dir.path().to_owned());
         }
         on_disk.retain(|name, _| !self.held.contains_key(name));
         let scanned: BTreeMap<String, Result<ServableDir, RepositoryError>> = on_disk

@@ -211,6 +211,9 @@ pub struct State {
     pub strict_readiness: bool,
     /// The name server metadata reports (Triton's `--id`).
     pub server_name: String,
+    /// The most bytes the files given with repository loads hold on disk
+    /// together (`--max-load-files-mb`).
+    pub max_load_files_bytes: u64,
     ready: AtomicBool,
 }
 
@@ -235,6 +238,7 @@ impl State {
             model_control: crate::server::ModelControl::default(),
             strict_readiness: false,
             server_name: oip::SERVER_NAME.into(),
+            max_load_files_bytes: crate::server::DEFAULT_MAX_LOAD_FILES_MB << 20,
             ready: AtomicBool::new(false),
         }
     }

@@ -11,7 +11,7 @@ use serving_proto::text::{bounded, quote};
 
 use super::State;
 use crate::error::ServeError;
-use crate::repository::watch::{Watcher, is_servable_name};
+use crate::repository::watch::{LoadedFiles, Watcher, is_servable_name};
 
 /// Triton's state of a model version that serves.
 pub(crate) const READY: &str = "READY";
@@ -261,11 +261,25 @@ pub(crate) async fn load(
         let dir = if files.is_empty() {
             None
         } else {
-            Some(model_dir(files)?)
+            // Files stay on disk while their model is loaded or until a
+            // load without them: all of them together are bounded.
+            let bytes: u64 = files.iter().map(|(_, c)| c.len() as u64).sum();
+            let held = w.files_held(&model);
+            if held.saturating_add(bytes) > s.max_load_files_bytes {
+                return Err(ServeError::ResourceExhausted(format!(
+                    "failed to load '{}': its files need {bytes} bytes on disk, and the files given with other models' loads hold {held} of the {} this server keeps (--max-load-files-mb); load models without files, or load the others again without theirs",
+                    quote(&model),
+                    s.max_load_files_bytes
+                )));
+            }
+            match model_dir(files) {
+                Ok(dir) => Some(LoadedFiles { dir, bytes }),
+                Err(e) => return Ok(Err(e)),
+            }
         };
-        w.load_with(&s.registry, &model, config, dir)
+        Ok(w.load_with(&s.registry, &model, config, dir))
     });
-    match loaded.await? {
+    match loaded.await?? {
         Ok(_) => Ok(()),
         Err(reason) => Err(ServeError::InvalidArgument(format!(
             "failed to load '{}': {}",
