@@ -4,9 +4,11 @@
 # with what else the machine is doing (a shared virtual machine's steal
 # time), so it compares servers, and one build with the next, exactly.
 #
-#   conformance/peers/instructions.sh [reference|echo|furnace]...   (default: all three)
+#   conformance/peers/instructions.sh [reference|reference-rest|echo|furnace]...
+#   (default: reference, echo, furnace)
 #
 # reference: `conformance serve` (the reference server, ONNX Runtime);
+# reference-rest: the same server, its requests over OIP REST (JSON);
 # echo: `conformance serve --echo` (tonic/hyper echo servers, no model);
 # furnace: furnace-server 0.16.2 (`perf --bench peers` builds it).
 # Each server runs under callgrind; 300 `add` requests over OIP gRPC at
@@ -20,20 +22,28 @@ furnace=target/furnace-peer/release/furnace-peer
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# The transport `count` measures: oip+grpc, or oip+http for reference-rest.
+scheme=oip+grpc
 count() {
   local name=$1 grpc=$2; shift 2
   valgrind --tool=callgrind --callgrind-out-file="$out/$name.out" "$@" >"$out/$name.log" 2>&1 &
   local pid=$!
   for _ in $(seq 600); do
     if grep -q '^READY ' "$out/$name.log" 2>/dev/null; then
-      grpc=$(awk '/^READY /{print $2; exit}' "$out/$name.log"); break
+      # READY GRPC REST
+      if [ "$scheme" = oip+http ]; then
+        grpc=$(awk '/^READY /{print $3; exit}' "$out/$name.log")
+      else
+        grpc=$(awk '/^READY /{print $2; exit}' "$out/$name.log")
+      fi
+      break
     fi
     if [ -n "$grpc" ] && (exec 3<>"/dev/tcp/${grpc%:*}/${grpc#*:}") 2>/dev/null; then break; fi
     sleep 0.5
   done
-  SERVING_TARGET="oip+grpc://$grpc" "$bin" perf --concurrency 1 --requests 300 --duration 300 --warmup 0 >/dev/null
+  SERVING_TARGET="$scheme://$grpc" "$bin" perf --concurrency 1 --requests 300 --duration 300 --warmup 0 >/dev/null
   callgrind_control -z "$pid" >/dev/null 2>&1
-  SERVING_TARGET="oip+grpc://$grpc" "$bin" perf --concurrency 1 --requests 2000 --duration 300 --warmup 0 >/dev/null
+  SERVING_TARGET="$scheme://$grpc" "$bin" perf --concurrency 1 --requests 2000 --duration 300 --warmup 0 >/dev/null
   callgrind_control -d "$pid" >/dev/null 2>&1
   sleep 1
   kill "$pid"; wait "$pid" 2>/dev/null || true
@@ -44,7 +54,8 @@ count() {
 for server in "${@:-reference echo furnace}"; do
   for s in $server; do
     case $s in
-      reference) count reference "" "$bin" serve --max-msg-mb 512 ;;
+      reference) scheme=oip+grpc count reference "" "$bin" serve --max-msg-mb 512 ;;
+      reference-rest) scheme=oip+http count reference-rest "" "$bin" serve --max-msg-mb 512 ;;
       echo) count echo "" "$bin" serve --echo ;;
       furnace)
         [ -x "$furnace" ] || cargo build -q --release --locked --manifest-path conformance/peers/furnace/Cargo.toml --target-dir target/furnace-peer
