@@ -414,7 +414,11 @@ fn bls_through(state: &Arc<State>) -> crate::backends::python::Bls {
                 &request.model_name,
                 &request.model_version,
             ) {
-                let mut answer = Some(once(request, deadline).map(|r| (r, true)));
+                let mut answer = Some(
+                    once(request, deadline)
+                        .map(|r| (r, true))
+                        .map_err(|e| (e, true)),
+                );
                 return Ok(Box::new(move |_| answer.take()));
             }
             let mut responses = {
@@ -433,12 +437,13 @@ fn bls_through(state: &Arc<State>) -> crate::backends::python::Bls {
                     }
                 });
                 match next {
-                    None => Some(Err(
+                    None => Some(Err((
                         "the request's deadline passed before the model's next response".into(),
-                    )),
+                        true,
+                    ))),
                     Some(None) => None,
                     Some(Some(Ok(s))) => Some(Ok((s.response, s.last))),
-                    Some(Some(Err(e))) => Some(Err(e.to_string())),
+                    Some(Some(Err(e))) => Some(Err((e.to_string(), false))),
                 }
             }))
         },

@@ -233,6 +233,51 @@ input [ { name: "IN" data_type: TYPE_INT32 dims: [ -1 ] } ]
 output [ { name: "report" data_type: TYPE_STRING dims: [ 1 ] } ]
 "#;
 
+/// A decoupled model that relays `repeat`'s responses to its own client
+/// as they come, from inside `execute`: after the first it waits for the
+/// file its request names (so the first must reach the client while
+/// `execute` still runs), then relays the rest.
+const RELAY: &str = r#"
+import os
+import time
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+class TritonPythonModel:
+    def execute(self, requests):
+        for request in requests:
+            sender = request.get_response_sender()
+            x = pb_utils.get_input_tensor_by_name(request, "IN").as_numpy()
+            marker = pb_utils.get_input_tensor_by_name(request, "MARKER").as_numpy()[0].decode()
+            stream = pb_utils.InferenceRequest(
+                model_name="repeat", requested_output_names=["OUT", "IDX"],
+                inputs=[pb_utils.Tensor("IN", x)]).exec(decoupled=True)
+            for k, response in enumerate(stream):
+                if response.output_tensors():
+                    sender.send(response)
+                if k == 0:
+                    deadline = time.time() + 30
+                    while not os.path.exists(marker) and time.time() < deadline:
+                        time.sleep(0.01)
+            sender.send(flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
+        return None
+"#;
+
+const RELAY_CONFIG: &str = r#"
+name: "relay"
+backend: "python"
+max_batch_size: 0
+model_transaction_policy { decoupled: true }
+input [
+  { name: "IN" data_type: TYPE_INT32 dims: [ -1 ] },
+  { name: "MARKER" data_type: TYPE_STRING dims: [ 1 ] }
+]
+output [
+  { name: "OUT" data_type: TYPE_INT32 dims: [ 1 ] },
+  { name: "IDX" data_type: TYPE_UINT32 dims: [ 1 ] }
+]
+"#;
+
 const BLS_CONFIG: &str = r#"
 name: "bls"
 backend: "python"
@@ -317,6 +362,7 @@ fn repository(marker: &Path) -> tempfile::TempDir {
     model("fails", &one_in_one_out("fails", ""), FAILS);
     model("bls", BLS_CONFIG, BLS);
     model("bls_stream", BLS_STREAM_CONFIG, BLS_STREAM);
+    model("relay", RELAY_CONFIG, RELAY);
     model("repeat", REPEAT_CONFIG, REPEAT);
     common::write(d, "mul/1/model.onnx", &common::binary_op("Mul"));
     model(
@@ -805,6 +851,49 @@ async fn decoupled_models_stream_their_responses() {
     assert_eq!(errors.len(), 1, "{errors:?}");
     assert_eq!(errors[0].0, "b");
     assert!(errors[0].1.contains("negative: -3"), "{errors:?}");
+
+    // A decoupled model relaying a BLS stream: each response reaches the
+    // client while the model's execute still runs (it waits for the
+    // marker, which is made only once the first response has arrived).
+    let marker = marker_dir.path().join("first-arrived");
+    let mut relay = repeat_request("r", &[3, 4], false);
+    relay.model_name = "relay".into();
+    relay
+        .inputs
+        .push(pb::model_infer_request::InferInputTensor {
+            name: "MARKER".into(),
+            datatype: "BYTES".into(),
+            shape: vec![1],
+            ..Default::default()
+        });
+    let path = marker.display().to_string();
+    let mut element = (path.len() as u32).to_le_bytes().to_vec();
+    element.extend_from_slice(path.as_bytes());
+    relay.raw_input_contents.push(element.into());
+    let mut relayed = client
+        .model_stream_infer(futures_util::stream::iter(vec![relay]))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut values = Vec::new();
+    while let Some(a) = tokio::time::timeout(Duration::from_secs(20), relayed.message())
+        .await
+        .expect("each relayed response comes while execute runs")
+        .unwrap()
+    {
+        assert!(a.error_message.is_empty(), "{}", a.error_message);
+        let r = a.infer_response.unwrap();
+        if let Some(at) = r.outputs.iter().position(|o| o.name == "OUT") {
+            values.push(i32::from_le_bytes(
+                r.raw_output_contents[at][..4].try_into().unwrap(),
+            ));
+            std::fs::write(&marker, b"").unwrap();
+        }
+        if is_final(&r) {
+            break;
+        }
+    }
+    assert_eq!(values, vec![3, 4]);
 
     // Unary requests: Triton's refusals.
     let e = client

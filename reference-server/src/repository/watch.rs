@@ -340,14 +340,15 @@ impl Watcher {
         if dir.is_some() && config.is_none() {
             return Err("a model's files need its configuration, given with them".into());
         }
-        // A load that fails changes nothing: what was given before stays
-        // (a model that goes on serving keeps its files; a model that does
-        // not serve keeps none of the failed load's).
+        // A failed load keeps none of what it gave; a model that goes on
+        // serving keeps what was given before.
         let before = (self.overrides.remove(name), self.dirs.remove(name));
         let result = self.load_given(registry, name, config, dir);
         if result.is_err() {
             self.overrides.remove(name);
             self.dirs.remove(name);
+        }
+        if result.is_err() && !registry.versions(name).is_empty() {
             let (config, dir) = before;
             if let Some(c) = config {
                 self.overrides.insert(name.to_owned(), c);

@@ -194,8 +194,13 @@ async fn infer_inner(
     headers: &HeaderMap,
     body: Body,
 ) -> Result<Response, ServeError> {
-    // An unknown model is 404 whatever the body holds.
-    oip::resolve(state, &model, &version)?;
+    // An unknown model is 404 whatever the body holds (the version is not
+    // held while the body arrives).
+    let decoupled = oip::resolve(state, &model, &version).map(|m| {
+        m.servable
+            .method(&m.method)
+            .is_some_and(|info| info.decoupled)
+    })?;
     let limit = state.max_msg_bytes;
     // The binary extension's JSON header length, if given, places the
     // first binary tensor at an aligned address (ONNX Runtime then reads it
@@ -216,7 +221,7 @@ async fn infer_inner(
     // The body and what decoding it builds stay charged until the request
     // is answered.
     // Triton's refusal (501): a decoupled model's responses need a stream.
-    if oip::is_decoupled(state, &model, &version) {
+    if decoupled {
         return Err(ServeError::Unsupported(
             "HTTP end point doesn't support models with decoupled transaction policy".into(),
         ));

@@ -112,14 +112,16 @@ fn failed_to_load(state: &State, name: &str) -> Option<String> {
 
 pub(crate) fn resolve(state: &State, name: &str, version: &str) -> Result<Model, ServeError> {
     let v = parse_version(name, version)?;
-    let (servable, method) = match state.registry.get(name, v) {
+    // `servable.method` names a MindSpore method where no model is called
+    // so; the first lookup is the answer otherwise.
+    let found = match state.registry.get(name, v) {
         Err(Lookup::NoServable) => match name.split_once('.') {
-            Some((s, m)) => (s, Some(m)),
-            None => (name, None),
+            Some((s, m)) => state.registry.get(s, v).map(|sv| (sv, Some(m))),
+            None => Err(Lookup::NoServable),
         },
-        _ => (name, None),
+        other => other.map(|sv| (sv, None)),
     };
-    let sv = state.registry.get(servable, v).map_err(|e| match e {
+    let (sv, method) = found.map_err(|e| match e {
         Lookup::NoServable => match failed_to_load(state, name) {
             // A model of the repository that failed to load says why.
             Some(reason) => ServeError::Unavailable(format!(

@@ -25,8 +25,9 @@ use super::process::Process;
 use crate::engine::backend::{RunError, Siblings};
 
 /// One response of a decoupled request: the response and whether it is
-/// the request's last, or why the request (or this response) failed.
-pub type Streamed = Result<(InferResponse, bool), String>;
+/// the request's last, or why this response failed and whether that ends
+/// the request (its deadline passed).
+pub type Streamed = Result<(InferResponse, bool), (String, bool)>;
 
 /// The responses of one decoupled request, in order: each call blocks for
 /// the next until the deadline given; `None` once the last was given.
@@ -86,7 +87,12 @@ impl Process {
                         self.streams.remove(&stream);
                         Ok(json!({"ok": true, "done": true}))
                     }
-                    Some(Err(e)) => Ok(json!({"ok": true, "final": false, "error": e})),
+                    Some(Err((e, last))) => {
+                        if last {
+                            self.streams.remove(&stream);
+                        }
+                        Ok(json!({"ok": true, "final": last, "error": e}))
+                    }
                     Some(Ok((response, last))) => {
                         if last {
                             self.streams.remove(&stream);
@@ -209,8 +215,10 @@ impl Process {
         let align = |n: usize| n.div_ceil(64) * 64;
         let total: usize = data.iter().map(|d| align(d.3.len())).sum();
         let mut at = msg.get("at").and_then(Value::as_u64).unwrap_or(0) as usize;
-        let fits = at + total <= self.region.len();
-        let used = if fits { at + total } else { total };
+        // `at` is the worker's word: past the region, it is written from 0.
+        let end = at.checked_add(total).filter(|&e| e <= self.region.len());
+        let fits = end.is_some();
+        let used = end.unwrap_or(total);
         let made = self.reserve(used).and_then(|()| match fits {
             true => Ok(()),
             false => self.grow_to(total, deadline),

@@ -107,9 +107,13 @@ pub(crate) fn wire(d: DataType) -> &'static str {
 impl ModelInstance for PythonInstance {
     fn run(&mut self, batch: &Batch<'_>, times: &mut IoTimes) -> Result<Vec<Tensor>, RunError> {
         let ran = self.call(batch, times);
-        // What the call wrote into the region is the server's no longer,
-        // whichever way it ended.
+        // Whichever way the call ended: a region it grew past what an
+        // instance keeps is given back, and what it wrote is the server's
+        // no longer.
         if let Some(p) = self.process.as_mut() {
+            if !matches!(ran, Err(RunError::Lost(_))) {
+                p.shrink(super::KEEP_REGION, super::FIRST_REGION);
+            }
             p.release();
         }
         ran
@@ -235,9 +239,6 @@ impl PythonInstance {
                 batch.siblings,
                 Some(&mut respond),
             )?;
-            if let Some(p) = self.process.as_mut() {
-                p.shrink(super::KEEP_REGION, super::FIRST_REGION);
-            }
             return Ok(Vec::new());
         }
         let reply = process.call_with(
@@ -250,9 +251,6 @@ impl PythonInstance {
         let taking = Instant::now();
         let out = self.outputs(reply, &jobs);
         times.output += taking.elapsed();
-        if let Some(p) = self.process.as_mut() {
-            p.shrink(super::KEEP_REGION, super::FIRST_REGION);
-        }
         out
     }
 }

@@ -205,7 +205,9 @@ impl Process {
                             }
                             self.send(&json!({"op": "region", "refused": exhausted.to_string()}))?;
                         }
-                        grown => grown?,
+                        // The worker waits for a region that will not come:
+                        // it cannot go on.
+                        grown => grown.map_err(lost)?,
                     }
                 }
                 Some("response") => {
@@ -228,7 +230,9 @@ impl Process {
                     let answer = match answer {
                         Ok(a) => a,
                         Err(BlsFailure::Request(e)) => json!({"ok": false, "error": e}),
-                        Err(BlsFailure::Worker(e)) => return Err(e),
+                        // The worker waits for an answer that will not
+                        // come: it cannot go on.
+                        Err(BlsFailure::Worker(e)) => return Err(lost(e)),
                     };
                     self.send(&answer)?;
                 }
@@ -331,6 +335,15 @@ impl Drop for Process {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// A failure while the worker waits for an answer leaves it out of step
+/// with the server: the instance is lost (restarted), not just the call.
+fn lost(e: RunError) -> RunError {
+    match e {
+        RunError::Failed(why) => RunError::Lost(why),
+        other => other,
     }
 }
 

@@ -33,6 +33,7 @@ import os
 import queue
 import struct
 import sys
+import threading
 import traceback
 
 # stdout is the control channel: keep it, and send fd 1 (print, C code) to
@@ -79,6 +80,30 @@ def align(n):
     return (n + ALIGN - 1) // ALIGN * ALIGN
 
 
+class Forwarder:
+    """Where a decoupled model's response senders send during one execute:
+    each response goes to the server at once (Worker.forward), and `wait`
+    returns once every request has sent its last."""
+
+    def __init__(self, worker, count):
+        self.worker = worker
+        self.open = set(range(count))
+        self.cond = threading.Condition()
+
+    def put(self, item):
+        n, response, final = item
+        self.worker.forward(n, response, final)
+        if final:
+            with self.cond:
+                self.open.discard(n)
+                self.cond.notify_all()
+
+    def wait(self):
+        with self.cond:
+            while self.open:
+                self.cond.wait()
+
+
 class Worker:
     def __init__(self):
         self.region = None
@@ -91,6 +116,9 @@ class Worker:
         # What the requests' response senders send (one queue for the
         # worker's life: making one per call costs more than the call).
         self.sent = queue.Queue()
+        # One exchange with the server at a time: a decoupled model's
+        # threads send responses and make BLS calls while execute runs.
+        self.lock = threading.RLock()
 
     # -- the region ----------------------------------------------------------
 
@@ -221,7 +249,12 @@ class Worker:
         """Runs a BLS request through the server: its inputs into the
         region, the server runs the model and writes the outputs after
         them; they are copied out (the region is reused). Decoupled: a
-        ResponseIterator that asks the server for each response in turn."""
+        ResponseIterator that asks the server for each response in turn.
+        From any of the model's threads: one exchange at a time."""
+        with self.lock:
+            return self._bls(request, decoupled)
+
+    def _bls(self, request, decoupled):
         def failed(text):
             response = pb_utils.InferenceResponse(error=pb_utils.TritonError(text))
             return pb_utils.ResponseIterator(iter([(response, True)]).__next__) if decoupled else response
@@ -244,16 +277,21 @@ class Worker:
             def next_response():
                 # The request's inputs are the server's now: each response
                 # is written from the start of the free space, and copied out.
-                got = self.ask({"op": "next", "stream": stream, "at": self.free_from})
-                if not got.get("ok"):
-                    return pb_utils.InferenceResponse(error=pb_utils.TritonError(got.get("error", "BLS request failed"))), True
-                if got.get("done"):
-                    return None
-                if "error" in got:
-                    return pb_utils.InferenceResponse(error=pb_utils.TritonError(got["error"])), bool(got.get("final"))
-                return pb_utils.InferenceResponse(self.copy_outputs(got["outputs"])), bool(got.get("final"))
+                with self.lock:
+                    got = self.ask({"op": "next", "stream": stream, "at": self.free_from})
+                    if not got.get("ok"):
+                        return pb_utils.InferenceResponse(error=pb_utils.TritonError(got.get("error", "BLS request failed"))), True
+                    if got.get("done"):
+                        return None
+                    if "error" in got:
+                        return pb_utils.InferenceResponse(error=pb_utils.TritonError(got["error"])), bool(got.get("final"))
+                    return pb_utils.InferenceResponse(self.copy_outputs(got["outputs"])), bool(got.get("final"))
 
-            return pb_utils.ResponseIterator(next_response, lambda: self.ask({"op": "cancel", "stream": stream}))
+            def cancel():
+                with self.lock:
+                    self.ask({"op": "cancel", "stream": stream})
+
+            return pb_utils.ResponseIterator(next_response, cancel)
         return pb_utils.InferenceResponse(self.copy_outputs(reply["outputs"]))
 
     def call_model(self, model, arrays):
@@ -261,6 +299,10 @@ class Worker:
         arrays, in the model's input order, on this replica (MindSpore's
         `Model.call`): its outputs, numpy arrays in model order. Raises
         RuntimeError with the server's reason."""
+        with self.lock:
+            return self._call_model(model, arrays)
+
+    def _call_model(self, model, arrays):
         tensors = [pb_utils.Tensor(str(k), np.asarray(a)) for k, a in enumerate(arrays)]
         try:
             described, end = self.place(tensors)
@@ -362,17 +404,18 @@ class Worker:
         self.model = serving_mindspore_stage.Stage(message["servable"], message["method"], message["stage"],
                                                    function, batch_size, tag, inputs, outputs)
 
-    def hand_on(self, sent, count, start):
-        """Hands each response of a decoupled model to the server as the
-        model sends it, until every request's last."""
-        open_ = set(range(count))
-        while open_:
-            n, response, final = sent.get()
+    def forward(self, n, response, final):
+        """Hands one response of a decoupled model to the server now, from
+        whichever thread the model sent it (one exchange at a time): its
+        outputs written into the region's free space, which the server
+        copies them out of before it answers."""
+        with self.lock:
             message = {"op": "response", "request": n, "final": final}
             if response is not None and response.has_error():
                 e = response.error()
                 message["error"] = e.message() if hasattr(e, "message") else str(e)
             elif response is not None:
+                start = self.free_from
                 described, needed = self.write_outputs([response], start)
                 if described is None:
                     send({"op": "need", "bytes": needed})
@@ -386,8 +429,6 @@ class Worker:
             reply = receive()
             if reply is None:
                 raise SystemExit(0)
-            if final:
-                open_.discard(n)
 
     def collect(self, sent, count):
         """The one response each request's sender sent (a model that is not
@@ -432,13 +473,15 @@ class Worker:
         sent = self.sent
         while not sent.empty():
             sent.get_nowait()
+        forwarder = Forwarder(self, len(requests)) if self.decoupled else None
         for n, r in enumerate(requests):
-            r._sender = pb_utils.ResponseSender(n, sent)
+            r._sender = pb_utils.ResponseSender(n, forwarder or sent)
         responses = self.model.execute(requests)
         if self.decoupled:
-            # Each response goes to the server as it comes, until every
-            # request's last (the model may send from threads of its own).
-            self.hand_on(sent, len(requests), align(end))
+            # Each response went to the server as it was sent, during
+            # execute or after, from any thread: wait for every request's
+            # last.
+            forwarder.wait()
             return []
         if responses is None and sent.empty():
             raise pb_utils.TritonModelException(
@@ -458,16 +501,18 @@ class Worker:
                 raise pb_utils.TritonModelException(
                     f"execute must return InferenceResponse objects, got {type(r).__name__}")
         start = align(end)
-        described, needed = self.write_outputs(responses, start)
-        if described is None:
-            # The region is too small: ask for one that holds the outputs,
-            # then write them there (the inputs are no longer needed).
-            send({"op": "need", "bytes": needed})
-            self.await_region()
+        with self.lock:
             described, needed = self.write_outputs(responses, start)
             if described is None:
-                raise pb_utils.TritonModelException(
-                    f"the outputs need {needed} bytes of shared memory; the region holds {self.size}")
+                # The region is too small: ask for one that holds the
+                # outputs, then write them there (the inputs are no longer
+                # needed).
+                send({"op": "need", "bytes": needed})
+                self.await_region()
+                described, needed = self.write_outputs(responses, start)
+                if described is None:
+                    raise pb_utils.TritonModelException(
+                        f"the outputs need {needed} bytes of shared memory; the region holds {self.size}")
         answers = []
         for r, outputs in zip(responses, described):
             if r.has_error():

@@ -123,11 +123,16 @@ class Model:
                 # One run of the instances as the batch's rows.
                 stacked = [np.stack([i[k] for i in instances]) for k in range(len(instances[0]))]
                 outputs = call(self.model_file, stacked)
+                if any(o.ndim == 0 or o.shape[0] != len(instances) for o in outputs):
+                    raise RuntimeError(
+                        f"the model's outputs do not have the {len(instances)} instances as their first dimension")
                 results = [tuple(o[n] for o in outputs) for n in range(len(instances))]
             else:
                 results = [tuple(call(self.model_file, [v[None] if batched else v for v in i]))
                            for i in instances]
                 if batched:
+                    if any(o.ndim == 0 or o.shape[0] != 1 for r in results for o in r):
+                        raise RuntimeError("the model's outputs do not have the instance as their first dimension")
                     results = [tuple(o[0] for o in r) for r in results]
         except RuntimeError as e:
             raise failed(e) from None
