@@ -36,12 +36,18 @@ pub(super) fn charge_join(ctx: &Context, batch: &[Job]) -> Result<Option<Charge>
     let bytes: u64 = batch
         .iter()
         .flat_map(|j| j.inputs.iter().flatten())
-        .map(|t| match t.data() {
-            TensorData::Raw(r) => r.len() as u64,
-            TensorData::Elements(e) => (e.len() * std::mem::size_of::<bytes::Bytes>()) as u64,
-        })
+        .map(joined_size)
         .sum();
     ctx.memory.charge(bytes).map(Some).map_err(RunError::Memory)
+}
+
+/// What joining `t` into a batch copies: its raw bytes, or a handle per
+/// BYTES element.
+fn joined_size(t: &Tensor) -> u64 {
+    match t.data() {
+        TensorData::Raw(r) => r.len() as u64,
+        TensorData::Elements(e) => (e.len() * std::mem::size_of::<bytes::Bytes>()) as u64,
+    }
 }
 
 /// What a run gives: each job's outputs, each job's sequence state after
@@ -234,7 +240,22 @@ pub(super) fn run_sequences(
             .collect();
         rows::join(&parts)
     }
-    let _joined = charge_join(ctx, batch)?;
+    // Every row of the joined batch, the fillers of a direct batch's empty
+    // slots included, is one request's row of inputs and states: charged
+    // before the join, unless one row goes through unjoined.
+    let row: u64 = batch[0]
+        .inputs
+        .iter()
+        .flatten()
+        .map(joined_size)
+        .sum::<u64>()
+        + states
+            .first()
+            .map_or(0, |s| s.iter().map(joined_size).sum());
+    let _joined = (rows_n > 1)
+        .then(|| ctx.memory.charge(row.saturating_mul(rows_n as u64)))
+        .transpose()
+        .map_err(RunError::Memory)?;
     let mut inputs = Vec::with_capacity(plan.info.inputs.len());
     for i in 0..plan.info.inputs.len() {
         // Jobs of one batch have the same inputs present (their signatures).
