@@ -42,12 +42,13 @@ mkdir -p "$(dirname "$log")"
 # segmentation fault or a bus error, in CI and here, under load; the same
 # start passes before and after): a start that dies before it is ready is
 # tried up to twice more, saying so.
+prefix=${TRITON_SHM_PREFIX:-serving_triton_$$_}
 for attempt in 1 2 3; do
   "$TRITONSERVER" --model-repository "$repo" \
     --http-address 127.0.0.1 --http-port "$http" \
     --grpc-address 127.0.0.1 --grpc-port "$grpc" \
     --metrics-address 127.0.0.1 --metrics-port "$metrics" \
-    --backend-config=python,shm-region-prefix-name="${TRITON_SHM_PREFIX:-serving_triton_$$_}" \
+    --backend-config=python,shm-region-prefix-name="$prefix" \
     "$@" >"$log" 2>&1 </dev/null &
   pid=$!
   trap 'kill $pid 2>/dev/null' EXIT
@@ -58,6 +59,10 @@ for attempt in 1 2 3; do
   fi
   kill "$pid" 2>/dev/null || true
   wait "$pid" 2>/dev/null || true
+  # A Triton that died leaves its Python stubs running (they are no longer
+  # its children) and their regions in /dev/shm: both carry the prefix.
+  pkill -KILL -f -- "$prefix" 2>/dev/null || true
+  rm -f /dev/shm/"$prefix"* 2>/dev/null || true
   [ "$attempt" != 3 ] && echo "Triton did not start (above); starting it again (attempt $((attempt + 1)) of 3)" >&2
 done
 exit 1
