@@ -937,6 +937,23 @@ class TritonPythonModel:
                 for r in requests]
 "#;
 
+/// Serves `repo` with 8 MiB for requests, messages and the memory they
+/// hold together.
+async fn serve_in_8_mib(repo: &Path) -> Running {
+    let venv = tokio::task::spawn_blocking(common::compat_venv)
+        .await
+        .unwrap();
+    common::start(reference_server::server::Config {
+        model_repository: Some(repo.to_owned()),
+        poll_interval: None,
+        python: venv.join("bin/python"),
+        max_msg_mb_size: 8,
+        max_incoming_mb: 8,
+        ..common::config()
+    })
+    .await
+}
+
 /// `x` of `floats` FP32 values to the model `copy`, raw.
 fn copy_request(floats: usize) -> pb::ModelInferRequest {
     pb::ModelInferRequest {
@@ -972,18 +989,7 @@ async fn a_python_model_s_shared_memory_is_charged_to_the_server_s_memory() {
         one_in_one_out("copy", "").as_bytes(),
     );
     common::write(repo.path(), "copy/1/model.py", COPY.as_bytes());
-    let venv = tokio::task::spawn_blocking(common::compat_venv)
-        .await
-        .unwrap();
-    let server = common::start(reference_server::server::Config {
-        model_repository: Some(repo.path().to_owned()),
-        poll_interval: None,
-        python: venv.join("bin/python"),
-        max_msg_mb_size: 8,
-        max_incoming_mb: 8,
-        ..common::config()
-    })
-    .await;
+    let server = serve_in_8_mib(repo.path()).await;
     let mut client = common::oip(&server).await;
     let idle = async |server: &Running| {
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -1039,4 +1045,85 @@ async fn a_python_model_s_shared_memory_is_charged_to_the_server_s_memory() {
         .into_inner();
     assert_eq!(again.raw_output_contents[0].len(), fits * 4);
     idle(&server).await;
+}
+
+/// A decoupled model that sends, from a thread of its own, a response of
+/// as many MiB as its input says.
+const BIG: &str = r#"
+import threading
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+class TritonPythonModel:
+    def execute(self, requests):
+        for request in requests:
+            mib = int(pb_utils.get_input_tensor_by_name(request, "IN").as_numpy()[0])
+            threading.Thread(target=self.send, args=(mib, request.get_response_sender())).start()
+        return None
+
+    def send(self, mib, sender):
+        try:
+            sender.send(pb_utils.InferenceResponse([pb_utils.Tensor("OUT", np.ones(mib << 18, dtype=np.float32))]))
+            sender.send(flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
+        except pb_utils.TritonModelException:
+            pass
+"#;
+
+const BIG_CONFIG: &str = r#"
+name: "big"
+backend: "python"
+max_batch_size: 0
+model_transaction_policy { decoupled: true }
+input [ { name: "IN" data_type: TYPE_INT32 dims: [ 1 ] } ]
+output [ { name: "OUT" data_type: TYPE_FP32 dims: [ -1 ] } ]
+"#;
+
+/// A decoupled model's response sent from its own thread that the
+/// server's memory has no room for ends its request with the reason, in
+/// band: the request does not hang, and the model serves on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_decoupled_response_without_room_ends_its_request_saying_why() {
+    let repo = tempfile::tempdir().unwrap();
+    common::write(repo.path(), "big/config.pbtxt", BIG_CONFIG.as_bytes());
+    common::write(repo.path(), "big/1/model.py", BIG.as_bytes());
+    let server = serve_in_8_mib(repo.path()).await;
+    let mut client = common::oip(&server).await;
+    let request = |mib: i32| {
+        let mut r = repeat_request("big", &[mib], false);
+        r.model_name = "big".into();
+        r
+    };
+    let answers = |mib: i32| {
+        let mut client = client.clone();
+        async move {
+            let mut stream = client
+                .model_stream_infer(futures_util::stream::iter(vec![request(mib)]))
+                .await
+                .unwrap()
+                .into_inner();
+            let mut got = Vec::new();
+            while let Some(a) = tokio::time::timeout(Duration::from_secs(30), stream.message())
+                .await
+                .expect("the request ends")
+                .unwrap()
+            {
+                let last =
+                    a.error_message.is_empty() && a.infer_response.as_ref().is_some_and(is_final);
+                got.push(a.error_message.clone());
+                if last || !a.error_message.is_empty() {
+                    break;
+                }
+            }
+            got
+        }
+    };
+    // 10 MiB: more than the server gives all requests.
+    let refused = answers(10).await;
+    assert_eq!(refused.len(), 1, "{refused:?}");
+    assert!(refused[0].contains("--max-incoming-mb"), "{refused:?}");
+    // 1 MiB: answered, then the final flag.
+    let answered = answers(1).await;
+    assert!(answered.iter().all(String::is_empty), "{answered:?}");
+    assert!(!answered.is_empty());
+    let _ = client.server_live(pb::ServerLiveRequest {}).await.unwrap();
 }

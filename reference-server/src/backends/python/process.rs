@@ -203,7 +203,11 @@ impl Process {
                             if reply.get("bls").and_then(Value::as_bool) != Some(true) {
                                 self.refused = Some(exhausted);
                             }
-                            self.send(&json!({"op": "region", "refused": exhausted.to_string()}))?;
+                            let why = format!(
+                                "{} more bytes of server memory are needed, and requests hold {} of the {} bytes this server gives them (--max-incoming-mb)",
+                                exhausted.wanted, exhausted.held, exhausted.limit
+                            );
+                            self.send(&json!({"op": "region", "refused": why}))?;
                         }
                         // The worker waits for a region that will not come:
                         // it cannot go on.

@@ -92,11 +92,23 @@ class Forwarder:
 
     def put(self, item):
         n, response, final = item
-        self.worker.forward(n, response, final)
+        try:
+            self.worker.forward(n, response, final)
+        except pb_utils.TritonModelException as e:
+            # A response that cannot be handed on (no shared memory for its
+            # outputs) ends its request with the reason, so that execute's
+            # wait ends; the sender, maybe a thread of the model's, hears
+            # of it too.
+            self.worker.forward(n, pb_utils.InferenceResponse(error=pb_utils.TritonError(str(e))), True)
+            self.done(n)
+            raise
         if final:
-            with self.cond:
-                self.open.discard(n)
-                self.cond.notify_all()
+            self.done(n)
+
+    def done(self, n):
+        with self.cond:
+            self.open.discard(n)
+            self.cond.notify_all()
 
     def wait(self):
         with self.cond:

@@ -283,7 +283,12 @@ class ResponseSender:
         if response is None and not final:
             raise TritonModelException("send needs a response, or the TRITONSERVER_RESPONSE_COMPLETE_FINAL flag")
         self._closed = final
-        self._queue.put((self._index, response, final))
+        try:
+            self._queue.put((self._index, response, final))
+        except Exception:
+            # The request was ended with the reason (see the worker).
+            self._closed = True
+            raise
 
     def is_cancelled(self):
         return False
