@@ -1127,3 +1127,112 @@ async fn a_decoupled_response_without_room_ends_its_request_saying_why() {
     assert!(!answered.is_empty());
     let _ = client.server_live(pb::ServerLiveRequest {}).await.unwrap();
 }
+
+/// A model whose `execute` writes the file its input names, then sleeps
+/// for an hour.
+const STUCK: &str = r#"
+import time
+import triton_python_backend_utils as pb_utils
+
+class TritonPythonModel:
+    def execute(self, requests):
+        path = pb_utils.get_input_tensor_by_name(requests[0], "MARKER").as_numpy()[0].decode()
+        open(path, "w").close()
+        time.sleep(3600)
+"#;
+
+/// The live, non-zombie processes whose parent is `parent`, with their
+/// command lines.
+fn children(parent: u32) -> Vec<(u32, String)> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        // pid (comm) state ppid ...
+        let fields: Vec<&str> = stat
+            .rsplit_once(')')
+            .map_or(vec![], |(_, r)| r.split_whitespace().collect());
+        if fields.first() == Some(&"Z") || fields.get(1) != Some(&parent.to_string().as_str()) {
+            continue;
+        }
+        let cmd = std::fs::read_to_string(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        found.push((pid, cmd.replace('\0', " ")));
+    }
+    found
+}
+
+/// Whether process `pid` is gone (or a zombie nobody has reaped).
+fn gone(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |s| {
+        s.rsplit_once(')')
+            .is_some_and(|(_, r)| r.trim_start().starts_with('Z'))
+    })
+}
+
+/// A Python worker goes with its server, even one killed outright while
+/// the worker is busy inside the model's execute (which reads no control
+/// message that would tell it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_python_worker_goes_when_its_server_is_killed() {
+    let repo = tempfile::tempdir().unwrap();
+    common::write(
+        repo.path(),
+        "stuck/config.pbtxt",
+        b"name: \"stuck\"\nbackend: \"python\"\nmax_batch_size: 0\ninput [ { name: \"MARKER\" data_type: TYPE_STRING dims: [ 1 ] } ]\noutput [ { name: \"y\" data_type: TYPE_FP32 dims: [ 1 ] } ]\n",
+    );
+    common::write(repo.path(), "stuck/1/model.py", STUCK.as_bytes());
+    let venv = tokio::task::spawn_blocking(common::compat_venv)
+        .await
+        .unwrap();
+    let args: Vec<String> = [
+        "--model-repository",
+        &repo.path().display().to_string(),
+        "--python",
+        &venv.join("bin/python").display().to_string(),
+        "--grpc-address",
+        "127.0.0.1:0",
+        "--rest-address",
+        "127.0.0.1:0",
+    ]
+    .map(str::to_owned)
+    .to_vec();
+    let server = common::Process::start(
+        Path::new(env!("CARGO_BIN_EXE_reference-server")),
+        &args,
+        &[],
+    );
+    let workers: Vec<u32> = children(server.id())
+        .into_iter()
+        .filter(|(_, cmd)| cmd.contains("serving_python_worker.py"))
+        .map(|(pid, _)| pid)
+        .collect();
+    assert_eq!(workers.len(), 1, "{:?}", children(server.id()));
+    let (_, rest) = server.addresses();
+    let marker = repo.path().join("executing");
+    let body = json!({"inputs": [{"name": "MARKER", "datatype": "BYTES", "shape": [1], "data": [marker.display().to_string()]}]});
+    let request = tokio::spawn(
+        common::http()
+            .post(format!("http://{rest}/v2/models/stuck/infer"))
+            .json(&body)
+            .send(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !marker.exists() {
+        assert!(Instant::now() < deadline, "execute never started");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    std::process::Command::new("kill")
+        .args(["-KILL", &server.id().to_string()])
+        .status()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !gone(workers[0]) {
+        assert!(Instant::now() < deadline, "the worker outlived its server");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(request.await.unwrap().is_err(), "the server is gone");
+}

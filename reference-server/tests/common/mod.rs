@@ -501,6 +501,11 @@ impl Process {
         }
     }
 
+    /// Its process id.
+    pub fn id(&self) -> u32 {
+        self.child.id()
+    }
+
     /// The gRPC and REST addresses of its readiness line.
     pub fn addresses(&self) -> (String, String) {
         let ready = self.banner.last().unwrap();

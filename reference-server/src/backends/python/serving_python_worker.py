@@ -34,6 +34,7 @@ import queue
 import struct
 import sys
 import threading
+import time
 import traceback
 
 # stdout is the control channel: keep it, and send fd 1 (print, C code) to
@@ -535,7 +536,19 @@ class Worker:
         return answers
 
 
+def exit_with_server():
+    """Ends the worker when its server is gone, even while the model is
+    busy (a server killed outright closes the control channel, which a
+    worker inside execute would not read): checked every second."""
+    server = os.getppid()
+    while True:
+        time.sleep(1)
+        if os.getppid() != server:
+            os._exit(0)
+
+
 def main():
+    threading.Thread(target=exit_with_server, name="exit-with-server", daemon=True).start()
     worker = Worker()
     pb_utils._bls = worker.bls
     pb_utils._call_model = worker.call_model
