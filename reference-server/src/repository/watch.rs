@@ -345,17 +345,16 @@ impl Watcher {
         let before = (self.overrides.remove(name), self.dirs.remove(name));
         let result = self.load_given(registry, name, config, dir);
         if result.is_err() {
-            self.overrides.remove(name);
-            self.dirs.remove(name);
-        }
-        if result.is_err() && !registry.versions(name).is_empty() {
+            let serving = !registry.versions(name).is_empty();
             let (config, dir) = before;
-            if let Some(c) = config {
-                self.overrides.insert(name.to_owned(), c);
-            }
-            if let Some(d) = dir {
-                self.dirs.insert(name.to_owned(), d);
-            }
+            match config.filter(|_| serving) {
+                Some(c) => self.overrides.insert(name.to_owned(), c),
+                None => self.overrides.remove(name),
+            };
+            match dir.filter(|_| serving) {
+                Some(d) => self.dirs.insert(name.to_owned(), d),
+                None => self.dirs.remove(name),
+            };
         }
         result
     }

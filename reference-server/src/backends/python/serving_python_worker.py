@@ -197,20 +197,14 @@ class Worker:
         if at > start and at > self.size:
             return None, every
         out = []
-        view = memoryview(self.region)
         for entries in layout:
             if entries is None:
                 out.append(None)
                 continue
             described = []
             for t, datatype, shape, data, offset, size in entries:
-                if data is None:
-                    pass
-                elif isinstance(data, bytes):
-                    view[offset:offset + size] = data
-                elif size:
-                    dst = np.frombuffer(self.region, dtype=np.uint8, count=size, offset=offset)
-                    dst[:] = data.reshape(-1).view(np.uint8)
+                if data is not None:
+                    self.write(offset, data, size)
                 d = {"name": t.name(), "datatype": datatype, "shape": shape, "offset": offset, "size": size}
                 if getattr(t, "_text", False):
                     d["text"] = True
@@ -247,14 +241,9 @@ class Worker:
                     f"the request's inputs need {end - self.free_from} bytes of shared memory: {e}") from None
             self.free_from = 0
             placed, end = layout(0)
-        view = memoryview(self.region)
         described = []
         for name, datatype, shape, data, offset, size in placed:
-            if isinstance(data, bytes):
-                view[offset:offset + size] = data
-            elif size:
-                dst = np.frombuffer(self.region, dtype=np.uint8, count=size, offset=offset)
-                dst[:] = data.reshape(-1).view(np.uint8)
+            self.write(offset, data, size)
             described.append({"name": name, "datatype": datatype, "shape": shape, "offset": offset, "size": size})
         return described, end
 
@@ -367,6 +356,15 @@ class Worker:
             raise pb_utils.TritonModelException(reply["refused"])
         self.map(reply["path"], reply["size"])
         send({"ok": True})
+
+    def write(self, offset, data, size):
+        """Writes `size` bytes of `data` (bytes, or a contiguous array)
+        into the region at `offset`."""
+        if isinstance(data, bytes):
+            memoryview(self.region)[offset:offset + size] = data
+        elif size:
+            dst = np.frombuffer(self.region, dtype=np.uint8, count=size, offset=offset)
+            dst[:] = data.reshape(-1).view(np.uint8)
 
     def offset_in_region(self, array):
         """Where a C-contiguous array lies in the region, None if elsewhere."""
